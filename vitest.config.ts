@@ -1,0 +1,9 @@
+import { defineConfig } from "vitest/config";
+
+// Unit tests live beside each package's sources. System tests (network namespaces) are in test/.
+export default defineConfig({
+  test: {
+    include: ["packages/*/src/**/*.test.ts"],
+    testTimeout: 20_000,
+  },
+});
