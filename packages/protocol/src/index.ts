@@ -1,1 +1,6 @@
-export {};
+export * from "./common.js";
+export * from "./rpc.js";
+export * from "./notifications.js";
+export * from "./signal.js";
+export * from "./config.js";
+export * from "./uid.js";

@@ -1,0 +1,41 @@
+import { z } from "zod";
+
+/** Node UID: 128 bits as 32 lowercase hex chars (see DESIGN.md "Identities"). */
+export const Uid = z.string().regex(/^[0-9a-f]{32}$/, "must be 32 lowercase hex characters");
+export type Uid = z.infer<typeof Uid>;
+
+export const Ipv4 = z.ipv4();
+export const Ipv6 = z.ipv6();
+export const IpAddress = z.union([z.ipv4(), z.ipv6()]);
+
+/** An interface address with its prefix length, e.g. "10.10.0.5/16" (host bits allowed). */
+export const Ipv4Cidr = z.cidrv4();
+export const Ipv6Cidr = z.cidrv6();
+export const Prefix = z.union([z.cidrv4(), z.cidrv6()]);
+
+/** "host:port" with an IPv4 address or a name, e.g. "127.0.0.1:5800". */
+export const HostPort = z
+  .string()
+  .regex(/^[A-Za-z0-9.-]+:\d{1,5}$/, 'must be "host:port"')
+  .refine((s) => {
+    const port = Number(s.slice(s.lastIndexOf(":") + 1));
+    return port > 0 && port < 65536;
+  }, "port must be 1..65535");
+
+export function splitHostPort(s: string): { host: string; port: number } {
+  const i = s.lastIndexOf(":");
+  return { host: s.slice(0, i), port: Number(s.slice(i + 1)) };
+}
+
+export const LogLevel = z.enum(["error", "warn", "info", "debug"]);
+export type LogLevel = z.infer<typeof LogLevel>;
+
+/** Formats zod issues as "field.path: message; ..." so errors name the field. */
+export function describeIssues(error: z.ZodError, root = ""): string {
+  return error.issues
+    .map((issue) => {
+      const path = [root, ...issue.path.map(String)].filter(Boolean).join(".");
+      return `${path || "(root)"}: ${issue.message}`;
+    })
+    .join("; ");
+}

@@ -1,0 +1,97 @@
+import { z } from "zod";
+import { HostPort, Ipv4Cidr, Ipv6Cidr, LogLevel } from "./common.js";
+
+const Log = z.strictObject({ level: LogLevel.default("info") }).default({ level: "info" });
+
+export const DEFAULT_RPC = "127.0.0.1:5800";
+export const DEFAULT_TOKEN_FILE = "/run/tincan/tincan.token";
+
+/** Loopback only: the RPC API must never be reachable from the network. */
+const LoopbackHostPort = HostPort.refine((s) => s.startsWith("127."), "the RPC address must be on 127.0.0.0/8");
+
+export const TincanConfig = z.strictObject({
+  rpc: LoopbackHostPort.default(DEFAULT_RPC),
+  tokenFile: z.string().min(1).default(DEFAULT_TOKEN_FILE),
+  log: Log,
+});
+export type TincanConfig = z.infer<typeof TincanConfig>;
+
+const Datapath = z.strictObject({
+  rpc: LoopbackHostPort.default(DEFAULT_RPC),
+  tokenFile: z.string().min(1).default(DEFAULT_TOKEN_FILE),
+});
+
+const Xmpp = z
+  .strictObject({
+    service: z.string().regex(/^xmpps?:\/\/[^/]+$/, 'must look like "xmpp://host:5222"'),
+    domain: z.string().min(1),
+    username: z.string().min(1),
+    password: z.string().min(1).optional(),
+    passwordFile: z.string().min(1).optional(),
+    resource: z.string().min(1).max(64).optional(),
+    caFile: z.string().min(1).optional(),
+  })
+  .refine((x) => (x.password === undefined) !== (x.passwordFile === undefined), {
+    message: 'give exactly one of "password" or "passwordFile"',
+  });
+
+const Turn = z
+  .strictObject({
+    urls: z.string().regex(/^turns?:/, 'must start with "turn:"'),
+    username: z.string().min(1),
+    credential: z.string().min(1).optional(),
+    credentialFile: z.string().min(1).optional(),
+  })
+  .refine((t) => (t.credential === undefined) !== (t.credentialFile === undefined), {
+    message: 'give exactly one of "credential" or "credentialFile"',
+  });
+
+const Ice = z
+  .strictObject({
+    stun: z.array(z.string().regex(/^stun:/, 'must start with "stun:"')).default([]),
+    turn: z.array(Turn).default([]),
+  })
+  .default({ stun: [], turn: [] });
+
+const Links = z
+  .strictObject({
+    policy: z.enum(["on-demand", "proactive"]).default("on-demand"),
+    maxLinks: z.number().int().min(1).max(4096).default(64),
+    idleTimeoutSec: z.number().min(1).default(300),
+    /** Seconds a direct setup may stay unconnected before a relay-only attempt starts. */
+    relayFallbackSec: z.number().min(0).default(2),
+    /** Seconds a setup may take before it is abandoned and retried with backoff. */
+    setupTimeoutSec: z.number().min(1).default(10),
+  })
+  .default({ policy: "on-demand", maxLinks: 64, idleTimeoutSec: 300, relayFallbackSec: 2, setupTimeoutSec: 10 });
+
+const Vnic = z.strictObject({
+  name: z.string().min(1).max(15).default("tincan0"),
+  ipv4: Ipv4Cidr,
+  ipv6: Ipv6Cidr.optional(),
+  mtu: z.number().int().min(576).max(9000).default(1280),
+});
+
+const ControllerBase = {
+  datapath: Datapath.default({ rpc: DEFAULT_RPC, tokenFile: DEFAULT_TOKEN_FILE }),
+  xmpp: Xmpp,
+  vnic: Vnic,
+  ice: Ice,
+  links: Links,
+  log: Log,
+};
+
+export const GroupVpnConfig = z.strictObject({ ...ControllerBase, group: z.string().min(1) });
+export type GroupVpnConfig = z.infer<typeof GroupVpnConfig>;
+
+export const SocialVpnConfig = z.strictObject({
+  ...ControllerBase,
+  stateFile: z.string().min(1).optional(),
+  dns: z
+    .strictObject({
+      suffix: z.string().regex(/^[a-z0-9-]+(\.[a-z0-9-]+)*$/).default("svpn"),
+      listen: HostPort.default("127.0.0.53:5353"),
+    })
+    .default({ suffix: "svpn", listen: "127.0.0.53:5353" }),
+});
+export type SocialVpnConfig = z.infer<typeof SocialVpnConfig>;

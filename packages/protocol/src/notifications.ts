@@ -1,0 +1,20 @@
+import { z } from "zod";
+import { LinkPath, LinkState } from "./rpc.js";
+import { Uid } from "./common.js";
+
+/** Notifications the datapath sends to the controller registered by `hello`. */
+export const NotificationParams = {
+  "datapath.started": z.strictObject({ version: z.string(), startedAt: z.number() }),
+  "link.candidate": z.strictObject({ peerUid: Uid, candidate: z.string(), mid: z.string() }),
+  "link.state": z.strictObject({ peerUid: Uid, state: LinkState, path: LinkPath.optional() }),
+  "packet.unmapped": z.strictObject({
+    src: z.string(),
+    dst: z.string(),
+    proto: z.number().int(),
+    length: z.number().int(),
+  }),
+  "icc.message": z.strictObject({ peerUid: Uid, data: z.json() }),
+} as const;
+
+export type NotificationMethod = keyof typeof NotificationParams;
+export type NotificationParamsOf<M extends NotificationMethod> = z.infer<(typeof NotificationParams)[M]>;

@@ -1,0 +1,65 @@
+import { describe, expect, it } from "vitest";
+import {
+  describeIssues,
+  GroupVpnConfig,
+  RpcParams,
+  Signal,
+  TincanConfig,
+  uidForIpv4,
+  uidForJid,
+} from "./index.js";
+
+describe("RPC params", () => {
+  it("accepts a valid route.set and names the bad field otherwise", () => {
+    const uid = uidForIpv4("10.10.0.7");
+    expect(RpcParams["route.set"].safeParse({ prefix: "10.10.0.7/32", peerUid: uid }).success).toBe(true);
+    const bad = RpcParams["route.set"].safeParse({ prefix: "10.10.0.7/33", peerUid: uid });
+    expect(bad.success).toBe(false);
+    if (!bad.success) expect(describeIssues(bad.error)).toMatch(/^prefix: /);
+  });
+
+  it("rejects unknown keys so typos are not silently ignored", () => {
+    const r = RpcParams["link.remove"].safeParse({ peerUid: uidForIpv4("10.0.0.1"), peeruid: "x" });
+    expect(r.success).toBe(false);
+  });
+
+  it("only lets a controller register a loopback endpoint", () => {
+    expect(RpcParams.hello.safeParse({ controller: { host: "10.0.0.1", port: 5801 } }).success).toBe(false);
+    expect(RpcParams.hello.safeParse({ controller: { host: "127.0.0.1", port: 5801 } }).success).toBe(true);
+  });
+});
+
+describe("signal payloads", () => {
+  it("parses an offer and rejects a payload with a bad uid", () => {
+    const from = uidForJid("alice@lab.local");
+    const to = uidForJid("bob@lab.local");
+    const offer = { type: "offer", from, to, setup: "s1", relayOnly: false, description: { type: "offer", sdp: "v=0" } };
+    expect(Signal.safeParse(offer).success).toBe(true);
+    expect(Signal.safeParse({ ...offer, from: "ALICE" }).success).toBe(false);
+  });
+});
+
+describe("configs", () => {
+  it("fills defaults", () => {
+    const c = TincanConfig.parse({});
+    expect(c.rpc).toBe("127.0.0.1:5800");
+    expect(c.log.level).toBe("info");
+  });
+
+  it("refuses a non-loopback RPC address and a config with two password sources", () => {
+    expect(TincanConfig.safeParse({ rpc: "0.0.0.0:5800" }).success).toBe(false);
+    const r = GroupVpnConfig.safeParse({
+      group: "lab",
+      vnic: { ipv4: "10.10.0.5/16" },
+      xmpp: { service: "xmpp://h:5222", domain: "d", username: "u", password: "p", passwordFile: "/f" },
+    });
+    expect(r.success).toBe(false);
+  });
+});
+
+describe("uids", () => {
+  it("are 32 hex chars derived from the address text", () => {
+    expect(uidForIpv4("10.10.0.5")).toMatch(/^[0-9a-f]{32}$/);
+    expect(uidForIpv4("10.10.0.5")).not.toBe(uidForIpv4("10.10.0.6"));
+  });
+});

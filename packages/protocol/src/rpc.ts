@@ -1,0 +1,155 @@
+import { z } from "zod";
+import { HostPort, Ipv4, Ipv4Cidr, Ipv6Cidr, Prefix, Uid } from "./common.js";
+
+/** JSON-RPC error codes used by the datapath besides the standard ones. */
+export const RpcErrorCode = {
+  ParseError: -32700,
+  InvalidRequest: -32600,
+  MethodNotFound: -32601,
+  InvalidParams: -32602,
+  Internal: -32603,
+  Unauthorized: -32001,
+  NotFound: -32004,
+  Conflict: -32009,
+  NotConfigured: -32010,
+} as const;
+
+/** Largest RPC datagram either side sends or accepts. */
+export const MAX_RPC_DATAGRAM = 60_000;
+/** Largest inter-controller message (`icc.send` data, JSON-encoded). */
+export const MAX_ICC_BYTES = 16_384;
+
+export const SessionDescription = z.strictObject({
+  type: z.enum(["offer", "answer"]),
+  sdp: z.string().min(1).max(16_384),
+});
+export type SessionDescription = z.infer<typeof SessionDescription>;
+
+export const LinkState = z.enum(["new", "connecting", "connected", "disconnected", "failed", "closed"]);
+export type LinkState = z.infer<typeof LinkState>;
+export const LinkPath = z.enum(["host", "srflx", "prflx", "relay"]);
+export type LinkPath = z.infer<typeof LinkPath>;
+
+const Candidate = z.string().max(1024);
+const Mid = z.string().max(64);
+
+/** Params of every method, without the `auth` token (checked before these schemas). */
+export const RpcParams = {
+  hello: z.strictObject({
+    controller: z.strictObject({
+      host: z.literal("127.0.0.1"),
+      port: z.number().int().min(1).max(65535),
+    }),
+  }),
+  "vnic.configure": z.strictObject({
+    name: z.string().min(1).max(15).regex(/^[A-Za-z0-9_.-]+$/).optional(),
+    uid: Uid,
+    ipv4: Ipv4Cidr.optional(),
+    ipv6: Ipv6Cidr.optional(),
+    mtu: z.number().int().min(576).max(9000).optional(),
+    translate: z.boolean().optional(),
+  }),
+  "vnic.query": z.strictObject({}),
+  "ice.configure": z.strictObject({
+    stun: z.array(z.string().regex(/^stun:/, 'must start with "stun:"')).max(8).default([]),
+    turn: z
+      .array(
+        z.strictObject({
+          urls: z.string().regex(/^turns?:/, 'must start with "turn:" or "turns:"'),
+          username: z.string().min(1).max(256),
+          credential: z.string().min(1).max(256),
+        }),
+      )
+      .max(8)
+      .default([]),
+  }),
+  "link.create": z.strictObject({ peerUid: Uid, relayOnly: z.boolean().optional() }),
+  "link.accept": z.strictObject({
+    peerUid: Uid,
+    description: SessionDescription,
+    relayOnly: z.boolean().optional(),
+  }),
+  "link.complete": z.strictObject({ peerUid: Uid, description: SessionDescription }),
+  "link.addCandidate": z.strictObject({ peerUid: Uid, candidate: Candidate, mid: Mid }),
+  "link.remove": z.strictObject({ peerUid: Uid }),
+  "link.query": z.strictObject({ peerUid: Uid.optional() }),
+  "route.set": z.strictObject({
+    prefix: Prefix,
+    peerUid: Uid,
+    via: Uid.optional(),
+    mapTo: Ipv4.optional(),
+  }),
+  "route.remove": z.strictObject({ prefix: Prefix }),
+  "route.query": z.strictObject({}),
+  "icc.send": z.strictObject({ peerUid: Uid, data: z.json() }),
+} as const;
+
+export type RpcMethod = keyof typeof RpcParams;
+export type RpcParamsOf<M extends RpcMethod> = z.infer<(typeof RpcParams)[M]>;
+export const RPC_METHODS = Object.keys(RpcParams) as RpcMethod[];
+
+export interface Counters {
+  txBytes: number;
+  rxBytes: number;
+  txPackets: number;
+  rxPackets: number;
+  /** Dropped packets by reason (e.g. "spoofed", "backpressure", "queueFull", "noLink", "malformed"). */
+  drops: Record<string, number>;
+}
+
+export interface LinkInfo extends Counters {
+  peerUid: string;
+  state: LinkState;
+  path: LinkPath | null;
+  local: string | null;
+  remote: string | null;
+  rttMs: number | null;
+  relayOnly: boolean;
+  createdAt: number;
+  lastRxAt: number | null;
+  lastTxAt: number | null;
+}
+
+export interface RouteInfo {
+  prefix: string;
+  peerUid: string;
+  via: string | null;
+  mapTo: string | null;
+}
+
+export interface VnicInfo extends Counters {
+  name: string | null;
+  uid: string | null;
+  ipv4: string | null;
+  ipv6: string | null;
+  mtu: number | null;
+  translate: boolean;
+  queued: number;
+}
+
+export interface HelloResult {
+  version: string;
+  uid: string | null;
+  vnic: { name: string; ipv4: string | null; ipv6: string | null; mtu: number } | null;
+  startedAt: number;
+}
+
+/** Result types of every method. */
+export interface RpcResults {
+  hello: HelloResult;
+  "vnic.configure": { name: string; mtu: number };
+  "vnic.query": VnicInfo;
+  "ice.configure": Record<string, never>;
+  "link.create": { description: SessionDescription };
+  "link.accept": { description: SessionDescription };
+  "link.complete": Record<string, never>;
+  "link.addCandidate": Record<string, never>;
+  "link.remove": Record<string, never>;
+  "link.query": LinkInfo[];
+  "route.set": Record<string, never>;
+  "route.remove": Record<string, never>;
+  "route.query": RouteInfo[];
+  "icc.send": Record<string, never>;
+}
+
+export const Auth = z.string().min(16).max(256);
