@@ -1,0 +1,70 @@
+import { IPPROTO_TCP, IPPROTO_UDP, ipv4At } from "./packet.js";
+
+/** Ones'-complement update of a 16-bit checksum for a 32-bit field changing old -> new (RFC 1624, eqn. 3). */
+export function checksumReplace32(checksum: number, oldValue: number, newValue: number): number {
+  let sum =
+    (~checksum & 0xffff) +
+    (~(oldValue >>> 16) & 0xffff) +
+    (~oldValue & 0xffff) +
+    (newValue >>> 16) +
+    (newValue & 0xffff);
+  sum = (sum & 0xffff) + (sum >>> 16);
+  sum = (sum & 0xffff) + (sum >>> 16);
+  return ~sum & 0xffff;
+}
+
+function read16(buf: Uint8Array, off: number): number {
+  return ((buf[off] as number) << 8) | (buf[off + 1] as number);
+}
+
+function write16(buf: Uint8Array, off: number, value: number): void {
+  buf[off] = value >> 8;
+  buf[off + 1] = value & 0xff;
+}
+
+function write32(buf: Uint8Array, off: number, value: number): void {
+  buf[off] = value >>> 24;
+  buf[off + 1] = (value >>> 16) & 0xff;
+  buf[off + 2] = (value >>> 8) & 0xff;
+  buf[off + 3] = value & 0xff;
+}
+
+/**
+ * Rewrites the source and destination of the IPv4 packet at buf[off..off+len) in place and fixes
+ * the IPv4 header checksum and the TCP/UDP checksum (whose pseudo-header covers the addresses).
+ * ICMP checksums do not cover IP addresses. Returns false (packet untouched) when the packet is
+ * too short to hold the headers it claims.
+ */
+export function translateIpv4(buf: Uint8Array, off: number, len: number, newSrc: number, newDst: number): boolean {
+  const ihl = ((buf[off] as number) & 0x0f) * 4;
+  if (ihl < 20 || len < ihl) return false;
+  const oldSrc = ipv4At(buf, off + 12);
+  const oldDst = ipv4At(buf, off + 16);
+  let ipSum = read16(buf, off + 10);
+  ipSum = checksumReplace32(ipSum, oldSrc, newSrc);
+  ipSum = checksumReplace32(ipSum, oldDst, newDst);
+
+  const fragmentOffset = read16(buf, off + 6) & 0x1fff;
+  if (fragmentOffset === 0) {
+    const proto = buf[off + 9];
+    const l4 = off + ihl;
+    const l4Len = len - ihl;
+    if (proto === IPPROTO_TCP && l4Len >= 18) {
+      let sum = read16(buf, l4 + 16);
+      sum = checksumReplace32(sum, oldSrc, newSrc);
+      write16(buf, l4 + 16, checksumReplace32(sum, oldDst, newDst));
+    } else if (proto === IPPROTO_UDP && l4Len >= 8) {
+      let sum = read16(buf, l4 + 6);
+      if (sum !== 0) {
+        // 0 means "no checksum" for UDP over IPv4; a computed 0 is sent as 0xffff.
+        sum = checksumReplace32(sum, oldSrc, newSrc);
+        sum = checksumReplace32(sum, oldDst, newDst);
+        write16(buf, l4 + 6, sum === 0 ? 0xffff : sum);
+      }
+    }
+  }
+  write16(buf, off + 10, ipSum);
+  write32(buf, off + 12, newSrc);
+  write32(buf, off + 16, newDst);
+  return true;
+}
