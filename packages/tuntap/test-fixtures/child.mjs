@@ -1,0 +1,394 @@
+// Runs one tuntap test scenario inside a network namespace (the test starts it with
+// `ip netns exec NS node child.mjs SCENARIO`) and prints one JSON line with what it saw.
+// The assertions live in src/tuntap.test.ts. The scenarios end by release()ing the device
+// and closing sockets, never with process.exit: a leaked handle shows up as a timeout.
+import dgram from "node:dgram";
+import { existsSync } from "node:fs";
+import { Tun } from "../dist/index.js";
+import { icmp4Echo, parsePacket, udp4Packet, udp6Packet } from "./packets.mjs";
+
+const scenario = process.argv[2];
+const watchdog = setTimeout(() => {
+  process.stdout.write(`${JSON.stringify({ error: `scenario ${scenario} timed out` })}\n`);
+  process.exit(3);
+}, 10_000);
+watchdog.unref();
+
+const hex = (b) => Buffer.from(b).toString("hex");
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Collects copies of packets read from `tun` until `done(matching)` or timeout. */
+function collect(tun, match, want, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const got = [];
+    const timer = setTimeout(() => {
+      tun.onPackets(null);
+      reject(new Error(`only ${got.length}/${want} matching packets within ${ms} ms`));
+    }, ms);
+    tun.onPackets((batch, offsets, lengths, count) => {
+      for (let i = 0; i < count; i++) {
+        const p = Buffer.from(batch.subarray(offsets[i], offsets[i] + lengths[i]));
+        if (match(parsePacket(p))) got.push(p);
+      }
+      if (got.length >= want) {
+        clearTimeout(timer);
+        tun.onPackets(null);
+        resolve(got);
+      }
+    });
+  });
+}
+
+function bindUdp(type, address, port) {
+  const s = dgram.createSocket(type);
+  const messages = [];
+  s.on("message", (msg, rinfo) =>
+    messages.push({ data: msg.toString(), address: rinfo.address, port: rinfo.port }),
+  );
+  return new Promise((resolve) => s.bind(port, address, () => resolve({ s, messages })));
+}
+
+async function waitFor(cond, ms = 3000) {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) return false;
+    await sleep(10);
+  }
+  return true;
+}
+
+function send(s, data, port, address) {
+  return new Promise((resolve, reject) => s.send(data, port, address, (e) => (e ? reject(e) : resolve())));
+}
+
+function attempt(label, fn) {
+  try {
+    const value = fn();
+    return { label, threw: false, value: value === undefined ? null : value };
+  } catch (e) {
+    return {
+      label,
+      threw: true,
+      ctor: e.constructor.name,
+      code: e.code ?? null,
+      errno: e.errno ?? null,
+      message: e.message,
+    };
+  }
+}
+
+function up4(opts = {}) {
+  const tun = new Tun({ name: "tt0", ...opts });
+  tun.ipv4 = "10.99.0.1/24";
+  tun.mtu = 1400;
+  tun.isUp = true;
+  return tun;
+}
+
+const scenarios = {
+  async "read-udp4"() {
+    const tun = up4();
+    const info = { name: tun.name, ipv4: tun.ipv4, mtu: tun.mtu, isUp: tun.isUp, ipv6: tun.ipv6 };
+    const s = dgram.createSocket("udp4");
+    await new Promise((r) => s.bind(0, r));
+    const sport = s.address().port;
+    const wait = collect(tun, (p) => p.version === 4 && p.protocol === 17, 1);
+    await send(s, "tincan-read-v4", 9999, "10.99.0.2");
+    const [pkt] = await wait;
+    s.close();
+    tun.release();
+    await sleep(50);
+    return { info, sport, packet: hex(pkt), existsAfterRelease: existsSync(`/sys/class/net/${info.name}`) };
+  },
+
+  async "write-udp4"() {
+    const tun = up4();
+    const { s, messages } = await bindUdp("udp4", "10.99.0.1", 7777);
+    const one = udp4Packet({
+      src: "10.99.0.2",
+      dst: "10.99.0.1",
+      sport: 5555,
+      dport: 7777,
+      data: Buffer.from("from-tun-v4"),
+    });
+    const writeOk = tun.write(one);
+    // three packets packed in one buffer, written with one writeBatch call
+    const parts = [0, 1, 2].map((i) =>
+      udp4Packet({
+        src: "10.99.0.2",
+        dst: "10.99.0.1",
+        sport: 5556 + i,
+        dport: 7777,
+        data: Buffer.from(`batch-${i}`),
+        id: i,
+      }),
+    );
+    const buf = Buffer.alloc(4096);
+    const offsets = new Uint32Array([100, 1000, 2000]);
+    const lengths = new Uint32Array(parts.map((p) => p.length));
+    parts.forEach((p, i) => {
+      p.copy(buf, offsets[i]);
+    });
+    const batchWritten = tun.writeBatch(buf, offsets, lengths, 3);
+    await waitFor(() => messages.length >= 4);
+    // ICMP echo request in, echo reply out of the tun
+    const replyWait = collect(tun, (p) => p.version === 4 && p.protocol === 1 && p.icmp.type === 0, 1);
+    tun.write(
+      icmp4Echo({ src: "10.99.0.2", dst: "10.99.0.1", id: 0xbeef, seq: 7, data: Buffer.from("ping-data") }),
+    );
+    const [reply] = await replyWait;
+    s.close();
+    tun.release();
+    return { writeOk, batchWritten, messages, reply: hex(reply) };
+  },
+
+  async udp6() {
+    const tun = new Tun({ name: "tt6" });
+    tun.isUp = true;
+    tun.ipv6 = "fd99::1/64";
+    const info = { ipv6: tun.ipv6, mtu: tun.mtu };
+    const out = dgram.createSocket("udp6");
+    await new Promise((r) => out.bind(0, "fd99::1", r));
+    const sport = out.address().port;
+    const wait = collect(tun, (p) => p.version === 6 && p.nextHeader === 17, 1);
+    await send(out, "tincan-read-v6", 9999, "fd99::2");
+    const [pkt] = await wait;
+    const { s, messages } = await bindUdp("udp6", "fd99::1", 7777);
+    const writeOk = tun.write(
+      udp6Packet({
+        src: "fd99::2",
+        dst: "fd99::1",
+        sport: 5555,
+        dport: 7777,
+        data: Buffer.from("from-tun-v6"),
+      }),
+    );
+    await waitFor(() => messages.length >= 1);
+    tun.ipv6 = "fd98::1/64"; // replaces the first one
+    const replaced = tun.ipv6;
+    out.close();
+    s.close();
+    tun.release();
+    return { info, sport, packet: hex(pkt), writeOk, messages, replaced };
+  },
+
+  async "bad-inputs"() {
+    const r = [];
+    r.push(attempt("name too long", () => new Tun({ name: "a-very-long-ifname" })));
+    r.push(attempt("batchSize 0", () => new Tun({ batchSize: 0 })));
+    const tun = new Tun({ name: "tt0" });
+    r.push(
+      attempt("write while down", () =>
+        tun.write(
+          udp4Packet({ src: "10.0.0.2", dst: "10.0.0.1", sport: 1, dport: 2, data: Buffer.from("x") }),
+        ),
+      ),
+    );
+    r.push(
+      attempt("ipv4 banana", () => {
+        tun.ipv4 = "banana";
+      }),
+    );
+    r.push(
+      attempt("ipv4 /33", () => {
+        tun.ipv4 = "10.0.0.1/33";
+      }),
+    );
+    r.push(
+      attempt("ipv4 300.1.1.1", () => {
+        tun.ipv4 = "300.1.1.1/24";
+      }),
+    );
+    r.push(
+      attempt("ipv6 zz::1", () => {
+        tun.ipv6 = "zz::1/64";
+      }),
+    );
+    r.push(
+      attempt("ipv6 /129", () => {
+        tun.ipv6 = "fd00::1/129";
+      }),
+    );
+    r.push(
+      attempt("mtu -1", () => {
+        tun.mtu = -1;
+      }),
+    );
+    r.push(
+      attempt("mtu 70000", () => {
+        tun.mtu = 70000;
+      }),
+    );
+    r.push(
+      attempt("mtu 1.5", () => {
+        tun.mtu = 1.5;
+      }),
+    );
+    r.push(attempt("ipv4 still unset", () => tun.ipv4));
+    r.push(attempt("mtu unchanged", () => tun.mtu));
+    tun.isUp = true;
+    const buf = Buffer.alloc(64);
+    r.push(attempt("write offset beyond", () => tun.write(buf, 65)));
+    r.push(attempt("write length beyond", () => tun.write(buf, 10, 60)));
+    r.push(attempt("write negative offset", () => tun.write(buf, -1)));
+    r.push(attempt("write empty", () => tun.write(buf, 64)));
+    r.push(attempt("write string", () => tun.write("hello")));
+    r.push(
+      attempt("writeBatch beyond", () =>
+        tun.writeBatch(buf, new Uint32Array([0, 60]), new Uint32Array([20, 20]), 2),
+      ),
+    );
+    r.push(
+      attempt("writeBatch count", () => tun.writeBatch(buf, new Uint32Array([0]), new Uint32Array([20]), 2)),
+    );
+    r.push(attempt("writeBatch not u32", () => tun.writeBatch(buf, [0], [20], 1)));
+    r.push(attempt("stats after bad writes", () => tun.stats));
+    tun.release();
+    r.push(attempt("release twice", () => tun.release()));
+    r.push(attempt("mtu after release", () => tun.mtu));
+    r.push(
+      attempt("ipv4 set after release", () => {
+        tun.ipv4 = "10.0.0.1/24";
+      }),
+    );
+    r.push(attempt("write after release", () => tun.write(buf)));
+    r.push(
+      attempt("onPackets after release", () => {
+        tun.onPackets(() => {});
+      }),
+    );
+    r.push(
+      attempt("onPackets(null) after release", () => {
+        tun.onPackets(null);
+      }),
+    );
+    r.push(attempt("name after release", () => tun.name));
+    r.push(attempt("stats after release", () => tun.stats));
+    return { results: r };
+  },
+
+  async eperm() {
+    return { results: [attempt("create without CAP_NET_ADMIN", () => new Tun())] };
+  },
+
+  async stats() {
+    const tun = up4();
+    let seenPackets = 0;
+    let seenBytes = 0;
+    let udpSeen = 0;
+    tun.onPackets((batch, offsets, lengths, count) => {
+      for (let i = 0; i < count; i++) {
+        seenPackets++;
+        seenBytes += lengths[i];
+        const p = parsePacket(batch.subarray(offsets[i], offsets[i] + lengths[i]));
+        if (p.version === 4 && p.protocol === 17 && p.udp.dport === 9999) udpSeen++;
+      }
+    });
+    const before = tun.stats;
+    const s = dgram.createSocket("udp4");
+    for (let i = 0; i < 5; i++) await send(s, Buffer.alloc(100 + i, 1), 9999, "10.99.0.2");
+    await waitFor(() => udpSeen >= 5);
+    const { s: rx, messages } = await bindUdp("udp4", "10.99.0.1", 7777);
+    let txBytes = 0;
+    for (let i = 0; i < 3; i++) {
+      const p = udp4Packet({
+        src: "10.99.0.2",
+        dst: "10.99.0.1",
+        sport: 5555,
+        dport: 7777,
+        data: Buffer.alloc(10 + i, 2),
+      });
+      txBytes += p.length;
+      tun.write(p);
+    }
+    const p2 = udp4Packet({
+      src: "10.99.0.2",
+      dst: "10.99.0.1",
+      sport: 5555,
+      dport: 7777,
+      data: Buffer.alloc(50, 3),
+    });
+    const two = Buffer.concat([p2, p2]);
+    tun.writeBatch(two, new Uint32Array([0, p2.length]), new Uint32Array([p2.length, p2.length]));
+    txBytes += 2 * p2.length;
+    await waitFor(() => messages.length >= 5);
+    await sleep(50);
+    const after = tun.stats;
+    s.close();
+    rx.close();
+    tun.release();
+    return {
+      before,
+      after,
+      seenPackets,
+      seenBytes,
+      udpSeen,
+      txBytes,
+      received: messages.length,
+      afterRelease: tun.stats,
+    };
+  },
+
+  async batch() {
+    const tun = up4({ batchSize: 8 });
+    const calls = [];
+    let udp = 0;
+    tun.pause();
+    tun.onPackets((batch, offsets, lengths, count) => {
+      calls.push(count);
+      for (let i = 0; i < count; i++) {
+        const p = parsePacket(batch.subarray(offsets[i], offsets[i] + lengths[i]));
+        if (
+          p.version === 4 &&
+          p.protocol === 17 &&
+          p.udp.dport === 9999 &&
+          p.udp.data.toString() === `n${udp}`
+        )
+          udp++;
+      }
+    });
+    const readingWhilePaused = tun.reading;
+    const s = dgram.createSocket("udp4");
+    for (let i = 0; i < 40; i++) await send(s, `n${i}`, 9999, "10.99.0.2");
+    await sleep(100);
+    const callsWhilePaused = calls.length;
+    tun.resume();
+    await waitFor(() => udp >= 40);
+    s.close();
+    tun.release();
+    return { calls, callsWhilePaused, readingWhilePaused, udpInOrder: udp };
+  },
+
+  async "packet-event"() {
+    const tun = up4();
+    const got = [];
+    tun.on("packet", (p) => {
+      const q = parsePacket(p);
+      if (q.version === 4 && q.protocol === 17) got.push(p);
+    });
+    const s = dgram.createSocket("udp4");
+    await send(s, "first", 9999, "10.99.0.2");
+    await send(s, "second", 9999, "10.99.0.2");
+    await waitFor(() => got.length >= 2);
+    // copies: they must stay intact after later reads reuse the batch buffer
+    await send(s, "third-overwrites", 9999, "10.99.0.2");
+    await waitFor(() => got.length >= 3);
+    s.close();
+    tun.release();
+    return { payloads: got.map((p) => parsePacket(p).udp.data.toString()) };
+  },
+};
+
+const fn = scenarios[scenario];
+if (!fn) {
+  process.stdout.write(`${JSON.stringify({ error: `unknown scenario ${scenario}` })}\n`);
+  process.exitCode = 2;
+} else {
+  try {
+    const result = await fn();
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+  } catch (e) {
+    process.stdout.write(`${JSON.stringify({ error: String(e?.stack ?? e) })}\n`);
+    process.exitCode = 1;
+  }
+}
