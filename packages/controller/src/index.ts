@@ -1,1 +1,5 @@
-export {};
+export * from "./admission.js";
+export * from "./config.js";
+export * from "./datapath-client.js";
+export * from "./logger.js";
+export * from "./xmpp.js";

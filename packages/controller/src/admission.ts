@@ -1,0 +1,65 @@
+import type { Log } from "./logger.js";
+
+export type Subscription = "none" | "to" | "from" | "both" | "remove";
+
+/** One roster entry (jabber:iq:roster item). */
+export interface RosterItem {
+  /** Bare JID, lowercase. */
+  jid: string;
+  subscription: Subscription;
+  name?: string;
+  groups: string[];
+}
+
+/**
+ * Who may link with us: roster items with mutual subscription (`both`) and, when a group is configured
+ * (GroupVPN), in that roster group. Everything else is refused, and each refused JID is logged once
+ * (until it is admitted again), not once per stanza.
+ */
+export class Admission {
+  private roster = new Map<string, RosterItem>();
+  private readonly refusedLogged = new Set<string>();
+
+  constructor(private readonly opts: { group?: string | undefined; log: Log }) {}
+
+  /** Replaces the roster (after a roster fetch or push). */
+  setRoster(items: Iterable<RosterItem>): void {
+    this.roster = new Map([...items].map((i) => [i.jid.toLowerCase(), i]));
+    for (const jid of this.refusedLogged) if (this.isMember(jid)) this.refusedLogged.delete(jid);
+  }
+
+  /** True when `bareJid` passes the rules. No logging: use it for policy decisions. */
+  isMember(bareJid: string): boolean {
+    return this.reason(bareJid) === null;
+  }
+
+  /** Admission check for something that arrived from `bareJid`: refusals are logged once per JID. */
+  allows(bareJid: string, what = "link"): boolean {
+    const jid = bareJid.toLowerCase();
+    const reason = this.reason(jid);
+    if (reason === null) return true;
+    if (!this.refusedLogged.has(jid)) {
+      this.refusedLogged.add(jid);
+      this.opts.log.warn("refused a peer that fails admission (logged once per JID)", { jid, what, reason });
+    }
+    return false;
+  }
+
+  /** Bare JIDs that pass admission. */
+  members(): string[] {
+    return [...this.roster.keys()].filter((j) => this.isMember(j));
+  }
+
+  item(bareJid: string): RosterItem | undefined {
+    return this.roster.get(bareJid.toLowerCase());
+  }
+
+  private reason(bareJid: string): string | null {
+    const item = this.roster.get(bareJid.toLowerCase());
+    if (!item) return "not on the roster";
+    if (item.subscription !== "both") return `subscription is "${item.subscription}", not "both"`;
+    const group = this.opts.group;
+    if (group !== undefined && !item.groups.includes(group)) return `not in roster group "${group}"`;
+    return null;
+  }
+}

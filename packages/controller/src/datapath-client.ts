@@ -1,0 +1,291 @@
+import { type RemoteInfo, type Socket, createSocket } from "node:dgram";
+import { EventEmitter } from "node:events";
+import { readFile } from "node:fs/promises";
+import {
+  type HelloResult,
+  MAX_RPC_DATAGRAM,
+  NotificationParams,
+  type NotificationMethod,
+  type NotificationParamsOf,
+  RpcErrorCode,
+  type RpcMethod,
+  type RpcParamsOf,
+  type RpcResults,
+  describeIssues,
+  splitHostPort,
+} from "@tincan/protocol";
+import {
+  JSONRPCClient,
+  JSONRPCErrorException,
+  createJSONRPCErrorResponse,
+  isJSONRPCResponse,
+} from "json-rpc-2.0";
+import type { Log } from "./logger.js";
+
+/** Local error code for a request that got no answer in time (never sent by the datapath). */
+export const RPC_TIMEOUT = -32099;
+
+/** An RPC that failed: `code` is the JSON-RPC error code (RPC_TIMEOUT when nothing answered). */
+export class RpcError extends Error {
+  constructor(
+    readonly method: string,
+    readonly code: number,
+    message: string,
+    readonly data?: unknown,
+  ) {
+    super(`${method}: ${message} (${code})`);
+    this.name = "RpcError";
+  }
+}
+
+/** Methods that may be sent again when no answer came (doing them twice does no harm). */
+const IDEMPOTENT: ReadonlySet<RpcMethod> = new Set<RpcMethod>([
+  "hello",
+  "vnic.configure",
+  "vnic.query",
+  "ice.configure",
+  "link.query",
+  "route.set",
+  "route.remove",
+  "route.query",
+]);
+
+export type NotificationHandler<N extends NotificationMethod> = (params: NotificationParamsOf<N>) => void;
+
+/** What the link manager and the policies need from a datapath connection (fakes implement it in tests). */
+export interface DatapathApi {
+  call<M extends RpcMethod>(method: M, params: RpcParamsOf<M>): Promise<RpcResults[M]>;
+  on<N extends NotificationMethod>(name: N, handler: NotificationHandler<N>): () => void;
+}
+
+export interface DatapathClientOptions {
+  /** "127.0.0.1:5800" */
+  rpc: string;
+  tokenFile: string;
+  log: Log;
+  /** Per attempt. Default 3000 ms. */
+  timeoutMs?: number;
+  /** Extra attempts for idempotent methods after a timeout. Default 2. */
+  retries?: number;
+}
+
+/**
+ * JSON-RPC 2.0 client to the datapath over UDP (one message per datagram, 127.0.0.1 only).
+ *
+ * Events: `datapath-restarted` (HelloResult) when the datapath announces `datapath.started` or `hello`
+ * returns another `startedAt` than before; the controller then re-syncs (vnic, ice, routes, links).
+ */
+export class DatapathClient implements DatapathApi {
+  readonly host: string;
+  readonly port: number;
+  private socket: Socket | null = null;
+  private token: string | null = null;
+  private readonly rpc: JSONRPCClient;
+  private readonly handlers = new Map<NotificationMethod, Set<(p: unknown) => void>>();
+  private readonly timeoutMs: number;
+  private readonly retries: number;
+  private readonly log: Log;
+  private startedAt: number | null = null;
+  private helloInFlight: Promise<HelloResult> | null = null;
+  private closed = false;
+  private readonly events = new EventEmitter();
+
+  constructor(private readonly opts: DatapathClientOptions) {
+    const { host, port } = splitHostPort(opts.rpc);
+    this.host = host;
+    this.port = port;
+    this.log = opts.log;
+    this.timeoutMs = opts.timeoutMs ?? 3000;
+    this.retries = opts.retries ?? 2;
+    this.rpc = new JSONRPCClient((payload: unknown) => this.sendDatagram(payload));
+  }
+
+  /** Binds the local socket (ephemeral port on 127.0.0.1), reads the token and says hello. */
+  async start(): Promise<HelloResult> {
+    if (!this.socket) {
+      const socket = createSocket("udp4");
+      socket.on("message", (msg, rinfo) => this.onDatagram(msg, rinfo));
+      socket.on("error", (err) => this.log.error("rpc socket error", { error: err.message }));
+      await new Promise<void>((resolve, reject) => {
+        socket.once("error", reject);
+        socket.bind(0, "127.0.0.1", () => {
+          socket.off("error", reject);
+          resolve();
+        });
+      });
+      this.socket = socket;
+    }
+    await this.readToken();
+    return this.hello();
+  }
+
+  /** The local port notifications come to. */
+  get localPort(): number {
+    if (!this.socket) throw new Error("datapath client not started");
+    return this.socket.address().port;
+  }
+
+  /** Registers this client for notifications; emits `datapath-restarted` if the datapath's startedAt changed. */
+  hello(): Promise<HelloResult> {
+    // Concurrent callers (a restart seen by several requests at once) share one hello.
+    this.helloInFlight ??= (async () => {
+      try {
+        const result = await this.call("hello", { controller: { host: "127.0.0.1", port: this.localPort } });
+        const previous = this.startedAt;
+        this.startedAt = result.startedAt;
+        if (previous !== null && previous !== result.startedAt) {
+          this.log.warn("datapath restarted", { startedAt: result.startedAt, version: result.version });
+          this.events.emit("datapath-restarted", result);
+        }
+        return result;
+      } finally {
+        this.helloInFlight = null;
+      }
+    })();
+    return this.helloInFlight;
+  }
+
+  /** Subscribes to a datapath notification (validated) or to `datapath-restarted`; returns an unsubscribe. */
+  on<N extends NotificationMethod>(name: N, handler: NotificationHandler<N>): () => void;
+  on(event: "datapath-restarted", listener: (hello: HelloResult) => void): () => void;
+  // biome-ignore lint/suspicious/noExplicitAny: overload implementation
+  on(name: string, handler: (...args: any[]) => void): () => void {
+    if (name in NotificationParams) {
+      const method = name as NotificationMethod;
+      let set = this.handlers.get(method);
+      if (!set) {
+        set = new Set();
+        this.handlers.set(method, set);
+      }
+      set.add(handler);
+      return () => void set.delete(handler);
+    }
+    this.events.on(name, handler);
+    return () => void this.events.off(name, handler);
+  }
+
+  async call<M extends RpcMethod>(method: M, params: RpcParamsOf<M>): Promise<RpcResults[M]> {
+    if (this.closed) throw new RpcError(method, RPC_TIMEOUT, "datapath client closed");
+    const attempts = IDEMPOTENT.has(method) ? 1 + this.retries : 1;
+    let reauthed = false;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.callOnce(method, params);
+      } catch (err) {
+        if (!(err instanceof RpcError)) throw err;
+        if (err.code === RpcErrorCode.Unauthorized && !reauthed) {
+          // A restarted datapath wrote a new token: read it, register again (unless this is the hello
+          // itself), and repeat the request once. The request changed nothing on the datapath.
+          reauthed = true;
+          const before = this.token;
+          await this.readToken();
+          this.log.info("datapath refused our token; re-read the token file", { changed: before !== this.token });
+          if (method !== "hello") await this.hello();
+          attempt--;
+          continue;
+        }
+        if (err.code === RPC_TIMEOUT && attempt < attempts) {
+          this.log.debug("rpc timeout, retrying", { method, attempt });
+          continue;
+        }
+        throw err;
+      }
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    this.rpc.rejectAllPendingRequests("datapath client closed");
+    this.socket?.close();
+    this.socket = null;
+  }
+
+  private async callOnce<M extends RpcMethod>(method: M, params: RpcParamsOf<M>): Promise<RpcResults[M]> {
+    if (this.token === null) await this.readToken();
+    const requester = this.rpc.timeout(this.timeoutMs, (id) =>
+      createJSONRPCErrorResponse(id, RPC_TIMEOUT, `no answer from the datapath at ${this.opts.rpc}`),
+    );
+    try {
+      return (await requester.request(method, { ...(params as object), auth: this.token })) as RpcResults[M];
+    } catch (err) {
+      if (err instanceof JSONRPCErrorException) throw new RpcError(method, err.code, err.message, err.data);
+      throw new RpcError(method, RPC_TIMEOUT, err instanceof Error ? err.message : String(err));
+    }
+  }
+
+  private async readToken(): Promise<void> {
+    try {
+      this.token = (await readFile(this.opts.tokenFile, "utf8")).trim();
+    } catch (err) {
+      throw new Error(
+        `cannot read the datapath token file ${this.opts.tokenFile}: ${(err as Error).message} (is tincan running?)`,
+      );
+    }
+  }
+
+  private async sendDatagram(payload: unknown): Promise<void> {
+    const socket = this.socket;
+    if (!socket) throw new Error("datapath client not started");
+    const data = Buffer.from(JSON.stringify(payload));
+    if (data.length > MAX_RPC_DATAGRAM) throw new Error(`request too large (${data.length} bytes)`);
+    await new Promise<void>((resolve, reject) =>
+      socket.send(data, this.port, this.host, (err) => (err ? reject(err) : resolve())),
+    );
+  }
+
+  private onDatagram(msg: Buffer, rinfo: RemoteInfo): void {
+    if (rinfo.address !== this.host || rinfo.port !== this.port) {
+      this.log.debug("dropped a datagram not from the datapath", { from: `${rinfo.address}:${rinfo.port}` });
+      return;
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(msg.toString("utf8"));
+    } catch {
+      this.log.warn("datapath sent invalid JSON", { bytes: msg.length });
+      return;
+    }
+    if (isJSONRPCResponse(json)) {
+      this.rpc.receive(json);
+      return;
+    }
+    const m = json as { jsonrpc?: unknown; method?: unknown; params?: unknown; id?: unknown };
+    if (m.jsonrpc !== "2.0" || typeof m.method !== "string" || m.id !== undefined) {
+      this.log.warn("datapath sent a message that is neither a response nor a notification");
+      return;
+    }
+    this.onNotification(m.method, m.params);
+  }
+
+  private onNotification(method: string, params: unknown): void {
+    if (!Object.hasOwn(NotificationParams, method)) {
+      this.log.warn("unknown notification from the datapath", { method });
+      return;
+    }
+    const name = method as NotificationMethod;
+    const parsed = NotificationParams[name].safeParse(params);
+    if (!parsed.success) {
+      this.log.warn("malformed notification from the datapath", {
+        method,
+        error: describeIssues(parsed.error, "params"),
+      });
+      return;
+    }
+    if (name === "datapath.started") {
+      const { startedAt } = parsed.data as NotificationParamsOf<"datapath.started">;
+      if (startedAt !== this.startedAt) {
+        // The new datapath has a new token; hello re-registers us and emits datapath-restarted.
+        void this.readToken()
+          .then(() => this.hello())
+          .catch((err: Error) => this.log.error("cannot re-register with the restarted datapath", { error: err.message }));
+      }
+    }
+    for (const handler of this.handlers.get(name) ?? []) {
+      try {
+        handler(parsed.data);
+      } catch (err) {
+        this.log.error("notification handler failed", { method, error: (err as Error).message });
+      }
+    }
+  }
+}

@@ -1,0 +1,438 @@
+import { EventEmitter, once } from "node:events";
+import { readFileSync } from "node:fs";
+import { rootCertificates } from "node:tls";
+import { type Client, type Element, client, jid as parseJid, xml } from "@xmpp/client";
+import {
+  MAX_SIGNAL_BYTES,
+  PRESENCE_NS,
+  PresenceTincan,
+  SIGNAL_NS,
+  Signal,
+  describeIssues,
+} from "@tincan/protocol";
+import type { RosterItem, Subscription } from "./admission.js";
+import type { Log } from "./logger.js";
+
+const NS_ROSTER = "jabber:iq:roster";
+const NS_PING = "urn:xmpp:ping";
+const NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls";
+const NS_STREAM = "http://etherx.jabber.org/streams";
+
+/** A tincan node seen through presence. */
+export interface PeerPresence {
+  bareJid: string;
+  fullJid: string;
+  tincan: PresenceTincan;
+}
+
+export interface SignalEvent {
+  fromFullJid: string;
+  fromBareJid: string;
+  signal: Signal;
+}
+
+/** How the link manager sends signals (XmppSession implements it; tests use fakes). */
+export interface SignalSender {
+  sendSignal(fullJid: string, signal: Signal): Promise<void>;
+}
+
+export type ParseResult<T> = { ok: true; value: T } | { ok: false; error: string };
+
+/** Parses the JSON text of a `<signal xmlns="urn:tincan:signal:0">` element. Pure; never throws. */
+export function parseSignalText(text: string): ParseResult<Signal> {
+  const bytes = Buffer.byteLength(text, "utf8");
+  if (bytes > MAX_SIGNAL_BYTES) return { ok: false, error: `signal too large (${bytes} > ${MAX_SIGNAL_BYTES} bytes)` };
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    return { ok: false, error: `signal is not JSON: ${(err as Error).message}` };
+  }
+  const parsed = Signal.safeParse(json);
+  if (!parsed.success) return { ok: false, error: `invalid signal: ${describeIssues(parsed.error)}` };
+  return { ok: true, value: parsed.data };
+}
+
+/** Finds and parses the signal child of a message stanza; `null` when the message carries none. */
+export function parseSignalMessage(message: Element): ParseResult<Signal> | null {
+  const children = message.getChildren("signal", SIGNAL_NS);
+  if (children.length === 0) return null;
+  if (children.length > 1) return { ok: false, error: "more than one signal element" };
+  return parseSignalText((children[0] as Element).getText());
+}
+
+/** Builds the chat message that carries `signal` to `to`. */
+export function signalMessage(to: string, signal: Signal): Element {
+  return xml("message", { type: "chat", to }, xml("signal", { xmlns: SIGNAL_NS }, JSON.stringify(signal)));
+}
+
+/** Parses the `<tincan xmlns="urn:tincan:0"/>` child of a presence; `null` when there is none. */
+export function parsePresenceTincan(presence: Element): ParseResult<PresenceTincan> | null {
+  const el = presence.getChild("tincan", PRESENCE_NS);
+  if (!el) return null;
+  const { xmlns: _ns, ...attrs } = el.attrs;
+  const parsed = PresenceTincan.safeParse(attrs);
+  if (!parsed.success) return { ok: false, error: describeIssues(parsed.error) };
+  return { ok: true, value: parsed.data };
+}
+
+/** The presence a tincan node sends: negative priority (never gets chat sent to the bare JID) + tincan child. */
+export function tincanPresence(t: PresenceTincan): Element {
+  const attrs: Record<string, string> = { xmlns: PRESENCE_NS, uid: t.uid };
+  if (t.ipv4) attrs.ipv4 = t.ipv4;
+  if (t.ipv6) attrs.ipv6 = t.ipv6;
+  return xml("presence", null, xml("priority", null, "-1"), xml("tincan", attrs));
+}
+
+const SUBSCRIPTIONS = new Set<Subscription>(["none", "to", "from", "both", "remove"]);
+
+/** Parses one `<item/>` of a jabber:iq:roster query. */
+export function parseRosterItem(item: Element): RosterItem | null {
+  const j = item.attrs.jid;
+  if (!j) return null;
+  let bare: string;
+  try {
+    bare = parseJid(j).bare().toString().toLowerCase();
+  } catch {
+    return null;
+  }
+  const sub = (item.attrs.subscription ?? "none") as Subscription;
+  const groups = item.getChildren("group").map((g) => g.getText());
+  const out: RosterItem = { jid: bare, subscription: SUBSCRIPTIONS.has(sub) ? sub : "none", groups };
+  if (item.attrs.name) out.name = item.attrs.name;
+  return out;
+}
+
+export interface XmppOptions {
+  service: string;
+  domain: string;
+  username: string;
+  password: string;
+  resource?: string | undefined;
+  /** PEM file of a private CA that signed the server's certificate (added to the system roots). */
+  caFile?: string | undefined;
+  log: Log;
+  /** Seconds between liveness checks of an idle connection. Default 60. */
+  pingIntervalSec?: number;
+  /** Cap of the reconnect backoff. Default 60 s. */
+  maxReconnectDelayMs?: number;
+  /** How long after a fresh login peers that did not send presence again are reported offline. Default 5 s. */
+  presenceSettleMs?: number;
+}
+
+/**
+ * One XMPP session: login (TLS, optional private CA), reconnect with backoff, roster (+ pushes),
+ * tincan presence, and signalling messages.
+ *
+ * Events: `online` (fullJid), `offline`, `roster` (RosterItem[]), `peer-online` (PeerPresence),
+ * `peer-offline` (PeerPresence), `signal` (SignalEvent).
+ */
+export class XmppSession extends EventEmitter implements SignalSender {
+  readonly bareJid: string;
+  private readonly xmpp: Client;
+  private readonly log: Log;
+  private readonly rosterItems = new Map<string, RosterItem>();
+  private readonly peersByFullJid = new Map<string, PeerPresence>();
+  private presence: PresenceTincan | null = null;
+  private pingTimer: NodeJS.Timeout | null = null;
+  private settleTimer: NodeJS.Timeout | null = null;
+  private readonly badPresenceLogged = new Set<string>();
+  private stopping = false;
+  private myFullJid: string | null = null;
+
+  constructor(private readonly opts: XmppOptions) {
+    super();
+    this.log = opts.log;
+    this.bareJid = `${opts.username}@${opts.domain}`.toLowerCase();
+    this.xmpp = client({
+      service: opts.service,
+      domain: opts.domain,
+      username: opts.username,
+      password: opts.password,
+      ...(opts.resource ? { resource: opts.resource } : {}),
+    });
+    if (opts.caFile) this.trustCa(readFileSync(opts.caFile, "utf8"));
+    if (this.xmpp.streamManagement) {
+      this.xmpp.streamManagement.requestAckInterval = (opts.pingIntervalSec ?? 60) * 1000;
+    }
+    this.wire();
+  }
+
+  get fullJid(): string | null {
+    return this.myFullJid;
+  }
+
+  get isOnline(): boolean {
+    return this.xmpp.status === "online";
+  }
+
+  roster(): RosterItem[] {
+    return [...this.rosterItems.values()];
+  }
+
+  peers(): PeerPresence[] {
+    return [...this.peersByFullJid.values()];
+  }
+
+  peer(fullJid: string): PeerPresence | undefined {
+    return this.peersByFullJid.get(fullJid);
+  }
+
+  /** Starts the session. Resolves when online; when the first attempt fails it rejects but keeps retrying. */
+  async start(): Promise<void> {
+    this.stopping = false;
+    await this.xmpp.start();
+  }
+
+  /** Sends unavailable presence and closes the session; no reconnect after this. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.xmpp.reconnect.stop();
+    this.clearTimers();
+    if (this.xmpp.status === "online") {
+      await this.xmpp.send(xml("presence", { type: "unavailable" })).catch(() => {});
+    }
+    await this.xmpp.stop().catch((err: Error) => this.log.debug("xmpp stop", { error: err.message }));
+  }
+
+  /** Sets (and when online sends) our tincan presence. */
+  async setPresence(t: PresenceTincan): Promise<void> {
+    this.presence = t;
+    if (this.isOnline) await this.xmpp.send(tincanPresence(t));
+  }
+
+  async sendSignal(fullJid: string, signal: Signal): Promise<void> {
+    if (!this.isOnline) throw new Error("xmpp session is offline");
+    await this.xmpp.send(signalMessage(fullJid, signal));
+  }
+
+  private wire(): void {
+    const x = this.xmpp;
+    x.on("error", (err: Error) => {
+      if (!this.stopping) this.log.warn("xmpp error", { error: err.message });
+    });
+    x.on("online", (address: { toString(): string }) => {
+      void this.onOnline(address.toString());
+    });
+    x.on("disconnect", () => {
+      if (this.stopping) return;
+      this.clearTimers();
+      // Exponential backoff: @xmpp/reconnect waits `delay` before each attempt and keeps trying.
+      const delay = x.reconnect.delay;
+      x.reconnect.delay = Math.min(delay * 2, this.opts.maxReconnectDelayMs ?? 60_000);
+      this.log.warn("xmpp disconnected; reconnecting", { inMs: delay });
+      this.emit("offline");
+    });
+    x.on("stanza", (stanza: Element) => {
+      try {
+        if (stanza.is("presence")) this.onPresence(stanza);
+        else if (stanza.is("message")) this.onMessage(stanza);
+      } catch (err) {
+        this.log.error("failed to handle a stanza", { name: stanza.name, error: (err as Error).message });
+      }
+    });
+    x.iqCallee.set(NS_ROSTER, "query", (ctx) => {
+      // Roster pushes only from our own server/account (RFC 6121 2.1.6).
+      const from = ctx.stanza.attrs.from;
+      if (from && from.toLowerCase() !== this.bareJid) {
+        this.log.warn("ignored a roster push not from our account", { from });
+        return false;
+      }
+      for (const el of ctx.element.getChildren("item")) {
+        const item = parseRosterItem(el);
+        if (!item) continue;
+        if (item.subscription === "remove") this.rosterItems.delete(item.jid);
+        else this.rosterItems.set(item.jid, item);
+      }
+      this.emit("roster", this.roster());
+      return true;
+    });
+  }
+
+  private async onOnline(address: string): Promise<void> {
+    this.myFullJid = address;
+    this.xmpp.reconnect.delay = 1000;
+    this.log.info("xmpp online", { jid: address });
+    try {
+      const res = await this.xmpp.iqCaller.request(
+        xml("iq", { type: "get" }, xml("query", { xmlns: NS_ROSTER })),
+        10_000,
+      );
+      this.rosterItems.clear();
+      for (const el of res.getChildren("item")) {
+        const item = parseRosterItem(el);
+        if (item && item.subscription !== "remove") this.rosterItems.set(item.jid, item);
+      }
+      this.emit("roster", this.roster());
+    } catch (err) {
+      this.log.error("roster fetch failed", { error: (err as Error).message });
+    }
+    // Peers we knew from the last session come back through presence after ours; those that do not
+    // within presenceSettleMs are reported offline (so a short XMPP outage does not tear links down).
+    const stale = new Set(this.peersByFullJid.keys());
+    for (const p of this.peersByFullJid.values()) (p as PeerPresence & { stale?: boolean }).stale = true;
+    if (this.presence) await this.xmpp.send(tincanPresence(this.presence)).catch(() => {});
+    this.emit("online", address);
+    if (stale.size > 0) {
+      this.settleTimer = setTimeout(() => {
+        for (const full of stale) {
+          const p = this.peersByFullJid.get(full) as (PeerPresence & { stale?: boolean }) | undefined;
+          if (p?.stale) this.dropPeer(full);
+        }
+      }, this.opts.presenceSettleMs ?? 5000);
+    }
+    this.schedulePing();
+  }
+
+  private schedulePing(): void {
+    const ms = (this.opts.pingIntervalSec ?? 60) * 1000;
+    this.pingTimer = setInterval(() => {
+      // With stream management on, its <r/> every interval already checks the connection.
+      if (this.xmpp.streamManagement?.enabled || this.xmpp.status !== "online") return;
+      const ping = xml("iq", { type: "get", to: this.opts.domain }, xml("ping", { xmlns: NS_PING }));
+      this.xmpp.iqCaller.request(ping, 15_000).catch((err: Error) => {
+        // A server that does not support ping still answers (with an error): only a timeout means dead.
+        if (/timeout/i.test(err.message) || err.name === "TimeoutError") {
+          this.log.warn("xmpp ping timed out; reconnecting");
+          void this.xmpp.disconnect().catch(() => {});
+        }
+      });
+    }, ms);
+    this.pingTimer.unref();
+  }
+
+  private clearTimers(): void {
+    if (this.pingTimer) clearInterval(this.pingTimer);
+    if (this.settleTimer) clearTimeout(this.settleTimer);
+    this.pingTimer = null;
+    this.settleTimer = null;
+  }
+
+  private onPresence(stanza: Element): void {
+    const from = stanza.attrs.from;
+    if (!from) return;
+    let full: string;
+    let bare: string;
+    try {
+      const j = parseJid(from);
+      if (!j.resource) return; // presence of a bare JID (e.g. subscription handling): not a node
+      full = j.toString();
+      bare = j.bare().toString().toLowerCase();
+    } catch {
+      return;
+    }
+    if (full === this.myFullJid || bare === this.bareJid) return;
+    const type = stanza.attrs.type;
+    if (type === "unavailable" || type === "error") {
+      this.dropPeer(full);
+      return;
+    }
+    if (type !== undefined) return; // subscribe/subscribed/...: the roster decides admission
+    const parsed = parsePresenceTincan(stanza);
+    if (parsed === null) {
+      this.dropPeer(full); // a resource without tincan (a chat client): not a node
+      return;
+    }
+    if (!parsed.ok) {
+      if (!this.badPresenceLogged.has(full)) {
+        this.badPresenceLogged.add(full);
+        this.log.warn("ignored malformed tincan presence (logged once)", { from: full, error: parsed.error });
+      }
+      this.dropPeer(full);
+      return;
+    }
+    const old = this.peersByFullJid.get(full);
+    const peer: PeerPresence = { bareJid: bare, fullJid: full, tincan: parsed.value };
+    this.peersByFullJid.set(full, peer);
+    if (old && sameTincan(old.tincan, peer.tincan)) return; // a presence refresh, nothing new
+    if (old) this.emit("peer-offline", old);
+    this.emit("peer-online", peer);
+  }
+
+  private dropPeer(fullJid: string): void {
+    const old = this.peersByFullJid.get(fullJid);
+    if (!old) return;
+    this.peersByFullJid.delete(fullJid);
+    this.emit("peer-offline", old);
+  }
+
+  private onMessage(stanza: Element): void {
+    const from = stanza.attrs.from;
+    if (!from) return;
+    const parsed = parseSignalMessage(stanza);
+    if (parsed === null) return;
+    if (stanza.attrs.type === "error") {
+      this.log.debug("a signal bounced", { from });
+      return;
+    }
+    if (!parsed.ok) {
+      this.log.warn("ignored an invalid signal", { from, error: parsed.error });
+      return;
+    }
+    let bare: string;
+    try {
+      bare = parseJid(from).bare().toString().toLowerCase();
+    } catch {
+      return;
+    }
+    this.emit("signal", { fromFullJid: from, fromBareJid: bare, signal: parsed.value } satisfies SignalEvent);
+  }
+
+  /**
+   * Trust a private CA for this session only, without turning verification off.
+   * @xmpp/starttls upgrades with `tls.connect({socket, host})` and takes no TLS options, so when a CA is
+   * configured this session answers the server's STARTTLS feature itself (same steps, plus `ca`) and hides
+   * the stream features from the built-in handlers (nothing else is negotiated before TLS anyway).
+   * Direct TLS (xmpps://) gets a per-session transport subclass that adds `ca`.
+   */
+  private trustCa(caPem: string): void {
+    const x = this.xmpp;
+    const ca = [...rootCertificates, caPem];
+    const domain = this.opts.domain;
+    type TlsTransport = new () => { socketParameters(s: string): Record<string, unknown> | undefined };
+    const tlsTransport = x.transports.find((t) => {
+      try {
+        return t.prototype.socketParameters("xmpps://localhost:5223") !== undefined;
+      } catch {
+        return false;
+      }
+    });
+    if (!tlsTransport) throw new Error("@xmpp/client has no TLS transport");
+    const TlsSocket = tlsTransport.prototype.Socket as new () => EventEmitter & {
+      connect(opts: object): void;
+    };
+    const Base = tlsTransport as unknown as TlsTransport;
+    class CaTlsTransport extends Base {
+      override socketParameters(s: string) {
+        const p = super.socketParameters(s);
+        return p && { ...p, ca, servername: domain };
+      }
+    }
+    x.transports.unshift(CaTlsTransport as unknown as (typeof x.transports)[number]);
+
+    x.prependListener("element", (el: Element) => {
+      if (!el.is("features", NS_STREAM) || !el.getChild("starttls", NS_TLS)) return;
+      el.children = [];
+      void (async () => {
+        const raw = x.socket as { destroy(): void };
+        try {
+          const answer = await x.sendReceive(xml("starttls", { xmlns: NS_TLS }));
+          if (!answer.is("proceed", NS_TLS)) throw new Error("STARTTLS_FAILURE");
+          const tlsSocket = new TlsSocket();
+          const connected = once(tlsSocket, "connect");
+          tlsSocket.connect({ socket: raw, host: domain, servername: domain, ca });
+          await connected;
+          x._attachSocket(tlsSocket);
+          await x.restart();
+        } catch (err) {
+          this.log.error("TLS with the configured CA failed", { error: (err as Error).message });
+          raw.destroy(); // -> disconnect -> reconnect with backoff
+        }
+      })();
+    });
+  }
+}
+
+function sameTincan(a: PresenceTincan, b: PresenceTincan): boolean {
+  return a.uid === b.uid && a.ipv4 === b.ipv4 && a.ipv6 === b.ipv6;
+}
