@@ -1,0 +1,329 @@
+import {
+  type HelloResult,
+  type LinkState,
+  MAX_ICC_BYTES,
+  type NotificationMethod,
+  type NotificationParamsOf,
+  type RpcMethod,
+  type RpcParamsOf,
+  type RpcResults,
+} from "@tincan/protocol";
+import type { Logger } from "winston";
+import { conflict, invalidParams, notConfigured, notFound } from "./errors.js";
+import { Fib, type VnicDevice } from "./fib.js";
+import type { IceSettings } from "./ice.js";
+import { Inside } from "./inside.js";
+import { Link } from "./link.js";
+import { Outside } from "./outside.js";
+import { parseAddress, parsePrefix } from "./packet.js";
+import { PrefixTable } from "./routes.js";
+import { UnmappedPackets } from "./unmapped.js";
+
+export const VERSION = "0.1.0";
+
+export interface VnicSettings {
+  name: string;
+  ipv4: string | null;
+  ipv6: string | null;
+  mtu: number;
+}
+
+/** Creates and (re)configures the vNIC; the real one is a TUN device, tests use fakes. */
+export interface VnicFactory {
+  create(
+    settings: VnicSettings,
+    onBatch: (buf: Buffer, offsets: ArrayLike<number>, lengths: ArrayLike<number>, count: number) => void,
+  ): VnicDevice;
+  reconfigure(device: VnicDevice, settings: VnicSettings): void;
+}
+
+export interface DatapathOptions {
+  vnicFactory: VnicFactory;
+  logger: Logger;
+  notify: <M extends NotificationMethod>(method: M, params: NotificationParamsOf<M>) => void;
+  /** UDP payload size links may use on the underlay (sizes DTLS records and SCTP packets). */
+  underlayMtu?: number;
+  /** Largest message carrying several packets on a link. */
+  maxFrameBytes?: number;
+  /** Packets held per link while it connects. */
+  linkQueuePackets?: number;
+  /** Bytes waiting in a link's send buffer above which packets are dropped. */
+  maxBufferedBytes?: number;
+  hopLimit?: number;
+}
+
+type Handlers = { [M in RpcMethod]: (params: RpcParamsOf<M>) => RpcResults[M] | Promise<RpcResults[M]> };
+
+/**
+ * The datapath's state and its RPC methods. It holds no policy: controllers decide which
+ * links and routes exist; this only carries them out and reports what happens.
+ */
+export class Datapath {
+  readonly startedAt = Date.now();
+  readonly fib = new Fib();
+  readonly inside: Inside;
+  readonly outside: Outside;
+  private readonly unmapped: UnmappedPackets;
+  private uid: string | null = null;
+  private vnicSettings: VnicSettings | null = null;
+  private ice: IceSettings = { stun: [], turn: [] };
+  /** Overlay prefixes of our own vNIC: ICE must never run a link through the overlay itself. */
+  private readonly overlay = new PrefixTable<true>();
+  private readonly timer: NodeJS.Timeout;
+  private readonly log: Logger;
+
+  constructor(private readonly options: DatapathOptions) {
+    this.log = options.logger;
+    this.unmapped = new UnmappedPackets({
+      notifyIntervalMs: 1000,
+      holdMs: 10_000,
+      maxDestinations: 256,
+      packetsPerDestination: 16,
+    });
+    this.inside = new Inside(
+      this.fib,
+      this.unmapped,
+      { maxFrameBytes: options.maxFrameBytes ?? 16_384, hopLimit: options.hopLimit ?? 4 },
+      (report) => options.notify("packet.unmapped", report),
+    );
+    this.outside = new Outside(this.fib);
+    this.timer = setInterval(() => {
+      const expired = this.unmapped.expire(Date.now());
+      if (expired) this.fib.vnicCounters.drop("unmappedExpired", expired);
+    }, 1000);
+    this.timer.unref();
+  }
+
+  readonly methods: Handlers = {
+    hello: () => this.helloResult(),
+
+    "vnic.configure": (p) => {
+      if (this.uid && this.uid !== p.uid && this.fib.links.size > 0) {
+        throw conflict(`uid is ${this.uid} and links exist; remove them before changing the uid`);
+      }
+      const current = this.vnicSettings;
+      if (current && p.name && p.name !== current.name) {
+        throw conflict(`vNIC ${current.name} exists; its name cannot change to ${p.name}`);
+      }
+      const settings: VnicSettings = {
+        name: p.name ?? current?.name ?? "tincan0",
+        ipv4: p.ipv4 ?? current?.ipv4 ?? null,
+        ipv6: p.ipv6 ?? current?.ipv6 ?? null,
+        mtu: p.mtu ?? current?.mtu ?? 1280,
+      };
+      const factory = this.options.vnicFactory;
+      if (this.fib.vnic) factory.reconfigure(this.fib.vnic, settings);
+      else this.fib.vnic = factory.create(settings, (b, o, l, c) => this.inside.onBatch(b, o, l, c));
+      this.uid = p.uid;
+      this.vnicSettings = { ...settings, name: this.fib.vnic.name };
+      this.fib.translate = p.translate ?? this.fib.translate;
+      this.fib.setOwnAddresses(stripLength(settings.ipv4), stripLength(settings.ipv6));
+      this.refreshOverlay();
+      this.log.info("vnic configured", { ...this.vnicSettings, translate: this.fib.translate });
+      return { name: this.fib.vnic.name, mtu: settings.mtu };
+    },
+
+    "vnic.query": () => ({
+      name: this.vnicSettings?.name ?? null,
+      uid: this.uid,
+      ipv4: this.vnicSettings?.ipv4 ?? null,
+      ipv6: this.vnicSettings?.ipv6 ?? null,
+      mtu: this.vnicSettings?.mtu ?? null,
+      translate: this.fib.translate,
+      queued: this.unmapped.heldPackets,
+      ...this.fib.vnicCounters.snapshot(),
+    }),
+
+    "ice.configure": (p) => {
+      this.ice = { stun: p.stun, turn: p.turn };
+      this.log.info("ice configured", { stun: p.stun, turn: p.turn.map((t) => t.urls) });
+      return {};
+    },
+
+    "link.create": async (p) => {
+      const link = this.newLink(p.peerUid, p.relayOnly ?? false);
+      try {
+        return { description: await link.createOffer() };
+      } catch (err) {
+        this.dropLink(link);
+        throw err;
+      }
+    },
+
+    "link.accept": async (p) => {
+      const link = this.newLink(p.peerUid, p.relayOnly ?? false);
+      try {
+        return { description: await link.acceptOffer(p.description) };
+      } catch (err) {
+        this.dropLink(link);
+        throw invalidParams(`description: ${(err as Error).message}`);
+      }
+    },
+
+    "link.complete": (p) => {
+      const link = this.linkOf(p.peerUid);
+      try {
+        link.complete(p.description);
+      } catch (err) {
+        throw invalidParams(`description: ${(err as Error).message}`);
+      }
+      return {};
+    },
+
+    "link.addCandidate": (p) => {
+      const link = this.linkOf(p.peerUid);
+      try {
+        link.addCandidate(p.candidate, p.mid);
+      } catch (err) {
+        throw invalidParams(`candidate: ${(err as Error).message}`);
+      }
+      return {};
+    },
+
+    "link.remove": (p) => {
+      const link = this.fib.links.get(p.peerUid);
+      if (link) {
+        this.dropLink(link);
+        this.log.info("link removed", { peer: p.peerUid });
+      }
+      return {};
+    },
+
+    "link.query": (p) => {
+      const links = p.peerUid ? [this.fib.links.get(p.peerUid)].filter((l) => l !== undefined) : [...this.fib.links.values()];
+      return links.map((l) => l.info());
+    },
+
+    "route.set": (p) => {
+      if (p.mapTo && parsePrefix(p.prefix).version !== 4) throw invalidParams("mapTo: only IPv4 routes are translated");
+      if (p.via && p.via === p.peerUid) throw invalidParams("via: must differ from peerUid");
+      const prefix = this.fib.setRoute(p.prefix, p.peerUid, p.via ?? null, p.mapTo ?? null);
+      this.log.debug("route set", { prefix, peer: p.peerUid, via: p.via, mapTo: p.mapTo });
+      this.inside.resubmit(this.unmapped.takeAll());
+      return {};
+    },
+
+    "route.remove": (p) => {
+      if (!this.fib.removeRoute(p.prefix)) throw notFound(`prefix: no route for ${p.prefix}`);
+      return {};
+    },
+
+    "route.query": () => this.fib.routeList(),
+
+    "icc.send": (p) => {
+      const link = this.linkOf(p.peerUid);
+      const text = JSON.stringify(p.data);
+      if (Buffer.byteLength(text) > MAX_ICC_BYTES) throw invalidParams(`data: larger than ${MAX_ICC_BYTES} bytes`);
+      if (!link.isConnected) throw conflict(`link to ${p.peerUid} is ${link.state}, not connected`);
+      link.sendIcc(text);
+      return {};
+    },
+  };
+
+  helloResult(): HelloResult {
+    const v = this.vnicSettings;
+    return {
+      version: VERSION,
+      uid: this.uid,
+      vnic: v ? { name: v.name, ipv4: v.ipv4, ipv6: v.ipv6, mtu: v.mtu } : null,
+      startedAt: this.startedAt,
+    };
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+    for (const link of [...this.fib.links.values()]) this.dropLink(link);
+    this.fib.vnic?.close();
+    this.fib.vnic = null;
+  }
+
+  private newLink(peerUid: string, relayOnly: boolean): Link {
+    if (!this.uid) throw notConfigured("call vnic.configure before creating links");
+    if (peerUid === this.uid) throw invalidParams("peerUid: is our own uid");
+    const existing = this.fib.links.get(peerUid);
+    if (existing) throw conflict(`link to ${peerUid} exists (${existing.state}); link.remove it first`);
+    const link = new Link(
+      {
+        peerUid,
+        relayOnly,
+        ice: this.ice,
+        underlayMtu: this.options.underlayMtu ?? 1400,
+        queuePackets: this.options.linkQueuePackets ?? 64,
+        maxBufferedBytes: this.options.maxBufferedBytes ?? 1 << 20,
+      },
+      {
+        candidate: (l, candidate, mid) => {
+          if (this.fib.links.get(l.peerUid) === l) this.options.notify("link.candidate", { peerUid: l.peerUid, candidate, mid });
+        },
+        state: (l, state) => this.onLinkState(l, state),
+        frame: (l, frame) => this.outside.onFrame(l, frame),
+        icc: (l, text) => this.onIcc(l, text),
+        excludeAddress: (address) => this.isOverlayAddress(address),
+      },
+    );
+    this.fib.links.set(peerUid, link);
+    this.log.info("link created", { peer: peerUid, relayOnly });
+    // Packets held for this peer while it had no link now wait in the link's queue.
+    this.inside.resubmit(this.unmapped.takeAll());
+    return link;
+  }
+
+  private dropLink(link: Link): void {
+    if (this.fib.links.get(link.peerUid) === link) this.fib.links.delete(link.peerUid);
+    this.inside.forgetLink(link);
+    link.close();
+  }
+
+  private linkOf(peerUid: string): Link {
+    const link = this.fib.links.get(peerUid);
+    if (!link) throw notFound(`peerUid: no link to ${peerUid}`);
+    return link;
+  }
+
+  private onLinkState(link: Link, state: LinkState): void {
+    if (this.fib.links.get(link.peerUid) !== link) return;
+    if (state === "connected") {
+      this.log.info("link connected", { peer: link.peerUid, path: link.path, remote: link.remote });
+      this.inside.resubmit(link.pending.drain());
+    } else {
+      this.log.info(`link ${state}`, { peer: link.peerUid });
+    }
+    if (state === "new") return;
+    this.options.notify("link.state", {
+      peerUid: link.peerUid,
+      state,
+      ...(state === "connected" && link.path ? { path: link.path } : {}),
+    });
+  }
+
+  private onIcc(link: Link, text: string): void {
+    let data: unknown;
+    try {
+      data = JSON.parse(text);
+    } catch {
+      link.counters.drop("badIcc");
+      return;
+    }
+    this.options.notify("icc.message", { peerUid: link.peerUid, data: data as never });
+  }
+
+  private refreshOverlay(): void {
+    for (const e of [...this.overlay.entries()]) this.overlay.delete(e.prefix);
+    if (this.vnicSettings?.ipv4) this.overlay.set(this.vnicSettings.ipv4, true);
+    if (this.vnicSettings?.ipv6) this.overlay.set(this.vnicSettings.ipv6, true);
+  }
+
+  private isOverlayAddress(address: string): boolean {
+    let bytes: Uint8Array;
+    try {
+      bytes = parseAddress(address);
+    } catch {
+      return false;
+    }
+    return this.overlay.lookup(bytes, 0, bytes.length === 4 ? 4 : 6) !== null;
+  }
+}
+
+function stripLength(cidr: string | null): string | null {
+  return cidr ? (cidr.split("/")[0] ?? null) : null;
+}

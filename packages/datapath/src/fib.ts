@@ -1,0 +1,91 @@
+import type { RouteInfo } from "@tincan/protocol";
+import { Counters } from "./counters.js";
+import type { Link } from "./link.js";
+import { parseAddress } from "./packet.js";
+import { PrefixTable } from "./routes.js";
+
+export interface RouteEntry {
+  peerUid: string;
+  via: string | null;
+  /** UID of the link packets for this prefix leave on (via, or the peer itself). */
+  nextHop: string;
+  mapTo: string | null;
+}
+
+/** A device that moves IP packets in and out of the kernel (the TUN, or a fake in tests). */
+export interface VnicDevice {
+  readonly name: string;
+  write(buf: Uint8Array, off: number, len: number): boolean;
+  close(): void;
+}
+
+/**
+ * The forwarding state both packet directions read: routes, links, our own addresses.
+ * Mutated only by RPC handlers.
+ */
+export class Fib {
+  readonly routes = new PrefixTable<RouteEntry>();
+  readonly links = new Map<string, Link>();
+  readonly vnicCounters = new Counters();
+  vnic: VnicDevice | null = null;
+  translate = false;
+  /** Own IPv4 address as a 32-bit number, for translation. */
+  ownIpv4: number | null = null;
+  private ownV4Bytes: Uint8Array | null = null;
+  private ownV6Bytes: Uint8Array | null = null;
+  /** Translation: local IPv4 address of each peer (as a number), from its routes. */
+  private readonly peerLocalIpv4 = new Map<string, number>();
+
+  setOwnAddresses(ipv4: string | null, ipv6: string | null): void {
+    this.ownV4Bytes = ipv4 ? parseAddress(ipv4) : null;
+    this.ownV6Bytes = ipv6 ? parseAddress(ipv6) : null;
+    this.ownIpv4 = this.ownV4Bytes ? Buffer.from(this.ownV4Bytes).readUInt32BE(0) : null;
+  }
+
+  /** Whether the address at buf[off..] is one of ours. */
+  isOwnAddress(buf: Uint8Array, off: number, version: number): boolean {
+    const own = version === 4 ? this.ownV4Bytes : this.ownV6Bytes;
+    if (!own) return false;
+    for (let i = 0; i < own.length; i++) if (buf[off + i] !== own[i]) return false;
+    return true;
+  }
+
+  setRoute(prefix: string, peerUid: string, via: string | null, mapTo: string | null): string {
+    const canonical = this.routes.set(prefix, { peerUid, via, nextHop: via ?? peerUid, mapTo });
+    this.refreshPeerLocal(peerUid);
+    return canonical;
+  }
+
+  removeRoute(prefix: string): boolean {
+    const existing = this.routes.get(prefix);
+    const removed = this.routes.delete(prefix);
+    if (existing) this.refreshPeerLocal(existing.peerUid);
+    return removed;
+  }
+
+  localIpv4Of(peerUid: string): number | undefined {
+    return this.peerLocalIpv4.get(peerUid);
+  }
+
+  routeList(): RouteInfo[] {
+    return [...this.routes.entries()].map((r) => ({
+      prefix: r.prefix,
+      peerUid: r.value.peerUid,
+      via: r.value.via,
+      mapTo: r.value.mapTo,
+    }));
+  }
+
+  /** A peer's local address: its direct IPv4 /32 route's address, or that route's mapTo. */
+  private refreshPeerLocal(peerUid: string): void {
+    this.peerLocalIpv4.delete(peerUid);
+    for (const r of this.routes.entries()) {
+      if (r.value.peerUid !== peerUid || r.value.via) continue;
+      const text = r.value.mapTo ?? (r.prefix.endsWith("/32") && !r.prefix.includes(":") ? r.prefix.slice(0, -3) : null);
+      if (text) {
+        this.peerLocalIpv4.set(peerUid, Buffer.from(parseAddress(text)).readUInt32BE(0));
+        return;
+      }
+    }
+  }
+}

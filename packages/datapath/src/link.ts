@@ -1,0 +1,260 @@
+import ndc from "node-datachannel";
+import type { DataChannel, PeerConnection } from "node-datachannel";
+import type { LinkInfo, LinkPath, LinkState, SessionDescription } from "@tincan/protocol";
+import { type IceSettings, parseCandidate, toIceServers } from "./ice.js";
+import { PacketQueue } from "./queue.js";
+import { Counters } from "./counters.js";
+
+/** Frame type byte of a message on the packet channel: one or more whole IP packets follow. */
+export const FRAME_PACKETS = 0x01;
+export const FRAME_HEADER = 2;
+
+export interface LinkHandlers {
+  candidate(link: Link, candidate: string, mid: string): void;
+  state(link: Link, state: LinkState): void;
+  frame(link: Link, frame: Buffer): void;
+  icc(link: Link, text: string): void;
+  /** Whether a candidate address must never carry the link (e.g. inside the overlay itself). */
+  excludeAddress(address: string): boolean;
+}
+
+export interface LinkOptions {
+  peerUid: string;
+  relayOnly: boolean;
+  ice: IceSettings;
+  /** Largest UDP payload the underlay carries: sizes DTLS records / SCTP packets. */
+  underlayMtu: number;
+  queuePackets: number;
+  /** Above this many bytes waiting in the packet channel, packets are dropped. */
+  maxBufferedBytes: number;
+}
+
+/**
+ * One peer link: an RTCPeerConnection with two pre-negotiated data channels, "pkt"
+ * (unordered, no retransmissions: tunnelled IP packets) and "icc" (reliable, ordered:
+ * inter-controller messages).
+ */
+export class Link {
+  readonly peerUid: string;
+  readonly relayOnly: boolean;
+  readonly createdAt = Date.now();
+  readonly counters = new Counters();
+  /** Packets waiting for the link to connect. */
+  readonly pending: PacketQueue;
+  state: LinkState = "new";
+  path: LinkPath | null = null;
+  local: string | null = null;
+  remote: string | null = null;
+  lastRxAt: number | null = null;
+  lastTxAt: number | null = null;
+
+  private readonly pc: PeerConnection;
+  private pkt: DataChannel | null = null;
+  private icc: DataChannel | null = null;
+  private descriptionWaiter: ((d: SessionDescription) => void) | null = null;
+  private readonly maxBufferedBytes: number;
+  private closed = false;
+
+  constructor(
+    options: LinkOptions,
+    private readonly handlers: LinkHandlers,
+  ) {
+    this.peerUid = options.peerUid;
+    this.relayOnly = options.relayOnly;
+    this.pending = new PacketQueue(options.queuePackets);
+    this.maxBufferedBytes = options.maxBufferedBytes;
+    this.pc = new ndc.PeerConnection(options.peerUid.slice(0, 8), {
+      iceServers: toIceServers(options.ice, options.relayOnly),
+      iceTransportPolicy: options.relayOnly ? "relay" : "all",
+      mtu: options.underlayMtu,
+    });
+    this.pc.onLocalDescription((sdp, type) => {
+      const waiter = this.descriptionWaiter;
+      this.descriptionWaiter = null;
+      if (waiter && (type === "offer" || type === "answer")) waiter({ type, sdp });
+    });
+    this.pc.onLocalCandidate((candidate, mid) => {
+      const parsed = parseCandidate(candidate);
+      if (parsed && this.handlers.excludeAddress(parsed.address)) return;
+      this.handlers.candidate(this, candidate, mid);
+    });
+    this.pc.onStateChange((s) => this.onPeerState(s));
+  }
+
+  /** Starts the link as the offering side and resolves with the local offer. */
+  createOffer(): Promise<SessionDescription> {
+    const description = this.nextDescription();
+    this.openChannels();
+    return description;
+  }
+
+  /** Applies a remote offer and resolves with the local answer. */
+  acceptOffer(offer: SessionDescription): Promise<SessionDescription> {
+    if (offer.type !== "offer") throw new Error("description.type must be offer");
+    const description = this.nextDescription();
+    this.pc.setRemoteDescription(offer.sdp, "offer");
+    this.openChannels();
+    return description;
+  }
+
+  /** Applies the remote answer (offering side). */
+  complete(answer: SessionDescription): void {
+    if (answer.type !== "answer") throw new Error("description.type must be answer");
+    this.pc.setRemoteDescription(answer.sdp, "answer");
+  }
+
+  /** Adds a trickled remote candidate; returns false when it was filtered out. */
+  addCandidate(candidate: string, mid: string): boolean {
+    const parsed = parseCandidate(candidate);
+    if (!parsed) throw new Error("candidate is not an ICE candidate line");
+    if (this.handlers.excludeAddress(parsed.address)) return false;
+    this.pc.addRemoteCandidate(candidate, mid);
+    return true;
+  }
+
+  get isConnected(): boolean {
+    return this.state === "connected";
+  }
+
+  /** Sends one frame (header + packets). Drops and counts when the channel is backed up. */
+  sendFrame(frame: Uint8Array, packets: number, payloadBytes: number): void {
+    const channel = this.pkt;
+    if (!channel || this.state !== "connected") {
+      this.counters.drop("notConnected", packets);
+      return;
+    }
+    if (channel.bufferedAmount() > this.maxBufferedBytes) {
+      this.counters.drop("backpressure", packets);
+      return;
+    }
+    try {
+      channel.sendMessageBinary(frame);
+    } catch {
+      this.counters.drop("sendError", packets);
+      return;
+    }
+    this.counters.tx(packets, payloadBytes);
+    this.lastTxAt = Date.now();
+  }
+
+  sendIcc(text: string): void {
+    if (!this.icc || this.state !== "connected") throw new Error("link is not connected");
+    this.icc.sendMessage(text);
+  }
+
+  get rttMs(): number | null {
+    if (this.state !== "connected") return null;
+    try {
+      const rtt = this.pc.rtt();
+      return rtt >= 0 ? rtt : null;
+    } catch {
+      return null;
+    }
+  }
+
+  info(): LinkInfo {
+    return {
+      peerUid: this.peerUid,
+      state: this.state,
+      path: this.path,
+      local: this.local,
+      remote: this.remote,
+      rttMs: this.rttMs,
+      relayOnly: this.relayOnly,
+      createdAt: this.createdAt,
+      lastRxAt: this.lastRxAt,
+      lastTxAt: this.lastTxAt,
+      ...this.counters.snapshot(),
+    };
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.pending.clear();
+    this.descriptionWaiter = null;
+    try {
+      this.pkt?.close();
+      this.icc?.close();
+      this.pc.close();
+    } catch {
+      // Closing a half-built connection may throw inside the native binding; nothing to undo.
+    }
+    this.setState("closed");
+  }
+
+  private nextDescription(): Promise<SessionDescription> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.descriptionWaiter = null;
+        reject(new Error("no local description within 5 s"));
+      }, 5000);
+      this.descriptionWaiter = (d) => {
+        clearTimeout(timer);
+        resolve(d);
+      };
+    });
+  }
+
+  private openChannels(): void {
+    // Pre-negotiated channels open as soon as SCTP is up: no in-band channel handshake.
+    const pkt = this.pc.createDataChannel("pkt", { negotiated: true, id: 0, unordered: true, maxRetransmits: 0 });
+    const icc = this.pc.createDataChannel("icc", { negotiated: true, id: 1 });
+    this.pkt = pkt;
+    this.icc = icc;
+    pkt.onOpen(() => this.onChannelOpen());
+    pkt.onClosed(() => this.onChannelClosed());
+    pkt.onMessage((msg) => {
+      if (typeof msg === "string") return;
+      const frame = Buffer.isBuffer(msg) ? msg : Buffer.from(msg);
+      this.lastRxAt = Date.now();
+      this.handlers.frame(this, frame);
+    });
+    icc.onMessage((msg) => {
+      if (typeof msg === "string") this.handlers.icc(this, msg);
+    });
+  }
+
+  private onChannelOpen(): void {
+    if (this.closed) return;
+    this.readSelectedPath();
+    this.setState("connected");
+  }
+
+  private onChannelClosed(): void {
+    if (!this.closed && this.state === "connected") this.setState("disconnected");
+  }
+
+  private onPeerState(s: string): void {
+    if (this.closed) return;
+    if (s === "connecting" && this.state === "new") this.setState("connecting");
+    else if (s === "failed") this.setState("failed");
+    else if (s === "disconnected") this.setState("disconnected");
+    else if (s === "closed") this.setState("closed");
+    else if (s === "connected" && this.state === "disconnected" && this.pkt?.isOpen()) {
+      this.readSelectedPath();
+      this.setState("connected");
+    }
+  }
+
+  private readSelectedPath(): void {
+    const pair = this.pc.getSelectedCandidatePair();
+    if (!pair) return;
+    const types = [pair.local.type, pair.remote.type];
+    this.path = types.includes("relay")
+      ? "relay"
+      : types.includes("prflx")
+        ? "prflx"
+        : types.includes("srflx")
+          ? "srflx"
+          : "host";
+    this.local = `${pair.local.address}:${pair.local.port}`;
+    this.remote = `${pair.remote.address}:${pair.remote.port}`;
+  }
+
+  private setState(state: LinkState): void {
+    if (this.state === state) return;
+    this.state = state;
+    this.handlers.state(this, state);
+  }
+}

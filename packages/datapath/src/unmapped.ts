@@ -1,0 +1,67 @@
+import { PacketQueue } from "./queue.js";
+
+/**
+ * Packets whose destination has no usable route: held briefly (so the first packet of an
+ * on-demand link is not lost) and reported to the controller at most once per destination
+ * per interval.
+ */
+export class UnmappedPackets {
+  private readonly held = new Map<string, { queue: PacketQueue; since: number }>();
+  private readonly lastNotified = new Map<string, number>();
+
+  constructor(
+    private readonly options: {
+      notifyIntervalMs: number;
+      holdMs: number;
+      maxDestinations: number;
+      packetsPerDestination: number;
+    },
+  ) {}
+
+  /** Holds a copy of the packet; returns true when the controller should be told now. */
+  hold(dst: string, buf: Uint8Array, off: number, len: number, now: number): boolean {
+    let entry = this.held.get(dst);
+    if (!entry) {
+      if (this.held.size >= this.options.maxDestinations) this.evictOldest();
+      entry = { queue: new PacketQueue(this.options.packetsPerDestination), since: now };
+      this.held.set(dst, entry);
+    }
+    entry.queue.push(buf, off, len);
+    const last = this.lastNotified.get(dst);
+    if (last !== undefined && now - last < this.options.notifyIntervalMs) return false;
+    if (this.lastNotified.size >= this.options.maxDestinations * 4) this.lastNotified.clear();
+    this.lastNotified.set(dst, now);
+    return true;
+  }
+
+  /** Removes and returns every held packet (to be routed again after a route or link change). */
+  takeAll(): Buffer[] {
+    const out: Buffer[] = [];
+    for (const entry of this.held.values()) out.push(...entry.queue.drain());
+    this.held.clear();
+    return out;
+  }
+
+  /** Drops packets held longer than holdMs; returns how many were dropped. */
+  expire(now: number): number {
+    let dropped = 0;
+    for (const [dst, entry] of this.held) {
+      if (now - entry.since > this.options.holdMs) {
+        dropped += entry.queue.clear();
+        this.held.delete(dst);
+      }
+    }
+    return dropped;
+  }
+
+  get heldPackets(): number {
+    let n = 0;
+    for (const entry of this.held.values()) n += entry.queue.length;
+    return n;
+  }
+
+  private evictOldest(): void {
+    const first = this.held.keys().next();
+    if (!first.done) this.held.delete(first.value);
+  }
+}

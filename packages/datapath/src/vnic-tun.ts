@@ -1,0 +1,45 @@
+import { Tun } from "@tincan/tuntap";
+import type { VnicFactory, VnicSettings } from "./datapath.js";
+import type { VnicDevice } from "./fib.js";
+
+class TunDevice implements VnicDevice {
+  constructor(readonly tun: Tun) {}
+
+  get name(): string {
+    return this.tun.name;
+  }
+
+  write(buf: Uint8Array, off: number, len: number): boolean {
+    return this.tun.write(buf, off, len);
+  }
+
+  close(): void {
+    this.tun.release();
+  }
+}
+
+function apply(tun: Tun, s: VnicSettings): void {
+  tun.mtu = s.mtu;
+  if (s.ipv4 && tun.ipv4 !== s.ipv4) tun.ipv4 = s.ipv4;
+  tun.isUp = true;
+  // IPv6 addresses can only be added once the interface is up and its MTU is >= 1280.
+  if (s.ipv6 && tun.ipv6 !== s.ipv6) tun.ipv6 = s.ipv6;
+}
+
+/** The real vNIC: a Linux TUN device read in batches on the event loop. */
+export const tunFactory: VnicFactory = {
+  create(settings, onBatch) {
+    const tun = new Tun({ name: settings.name, batchSize: 64 });
+    try {
+      apply(tun, settings);
+    } catch (err) {
+      tun.release();
+      throw err;
+    }
+    tun.onPackets(onBatch);
+    return new TunDevice(tun);
+  },
+  reconfigure(device, settings) {
+    apply((device as TunDevice).tun, settings);
+  },
+};
