@@ -34,7 +34,7 @@ export interface Endpoint {
  */
 export class RpcServer {
   private readonly socket = dgram.createSocket("udp4");
-  private readonly server = new JSONRPCServer();
+  private readonly server: JSONRPCServer;
   private readonly token: Buffer;
   controller: Endpoint | null = null;
 
@@ -45,6 +45,9 @@ export class RpcServer {
     private readonly onControllerChange: (endpoint: Endpoint) => void = () => {},
   ) {
     this.token = Buffer.from(token);
+    this.server = new JSONRPCServer({
+      errorListener: (message, data) => this.log.debug(`rpc error: ${message}`, { error: String(data) }),
+    });
     this.server.mapErrorToJSONRPCErrorResponse = (id: JSONRPCID, error: unknown): JSONRPCErrorResponse => {
       if (error instanceof JSONRPCErrorException) return createJSONRPCErrorResponse(id, error.code, error.message);
       this.log.error("rpc handler failed", { error: (error as Error)?.stack ?? String(error) });
