@@ -12,6 +12,7 @@ import {
   startUdpEcho,
   stunBinding,
   udpProbe,
+  waitListening,
   xmppFeatures,
   xmppRoster,
 } from "./index.js";
@@ -72,9 +73,12 @@ describe.skipIf(!can.ok)("network lab", () => {
   });
 
   it("exec resolves code/stdout/stderr; iptables state is per namespace", async () => {
-    const r = await routerOf(h3).exec(["iptables", "-S", "FORWARD"]);
+    const r = await routerOf(h3).exec(["iptables", "-S"]);
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/statistic --mode random --probability 0\.0(3|29999)/);
+    expect(r.stdout).toMatch(/-A FORWARD -j LABLOSS/);
+    expect(r.stdout).toMatch(/-A LABLOSS -m statistic --mode random --probability 0\.0(3|29999)/);
+    expect((await routerOf(h2).run(["iptables", "-S"])).includes("LABLOSS")).toBe(false);
+    expect(await h1.run(["iptables", "-S"])).not.toMatch(/LABLOSS|statistic/);
     const nat = await routerOf(h3).run(["iptables", "-t", "nat", "-S", "POSTROUTING"]);
     expect(nat).toMatch(/MASQUERADE --random-fully/);
     const bad = await h1.exec(["sh", "-c", "echo out; echo err >&2; exit 3"]);
@@ -144,13 +148,36 @@ describe.skipIf(!can.ok)("network lab", () => {
     await Promise.all([e1.stop(), e2.stop()]);
   });
 
-  it("Lab.pair: two namespaces over one veth", async () => {
+  it("setLinkUp / setLoss cut and restore a host's connectivity", async () => {
+    await h2.setLinkUp(false);
+    expect(await ping(h2, h1.ip)).toBe(false);
+    await h2.setLinkUp(true);
+    expect(await ping(h2, h1.ip, { count: 1, timeoutSec: 2 })).toBe(true);
+    await h2.setLoss(100);
+    expect(await ping(h2, h1.ip)).toBe(false);
+    await h2.setLoss(0);
+    expect(await ping(h2, h1.ip)).toBe(true);
+    await h1.setLoss(100); // direct host: incoming loss
+    expect(await ping(h2, h1.ip)).toBe(false);
+    await h1.setLoss(0);
+    expect(await ping(h2, h1.ip)).toBe(true);
+  });
+
+  it("Lab.pair: two namespaces over one veth; setRate limits throughput (iperf3)", async () => {
     const { lab: pl, a, b } = await Lab.pair({ prefix: `${PREFIX}p` });
     try {
       expect(a.ip).toBe("198.18.1.1");
       expect(b.ip).toBe("198.18.1.2");
       expect(await ping(a, b.ip)).toBe(true);
       expect(() => pl.internet).toThrow(/no internet/);
+      await a.setRate(50);
+      const server = b.spawn("iperf3", ["-s", "-1", "-B", b.ip]);
+      await waitListening(b, "tcp", b.ip, 5201, 5000, server);
+      const out = await a.run(["iperf3", "-c", b.ip, "-t", "2", "-J"]);
+      const mbit = (JSON.parse(out) as IperfResult).end.sum_received.bits_per_second / 1e6;
+      expect(mbit).toBeGreaterThan(30);
+      expect(mbit).toBeLessThan(60);
+      await a.setRate(undefined);
     } finally {
       await pl.destroy();
     }
@@ -192,6 +219,10 @@ describe.skipIf(!can.ok)("network lab", () => {
     for (const pid of leftPids) expect(pidAlive(pid)).toBe(false);
   });
 });
+
+interface IperfResult {
+  end: { sum_received: { bits_per_second: number } };
+}
 
 function routerOf(h: Host) {
   if (!h.router) throw new Error(`${h.name} has no router`);

@@ -109,6 +109,14 @@ export class Router extends Netns {
   }
 }
 
+/** The cable between a host (or its router) and the network: the two ends of one veth. */
+export interface Uplink {
+  /** Host side: the host's eth0, or its router's wan0. */
+  inner: { ns: string; ifname: string };
+  /** Network side: the internet bridge port, or the peer's eth0 for Lab.pair hosts. */
+  outer: { ns: string; ifname: string };
+}
+
 export class Host extends Netns {
   constructor(
     lab: Lab,
@@ -120,6 +128,7 @@ export class Host extends Netns {
     readonly publicIp: string,
     /** Prefix length of `ip`. */
     readonly prefixLen: number,
+    readonly uplink: Uplink,
     readonly router?: Router,
   ) {
     super(lab, name, ns);
@@ -127,6 +136,52 @@ export class Host extends Netns {
 
   get nat(): NatKind | undefined {
     return this.router?.nat;
+  }
+
+  /**
+   * Plug / unplug the cable: sets the network side of the uplink down or up (the host keeps its
+   * addresses and routes; its side just loses carrier). For Lab.pair hosts this cuts the pair.
+   */
+  async setLinkUp(up: boolean): Promise<void> {
+    const { ns, ifname } = this.uplink.outer;
+    await runIn(undefined, ["ip", "-n", ns, "link", "set", ifname, up ? "up" : "down"]);
+  }
+
+  /**
+   * Random loss in percent (0 removes it), in chain LABLOSS of the router (jumped to from FORWARD,
+   * both directions) or, for a host without router, of the host itself (from INPUT, incoming only).
+   */
+  async setLoss(percent: number): Promise<void> {
+    if (!(percent >= 0 && percent <= 100)) throw new Error(`loss percent must be 0..100: ${percent}`);
+    const where: Netns = this.router ?? this;
+    const from = this.router ? "FORWARD" : "INPUT";
+    await where.exec(["iptables", "-N", "LABLOSS"]); // exists already: fine
+    if ((await where.exec(["iptables", "-C", from, "-j", "LABLOSS"])).code !== 0) {
+      await where.run(["iptables", "-A", from, "-j", "LABLOSS"]);
+    }
+    await where.run(["iptables", "-F", "LABLOSS"]);
+    if (percent > 0) {
+      const p = (percent / 100).toFixed(4);
+      await where.run(`iptables -A LABLOSS -m statistic --mode random --probability ${p} -j DROP`.split(" "));
+    }
+  }
+
+  /**
+   * Limit the uplink to `mbit` Mbit/s in each direction with tc tbf on both veth ends
+   * (undefined removes the limit). netem is not available here, so no delay emulation.
+   */
+  async setRate(mbit: number | undefined): Promise<void> {
+    for (const { ns, ifname } of [this.uplink.inner, this.uplink.outer]) {
+      if (mbit === undefined) {
+        await execIn(ns, ["tc", "qdisc", "del", "dev", ifname, "root"]); // none set: fine
+      } else {
+        const burst = Math.max(32, Math.ceil((mbit * 1000) / 8 / 100)); // kbyte: ~10 ms worth, >= 32k
+        await runIn(
+          ns,
+          `tc qdisc replace dev ${ifname} root tbf rate ${mbit}mbit burst ${burst}kb latency 50ms`.split(" "),
+        );
+      }
+    }
   }
 }
 
@@ -381,7 +436,7 @@ export class Lab {
   }
 
   /** veth from the internet bridge into namespace `ns` (named `ifname` there), addressed `addr/24`. */
-  private async plugIntoInternet(ns: string, ifname: string, addr: string, mtu: number): Promise<void> {
+  private async plugIntoInternet(ns: string, ifname: string, addr: string, mtu: number): Promise<Uplink> {
     const inet = this.internet.ns;
     const port = `p${addr.split(".")[3]}`; // bridge port named after the address: unique, short
     await runIn(undefined, [
@@ -415,6 +470,7 @@ export class Lab {
     await runIn(undefined, ["ip", "-n", ns, "link", "set", ifname, "mtu", String(mtu), "up"]);
     await runIn(undefined, ["ip", "-n", ns, "addr", "add", `${addr}/24`, "dev", ifname]);
     await runIn(undefined, ["ip", "-n", ns, "route", "add", "default", "via", INTERNET_GATEWAY]);
+    return { inner: { ns, ifname }, outer: { ns: inet, ifname: port } };
   }
 
   /**
@@ -430,17 +486,12 @@ export class Lab {
     const mtu = opts.mtu ?? 1500;
     const loss = opts.lossPercent ?? 0;
     if (!(loss >= 0 && loss <= 100)) throw new Error(`lossPercent must be 0..100: ${loss}`);
-    const lossRule = (chain: string) =>
-      `iptables -A ${chain} -m statistic --mode random --probability ${(loss / 100).toFixed(4)} -j DROP`.split(
-        " ",
-      );
-
     if (!opts.nat) {
       const ns = await this.addNetns(name);
       const addr = this.allocInternetIp();
-      await this.plugIntoInternet(ns, "eth0", addr, mtu);
-      if (loss > 0) await runIn(ns, lossRule("INPUT"));
-      const host = new Host(this, name, ns, addr, addr, 24);
+      const uplink = await this.plugIntoInternet(ns, "eth0", addr, mtu);
+      const host = new Host(this, name, ns, addr, addr, 24, uplink);
+      if (loss > 0) await host.setLoss(loss);
       this.hostMap.set(name, host);
       return host;
     }
@@ -453,7 +504,7 @@ export class Lab {
     if (lanN > 254) throw new Error("LAN pool exhausted");
     const lanIp = `${LAN_PREFIX}.${lanN}.1`;
     const hostIp = `${LAN_PREFIX}.${lanN}.2`;
-    await this.plugIntoInternet(rns, "wan0", wan, mtu);
+    const uplink = await this.plugIntoInternet(rns, "wan0", wan, mtu);
     await runIn(undefined, [
       "ip",
       "-n",
@@ -478,10 +529,10 @@ export class Lab {
     const masq = ["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan0", "-j", "MASQUERADE"];
     if (opts.nat === "symmetric") masq.push("--random-fully");
     await runIn(rns, masq);
-    if (loss > 0) await runIn(rns, lossRule("FORWARD"));
     const router = new Router(this, rname, rns, wan, lanIp, `${LAN_PREFIX}.${lanN}.0/24`, opts.nat);
     this.routerList.push(router);
-    const host = new Host(this, name, hns, hostIp, wan, 24, router);
+    const host = new Host(this, name, hns, hostIp, wan, 24, uplink, router);
+    if (loss > 0) await host.setLoss(loss);
     this.hostMap.set(name, host);
     return host;
   }
@@ -521,8 +572,10 @@ export class Lab {
       await runIn(undefined, ["ip", "-n", ns, "link", "set", "eth0", "mtu", mtu, "up"]);
       await runIn(undefined, ["ip", "-n", ns, "addr", "add", `${addr}/24`, "dev", "eth0"]);
     }
-    const a = new Host(this, nameA, nsA, ipA, ipA, 24);
-    const b = new Host(this, nameB, nsB, ipB, ipB, 24);
+    const endA = { ns: nsA, ifname: "eth0" };
+    const endB = { ns: nsB, ifname: "eth0" };
+    const a = new Host(this, nameA, nsA, ipA, ipA, 24, { inner: endA, outer: endB });
+    const b = new Host(this, nameB, nsB, ipB, ipB, 24, { inner: endB, outer: endA });
     this.hostMap.set(nameA, a);
     this.hostMap.set(nameB, b);
     return [a, b];

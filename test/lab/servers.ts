@@ -104,6 +104,26 @@ export async function isListening(
   });
 }
 
+/** Wait until something listens on addr:port (tcp or udp) inside the namespace. */
+export async function waitListening(
+  place: Netns,
+  proto: "tcp" | "udp",
+  addr: string,
+  port: number,
+  timeoutMs = 10_000,
+  proc?: LabProcess,
+): Promise<void> {
+  await waitFor(
+    `${proto} ${addr}:${port} listening in ${place.ns}`,
+    async () => {
+      if (proc?.exited) throw new Error(`${proc.name} exited (code ${proc.exitCode}):\n${tail(proc.log())}`);
+      return isListening(place, proto, addr, port);
+    },
+    timeoutMs,
+    50,
+  );
+}
+
 function luaString(s: string): string {
   return JSON.stringify(s); // a JSON string literal is a valid Lua string literal for these values
 }
