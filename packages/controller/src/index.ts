@@ -1,5 +1,6 @@
 export * from "./admission.js";
 export * from "./config.js";
 export * from "./datapath-client.js";
+export * from "./link-manager.js";
 export * from "./logger.js";
 export * from "./xmpp.js";

@@ -1,0 +1,295 @@
+import type { LinkInfo, NotificationMethod, RpcMethod, Signal } from "@tincan/protocol";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { LinkManager, type PeerRef } from "./link-manager.js";
+import { nullLog } from "./logger.js";
+
+const SMALL = "0".repeat(31) + "1";
+const LARGE = "f".repeat(32);
+const MID = "8".repeat(32);
+
+class FakeDatapath {
+  calls: Array<{ method: RpcMethod; params: Record<string, unknown> }> = [];
+  handlers = new Map<string, Set<(p: unknown) => void>>();
+  links: LinkInfo[] = [];
+  async call(method: RpcMethod, params: unknown): Promise<never> {
+    this.calls.push({ method, params: params as Record<string, unknown> });
+    const p = params as { peerUid?: string };
+    let result: unknown = {};
+    if (method === "link.create") result = { description: { type: "offer", sdp: `offer-${p.peerUid}` } };
+    if (method === "link.accept") result = { description: { type: "answer", sdp: `answer-${p.peerUid}` } };
+    if (method === "link.query") result = this.links;
+    return result as never;
+  }
+  on(name: NotificationMethod, handler: (p: never) => void): () => void {
+    let set = this.handlers.get(name);
+    if (!set) this.handlers.set(name, (set = new Set()));
+    set.add(handler as (p: unknown) => void);
+    return () => set.delete(handler as (p: unknown) => void);
+  }
+  notify(name: NotificationMethod, params: unknown): void {
+    for (const h of this.handlers.get(name) ?? []) h(params);
+  }
+  methods(): string[] {
+    return this.calls.map((c) => c.method);
+  }
+  callsOf(method: RpcMethod) {
+    return this.calls.filter((c) => c.method === method);
+  }
+}
+
+class FakeSignals {
+  sent: Array<{ to: string; signal: Signal }> = [];
+  async sendSignal(to: string, signal: Signal): Promise<void> {
+    this.sent.push({ to, signal });
+  }
+  ofType<T extends Signal["type"]>(type: T) {
+    return this.sent.filter((s) => s.signal.type === type).map((s) => s.signal as Extract<Signal, { type: T }>);
+  }
+}
+
+const flush = async () => {
+  for (let i = 0; i < 50; i++) await Promise.resolve();
+};
+
+function peer(uid: string, name = "bob"): PeerRef {
+  return { uid, bareJid: `${name}@lab.local`, fullJid: `${name}@lab.local/tincan-1` };
+}
+
+function info(peerUid: string, packets: number): LinkInfo {
+  return {
+    peerUid,
+    state: "connected",
+    path: "host",
+    local: null,
+    remote: null,
+    rttMs: 1,
+    relayOnly: false,
+    createdAt: 0,
+    lastRxAt: null,
+    lastTxAt: null,
+    txBytes: packets * 100,
+    rxBytes: packets * 100,
+    txPackets: packets,
+    rxPackets: packets,
+    drops: {},
+  };
+}
+
+function setup(selfUid: string, over: Partial<{ hasTurn: boolean; admit: (p: PeerRef) => boolean; maxLinks: number }> = {}) {
+  const dp = new FakeDatapath();
+  const sig = new FakeSignals();
+  const lm = new LinkManager({
+    selfUid,
+    datapath: dp,
+    signals: sig,
+    log: nullLog,
+    links: { maxLinks: over.maxLinks ?? 64, idleTimeoutSec: 60, relayFallbackSec: 2, setupTimeoutSec: 10 },
+    hasTurn: over.hasTurn ?? false,
+    admit: over.admit ?? (() => true),
+  });
+  return { dp, sig, lm };
+}
+
+const offerFrom = (from: string, to: string, setupId: string, relayOnly = false): Signal => ({
+  type: "offer",
+  from,
+  to,
+  setup: setupId,
+  relayOnly,
+  description: { type: "offer", sdp: "remote-offer" },
+});
+
+beforeEach(() => {
+  vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date"] });
+});
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe("glare", () => {
+  it("the smaller UID keeps its own offer and ignores the peer's", async () => {
+    const { dp, sig, lm } = setup(SMALL);
+    await lm.ensureLink(peer(LARGE));
+    expect(sig.ofType("offer")).toHaveLength(1);
+    await lm.handleSignal(peer(LARGE), offerFrom(LARGE, SMALL, "theirs"));
+    expect(dp.methods()).toEqual(["link.create"]);
+    expect(sig.ofType("answer")).toHaveLength(0);
+    expect(lm.linkState(LARGE)).toBe("offering");
+  });
+
+  it("the larger UID drops its pending attempt and accepts the smaller's offer", async () => {
+    const { dp, sig, lm } = setup(LARGE);
+    await lm.ensureLink(peer(SMALL));
+    await lm.handleSignal(peer(SMALL), offerFrom(SMALL, LARGE, "theirs"));
+    expect(dp.methods()).toEqual(["link.create", "link.remove", "link.accept"]);
+    const answers = sig.ofType("answer");
+    expect(answers).toHaveLength(1);
+    expect(answers[0]?.setup).toBe("theirs");
+    expect(lm.linkState(SMALL)).toBe("connecting");
+  });
+});
+
+describe("setup ids", () => {
+  it("ignores an answer for a stale setup and applies the current one", async () => {
+    const { dp, sig, lm } = setup(SMALL);
+    const bob = peer(LARGE);
+    await lm.ensureLink(bob);
+    const offer = sig.ofType("offer")[0];
+    expect(offer).toBeDefined();
+    const answer = (setupId: string): Signal => ({
+      type: "answer",
+      from: LARGE,
+      to: SMALL,
+      setup: setupId,
+      description: { type: "answer", sdp: "a" },
+    });
+    await lm.handleSignal(bob, answer("old-setup"));
+    expect(dp.callsOf("link.complete")).toHaveLength(0);
+    await lm.handleSignal(bob, answer(offer?.setup ?? ""));
+    expect(dp.callsOf("link.complete")).toHaveLength(1);
+    expect(lm.linkState(LARGE)).toBe("connecting");
+  });
+
+  it("buffers candidates that arrive before their offer and applies them after link.accept", async () => {
+    const { dp, lm } = setup(LARGE);
+    const alice = peer(SMALL, "alice");
+    const cand: Signal = { type: "candidate", from: SMALL, to: LARGE, setup: "s1", candidate: "a=candidate:1", mid: "0" };
+    await lm.handleSignal(alice, cand);
+    expect(dp.callsOf("link.addCandidate")).toHaveLength(0);
+    await lm.handleSignal(alice, offerFrom(SMALL, LARGE, "s1"));
+    expect(dp.methods()).toEqual(["link.accept", "link.addCandidate"]);
+    expect(dp.callsOf("link.addCandidate")[0]?.params.candidate).toBe("a=candidate:1");
+  });
+
+  it("refuses offers that fail admission", async () => {
+    const { dp, sig, lm } = setup(LARGE, { admit: () => false });
+    await lm.handleSignal(peer(SMALL), offerFrom(SMALL, LARGE, "s1"));
+    expect(dp.calls).toHaveLength(0);
+    expect(sig.sent).toHaveLength(0);
+  });
+
+  it("forwards local candidates with the current setup id", async () => {
+    const { dp, sig, lm } = setup(SMALL);
+    await lm.ensureLink(peer(LARGE));
+    dp.notify("link.candidate", { peerUid: LARGE, candidate: "c1", mid: "0" });
+    await flush();
+    const c = sig.ofType("candidate");
+    expect(c).toHaveLength(1);
+    expect(c[0]?.setup).toBe(sig.ofType("offer")[0]?.setup);
+  });
+});
+
+describe("relay fallback and retry", () => {
+  it("starts a relay-only attempt with a new setup id after relayFallbackSec", async () => {
+    const { dp, sig, lm } = setup(SMALL, { hasTurn: true });
+    await lm.ensureLink(peer(LARGE));
+    const first = sig.ofType("offer")[0];
+    expect(first?.relayOnly).toBe(false);
+    await vi.advanceTimersByTimeAsync(1900);
+    expect(sig.ofType("offer")).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(200);
+    const offers = sig.ofType("offer");
+    expect(offers).toHaveLength(2);
+    expect(offers[1]?.relayOnly).toBe(true);
+    expect(offers[1]?.setup).not.toBe(first?.setup);
+    expect(dp.methods()).toEqual(["link.create", "link.remove", "link.create"]);
+    expect(dp.callsOf("link.create")[1]?.params.relayOnly).toBe(true);
+  });
+
+  it("does not fall back without TURN servers, and does not when the link connected", async () => {
+    const a = setup(SMALL, { hasTurn: false });
+    await a.lm.ensureLink(peer(LARGE));
+    await vi.advanceTimersByTimeAsync(3000);
+    expect(a.sig.ofType("offer")).toHaveLength(1);
+
+    const b = setup(SMALL, { hasTurn: true });
+    await b.lm.ensureLink(peer(LARGE));
+    b.dp.notify("link.state", { peerUid: LARGE, state: "connected", path: "host" });
+    await flush();
+    expect(b.lm.linkState(LARGE)).toBe("connected");
+    await vi.advanceTimersByTimeAsync(3000);
+    expect(b.sig.ofType("offer")).toHaveLength(1);
+  });
+
+  it("retries a timed-out setup with exponential backoff", async () => {
+    const { sig, lm } = setup(SMALL);
+    await lm.ensureLink(peer(LARGE));
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(lm.linkState(LARGE)).toBe("backoff");
+    expect(sig.ofType("bye")).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(1200); // ~1 s backoff
+    expect(sig.ofType("offer")).toHaveLength(2);
+    await vi.advanceTimersByTimeAsync(10_000); // second timeout -> ~2 s backoff
+    await vi.advanceTimersByTimeAsync(1200);
+    expect(sig.ofType("offer")).toHaveLength(2);
+    await vi.advanceTimersByTimeAsync(1200);
+    expect(sig.ofType("offer")).toHaveLength(3);
+  });
+});
+
+describe("idle trimming and peers going away", () => {
+  async function connect(lm: LinkManager, dp: FakeDatapath, p: PeerRef, pinned: boolean) {
+    await lm.ensureLink(p, { pinned });
+    dp.notify("link.state", { peerUid: p.uid, state: "connected", path: "host" });
+    await flush();
+    expect(lm.linkState(p.uid)).toBe("connected");
+  }
+
+  it("removes only idle, unpinned links", async () => {
+    const { dp, sig, lm } = setup(SMALL);
+    const idle = peer(LARGE, "idle");
+    const busy = peer(MID, "busy");
+    const pinned = peer("9".repeat(32), "pinned");
+    await connect(lm, dp, idle, false);
+    await connect(lm, dp, busy, false);
+    await connect(lm, dp, pinned, true);
+    const down: string[] = [];
+    lm.on("link-down", (e) => down.push(e.peer.uid));
+    for (let t = 0; t < 14; t++) {
+      dp.links = [info(idle.uid, 5), info(busy.uid, 5 + t), info(pinned.uid, 5)];
+      await lm.poll();
+      await flush();
+      await vi.advanceTimersByTimeAsync(5000);
+    }
+    expect(down).toEqual([idle.uid]);
+    expect(lm.linkState(idle.uid)).toBeUndefined();
+    expect(lm.linkState(busy.uid)).toBe("connected");
+    expect(lm.linkState(pinned.uid)).toBe("connected");
+    expect(dp.callsOf("link.remove").map((c) => c.params.peerUid)).toEqual([idle.uid]);
+    expect(sig.ofType("bye").map((b) => b.to)).toEqual([idle.uid]);
+  });
+
+  it("removes the link of a peer that went offline, without signalling it", async () => {
+    const { dp, sig, lm } = setup(SMALL);
+    const bob = peer(LARGE);
+    await connect(lm, dp, bob, true);
+    const down: string[] = [];
+    lm.on("link-down", (e) => down.push(e.reason ?? ""));
+    await lm.peerGone(LARGE);
+    expect(lm.linkState(LARGE)).toBeUndefined();
+    expect(dp.callsOf("link.remove")).toHaveLength(1);
+    expect(sig.ofType("bye")).toHaveLength(0);
+    expect(down).toEqual(["peer offline"]);
+  });
+
+  it("sets a failed connected link up again when it is wanted", async () => {
+    const { dp, sig, lm } = setup(SMALL);
+    await connect(lm, dp, peer(LARGE), true);
+    dp.notify("link.state", { peerUid: LARGE, state: "failed" });
+    await flush();
+    expect(lm.linkState(LARGE)).toBe("backoff");
+    await vi.advanceTimersByTimeAsync(1200);
+    expect(sig.ofType("offer")).toHaveLength(2);
+  });
+
+  it("queues links beyond maxLinks and starts them when a slot frees", async () => {
+    const { sig, lm } = setup(SMALL, { maxLinks: 1 });
+    await lm.ensureLink(peer(LARGE, "a"));
+    await lm.ensureLink(peer(MID, "b"));
+    expect(lm.linkState(MID)).toBe("queued");
+    expect(sig.ofType("offer")).toHaveLength(1);
+    await lm.removeLink(LARGE, "test");
+    await flush();
+    expect(sig.ofType("offer").map((o) => o.to)).toEqual([LARGE, MID]);
+  });
+});
