@@ -1,0 +1,83 @@
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { GroupVpnConfig, TincanConfig } from "@tincan/protocol";
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadConfig } from "./config.js";
+
+const dir = mkdtempSync(join(tmpdir(), "tincan-config-"));
+
+function write(name: string, content: unknown): string {
+  const file = join(dir, name);
+  writeFileSync(file, typeof content === "string" ? content : JSON.stringify(content));
+  return file;
+}
+
+const good = {
+  group: "lab",
+  xmpp: { service: "xmpp://10.0.0.1:5222", domain: "lab.local", username: "alice", password: "secret" },
+  vnic: { ipv4: "10.10.0.5/16" },
+};
+
+function errorOf(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof ConfigError) return err;
+    throw err;
+  }
+  throw new Error("no error thrown");
+}
+
+describe("loadConfig", () => {
+  it("loads a good config with defaults", () => {
+    const c = loadConfig(write("good.json", good), GroupVpnConfig);
+    expect(c.links).toEqual({ policy: "on-demand", maxLinks: 64, idleTimeoutSec: 300, relayFallbackSec: 2, setupTimeoutSec: 10 });
+    expect(c.vnic.mtu).toBe(1280);
+    expect(c.datapath.rpc).toBe("127.0.0.1:5800");
+    expect(c.xmpp.password).toBe("secret");
+  });
+
+  it("names the file and field path of an unknown key", () => {
+    const file = write("typo.json", { ...good, xmpp: { ...good.xmpp, passwrd: "x" } });
+    const err = errorOf(() => loadConfig(file, GroupVpnConfig));
+    expect(err.message).toContain(file);
+    expect(err.message).toMatch(/xmpp: .*passwrd/);
+  });
+
+  it("names the field path of a wrong type", () => {
+    const file = write("type.json", { ...good, links: { maxLinks: "many" } });
+    const err = errorOf(() => loadConfig(file, GroupVpnConfig));
+    expect(err.message).toMatch(new RegExp(`^${file}: links\\.maxLinks: `));
+  });
+
+  it("requires a password or passwordFile", () => {
+    const { password: _p, ...xmpp } = good.xmpp;
+    const file = write("nopw.json", { ...good, xmpp });
+    const err = errorOf(() => loadConfig(file, GroupVpnConfig));
+    expect(err.message).toContain(file);
+    expect(err.message).toMatch(/xmpp: .*password/);
+  });
+
+  it("reads passwordFile and credentialFile relative to the config file", () => {
+    writeFileSync(join(dir, "pw.txt"), "from-file\n");
+    writeFileSync(join(dir, "turn.txt"), "turn-secret");
+    const { password: _p, ...xmpp } = good.xmpp;
+    const file = write("pwfile.json", {
+      ...good,
+      xmpp: { ...xmpp, passwordFile: "pw.txt" },
+      ice: { turn: [{ urls: "turn:10.0.0.1:3478", username: "u", credentialFile: "turn.txt" }] },
+    });
+    const c = loadConfig(file, GroupVpnConfig);
+    expect(c.xmpp.password).toBe("from-file");
+    expect(c.ice.turn[0]?.credential).toBe("turn-secret");
+  });
+
+  it("reports a missing password file, an unreadable config and invalid JSON clearly", () => {
+    const { password: _p, ...xmpp } = good.xmpp;
+    const file = write("pwmissing.json", { ...good, xmpp: { ...xmpp, passwordFile: "nope.txt" } });
+    expect(errorOf(() => loadConfig(file, GroupVpnConfig)).message).toMatch(/xmpp\.passwordFile: cannot read .*nope\.txt.*ENOENT/);
+    expect(errorOf(() => loadConfig(join(dir, "absent.json"), TincanConfig)).message).toMatch(/absent\.json: cannot read the file: ENOENT/);
+    expect(errorOf(() => loadConfig(write("bad.json", "{ rpc: "), TincanConfig)).message).toMatch(/bad\.json: not valid JSON/);
+  });
+});

@@ -1,0 +1,156 @@
+import { type Socket, createSocket } from "node:dgram";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { DatapathClient, RPC_TIMEOUT, RpcError } from "./datapath-client.js";
+import { nullLog } from "./logger.js";
+
+interface Req {
+  id?: number;
+  method: string;
+  params: Record<string, unknown>;
+}
+
+/** A fake datapath: answers per a handler; `null` from the handler = stay silent. */
+class FakeServer {
+  socket: Socket = createSocket("udp4");
+  requests: Req[] = [];
+  token = "token-number-one-0123456789";
+  controllerPort = 0;
+  handler: (r: Req) => unknown = () => ({});
+  async start(): Promise<number> {
+    this.socket.on("message", (msg, rinfo) => {
+      const req = JSON.parse(msg.toString()) as Req;
+      this.requests.push(req);
+      if (req.params.auth !== this.token) {
+        this.reply(rinfo.port, { jsonrpc: "2.0", id: req.id, error: { code: -32001, message: "unauthorized" } });
+        return;
+      }
+      if (req.method === "hello") this.controllerPort = (req.params.controller as { port: number }).port;
+      const result = req.method === "hello" ? { version: "t", uid: null, vnic: null, startedAt: 1 } : this.handler(req);
+      if (result !== null) this.reply(rinfo.port, { jsonrpc: "2.0", id: req.id, result });
+    });
+    await new Promise<void>((r) => this.socket.bind(0, "127.0.0.1", r));
+    return this.socket.address().port;
+  }
+  reply(port: number, msg: unknown): void {
+    this.socket.send(JSON.stringify(msg), port, "127.0.0.1");
+  }
+  notify(method: string, params: unknown): void {
+    this.reply(this.controllerPort, { jsonrpc: "2.0", method, params });
+  }
+  close(): void {
+    this.socket.close();
+  }
+}
+
+const cleanup: Array<() => void> = [];
+afterEach(() => {
+  for (const c of cleanup.splice(0)) c();
+});
+
+async function setup(timeoutMs = 200) {
+  const server = new FakeServer();
+  const port = await server.start();
+  const dir = mkdtempSync(join(tmpdir(), "tincan-token-"));
+  const tokenFile = join(dir, "tincan.token");
+  writeFileSync(tokenFile, `${server.token}\n`);
+  const client = new DatapathClient({ rpc: `127.0.0.1:${port}`, tokenFile, log: nullLog, timeoutMs, retries: 2 });
+  cleanup.push(() => {
+    client.close();
+    server.close();
+  });
+  return { server, client, tokenFile };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const uid = "a".repeat(32);
+
+describe("DatapathClient", () => {
+  it("sends the token with every request and registers its port with hello", async () => {
+    const { server, client } = await setup();
+    await client.start();
+    server.handler = () => [];
+    expect(await client.call("route.query", {})).toEqual([]);
+    expect(server.requests.map((r) => r.method)).toEqual(["hello", "route.query"]);
+    expect(server.requests.every((r) => r.params.auth === server.token)).toBe(true);
+    expect(server.controllerPort).toBe(client.localPort);
+  });
+
+  it("retries idempotent methods after a timeout, but not link.create", async () => {
+    const { server, client } = await setup(100);
+    await client.start();
+    let n = 0;
+    server.handler = () => (++n < 3 ? null : []);
+    expect(await client.call("link.query", {})).toEqual([]);
+    expect(server.requests.filter((r) => r.method === "link.query")).toHaveLength(3);
+
+    server.handler = () => null;
+    const err = await client.call("link.create", { peerUid: uid }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RpcError);
+    expect((err as RpcError).code).toBe(RPC_TIMEOUT);
+    expect(server.requests.filter((r) => r.method === "link.create")).toHaveLength(1);
+  });
+
+  it("re-reads the token file when the datapath answers -32001, says hello again and repeats the call", async () => {
+    const { server, client, tokenFile } = await setup();
+    await client.start();
+    const restarted: number[] = [];
+    client.on("datapath-restarted", (h) => restarted.push(h.startedAt));
+    server.token = "token-number-two-9876543210";
+    writeFileSync(tokenFile, server.token);
+    server.handler = () => ({});
+    await client.call("route.remove", { prefix: "10.10.0.7/32" });
+    const methods = server.requests.map((r) => `${r.method}:${r.params.auth === server.token ? "new" : "old"}`);
+    expect(methods).toEqual(["hello:old", "route.remove:old", "hello:new", "route.remove:new"]);
+    expect(restarted).toEqual([]); // same startedAt from the fake: not a restart
+  });
+
+  it("dispatches valid notifications and ignores malformed ones", async () => {
+    const { server, client } = await setup();
+    await client.start();
+    const states: unknown[] = [];
+    client.on("link.state", (p) => states.push(p));
+    server.notify("link.state", { peerUid: uid, state: "bogus" });
+    server.notify("link.state", { peerUid: "short", state: "connected" });
+    server.notify("no.such.method", {});
+    server.notify("link.state", { peerUid: uid, state: "connected", path: "relay" });
+    await sleep(100);
+    expect(states).toEqual([{ peerUid: uid, state: "connected", path: "relay" }]);
+  });
+
+  it("ignores datagrams that do not come from the datapath's address", async () => {
+    const { client } = await setup();
+    await client.start();
+    const states: unknown[] = [];
+    client.on("link.state", (p) => states.push(p));
+    const other = createSocket("udp4");
+    await new Promise<void>((r) => other.bind(0, "127.0.0.1", r));
+    other.send(
+      JSON.stringify({ jsonrpc: "2.0", method: "link.state", params: { peerUid: uid, state: "connected" } }),
+      client.localPort,
+      "127.0.0.1",
+    );
+    await sleep(100);
+    other.close();
+    expect(states).toEqual([]);
+  });
+
+  it("emits datapath-restarted on datapath.started with a new startedAt", async () => {
+    const { server, client } = await setup();
+    await client.start();
+    const restarted: number[] = [];
+    client.on("datapath-restarted", (h) => restarted.push(h.startedAt));
+    // the restarted fake answers hello with startedAt 2
+    server.socket.removeAllListeners("message");
+    server.socket.on("message", (msg, rinfo) => {
+      const req = JSON.parse(msg.toString()) as Req;
+      server.requests.push(req);
+      server.reply(rinfo.port, { jsonrpc: "2.0", id: req.id, result: { version: "t", uid: null, vnic: null, startedAt: 2 } });
+    });
+    server.notify("datapath.started", { version: "t", startedAt: 2 });
+    await sleep(150);
+    expect(restarted).toEqual([2]);
+  });
+});

@@ -1,0 +1,74 @@
+import { xml } from "@xmpp/client";
+import { MAX_SIGNAL_BYTES, SIGNAL_NS, type Signal, uidForJid } from "@tincan/protocol";
+import { describe, expect, it } from "vitest";
+import { parsePresenceTincan, parseRosterItem, parseSignalMessage, parseSignalText, signalMessage, tincanPresence } from "./xmpp.js";
+
+const alice = uidForJid("alice@lab.local");
+const bob = uidForJid("bob@lab.local");
+const offer: Signal = {
+  type: "offer",
+  from: alice,
+  to: bob,
+  setup: "abc",
+  relayOnly: false,
+  description: { type: "offer", sdp: "v=0\r\n" },
+};
+
+describe("signal parsing", () => {
+  it("round-trips a signal through the message stanza", () => {
+    const msg = signalMessage("bob@lab.local/t", offer);
+    expect(msg.attrs.type).toBe("chat");
+    const parsed = parseSignalMessage(msg);
+    expect(parsed).toEqual({ ok: true, value: offer });
+  });
+
+  it("rejects malformed JSON", () => {
+    const r = parseSignalText("{not json");
+    expect(r.ok).toBe(false);
+    if (!r.ok) expect(r.error).toMatch(/not JSON/);
+  });
+
+  it("rejects oversized payloads before parsing", () => {
+    const big = JSON.stringify({ ...offer, description: { type: "offer", sdp: "x".repeat(MAX_SIGNAL_BYTES) } });
+    const r = parseSignalText(big);
+    expect(r.ok).toBe(false);
+    if (!r.ok) expect(r.error).toMatch(/too large/);
+  });
+
+  it("rejects payloads that fail the schema, naming the field", () => {
+    const r = parseSignalText(JSON.stringify({ ...offer, from: "ALICE" }));
+    expect(r.ok).toBe(false);
+    if (!r.ok) expect(r.error).toMatch(/from:/);
+    expect(parseSignalText(JSON.stringify({ ...offer, extra: 1 })).ok).toBe(false);
+    expect(parseSignalText(JSON.stringify({ ...offer, type: "hello" })).ok).toBe(false);
+  });
+
+  it("ignores messages without a signal and refuses two signals in one message", () => {
+    expect(parseSignalMessage(xml("message", { type: "chat" }, xml("body", null, "hi")))).toBeNull();
+    const two = xml(
+      "message",
+      { type: "chat" },
+      xml("signal", { xmlns: SIGNAL_NS }, JSON.stringify(offer)),
+      xml("signal", { xmlns: SIGNAL_NS }, JSON.stringify(offer)),
+    );
+    expect(parseSignalMessage(two)?.ok).toBe(false);
+  });
+});
+
+describe("presence and roster parsing", () => {
+  it("round-trips the tincan presence child and rejects a bad uid", () => {
+    const p = tincanPresence({ uid: alice, ipv4: "10.10.0.5" });
+    expect(parsePresenceTincan(p)).toEqual({ ok: true, value: { uid: alice, ipv4: "10.10.0.5" } });
+    const bad = xml("presence", null, xml("tincan", { xmlns: "urn:tincan:0", uid: "nope" }));
+    expect(parsePresenceTincan(bad)?.ok).toBe(false);
+    expect(parsePresenceTincan(xml("presence"))).toBeNull();
+  });
+
+  it("parses roster items with groups", () => {
+    const item = parseRosterItem(
+      xml("item", { jid: "Bob@Lab.local", subscription: "both", name: "Bob" }, xml("group", null, "lab")),
+    );
+    expect(item).toEqual({ jid: "bob@lab.local", subscription: "both", name: "Bob", groups: ["lab"] });
+    expect(parseRosterItem(xml("item", { jid: "c@lab.local", subscription: "weird" }))?.subscription).toBe("none");
+  });
+});
