@@ -1,4 +1,8 @@
 // Self-test of the network lab: NAT behaviour, prosody, coturn, teardown.
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type CoturnHandle,
@@ -11,6 +15,7 @@ import {
   ping,
   startUdpEcho,
   stunBinding,
+  turnAllocate,
   udpProbe,
   waitListening,
   xmppFeatures,
@@ -21,6 +26,9 @@ const can = Lab.canRun();
 if (!can.ok) console.warn(`[lab.test] SKIPPED: ${can.reason}. Run the system tests as root on Linux.`);
 
 const PREFIX = "labst";
+const here = dirname(fileURLToPath(import.meta.url));
+const repoRoot = join(here, "../..");
+const fixture = (name: string) => join(here, "fixtures", name);
 
 describe.skipIf(!can.ok)("network lab", () => {
   let lab: Lab;
@@ -120,6 +128,10 @@ describe.skipIf(!can.ok)("network lab", () => {
     expect(m3.address).toBe(h3.publicIp);
     const m1 = await stunBinding(h1, turn.host, turn.port);
     expect(m1.address).toBe(h1.ip);
+    const alloc = await turnAllocate(h2, turn);
+    expect(alloc.relayed.split(":")[0]).toBe(turn.host);
+    expect(alloc.mapped.split(":")[0]).toBe(h2.publicIp);
+    await expect(turnAllocate(h1, { ...turn, credential: "wrong" })).rejects.toThrow(/401/);
   });
 
   it("symmetric NAT maps one socket to different ports per destination; masquerade keeps it", async () => {
@@ -199,9 +211,35 @@ describe.skipIf(!can.ok)("network lab", () => {
     await lab.destroy();
     for (const pid of pids) expect(pidAlive(pid), `pid ${pid} still alive`).toBe(false);
     expect(listNetns().filter((n) => n.startsWith(`${PREFIX}-`))).toEqual([]);
-    const { existsSync } = await import("node:fs");
     if (process.env.KEEP_LAB !== "1") expect(existsSync(dir)).toBe(false);
     expect(() => lab.internet.spawn("sleep", ["1"])).toThrow(/destroyed/);
+  });
+
+  it("a process killed by SIGTERM/SIGINT tears its lab down (exit hooks)", async () => {
+    for (const sig of ["SIGTERM", "SIGINT"] as const) {
+      const prefix = `${PREFIX}${sig === "SIGTERM" ? "t" : "i"}`;
+      const child = spawn(process.execPath, ["--import", "tsx", fixture("hold-lab.ts"), prefix], {
+        cwd: repoRoot,
+        stdio: ["ignore", "pipe", "inherit"],
+      });
+      const line = await new Promise<string>((resolve, reject) => {
+        let buf = "";
+        child.stdout.on("data", (d: Buffer) => {
+          buf += d.toString();
+          if (buf.includes("\n")) resolve(buf.split("\n")[0] ?? "");
+        });
+        child.once("exit", (code) => reject(new Error(`fixture exited early (${code})`)));
+      });
+      const info = JSON.parse(line) as { dir: string; pids: number[]; netns: string[] };
+      expect(info.netns.length).toBe(4);
+      expect(listNetns()).toEqual(expect.arrayContaining(info.netns));
+      const exited = new Promise((r) => child.once("exit", r));
+      child.kill(sig);
+      await exited;
+      expect(listNetns().filter((n) => n.startsWith(`${prefix}-`))).toEqual([]);
+      for (const pid of info.pids) expect(pidAlive(pid)).toBe(false);
+      expect(existsSync(info.dir)).toBe(false);
+    }
   });
 
   it("cleanupStale removes leftover namespaces of a prefix by name", async () => {

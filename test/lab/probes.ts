@@ -39,6 +39,29 @@ export async function stunBinding(
   return JSON.parse(r.stdout) as { address: string; port: number };
 }
 
+/**
+ * TURN Allocate (UDP, long-term credentials) from `from`; returns the relayed and mapped
+ * addresses ("ADDR:PORT"), or throws with the server's error (e.g. "401 Unauthorized").
+ */
+export async function turnAllocate(
+  from: Netns,
+  server: { host: string; port: number; username: string; credential: string },
+  timeoutMs = 3000,
+): Promise<{ relayed: string; mapped: string }> {
+  const r = await from.exec([
+    process.execPath,
+    tool("turn-allocate.mjs"),
+    server.host,
+    String(server.port),
+    server.username,
+    server.credential,
+    String(timeoutMs),
+  ]);
+  if (r.code !== 0)
+    throw new Error(`TURN allocate ${from.name} -> ${server.host}:${server.port}: ${r.stderr.trim()}`);
+  return JSON.parse(r.stdout) as { relayed: string; mapped: string };
+}
+
 /** Raw <stream:features> an XMPP server offers to `from` before TLS. */
 export async function xmppFeatures(
   from: Netns,
