@@ -1,0 +1,165 @@
+// Drives `tincan` datapaths inside lab hosts over their RPC API, the way a controller would,
+// without XMPP: descriptions and candidates are handed from one datapath to the other directly.
+import { type ChildProcess, spawn } from "node:child_process";
+import { EventEmitter } from "node:events";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import readline from "node:readline";
+import { fileURLToPath } from "node:url";
+import type { Host, Lab, LabProcess } from "../lab/index.js";
+
+export const REPO = fileURLToPath(new URL("../..", import.meta.url));
+export const TINCAN_BIN = join(REPO, "packages/datapath/dist/cli.js");
+const BRIDGE = join(REPO, "test/support/rpc-bridge.mjs");
+
+export async function waitFor<T>(what: string, probe: () => T | undefined | false | Promise<T | undefined | false>, ms = 15_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export class DatapathHandle extends EventEmitter {
+  private nextId = 1;
+  private readonly pending = new Map<number, { method: string; resolve: (v: any) => void; reject: (e: Error) => void }>();
+  private token = "";
+  uid = "";
+
+  private constructor(
+    readonly host: Host,
+    readonly proc: LabProcess,
+    private readonly bridge: ChildProcess,
+    readonly tokenFile: string,
+    private readonly bridgePort: number,
+  ) {
+    super();
+  }
+
+  /** Starts tincan in the host's namespace and a bridge to its RPC port; registers as its controller. */
+  static async start(lab: Lab, host: Host, opts: { logLevel?: string } = {}): Promise<DatapathHandle> {
+    const tokenFile = join(lab.dir, `${host.name}.token`);
+    const proc = host.spawn("node", [TINCAN_BIN, "--token-file", tokenFile, "--log-level", opts.logLevel ?? "info"], {
+      name: "tincan",
+    });
+    await waitFor(`tincan ready on ${host.name}`, () => {
+      if (proc.exited) throw new Error(`tincan on ${host.name} exited: ${proc.log()}`);
+      return proc.log().includes(" ready ");
+    });
+    // Piped stdio (the lab's processes log to files); ended by PID in stop(), and the lab's
+    // teardown kills anything left in its namespaces.
+    const bridge = spawn("ip", ["netns", "exec", host.ns, "node", BRIDGE, "127.0.0.1:5800"], {
+      stdio: ["pipe", "pipe", "inherit"],
+    });
+    const lines = readline.createInterface({ input: bridge.stdout! });
+    let bridgePort = 0;
+    const handleRef: { h?: DatapathHandle } = {};
+    lines.on("line", (line) => {
+      const msg = JSON.parse(line);
+      if (msg.bridgePort) bridgePort = msg.bridgePort;
+      else handleRef.h?.onMessage(msg);
+    });
+    await waitFor("rpc bridge", () => bridgePort > 0);
+    const h = new DatapathHandle(host, proc, bridge, tokenFile, bridgePort);
+    handleRef.h = h;
+    h.token = readFileSync(tokenFile, "utf8").trim();
+    await h.call("hello", { controller: { host: "127.0.0.1", port: bridgePort } });
+    return h;
+  }
+
+  call(method: string, params: Record<string, unknown> = {}, auth = this.token): Promise<any> {
+    const id = this.nextId++;
+    const text = JSON.stringify({ jsonrpc: "2.0", id, method, params: { ...params, auth } });
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`${method}: no answer from ${this.host.name}`));
+      }, 10_000);
+      this.pending.set(id, {
+        method,
+        resolve: (v) => {
+          clearTimeout(timer);
+          resolve(v);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+      this.bridge.stdin!.write(`${text}\n`);
+    });
+  }
+
+  /** Like call, but resolves with the whole response (result or error) instead of throwing. */
+  async raw(method: string, params: Record<string, unknown> = {}, auth = this.token): Promise<any> {
+    try {
+      return { result: await this.call(method, params, auth) };
+    } catch (e) {
+      return { error: (e as Error & { rpc?: unknown }).rpc ?? { message: (e as Error).message } };
+    }
+  }
+
+  private onMessage(msg: any): void {
+    if (msg.id !== undefined && msg.id !== null) {
+      const p = this.pending.get(msg.id);
+      if (!p) return;
+      this.pending.delete(msg.id);
+      if (msg.error) p.reject(Object.assign(new Error(`${p.method} on ${this.host.name}: ${msg.error.code}: ${msg.error.message}`), { rpc: msg.error }));
+      else p.resolve(msg.result);
+    } else if (msg.method) {
+      this.emit(msg.method, msg.params);
+    }
+  }
+
+  async configure(uid: string, ipv4: string, extra: Record<string, unknown> = {}): Promise<void> {
+    this.uid = uid;
+    await this.call("vnic.configure", { uid, ipv4, ...extra });
+  }
+
+  async stop(): Promise<void> {
+    this.bridge.stdin?.end();
+    await this.proc.stop(5000);
+    if (this.bridge.exitCode === null && this.bridge.pid) {
+      const exited = new Promise((r) => this.bridge.once("exit", r));
+      process.kill(this.bridge.pid, "SIGTERM");
+      await exited;
+    }
+  }
+}
+
+/** Sets up a link between two datapaths, relaying trickled candidates, and waits until both are connected. */
+export async function connectLink(a: DatapathHandle, b: DatapathHandle, opts: { relayOnly?: boolean } = {}): Promise<number> {
+  const t0 = Date.now();
+  const aCands: { candidate: string; mid: string }[] = [];
+  const bCands: { candidate: string; mid: string }[] = [];
+  let bReady = false;
+  const onA = (p: any) => {
+    if (p.peerUid !== b.uid) return;
+    if (bReady) void b.call("link.addCandidate", { peerUid: a.uid, candidate: p.candidate, mid: p.mid }).catch(() => {});
+    else aCands.push(p);
+  };
+  const onB = (p: any) => {
+    if (p.peerUid === a.uid) void a.call("link.addCandidate", { peerUid: b.uid, candidate: p.candidate, mid: p.mid }).catch(() => {});
+  };
+  a.on("link.candidate", onA);
+  b.on("link.candidate", onB);
+  try {
+    const { description: offer } = await a.call("link.create", { peerUid: b.uid, relayOnly: opts.relayOnly ?? false });
+    const { description: answer } = await b.call("link.accept", { peerUid: a.uid, description: offer, relayOnly: opts.relayOnly ?? false });
+    bReady = true;
+    for (const c of aCands.splice(0)) await b.call("link.addCandidate", { peerUid: a.uid, candidate: c.candidate, mid: c.mid });
+    await a.call("link.complete", { peerUid: b.uid, description: answer });
+    await waitFor("link connected", async () => {
+      const [la] = await a.call("link.query", { peerUid: b.uid });
+      const [lb] = await b.call("link.query", { peerUid: a.uid });
+      return la?.state === "connected" && lb?.state === "connected";
+    });
+    void bCands;
+    return Date.now() - t0;
+  } finally {
+    a.off("link.candidate", onA);
+    b.off("link.candidate", onB);
+  }
+}
