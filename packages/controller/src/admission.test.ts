@@ -4,7 +4,12 @@ import type { Log } from "./logger.js";
 
 function capture(): { log: Log; warnings: string[] } {
   const warnings: string[] = [];
-  const log: Log = { error() {}, info() {}, debug() {}, warn: (m, meta) => warnings.push(`${m} ${JSON.stringify(meta)}`) };
+  const log: Log = {
+    error() {},
+    info() {},
+    debug() {},
+    warn: (m, meta) => warnings.push(`${m} ${JSON.stringify(meta)}`),
+  };
   return { log, warnings };
 }
 
@@ -51,7 +56,10 @@ describe("admission", () => {
     const a = new Admission({ group: "lab", log });
     a.setRoster(roster);
     a.allows("dave@lab.local");
-    a.setRoster([...roster.filter((i) => i.jid !== "dave@lab.local"), { jid: "dave@lab.local", subscription: "both", groups: ["lab"] }]);
+    a.setRoster([
+      ...roster.filter((i) => i.jid !== "dave@lab.local"),
+      { jid: "dave@lab.local", subscription: "both", groups: ["lab"] },
+    ]);
     expect(a.allows("dave@lab.local")).toBe(true);
     a.setRoster(roster);
     a.allows("dave@lab.local");

@@ -32,7 +32,13 @@ function errorOf(fn: () => unknown): ConfigError {
 describe("loadConfig", () => {
   it("loads a good config with defaults", () => {
     const c = loadConfig(write("good.json", good), GroupVpnConfig);
-    expect(c.links).toEqual({ policy: "on-demand", maxLinks: 64, idleTimeoutSec: 300, relayFallbackSec: 2, setupTimeoutSec: 10 });
+    expect(c.links).toEqual({
+      policy: "on-demand",
+      maxLinks: 64,
+      idleTimeoutSec: 300,
+      relayFallbackSec: 2,
+      setupTimeoutSec: 10,
+    });
     expect(c.vnic.mtu).toBe(1280);
     expect(c.datapath.rpc).toBe("127.0.0.1:5800");
     expect(c.xmpp.password).toBe("secret");
@@ -76,8 +82,14 @@ describe("loadConfig", () => {
   it("reports a missing password file, an unreadable config and invalid JSON clearly", () => {
     const { password: _p, ...xmpp } = good.xmpp;
     const file = write("pwmissing.json", { ...good, xmpp: { ...xmpp, passwordFile: "nope.txt" } });
-    expect(errorOf(() => loadConfig(file, GroupVpnConfig)).message).toMatch(/xmpp\.passwordFile: cannot read .*nope\.txt.*ENOENT/);
-    expect(errorOf(() => loadConfig(join(dir, "absent.json"), TincanConfig)).message).toMatch(/absent\.json: cannot read the file: ENOENT/);
-    expect(errorOf(() => loadConfig(write("bad.json", "{ rpc: "), TincanConfig)).message).toMatch(/bad\.json: not valid JSON/);
+    expect(errorOf(() => loadConfig(file, GroupVpnConfig)).message).toMatch(
+      /xmpp\.passwordFile: cannot read .*nope\.txt.*ENOENT/,
+    );
+    expect(errorOf(() => loadConfig(join(dir, "absent.json"), TincanConfig)).message).toMatch(
+      /absent\.json: cannot read the file: ENOENT/,
+    );
+    expect(errorOf(() => loadConfig(write("bad.json", "{ rpc: "), TincanConfig)).message).toMatch(
+      /bad\.json: not valid JSON/,
+    );
   });
 });

@@ -14,7 +14,9 @@ export class ConfigError extends Error {
   }
 }
 
-type TurnOut<T> = T extends { turn: Array<infer U> } ? Omit<T, "turn"> & { turn: Array<U & { credential: string }> } : T;
+type TurnOut<T> = T extends { turn: Array<infer U> }
+  ? Omit<T, "turn"> & { turn: Array<U & { credential: string }> }
+  : T;
 
 /**
  * A loaded config: secrets given as `passwordFile` / `credentialFile` have been read into

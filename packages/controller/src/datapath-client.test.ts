@@ -1,4 +1,4 @@
-import { type Socket, createSocket } from "node:dgram";
+import { createSocket, type Socket } from "node:dgram";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -24,11 +24,16 @@ class FakeServer {
       const req = JSON.parse(msg.toString()) as Req;
       this.requests.push(req);
       if (req.params.auth !== this.token) {
-        this.reply(rinfo.port, { jsonrpc: "2.0", id: req.id, error: { code: -32001, message: "unauthorized" } });
+        this.reply(rinfo.port, {
+          jsonrpc: "2.0",
+          id: req.id,
+          error: { code: -32001, message: "unauthorized" },
+        });
         return;
       }
       if (req.method === "hello") this.controllerPort = (req.params.controller as { port: number }).port;
-      const result = req.method === "hello" ? { version: "t", uid: null, vnic: null, startedAt: 1 } : this.handler(req);
+      const result =
+        req.method === "hello" ? { version: "t", uid: null, vnic: null, startedAt: 1 } : this.handler(req);
       if (result !== null) this.reply(rinfo.port, { jsonrpc: "2.0", id: req.id, result });
     });
     await new Promise<void>((r) => this.socket.bind(0, "127.0.0.1", r));
@@ -56,7 +61,13 @@ async function setup(timeoutMs = 200) {
   const dir = mkdtempSync(join(tmpdir(), "tincan-token-"));
   const tokenFile = join(dir, "tincan.token");
   writeFileSync(tokenFile, `${server.token}\n`);
-  const client = new DatapathClient({ rpc: `127.0.0.1:${port}`, tokenFile, log: nullLog, timeoutMs, retries: 2 });
+  const client = new DatapathClient({
+    rpc: `127.0.0.1:${port}`,
+    tokenFile,
+    log: nullLog,
+    timeoutMs,
+    retries: 2,
+  });
   cleanup.push(() => {
     client.close();
     server.close();
@@ -102,7 +113,9 @@ describe("DatapathClient", () => {
     writeFileSync(tokenFile, server.token);
     server.handler = () => ({});
     await client.call("route.remove", { prefix: "10.10.0.7/32" });
-    const methods = server.requests.map((r) => `${r.method}:${r.params.auth === server.token ? "new" : "old"}`);
+    const methods = server.requests.map(
+      (r) => `${r.method}:${r.params.auth === server.token ? "new" : "old"}`,
+    );
     expect(methods).toEqual(["hello:old", "route.remove:old", "hello:new", "route.remove:new"]);
     expect(restarted).toEqual([]); // same startedAt from the fake: not a restart
   });
@@ -147,7 +160,11 @@ describe("DatapathClient", () => {
     server.socket.on("message", (msg, rinfo) => {
       const req = JSON.parse(msg.toString()) as Req;
       server.requests.push(req);
-      server.reply(rinfo.port, { jsonrpc: "2.0", id: req.id, result: { version: "t", uid: null, vnic: null, startedAt: 2 } });
+      server.reply(rinfo.port, {
+        jsonrpc: "2.0",
+        id: req.id,
+        result: { version: "t", uid: null, vnic: null, startedAt: 2 },
+      });
     });
     server.notify("datapath.started", { version: "t", startedAt: 2 });
     await sleep(150);

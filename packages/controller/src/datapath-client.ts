@@ -1,24 +1,24 @@
-import { type RemoteInfo, type Socket, createSocket } from "node:dgram";
+import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
 import { EventEmitter } from "node:events";
 import { readFile } from "node:fs/promises";
 import {
+  describeIssues,
   type HelloResult,
   MAX_RPC_DATAGRAM,
-  NotificationParams,
   type NotificationMethod,
+  NotificationParams,
   type NotificationParamsOf,
   RpcErrorCode,
   type RpcMethod,
   type RpcParamsOf,
   type RpcResults,
-  describeIssues,
   splitHostPort,
 } from "@tincan/protocol";
 import {
-  JSONRPCClient,
-  JSONRPCErrorException,
   createJSONRPCErrorResponse,
   isJSONRPCResponse,
+  JSONRPCClient,
+  JSONRPCErrorException,
 } from "json-rpc-2.0";
 import type { Log } from "./logger.js";
 
@@ -67,6 +67,11 @@ export interface DatapathClientOptions {
   timeoutMs?: number;
   /** Extra attempts for idempotent methods after a timeout. Default 2. */
   retries?: number;
+  /**
+   * Register for notifications with `hello` (default true). Tools that only query (tincanctl) pass false,
+   * so they do not take the notifications away from the running controller.
+   */
+  register?: boolean;
 }
 
 /**
@@ -102,6 +107,12 @@ export class DatapathClient implements DatapathApi {
 
   /** Binds the local socket (ephemeral port on 127.0.0.1), reads the token and says hello. */
   async start(): Promise<HelloResult> {
+    await this.open();
+    return this.hello();
+  }
+
+  /** Binds the local socket and reads the token, without registering (see `register`). */
+  async open(): Promise<void> {
     if (!this.socket) {
       const socket = createSocket("udp4");
       socket.on("message", (msg, rinfo) => this.onDatagram(msg, rinfo));
@@ -116,7 +127,6 @@ export class DatapathClient implements DatapathApi {
       this.socket = socket;
     }
     await this.readToken();
-    return this.hello();
   }
 
   /** The local port notifications come to. */
@@ -179,8 +189,10 @@ export class DatapathClient implements DatapathApi {
           reauthed = true;
           const before = this.token;
           await this.readToken();
-          this.log.info("datapath refused our token; re-read the token file", { changed: before !== this.token });
-          if (method !== "hello") await this.hello();
+          this.log.info("datapath refused our token; re-read the token file", {
+            changed: before !== this.token,
+          });
+          if (method !== "hello" && this.opts.register !== false) await this.hello();
           attempt--;
           continue;
         }
@@ -277,7 +289,9 @@ export class DatapathClient implements DatapathApi {
         // The new datapath has a new token; hello re-registers us and emits datapath-restarted.
         void this.readToken()
           .then(() => this.hello())
-          .catch((err: Error) => this.log.error("cannot re-register with the restarted datapath", { error: err.message }));
+          .catch((err: Error) =>
+            this.log.error("cannot re-register with the restarted datapath", { error: err.message }),
+          );
       }
     }
     for (const handler of this.handlers.get(name) ?? []) {

@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { LinkManager, type PeerRef } from "./link-manager.js";
 import { nullLog } from "./logger.js";
 
-const SMALL = "0".repeat(31) + "1";
+const SMALL = `${"0".repeat(31)}1`;
 const LARGE = "f".repeat(32);
 const MID = "8".repeat(32);
 
@@ -22,7 +22,10 @@ class FakeDatapath {
   }
   on(name: NotificationMethod, handler: (p: never) => void): () => void {
     let set = this.handlers.get(name);
-    if (!set) this.handlers.set(name, (set = new Set()));
+    if (!set) {
+      set = new Set();
+      this.handlers.set(name, set);
+    }
     set.add(handler as (p: unknown) => void);
     return () => set.delete(handler as (p: unknown) => void);
   }
@@ -43,7 +46,9 @@ class FakeSignals {
     this.sent.push({ to, signal });
   }
   ofType<T extends Signal["type"]>(type: T) {
-    return this.sent.filter((s) => s.signal.type === type).map((s) => s.signal as Extract<Signal, { type: T }>);
+    return this.sent
+      .filter((s) => s.signal.type === type)
+      .map((s) => s.signal as Extract<Signal, { type: T }>);
   }
 }
 
@@ -75,7 +80,10 @@ function info(peerUid: string, packets: number): LinkInfo {
   };
 }
 
-function setup(selfUid: string, over: Partial<{ hasTurn: boolean; admit: (p: PeerRef) => boolean; maxLinks: number }> = {}) {
+function setup(
+  selfUid: string,
+  over: Partial<{ hasTurn: boolean; admit: (p: PeerRef) => boolean; maxLinks: number }> = {},
+) {
   const dp = new FakeDatapath();
   const sig = new FakeSignals();
   const lm = new LinkManager({
@@ -153,7 +161,14 @@ describe("setup ids", () => {
   it("buffers candidates that arrive before their offer and applies them after link.accept", async () => {
     const { dp, lm } = setup(LARGE);
     const alice = peer(SMALL, "alice");
-    const cand: Signal = { type: "candidate", from: SMALL, to: LARGE, setup: "s1", candidate: "a=candidate:1", mid: "0" };
+    const cand: Signal = {
+      type: "candidate",
+      from: SMALL,
+      to: LARGE,
+      setup: "s1",
+      candidate: "a=candidate:1",
+      mid: "0",
+    };
     await lm.handleSignal(alice, cand);
     expect(dp.callsOf("link.addCandidate")).toHaveLength(0);
     await lm.handleSignal(alice, offerFrom(SMALL, LARGE, "s1"));

@@ -23,7 +23,14 @@ export interface PeerRef {
  * - `connected`
  * - `backoff`: a setup failed; a retry is scheduled
  */
-export type LinkPhase = "queued" | "waiting" | "offering" | "answering" | "connecting" | "connected" | "backoff";
+export type LinkPhase =
+  | "queued"
+  | "waiting"
+  | "offering"
+  | "answering"
+  | "connecting"
+  | "connected"
+  | "backoff";
 
 export interface LinkEvent {
   peer: PeerRef;
@@ -174,7 +181,10 @@ export class LinkManager extends EventEmitter {
       if (this.activeCount() > this.opts.links.maxLinks) {
         rec.phase = "queued";
         this.queue.push(peer.uid);
-        this.log.info("link queued: maxLinks reached", { peer: peer.bareJid, maxLinks: this.opts.links.maxLinks });
+        this.log.info("link queued: maxLinks reached", {
+          peer: peer.bareJid,
+          maxLinks: this.opts.links.maxLinks,
+        });
         return;
       }
       await this.begin(rec);
@@ -284,7 +294,10 @@ export class LinkManager extends EventEmitter {
    */
   handleSignal(peer: PeerRef, signal: Signal): Promise<void> {
     if (signal.to !== this.self || signal.from !== peer.uid) {
-      this.log.debug("ignored a signal not between this peer and us", { type: signal.type, from: peer.bareJid });
+      this.log.debug("ignored a signal not between this peer and us", {
+        type: signal.type,
+        from: peer.bareJid,
+      });
       return Promise.resolve();
     }
     return this.run(peer.uid, async () => {
@@ -361,7 +374,10 @@ export class LinkManager extends EventEmitter {
   private async relayFallback(rec: Rec, setup: string, why: string): Promise<void> {
     if (this.recs.get(rec.peer.uid) !== rec || rec.setup !== setup || rec.phase === "connected") return;
     if (rec.role !== "offerer" || rec.relayOnly || !this.opts.hasTurn) return;
-    this.log.info("direct link setup stalled; falling back to a relay-only attempt", { peer: rec.peer.bareJid, why });
+    this.log.info("direct link setup stalled; falling back to a relay-only attempt", {
+      peer: rec.peer.bareJid,
+      why,
+    });
     await this.offer(rec, true);
   }
 
@@ -395,7 +411,8 @@ export class LinkManager extends EventEmitter {
     rec.retryTimer = setTimeout(() => {
       rec.retryTimer = undefined;
       void this.run(rec.peer.uid, async () => {
-        if (this.recs.get(rec.peer.uid) === rec && rec.phase === "backoff" && rec.wanted) await this.offer(rec);
+        if (this.recs.get(rec.peer.uid) === rec && rec.phase === "backoff" && rec.wanted)
+          await this.offer(rec);
       });
     }, delay);
   }
@@ -419,7 +436,8 @@ export class LinkManager extends EventEmitter {
       rec = this.newRec(peer, false, false);
       this.recs.set(peer.uid, rec);
     } else {
-      if (rec.phase === "offering") this.log.debug("glare: the peer's offer wins (smaller UID)", { peer: peer.bareJid });
+      if (rec.phase === "offering")
+        this.log.debug("glare: the peer's offer wins (smaller UID)", { peer: peer.bareJid });
       this.updatePeerOf(rec, peer);
       this.clearTimers(rec, false);
       if (rec.phase === "queued") this.queue.splice(this.queue.indexOf(peer.uid), 1);
@@ -505,7 +523,14 @@ export class LinkManager extends EventEmitter {
     this.clearTimers(rec, false);
     if (rec.dpLink) await this.dpRemove(rec);
     if (wasUp) this.emitDown(rec, `peer: ${s.reason ?? "bye"}`);
-    if (!wasUp && rec.wanted && rec.role === "offerer" && !rec.relayOnly && this.opts.hasTurn && s.reason !== "busy") {
+    if (
+      !wasUp &&
+      rec.wanted &&
+      rec.role === "offerer" &&
+      !rec.relayOnly &&
+      this.opts.hasTurn &&
+      s.reason !== "busy"
+    ) {
       await this.relayFallback(rec, s.setup, `peer gave up: ${s.reason ?? "bye"}`);
       return;
     }
@@ -549,7 +574,7 @@ export class LinkManager extends EventEmitter {
   private onLinkState(p: NotificationParamsOf<"link.state">): void {
     void this.run(p.peerUid, async () => {
       const rec = this.recs.get(p.peerUid);
-      if (!rec || !rec.dpLink) return;
+      if (!rec?.dpLink) return;
       switch (p.state) {
         case "connected":
           return this.onConnected(rec, p.path ?? null);
@@ -593,7 +618,8 @@ export class LinkManager extends EventEmitter {
 
   private async onFailed(rec: Rec, state: string): Promise<void> {
     if (rec.phase === "connected") {
-      if (state === "disconnected") this.log.info("link disconnected and did not recover", { peer: rec.peer.bareJid });
+      if (state === "disconnected")
+        this.log.info("link disconnected and did not recover", { peer: rec.peer.bareJid });
       this.clearTimers(rec, false);
       await this.dpRemove(rec);
       this.emitDown(rec, `link ${state}`);
@@ -645,9 +671,13 @@ export class LinkManager extends EventEmitter {
         }
         if (info.path) rec.path = info.path;
       }
-      if (rec.pinned || rec.phase === "offering" || rec.phase === "answering" || rec.phase === "connecting") continue;
+      if (rec.pinned || rec.phase === "offering" || rec.phase === "answering" || rec.phase === "connecting")
+        continue;
       if (now - rec.lastActivity > idleMs) {
-        this.log.info("removing an idle link", { peer: rec.peer.bareJid || rec.peer.uid, idleSec: Math.round((now - rec.lastActivity) / 1000) });
+        this.log.info("removing an idle link", {
+          peer: rec.peer.bareJid || rec.peer.uid,
+          idleSec: Math.round((now - rec.lastActivity) / 1000),
+        });
         void this.removeLink(rec.peer.uid, "idle");
       }
     }
@@ -683,7 +713,8 @@ export class LinkManager extends EventEmitter {
       const uid = this.queue.shift() as string;
       void this.run(uid, async () => {
         const rec = this.recs.get(uid);
-        if (rec?.phase === "backoff" && rec.setup === null && rec.retryTimer === undefined) await this.begin(rec);
+        if (rec?.phase === "backoff" && rec.setup === null && rec.retryTimer === undefined)
+          await this.begin(rec);
       });
       // begin() runs later; count it now so the loop does not start too many.
       const rec = this.recs.get(uid);
@@ -704,7 +735,13 @@ export class LinkManager extends EventEmitter {
   private async sendBye(peer: PeerRef, setup: string, reason: string): Promise<void> {
     if (!peer.fullJid) return;
     await this.opts.signals
-      .sendSignal(peer.fullJid, { type: "bye", from: this.self, to: peer.uid, setup, reason: reason.slice(0, 200) })
+      .sendSignal(peer.fullJid, {
+        type: "bye",
+        from: this.self,
+        to: peer.uid,
+        setup,
+        reason: reason.slice(0, 200),
+      })
       .catch((err: Error) => this.log.debug("bye not sent", { error: err.message }));
   }
 
@@ -780,7 +817,9 @@ export class LinkManager extends EventEmitter {
   /** Runs `fn` after everything queued for this peer; errors are logged, never thrown to callers. */
   private run(uid: string, fn: () => Promise<void>): Promise<void> {
     const prev = this.chains.get(uid) ?? Promise.resolve();
-    const next = prev.then(fn).catch((err: Error) => this.log.error("link manager error", { peerUid: uid, error: err.message }));
+    const next = prev
+      .then(fn)
+      .catch((err: Error) => this.log.error("link manager error", { peerUid: uid, error: err.message }));
     this.chains.set(uid, next);
     void next.then(() => {
       if (this.chains.get(uid) === next) this.chains.delete(uid);

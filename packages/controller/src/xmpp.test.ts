@@ -1,7 +1,14 @@
-import { xml } from "@xmpp/client";
 import { MAX_SIGNAL_BYTES, SIGNAL_NS, type Signal, uidForJid } from "@tincan/protocol";
+import { xml } from "@xmpp/client";
 import { describe, expect, it } from "vitest";
-import { parsePresenceTincan, parseRosterItem, parseSignalMessage, parseSignalText, signalMessage, tincanPresence } from "./xmpp.js";
+import {
+  parsePresenceTincan,
+  parseRosterItem,
+  parseSignalMessage,
+  parseSignalText,
+  signalMessage,
+  tincanPresence,
+} from "./xmpp.js";
 
 const alice = uidForJid("alice@lab.local");
 const bob = uidForJid("bob@lab.local");
@@ -29,7 +36,10 @@ describe("signal parsing", () => {
   });
 
   it("rejects oversized payloads before parsing", () => {
-    const big = JSON.stringify({ ...offer, description: { type: "offer", sdp: "x".repeat(MAX_SIGNAL_BYTES) } });
+    const big = JSON.stringify({
+      ...offer,
+      description: { type: "offer", sdp: "x".repeat(MAX_SIGNAL_BYTES) },
+    });
     const r = parseSignalText(big);
     expect(r.ok).toBe(false);
     if (!r.ok) expect(r.error).toMatch(/too large/);
@@ -69,6 +79,8 @@ describe("presence and roster parsing", () => {
       xml("item", { jid: "Bob@Lab.local", subscription: "both", name: "Bob" }, xml("group", null, "lab")),
     );
     expect(item).toEqual({ jid: "bob@lab.local", subscription: "both", name: "Bob", groups: ["lab"] });
-    expect(parseRosterItem(xml("item", { jid: "c@lab.local", subscription: "weird" }))?.subscription).toBe("none");
+    expect(parseRosterItem(xml("item", { jid: "c@lab.local", subscription: "weird" }))?.subscription).toBe(
+      "none",
+    );
   });
 });

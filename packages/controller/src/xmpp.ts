@@ -1,15 +1,15 @@
 import { EventEmitter, once } from "node:events";
 import { readFileSync } from "node:fs";
 import { rootCertificates } from "node:tls";
-import { type Client, type Element, client, jid as parseJid, xml } from "@xmpp/client";
 import {
+  describeIssues,
   MAX_SIGNAL_BYTES,
   PRESENCE_NS,
   PresenceTincan,
   SIGNAL_NS,
   Signal,
-  describeIssues,
 } from "@tincan/protocol";
+import { type Client, client, type Element, jid as parseJid, xml } from "@xmpp/client";
 import type { RosterItem, Subscription } from "./admission.js";
 import type { Log } from "./logger.js";
 
@@ -41,7 +41,8 @@ export type ParseResult<T> = { ok: true; value: T } | { ok: false; error: string
 /** Parses the JSON text of a `<signal xmlns="urn:tincan:signal:0">` element. Pure; never throws. */
 export function parseSignalText(text: string): ParseResult<Signal> {
   const bytes = Buffer.byteLength(text, "utf8");
-  if (bytes > MAX_SIGNAL_BYTES) return { ok: false, error: `signal too large (${bytes} > ${MAX_SIGNAL_BYTES} bytes)` };
+  if (bytes > MAX_SIGNAL_BYTES)
+    return { ok: false, error: `signal too large (${bytes} > ${MAX_SIGNAL_BYTES} bytes)` };
   let json: unknown;
   try {
     json = JSON.parse(text);

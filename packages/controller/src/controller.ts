@@ -1,0 +1,389 @@
+import { randomBytes } from "node:crypto";
+import { rename, unlink, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import type {
+  GroupVpnConfig,
+  NotificationParamsOf,
+  PresenceTincan,
+  RouteInfo,
+  RpcParamsOf,
+  Signal,
+} from "@tincan/protocol";
+import { Admission, type RosterItem } from "./admission.js";
+import type { Loaded } from "./config.js";
+import { DatapathClient } from "./datapath-client.js";
+import { type LinkEvent, LinkManager, type PeerRef } from "./link-manager.js";
+import type { Log, RootLogger } from "./logger.js";
+import { type PeerPresence, type SignalEvent, XmppSession } from "./xmpp.js";
+
+/** The config keys the core uses (GroupVpnConfig and SocialVpnConfig both have them). */
+export type CoreConfig = Loaded<Pick<GroupVpnConfig, "datapath" | "xmpp" | "vnic" | "ice" | "links" | "log">>;
+
+/** A peer that is online (tincan presence) and passes admission. */
+export interface Member extends PeerPresence {
+  /** Roster name, if any. */
+  name?: string | undefined;
+}
+
+/** What GroupVPN / SocialVPN plug into the core. Only `uid`, `presence` and `vnic` are required. */
+export interface Policy {
+  /** This node's UID. */
+  readonly uid: string;
+  /** What we announce in presence. */
+  presence(): PresenceTincan;
+  /** vnic.configure params (name/ipv4/ipv6/mtu usually from config; `translate` for SocialVPN). */
+  vnic(): RpcParamsOf<"vnic.configure">;
+  /** Check a peer's presence beyond roster admission (e.g. its UID matches its address or JID). */
+  verifyPeer?(peer: PeerPresence): boolean;
+  onPeerOnline?(peer: Member): void | Promise<void>;
+  onPeerOffline?(peer: Member): void | Promise<void>;
+  onLinkUp?(e: LinkEvent): void | Promise<void>;
+  onLinkDown?(e: LinkEvent): void | Promise<void>;
+  onPacketUnmapped?(p: NotificationParamsOf<"packet.unmapped">): void | Promise<void>;
+  onIccMessage?(p: NotificationParamsOf<"icc.message">): void | Promise<void>;
+  onRosterChanged?(items: RosterItem[]): void | Promise<void>;
+  /** After the datapath restarted and the core re-configured vnic/ice/routes and re-set wanted links. */
+  onDatapathRestarted?(): void | Promise<void>;
+}
+
+export interface ControllerOptions {
+  /** "groupvpn" / "socialvpn": used in logs and the status file. */
+  name: string;
+  config: CoreConfig;
+  logger: RootLogger;
+  policy: Policy;
+  /** GroupVPN: the roster group that makes a member. */
+  group?: string | undefined;
+  /** Status file for tincanctl; default `<tokenFile dir>/controller-status.json`; null = none. */
+  statusFile?: string | null;
+}
+
+/** Written for `tincanctl status` (peer names per UID). */
+export interface ControllerStatus {
+  controller: string;
+  pid: number;
+  jid: string | null;
+  uid: string;
+  updatedAt: number;
+  peers: Record<string, { jid: string; name?: string; ipv4?: string; ipv6?: string }>;
+}
+
+export function defaultStatusFile(tokenFile: string): string {
+  return join(dirname(tokenFile), "controller-status.json");
+}
+
+/**
+ * Wires config, logger, datapath client, XMPP session, admission and link manager, and runs the startup
+ * sequence: hello -> vnic.configure -> ice.configure -> sync links/routes -> XMPP login -> presence.
+ * The policy decides which links to want (`links.ensureLink`) and which routes to set (`setRoute`).
+ */
+export class Controller {
+  readonly datapath: DatapathClient;
+  readonly xmpp: XmppSession;
+  readonly admission: Admission;
+  readonly links: LinkManager;
+  readonly log: Log;
+  private readonly members = new Map<string, Member>();
+  private readonly routeTable = new Map<string, RpcParamsOf<"route.set">>();
+  private readonly statusFile: string | null;
+  private statusTimer: NodeJS.Timeout | null = null;
+  private stopped = false;
+  private readonly unknownSenderLogged = new Set<string>();
+
+  constructor(private readonly opts: ControllerOptions) {
+    const { config, logger, policy } = opts;
+    this.log = logger.component(opts.name);
+    this.statusFile =
+      opts.statusFile === undefined ? defaultStatusFile(config.datapath.tokenFile) : opts.statusFile;
+    this.datapath = new DatapathClient({
+      rpc: config.datapath.rpc,
+      tokenFile: config.datapath.tokenFile,
+      log: logger.component("rpc"),
+    });
+    this.xmpp = new XmppSession({
+      service: config.xmpp.service,
+      domain: config.xmpp.domain,
+      username: config.xmpp.username,
+      password: config.xmpp.password,
+      resource: config.xmpp.resource ?? `tincan-${randomBytes(4).toString("hex")}`,
+      caFile: config.xmpp.caFile,
+      log: logger.component("xmpp"),
+    });
+    this.admission = new Admission({ group: opts.group, log: logger.component("admission") });
+    this.links = new LinkManager({
+      selfUid: policy.uid,
+      datapath: this.datapath,
+      signals: this.xmpp,
+      log: logger.component("links"),
+      links: config.links,
+      hasTurn: config.ice.turn.length > 0,
+      admit: (peer) => this.admission.allows(peer.bareJid, "link"),
+    });
+    this.wire();
+  }
+
+  get policy(): Policy {
+    return this.opts.policy;
+  }
+
+  /** Online peers that pass admission, by UID. */
+  peers(): Member[] {
+    return [...this.members.values()];
+  }
+
+  peer(uid: string): Member | undefined {
+    return this.members.get(uid);
+  }
+
+  /** A PeerRef for the link manager, if the peer is online. */
+  peerRef(uid: string): PeerRef | undefined {
+    const m = this.members.get(uid);
+    return m && { uid, bareJid: m.bareJid, fullJid: m.fullJid };
+  }
+
+  /** Sets a route and remembers it (re-set after a datapath restart, removed on stop). */
+  async setRoute(params: RpcParamsOf<"route.set">): Promise<void> {
+    await this.datapath.call("route.set", params);
+    this.routeTable.set(params.prefix, params);
+  }
+
+  async removeRoute(prefix: string): Promise<void> {
+    this.routeTable.delete(prefix);
+    await this.datapath.call("route.remove", { prefix });
+  }
+
+  routes(): RpcParamsOf<"route.set">[] {
+    return [...this.routeTable.values()];
+  }
+
+  async start(): Promise<void> {
+    const hello = await this.waitForDatapath();
+    this.log.info("datapath answered", { version: hello.version, startedAt: hello.startedAt });
+    await this.configureDatapath();
+    await this.links.sync();
+    for (const r of await this.datapath.call("route.query", {})) this.adoptRoute(r);
+    await this.xmpp.setPresence(this.policy.presence());
+    this.links.start();
+    try {
+      await this.xmpp.start();
+    } catch (err) {
+      this.log.error("XMPP login failed; retrying in the background", { error: (err as Error).message });
+    }
+  }
+
+  /** Removes our links and routes, says goodbye on XMPP, closes everything. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.log.info("stopping: removing links and routes");
+    await this.links.removeAll("shutdown").catch(() => {});
+    this.links.stop();
+    await Promise.all([...this.routeTable.keys()].map((p) => this.removeRoute(p).catch(() => {})));
+    await this.xmpp.stop().catch(() => {});
+    this.datapath.close();
+    if (this.statusTimer) clearTimeout(this.statusTimer);
+    if (this.statusFile) await unlink(this.statusFile).catch(() => {});
+  }
+
+  // ---- wiring --------------------------------------------------------------------------------------
+
+  private wire(): void {
+    const p = this.opts.policy;
+    this.datapath.on("datapath-restarted", () => void this.onDatapathRestarted());
+    this.datapath.on("packet.unmapped", (n) => this.hook("onPacketUnmapped", () => p.onPacketUnmapped?.(n)));
+    this.datapath.on("icc.message", (n) => this.hook("onIccMessage", () => p.onIccMessage?.(n)));
+
+    this.xmpp.on("roster", (items: RosterItem[]) => {
+      this.admission.setRoster(items);
+      this.refreshMembers();
+      this.hook("onRosterChanged", () => p.onRosterChanged?.(items));
+    });
+    this.xmpp.on("peer-online", () => this.refreshMembers());
+    this.xmpp.on("peer-offline", () => this.refreshMembers());
+    this.xmpp.on("online", () => this.scheduleStatus());
+    this.xmpp.on("signal", (e: SignalEvent) => this.onSignal(e));
+
+    this.links.on("link-up", (e: LinkEvent) => {
+      this.scheduleStatus();
+      this.hook("onLinkUp", () => p.onLinkUp?.(e));
+    });
+    this.links.on("link-down", (e: LinkEvent) => {
+      this.scheduleStatus();
+      this.hook("onLinkDown", () => p.onLinkDown?.(e));
+    });
+  }
+
+  /** Recomputes the members from presence + roster, reporting who came and went. */
+  private refreshMembers(): void {
+    const next = new Map<string, Member>();
+    for (const pres of this.xmpp.peers()) {
+      if (!this.admission.allows(pres.bareJid, "presence")) continue;
+      if (this.opts.policy.verifyPeer && !this.opts.policy.verifyPeer(pres)) continue;
+      const uid = pres.tincan.uid;
+      const existing = next.get(uid);
+      if (existing && existing.bareJid !== pres.bareJid) {
+        this.log.warn("two JIDs announce the same UID; ignoring the second", {
+          uid,
+          jids: [existing.bareJid, pres.bareJid],
+        });
+        continue;
+      }
+      next.set(uid, { ...pres, name: this.admission.item(pres.bareJid)?.name });
+    }
+    for (const [uid, old] of this.members) {
+      const now = next.get(uid);
+      if (now && now.bareJid === old.bareJid) continue;
+      this.members.delete(uid);
+      void this.links.peerGone(uid);
+      this.hook("onPeerOffline", () => this.opts.policy.onPeerOffline?.(old));
+    }
+    for (const [uid, m] of next) {
+      const old = this.members.get(uid);
+      this.members.set(uid, m);
+      if (!old) this.hook("onPeerOnline", () => this.opts.policy.onPeerOnline?.(m));
+      else if (old.fullJid !== m.fullJid)
+        void this.links.updatePeer({ uid, bareJid: m.bareJid, fullJid: m.fullJid });
+      else if (old.tincan.ipv4 !== m.tincan.ipv4 || old.tincan.ipv6 !== m.tincan.ipv6) {
+        this.hook("onPeerOnline", () => this.opts.policy.onPeerOnline?.(m));
+      }
+    }
+    this.scheduleStatus();
+  }
+
+  private onSignal(e: SignalEvent): void {
+    if (!this.admission.allows(e.fromBareJid, "signal")) return;
+    const pres = this.xmpp.peer(e.fromFullJid);
+    const member = pres && this.members.get(pres.tincan.uid);
+    if (!pres || !member || member.fullJid !== e.fromFullJid) {
+      if (!this.unknownSenderLogged.has(e.fromFullJid)) {
+        this.unknownSenderLogged.add(e.fromFullJid);
+        this.log.info("ignored a signal from a resource without tincan presence (logged once)", {
+          from: e.fromFullJid,
+        });
+      }
+      return;
+    }
+    const signal: Signal = e.signal;
+    if (signal.from !== pres.tincan.uid) {
+      this.log.warn("ignored a signal whose UID differs from the sender's presence", { from: e.fromFullJid });
+      return;
+    }
+    void this.links.handleSignal(
+      { uid: pres.tincan.uid, bareJid: pres.bareJid, fullJid: pres.fullJid },
+      signal,
+    );
+  }
+
+  private async configureDatapath(): Promise<void> {
+    const { config } = this.opts;
+    const vnic = await this.datapath.call("vnic.configure", this.opts.policy.vnic());
+    this.log.info("vnic configured", { name: vnic.name, mtu: vnic.mtu });
+    await this.datapath.call("ice.configure", {
+      stun: config.ice.stun,
+      turn: config.ice.turn.map((t) => ({ urls: t.urls, username: t.username, credential: t.credential })),
+    });
+  }
+
+  private async onDatapathRestarted(): Promise<void> {
+    if (this.stopped) return;
+    try {
+      await this.configureDatapath();
+      for (const r of this.routeTable.values()) await this.datapath.call("route.set", r);
+      await this.links.resync();
+      this.hook("onDatapathRestarted", () => this.opts.policy.onDatapathRestarted?.());
+    } catch (err) {
+      this.log.error("re-sync with the restarted datapath failed", { error: (err as Error).message });
+    }
+  }
+
+  private adoptRoute(r: RouteInfo): void {
+    const params: RpcParamsOf<"route.set"> = { prefix: r.prefix, peerUid: r.peerUid };
+    if (r.via) params.via = r.via;
+    if (r.mapTo) params.mapTo = r.mapTo;
+    this.routeTable.set(r.prefix, params);
+  }
+
+  private async waitForDatapath() {
+    let delay = 1000;
+    for (;;) {
+      try {
+        return await this.datapath.start();
+      } catch (err) {
+        if (this.stopped) throw err;
+        this.log.warn("datapath not answering; retrying", { error: (err as Error).message, inMs: delay });
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 30_000);
+      }
+    }
+  }
+
+  private hook(name: string, fn: () => void | Promise<void>): void {
+    Promise.resolve()
+      .then(fn)
+      .catch((err: Error) => this.log.error("policy hook failed", { hook: name, error: err.message }));
+  }
+
+  private scheduleStatus(): void {
+    if (!this.statusFile || this.statusTimer || this.stopped) return;
+    this.statusTimer = setTimeout(() => {
+      this.statusTimer = null;
+      void this.writeStatus();
+    }, 500);
+    this.statusTimer.unref();
+  }
+
+  private async writeStatus(): Promise<void> {
+    if (!this.statusFile || this.stopped) return;
+    const status: ControllerStatus = {
+      controller: this.opts.name,
+      pid: process.pid,
+      jid: this.xmpp.fullJid,
+      uid: this.opts.policy.uid,
+      updatedAt: Date.now(),
+      peers: {},
+    };
+    for (const [uid, m] of this.members) {
+      status.peers[uid] = { jid: m.bareJid, ...(m.name ? { name: m.name } : {}), ...pick(m.tincan) };
+    }
+    const tmp = `${this.statusFile}.${process.pid}.tmp`;
+    try {
+      await writeFile(tmp, `${JSON.stringify(status, null, 2)}\n`, { mode: 0o644 });
+      await rename(tmp, this.statusFile);
+    } catch (err) {
+      this.log.debug("cannot write the status file", {
+        file: this.statusFile,
+        error: (err as Error).message,
+      });
+    }
+  }
+}
+
+function pick(t: PresenceTincan): { ipv4?: string; ipv6?: string } {
+  return { ...(t.ipv4 ? { ipv4: t.ipv4 } : {}), ...(t.ipv6 ? { ipv6: t.ipv6 } : {}) };
+}
+
+/**
+ * Runs a controller in the foreground: start, then stop cleanly on SIGINT/SIGTERM (a second signal
+ * exits at once). Exits 1 when start fails.
+ */
+export async function runController(ctl: Controller, log: Log): Promise<void> {
+  let stopping = false;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (stopping) process.exit(1);
+    stopping = true;
+    log.info(`got ${sig}; shutting down`);
+    const force = setTimeout(() => process.exit(1), 5000);
+    force.unref();
+    void ctl.stop().finally(() => process.exit(0));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  try {
+    await ctl.start();
+    log.info("controller running");
+  } catch (err) {
+    log.error("controller failed to start", { error: (err as Error).message });
+    await ctl.stop().catch(() => {});
+    process.exit(1);
+  }
+}

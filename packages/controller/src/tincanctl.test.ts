@@ -1,0 +1,92 @@
+import type { LinkInfo, RouteInfo } from "@tincan/protocol";
+import { describe, expect, it } from "vitest";
+import { buildRows, formatTable } from "./tincanctl.js";
+
+const A = "a".repeat(32);
+const B = "b".repeat(32);
+
+const link: LinkInfo = {
+  peerUid: A,
+  state: "connected",
+  path: "relay",
+  local: null,
+  remote: null,
+  rttMs: 1.25,
+  relayOnly: true,
+  createdAt: 0,
+  lastRxAt: 95_000,
+  lastTxAt: 90_000,
+  txBytes: 2048,
+  rxBytes: 10,
+  txPackets: 2,
+  rxPackets: 1,
+  drops: {},
+};
+const routes: RouteInfo[] = [
+  { prefix: "10.10.0.7/32", peerUid: A, via: null, mapTo: null },
+  { prefix: "10.10.0.9/32", peerUid: B, via: null, mapTo: "172.31.0.9" },
+];
+
+describe("tincanctl status rows", () => {
+  it("joins links, routes and controller names per peer", () => {
+    const rows = buildRows(
+      [link],
+      routes,
+      {
+        controller: "groupvpn",
+        pid: 1,
+        jid: null,
+        uid: "c".repeat(32),
+        updatedAt: 0,
+        peers: { [A]: { jid: "bob@lab.local", name: "Bob" } },
+      },
+      100_000,
+    );
+    expect(rows).toEqual([
+      {
+        peer: "-",
+        uid: B,
+        virtualIp: ["172.31.0.9"],
+        state: "no link",
+        path: null,
+        rttMs: null,
+        rxBytes: 0,
+        txBytes: 0,
+        idleSec: null,
+        relayOnly: false,
+      },
+      {
+        peer: "Bob",
+        uid: A,
+        virtualIp: ["10.10.0.7"],
+        state: "connected",
+        path: "relay",
+        rttMs: 1.25,
+        rxBytes: 10,
+        txBytes: 2048,
+        idleSec: 5,
+        relayOnly: true,
+      },
+    ]);
+    const text = formatTable(
+      {
+        name: "tincan0",
+        uid: null,
+        ipv4: "10.10.0.5/16",
+        ipv6: null,
+        mtu: 1280,
+        translate: false,
+        queued: 0,
+        txBytes: 0,
+        rxBytes: 0,
+        txPackets: 0,
+        rxPackets: 0,
+        drops: {},
+      },
+      rows,
+    );
+    expect(text).toMatch(
+      /Bob\s+aaaaaaaa\s+10\.10\.0\.7\s+connected\s+relay\s+1\.3 ms\s+10 B\s+2\.0 KiB\s+5s/,
+    );
+  });
+});

@@ -1,0 +1,205 @@
+#!/usr/bin/env node
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import {
+  DEFAULT_RPC,
+  DEFAULT_TOKEN_FILE,
+  HostPort,
+  type LinkInfo,
+  type RouteInfo,
+  type VnicInfo,
+} from "@tincan/protocol";
+import { type ControllerStatus, defaultStatusFile } from "./controller.js";
+import { DatapathClient, RPC_TIMEOUT, RpcError } from "./datapath-client.js";
+import { nullLog } from "./logger.js";
+
+const PROG = "tincanctl";
+const HELP = `Usage: ${PROG} status [--rpc ADDR] [--token-file FILE] [--json]
+
+Shows the links and routes of a running tincan datapath, with peer names when a controller runs.
+
+  --rpc ADDR          datapath RPC address (default ${DEFAULT_RPC})
+  --token-file FILE   datapath token file (default ${DEFAULT_TOKEN_FILE})
+  --json              machine-readable output
+  -h, --help          this text
+`;
+
+export interface PeerRow {
+  peer: string;
+  uid: string;
+  virtualIp: string[];
+  state: string;
+  path: string | null;
+  rttMs: number | null;
+  rxBytes: number;
+  txBytes: number;
+  idleSec: number | null;
+  relayOnly: boolean;
+}
+
+/** Joins links, routes and the controller's names into one row per peer UID. */
+export function buildRows(
+  links: LinkInfo[],
+  routes: RouteInfo[],
+  status: ControllerStatus | null,
+  now = Date.now(),
+): PeerRow[] {
+  const uids = new Set<string>([...links.map((l) => l.peerUid), ...routes.map((r) => r.peerUid)]);
+  const rows: PeerRow[] = [];
+  for (const uid of uids) {
+    const link = links.find((l) => l.peerUid === uid);
+    const named = status?.peers[uid];
+    const virtualIp = routes
+      .filter((r) => r.peerUid === uid && r.via === null)
+      .map((r) => r.mapTo ?? r.prefix.replace(/\/(32|128)$/, ""));
+    const last = Math.max(link?.lastRxAt ?? 0, link?.lastTxAt ?? 0);
+    rows.push({
+      peer: named?.name ?? named?.jid ?? "-",
+      uid,
+      virtualIp,
+      state: link?.state ?? "no link",
+      path: link?.path ?? null,
+      rttMs: link?.rttMs ?? null,
+      rxBytes: link?.rxBytes ?? 0,
+      txBytes: link?.txBytes ?? 0,
+      idleSec: link && last > 0 ? Math.max(0, Math.round((now - last) / 1000)) : null,
+      relayOnly: link?.relayOnly ?? false,
+    });
+  }
+  return rows.sort((a, b) => a.peer.localeCompare(b.peer) || a.uid.localeCompare(b.uid));
+}
+
+function bytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i]}`;
+}
+
+export function formatTable(vnic: VnicInfo, rows: PeerRow[]): string {
+  const head = `vnic ${vnic.name ?? "-"}  ${[vnic.ipv4, vnic.ipv6].filter(Boolean).join(" ") || "-"}  mtu ${vnic.mtu ?? "-"}  uid ${vnic.uid?.slice(0, 8) ?? "-"}  rx ${bytes(vnic.rxBytes)}  tx ${bytes(vnic.txBytes)}`;
+  const table = [
+    ["PEER", "UID", "VIRTUAL IP", "STATE", "PATH", "RTT", "RX", "TX", "IDLE"],
+    ...rows.map((r) => [
+      r.peer,
+      r.uid.slice(0, 8),
+      r.virtualIp.join(",") || "-",
+      r.state,
+      r.path ? `${r.path}${r.relayOnly && r.path !== "relay" ? "*" : ""}` : "-",
+      r.rttMs === null ? "-" : `${r.rttMs.toFixed(1)} ms`,
+      bytes(r.rxBytes),
+      bytes(r.txBytes),
+      r.idleSec === null ? "-" : `${r.idleSec}s`,
+    ]),
+  ];
+  const widths = table[0]?.map((_, c) => Math.max(...table.map((row) => (row[c] ?? "").length))) ?? [];
+  const lines = table.map((row) =>
+    row
+      .map((cell, c) => cell.padEnd(widths[c] ?? 0))
+      .join("  ")
+      .trimEnd(),
+  );
+  if (rows.length === 0) lines.push("(no links or routes)");
+  return `${head}\n\n${lines.join("\n")}\n`;
+}
+
+function readStatus(file: string): ControllerStatus | null {
+  try {
+    const s = JSON.parse(readFileSync(file, "utf8")) as ControllerStatus;
+    try {
+      process.kill(s.pid, 0); // a status file of a controller that is gone is not shown
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ESRCH") return null;
+    }
+    return s;
+  } catch {
+    return null;
+  }
+}
+
+function fail(code: number, message: string): never {
+  process.stderr.write(`${PROG}: ${message}\n`);
+  process.exit(code);
+}
+
+async function main(argv: string[]): Promise<void> {
+  let parsed: ReturnType<
+    typeof parseArgs<{
+      options: {
+        rpc: { type: "string" };
+        "token-file": { type: "string" };
+        json: { type: "boolean" };
+        help: { type: "boolean"; short: "h" };
+      };
+      allowPositionals: true;
+    }>
+  >;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      options: {
+        rpc: { type: "string" },
+        "token-file": { type: "string" },
+        json: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (err) {
+    fail(2, `${(err as Error).message}\nTry '${PROG} --help'.`);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) {
+    process.stdout.write(HELP);
+    return;
+  }
+  const [command, ...extra] = positionals;
+  if (command !== "status")
+    fail(2, `${command ? `unknown command "${command}"` : "missing command"}\nTry '${PROG} --help'.`);
+  if (extra.length > 0) fail(2, `unexpected argument "${extra[0]}"`);
+  const rpc = values.rpc ?? DEFAULT_RPC;
+  if (!HostPort.safeParse(rpc).success || !rpc.startsWith("127."))
+    fail(2, `--rpc must be "127.x.y.z:PORT" (got "${rpc}")`);
+  const tokenFile = values["token-file"] ?? DEFAULT_TOKEN_FILE;
+
+  const client = new DatapathClient({
+    rpc,
+    tokenFile,
+    log: nullLog,
+    timeoutMs: 1500,
+    retries: 1,
+    register: false,
+  });
+  try {
+    await client.open();
+    const vnic = await client.call("vnic.query", {});
+    const links = await client.call("link.query", {});
+    const routes = await client.call("route.query", {});
+    const status = readStatus(defaultStatusFile(tokenFile));
+    const rows = buildRows(links, routes, status);
+    if (values.json) {
+      process.stdout.write(
+        `${JSON.stringify({ vnic, peers: rows, links, routes, controller: status }, null, 2)}\n`,
+      );
+    } else {
+      process.stdout.write(formatTable(vnic, rows));
+    }
+  } catch (err) {
+    if (err instanceof RpcError && err.code === RPC_TIMEOUT)
+      fail(1, `no datapath answering at ${rpc} (is tincan running?)`);
+    fail(1, (err as Error).message);
+  } finally {
+    client.close();
+  }
+}
+
+// Only run when executed, not when imported (tests import buildRows/formatTable).
+const invoked = process.argv[1] ?? "";
+if (/tincanctl(\.[jt]s)?$/.test(invoked)) {
+  void main(process.argv.slice(2));
+}
