@@ -260,7 +260,7 @@ export class XmppSession extends EventEmitter implements SignalSender {
         10_000,
       );
       this.rosterItems.clear();
-      for (const el of res.getChildren("item")) {
+      for (const el of res.getChild("query", NS_ROSTER)?.getChildren("item") ?? []) {
         const item = parseRosterItem(el);
         if (item && item.subscription !== "remove") this.rosterItems.set(item.jid, item);
       }
