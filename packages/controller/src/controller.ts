@@ -37,6 +37,8 @@ export interface Policy {
   verifyPeer?(peer: PeerPresence): boolean;
   onPeerOnline?(peer: Member): void | Promise<void>;
   onPeerOffline?(peer: Member): void | Promise<void>;
+  /** A link setup attempt starts (either side): e.g. route the peer via another member meanwhile. */
+  onLinkSetup?(e: LinkEvent): void | Promise<void>;
   onLinkUp?(e: LinkEvent): void | Promise<void>;
   onLinkDown?(e: LinkEvent): void | Promise<void>;
   onPacketUnmapped?(p: NotificationParamsOf<"packet.unmapped">): void | Promise<void>;
@@ -203,6 +205,7 @@ export class Controller {
     this.xmpp.on("online", () => this.scheduleStatus());
     this.xmpp.on("signal", (e: SignalEvent) => this.onSignal(e));
 
+    this.links.on("link-setup", (e: LinkEvent) => this.hook("onLinkSetup", () => p.onLinkSetup?.(e)));
     this.links.on("link-up", (e: LinkEvent) => {
       this.scheduleStatus();
       this.hook("onLinkUp", () => p.onLinkUp?.(e));

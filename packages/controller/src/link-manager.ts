@@ -120,7 +120,8 @@ export function newSetupId(): string {
  * Owns link setup, retry, relay fallback and idle trimming, one record per peer UID.
  * Every operation on one peer runs in that peer's queue, so RPCs and signals of a peer never interleave.
  *
- * Events: `link-up` (LinkEvent), `link-down` (LinkEvent with reason).
+ * Events: `link-setup` (LinkEvent: an attempt starts, as offerer or answerer), `link-up` (LinkEvent),
+ * `link-down` (LinkEvent with reason).
  */
 export class LinkManager extends EventEmitter {
   private readonly recs = new Map<string, Rec>();
@@ -353,6 +354,7 @@ export class LinkManager extends EventEmitter {
       }, links.relayFallbackSec * 1000);
     }
     this.log.debug("offering a link", { peer: peer.bareJid, setup, relayOnly });
+    this.emit("link-setup", this.event(rec));
     try {
       rec.dpLink = true;
       const { description } = await this.opts.datapath.call("link.create", { peerUid: peer.uid, relayOnly });
@@ -455,6 +457,7 @@ export class LinkManager extends EventEmitter {
       pendingRemote: early?.setup === s.setup ? early.cands : [],
     });
     this.armSetupTimer(rec, s.setup);
+    this.emit("link-setup", this.event(rec));
     try {
       rec.dpLink = true;
       const { description } = await this.opts.datapath.call("link.accept", {

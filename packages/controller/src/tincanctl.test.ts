@@ -56,7 +56,7 @@ describe("tincanctl status rows", () => {
         relayOnly: false,
       },
       {
-        peer: "Bob",
+        peer: "Bob (bob@lab.local)",
         uid: A,
         virtualIp: ["10.10.0.7"],
         state: "connected",
@@ -86,7 +86,7 @@ describe("tincanctl status rows", () => {
       rows,
     );
     expect(text).toMatch(
-      /Bob\s+aaaaaaaa\s+10\.10\.0\.7\s+connected\s+relay\s+1\.3 ms\s+10 B\s+2\.0 KiB\s+5s/,
+      /Bob \(bob@lab\.local\)\s+aaaaaaaa\s+10\.10\.0\.7\s+connected\s+relay\s+1\.3 ms\s+10 B\s+2\.0 KiB\s+5s/,
     );
   });
 });

@@ -37,6 +37,13 @@ export interface PeerRow {
   relayOnly: boolean;
 }
 
+/** "bob@lab.local", or "Bob (bob@lab.local)" when the roster gives another name. */
+function peerLabel(named: { jid: string; name?: string } | undefined): string {
+  if (!named) return "-";
+  const local = named.jid.split("@")[0];
+  return named.name && named.name !== local && named.name !== named.jid ? `${named.name} (${named.jid})` : named.jid;
+}
+
 /** Joins links, routes and the controller's names into one row per peer UID. */
 export function buildRows(
   links: LinkInfo[],
@@ -54,7 +61,7 @@ export function buildRows(
       .map((r) => r.mapTo ?? r.prefix.replace(/\/(32|128)$/, ""));
     const last = Math.max(link?.lastRxAt ?? 0, link?.lastTxAt ?? 0);
     rows.push({
-      peer: named?.name ?? named?.jid ?? "-",
+      peer: peerLabel(named),
       uid,
       virtualIp,
       state: link?.state ?? "no link",

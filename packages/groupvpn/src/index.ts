@@ -1,1 +1,2 @@
-export {};
+export { GroupPolicy } from "./policy.js";
+export { LinksAnnouncement, NeighborLinks } from "./neighbors.js";

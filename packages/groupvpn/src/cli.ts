@@ -1,0 +1,37 @@
+#!/usr/bin/env node
+import {
+  ConfigError,
+  Controller,
+  createLogger,
+  exitOnConfigError,
+  loadConfig,
+  parseControllerArgs,
+  runController,
+} from "@tincan/controller";
+import { GroupVpnConfig } from "@tincan/protocol";
+import { GroupPolicy } from "./policy.js";
+
+const args = parseControllerArgs(
+  "groupvpn",
+  "GroupVPN controller: all members of an XMPP roster group share one virtual subnet.\n" +
+    "Needs a running datapath (tincan) and the XMPP server named in the config.",
+);
+let config: ReturnType<typeof loadConfig<typeof GroupVpnConfig>>;
+try {
+  config = loadConfig(args.config, GroupVpnConfig);
+} catch (err) {
+  if (err instanceof ConfigError) exitOnConfigError(err, "groupvpn");
+  throw err;
+}
+const logger = createLogger(args.logLevel ?? config.log.level);
+const policy = new GroupPolicy(config);
+const ctl = new Controller({ name: "groupvpn", config, logger, policy, group: config.group });
+policy.attach(ctl);
+logger.component("groupvpn").info("starting", {
+  jid: `${config.xmpp.username}@${config.xmpp.domain}`,
+  group: config.group,
+  ipv4: config.vnic.ipv4,
+  uid: policy.uid,
+  policy: config.links.policy,
+});
+void runController(ctl, logger.component("groupvpn"));

@@ -1,0 +1,144 @@
+import type { Controller, LinkEvent, Member, Policy } from "@tincan/controller";
+import {
+  type GroupVpnConfig,
+  type NotificationParamsOf,
+  type PresenceTincan,
+  type RpcParamsOf,
+  uidForIpv4,
+} from "@tincan/protocol";
+import { BlockList } from "node:net";
+import { NeighborLinks } from "./neighbors.js";
+
+type Config = Pick<GroupVpnConfig, "vnic" | "links">;
+
+/**
+ * GroupVPN: every member of one XMPP roster group owns one address of a shared subnet, and its UID
+ * is derived from that address, so a destination address names the node to link to.
+ */
+export class GroupPolicy implements Policy {
+  readonly uid: string;
+  readonly ipv4: string;
+  private readonly subnet = new BlockList();
+  private readonly neighbors = new NeighborLinks();
+  /** Peers with a connected link (for routing via, and for link announcements). */
+  private readonly connected = new Set<string>();
+  private ctl: Controller | null = null;
+
+  constructor(private readonly config: Config) {
+    const [address, length] = config.vnic.ipv4.split("/") as [string, string];
+    this.ipv4 = address;
+    this.uid = uidForIpv4(address);
+    this.subnet.addSubnet(address, Number(length), "ipv4");
+  }
+
+  attach(ctl: Controller): void {
+    this.ctl = ctl;
+  }
+
+  private get proactive(): boolean {
+    return this.config.links.policy === "proactive";
+  }
+
+  presence(): PresenceTincan {
+    const ipv6 = this.config.vnic.ipv6?.split("/")[0];
+    return { uid: this.uid, ipv4: this.ipv4, ...(ipv6 ? { ipv6 } : {}) };
+  }
+
+  vnic(): RpcParamsOf<"vnic.configure"> {
+    const { name, ipv4, ipv6, mtu } = this.config.vnic;
+    return { uid: this.uid, name, ipv4, mtu, ...(ipv6 ? { ipv6 } : {}) };
+  }
+
+  /** A member must announce an address of our subnet whose UID is its UID (identifier routing). */
+  verifyPeer(peer: { tincan: PresenceTincan }): boolean {
+    const { ipv4, uid } = peer.tincan;
+    return !!ipv4 && ipv4 !== this.ipv4 && this.subnet.check(ipv4, "ipv4") && uidForIpv4(ipv4) === uid;
+  }
+
+  async onPeerOnline(peer: Member): Promise<void> {
+    const ctl = this.required();
+    // Routes exist from the start: without a link, the datapath holds the packets and reports them
+    // as unmapped, which is what sets an on-demand link up.
+    for (const prefix of prefixesOf(peer)) await ctl.setRoute({ prefix, peerUid: peer.tincan.uid });
+    if (this.proactive) await ctl.links.ensureLink(this.ref(peer), { pinned: true });
+  }
+
+  async onPeerOffline(peer: Member): Promise<void> {
+    const ctl = this.required();
+    this.neighbors.forget(peer.tincan.uid);
+    this.connected.delete(peer.tincan.uid);
+    for (const prefix of prefixesOf(peer)) await ctl.removeRoute(prefix).catch(() => {});
+  }
+
+  async onPacketUnmapped(p: NotificationParamsOf<"packet.unmapped">): Promise<void> {
+    const ctl = this.required();
+    const member = ctl.peers().find((m) => m.tincan.ipv4 === p.dst || m.tincan.ipv6 === p.dst);
+    if (!member) return; // not a member's address: nothing to link to
+    await ctl.links.ensureLink(this.ref(member), { pinned: this.proactive });
+  }
+
+  /** While a link is being set up, route the peer via a neighbour that has a link to it. */
+  async onLinkSetup(e: LinkEvent): Promise<void> {
+    const ctl = this.required();
+    const member = ctl.peer(e.peer.uid);
+    const via = this.neighbors.relayFor(e.peer.uid, this.connected);
+    if (!member || !via) return;
+    ctl.log.info("routing via a neighbour while the link is set up", { peer: member.bareJid, via });
+    for (const prefix of prefixesOf(member)) await ctl.setRoute({ prefix, peerUid: e.peer.uid, via });
+  }
+
+  async onLinkUp(e: LinkEvent): Promise<void> {
+    const ctl = this.required();
+    this.connected.add(e.peer.uid);
+    const member = ctl.peer(e.peer.uid);
+    if (member) {
+      for (const prefix of prefixesOf(member)) await ctl.setRoute({ prefix, peerUid: e.peer.uid });
+    }
+    await this.announceLinks();
+  }
+
+  async onLinkDown(e: LinkEvent): Promise<void> {
+    const ctl = this.required();
+    this.connected.delete(e.peer.uid);
+    this.neighbors.forget(e.peer.uid);
+    // Routes that went via this peer fall back to direct (held + reported as unmapped).
+    for (const r of ctl.routes()) {
+      if (r.via === e.peer.uid) await ctl.setRoute({ prefix: r.prefix, peerUid: r.peerUid });
+    }
+    await this.announceLinks();
+  }
+
+  onIccMessage(p: NotificationParamsOf<"icc.message">): void {
+    if (!this.neighbors.update(p.peerUid, p.data)) {
+      this.required().log.debug("ignored a malformed icc message", { peer: p.peerUid });
+    }
+  }
+
+  async onDatapathRestarted(): Promise<void> {
+    this.connected.clear();
+  }
+
+  private async announceLinks(): Promise<void> {
+    const ctl = this.required();
+    const data = { type: "groupvpn.links", uids: [...this.connected] };
+    await Promise.all(
+      [...this.connected].map((peerUid) => ctl.datapath.call("icc.send", { peerUid, data }).catch(() => {})),
+    );
+  }
+
+  private ref(m: Member) {
+    return { uid: m.tincan.uid, bareJid: m.bareJid, fullJid: m.fullJid };
+  }
+
+  private required(): Controller {
+    if (!this.ctl) throw new Error("GroupPolicy used before attach()");
+    return this.ctl;
+  }
+}
+
+function prefixesOf(m: Member): string[] {
+  const out: string[] = [];
+  if (m.tincan.ipv4) out.push(`${m.tincan.ipv4}/32`);
+  if (m.tincan.ipv6) out.push(`${m.tincan.ipv6}/128`);
+  return out;
+}

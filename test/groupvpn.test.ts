@@ -1,0 +1,246 @@
+// GroupVPN end to end: real prosody (shared roster group) and coturn in the lab's "internet",
+// tincan + groupvpn on every host, traffic through the VPN.
+import { execFile } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { uidForIpv4 } from "@tincan/protocol";
+import { type CoturnHandle, Lab, type ProsodyHandle } from "./lab/index.js";
+import { REPO, waitFor } from "./support/datapath-driver.js";
+import { PASSWORD, VpnNode } from "./support/vpn-node.js";
+
+const can = Lab.canRun();
+const users = (names: string[]) => names.map((name) => ({ name, password: PASSWORD }));
+
+async function pingAllPairs(nodes: VpnNode[]): Promise<string[]> {
+  const failures: string[] = [];
+  for (const a of nodes) {
+    for (const b of nodes) {
+      if (a === b) continue;
+      const r = await a.ping(b.address, 1, 2);
+      if (r.code !== 0) failures.push(`${a.opts.user}->${b.opts.user}`);
+    }
+  }
+  return failures;
+}
+
+describe.skipIf(!can.ok)("GroupVPN, 3 nodes on a flat network, proactive", () => {
+  let lab: Lab;
+  const nodes: VpnNode[] = [];
+
+  beforeAll(async () => {
+    lab = await Lab.create({ prefix: "gvp" });
+    const names = ["alice", "bob", "carol"];
+    const prosody = await lab.startProsody({ users: users(names), groups: { lab: names } });
+    for (const [i, user] of names.entries()) {
+      const host = await lab.addHost(user);
+      nodes.push(new VpnNode(lab, host, { user, ipv4: `10.10.0.${i + 1}/16`, prosody, links: { policy: "proactive" } }));
+    }
+  });
+
+  afterAll(async () => {
+    for (const n of nodes) await n.stop().catch(() => {});
+    await lab?.destroy();
+  });
+
+  it("every pair pings within 5 s of start", async () => {
+    await Promise.all(nodes.map((n) => n.start()));
+    const started = Date.now();
+    await waitFor("all pairs to ping", async () => (await pingAllPairs(nodes)).length === 0, 5000);
+    console.log(`proactive: all pairs ping ${Date.now() - started} ms after the controllers ran`);
+    const links = await nodes[0]!.links();
+    expect(links.filter((l) => l.state === "connected")).toHaveLength(2);
+  });
+
+  it("tincanctl shows peers with names, addresses and paths", async () => {
+    const out = await nodes[0]!.host.run([
+      "node",
+      join(REPO, "packages/controller/dist/tincanctl.js"),
+      "status",
+      "--token-file",
+      nodes[0]!.tokenFile,
+    ]);
+    expect(out).toMatch(/bob@lab\.local/);
+    expect(out).toMatch(/10\.10\.0\.3/);
+    expect(out).toMatch(/connected/);
+  });
+});
+
+describe.skipIf(!can.ok)("GroupVPN, 4 nodes, on-demand links with idle trimming", () => {
+  let lab: Lab;
+  let prosody: ProsodyHandle;
+  const nodes: VpnNode[] = [];
+
+  beforeAll(async () => {
+    lab = await Lab.create({ prefix: "gvo" });
+    const names = ["n1", "n2", "n3", "n4"];
+    prosody = await lab.startProsody({ users: users([...names, "mallory"]), groups: { lab: names } });
+    for (const [i, user] of names.entries()) {
+      const host = await lab.addHost(user);
+      nodes.push(
+        new VpnNode(lab, host, {
+          user,
+          ipv4: `10.10.1.${i + 1}/16`,
+          prosody,
+          links: { policy: "on-demand", idleTimeoutSec: 8 },
+        }),
+      );
+    }
+    await Promise.all(nodes.map((n) => n.start()));
+  });
+
+  afterAll(async () => {
+    for (const n of nodes) await n.stop().catch(() => {});
+    await lab?.destroy();
+  });
+
+  it("has no links at start; a ping creates exactly that link; the first ping is answered", async () => {
+    await new Promise((r) => setTimeout(r, 1500)); // presence settles
+    for (const n of nodes) expect(await n.links()).toEqual([]);
+    const [n1, n2, n3, n4] = nodes as [VpnNode, VpnNode, VpnNode, VpnNode];
+    const t0 = Date.now();
+    const r = await n1.ping(n3.address, 1, 5);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    console.log(`on-demand: first ping answered after ${Date.now() - t0} ms (${r.stdout.match(/time=[\d.]+ ms/)?.[0]})`);
+    expect((await n1.links()).map((l) => l.peerUid)).toEqual([uidForIpv4(n3.address)]);
+    expect(await n2.links()).toEqual([]);
+    expect(await n4.links()).toEqual([]);
+  });
+
+  it("trims the link after the idle timeout", async () => {
+    const [n1] = nodes as [VpnNode];
+    await waitFor("idle link trimmed", async () => (await n1.links()).length === 0, 30_000);
+  });
+
+  it("refuses offers from a JID outside the group and logs it", async () => {
+    const [n1] = nodes as [VpnNode];
+    const rogueHost = await lab.addHost("mallory");
+    // n1's full JID: its resource is random; read it from n1's status file via tincanctl.
+    const status = await n1.status();
+    const jid = (status.controller as { jid: string }).jid;
+    expect(jid).toMatch(/^n1@lab\.local\//);
+    const r = await rogueHost.exec(
+      [
+        "node",
+        "--import",
+        "tsx",
+        join(REPO, "test/support/rogue-offer.ts"),
+        prosody.service,
+        prosody.domain,
+        "mallory",
+        PASSWORD,
+        prosody.caFile,
+        jid,
+        uidForIpv4(n1.address),
+      ],
+      { cwd: join(REPO, "test"), timeoutMs: 30_000 },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    await new Promise((res) => setTimeout(res, 1000));
+    expect(await n1.links()).toEqual([]);
+    expect((await n1.status()).routes).not.toContainEqual(expect.objectContaining({ prefix: "10.10.0.66/32" }));
+    const refusals = n1.controller.log().match(/mallory@lab\.local/g) ?? [];
+    expect(refusals.length).toBeGreaterThanOrEqual(1);
+    expect(refusals.length).toBeLessThanOrEqual(2); // logged once, not per stanza
+  });
+});
+
+describe.skipIf(!can.ok)("GroupVPN through NAT routers with STUN/TURN", () => {
+  let lab: Lab;
+  let prosody: ProsodyHandle;
+  let coturn: CoturnHandle;
+  const nodes: VpnNode[] = [];
+
+  beforeAll(async () => {
+    lab = await Lab.create({ prefix: "gvn" });
+    const names = ["open", "natted", "sym1", "sym2"];
+    prosody = await lab.startProsody({ users: users(names), groups: { lab: names } });
+    coturn = await lab.startCoturn({ user: "turnuser", password: "turnpass" });
+    const hosts = [
+      await lab.addHost("open"),
+      await lab.addHost("natted", { nat: "masquerade" }),
+      await lab.addHost("sym1", { nat: "symmetric", lossPercent: 3 }),
+      await lab.addHost("sym2", { nat: "symmetric", lossPercent: 3 }),
+    ];
+    for (const [i, host] of hosts.entries()) {
+      nodes.push(
+        new VpnNode(lab, host, {
+          user: names[i]!,
+          ipv4: `10.10.2.${i + 1}/16`,
+          prosody,
+          coturn,
+          links: { policy: "on-demand" },
+        }),
+      );
+    }
+    await Promise.all(nodes.map((n) => n.start()));
+    await new Promise((r) => setTimeout(r, 1500));
+  });
+
+  afterAll(async () => {
+    for (const n of nodes) await n.stop().catch(() => {});
+    await lab?.destroy();
+  });
+
+  it("links a NAT host to an open host directly (srflx or prflx)", async () => {
+    const [open, natted] = nodes as [VpnNode, VpnNode];
+    const r = await natted.ping(open.address, 3, 5);
+    expect(r.stdout).toMatch(/[1-3] received/);
+    const link = await waitFor("connected", () => natted.connectedTo(uidForIpv4(open.address)));
+    expect(["srflx", "prflx"]).toContain(link.path);
+  });
+
+  it("links two hosts behind symmetric NATs with 3% loss through the TURN relay", async () => {
+    const sym1 = nodes[2]!;
+    const sym2 = nodes[3]!;
+    const t0 = Date.now();
+    await waitFor("ping through relay", async () => (await sym1.ping(sym2.address, 1, 2)).code === 0, 30_000);
+    console.log(`symmetric NATs: first reply after ${Date.now() - t0} ms`);
+    const link = await waitFor("connected", () => sym1.connectedTo(uidForIpv4(sym2.address)));
+    expect(link.path).toBe("relay");
+  });
+
+  it("keeps links passing traffic while prosody is down; controllers log in again", async () => {
+    const [open, natted] = nodes as [VpnNode, VpnNode];
+    // A crash, not a clean shutdown (which would announce everyone offline).
+    prosody.process.signal("SIGKILL");
+    await prosody.process.wait();
+    const r = await natted.ping(open.address, 3, 2);
+    expect(r.code, r.stdout).toBe(0);
+    await prosody.restart();
+    await waitFor(
+      "controllers to log in again",
+      () => nodes.every((n) => (n.controller.log().match(/xmpp online/g) ?? []).length >= 2),
+      60_000,
+    );
+    const again = await natted.ping(open.address, 1, 2);
+    expect(again.code).toBe(0);
+  });
+});
+
+describe("groupvpn command line", () => {
+  const bin = join(REPO, "packages/groupvpn/dist/cli.js");
+  const run = promisify(execFile);
+
+  it("exits 2 with a message naming the file and field for a bad config", async () => {
+    const file = join(process.env.TMPDIR ?? "/tmp", `bad-groupvpn-${process.pid}.json`);
+    writeFileSync(file, JSON.stringify({ group: "lab", vnic: { ipv4: "10.10.0.300/16" }, xmpp: {}, extra: 1 }));
+    const err = await run("node", [bin, "--config", file]).then(
+      () => null,
+      (e: { code: number; stderr: string }) => e,
+    );
+    expect(err?.code).toBe(2);
+    expect(err?.stderr).toContain(file);
+    expect(err?.stderr).toMatch(/vnic\.ipv4/);
+    expect(err?.stderr).toMatch(/extra/);
+  });
+
+  it("exits 2 on a missing config file and on unknown flags", async () => {
+    const missing = await run("node", [bin, "--config", "/nonexistent/x.json"]).catch((e) => e);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/cannot read/);
+    const flag = await run("node", [bin, "--bogus"]).catch((e) => e);
+    expect(flag.code).toBe(2);
+  });
+});

@@ -1,0 +1,133 @@
+// Starts TinCan-TS nodes (tincan datapath + a controller) inside lab hosts, with config files
+// written into the lab dir, and reads their status with `tincanctl status --json`.
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { CoturnHandle, Host, Lab, LabProcess, ProsodyHandle } from "../lab/index.js";
+import { REPO, TINCAN_BIN, waitFor } from "./datapath-driver.js";
+
+const TINCANCTL = join(REPO, "packages/controller/dist/tincanctl.js");
+const CONTROLLER_BIN = {
+  groupvpn: join(REPO, "packages/groupvpn/dist/cli.js"),
+  socialvpn: join(REPO, "packages/socialvpn/dist/cli.js"),
+};
+
+export const PASSWORD = "lab-password-1";
+
+export interface NodeOptions {
+  kind?: "groupvpn" | "socialvpn";
+  /** XMPP user (local part). */
+  user: string;
+  /** vNIC address with prefix, e.g. "10.10.0.1/16". */
+  ipv4: string;
+  ipv6?: string;
+  prosody: ProsodyHandle;
+  coturn?: CoturnHandle;
+  group?: string;
+  links?: { policy?: "proactive" | "on-demand"; idleTimeoutSec?: number; relayFallbackSec?: number; maxLinks?: number };
+  logLevel?: string;
+  /** Extra config keys (SocialVPN: dns, stateFile). */
+  extra?: Record<string, unknown>;
+}
+
+export interface LinkStatus {
+  peerUid: string;
+  state: string;
+  path: string | null;
+  [k: string]: unknown;
+}
+
+export class VpnNode {
+  tincan!: LabProcess;
+  controller!: LabProcess;
+  readonly tokenFile: string;
+  readonly configFile: string;
+
+  constructor(
+    readonly lab: Lab,
+    readonly host: Host,
+    readonly opts: NodeOptions,
+  ) {
+    // One dir per node: the controller's status file for tincanctl lives beside the token.
+    const dir = join(lab.dir, "nodes", opts.user);
+    mkdirSync(dir, { recursive: true });
+    this.tokenFile = join(dir, "tincan.token");
+    this.configFile = join(dir, `${opts.kind ?? "groupvpn"}.json`);
+  }
+
+  get address(): string {
+    return this.opts.ipv4.split("/")[0] as string;
+  }
+
+  writeConfig(): void {
+    const { opts } = this;
+    const config: Record<string, unknown> = {
+      datapath: { rpc: "127.0.0.1:5800", tokenFile: this.tokenFile },
+      xmpp: {
+        service: opts.prosody.service,
+        domain: opts.prosody.domain,
+        username: opts.user,
+        password: PASSWORD,
+        caFile: opts.prosody.caFile,
+      },
+      vnic: { ipv4: opts.ipv4, ...(opts.ipv6 ? { ipv6: opts.ipv6 } : {}) },
+      ice: opts.coturn
+        ? {
+            stun: [opts.coturn.stunUrl],
+            turn: [{ urls: opts.coturn.turnUrl, username: opts.coturn.username, credential: opts.coturn.credential }],
+          }
+        : { stun: [], turn: [] },
+      links: { ...opts.links },
+      log: { level: opts.logLevel ?? "debug" },
+      ...(opts.kind === "socialvpn" ? {} : { group: opts.group ?? "lab" }),
+      ...opts.extra,
+    };
+    writeFileSync(this.configFile, JSON.stringify(config, null, 2));
+  }
+
+  async start(): Promise<void> {
+    this.writeConfig();
+    await this.startDatapath();
+    await this.startController();
+  }
+
+  async startDatapath(): Promise<void> {
+    this.tincan = this.host.spawn("node", [TINCAN_BIN, "--token-file", this.tokenFile, "--log-level", "debug"], {
+      name: "tincan",
+    });
+    await waitFor(`tincan ready on ${this.host.name}`, () => {
+      if (this.tincan.exited) throw new Error(`tincan exited: ${this.tincan.log()}`);
+      return this.tincan.log().includes(" ready ");
+    });
+  }
+
+  async startController(): Promise<void> {
+    const kind = this.opts.kind ?? "groupvpn";
+    this.controller = this.host.spawn("node", [CONTROLLER_BIN[kind], "--config", this.configFile], { name: kind });
+    await waitFor(`${kind} running on ${this.host.name}`, () => {
+      if (this.controller.exited) throw new Error(`${kind} exited: ${this.controller.log()}`);
+      return this.controller.log().includes("controller running");
+    }, 30_000);
+  }
+
+  async status(): Promise<{ links: LinkStatus[]; routes: unknown[]; [k: string]: unknown }> {
+    const out = await this.host.run(["node", TINCANCTL, "status", "--json", "--token-file", this.tokenFile]);
+    return JSON.parse(out);
+  }
+
+  async links(): Promise<LinkStatus[]> {
+    return (await this.status()).links;
+  }
+
+  async connectedTo(peerUid: string): Promise<LinkStatus | undefined> {
+    return (await this.links()).find((l) => l.peerUid === peerUid && l.state === "connected");
+  }
+
+  ping(address: string, count = 1, waitSec = 1) {
+    return this.host.exec(["ping", "-c", String(count), "-i", "0.2", "-W", String(waitSec), address]);
+  }
+
+  async stop(): Promise<void> {
+    await this.controller?.stop(5000);
+    await this.tincan?.stop(5000);
+  }
+}
