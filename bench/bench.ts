@@ -11,7 +11,7 @@
 // Usage: npx tsx bench/bench.ts [--quick | --full] [--runs N] [--seconds S] [--idle S]
 //          [--pings N] [--only veth,wireguard,nebula,tincan] [--udp-rates 100,200,400,800,1600]
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -186,6 +186,15 @@ async function setupVeth(_lab: Lab, _a: Host, b: Host): Promise<Tunnel> {
   };
 }
 
+/**
+ * Files our processes create outside the lab dir: wireguard-go's UAPI sockets. wireguard-go removes
+ * its socket on SIGTERM, but not when the lab's signal-time teardown SIGKILLs it.
+ */
+const strayFiles = new Set<string>();
+function removeStrayFiles(): void {
+  for (const f of strayFiles) rmSync(f, { force: true });
+}
+
 async function setupWireguard(lab: Lab, a: Host, b: Host): Promise<Tunnel> {
   const sides = [
     { h: a, dev: "wg-a", addr: "10.70.0.1", port: 51820 },
@@ -204,6 +213,7 @@ async function setupWireguard(lab: Lab, a: Host, b: Host): Promise<Tunnel> {
     for (const s of sides) {
       // -f: stay in the foreground, so the PID we hold is the daemon itself. The UAPI socket lives
       // in /var/run/wireguard/<dev>.sock, shared by all namespaces: hence distinct device names.
+      strayFiles.add(`/var/run/wireguard/${s.dev}.sock`);
       const p = s.h.spawn("wireguard-go", ["-f", s.dev], { name: s.dev, env: { LOG_LEVEL: "error" } });
       procs.push(p);
       await waitFor(`${s.dev} UAPI socket`, async () => {
@@ -745,11 +755,22 @@ async function main(): Promise<void> {
     `mode ${opts.mode}: runs ${opts.runs}, ${opts.seconds} s per iperf3 test, idle ${opts.idleSeconds} s, systems ${opts.only.join(",")}`,
   );
   const { lab, a, b } = await Lab.pair({ prefix: "bench" });
+  // The lab's own handlers (installed first, so they run first) SIGKILL everything it started and
+  // delete the namespaces; then this one removes what is left outside the lab dir and exits.
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    process.once(sig, () => {
+      lab.destroySync();
+      removeStrayFiles();
+      console.error(`[bench] ${sig}: stopped, lab torn down`);
+      process.exit(sig === "SIGINT" ? 130 : 143);
+    });
+  }
   const results: SystemResult[] = [];
   try {
     for (const name of SYSTEMS) if (opts.only.includes(name)) results.push(await measure(lab, a, b, name));
   } finally {
     await lab.destroy();
+    removeStrayFiles();
   }
   const loadavgAtEnd = os.loadavg().map((x) => Number(x.toFixed(2)));
   const started = new Date(t0);
