@@ -1,7 +1,8 @@
 // System test of the datapath alone: real tincan processes in network namespaces, links set up
 // by a test driver over the RPC API (no XMPP), real ping / iperf3 / forged packets across them.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
 import { uidForIpv4 } from "@tincan/protocol";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Lab } from "./lab/index.js";
 import { connectLink, DatapathHandle, waitFor } from "./support/datapath-driver.js";
 
@@ -46,7 +47,9 @@ describe.skipIf(!can.ok)("datapath between two namespaces over veth", () => {
 
   it("carries an iperf3 TCP stream", async () => {
     const server = b.host.spawn("iperf3", ["-s", "-1", "-B", "10.77.0.2"], { name: "iperf3-s" });
-    await waitFor("iperf3 server", async () => (await b.host.exec(["ss", "-ltn"])).stdout.includes("10.77.0.2:5201"));
+    await waitFor("iperf3 server", async () =>
+      (await b.host.exec(["ss", "-ltn"])).stdout.includes("10.77.0.2:5201"),
+    );
     const run = await a.host.exec(["iperf3", "-c", "10.77.0.2", "-t", "3", "-J"], { timeoutMs: 30_000 });
     await server.stop(2000);
     expect(run.code, run.stderr).toBe(0);
@@ -59,7 +62,18 @@ describe.skipIf(!can.ok)("datapath between two namespaces over veth", () => {
     const before = (await b.call("link.query", { peerUid: a.uid }))[0].drops.spoofed ?? 0;
     // A source address A does not own: A's kernel sends it into the tunnel, B must refuse it.
     await a.host.run(["ip", "addr", "add", "10.77.0.99/32", "dev", "tincan0"]);
-    const ping = await a.host.exec(["ping", "-c", "2", "-i", "0.2", "-W", "1", "-I", "10.77.0.99", "10.77.0.2"]);
+    const ping = await a.host.exec([
+      "ping",
+      "-c",
+      "2",
+      "-i",
+      "0.2",
+      "-W",
+      "1",
+      "-I",
+      "10.77.0.99",
+      "10.77.0.2",
+    ]);
     expect(ping.code).not.toBe(0);
     const after = (await b.call("link.query", { peerUid: a.uid }))[0].drops.spoofed ?? 0;
     expect(after - before).toBeGreaterThanOrEqual(2);
@@ -67,7 +81,11 @@ describe.skipIf(!can.ok)("datapath between two namespaces over veth", () => {
 
   it("rejects bad RPC input without changing state", async () => {
     const routes = await a.call("route.query");
-    const wrong = await a.raw("route.set", { prefix: "10.77.0.3/32", peerUid: b.uid }, "not-the-token-at-all");
+    const wrong = await a.raw(
+      "route.set",
+      { prefix: "10.77.0.3/32", peerUid: b.uid },
+      "not-the-token-at-all",
+    );
     expect(wrong.error.code).toBe(-32001);
     const bad = await a.raw("route.set", { prefix: "10.77.0.3/33", peerUid: b.uid });
     expect(bad.error.code).toBe(-32602);

@@ -18,15 +18,27 @@ let failed = false;
 try {
   const names = ["alice", "bob", "carol"];
   say("starting prosody (XMPP, shared roster group 'lab') and coturn (STUN/TURN) on 100.64.0.1");
-  const prosody = await lab.startProsody({ users: names.map((name) => ({ name, password: PASSWORD })), groups: { lab: names } });
+  const prosody = await lab.startProsody({
+    users: names.map((name) => ({ name, password: PASSWORD })),
+    groups: { lab: names },
+  });
   const coturn = await lab.startCoturn({ user: "demo", password: "demo-turn-secret" });
   const nodes: VpnNode[] = [];
   for (const [i, user] of names.entries()) {
     const host = await lab.addHost(user, user === "carol" ? { nat: "masquerade" } : {});
     nodes.push(
-      new VpnNode(lab, host, { user, ipv4: `10.10.0.${i + 1}/16`, prosody, coturn, links: { policy: "proactive" }, logLevel: "info" }),
+      new VpnNode(lab, host, {
+        user,
+        ipv4: `10.10.0.${i + 1}/16`,
+        prosody,
+        coturn,
+        links: { policy: "proactive" },
+        logLevel: "info",
+      }),
     );
-    console.log(`   ${user}@lab.local: namespace ${host.ns}, underlay ${host.ip}${host.router ? ` (behind NAT ${host.publicIp})` : ""}, VPN 10.10.0.${i + 1}`);
+    console.log(
+      `   ${user}@lab.local: namespace ${host.ns}, underlay ${host.ip}${host.router ? ` (behind NAT ${host.publicIp})` : ""}, VPN 10.10.0.${i + 1}`,
+    );
   }
   say("starting tincan (datapath) + groupvpn (controller) on each node");
   await Promise.all(nodes.map((n) => n.start()));
@@ -35,12 +47,18 @@ try {
   for (const a of nodes) {
     for (const b of nodes) {
       if (a === b) continue;
-      const r = await waitFor(`${a.opts.user} -> ${b.opts.user}`, async () => {
-        const p = await a.ping(b.address, 1, 2);
-        return p.code === 0 ? p : undefined;
-      }, 20_000).catch(() => undefined);
+      const r = await waitFor(
+        `${a.opts.user} -> ${b.opts.user}`,
+        async () => {
+          const p = await a.ping(b.address, 1, 2);
+          return p.code === 0 ? p : undefined;
+        },
+        20_000,
+      ).catch(() => undefined);
       const rtt = r?.stdout.match(/time=([\d.]+ ms)/)?.[1];
-      console.log(`   ${a.opts.user.padEnd(5)} -> ${b.opts.user.padEnd(5)} ${b.address.padEnd(10)} ${r ? `ok  ${rtt}` : "FAILED"}`);
+      console.log(
+        `   ${a.opts.user.padEnd(5)} -> ${b.opts.user.padEnd(5)} ${b.address.padEnd(10)} ${r ? `ok  ${rtt}` : "FAILED"}`,
+      );
       if (!r) failed = true;
     }
   }
@@ -48,7 +66,13 @@ try {
   say("tincanctl status on alice");
   const alice = nodes[0] as VpnNode;
   console.log(
-    await alice.host.run(["node", join(REPO, "packages/controller/dist/tincanctl.js"), "status", "--token-file", alice.tokenFile]),
+    await alice.host.run([
+      "node",
+      join(REPO, "packages/controller/dist/tincanctl.js"),
+      "status",
+      "--token-file",
+      alice.tokenFile,
+    ]),
   );
   for (const n of nodes) await n.stop();
 } catch (err) {

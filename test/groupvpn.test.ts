@@ -4,8 +4,8 @@ import { execFile } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { uidForIpv4 } from "@tincan/protocol";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type CoturnHandle, Lab, type ProsodyHandle } from "./lab/index.js";
 import { REPO, waitFor } from "./support/datapath-driver.js";
 import { PASSWORD, VpnNode } from "./support/vpn-node.js";
@@ -35,7 +35,14 @@ describe.skipIf(!can.ok)("GroupVPN, 3 nodes on a flat network, proactive", () =>
     const prosody = await lab.startProsody({ users: users(names), groups: { lab: names } });
     for (const [i, user] of names.entries()) {
       const host = await lab.addHost(user);
-      nodes.push(new VpnNode(lab, host, { user, ipv4: `10.10.0.${i + 1}/16`, prosody, links: { policy: "proactive" } }));
+      nodes.push(
+        new VpnNode(lab, host, {
+          user,
+          ipv4: `10.10.0.${i + 1}/16`,
+          prosody,
+          links: { policy: "proactive" },
+        }),
+      );
     }
   });
 
@@ -102,7 +109,9 @@ describe.skipIf(!can.ok)("GroupVPN, 4 nodes, on-demand links with idle trimming"
     const t0 = Date.now();
     const r = await n1.ping(n3.address, 1, 5);
     expect(r.code, r.stdout + r.stderr).toBe(0);
-    console.log(`on-demand: first ping answered after ${Date.now() - t0} ms (${r.stdout.match(/time=[\d.]+ ms/)?.[0]})`);
+    console.log(
+      `on-demand: first ping answered after ${Date.now() - t0} ms (${r.stdout.match(/time=[\d.]+ ms/)?.[0]})`,
+    );
     expect((await n1.links()).map((l) => l.peerUid)).toEqual([uidForIpv4(n3.address)]);
     expect(await n2.links()).toEqual([]);
     expect(await n4.links()).toEqual([]);
@@ -139,7 +148,9 @@ describe.skipIf(!can.ok)("GroupVPN, 4 nodes, on-demand links with idle trimming"
     expect(r.code, r.stderr).toBe(0);
     await new Promise((res) => setTimeout(res, 1000));
     expect(await n1.links()).toEqual([]);
-    expect((await n1.status()).routes).not.toContainEqual(expect.objectContaining({ prefix: "10.10.0.66/32" }));
+    expect((await n1.status()).routes).not.toContainEqual(
+      expect.objectContaining({ prefix: "10.10.0.66/32" }),
+    );
     const refusals = n1.controller.log().match(/mallory@lab\.local/g) ?? [];
     expect(refusals.length).toBeGreaterThanOrEqual(1);
     expect(refusals.length).toBeLessThanOrEqual(2); // logged once, not per stanza
@@ -225,7 +236,10 @@ describe("groupvpn command line", () => {
 
   it("exits 2 with a message naming the file and field for a bad config", async () => {
     const file = join(process.env.TMPDIR ?? "/tmp", `bad-groupvpn-${process.pid}.json`);
-    writeFileSync(file, JSON.stringify({ group: "lab", vnic: { ipv4: "10.10.0.300/16" }, xmpp: {}, extra: 1 }));
+    writeFileSync(
+      file,
+      JSON.stringify({ group: "lab", vnic: { ipv4: "10.10.0.300/16" }, xmpp: {}, extra: 1 }),
+    );
     const err = await run("node", [bin, "--config", file]).then(
       () => null,
       (e: { code: number; stderr: string }) => e,

@@ -12,7 +12,11 @@ export const REPO = fileURLToPath(new URL("../..", import.meta.url));
 export const TINCAN_BIN = join(REPO, "packages/datapath/dist/cli.js");
 const BRIDGE = join(REPO, "test/support/rpc-bridge.mjs");
 
-export async function waitFor<T>(what: string, probe: () => T | undefined | false | Promise<T | undefined | false>, ms = 15_000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  probe: () => T | undefined | false | Promise<T | undefined | false>,
+  ms = 15_000,
+): Promise<T> {
   const end = Date.now() + ms;
   for (;;) {
     const v = await probe();
@@ -24,7 +28,10 @@ export async function waitFor<T>(what: string, probe: () => T | undefined | fals
 
 export class DatapathHandle extends EventEmitter {
   private nextId = 1;
-  private readonly pending = new Map<number, { method: string; resolve: (v: any) => void; reject: (e: Error) => void }>();
+  private readonly pending = new Map<
+    number,
+    { method: string; resolve: (v: any) => void; reject: (e: Error) => void }
+  >();
   private token = "";
   uid = "";
 
@@ -41,9 +48,13 @@ export class DatapathHandle extends EventEmitter {
   /** Starts tincan in the host's namespace and a bridge to its RPC port; registers as its controller. */
   static async start(lab: Lab, host: Host, opts: { logLevel?: string } = {}): Promise<DatapathHandle> {
     const tokenFile = join(lab.dir, `${host.name}.token`);
-    const proc = host.spawn("node", [TINCAN_BIN, "--token-file", tokenFile, "--log-level", opts.logLevel ?? "info"], {
-      name: "tincan",
-    });
+    const proc = host.spawn(
+      "node",
+      [TINCAN_BIN, "--token-file", tokenFile, "--log-level", opts.logLevel ?? "info"],
+      {
+        name: "tincan",
+      },
+    );
     await waitFor(`tincan ready on ${host.name}`, () => {
       if (proc.exited) throw new Error(`tincan on ${host.name} exited: ${proc.log()}`);
       return proc.log().includes(" ready ");
@@ -106,7 +117,13 @@ export class DatapathHandle extends EventEmitter {
       const p = this.pending.get(msg.id);
       if (!p) return;
       this.pending.delete(msg.id);
-      if (msg.error) p.reject(Object.assign(new Error(`${p.method} on ${this.host.name}: ${msg.error.code}: ${msg.error.message}`), { rpc: msg.error }));
+      if (msg.error)
+        p.reject(
+          Object.assign(
+            new Error(`${p.method} on ${this.host.name}: ${msg.error.code}: ${msg.error.message}`),
+            { rpc: msg.error },
+          ),
+        );
       else p.resolve(msg.result);
     } else if (msg.method) {
       this.emit(msg.method, msg.params);
@@ -130,26 +147,44 @@ export class DatapathHandle extends EventEmitter {
 }
 
 /** Sets up a link between two datapaths, relaying trickled candidates, and waits until both are connected. */
-export async function connectLink(a: DatapathHandle, b: DatapathHandle, opts: { relayOnly?: boolean } = {}): Promise<number> {
+export async function connectLink(
+  a: DatapathHandle,
+  b: DatapathHandle,
+  opts: { relayOnly?: boolean } = {},
+): Promise<number> {
   const t0 = Date.now();
   const aCands: { candidate: string; mid: string }[] = [];
   const bCands: { candidate: string; mid: string }[] = [];
   let bReady = false;
   const onA = (p: any) => {
     if (p.peerUid !== b.uid) return;
-    if (bReady) void b.call("link.addCandidate", { peerUid: a.uid, candidate: p.candidate, mid: p.mid }).catch(() => {});
+    if (bReady)
+      void b
+        .call("link.addCandidate", { peerUid: a.uid, candidate: p.candidate, mid: p.mid })
+        .catch(() => {});
     else aCands.push(p);
   };
   const onB = (p: any) => {
-    if (p.peerUid === a.uid) void a.call("link.addCandidate", { peerUid: b.uid, candidate: p.candidate, mid: p.mid }).catch(() => {});
+    if (p.peerUid === a.uid)
+      void a
+        .call("link.addCandidate", { peerUid: b.uid, candidate: p.candidate, mid: p.mid })
+        .catch(() => {});
   };
   a.on("link.candidate", onA);
   b.on("link.candidate", onB);
   try {
-    const { description: offer } = await a.call("link.create", { peerUid: b.uid, relayOnly: opts.relayOnly ?? false });
-    const { description: answer } = await b.call("link.accept", { peerUid: a.uid, description: offer, relayOnly: opts.relayOnly ?? false });
+    const { description: offer } = await a.call("link.create", {
+      peerUid: b.uid,
+      relayOnly: opts.relayOnly ?? false,
+    });
+    const { description: answer } = await b.call("link.accept", {
+      peerUid: a.uid,
+      description: offer,
+      relayOnly: opts.relayOnly ?? false,
+    });
     bReady = true;
-    for (const c of aCands.splice(0)) await b.call("link.addCandidate", { peerUid: a.uid, candidate: c.candidate, mid: c.mid });
+    for (const c of aCands.splice(0))
+      await b.call("link.addCandidate", { peerUid: a.uid, candidate: c.candidate, mid: c.mid });
     await a.call("link.complete", { peerUid: b.uid, description: answer });
     await waitFor("link connected", async () => {
       const [la] = await a.call("link.query", { peerUid: b.uid });

@@ -6,7 +6,14 @@ import { nullLog, XmppSession } from "@tincan/controller";
 import { uidForIpv4 } from "@tincan/protocol";
 
 const [service, domain, username, password, caFile, target, targetUid] = process.argv.slice(2) as string[];
-const session = new XmppSession({ service: service!, domain: domain!, username: username!, password: password!, caFile, log: nullLog });
+const session = new XmppSession({
+  service: service!,
+  domain: domain!,
+  username: username!,
+  password: password!,
+  caFile,
+  log: nullLog,
+});
 const online = once(session, "online");
 await session.start();
 await online;

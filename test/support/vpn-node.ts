@@ -23,7 +23,12 @@ export interface NodeOptions {
   prosody: ProsodyHandle;
   coturn?: CoturnHandle;
   group?: string;
-  links?: { policy?: "proactive" | "on-demand"; idleTimeoutSec?: number; relayFallbackSec?: number; maxLinks?: number };
+  links?: {
+    policy?: "proactive" | "on-demand";
+    idleTimeoutSec?: number;
+    relayFallbackSec?: number;
+    maxLinks?: number;
+  };
   logLevel?: string;
   /** Extra config keys (SocialVPN: dns, stateFile). */
   extra?: Record<string, unknown>;
@@ -73,7 +78,13 @@ export class VpnNode {
       ice: opts.coturn
         ? {
             stun: [opts.coturn.stunUrl],
-            turn: [{ urls: opts.coturn.turnUrl, username: opts.coturn.username, credential: opts.coturn.credential }],
+            turn: [
+              {
+                urls: opts.coturn.turnUrl,
+                username: opts.coturn.username,
+                credential: opts.coturn.credential,
+              },
+            ],
           }
         : { stun: [], turn: [] },
       links: { ...opts.links },
@@ -91,9 +102,13 @@ export class VpnNode {
   }
 
   async startDatapath(): Promise<void> {
-    this.tincan = this.host.spawn("node", [TINCAN_BIN, "--token-file", this.tokenFile, "--log-level", "debug"], {
-      name: "tincan",
-    });
+    this.tincan = this.host.spawn(
+      "node",
+      [TINCAN_BIN, "--token-file", this.tokenFile, "--log-level", "debug"],
+      {
+        name: "tincan",
+      },
+    );
     await waitFor(`tincan ready on ${this.host.name}`, () => {
       if (this.tincan.exited) throw new Error(`tincan exited: ${this.tincan.log()}`);
       return this.tincan.log().includes(" ready ");
@@ -102,11 +117,17 @@ export class VpnNode {
 
   async startController(): Promise<void> {
     const kind = this.opts.kind ?? "groupvpn";
-    this.controller = this.host.spawn("node", [CONTROLLER_BIN[kind], "--config", this.configFile], { name: kind });
-    await waitFor(`${kind} running on ${this.host.name}`, () => {
-      if (this.controller.exited) throw new Error(`${kind} exited: ${this.controller.log()}`);
-      return this.controller.log().includes("controller running");
-    }, 30_000);
+    this.controller = this.host.spawn("node", [CONTROLLER_BIN[kind], "--config", this.configFile], {
+      name: kind,
+    });
+    await waitFor(
+      `${kind} running on ${this.host.name}`,
+      () => {
+        if (this.controller.exited) throw new Error(`${kind} exited: ${this.controller.log()}`);
+        return this.controller.log().includes("controller running");
+      },
+      30_000,
+    );
   }
 
   async status(): Promise<{ links: LinkStatus[]; routes: unknown[]; [k: string]: unknown }> {

@@ -1,2 +1,2 @@
-export { GroupPolicy } from "./policy.js";
 export { LinksAnnouncement, NeighborLinks } from "./neighbors.js";
+export { GroupPolicy } from "./policy.js";

@@ -2,7 +2,12 @@ import { uidForIpv4 } from "@tincan/protocol";
 import { describe, expect, it } from "vitest";
 import { NeighborLinks } from "./neighbors.js";
 
-const [a, b, c, d] = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"].map(uidForIpv4) as [string, string, string, string];
+const [a, b, c, d] = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"].map(uidForIpv4) as [
+  string,
+  string,
+  string,
+  string,
+];
 
 describe("NeighborLinks", () => {
   it("finds a connected neighbour that has a link to the target", () => {

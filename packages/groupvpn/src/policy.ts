@@ -1,3 +1,4 @@
+import { BlockList } from "node:net";
 import type { Controller, LinkEvent, Member, Policy } from "@tincan/controller";
 import {
   type GroupVpnConfig,
@@ -6,7 +7,6 @@ import {
   type RpcParamsOf,
   uidForIpv4,
 } from "@tincan/protocol";
-import { BlockList } from "node:net";
 import { NeighborLinks } from "./neighbors.js";
 
 type Config = Pick<GroupVpnConfig, "vnic" | "links">;

@@ -7,7 +7,10 @@ export const DEFAULT_RPC = "127.0.0.1:5800";
 export const DEFAULT_TOKEN_FILE = "/run/tincan/tincan.token";
 
 /** Loopback only: the RPC API must never be reachable from the network. */
-const LoopbackHostPort = HostPort.refine((s) => s.startsWith("127."), "the RPC address must be on 127.0.0.0/8");
+const LoopbackHostPort = HostPort.refine(
+  (s) => s.startsWith("127."),
+  "the RPC address must be on 127.0.0.0/8",
+);
 
 export const TincanConfig = z.strictObject({
   rpc: LoopbackHostPort.default(DEFAULT_RPC),
@@ -63,7 +66,13 @@ const Links = z
     /** Seconds a setup may take before it is abandoned and retried with backoff. */
     setupTimeoutSec: z.number().min(1).default(10),
   })
-  .default({ policy: "on-demand", maxLinks: 64, idleTimeoutSec: 300, relayFallbackSec: 2, setupTimeoutSec: 10 });
+  .default({
+    policy: "on-demand",
+    maxLinks: 64,
+    idleTimeoutSec: 300,
+    relayFallbackSec: 2,
+    setupTimeoutSec: 10,
+  });
 
 const Vnic = z.strictObject({
   name: z.string().min(1).max(15).default("tincan0"),
@@ -84,14 +93,46 @@ const ControllerBase = {
 export const GroupVpnConfig = z.strictObject({ ...ControllerBase, group: z.string().min(1) });
 export type GroupVpnConfig = z.infer<typeof GroupVpnConfig>;
 
-export const SocialVpnConfig = z.strictObject({
-  ...ControllerBase,
-  stateFile: z.string().min(1).optional(),
-  dns: z
-    .strictObject({
-      suffix: z.string().regex(/^[a-z0-9-]+(\.[a-z0-9-]+)*$/).default("svpn"),
-      listen: HostPort.default("127.0.0.53:5353"),
-    })
-    .default({ suffix: "svpn", listen: "127.0.0.53:5353" }),
-});
+export const SocialVpnConfig = z
+  .strictObject({
+    ...ControllerBase,
+    stateFile: z.string().min(1).optional(),
+    dns: z
+      .strictObject({
+        suffix: z
+          .string()
+          .regex(/^[a-z0-9-]+(\.[a-z0-9-]+)*$/)
+          .default("svpn"),
+        listen: HostPort.default("127.0.0.53:5353"),
+      })
+      .default({ suffix: "svpn", listen: "127.0.0.53:5353" }),
+  })
+  .superRefine((c, ctx) => {
+    // SocialVPN derives the IPv6 address from the UID (one overlay-wide ULA /64), so it is not configured.
+    if (c.vnic.ipv6 !== undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["vnic", "ipv6"],
+        message: "SocialVPN derives its IPv6 address from the JID; remove this key",
+      });
+    }
+    // Buddies get addresses of the own range: it needs room besides the own, network and broadcast address.
+    const [addr, len] = c.vnic.ipv4.split("/") as [string, string];
+    const bits = Number(len);
+    const n = addr.split(".").reduce((acc, o) => acc * 256 + Number(o), 0);
+    const size = 2 ** (32 - bits);
+    if (bits > 30) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["vnic", "ipv4"],
+        message: "the range needs room for buddies: use a prefix of /30 or shorter",
+      });
+    } else if (n % size === 0 || n % size === size - 1) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["vnic", "ipv4"],
+        message: "the own address must not be the network or broadcast address of its range",
+      });
+    }
+  });
 export type SocialVpnConfig = z.infer<typeof SocialVpnConfig>;

@@ -1,6 +1,6 @@
 import { z } from "zod";
-import { LinkPath, LinkState } from "./rpc.js";
 import { Uid } from "./common.js";
+import { LinkPath, LinkState } from "./rpc.js";
 
 /** Notifications the datapath sends to the controller registered by `hello`. */
 export const NotificationParams = {

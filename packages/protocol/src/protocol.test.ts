@@ -33,7 +33,14 @@ describe("signal payloads", () => {
   it("parses an offer and rejects a payload with a bad uid", () => {
     const from = uidForJid("alice@lab.local");
     const to = uidForJid("bob@lab.local");
-    const offer = { type: "offer", from, to, setup: "s1", relayOnly: false, description: { type: "offer", sdp: "v=0" } };
+    const offer = {
+      type: "offer",
+      from,
+      to,
+      setup: "s1",
+      relayOnly: false,
+      description: { type: "offer", sdp: "v=0" },
+    };
     expect(Signal.safeParse(offer).success).toBe(true);
     expect(Signal.safeParse({ ...offer, from: "ALICE" }).success).toBe(false);
   });

@@ -42,7 +42,12 @@ export const RpcParams = {
     }),
   }),
   "vnic.configure": z.strictObject({
-    name: z.string().min(1).max(15).regex(/^[A-Za-z0-9_.-]+$/).optional(),
+    name: z
+      .string()
+      .min(1)
+      .max(15)
+      .regex(/^[A-Za-z0-9_.-]+$/)
+      .optional(),
     uid: Uid,
     ipv4: Ipv4Cidr.optional(),
     ipv6: Ipv6Cidr.optional(),
@@ -51,7 +56,10 @@ export const RpcParams = {
   }),
   "vnic.query": z.strictObject({}),
   "ice.configure": z.strictObject({
-    stun: z.array(z.string().regex(/^stun:/, 'must start with "stun:"')).max(8).default([]),
+    stun: z
+      .array(z.string().regex(/^stun:/, 'must start with "stun:"'))
+      .max(8)
+      .default([]),
     turn: z
       .array(
         z.strictObject({

@@ -20,9 +20,19 @@ const Base = { from: Uid, to: Uid, setup: SetupId };
 
 /** JSON text of the `<signal xmlns="urn:tincan:signal:0">` child of a chat message. */
 export const Signal = z.discriminatedUnion("type", [
-  z.strictObject({ type: z.literal("offer"), ...Base, description: SessionDescription, relayOnly: z.boolean() }),
+  z.strictObject({
+    type: z.literal("offer"),
+    ...Base,
+    description: SessionDescription,
+    relayOnly: z.boolean(),
+  }),
   z.strictObject({ type: z.literal("answer"), ...Base, description: SessionDescription }),
-  z.strictObject({ type: z.literal("candidate"), ...Base, candidate: z.string().max(1024), mid: z.string().max(64) }),
+  z.strictObject({
+    type: z.literal("candidate"),
+    ...Base,
+    candidate: z.string().max(1024),
+    mid: z.string().max(64),
+  }),
   z.strictObject({ type: z.literal("bye"), ...Base, reason: z.string().max(200).optional() }),
 ]);
 export type Signal = z.infer<typeof Signal>;
