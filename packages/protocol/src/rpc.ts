@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { HostPort, Ipv4, Ipv4Cidr, Ipv6Cidr, Prefix, Uid } from "./common.js";
+import { Ipv4, Ipv4Cidr, Ipv6Cidr, Prefix, Uid } from "./common.js";
 
 /** JSON-RPC error codes used by the datapath besides the standard ones. */
 export const RpcErrorCode = {
