@@ -44,6 +44,8 @@ export interface Policy {
   onPacketUnmapped?(p: NotificationParamsOf<"packet.unmapped">): void | Promise<void>;
   onIccMessage?(p: NotificationParamsOf<"icc.message">): void | Promise<void>;
   onRosterChanged?(items: RosterItem[]): void | Promise<void>;
+  /** Addresses of a peer as this node knows it, for the status file (default: those of its presence). */
+  peerAddresses?(peer: Member): { ipv4?: string; ipv6?: string };
   /** After the datapath restarted and the core re-configured vnic/ice/routes and re-set wanted links. */
   onDatapathRestarted?(): void | Promise<void>;
 }
@@ -346,7 +348,8 @@ export class Controller {
       peers: {},
     };
     for (const [uid, m] of this.members) {
-      status.peers[uid] = { jid: m.bareJid, ...(m.name ? { name: m.name } : {}), ...pick(m.tincan) };
+      const addresses = this.opts.policy.peerAddresses?.(m) ?? pick(m.tincan);
+      status.peers[uid] = { jid: m.bareJid, ...(m.name ? { name: m.name } : {}), ...addresses };
     }
     const tmp = `${this.statusFile}.${process.pid}.tmp`;
     try {

@@ -1,0 +1,99 @@
+import type { Controller, Member } from "@tincan/controller";
+import { nullLog } from "@tincan/controller";
+import { SocialVpnConfig, uidForJid } from "@tincan/protocol";
+import { describe, expect, it } from "vitest";
+import { AddressBook } from "./addresses.js";
+import { NameTable } from "./dns.js";
+import { SocialPolicy } from "./policy.js";
+import { ulaForUid } from "./ula.js";
+
+const config = SocialVpnConfig.parse({
+  xmpp: { service: "xmpp://x:5222", domain: "lab.local", username: "alice", password: "p" },
+  vnic: { ipv4: "172.31.0.1/16" },
+});
+
+function member(bareJid: string, tincan: Partial<Member["tincan"]> = {}): Member {
+  const uid = uidForJid(bareJid);
+  return { bareJid, fullJid: `${bareJid}/r`, tincan: { uid, ipv6: ulaForUid(uid), ...tincan } };
+}
+
+function fakeController(peers: Member[] = []) {
+  const routes = new Map<string, string>();
+  const ensured: string[] = [];
+  const ctl = {
+    log: nullLog,
+    peers: () => peers,
+    setRoute: async (r: { prefix: string; peerUid: string }) => void routes.set(r.prefix, r.peerUid),
+    removeRoute: async (prefix: string) => void routes.delete(prefix),
+    links: { ensureLink: async (p: { uid: string }) => void ensured.push(p.uid) },
+  };
+  return { ctl: ctl as unknown as Controller, routes, ensured };
+}
+
+describe("SocialPolicy", () => {
+  it("UID from the JID, IPv6 from the UID, translation on, no IPv4 in presence", () => {
+    const p = new SocialPolicy({ config, book: new AddressBook(config.vnic.ipv4), log: nullLog });
+    expect(p.uid).toBe(uidForJid("alice@lab.local"));
+    expect(p.presence()).toEqual({ uid: p.uid, ipv6: ulaForUid(p.uid) });
+    expect(p.vnic()).toMatchObject({
+      ipv4: "172.31.0.1/16",
+      ipv6: `${ulaForUid(p.uid)}/64`,
+      translate: true,
+    });
+  });
+
+  it("verifyPeer: UID must be the JID's, an announced IPv6 the UID's", () => {
+    const p = new SocialPolicy({ config, book: new AddressBook(config.vnic.ipv4), log: nullLog });
+    expect(p.verifyPeer(member("bob@lab.local"))).toBe(true);
+    expect(p.verifyPeer(member("bob@lab.local", { ipv6: undefined }))).toBe(true);
+    expect(p.verifyPeer(member("bob@lab.local", { uid: uidForJid("carol@lab.local") }))).toBe(false);
+    expect(p.verifyPeer(member("bob@lab.local", { ipv6: "fd53:7670:6e00::1" }))).toBe(false);
+  });
+
+  it("routes a buddy's local /32 and overlay /128 while online, removes them when it goes", async () => {
+    const names = new NameTable("svpn");
+    const p = new SocialPolicy({ config, book: new AddressBook(config.vnic.ipv4), names, log: nullLog });
+    const bob = member("bob@lab.local");
+    const carol = member("carol@lab.local");
+    const { ctl, routes, ensured } = fakeController([bob, carol]);
+    p.attach(ctl);
+    p.onRosterChanged([
+      { jid: "carol@lab.local", subscription: "both", groups: [] },
+      { jid: "bob@lab.local", subscription: "both", groups: [] },
+      { jid: "dave@lab.local", subscription: "to", groups: [] },
+    ]);
+    expect(names.lookup("carol.svpn")?.ipv4).toBe("172.31.0.2");
+    expect(names.lookup("bob.svpn")?.ipv4).toBe("172.31.0.3");
+    expect(names.lookup("alice.svpn")?.ipv4).toBe("172.31.0.1");
+    expect(names.lookup("dave.svpn")).toBeUndefined();
+    await p.onPeerOnline(bob);
+    expect(Object.fromEntries(routes)).toEqual({
+      "172.31.0.3/32": bob.tincan.uid,
+      [`${ulaForUid(bob.tincan.uid)}/128`]: bob.tincan.uid,
+    });
+    expect(ensured).toEqual([]); // on-demand: no link until a packet wants one
+    await p.onPacketUnmapped({ src: "172.31.0.1", dst: "172.31.0.3", proto: 1, length: 84 });
+    await p.onPacketUnmapped({ src: "172.31.0.1", dst: "172.31.0.99", proto: 1, length: 84 });
+    expect(ensured).toEqual([bob.tincan.uid]);
+    expect(p.peerAddresses(bob)).toEqual({ ipv4: "172.31.0.3", ipv6: ulaForUid(bob.tincan.uid) });
+    await p.onPeerOffline(bob);
+    expect(routes.size).toBe(0);
+  });
+});
+
+describe("SocialVpnConfig", () => {
+  const base = { xmpp: { service: "xmpp://x:5222", domain: "d", username: "u", password: "p" } };
+  const issues = (vnic: object) =>
+    SocialVpnConfig.safeParse({ ...base, vnic }).error?.issues.map(
+      (i) => `${i.path.join(".")}: ${i.message}`,
+    );
+  it("rejects vnic.ipv6 (derived), ranges without room, and own = network/broadcast", () => {
+    expect(issues({ ipv4: "172.31.0.1/16" })).toBeUndefined();
+    expect(issues({ ipv4: "172.31.0.1/16", ipv6: "fd00::1/64" })).toEqual([
+      "vnic.ipv6: SocialVPN derives its IPv6 address from the JID; remove this key",
+    ]);
+    expect(issues({ ipv4: "10.0.0.1/31" })?.[0]).toMatch(/^vnic\.ipv4: .*\/30 or shorter/);
+    expect(issues({ ipv4: "10.0.0.0/24" })?.[0]).toMatch(/^vnic\.ipv4: .*network or broadcast/);
+    expect(issues({ ipv4: "10.0.0.255/24" })?.[0]).toMatch(/^vnic\.ipv4: .*network or broadcast/);
+  });
+});

@@ -1,0 +1,82 @@
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { readStateFile, StateFileError, StateWriter, writeFileAtomic } from "./state.js";
+
+const dirs: string[] = [];
+const tmp = () => {
+  const d = mkdtempSync(join(tmpdir(), "svpn-state-"));
+  dirs.push(d);
+  return d;
+};
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+describe("state file", () => {
+  it("a missing file is an empty state", () => {
+    expect(readStateFile(join(tmp(), "none.json"))).toEqual({ version: 1, buddies: {} });
+  });
+
+  it("rejects a file that is not JSON or not the expected shape, naming the file and field", () => {
+    const d = tmp();
+    writeFileSync(join(d, "a.json"), "{not json");
+    expect(() => readStateFile(join(d, "a.json"))).toThrow(StateFileError);
+    expect(() => readStateFile(join(d, "a.json"))).toThrow(/a\.json: not valid JSON/);
+    writeFileSync(join(d, "b.json"), JSON.stringify({ version: 1, buddies: { "bob@x": 7 } }));
+    expect(() => readStateFile(join(d, "b.json"))).toThrow(/b\.json: buddies\.bob@x: /);
+    writeFileSync(join(d, "c.json"), JSON.stringify({ version: 2, buddies: {} }));
+    expect(() => readStateFile(join(d, "c.json"))).toThrow(/version/);
+  });
+
+  it("writes atomically: the new content replaces the old, no temp file stays", async () => {
+    const d = tmp();
+    const f = join(d, "s.json");
+    writeFileSync(f, "old");
+    await writeFileAtomic(f, "new");
+    expect(readFileSync(f, "utf8")).toBe("new");
+    expect(readdirSync(d)).toEqual(["s.json"]);
+  });
+
+  it("a failed write leaves the old file intact and cleans up", async () => {
+    const d = tmp();
+    const f = join(d, "s.json");
+    writeFileSync(f, "old");
+    // The target is a non-empty directory where the file should be: rename fails after the temp is written.
+    const g = join(d, "dir.json");
+    mkdirSync(join(g, "x"), { recursive: true });
+    await expect(writeFileAtomic(g, "new")).rejects.toThrow();
+    expect(readdirSync(d).sort()).toEqual(["dir.json", "s.json"]);
+    // The directory is not writable for the temp file: the old file is untouched.
+    await expect(writeFileAtomic(join(d, "missing-dir", "s.json"), "new")).rejects.toThrow(/ENOENT/);
+    expect(readFileSync(f, "utf8")).toBe("old");
+  });
+
+  it("StateWriter coalesces a burst of saves, writes the newest data, and reports errors", async () => {
+    const d = tmp();
+    const f = join(d, "s.json");
+    const w = new StateWriter(f, (e) => {
+      throw e;
+    });
+    let calls = 0;
+    for (let i = 1; i <= 20; i++) {
+      const n = i;
+      w.save(() => {
+        calls++;
+        return {
+          version: 1,
+          buddies: Object.fromEntries([...Array(n)].map((_, k) => [`u${k}@x`, `10.0.0.${k + 2}`])),
+        };
+      });
+    }
+    await w.flush();
+    expect(calls).toBeLessThanOrEqual(2);
+    expect(Object.keys(readStateFile(f).buddies)).toHaveLength(20);
+    const errors: Error[] = [];
+    const bad = new StateWriter(join(d, "missing", "s.json"), (e) => errors.push(e));
+    bad.save(() => ({ version: 1, buddies: {} }));
+    await bad.flush();
+    expect(errors).toHaveLength(1);
+  });
+});
