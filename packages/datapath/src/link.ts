@@ -8,6 +8,8 @@ import { Counters } from "./counters.js";
 /** Frame type byte of a message on the packet channel: one or more whole IP packets follow. */
 export const FRAME_PACKETS = 0x01;
 export const FRAME_HEADER = 2;
+/** Longest wait for candidates to put into a local description (the rest trickle). */
+const GATHER_WAIT_MS = 40;
 
 export interface LinkHandlers {
   candidate(link: Link, candidate: string, mid: string): void;
@@ -85,14 +87,18 @@ export class Link {
   createOffer(): Promise<SessionDescription> {
     const description = this.nextDescription();
     this.openChannels();
-    return description;
+    // We take the DTLS client role. With the default (the answerer is the client), the answerer's
+    // ClientHello reaches us before its answer has come through signalling, is dropped, and is
+    // only resent after DTLS's 1 s retransmission timeout. As client, we start DTLS when we have
+    // the answer, and the answerer (server) is ready since it applied our offer.
+    return description.then((d) => ({ type: d.type, sdp: d.sdp.replace(/^a=setup:actpass/m, "a=setup:active") }));
   }
 
   /** Applies a remote offer and resolves with the local answer. */
   acceptOffer(offer: SessionDescription): Promise<SessionDescription> {
     if (offer.type !== "offer") throw new Error("description.type must be offer");
     const description = this.nextDescription();
-    this.pc.setRemoteDescription(offer.sdp, "offer");
+    this.pc.setRemoteDescription(this.withoutExcludedCandidates(offer.sdp), "offer");
     this.openChannels();
     return description;
   }
@@ -100,7 +106,7 @@ export class Link {
   /** Applies the remote answer (offering side). */
   complete(answer: SessionDescription): void {
     if (answer.type !== "answer") throw new Error("description.type must be answer");
-    this.pc.setRemoteDescription(answer.sdp, "answer");
+    this.pc.setRemoteDescription(this.withoutExcludedCandidates(answer.sdp), "answer");
   }
 
   /** Adds a trickled remote candidate; returns false when it was filtered out. */
@@ -183,17 +189,47 @@ export class Link {
     this.setState("closed");
   }
 
+  /**
+   * Resolves with the local description once it exists and either candidate gathering is complete
+   * or `GATHER_WAIT_MS` passed: host candidates take a few ms, and a description that carries them
+   * lets the peer start connectivity checks at once instead of waiting for trickled ones (which
+   * cost a check retransmission, ~1 s, when they arrive after the peer's first checks).
+   */
   private nextDescription(): Promise<SessionDescription> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.descriptionWaiter = null;
         reject(new Error("no local description within 5 s"));
       }, 5000);
-      this.descriptionWaiter = (d) => {
+      this.descriptionWaiter = (first) => {
         clearTimeout(timer);
-        resolve(d);
+        const done = () => {
+          if (this.closed) return resolve(first);
+          const now = this.pc.localDescription();
+          const sdp = now && now.type === first.type ? now.sdp : first.sdp;
+          resolve({ type: first.type, sdp: this.withoutExcludedCandidates(sdp) });
+        };
+        if (this.pc.gatheringState() === "complete") return done();
+        const deadline = setTimeout(done, GATHER_WAIT_MS);
+        this.pc.onGatheringStateChange((state) => {
+          if (state !== "complete") return;
+          clearTimeout(deadline);
+          done();
+        });
       };
     });
+  }
+
+  /** Drops candidate lines whose address must not carry the link (e.g. our own overlay address). */
+  private withoutExcludedCandidates(sdp: string): string {
+    return sdp
+      .split(/\r?\n/)
+      .filter((line) => {
+        if (!line.startsWith("a=candidate:")) return true;
+        const parsed = parseCandidate(line);
+        return !parsed || !this.handlers.excludeAddress(parsed.address);
+      })
+      .join("\r\n");
   }
 
   private openChannels(): void {
