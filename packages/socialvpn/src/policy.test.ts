@@ -81,6 +81,29 @@ describe("SocialPolicy", () => {
   });
 });
 
+describe("SocialPolicy, proactive", () => {
+  it("links to every buddy that comes online, pinned", async () => {
+    const proactive = { ...config, links: { ...config.links, policy: "proactive" as const } };
+    const p = new SocialPolicy({ config: proactive, book: new AddressBook(config.vnic.ipv4), log: nullLog });
+    const bob = member("bob@lab.local");
+    const { ctl, ensured } = fakeController([bob]);
+    p.attach(ctl);
+    await p.onPeerOnline(bob);
+    expect(ensured).toEqual([bob.tincan.uid]);
+  });
+
+  it("drops the names of buddies that left the roster but keeps their addresses", () => {
+    const names = new NameTable("svpn");
+    const book = new AddressBook(config.vnic.ipv4);
+    const p = new SocialPolicy({ config, book, names, log: nullLog });
+    p.onRosterChanged([{ jid: "bob@lab.local", subscription: "both", groups: [] }]);
+    expect(names.lookup("bob.svpn")?.ipv4).toBe("172.31.0.2");
+    p.onRosterChanged([{ jid: "bob@lab.local", subscription: "none", groups: [] }]);
+    expect(names.lookup("bob.svpn")).toBeUndefined();
+    expect(book.lookup("bob@lab.local")).toBe("172.31.0.2");
+  });
+});
+
 describe("SocialVpnConfig", () => {
   const base = { xmpp: { service: "xmpp://x:5222", domain: "d", username: "u", password: "p" } };
   const issues = (vnic: object) =>
