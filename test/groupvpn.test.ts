@@ -72,6 +72,34 @@ describe.skipIf(!can.ok)("GroupVPN, 3 nodes on a flat network, proactive", () =>
     expect(out).toMatch(/10\.10\.0\.3/);
     expect(out).toMatch(/connected/);
   });
+  it("recovers from a controller crash: the restarted controller links up again", async () => {
+    const [alice, bob, carol] = nodes as [VpnNode, VpnNode, VpnNode];
+    alice.controller.signal("SIGKILL");
+    await alice.controller.wait();
+    await alice.startController();
+    await waitFor(
+      "alice reaches bob and carol again",
+      async () =>
+        (await alice.ping(bob.address, 1, 1)).code === 0 &&
+        (await alice.ping(carol.address, 1, 1)).code === 0,
+      20_000,
+    );
+  });
+
+  it("re-configures a restarted datapath and sets its links up again", async () => {
+    const [alice, bob, carol] = nodes as [VpnNode, VpnNode, VpnNode];
+    alice.tincan.signal("SIGKILL");
+    await alice.tincan.wait();
+    await alice.startDatapath();
+    await waitFor(
+      "alice reaches bob and carol again",
+      async () =>
+        (await alice.ping(bob.address, 1, 1)).code === 0 &&
+        (await alice.ping(carol.address, 1, 1)).code === 0,
+      20_000,
+    );
+    expect((await alice.links()).filter((l) => l.state === "connected")).toHaveLength(2);
+  });
 });
 
 describe.skipIf(!can.ok)("GroupVPN, 4 nodes, on-demand links with idle trimming", () => {
