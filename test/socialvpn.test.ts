@@ -1,7 +1,9 @@
 // SocialVPN end to end: real prosody with roster subscriptions made the way chat clients make them,
 // tincan + socialvpn on three hosts. Alice-Bob and Bob-Carol are buddies, Alice-Carol are not.
 // Alice and Carol even own the same address; Bob numbers his buddies in his own 172.16.5.0/24.
-import { readFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { uidForJid } from "@tincan/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -243,5 +245,30 @@ describe.skipIf(!can.ok)("SocialVPN, Alice-Bob and Bob-Carol buddies", () => {
     expect((await dig(alice, "bob.svpn")).status).toBe("NXDOMAIN");
     // Bob and Carol are unaffected.
     expect((await bob.ping(stateOf(bob)[jid("carol")] as string, 1, 3)).code).toBe(0);
+  });
+});
+
+describe("socialvpn command line", () => {
+  const CLI = join(REPO, "packages/socialvpn/dist/cli.js");
+  const dir = mkdtempSync(join(tmpdir(), "svpn-cli-"));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const run = (config: object, state?: string) => {
+    const file = join(dir, "socialvpn.json");
+    writeFileSync(file, JSON.stringify(config));
+    if (state !== undefined) writeFileSync(join(dir, "socialvpn-state.json"), state);
+    return spawnSync(process.execPath, [CLI, "--config", file], { encoding: "utf8", timeout: 10_000 });
+  };
+  const base = { xmpp: { service: "xmpp://127.0.0.1:5222", domain: "d", username: "u", password: "p" } };
+
+  it("exits 2 naming the field for an IPv6 address (derived) or a range without room", () => {
+    const r = run({ ...base, vnic: { ipv4: "10.0.0.1/31", ipv6: "fd00::1/64" } });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/socialvpn\.json: vnic\.ipv6: .*derives.*vnic\.ipv4: .*\/30/);
+  });
+
+  it("exits 2 naming the state file when it is not valid", () => {
+    const r = run({ ...base, vnic: { ipv4: "10.0.0.1/24" } }, '{"version":1,"buddies":{"a@b":5}}');
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/socialvpn-state\.json: buddies\.a@b: /);
   });
 });
