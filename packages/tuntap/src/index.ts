@@ -14,6 +14,13 @@ export interface TunOptions {
   name?: string;
   /** Most packets read per event-loop wake-up (1..1024). Default 64. */
   batchSize?: number;
+  /**
+   * Open the device with a virtio-net header (`IFF_VNET_HDR`) and ask the kernel for checksum
+   * and TCP segmentation offload (`TUNSETOFFLOAD`: CSUM, TSO4, TSO6, TSO_ECN): reads may then
+   * return TCP super-packets up to 64 KiB with a partial checksum, each preceded by its
+   * {@link VNET_HDR_BYTES}-byte header (at `offsets[i] - 10`), and `write` takes one. Default false.
+   */
+  offload?: boolean;
 }
 
 /** Counters kept by the native side since the device was created. */
@@ -68,7 +75,8 @@ interface NativeTun {
   ): void;
   start(): void;
   stop(): void;
-  write(buf: Uint8Array | ArrayBuffer, offset?: number, length?: number): boolean;
+  readonly offload: boolean;
+  write(buf: Uint8Array | ArrayBuffer, offset?: number, length?: number, vnetHdr?: Uint8Array): boolean;
   writeBatch(
     buf: Uint8Array | ArrayBuffer,
     offsets: Uint32Array,
@@ -87,6 +95,15 @@ interface NativeModule {
 
 /** Bytes reserved per packet in the read buffer (the largest possible TUN packet, rounded). */
 export const READ_SLOT = 65536;
+/** Size of the virtio_net_hdr in front of each packet of a device opened with `offload`. */
+export const VNET_HDR_BYTES = 10;
+/** virtio_net_hdr.flags: the L4 checksum is partial (pseudo-header only); csum_start/offset say where. */
+export const VNET_F_NEEDS_CSUM = 1;
+/** virtio_net_hdr.gso_type values. */
+export const VNET_GSO_NONE = 0;
+export const VNET_GSO_TCPV4 = 1;
+export const VNET_GSO_TCPV6 = 4;
+export const VNET_GSO_ECN = 0x80;
 /** Largest accepted `batchSize`. */
 export const MAX_BATCH = 1024;
 const DEFAULT_BATCH = 64;
@@ -168,6 +185,13 @@ export class Tun extends EventEmitter<TunEvents> {
   readonly ifindex: number;
   /** Most packets per read batch. */
   readonly batchSize: number;
+  /** Opened with a vnet header (the `offload` option). */
+  readonly vnetHdr: boolean;
+  /**
+   * The kernel accepted the offloads: reads may carry super-packets and partial checksums.
+   * False with `offload` on a kernel that refuses them (the header is then always zero).
+   */
+  readonly offload: boolean;
 
   #native: NativeTun;
   #released = false;
@@ -195,13 +219,16 @@ export class Tun extends EventEmitter<TunEvents> {
       throw outOfRange(`batchSize must be an integer within 1..${MAX_BATCH}, got ${String(batchSize)}`);
     }
     this.batchSize = batchSize;
-    this.#native = new mod.NativeTun(name, false);
+    this.vnetHdr = options.offload === true;
+    this.#native = new mod.NativeTun(name, this.vnetHdr);
     this.name = this.#native.name;
     this.ifindex = this.#native.ifindex;
+    this.offload = this.#native.offload;
 
-    // One buffer for a whole batch: each read gets READ_SLOT bytes of room, packets are
-    // packed (8-byte aligned), so only the touched pages are ever backed by memory.
-    const ab = new ArrayBuffer(batchSize * READ_SLOT);
+    // One buffer for a whole batch: each read gets READ_SLOT bytes of room (plus the vnet
+    // header), packets are packed (8-byte aligned), so only the touched pages are ever backed
+    // by memory.
+    const ab = new ArrayBuffer(batchSize * (READ_SLOT + (this.vnetHdr ? 16 : 0)));
     this.#rxBuffer = Buffer.from(ab);
     this.#rxOffsets = new Uint32Array(batchSize);
     this.#rxLengths = new Uint32Array(batchSize);
@@ -312,9 +339,11 @@ export class Tun extends EventEmitter<TunEvents> {
    * non-blocking write(2). Returns true when written, false when the kernel said EAGAIN (the
    * packet is dropped and counted in `stats.txDropsEagain`). Throws on other errors (e.g. EIO
    * while the interface is down) and RangeError on bad offset/length.
+   * On a device opened with `offload`, `vnetHdr` (10 bytes, little-endian fields) is written
+   * in front of the packet; without it an all-zero header (a plain packet) is.
    */
-  write(buf: Uint8Array | ArrayBuffer, offset?: number, length?: number): boolean {
-    return this.#open().write(buf, offset, length);
+  write(buf: Uint8Array | ArrayBuffer, offset?: number, length?: number, vnetHdr?: Uint8Array): boolean {
+    return this.#open().write(buf, offset, length, vnetHdr);
   }
 
   /**

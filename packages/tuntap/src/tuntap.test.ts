@@ -136,6 +136,22 @@ describe.skipIf(!canRun)("Tun in a network namespace", () => {
     expect(reply.icmp.data.toString()).toBe("ping-data");
   });
 
+  it("with offload, reads packets behind a virtio-net header and writes packets with one", async () => {
+    const r = await scenario("offload");
+    expect(r.flags).toEqual({ vnetHdr: true, offload: true });
+    // flags NEEDS_CSUM, no GSO, csum_start 20 (after the IPv4 header), csum_offset 6 (UDP)
+    const h = Buffer.from(r.header, "hex");
+    expect(h[0]).toBe(1);
+    expect(h[1]).toBe(0);
+    expect(h.readUInt16LE(6)).toBe(20);
+    expect(h.readUInt16LE(8)).toBe(6);
+    const p = pkt(r.packet);
+    expect(p.udp.data.toString()).toBe("offload-read");
+    expect(r.partialOk).toBe(true);
+    expect(r.plainOk).toBe(true);
+    expect(r.messages.map((m: { data: string }) => m.data).sort()).toEqual(["partial", "plain"]);
+  });
+
   it("reads and writes UDP over IPv6", async () => {
     const r = await scenario("udp6");
     expect(r.info.ipv6).toBe("fd99::1/64");

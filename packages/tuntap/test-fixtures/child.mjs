@@ -5,7 +5,7 @@
 import dgram from "node:dgram";
 import { existsSync } from "node:fs";
 import { Tun } from "../dist/index.js";
-import { icmp4Echo, parsePacket, udp4Packet, udp6Packet } from "./packets.mjs";
+import { icmp4Echo, inetChecksum, parsePacket, udp4Packet, udp6Packet } from "./packets.mjs";
 
 const scenario = process.argv[2];
 const watchdog = setTimeout(() => {
@@ -376,6 +376,64 @@ const scenarios = {
     s.close();
     tun.release();
     return { payloads: got.map((p) => parsePacket(p).udp.data.toString()) };
+  },
+
+  async offload() {
+    const tun = up4({ offload: true });
+    const flags = { vnetHdr: tun.vnetHdr, offload: tun.offload };
+    // Read: the local stack leaves the UDP checksum to us (partial) and says so in the header.
+    const s = dgram.createSocket("udp4");
+    await new Promise((r) => s.bind(0, r));
+    let header = null;
+    const got = new Promise((resolve) => {
+      tun.onPackets((batch, offsets, lengths, count) => {
+        for (let i = 0; i < count; i++) {
+          const p = Buffer.from(batch.subarray(offsets[i], offsets[i] + lengths[i]));
+          const q = parsePacket(p);
+          if (q.version === 4 && q.protocol === 17) {
+            header = hex(batch.subarray(offsets[i] - 10, offsets[i]));
+            tun.onPackets(null);
+            resolve(p);
+          }
+        }
+      });
+    });
+    await send(s, "offload-read", 9999, "10.99.0.2");
+    const packet = await got;
+    s.close();
+    // Write: a packet with a partial checksum (pseudo-header sum only) and NEEDS_CSUM, and a
+    // plain one without a header argument.
+    const { s: rx, messages } = await bindUdp("udp4", "10.99.0.1", 7777);
+    const partial = udp4Packet({
+      src: "10.99.0.2",
+      dst: "10.99.0.1",
+      sport: 5555,
+      dport: 7777,
+      data: Buffer.from("partial"),
+    });
+    const pseudo = Buffer.alloc(12);
+    partial.copy(pseudo, 0, 12, 20);
+    pseudo[9] = 17;
+    pseudo.writeUInt16BE(partial.length - 20, 10);
+    partial.writeUInt16BE(~inetChecksum(pseudo) & 0xffff, 26);
+    const vh = Buffer.alloc(10);
+    vh[0] = 1; // VIRTIO_NET_HDR_F_NEEDS_CSUM
+    vh.writeUInt16LE(20, 6); // csum_start
+    vh.writeUInt16LE(6, 8); // csum_offset
+    const partialOk = tun.write(partial, 0, partial.length, vh);
+    const plainOk = tun.write(
+      udp4Packet({
+        src: "10.99.0.2",
+        dst: "10.99.0.1",
+        sport: 5556,
+        dport: 7777,
+        data: Buffer.from("plain"),
+      }),
+    );
+    await waitFor(() => messages.length >= 2);
+    rx.close();
+    tun.release();
+    return { flags, header, packet: hex(packet), partialOk, plainOk, messages };
   },
 };
 

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -35,6 +36,9 @@ namespace {
 constexpr size_t kReadSlot = 65536;
 constexpr size_t kAlign = 8;
 constexpr uint32_t kMaxBatch = 1024;
+// struct virtio_net_hdr (without MRG_RXBUF): precedes every packet on a device made with
+// IFF_VNET_HDR, in both directions.
+constexpr size_t kVnetHdr = 10;
 
 // Linux's struct in6_ifreq (linux/ipv6.h clashes with netinet/in.h, so spell it out).
 struct In6Ifreq {
@@ -127,6 +131,7 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
                        {
                            InstanceAccessor<&NativeTun::GetName>("name"),
                            InstanceAccessor<&NativeTun::GetIfindex>("ifindex"),
+                           InstanceAccessor<&NativeTun::GetOffload>("offload"),
                            InstanceMethod<&NativeTun::GetMtu>("getMtu"),
                            InstanceMethod<&NativeTun::SetMtu>("setMtu"),
                            InstanceMethod<&NativeTun::GetUp>("getUp"),
@@ -173,6 +178,20 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
                      "ioctl(TUNSETIFF)");
     }
     ifr.ifr_name[IFNAMSIZ - 1] = '\0';
+    if (vnetHdr) {
+      // Little-endian header fields on every host (fails harmlessly on little-endian-only
+      // kernels built without TUN_VNET_CROSS_LE; x86/arm64 are little-endian anyway).
+      int le = 1;
+      ioctl(fd, TUNSETVNETLE, &le);
+      int sz = static_cast<int>(kVnetHdr);
+      // Offloads: the kernel may hand us TCP super-packets (up to 64 KiB) with a partial
+      // checksum, and takes them from us. Without them the header is still there (all zero).
+      if (ioctl(fd, TUNSETVNETHDRSZ, &sz) == 0 &&
+          ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN) == 0) {
+        offload_ = true;
+      }
+    }
+    vnet_ = vnetHdr;
     name_ = ifr.ifr_name;
     fd_ = fd;
     ifindex_ = static_cast<int>(if_nametoindex(name_.c_str()));
@@ -240,6 +259,10 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
   Napi::Value GetName(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), name_); }
   Napi::Value GetIfindex(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), ifindex_);
+  }
+
+  Napi::Value GetOffload(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), offload_);
   }
 
   struct ifreq Req() const {
@@ -505,13 +528,19 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
     int err = status < 0 ? -status : 0;
     if (err == 0 && (cap < kReadSlot || max == 0 || offp == nullptr || lenp == nullptr)) err = EFAULT;
     size_t count = 0, off = 0;
-    while (err == 0 && count < max && cap - off >= kReadSlot) {
-      ssize_t n = read(fd_, data + off, kReadSlot);
+    // With a vnet header, it is read into the 10 bytes before the packet: offsets[i] still
+    // points at the IP header and the virtio_net_hdr is at offsets[i] - 10.
+    const size_t hdr = vnet_ ? kVnetHdr : 0;
+    while (err == 0 && count < max && cap - off >= kReadSlot + hdr) {
+      ssize_t n = read(fd_, data + off, kReadSlot + hdr);
       if (n < 0) {
         if (errno == EINTR) continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK) err = errno;
         break;
       }
+      if (static_cast<size_t>(n) <= hdr) continue;  // no packet behind the header: skip
+      off += hdr;
+      n -= static_cast<ssize_t>(hdr);
       offp[count] = static_cast<uint32_t>(off);
       lenp[count] = static_cast<uint32_t>(n);
       count++;
@@ -545,9 +574,23 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
   // ---- writing ----------------------------------------------------------------------------
 
   // One write(2); returns 1 written, 0 on EAGAIN; throws on other errors.
-  int WriteOne(Napi::Env env, const uint8_t* p, size_t n) {
+  // On a vnet-header device, `vhdr` (10 bytes, or null for an all-zero header: no offload)
+  // goes first.
+  int WriteOne(Napi::Env env, const uint8_t* p, size_t n, const uint8_t* vhdr = nullptr) {
+    static const uint8_t kZeroHdr[kVnetHdr] = {};
     for (;;) {
-      ssize_t w = write(fd_, p, n);
+      ssize_t w;
+      if (vnet_) {
+        struct iovec iov[2];
+        iov[0].iov_base = const_cast<uint8_t*>(vhdr != nullptr ? vhdr : kZeroHdr);
+        iov[0].iov_len = kVnetHdr;
+        iov[1].iov_base = const_cast<uint8_t*>(p);
+        iov[1].iov_len = n;
+        w = writev(fd_, iov, 2);
+        if (w >= static_cast<ssize_t>(kVnetHdr)) w -= static_cast<ssize_t>(kVnetHdr);
+      } else {
+        w = write(fd_, p, n);
+      }
       if (w >= 0) {
         txPackets_++;
         txBytes_ += static_cast<uint64_t>(w);
@@ -559,7 +602,7 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
     }
   }
 
-  // write(buf, offset?, length?): boolean
+  // write(buf, offset?, length?, vnetHdr?: Uint8Array(10)): boolean
   Napi::Value Write(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     CheckOpen(env);
@@ -572,7 +615,16 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
     if (n > len - off) throw ArgError(env, "offset + length is beyond the buffer (" + std::to_string(len) + " bytes)", true);
     if (n == 0) throw ArgError(env, "cannot write an empty packet", true);
     if (n > 65535) throw ArgError(env, "packet longer than 65535 bytes", true);
-    int ok = WriteOne(env, data + off, n);
+    const uint8_t* vhdr = nullptr;
+    if (info.Length() > 3 && !info[3].IsUndefined()) {
+      uint8_t* h = nullptr;
+      size_t hlen = 0;
+      GetBytes(env, info[3], &h, &hlen);
+      if (hlen < kVnetHdr) throw ArgError(env, "vnet header must hold 10 bytes", true);
+      if (!vnet_) throw ArgError(env, "vnet header given but the device has none (offload: false)", false);
+      vhdr = h;
+    }
+    int ok = WriteOne(env, data + off, n, vhdr);
     if (!ok) txDropsEagain_++;
     return Napi::Boolean::New(env, ok != 0);
   }
@@ -636,6 +688,8 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
   int ifindex_ = 0;
   std::string name_;
   bool cleanupHook_ = false;
+  bool vnet_ = false;
+  bool offload_ = false;
   uv_poll_t* poll_ = nullptr;
   bool polling_ = false;
   bool refed_ = false;
@@ -654,6 +708,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeTun", NativeTun::Init(env));
   exports.Set("readSlot", Napi::Number::New(env, static_cast<double>(kReadSlot)));
   exports.Set("maxBatch", Napi::Number::New(env, kMaxBatch));
+  exports.Set("vnetHdrBytes", Napi::Number::New(env, static_cast<double>(kVnetHdr)));
   return exports;
 }
 
