@@ -4,6 +4,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { describeIssues, LogLevel, TincanConfig } from "@tincan/protocol";
 import { Datapath, VERSION } from "./datapath.js";
+import { configureSctp } from "./link.js";
 import { createLogger } from "./logger.js";
 import { type Endpoint, RpcServer } from "./rpc-server.js";
 import { writeToken } from "./token.js";
@@ -23,6 +24,18 @@ orders from a controller over JSON-RPC on a loopback UDP port.
 function fail(message: string): never {
   process.stderr.write(`tincan: ${message}\n`);
   process.exit(2);
+}
+
+function envJson(name: string): Record<string, unknown> | null {
+  const text = process.env[name];
+  if (!text) return null;
+  try {
+    const value = JSON.parse(text) as unknown;
+    if (value && typeof value === "object" && !Array.isArray(value)) return value as Record<string, unknown>;
+  } catch {
+    // reported below
+  }
+  return fail(`${name}: must be a JSON object`);
 }
 
 function loadConfig(): TincanConfig {
@@ -76,11 +89,16 @@ async function main(): Promise<void> {
   const config = loadConfig();
   const log = createLogger(config.log.level, "tincan");
   const endpointFile = `${config.tokenFile}.controller`;
+  // Benchmark knobs, not configuration: TINCAN_SCTP = libdatachannel SctpSettings (JSON),
+  // TINCAN_TUNE = DatapathOptions overrides (JSON), e.g. {"rtp":false,"offload":false}.
+  const sctp = envJson("TINCAN_SCTP");
+  if (sctp) configureSctp(sctp as Parameters<typeof configureSctp>[0]);
   let rpc: RpcServer | null = null;
   const datapath = new Datapath({
     vnicFactory: tunFactory,
     logger: log,
     notify: (method, params) => rpc?.notify(method, params),
+    ...(envJson("TINCAN_TUNE") ?? {}),
   });
   const token = await writeToken(config.tokenFile);
   rpc = new RpcServer(datapath, token, log, (endpoint) => {
@@ -101,7 +119,11 @@ async function main(): Promise<void> {
   if (previous?.host?.startsWith("127.")) {
     rpc.notify("datapath.started", { version: VERSION, startedAt: datapath.startedAt }, previous);
   }
-  log.info("ready", { rpc: `${address.host}:${address.port}`, tokenFile: config.tokenFile, version: VERSION });
+  log.info("ready", {
+    rpc: `${address.host}:${address.port}`,
+    tokenFile: config.tokenFile,
+    version: VERSION,
+  });
 
   let stopping = false;
   const stop = (signal: string) => {

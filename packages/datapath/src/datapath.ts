@@ -26,6 +26,8 @@ export interface VnicSettings {
   ipv4: string | null;
   ipv6: string | null;
   mtu: number;
+  /** Checksum/segmentation offload on the vNIC (TCP super-packets cross links whole). */
+  offload: boolean;
 }
 
 /** Creates and (re)configures the vNIC; the real one is a TUN device, tests use fakes. */
@@ -50,6 +52,10 @@ export interface DatapathOptions {
   /** Bytes waiting in a link's send buffer above which packets are dropped. */
   maxBufferedBytes?: number;
   hopLimit?: number;
+  /** Ask the vNIC for checksum and TCP segmentation offload (default true). */
+  offload?: boolean;
+  /** Offer/accept a media track that carries frames as RTP packets (default true). */
+  rtp?: boolean;
 }
 
 type Handlers = { [M in RpcMethod]: (params: RpcParamsOf<M>) => RpcResults[M] | Promise<RpcResults[M]> };
@@ -110,6 +116,7 @@ export class Datapath {
         ipv4: p.ipv4 ?? current?.ipv4 ?? null,
         ipv6: p.ipv6 ?? current?.ipv6 ?? null,
         mtu: p.mtu ?? current?.mtu ?? 1280,
+        offload: current?.offload ?? this.options.offload ?? true,
       };
       const factory = this.options.vnicFactory;
       if (this.fib.vnic) factory.reconfigure(this.fib.vnic, settings);
@@ -119,7 +126,11 @@ export class Datapath {
       this.fib.translate = p.translate ?? this.fib.translate;
       this.fib.setOwnAddresses(stripLength(settings.ipv4), stripLength(settings.ipv6));
       this.refreshOverlay();
-      this.log.info("vnic configured", { ...this.vnicSettings, translate: this.fib.translate });
+      this.log.info("vnic configured", {
+        ...this.vnicSettings,
+        offload: this.fib.vnic.offload === true,
+        translate: this.fib.translate,
+      });
       return { name: this.fib.vnic.name, mtu: settings.mtu };
     },
 
@@ -190,12 +201,15 @@ export class Datapath {
     },
 
     "link.query": (p) => {
-      const links = p.peerUid ? [this.fib.links.get(p.peerUid)].filter((l) => l !== undefined) : [...this.fib.links.values()];
+      const links = p.peerUid
+        ? [this.fib.links.get(p.peerUid)].filter((l) => l !== undefined)
+        : [...this.fib.links.values()];
       return links.map((l) => l.info());
     },
 
     "route.set": (p) => {
-      if (p.mapTo && parsePrefix(p.prefix).version !== 4) throw invalidParams("mapTo: only IPv4 routes are translated");
+      if (p.mapTo && parsePrefix(p.prefix).version !== 4)
+        throw invalidParams("mapTo: only IPv4 routes are translated");
       if (p.via && p.via === p.peerUid) throw invalidParams("via: must differ from peerUid");
       const prefix = this.fib.setRoute(p.prefix, p.peerUid, p.via ?? null, p.mapTo ?? null);
       this.log.debug("route set", { prefix, peer: p.peerUid, via: p.via, mapTo: p.mapTo });
@@ -213,7 +227,8 @@ export class Datapath {
     "icc.send": (p) => {
       const link = this.linkOf(p.peerUid);
       const text = JSON.stringify(p.data);
-      if (Buffer.byteLength(text) > MAX_ICC_BYTES) throw invalidParams(`data: larger than ${MAX_ICC_BYTES} bytes`);
+      if (Buffer.byteLength(text) > MAX_ICC_BYTES)
+        throw invalidParams(`data: larger than ${MAX_ICC_BYTES} bytes`);
       if (!link.isConnected) throw conflict(`link to ${p.peerUid} is ${link.state}, not connected`);
       link.sendIcc(text);
       return {};
@@ -250,10 +265,12 @@ export class Datapath {
         underlayMtu: this.options.underlayMtu ?? 1400,
         queuePackets: this.options.linkQueuePackets ?? 64,
         maxBufferedBytes: this.options.maxBufferedBytes ?? 1 << 20,
+        rtp: this.options.rtp ?? true,
       },
       {
         candidate: (l, candidate, mid) => {
-          if (this.fib.links.get(l.peerUid) === l) this.options.notify("link.candidate", { peerUid: l.peerUid, candidate, mid });
+          if (this.fib.links.get(l.peerUid) === l)
+            this.options.notify("link.candidate", { peerUid: l.peerUid, candidate, mid });
         },
         state: (l, state) => this.onLinkState(l, state),
         frame: (l, frame) => this.outside.onFrame(l, frame),

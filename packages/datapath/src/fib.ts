@@ -15,7 +15,12 @@ export interface RouteEntry {
 /** A device that moves IP packets in and out of the kernel (the TUN, or a fake in tests). */
 export interface VnicDevice {
   readonly name: string;
-  write(buf: Uint8Array, off: number, len: number): boolean;
+  /** Packets read carry a virtio-net header in the 10 bytes before them (offsets[i] - 10). */
+  readonly vnetHdr?: boolean;
+  /** The device takes super-packets and partial checksums (a virtio-net header on write). */
+  readonly offload?: boolean;
+  /** Writes one packet; `vnetHdr` (10 bytes) only on a device with `offload`. */
+  write(buf: Uint8Array, off: number, len: number, vnetHdr?: Uint8Array): boolean;
   close(): void;
 }
 
@@ -81,7 +86,8 @@ export class Fib {
     this.peerLocalIpv4.delete(peerUid);
     for (const r of this.routes.entries()) {
       if (r.value.peerUid !== peerUid || r.value.via) continue;
-      const text = r.value.mapTo ?? (r.prefix.endsWith("/32") && !r.prefix.includes(":") ? r.prefix.slice(0, -3) : null);
+      const text =
+        r.value.mapTo ?? (r.prefix.endsWith("/32") && !r.prefix.includes(":") ? r.prefix.slice(0, -3) : null);
       if (text) {
         this.peerLocalIpv4.set(peerUid, Buffer.from(parseAddress(text)).readUInt32BE(0));
         return;

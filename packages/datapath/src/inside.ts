@@ -1,7 +1,15 @@
 import type { Fib } from "./fib.js";
 import { FrameBuilder } from "./frame.js";
 import type { Link } from "./link.js";
-import { addressText, dstOffset, ipPacketLength, ipVersion, isMulticastDestination, srcOffset } from "./packet.js";
+import { type PacketOffload, readVnetHdr, toPlainPackets, VNET_HDR_BYTES } from "./offload.js";
+import {
+  addressText,
+  dstOffset,
+  ipPacketLength,
+  ipVersion,
+  isMulticastDestination,
+  srcOffset,
+} from "./packet.js";
 import type { UnmappedPackets } from "./unmapped.js";
 
 export interface UnmappedReport {
@@ -14,10 +22,13 @@ export interface UnmappedReport {
 /**
  * vNIC -> link: each packet read from the vNIC is routed by longest-prefix match on its
  * destination and appended to its next-hop link's frame; frames are sent once per batch.
+ * With offload, a packet may be a TCP super-packet with a partial checksum (its virtio-net
+ * header sits right before it); it crosses the link whole when the peer takes offload frames.
  */
 export class Inside {
   private readonly builders = new Map<Link, FrameBuilder>();
   private readonly touched: FrameBuilder[] = [];
+  private readonly po: PacketOffload = { meta: 0, csumStart: 0, gsoSize: 0 };
 
   constructor(
     private readonly fib: Fib,
@@ -29,18 +40,26 @@ export class Inside {
   /** Handles one batch of packets read from the vNIC (buf is reused after this returns). */
   onBatch(buf: Buffer, offsets: ArrayLike<number>, lengths: ArrayLike<number>, count: number): void {
     const counters = this.fib.vnicCounters;
+    const vnet = this.fib.vnic?.vnetHdr === true;
+    const po = this.po;
     for (let i = 0; i < count; i++) {
       const off = offsets[i] as number;
       const len = lengths[i] as number;
       counters.rx(1, len);
-      this.route(buf, off, len);
+      if (!vnet) {
+        this.route(buf, off, len, 0, 0, 0);
+      } else if (off >= VNET_HDR_BYTES && readVnetHdr(buf, off - VNET_HDR_BYTES, po)) {
+        this.route(buf, off, len, po.meta, po.csumStart, po.gsoSize);
+      } else {
+        counters.drop("offloadUnsupported");
+      }
     }
     this.flushTouched();
   }
 
-  /** Routes packets that waited elsewhere (held while unmapped). */
+  /** Routes packets that waited elsewhere (held while unmapped; always plain). */
   resubmit(packets: Buffer[]): void {
-    for (const p of packets) this.route(p, 0, p.length);
+    for (const p of packets) this.route(p, 0, p.length, 0, 0, 0);
     this.flushTouched();
   }
 
@@ -48,7 +67,14 @@ export class Inside {
     this.builders.delete(link);
   }
 
-  private route(buf: Buffer, off: number, len: number): void {
+  private route(
+    buf: Buffer | Uint8Array,
+    off: number,
+    len: number,
+    meta: number,
+    csumStart: number,
+    gsoSize: number,
+  ): void {
     const fib = this.fib;
     const version = ipVersion(buf, off);
     if (ipPacketLength(buf, off, len) !== len) {
@@ -62,11 +88,19 @@ export class Inside {
     const route = fib.routes.lookup(buf, off + dstOffset(version), version);
     const link = route ? fib.links.get(route.value.nextHop) : undefined;
     if (!link || link.state === "closed" || link.state === "failed") {
-      this.hold(buf, off, len, version);
+      // Queues copy packets without their offload state: hold them as plain packets.
+      if (meta === 0) this.hold(buf, off, len, version);
+      else if (!toPlainPackets(buf, off, len, meta, csumStart, gsoSize, this.holdPlain))
+        fib.vnicCounters.drop("malformed");
       return;
     }
     if (!link.isConnected) {
-      link.pending.push(buf, off, len);
+      if (meta === 0) link.pending.push(buf, off, len);
+      else if (
+        !toPlainPackets(buf, off, len, meta, csumStart, gsoSize, (b, o, l) => link.pending.push(b, o, l))
+      ) {
+        fib.vnicCounters.drop("malformed");
+      }
       return;
     }
     let builder = this.builders.get(link);
@@ -75,10 +109,14 @@ export class Inside {
       this.builders.set(link, builder);
     }
     if (builder.isEmpty) this.touched.push(builder);
-    builder.append(buf, off, len);
+    builder.append(buf, off, len, meta, csumStart, gsoSize);
   }
 
-  private hold(buf: Buffer, off: number, len: number, version: number): void {
+  private readonly holdPlain = (buf: Uint8Array, off: number, len: number): void => {
+    this.hold(buf, off, len, ipVersion(buf, off));
+  };
+
+  private hold(buf: Uint8Array, off: number, len: number, version: number): void {
     const dst = addressText(buf, off + dstOffset(version), version);
     if (this.unmapped.hold(dst, buf, off, len, Date.now())) {
       this.reportUnmapped({

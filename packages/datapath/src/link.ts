@@ -1,15 +1,39 @@
-import ndc from "node-datachannel";
-import type { DataChannel, PeerConnection } from "node-datachannel";
 import type { LinkInfo, LinkPath, LinkState, SessionDescription } from "@tincan/protocol";
+import type { DataChannel, PeerConnection, Track } from "node-datachannel";
+import ndc from "node-datachannel";
+import { Counters } from "./counters.js";
+import { FRAME_FRAGMENT, Fragmenter, Reassembler } from "./fragment.js";
 import { type IceSettings, parseCandidate, toIceServers } from "./ice.js";
 import { PacketQueue } from "./queue.js";
-import { Counters } from "./counters.js";
 
 /** Frame type byte of a message on the packet channel: one or more whole IP packets follow. */
 export const FRAME_PACKETS = 0x01;
+/** Frame type byte: packets each preceded by their offload state (see frame.ts, offload.ts). */
+export const FRAME_OFFLOAD = 0x02;
+
 export const FRAME_HEADER = 2;
 /** Longest wait for candidates to put into a local description (the rest trickle). */
 const GATHER_WAIT_MS = 40;
+/**
+ * First byte of a binary message on the icc channel announcing what the sender accepts
+ * (text messages there are inter-controller JSON; older datapaths ignore binary ones).
+ * [CAPS][flags]: flags bit 0 = offload frames (type 2).
+ */
+export const ICC_CAPS = 0xc1;
+export const CAPS_OFFLOAD = 0x01;
+/** Caps flag: frames may come as RTP packets on the `pkt` media track. */
+export const CAPS_RTP = 0x02;
+
+/**
+ * Bytes in front of a frame in a send buffer, for the RTP header when the frame goes over the
+ * media track (a frame sent on the data channel starts after them).
+ */
+export const RTP_HEADER = 12;
+const RTP_PAYLOAD_TYPE = 96;
+/** Media section id of the packet track in the SDP. */
+const PKT_MID = "pkt";
+/** Underlay headers around an RTP frame: IPv6 40 + UDP 8 + TURN channel 4 + RTP 12 + SRTP tag 16. */
+const RTP_OVERHEAD = 80;
 
 export interface LinkHandlers {
   candidate(link: Link, candidate: string, mid: string): void;
@@ -29,6 +53,8 @@ export interface LinkOptions {
   queuePackets: number;
   /** Above this many bytes waiting in the packet channel, packets are dropped. */
   maxBufferedBytes: number;
+  /** Offer (or accept) a media track carrying frames as RTP packets (SRTP, no SCTP). */
+  rtp: boolean;
 }
 
 /**
@@ -49,10 +75,24 @@ export class Link {
   remote: string | null = null;
   lastRxAt: number | null = null;
   lastTxAt: number | null = null;
+  /** The peer announced that it takes offload frames (type 2). */
+  peerOffload = false;
+  /** The peer announced that it reads frames from the RTP track. */
+  peerRtp = false;
+  /** Largest frame (type byte to last packet byte) that fits one RTP packet on the underlay. */
+  readonly maxRtpFrame: number;
 
   private readonly pc: PeerConnection;
   private pkt: DataChannel | null = null;
   private icc: DataChannel | null = null;
+  private track: Track | null = null;
+  private trackOpen = false;
+  private readonly ssrc = (Math.random() * 0xfffffffe + 1) >>> 0;
+  private rtpSeq = (Math.random() * 0x10000) & 0xffff;
+  private rtpTime = 0;
+  private readonly rtp: boolean;
+  private readonly fragmenter: Fragmenter;
+  private readonly reassembler = new Reassembler();
   private descriptionWaiter: ((d: SessionDescription) => void) | null = null;
   private readonly maxBufferedBytes: number;
   private closed = false;
@@ -65,6 +105,9 @@ export class Link {
     this.relayOnly = options.relayOnly;
     this.pending = new PacketQueue(options.queuePackets);
     this.maxBufferedBytes = options.maxBufferedBytes;
+    this.rtp = options.rtp;
+    this.maxRtpFrame = options.underlayMtu - RTP_OVERHEAD;
+    this.fragmenter = new Fragmenter(RTP_HEADER, this.maxRtpFrame);
     this.pc = new ndc.PeerConnection(options.peerUid.slice(0, 8), {
       iceServers: toIceServers(options.ice, options.relayOnly),
       iceTransportPolicy: options.relayOnly ? "relay" : "all",
@@ -86,18 +129,25 @@ export class Link {
   /** Starts the link as the offering side and resolves with the local offer. */
   createOffer(): Promise<SessionDescription> {
     const description = this.nextDescription();
+    if (this.rtp) this.addTrack();
     this.openChannels();
     // We take the DTLS client role. With the default (the answerer is the client), the answerer's
     // ClientHello reaches us before its answer has come through signalling, is dropped, and is
     // only resent after DTLS's 1 s retransmission timeout. As client, we start DTLS when we have
     // the answer, and the answerer (server) is ready since it applied our offer.
-    return description.then((d) => ({ type: d.type, sdp: d.sdp.replace(/^a=setup:actpass/m, "a=setup:active") }));
+    return description.then((d) => ({
+      type: d.type,
+      sdp: d.sdp.replace(/^a=setup:actpass/gm, "a=setup:active"),
+    }));
   }
 
   /** Applies a remote offer and resolves with the local answer. */
   acceptOffer(offer: SessionDescription): Promise<SessionDescription> {
     if (offer.type !== "offer") throw new Error("description.type must be offer");
     const description = this.nextDescription();
+    // Our track must exist before the offer is applied so the answer pairs it with the offer's
+    // (an offer from a datapath without one gets none: frames stay on the data channel).
+    if (this.rtp && new RegExp(`^a=mid:${PKT_MID}\\s*$`, "m").test(offer.sdp)) this.addTrack();
     this.pc.setRemoteDescription(this.withoutExcludedCandidates(offer.sdp), "offer");
     this.openChannels();
     return description;
@@ -118,14 +168,69 @@ export class Link {
     return true;
   }
 
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
   get isConnected(): boolean {
     return this.state === "connected";
   }
 
   /** Sends one frame (header + packets). Drops and counts when the channel is backed up. */
-  sendFrame(frame: Uint8Array, packets: number, payloadBytes: number): void {
+  /** Whether frames of up to maxRtpFrame bytes go over the RTP track. */
+  get usesRtp(): boolean {
+    return this.trackOpen && this.peerRtp;
+  }
+
+  /**
+   * Sends the frame at buf[RTP_HEADER..end) (the bytes before it are scratch for the RTP
+   * header): over the RTP track when it fits, else on the data channel. Drops and counts when
+   * the link is not connected or the data channel is backed up.
+   */
+  sendFrame(buf: Buffer, end: number, packets: number, payloadBytes: number): void {
+    if (this.state !== "connected") {
+      this.counters.drop("notConnected", packets);
+      return;
+    }
+    if (!this.usesRtp) {
+      this.sendOnChannel(buf.subarray(RTP_HEADER, end), packets, payloadBytes);
+      return;
+    }
+    let sent: boolean;
+    this.rtpTime = (this.rtpTime + 1) >>> 0;
+    if (end - RTP_HEADER <= this.maxRtpFrame) {
+      sent = this.sendRtp(buf, 0, end);
+    } else {
+      sent = this.fragmenter.send(buf, RTP_HEADER, end, this.sendRtp);
+    }
+    if (!sent) {
+      this.counters.drop("sendError", packets);
+      return;
+    }
+    this.counters.tx(packets, payloadBytes);
+    this.lastTxAt = Date.now();
+  }
+
+  /** Sends buf[start+12..end) as one RTP packet, its header written over buf[start..start+12). */
+  private readonly sendRtp = (buf: Buffer, start: number, end: number): boolean => {
+    const seq = this.rtpSeq;
+    this.rtpSeq = (seq + 1) & 0xffff;
+    buf[start] = 0x80; // version 2, no padding, extension or CSRCs
+    buf[start + 1] = RTP_PAYLOAD_TYPE;
+    buf[start + 2] = seq >> 8;
+    buf[start + 3] = seq & 0xff;
+    buf.writeUInt32BE(this.rtpTime, start + 4);
+    buf.writeUInt32BE(this.ssrc, start + 8);
+    try {
+      return (this.track as Track).sendMessageBinary(buf.subarray(start, end));
+    } catch {
+      return false;
+    }
+  };
+
+  private sendOnChannel(frame: Uint8Array, packets: number, payloadBytes: number): void {
     const channel = this.pkt;
-    if (!channel || this.state !== "connected") {
+    if (!channel) {
       this.counters.drop("notConnected", packets);
       return;
     }
@@ -182,6 +287,7 @@ export class Link {
     try {
       this.pkt?.close();
       this.icc?.close();
+      this.track?.close();
       this.pc.close();
     } catch {
       // Closing a half-built connection may throw inside the native binding; nothing to undo.
@@ -234,7 +340,12 @@ export class Link {
 
   private openChannels(): void {
     // Pre-negotiated channels open as soon as SCTP is up: no in-band channel handshake.
-    const pkt = this.pc.createDataChannel("pkt", { negotiated: true, id: 0, unordered: true, maxRetransmits: 0 });
+    const pkt = this.pc.createDataChannel("pkt", {
+      negotiated: true,
+      id: 0,
+      unordered: true,
+      maxRetransmits: 0,
+    });
     const icc = this.pc.createDataChannel("icc", { negotiated: true, id: 1 });
     this.pkt = pkt;
     this.icc = icc;
@@ -246,8 +357,72 @@ export class Link {
       this.lastRxAt = Date.now();
       this.handlers.frame(this, frame);
     });
+    icc.onOpen(() => {
+      try {
+        icc.sendMessageBinary(Buffer.from([ICC_CAPS, CAPS_OFFLOAD | (this.track ? CAPS_RTP : 0)]));
+      } catch {
+        // Closed meanwhile: the next connection announces again.
+      }
+    });
     icc.onMessage((msg) => {
       if (typeof msg === "string") this.handlers.icc(this, msg);
+      else this.onControl(Buffer.isBuffer(msg) ? msg : Buffer.from(msg));
+    });
+  }
+
+  /** A binary message on the icc channel: the peer's capabilities (others are ignored). */
+  private onControl(msg: Buffer): void {
+    if (msg.length < 2 || msg[0] !== ICC_CAPS) return;
+    const caps = msg[1] as number;
+    this.peerOffload = (caps & CAPS_OFFLOAD) !== 0;
+    this.peerRtp = (caps & CAPS_RTP) !== 0 && this.track !== null;
+  }
+
+  /** The media track for frames as RTP: any codec will do, nothing inspects the payload. */
+  private addTrack(): void {
+    const video = new ndc.Video(PKT_MID, "SendRecv");
+    video.addH264Codec(RTP_PAYLOAD_TYPE);
+    video.addSSRC(this.ssrc, "tincan");
+    const track = this.pc.addTrack(video);
+    this.track = track;
+    track.onOpen(() => {
+      this.trackOpen = true;
+    });
+    track.onClosed(() => {
+      this.trackOpen = false;
+    });
+    track.onMessage((msg) => {
+      if (typeof msg === "string") return;
+      const packet = Buffer.isBuffer(msg) ? msg : Buffer.from(msg);
+      // RTP: 12 bytes, CSRCs, then an extension when the X bit is set.
+      const first = packet[0] as number;
+      if (
+        packet.length < RTP_HEADER ||
+        first >> 6 !== 2 ||
+        ((packet[1] as number) & 0x7f) !== RTP_PAYLOAD_TYPE
+      ) {
+        this.counters.drop("badFrame");
+        return;
+      }
+      let start = RTP_HEADER + (first & 0x0f) * 4;
+      if (first & 0x10 && start + 4 <= packet.length) start += 4 + packet.readUInt16BE(start + 2) * 4;
+      if (first & 0x20) {
+        this.counters.drop("badFrame");
+        return;
+      }
+      if (start >= packet.length) return;
+      this.lastRxAt = Date.now();
+      if (packet[start] !== FRAME_FRAGMENT) {
+        this.handlers.frame(this, packet.subarray(start));
+        return;
+      }
+      const r = this.reassembler;
+      const lost = r.lost;
+      const malformed = r.malformed;
+      const frame = r.push(packet, start);
+      if (r.lost !== lost) this.counters.drop("fragmentLost");
+      if (r.malformed !== malformed) this.counters.drop("badFrame");
+      if (frame) this.handlers.frame(this, frame);
     });
   }
 
@@ -293,4 +468,9 @@ export class Link {
     this.state = state;
     this.handlers.state(this, state);
   }
+}
+
+/** Process-wide SCTP tuning of libdatachannel; applies to connections created afterwards. */
+export function configureSctp(settings: Parameters<typeof ndc.setSctpSettings>[0]): void {
+  ndc.setSctpSettings(settings);
 }

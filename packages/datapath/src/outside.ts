@@ -1,5 +1,14 @@
 import type { Fib } from "./fib.js";
-import { FRAME_HEADER, FRAME_PACKETS, type Link } from "./link.js";
+import { FrameBuilder } from "./frame.js";
+import { FRAME_HEADER, FRAME_OFFLOAD, FRAME_PACKETS, type Link } from "./link.js";
+import {
+  META_GSO,
+  META_KNOWN,
+  META_PARTIAL,
+  toPlainPackets,
+  VNET_HDR_BYTES,
+  writeVnetHdr,
+} from "./offload.js";
 import { dstOffset, ipPacketLength, ipVersion, srcOffset } from "./packet.js";
 import { translateIpv4 } from "./translate.js";
 
@@ -7,31 +16,69 @@ import { translateIpv4 } from "./translate.js";
  * Link -> vNIC: each packet of a received frame is accepted only if its source is routed to
  * the link it came on (anti-spoofing, like WireGuard's allowed IPs), then written to the vNIC
  * when it is for us (translated for SocialVPN), or forwarded to the next hop while the hop
- * limit lasts (multi-hop transit).
+ * limit lasts (multi-hop transit). Packets of offload frames keep their offload state (TCP
+ * super-packet, partial checksum) to the vNIC, or are made plain when the vNIC has no offload.
  */
 export class Outside {
+  private readonly vnetHdr = new Uint8Array(VNET_HDR_BYTES);
+  private readonly transitBuilders = new Map<Link, FrameBuilder>();
+  private readonly touched: FrameBuilder[] = [];
+
   constructor(private readonly fib: Fib) {}
 
   onFrame(link: Link, frame: Buffer): void {
-    if (frame.length < FRAME_HEADER || frame[0] !== FRAME_PACKETS) {
+    const type = frame[0];
+    if (frame.length < FRAME_HEADER || (type !== FRAME_PACKETS && type !== FRAME_OFFLOAD)) {
       link.counters.drop("badFrame");
       return;
     }
     const hops = frame[1] as number;
+    const end = frame.length;
     let off = FRAME_HEADER;
-    while (off < frame.length) {
-      const len = ipPacketLength(frame, off, frame.length - off);
+    while (off < end) {
+      let meta = 0;
+      let csumStart = 0;
+      let gsoSize = 0;
+      if (type === FRAME_OFFLOAD) {
+        meta = frame[off++] as number;
+        if (meta & META_PARTIAL) {
+          csumStart = ((frame[off] as number) << 8) | (frame[off + 1] as number);
+          off += 2;
+        }
+        if (meta & META_GSO) {
+          gsoSize = ((frame[off] as number) << 8) | (frame[off + 1] as number);
+          off += 2;
+        }
+        if (meta & ~META_KNOWN || off > end) {
+          link.counters.drop("malformed");
+          break;
+        }
+      }
+      const len = ipPacketLength(frame, off, end - off);
       if (len < 0) {
         link.counters.drop("malformed");
-        return;
+        break;
       }
       link.counters.rx(1, len);
-      this.deliver(link, frame, off, len, hops);
+      this.deliver(link, frame, off, len, hops, meta, csumStart, gsoSize);
       off += len;
+    }
+    if (this.touched.length > 0) {
+      for (const b of this.touched) b.flush();
+      this.touched.length = 0;
     }
   }
 
-  private deliver(link: Link, buf: Buffer, off: number, len: number, hops: number): void {
+  private deliver(
+    link: Link,
+    buf: Buffer,
+    off: number,
+    len: number,
+    hops: number,
+    meta: number,
+    csumStart: number,
+    gsoSize: number,
+  ): void {
     const fib = this.fib;
     const version = ipVersion(buf, off);
 
@@ -43,8 +90,8 @@ export class Outside {
         link.counters.drop("unmappedPeer");
         return;
       }
-      translateIpv4(buf, off, len, localOfPeer, fib.ownIpv4);
-      this.writeToVnic(buf, off, len);
+      translateIpv4(buf, off, len, localOfPeer, fib.ownIpv4, (meta & META_PARTIAL) !== 0);
+      this.writeToVnic(buf, off, len, meta, csumStart, gsoSize);
       return;
     }
 
@@ -54,13 +101,23 @@ export class Outside {
       return;
     }
     if (fib.isOwnAddress(buf, off + dstOffset(version), version)) {
-      this.writeToVnic(buf, off, len);
+      this.writeToVnic(buf, off, len, meta, csumStart, gsoSize);
       return;
     }
-    this.transit(link, buf, off, len, hops, version);
+    this.transit(link, buf, off, len, hops, version, meta, csumStart, gsoSize);
   }
 
-  private transit(from: Link, buf: Buffer, off: number, len: number, hops: number, version: number): void {
+  private transit(
+    from: Link,
+    buf: Buffer,
+    off: number,
+    len: number,
+    hops: number,
+    version: number,
+    meta: number,
+    csumStart: number,
+    gsoSize: number,
+  ): void {
     const route = this.fib.routes.lookup(buf, off + dstOffset(version), version);
     const next = route ? this.fib.links.get(route.value.nextHop) : undefined;
     if (!next || !next.isConnected) {
@@ -75,21 +132,65 @@ export class Outside {
       from.counters.drop("hopLimit");
       return;
     }
-    const frame = Buffer.allocUnsafe(FRAME_HEADER + len);
-    frame[0] = FRAME_PACKETS;
-    frame[1] = hops - 1;
-    buf.copy(frame, FRAME_HEADER, off, off + len);
-    next.sendFrame(frame, 1, len);
+    let builder = this.transitBuilders.get(next);
+    if (!builder || next.isClosed) {
+      builder = new FrameBuilder(next, 16_384, hops - 1);
+      this.transitBuilders.set(next, builder);
+      this.forgetClosed();
+    }
+    builder.setHopLimit(hops - 1);
+    if (builder.isEmpty) this.touched.push(builder);
+    builder.append(buf, off, len, meta, csumStart, gsoSize);
   }
 
-  private writeToVnic(buf: Buffer, off: number, len: number): void {
+  private forgetClosed(): void {
+    for (const l of this.transitBuilders.keys()) if (l.isClosed) this.transitBuilders.delete(l);
+  }
+
+  private writeToVnic(
+    buf: Buffer,
+    off: number,
+    len: number,
+    meta: number,
+    csumStart: number,
+    gsoSize: number,
+  ): void {
     const vnic = this.fib.vnic;
     const counters = this.fib.vnicCounters;
     if (!vnic) {
       counters.drop("noVnic");
       return;
     }
-    if (vnic.write(buf, off, len)) counters.tx(1, len);
+    if (meta === 0) {
+      if (vnic.write(buf, off, len)) counters.tx(1, len);
+      else counters.drop("vnicFull");
+      return;
+    }
+    if (!vnic.offload) {
+      if (!toPlainPackets(buf, off, len, meta, csumStart, gsoSize, this.writePlain))
+        counters.drop("malformed");
+      return;
+    }
+    const hdr = this.vnetHdr;
+    if (!writeVnetHdr(hdr, buf, off, len, meta, csumStart, gsoSize)) {
+      counters.drop("malformed");
+      return;
+    }
+    let ok: boolean;
+    try {
+      ok = vnic.write(buf, off, len, hdr);
+    } catch {
+      // The kernel refused the header (EINVAL): a bad packet from the peer.
+      counters.drop("vnicRejected");
+      return;
+    }
+    if (ok) counters.tx(1, len);
     else counters.drop("vnicFull");
   }
+
+  private readonly writePlain = (buf: Uint8Array, off: number, len: number): void => {
+    const vnic = this.fib.vnic;
+    if (vnic?.write(buf, off, len)) this.fib.vnicCounters.tx(1, len);
+    else this.fib.vnicCounters.drop("vnicFull");
+  };
 }

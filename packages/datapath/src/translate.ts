@@ -34,8 +34,17 @@ function write32(buf: Uint8Array, off: number, value: number): void {
  * the IPv4 header checksum and the TCP/UDP checksum (whose pseudo-header covers the addresses).
  * ICMP checksums do not cover IP addresses. Returns false (packet untouched) when the packet is
  * too short to hold the headers it claims.
+ * With `partialL4` (checksum offload) the TCP/UDP checksum field holds the uncomplemented
+ * pseudo-header sum, which is updated as a sum (and UDP's "0 = no checksum" does not apply).
  */
-export function translateIpv4(buf: Uint8Array, off: number, len: number, newSrc: number, newDst: number): boolean {
+export function translateIpv4(
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  newSrc: number,
+  newDst: number,
+  partialL4 = false,
+): boolean {
   const ihl = ((buf[off] as number) & 0x0f) * 4;
   if (ihl < 20 || len < ihl) return false;
   const oldSrc = ipv4At(buf, off + 12);
@@ -49,7 +58,14 @@ export function translateIpv4(buf: Uint8Array, off: number, len: number, newSrc:
     const proto = buf[off + 9];
     const l4 = off + ihl;
     const l4Len = len - ihl;
-    if (proto === IPPROTO_TCP && l4Len >= 18) {
+    if (partialL4 && (proto === IPPROTO_TCP || proto === IPPROTO_UDP)) {
+      const field = l4 + (proto === IPPROTO_TCP ? 16 : 6);
+      if (field + 2 <= off + len) {
+        let sum = ~read16(buf, field) & 0xffff;
+        sum = checksumReplace32(sum, oldSrc, newSrc);
+        write16(buf, field, ~checksumReplace32(sum, oldDst, newDst) & 0xffff);
+      }
+    } else if (proto === IPPROTO_TCP && l4Len >= 18) {
       let sum = read16(buf, l4 + 16);
       sum = checksumReplace32(sum, oldSrc, newSrc);
       write16(buf, l4 + 16, checksumReplace32(sum, oldDst, newDst));

@@ -9,8 +9,16 @@ class TunDevice implements VnicDevice {
     return this.tun.name;
   }
 
-  write(buf: Uint8Array, off: number, len: number): boolean {
-    return this.tun.write(buf, off, len);
+  get vnetHdr(): boolean {
+    return this.tun.vnetHdr;
+  }
+
+  get offload(): boolean {
+    return this.tun.offload;
+  }
+
+  write(buf: Uint8Array, off: number, len: number, vnetHdr?: Uint8Array): boolean {
+    return this.tun.write(buf, off, len, vnetHdr);
   }
 
   close(): void {
@@ -29,7 +37,7 @@ function apply(tun: Tun, s: VnicSettings): void {
 /** The real vNIC: a Linux TUN device read in batches on the event loop. */
 export const tunFactory: VnicFactory = {
   create(settings, onBatch) {
-    const tun = new Tun({ name: settings.name, batchSize: 64 });
+    const tun = new Tun({ name: settings.name, batchSize: 64, offload: settings.offload });
     try {
       apply(tun, settings);
     } catch (err) {
