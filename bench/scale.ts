@@ -1,0 +1,112 @@
+// Scale of a proactive GroupVPN (issue #7): N nodes on the flat lab with prosody, every node linking
+// to every other. Reports the time from "all controllers running" until every node reaches every
+// other (one ping per pair, all pairs of each node in parallel), and the memory (sum of peak RSS)
+// and CPU seconds of all tincan and groupvpn processes.
+//   node --import tsx bench/scale.ts [--nodes 20]
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { Lab } from "../test/lab/index.js";
+import { PASSWORD, VpnNode } from "../test/support/vpn-node.js";
+
+const { values } = parseArgs({ options: { nodes: { type: "string", default: "20" } } });
+const N = Number(values.nodes);
+
+function procStats(pid: number): { rssMb: number; nowMb: number; pssMb: number; cpuSec: number } {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const hwm = Number(status.match(/VmHWM:\s+(\d+)/)?.[1] ?? 0);
+  const now = Number(status.match(/VmRSS:\s+(\d+)/)?.[1] ?? 0);
+  // PSS shares the pages of the node binary and libraries among the processes mapping them.
+  const pss = Number(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8").match(/^Pss:\s+(\d+)/m)?.[1] ?? 0);
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return {
+    rssMb: hwm / 1024,
+    nowMb: now / 1024,
+    pssMb: pss / 1024,
+    cpuSec: (Number(f[11]) + Number(f[12])) / 100,
+  };
+}
+
+/** The node process itself (the lab spawns it via `ip netns exec`, which execs into node). */
+function sum(pids: number[]) {
+  return pids
+    .map(procStats)
+    .reduce(
+      (a, b) => ({
+        rssMb: a.rssMb + b.rssMb,
+        nowMb: a.nowMb + b.nowMb,
+        pssMb: a.pssMb + b.pssMb,
+        cpuSec: a.cpuSec + b.cpuSec,
+      }),
+      { rssMb: 0, nowMb: 0, pssMb: 0, cpuSec: 0 },
+    );
+}
+
+const lab = await Lab.create({ prefix: "bsc" });
+try {
+  const names = Array.from({ length: N }, (_, i) => `n${i + 1}`);
+  const prosody = await lab.startProsody({
+    users: names.map((name) => ({ name, password: PASSWORD })),
+    groups: { lab: names },
+  });
+  const nodes: VpnNode[] = [];
+  for (const [i, user] of names.entries()) {
+    const host = await lab.addHost(user);
+    nodes.push(
+      new VpnNode(lab, host, {
+        user,
+        ipv4: `10.10.4.${i + 1}/16`,
+        prosody,
+        links: { policy: "proactive", maxLinks: 256 },
+        logLevel: "info",
+      }),
+    );
+  }
+  const t0 = Date.now();
+  await Promise.all(nodes.map((n) => n.start()));
+  const running = Date.now();
+  const pending = new Set(nodes.flatMap((a) => nodes.filter((b) => b !== a).map((b) => [a, b] as const)));
+  while (pending.size > 0 && Date.now() - running < 180_000) {
+    await Promise.all(
+      nodes.map(async (a) => {
+        for (const pair of [...pending].filter(([x]) => x === a)) {
+          if ((await a.ping(pair[1].address, 1, 1)).code === 0) pending.delete(pair);
+        }
+      }),
+    );
+  }
+  const allPairs = Date.now();
+  const tincan = sum(nodes.map((n) => n.tincan.pid));
+  const ctl = sum(nodes.map((n) => n.controller.pid));
+  const links = await nodes[0]!.links();
+  console.log(
+    JSON.stringify(
+      {
+        date: new Date().toISOString(),
+        nodes: N,
+        startMs: running - t0,
+        allPairsPingMsAfterStart: pending.size === 0 ? allPairs - running : null,
+        pairsNotReached: pending.size,
+        linksOfNode1: links.filter((l) => l.state === "connected").length,
+        tincan: {
+          peakRssMbPerNode: Math.round(tincan.rssMb / N),
+          rssNowMbPerNode: Math.round(tincan.nowMb / N),
+          pssMbPerNode: Math.round(tincan.pssMb / N),
+          cpuSec: tincan.cpuSec,
+        },
+        groupvpn: {
+          peakRssMbPerNode: Math.round(ctl.rssMb / N),
+          rssNowMbPerNode: Math.round(ctl.nowMb / N),
+          pssMbPerNode: Math.round(ctl.pssMb / N),
+          cpuSec: ctl.cpuSec,
+        },
+      },
+      null,
+      2,
+    ),
+  );
+  await Promise.all(nodes.map((n) => n.stop()));
+} finally {
+  await lab.destroy();
+}
+process.exit(0);
