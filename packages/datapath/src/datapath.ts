@@ -56,6 +56,8 @@ export interface DatapathOptions {
   offload?: boolean;
   /** Offer/accept a media track that carries frames as RTP packets (default true). */
   rtp?: boolean;
+  /** Receive queueing delay (ms) above which RTP frames are dropped (default 5; 0: never). */
+  rxQueueMs?: number;
 }
 
 type Handlers = { [M in RpcMethod]: (params: RpcParamsOf<M>) => RpcResults[M] | Promise<RpcResults[M]> };
@@ -266,6 +268,7 @@ export class Datapath {
         queuePackets: this.options.linkQueuePackets ?? 64,
         maxBufferedBytes: this.options.maxBufferedBytes ?? 1 << 20,
         rtp: this.options.rtp ?? true,
+        rxQueueMs: this.options.rxQueueMs ?? 5,
       },
       {
         candidate: (l, candidate, mid) => {

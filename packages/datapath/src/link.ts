@@ -2,6 +2,7 @@ import type { LinkInfo, LinkPath, LinkState, SessionDescription } from "@tincan/
 import type { DataChannel, PeerConnection, Track } from "node-datachannel";
 import ndc from "node-datachannel";
 import { Counters } from "./counters.js";
+import { DelayGate, rtpClock } from "./delay-gate.js";
 import { FRAME_FRAGMENT, Fragmenter, Reassembler } from "./fragment.js";
 import { type IceSettings, parseCandidate, toIceServers } from "./ice.js";
 import { PacketQueue } from "./queue.js";
@@ -55,6 +56,8 @@ export interface LinkOptions {
   maxBufferedBytes: number;
   /** Offer (or accept) a media track carrying frames as RTP packets (SRTP, no SCTP). */
   rtp: boolean;
+  /** Drop RTP frames that waited longer than this in our receive queue (0: never). */
+  rxQueueMs: number;
 }
 
 /**
@@ -93,6 +96,7 @@ export class Link {
   private readonly rtp: boolean;
   private readonly fragmenter: Fragmenter;
   private readonly reassembler = new Reassembler();
+  private readonly rxGate: DelayGate;
   private descriptionWaiter: ((d: SessionDescription) => void) | null = null;
   private readonly maxBufferedBytes: number;
   private closed = false;
@@ -108,6 +112,7 @@ export class Link {
     this.rtp = options.rtp;
     this.maxRtpFrame = options.underlayMtu - RTP_OVERHEAD;
     this.fragmenter = new Fragmenter(RTP_HEADER, this.maxRtpFrame);
+    this.rxGate = new DelayGate(options.rxQueueMs);
     this.pc = new ndc.PeerConnection(options.peerUid.slice(0, 8), {
       iceServers: toIceServers(options.ice, options.relayOnly),
       iceTransportPolicy: options.relayOnly ? "relay" : "all",
@@ -197,7 +202,7 @@ export class Link {
       return;
     }
     let sent: boolean;
-    this.rtpTime = (this.rtpTime + 1) >>> 0;
+    this.rtpTime = rtpClock();
     if (end - RTP_HEADER <= this.maxRtpFrame) {
       sent = this.sendRtp(buf, 0, end);
     } else {
@@ -412,6 +417,10 @@ export class Link {
       }
       if (start >= packet.length) return;
       this.lastRxAt = Date.now();
+      if (!this.rxGate.admit(rtpClock(), packet.readUInt32BE(4))) {
+        this.counters.drop("rxQueue");
+        return;
+      }
       if (packet[start] !== FRAME_FRAGMENT) {
         this.handlers.frame(this, packet.subarray(start));
         return;
