@@ -29,17 +29,15 @@ function procStats(pid: number): { rssMb: number; nowMb: number; pssMb: number; 
 
 /** The node process itself (the lab spawns it via `ip netns exec`, which execs into node). */
 function sum(pids: number[]) {
-  return pids
-    .map(procStats)
-    .reduce(
-      (a, b) => ({
-        rssMb: a.rssMb + b.rssMb,
-        nowMb: a.nowMb + b.nowMb,
-        pssMb: a.pssMb + b.pssMb,
-        cpuSec: a.cpuSec + b.cpuSec,
-      }),
-      { rssMb: 0, nowMb: 0, pssMb: 0, cpuSec: 0 },
-    );
+  return pids.map(procStats).reduce(
+    (a, b) => ({
+      rssMb: a.rssMb + b.rssMb,
+      nowMb: a.nowMb + b.nowMb,
+      pssMb: a.pssMb + b.pssMb,
+      cpuSec: a.cpuSec + b.cpuSec,
+    }),
+    { rssMb: 0, nowMb: 0, pssMb: 0, cpuSec: 0 },
+  );
 }
 
 const lab = await Lab.create({ prefix: "bsc" });

@@ -41,7 +41,9 @@ export interface PeerRow {
 function peerLabel(named: { jid: string; name?: string } | undefined): string {
   if (!named) return "-";
   const local = named.jid.split("@")[0];
-  return named.name && named.name !== local && named.name !== named.jid ? `${named.name} (${named.jid})` : named.jid;
+  return named.name && named.name !== local && named.name !== named.jid
+    ? `${named.name} (${named.jid})`
+    : named.jid;
 }
 
 /** Joins links, routes and the controller's names into one row per peer UID. */

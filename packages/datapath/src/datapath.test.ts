@@ -1,6 +1,6 @@
+import { uidForIpv4 } from "@tincan/protocol";
 import { afterEach, describe, expect, it } from "vitest";
 import winston from "winston";
-import { uidForIpv4 } from "@tincan/protocol";
 import { Datapath } from "./datapath.js";
 import { fakeVnicFactory, udp4 } from "./testing.js";
 
@@ -20,7 +20,11 @@ function makeNode(ip: string, translate = false): Node {
     uid: uidForIpv4(ip),
     vnic,
     notes,
-    dp: new Datapath({ vnicFactory: vnic, logger: silent, notify: (method, params) => notes.push({ method, params }) }),
+    dp: new Datapath({
+      vnicFactory: vnic,
+      logger: silent,
+      notify: (method, params) => notes.push({ method, params }),
+    }),
   };
   node.dp.methods["vnic.configure"]({ uid: node.uid, ipv4: `${ip}/16`, translate });
   return node;
@@ -48,7 +52,11 @@ async function connect(a: Node, b: Node): Promise<void> {
         if (n.method !== "link.candidate" || seen.has(i) || n.params.peerUid !== to.uid) return;
         seen.add(i);
         try {
-          to.dp.methods["link.addCandidate"]({ peerUid: from.uid, candidate: n.params.candidate, mid: n.params.mid });
+          to.dp.methods["link.addCandidate"]({
+            peerUid: from.uid,
+            candidate: n.params.candidate,
+            mid: n.params.mid,
+          });
         } catch {}
       });
     }, 5);
@@ -63,7 +71,8 @@ async function connect(a: Node, b: Node): Promise<void> {
   try {
     await until(
       () =>
-        a.dp.methods["link.query"]({})[0]?.state === "connected" && b.dp.methods["link.query"]({})[0]?.state === "connected",
+        a.dp.methods["link.query"]({})[0]?.state === "connected" &&
+        b.dp.methods["link.query"]({})[0]?.state === "connected",
     );
     if (process.env.DEBUG_CONNECT) console.log("connect ms", Date.now() - t0, offer.sdp);
   } finally {

@@ -1,4 +1,4 @@
-export { Datapath, VERSION, type DatapathOptions, type VnicFactory, type VnicSettings } from "./datapath.js";
-export { RpcServer } from "./rpc-server.js";
+export { Datapath, type DatapathOptions, VERSION, type VnicFactory, type VnicSettings } from "./datapath.js";
 export { PrefixTable } from "./routes.js";
+export { RpcServer } from "./rpc-server.js";
 export { translateIpv4 } from "./translate.js";

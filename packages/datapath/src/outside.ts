@@ -120,7 +120,7 @@ export class Outside {
   ): void {
     const route = this.fib.routes.lookup(buf, off + dstOffset(version), version);
     const next = route ? this.fib.links.get(route.value.nextHop) : undefined;
-    if (!next || !next.isConnected) {
+    if (!next?.isConnected) {
       from.counters.drop("noRoute");
       return;
     }

@@ -61,7 +61,8 @@ export function ipv4At(buf: Uint8Array, off: number): number {
 export function addressText(buf: Uint8Array, off: number, version: number): string {
   if (version === 4) return `${buf[off]}.${buf[off + 1]}.${buf[off + 2]}.${buf[off + 3]}`;
   const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push((((buf[off + i] as number) << 8) | (buf[off + i + 1] as number)).toString(16));
+  for (let i = 0; i < 16; i += 2)
+    groups.push((((buf[off + i] as number) << 8) | (buf[off + i + 1] as number)).toString(16));
   return compressIpv6(groups);
 }
 
@@ -115,7 +116,10 @@ function parseIpv6(text: string): Uint8Array {
     parts.forEach((p, i) => {
       if (i === parts.length - 1 && p.includes(".")) {
         const v4 = parseAddress(p);
-        words.push(((v4[0] as number) << 8) | (v4[1] as number), ((v4[2] as number) << 8) | (v4[3] as number));
+        words.push(
+          ((v4[0] as number) << 8) | (v4[1] as number),
+          ((v4[2] as number) << 8) | (v4[3] as number),
+        );
         return;
       }
       if (!/^[0-9a-fA-F]{1,4}$/.test(p)) throw bad();

@@ -1,7 +1,7 @@
 import dgram from "node:dgram";
+import { RpcErrorCode, uidForIpv4 } from "@tincan/protocol";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import winston from "winston";
-import { RpcErrorCode, uidForIpv4 } from "@tincan/protocol";
 import { Datapath } from "./datapath.js";
 import { RpcServer } from "./rpc-server.js";
 import { fakeVnicFactory } from "./testing.js";
@@ -40,7 +40,8 @@ function send(payload: string | Buffer): Promise<any> {
 }
 
 let nextId = 1;
-const call = (method: string, params: unknown) => send(JSON.stringify({ jsonrpc: "2.0", id: nextId++, method, params }));
+const call = (method: string, params: unknown) =>
+  send(JSON.stringify({ jsonrpc: "2.0", id: nextId++, method, params }));
 
 describe("RPC server", () => {
   it("answers an authenticated request", async () => {
@@ -85,14 +86,21 @@ describe("RPC server", () => {
     expect(conf.result).toEqual({ name: "tincan0", mtu: 1280 });
     const self = await call("link.create", { auth: TOKEN, peerUid: own });
     expect(self.error.code).toBe(RpcErrorCode.InvalidParams);
-    const missing = await call("link.complete", { auth: TOKEN, peerUid: peer, description: { type: "answer", sdp: "v=0" } });
+    const missing = await call("link.complete", {
+      auth: TOKEN,
+      peerUid: peer,
+      description: { type: "answer", sdp: "v=0" },
+    });
     expect(missing.error.code).toBe(RpcErrorCode.NotFound);
   });
 
   it("registers the controller endpoint with hello and sends notifications there", async () => {
     const listener = dgram.createSocket("udp4");
     await new Promise<void>((r) => listener.bind(0, "127.0.0.1", r));
-    const hello = await call("hello", { auth: TOKEN, controller: { host: "127.0.0.1", port: listener.address().port } });
+    const hello = await call("hello", {
+      auth: TOKEN,
+      controller: { host: "127.0.0.1", port: listener.address().port },
+    });
     expect(hello.result.version).toBeTypeOf("string");
     const got = new Promise<any>((r) => listener.once("message", (m) => r(JSON.parse(m.toString()))));
     server.notify("link.state", { peerUid: uidForIpv4("10.10.0.9"), state: "closed" });

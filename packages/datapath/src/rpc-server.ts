@@ -13,8 +13,8 @@ import {
 import {
   createJSONRPCErrorResponse,
   createJSONRPCNotification,
-  type JSONRPCErrorResponse,
   JSONRPCErrorException,
+  type JSONRPCErrorResponse,
   type JSONRPCID,
   JSONRPCServer,
 } from "json-rpc-2.0";
@@ -49,9 +49,14 @@ export class RpcServer {
       errorListener: (message, data) => this.log.debug(`rpc error: ${message}`, { error: String(data) }),
     });
     this.server.mapErrorToJSONRPCErrorResponse = (id: JSONRPCID, error: unknown): JSONRPCErrorResponse => {
-      if (error instanceof JSONRPCErrorException) return createJSONRPCErrorResponse(id, error.code, error.message);
+      if (error instanceof JSONRPCErrorException)
+        return createJSONRPCErrorResponse(id, error.code, error.message);
       this.log.error("rpc handler failed", { error: (error as Error)?.stack ?? String(error) });
-      return createJSONRPCErrorResponse(id, RpcErrorCode.Internal, `internal error: ${(error as Error)?.message}`);
+      return createJSONRPCErrorResponse(
+        id,
+        RpcErrorCode.Internal,
+        `internal error: ${(error as Error)?.message}`,
+      );
     };
     for (const method of RPC_METHODS) {
       this.server.addMethod(method, (params: unknown) => this.dispatch(method, params));
@@ -72,7 +77,11 @@ export class RpcServer {
     });
   }
 
-  notify<M extends NotificationMethod>(method: M, params: NotificationParamsOf<M>, to = this.controller): void {
+  notify<M extends NotificationMethod>(
+    method: M,
+    params: NotificationParamsOf<M>,
+    to = this.controller,
+  ): void {
     if (!to) return;
     const text = JSON.stringify(createJSONRPCNotification(method, params));
     this.socket.send(text, to.port, to.host, (err) => {
@@ -89,9 +98,11 @@ export class RpcServer {
       throw rpcError(RpcErrorCode.Unauthorized, "params.auth: missing token");
     }
     const { auth, ...rest } = raw as Record<string, unknown>;
-    if (!this.checkToken(auth)) throw rpcError(RpcErrorCode.Unauthorized, "params.auth: wrong or missing token");
+    if (!this.checkToken(auth))
+      throw rpcError(RpcErrorCode.Unauthorized, "params.auth: wrong or missing token");
     const parsed = RpcParams[method].safeParse(rest);
-    if (!parsed.success) throw rpcError(RpcErrorCode.InvalidParams, `invalid params: ${describeIssues(parsed.error)}`);
+    if (!parsed.success)
+      throw rpcError(RpcErrorCode.InvalidParams, `invalid params: ${describeIssues(parsed.error)}`);
     const handler = this.datapath.methods[method] as (p: unknown) => unknown;
     const result = await handler(parsed.data);
     if (method === "hello") {
@@ -127,7 +138,9 @@ export class RpcServer {
     let text = JSON.stringify(response);
     if (Buffer.byteLength(text) > MAX_RPC_DATAGRAM) {
       const id = (response as { id?: JSONRPCID }).id ?? null;
-      text = JSON.stringify(createJSONRPCErrorResponse(id, RpcErrorCode.Internal, "response too large for one datagram"));
+      text = JSON.stringify(
+        createJSONRPCErrorResponse(id, RpcErrorCode.Internal, "response too large for one datagram"),
+      );
     }
     this.socket.send(text, rinfo.port, rinfo.address);
   }

@@ -43,7 +43,22 @@ function buildPacket(proto: number, src: number, dst: number, payload: number[],
     l4[csumAt + 1] = s & 0xff;
   }
   const total = 20 + l4.length;
-  const ip = [0x45, 0, total >> 8, total & 0xff, 0x12, 0x34, 0x40, 0, 64, proto, 0, 0, ...addrBytes(src), ...addrBytes(dst)];
+  const ip = [
+    0x45,
+    0,
+    total >> 8,
+    total & 0xff,
+    0x12,
+    0x34,
+    0x40,
+    0,
+    64,
+    proto,
+    0,
+    0,
+    ...addrBytes(src),
+    ...addrBytes(dst),
+  ];
   const s = ~onesSum(ip) & 0xffff;
   ip[10] = s >> 8;
   ip[11] = s & 0xff;

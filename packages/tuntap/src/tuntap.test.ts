@@ -35,7 +35,6 @@ async function ns(args: string[], name: string): Promise<void> {
 }
 
 /** Runs a child.mjs scenario in a fresh namespace and returns its JSON result. */
-// biome-ignore lint/suspicious/noExplicitAny: the JSON shape differs per scenario
 async function scenario(name: string, opts: { dropNetAdmin?: boolean } = {}): Promise<any> {
   const netns = `tt-${process.pid}-${seq++}`;
   await run("ip", ["netns", "add", netns]);
