@@ -88,10 +88,11 @@ export class Datapath {
       maxDestinations: 256,
       packetsPerDestination: 16,
     });
+    this.fib.hopLimit = options.hopLimit ?? 4;
     this.inside = new Inside(
       this.fib,
       this.unmapped,
-      { maxFrameBytes: options.maxFrameBytes ?? 16_384, hopLimit: options.hopLimit ?? 4 },
+      { maxFrameBytes: options.maxFrameBytes ?? 16_384, hopLimit: this.fib.hopLimit },
       (report) => options.notify("packet.unmapped", report),
     );
     this.outside = new Outside(this.fib);

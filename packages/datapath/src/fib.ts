@@ -34,6 +34,8 @@ export class Fib {
   readonly vnicCounters = new Counters();
   vnic: VnicDevice | null = null;
   translate = false;
+  /** Hop limit of frames we send; received frames are clamped to it. */
+  hopLimit = 4;
   /** Own IPv4 address as a 32-bit number, for translation. */
   ownIpv4: number | null = null;
   private ownV4Bytes: Uint8Array | null = null;

@@ -343,6 +343,15 @@ export class Link {
       .join("\r\n");
   }
 
+  /** Hands a received frame on; a frame that still trips the code is dropped, never fatal. */
+  private deliverFrame(frame: Buffer): void {
+    try {
+      this.handlers.frame(this, frame);
+    } catch {
+      this.counters.drop("badFrame");
+    }
+  }
+
   private openChannels(): void {
     // Pre-negotiated channels open as soon as SCTP is up: no in-band channel handshake.
     const pkt = this.pc.createDataChannel("pkt", {
@@ -360,7 +369,7 @@ export class Link {
       if (typeof msg === "string") return;
       const frame = Buffer.isBuffer(msg) ? msg : Buffer.from(msg);
       this.lastRxAt = Date.now();
-      this.handlers.frame(this, frame);
+      this.deliverFrame(frame);
     });
     icc.onOpen(() => {
       try {
@@ -422,7 +431,7 @@ export class Link {
         return;
       }
       if (packet[start] !== FRAME_FRAGMENT) {
-        this.handlers.frame(this, packet.subarray(start));
+        this.deliverFrame(packet.subarray(start));
         return;
       }
       const r = this.reassembler;
@@ -431,7 +440,7 @@ export class Link {
       const frame = r.push(packet, start);
       if (r.lost !== lost) this.counters.drop("fragmentLost");
       if (r.malformed !== malformed) this.counters.drop("badFrame");
-      if (frame) this.handlers.frame(this, frame);
+      if (frame) this.deliverFrame(frame);
     });
   }
 

@@ -281,6 +281,36 @@ let scratch = new Uint8Array(0);
  * Hands the packet to `emit` as plain IP packet(s): completes a partial checksum (in place) and
  * segments a super-packet. Returns false (nothing emitted) when the packet is malformed.
  */
+/** Smallest segment size accepted from a peer (Linux's TCP_MIN_MSS is 88). */
+const MIN_GSO_SIZE = 64;
+
+/**
+ * Whether offload metadata received from a peer fits the packet it describes: the checksum start
+ * is the L4 header right after the IP header (IPv6: after at most 40 bytes of extension headers),
+ * and a super-packet is TCP of the IP version its GSO type says, cut into segments of a sane size.
+ * Everything later (software segmentation, the vNIC's virtio-net header) relies on this.
+ */
+export function offloadMetaValid(
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  meta: number,
+  csumStart: number,
+  gsoSize: number,
+): boolean {
+  if (meta === 0) return true;
+  const version = (buf[off] as number) >> 4;
+  if (!(meta & META_PARTIAL)) return (meta & META_GSO) === 0;
+  const ipHdr = version === 4 ? ((buf[off] as number) & 0x0f) * 4 : 40;
+  const maxStart = version === 4 ? ipHdr : ipHdr + 40;
+  if (csumStart < ipHdr || csumStart > maxStart) return false;
+  if (csumStart + (meta & META_UDP ? 8 : 20) > len) return false;
+  if (!(meta & META_GSO)) return true;
+  if (meta & META_UDP || gsoSize < MIN_GSO_SIZE) return false;
+  if (version === 4) return (meta & META_GSO) === META_GSO_TCP4 && buf[off + 9] === 6;
+  return (meta & META_GSO) === META_GSO_TCP6;
+}
+
 export function toPlainPackets(
   buf: Uint8Array,
   off: number,
@@ -291,7 +321,8 @@ export function toPlainPackets(
   emit: (buf: Uint8Array, off: number, len: number) => void,
 ): boolean {
   if (meta & META_GSO) {
-    const need = len + Math.ceil(len / Math.max(gsoSize, 1)) * (csumStart + 60);
+    if (!offloadMetaValid(buf, off, len, meta, csumStart, gsoSize)) return false;
+    const need = len + Math.ceil(len / gsoSize) * (csumStart + 60);
     if (scratch.length < need) scratch = new Uint8Array(Math.max(need, 2 * scratch.length));
     // The scratch buffer is reused: emit must consume (or copy) each segment before returning.
     return segmentTcp(buf, off, len, csumStart, gsoSize, scratch, emit) > 0;

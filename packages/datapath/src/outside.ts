@@ -5,6 +5,7 @@ import {
   META_GSO,
   META_KNOWN,
   META_PARTIAL,
+  offloadMetaValid,
   toPlainPackets,
   VNET_HDR_BYTES,
   writeVnetHdr,
@@ -32,7 +33,8 @@ export class Outside {
       link.counters.drop("badFrame");
       return;
     }
-    const hops = frame[1] as number;
+    // A peer cannot make packets live longer than our own hop limit allows.
+    const hops = Math.min(frame[1] as number, this.fib.hopLimit);
     const end = frame.length;
     let off = FRAME_HEADER;
     while (off < end) {
@@ -60,7 +62,11 @@ export class Outside {
         break;
       }
       link.counters.rx(1, len);
-      this.deliver(link, frame, off, len, hops, meta, csumStart, gsoSize);
+      if (offloadMetaValid(frame, off, len, meta, csumStart, gsoSize)) {
+        this.deliver(link, frame, off, len, hops, meta, csumStart, gsoSize);
+      } else {
+        link.counters.drop("malformed");
+      }
       off += len;
     }
     if (this.touched.length > 0) {
@@ -162,8 +168,7 @@ export class Outside {
       return;
     }
     if (meta === 0) {
-      if (vnic.write(buf, off, len)) counters.tx(1, len);
-      else counters.drop("vnicFull");
+      this.writePlain(buf, off, len);
       return;
     }
     if (!vnic.offload) {
@@ -190,7 +195,16 @@ export class Outside {
 
   private readonly writePlain = (buf: Uint8Array, off: number, len: number): void => {
     const vnic = this.fib.vnic;
-    if (vnic?.write(buf, off, len)) this.fib.vnicCounters.tx(1, len);
-    else this.fib.vnicCounters.drop("vnicFull");
+    const counters = this.fib.vnicCounters;
+    let ok: boolean | undefined;
+    try {
+      ok = vnic?.write(buf, off, len);
+    } catch {
+      // The kernel (or the binding's own bounds check) refused a packet a peer sent.
+      counters.drop("vnicRejected");
+      return;
+    }
+    if (ok) counters.tx(1, len);
+    else counters.drop("vnicFull");
   };
 }

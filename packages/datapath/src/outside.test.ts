@@ -1,0 +1,85 @@
+import { describe, expect, it } from "vitest";
+import { Counters } from "./counters.js";
+import { Fib, type VnicDevice } from "./fib.js";
+import type { Link } from "./link.js";
+import { Outside } from "./outside.js";
+
+const PEER = "a".repeat(32);
+
+function setup(own4: string, own6: string | null, write: VnicDevice["write"]) {
+  const fib = new Fib();
+  fib.setOwnAddresses(own4, own6);
+  fib.setRoute("10.10.0.2/32", PEER, null, null);
+  fib.setRoute("fd50::2/128", PEER, null, null);
+  fib.vnic = { name: "t", offload: false, write, close() {} } as VnicDevice;
+  const link = { peerUid: PEER, counters: new Counters() } as unknown as Link;
+  return { fib, link, outside: new Outside(fib) };
+}
+
+/** A type-2 frame with one TCP4 super-packet from 10.10.0.2 to 10.10.0.1 and the given offload fields. */
+function superPacketFrame(csumStart: number, gsoSize: number, len = 65535): Buffer {
+  const frame = Buffer.alloc(2 + 5 + len);
+  frame[0] = 2;
+  frame[1] = 4;
+  frame[2] = 0x05; // PARTIAL | GSO_TCP4
+  frame.writeUInt16BE(csumStart, 3);
+  frame.writeUInt16BE(gsoSize, 5);
+  const p = 7;
+  frame[p] = 0x45;
+  frame.writeUInt16BE(len, p + 2);
+  frame[p + 8] = 64;
+  frame[p + 9] = 6;
+  frame.set([10, 10, 0, 2], p + 12);
+  frame.set([10, 10, 0, 1], p + 16);
+  frame[p + 20 + 12] = 0x50;
+  return frame;
+}
+
+describe("Outside with hostile frames from a member", () => {
+  it("drops offload metadata that does not fit the packet instead of allocating or looping", () => {
+    let writes = 0;
+    const { link, outside } = setup("10.10.0.1", null, () => {
+      writes++;
+      return true;
+    });
+    for (const [csumStart, gsoSize] of [
+      [0xffff, 1], // huge checksum start: used to size a 4 GB buffer
+      [20, 1], // 1-byte segments: used to cost 65k vNIC writes
+      [60, 1400], // checksum start beyond the IPv4 header
+    ] as const) {
+      expect(() => outside.onFrame(link, superPacketFrame(csumStart, gsoSize))).not.toThrow();
+    }
+    expect(writes).toBe(0);
+    expect(link.counters.snapshot().drops.malformed).toBe(3);
+  });
+
+  it("still segments a well-formed super-packet for a vNIC without offload", () => {
+    let writes = 0;
+    const { link, outside } = setup("10.10.0.1", null, () => {
+      writes++;
+      return true;
+    });
+    outside.onFrame(link, superPacketFrame(20, 1400, 20 + 20 + 14_000));
+    expect(writes).toBe(10);
+  });
+
+  it("survives a vNIC that refuses a packet (an IPv6 packet longer than 65535 bytes)", () => {
+    const { fib, link, outside } = setup("10.10.0.1", "fd50::1", (_b, _o, n) => {
+      if (n > 65535) throw new RangeError("tuntap: packet longer than 65535 bytes");
+      return true;
+    });
+    const len = 40 + 65535;
+    const frame = Buffer.alloc(2 + len);
+    frame[0] = 1;
+    frame[1] = 4;
+    frame[2] = 0x60;
+    frame.writeUInt16BE(65535, 2 + 4);
+    frame[2 + 6] = 17;
+    frame.set([0xfd, 0x50], 2 + 8);
+    frame[2 + 23] = 2;
+    frame.set([0xfd, 0x50], 2 + 24);
+    frame[2 + 39] = 1;
+    expect(() => outside.onFrame(link, frame)).not.toThrow();
+    expect(fib.vnicCounters.snapshot().drops.vnicRejected).toBe(1);
+  });
+});
