@@ -539,6 +539,9 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
         break;
       }
       if (static_cast<size_t>(n) <= hdr) continue;  // no packet behind the header: skip
+      // The kernel returns a packet's full length even when it truncated it to our slot (e.g. a
+      // device with gso_max_size above 64 KiB): never account for bytes we do not have.
+      if (static_cast<size_t>(n) > kReadSlot + hdr) continue;
       off += hdr;
       n -= static_cast<ssize_t>(hdr);
       offp[count] = static_cast<uint32_t>(off);
