@@ -72,6 +72,9 @@ export interface ControllerStatus {
   peers: Record<string, { jid: string; name?: string; ipv4?: string; ipv6?: string }>;
 }
 
+/** After the first roster: time for presence to settle before adopted state is checked. */
+const ADOPTED_CHECK_MS = 8000;
+
 export function defaultStatusFile(tokenFile: string): string {
   return join(dirname(tokenFile), "controller-status.json");
 }
@@ -93,6 +96,7 @@ export class Controller {
   private statusTimer: NodeJS.Timeout | null = null;
   private stopped = false;
   private readonly unknownSenderLogged = new Set<string>();
+  private adoptedChecked = false;
 
   constructor(private readonly opts: ControllerOptions) {
     const { config, logger, policy } = opts;
@@ -198,6 +202,12 @@ export class Controller {
     this.datapath.on("icc.message", (n) => this.hook("onIccMessage", () => p.onIccMessage?.(n)));
 
     this.xmpp.on("roster", (items: RosterItem[]) => {
+      if (!this.adoptedChecked) {
+        // Links and routes adopted at start belong to whoever was a member then: once the roster and
+        // presence have settled, drop those of peers that are no members now.
+        this.adoptedChecked = true;
+        setTimeout(() => void this.dropAdoptedNonMembers(), ADOPTED_CHECK_MS).unref();
+      }
       this.admission.setRoster(items);
       this.refreshMembers();
       this.hook("onRosterChanged", () => p.onRosterChanged?.(items));
@@ -245,8 +255,11 @@ export class Controller {
     for (const [uid, m] of next) {
       const old = this.members.get(uid);
       this.members.set(uid, m);
-      if (!old) this.hook("onPeerOnline", () => this.opts.policy.onPeerOnline?.(m));
-      else if (old.fullJid !== m.fullJid)
+      if (!old) {
+        // A link adopted from the datapath at start learns where its peer is now.
+        void this.links.updatePeer({ uid, bareJid: m.bareJid, fullJid: m.fullJid });
+        this.hook("onPeerOnline", () => this.opts.policy.onPeerOnline?.(m));
+      } else if (old.fullJid !== m.fullJid)
         void this.links.updatePeer({ uid, bareJid: m.bareJid, fullJid: m.fullJid });
       else if (old.tincan.ipv4 !== m.tincan.ipv4 || old.tincan.ipv6 !== m.tincan.ipv6) {
         this.hook("onPeerOnline", () => this.opts.policy.onPeerOnline?.(m));
@@ -298,6 +311,20 @@ export class Controller {
       this.hook("onDatapathRestarted", () => this.opts.policy.onDatapathRestarted?.());
     } catch (err) {
       this.log.error("re-sync with the restarted datapath failed", { error: (err as Error).message });
+    }
+  }
+
+  private async dropAdoptedNonMembers(): Promise<void> {
+    if (this.stopped) return;
+    for (const link of this.links.links()) {
+      if (this.members.has(link.peer.uid)) continue;
+      this.log.info("removing an adopted link of a peer that is no member now", { peerUid: link.peer.uid });
+      await this.links.removeLink(link.peer.uid, "not a member").catch(() => {});
+    }
+    for (const r of [...this.routeTable.values()]) {
+      if (this.members.has(r.peerUid)) continue;
+      this.log.info("removing an adopted route of a peer that is no member now", { prefix: r.prefix });
+      await this.removeRoute(r.prefix).catch(() => {});
     }
   }
 

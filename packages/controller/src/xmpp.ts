@@ -138,6 +138,7 @@ export class XmppSession extends EventEmitter implements SignalSender {
   private pingTimer: NodeJS.Timeout | null = null;
   private settleTimer: NodeJS.Timeout | null = null;
   private readonly badPresenceLogged = new Set<string>();
+  private readonly badSignalLogged = new Set<string>();
   private stopping = false;
   private myFullJid: string | null = null;
 
@@ -367,7 +368,11 @@ export class XmppSession extends EventEmitter implements SignalSender {
       return;
     }
     if (!parsed.ok) {
-      this.log.warn("ignored an invalid signal", { from, error: parsed.error });
+      // Anyone can send us messages: log once per sender, not per stanza.
+      if (!this.badSignalLogged.has(from) && this.badSignalLogged.size < 1024) {
+        this.badSignalLogged.add(from);
+        this.log.warn("ignored an invalid signal (logged once per sender)", { from, error: parsed.error });
+      }
       return;
     }
     let bare: string;

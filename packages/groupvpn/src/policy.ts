@@ -11,6 +11,8 @@ import { NeighborLinks } from "./neighbors.js";
 
 type Config = Pick<GroupVpnConfig, "vnic" | "links">;
 
+const VIA_COOLDOWN_MS = 60_000;
+
 /**
  * GroupVPN: every member of one XMPP roster group owns one address of a shared subnet, and its UID
  * is derived from that address, so a destination address names the node to link to.
@@ -22,6 +24,8 @@ export class GroupPolicy implements Policy {
   private readonly neighbors = new NeighborLinks();
   /** Peers with a connected link (for routing via, and for link announcements). */
   private readonly connected = new Set<string>();
+  /** When each peer was last routed via a neighbour (see onLinkSetup). */
+  private readonly viaUsedAt = new Map<string, number>();
   private ctl: Controller | null = null;
 
   constructor(private readonly config: Config) {
@@ -67,6 +71,7 @@ export class GroupPolicy implements Policy {
     const ctl = this.required();
     this.neighbors.forget(peer.tincan.uid);
     this.connected.delete(peer.tincan.uid);
+    this.viaUsedAt.delete(peer.tincan.uid);
     for (const prefix of prefixesOf(peer)) await ctl.removeRoute(prefix).catch(() => {});
   }
 
@@ -77,14 +82,33 @@ export class GroupPolicy implements Policy {
     await ctl.links.ensureLink(this.ref(member), { pinned: this.proactive });
   }
 
-  /** While a link is being set up, route the peer via a neighbour that has a link to it. */
+  /**
+   * While a link is being set up, route the peer via a neighbour that has a link to it. A
+   * neighbour's claim is not verified, so a relay is used at most once per peer per
+   * VIA_COOLDOWN_MS and only for the setup's duration: then the route goes back to direct.
+   */
   async onLinkSetup(e: LinkEvent): Promise<void> {
     const ctl = this.required();
-    const member = ctl.peer(e.peer.uid);
-    const via = this.neighbors.relayFor(e.peer.uid, this.connected);
-    if (!member || !via) return;
+    const uid = e.peer.uid;
+    const member = ctl.peer(uid);
+    const via = this.neighbors.relayFor(uid, this.connected);
+    const last = this.viaUsedAt.get(uid);
+    if (!member || !via || (last !== undefined && Date.now() - last < VIA_COOLDOWN_MS)) return;
+    this.viaUsedAt.set(uid, Date.now());
     ctl.log.info("routing via a neighbour while the link is set up", { peer: member.bareJid, via });
-    for (const prefix of prefixesOf(member)) await ctl.setRoute({ prefix, peerUid: e.peer.uid, via });
+    for (const prefix of prefixesOf(member)) await ctl.setRoute({ prefix, peerUid: uid, via });
+    const limit = setTimeout(() => void this.endVia(uid, via), this.config.links.setupTimeoutSec * 1000);
+    limit.unref();
+  }
+
+  /** The setup took too long: stop relaying through `via` (the route goes back to direct). */
+  private async endVia(uid: string, via: string): Promise<void> {
+    const ctl = this.required();
+    if (this.connected.has(uid)) return;
+    for (const r of ctl.routes()) {
+      if (r.peerUid === uid && r.via === via)
+        await ctl.setRoute({ prefix: r.prefix, peerUid: uid }).catch(() => {});
+    }
   }
 
   async onLinkUp(e: LinkEvent): Promise<void> {
