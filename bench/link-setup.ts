@@ -7,7 +7,7 @@
 import { parseArgs } from "node:util";
 import { Lab } from "../test/lab/index.js";
 import { waitFor } from "../test/support/datapath-driver.js";
-import { PASSWORD, VpnNode } from "../test/support/vpn-node.js";
+import { addGroupNodes, labUsers, type VpnNode } from "../test/support/vpn-node.js";
 
 const { values } = parseArgs({
   options: {
@@ -28,23 +28,11 @@ const percentile = (xs: number[], p: number) => {
 const lab = await Lab.create({ prefix: "bls" });
 try {
   const names = ["src", ...Array.from({ length: TARGETS }, (_, i) => `t${i + 1}`)];
-  const prosody = await lab.startProsody({
-    users: names.map((name) => ({ name, password: PASSWORD })),
-    groups: { lab: names },
+  const prosody = await lab.startProsody({ users: labUsers(names), groups: { lab: names } });
+  const nodes = await addGroupNodes(lab, prosody, names, "10.10.3", {
+    links: { policy: "on-demand", idleTimeoutSec: 1 },
+    logLevel: process.env.LOG_LEVEL ?? "info",
   });
-  const nodes: VpnNode[] = [];
-  for (const [i, user] of names.entries()) {
-    const host = await lab.addHost(user);
-    nodes.push(
-      new VpnNode(lab, host, {
-        user,
-        ipv4: `10.10.3.${i + 1}/16`,
-        prosody,
-        links: { policy: "on-demand", idleTimeoutSec: 1 },
-        logLevel: process.env.LOG_LEVEL ?? "info",
-      }),
-    );
-  }
   await Promise.all(nodes.map((n) => n.start()));
   await new Promise((r) => setTimeout(r, 2000)); // presence settles
   const [src, ...targets] = nodes as [VpnNode, ...VpnNode[]];

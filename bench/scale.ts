@@ -6,7 +6,7 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { Lab } from "../test/lab/index.js";
-import { PASSWORD, VpnNode } from "../test/support/vpn-node.js";
+import { addGroupNodes, labUsers } from "../test/support/vpn-node.js";
 
 const { values } = parseArgs({ options: { nodes: { type: "string", default: "20" } } });
 const N = Number(values.nodes);
@@ -43,23 +43,11 @@ function sum(pids: number[]) {
 const lab = await Lab.create({ prefix: "bsc" });
 try {
   const names = Array.from({ length: N }, (_, i) => `n${i + 1}`);
-  const prosody = await lab.startProsody({
-    users: names.map((name) => ({ name, password: PASSWORD })),
-    groups: { lab: names },
+  const prosody = await lab.startProsody({ users: labUsers(names), groups: { lab: names } });
+  const nodes = await addGroupNodes(lab, prosody, names, "10.10.4", {
+    links: { policy: "proactive", maxLinks: 256 },
+    logLevel: "info",
   });
-  const nodes: VpnNode[] = [];
-  for (const [i, user] of names.entries()) {
-    const host = await lab.addHost(user);
-    nodes.push(
-      new VpnNode(lab, host, {
-        user,
-        ipv4: `10.10.4.${i + 1}/16`,
-        prosody,
-        links: { policy: "proactive", maxLinks: 256 },
-        logLevel: "info",
-      }),
-    );
-  }
   const t0 = Date.now();
   await Promise.all(nodes.map((n) => n.start()));
   const running = Date.now();

@@ -8,10 +8,9 @@ import { uidForIpv4 } from "@tincan/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type CoturnHandle, Lab, type ProsodyHandle } from "./lab/index.js";
 import { REPO, waitFor } from "./support/datapath-driver.js";
-import { PASSWORD, VpnNode } from "./support/vpn-node.js";
+import { addGroupNodes, labUsers, PASSWORD, VpnNode } from "./support/vpn-node.js";
 
 const can = Lab.canRun();
-const users = (names: string[]) => names.map((name) => ({ name, password: PASSWORD }));
 
 async function pingAllPairs(nodes: VpnNode[]): Promise<string[]> {
   const failures: string[] = [];
@@ -37,18 +36,8 @@ describe.skipIf(!can.ok)("GroupVPN, 3 nodes on a flat network, proactive", () =>
   beforeAll(async () => {
     lab = await Lab.create({ prefix: "gvp" });
     const names = ["alice", "bob", "carol"];
-    const prosody = await lab.startProsody({ users: users(names), groups: { lab: names } });
-    for (const [i, user] of names.entries()) {
-      const host = await lab.addHost(user);
-      nodes.push(
-        new VpnNode(lab, host, {
-          user,
-          ipv4: `10.10.0.${i + 1}/16`,
-          prosody,
-          links: { policy: "proactive" },
-        }),
-      );
-    }
+    const prosody = await lab.startProsody({ users: labUsers(names), groups: { lab: names } });
+    nodes.push(...(await addGroupNodes(lab, prosody, names, "10.10.0", { links: { policy: "proactive" } })));
   });
 
   afterAll(async () => {
@@ -104,18 +93,12 @@ describe.skipIf(!can.ok)("GroupVPN, 4 nodes, on-demand links with idle trimming"
   beforeAll(async () => {
     lab = await Lab.create({ prefix: "gvo" });
     const names = ["n1", "n2", "n3", "n4"];
-    prosody = await lab.startProsody({ users: users([...names, "mallory"]), groups: { lab: names } });
-    for (const [i, user] of names.entries()) {
-      const host = await lab.addHost(user);
-      nodes.push(
-        new VpnNode(lab, host, {
-          user,
-          ipv4: `10.10.1.${i + 1}/16`,
-          prosody,
-          links: { policy: "on-demand", idleTimeoutSec: 8 },
-        }),
-      );
-    }
+    prosody = await lab.startProsody({ users: labUsers([...names, "mallory"]), groups: { lab: names } });
+    nodes.push(
+      ...(await addGroupNodes(lab, prosody, names, "10.10.1", {
+        links: { policy: "on-demand", idleTimeoutSec: 8 },
+      })),
+    );
     await Promise.all(nodes.map((n) => n.start()));
   });
 
@@ -211,7 +194,7 @@ describe.skipIf(!can.ok)("GroupVPN through NAT routers with STUN/TURN", () => {
   beforeAll(async () => {
     lab = await Lab.create({ prefix: "gvn" });
     const names = ["open", "natted", "sym1", "sym2"];
-    prosody = await lab.startProsody({ users: users(names), groups: { lab: names } });
+    prosody = await lab.startProsody({ users: labUsers(names), groups: { lab: names } });
     coturn = await lab.startCoturn({ user: "turnuser", password: "turnpass" });
     const hosts = [
       await lab.addHost("open"),

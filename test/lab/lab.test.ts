@@ -106,7 +106,8 @@ describe.skipIf(!can.ok)("network lab", () => {
 
     const aliceRoster = await xmppRoster(h2, xmpp, "alice", users.alice);
     expect(aliceRoster).toEqual([{ jid: "bob@lab.local", subscription: "both", groups: ["lab"] }]);
-    const carolRoster = await xmppRoster(h3, xmpp, "carol", users.carol);
+    // From a lossless host: this checks the roster, not TCP through the lossy symmetric NAT.
+    const carolRoster = await xmppRoster(h1, xmpp, "carol", users.carol);
     expect(carolRoster).toEqual([]);
     await expect(xmppRoster(h1, xmpp, "alice", "wrong")).rejects.toThrow(/not-authorized|auth/i);
 

@@ -152,3 +152,27 @@ export class VpnNode {
     await this.tincan?.stop(5000);
   }
 }
+
+/**
+ * Adds one flat host per user to the lab and a GroupVPN node on it at `<subnet>.<i+1>/16`
+ * (not started). `subnet` is the first three octets, e.g. "10.10.3".
+ */
+export async function addGroupNodes(
+  lab: Lab,
+  prosody: ProsodyHandle,
+  users: string[],
+  subnet: string,
+  opts: Partial<Omit<NodeOptions, "user" | "ipv4" | "prosody">> = {},
+): Promise<VpnNode[]> {
+  const nodes: VpnNode[] = [];
+  for (const [i, user] of users.entries()) {
+    const host = await lab.addHost(user);
+    nodes.push(new VpnNode(lab, host, { ...opts, user, ipv4: `${subnet}.${i + 1}/16`, prosody }));
+  }
+  return nodes;
+}
+
+/** XMPP accounts for the lab's prosody, all with the shared test password. */
+export function labUsers(names: string[]): { name: string; password: string }[] {
+  return names.map((name) => ({ name, password: PASSWORD }));
+}
