@@ -7,6 +7,8 @@
 
 export const FRAME_FRAGMENT = 0x03;
 export const FRAGMENT_HEADER = 5;
+/** Largest fragment payload accepted (a jumbo-frame datagram), so reassembly stays <= 255 x 9 KB. */
+const MAX_FRAGMENT_BYTES = 9000;
 const MAX_FRAGMENTS = 255;
 
 /** Sends buf[start..end) as one RTP packet; the first `headroom` bytes are free for its header. */
@@ -90,7 +92,8 @@ export class Reassembler {
   push(packet: Buffer, start: number): Buffer | null {
     const data = start + FRAGMENT_HEADER;
     const n = packet.length - data;
-    if (n <= 0 || packet[start] !== FRAME_FRAGMENT) {
+    // A fragment is one datagram's payload: a bigger one is not ours (and would size the buffer).
+    if (n <= 0 || n > MAX_FRAGMENT_BYTES || packet[start] !== FRAME_FRAGMENT) {
       this.malformed++;
       return null;
     }
