@@ -292,6 +292,7 @@ export class Datapath {
   private dropLink(link: Link): void {
     if (this.fib.links.get(link.peerUid) === link) this.fib.links.delete(link.peerUid);
     this.inside.forgetLink(link);
+    this.outside.forgetLink(link);
     link.close();
   }
 

@@ -33,6 +33,11 @@ export const RTP_HEADER = 12;
 const RTP_PAYLOAD_TYPE = 96;
 /** Media section id of the packet track in the SDP. */
 const PKT_MID = "pkt";
+
+interface RemoteCandidates {
+  candidates: string[];
+  mid: string;
+}
 /** Underlay headers around an RTP frame: IPv6 40 + UDP 8 + TURN channel 4 + RTP 12 + SRTP tag 16. */
 const RTP_OVERHEAD = 80;
 
@@ -117,6 +122,9 @@ export class Link {
       iceServers: toIceServers(options.ice, options.relayOnly),
       iceTransportPolicy: options.relayOnly ? "relay" : "all",
       mtu: options.underlayMtu,
+      // We say when descriptions are made: automatic negotiation raced adding the answerer's track
+      // against applying the offer ("Got a remote candidate without ICE transport").
+      disableAutoNegotiation: true,
     });
     this.pc.onLocalDescription((sdp, type) => {
       const waiter = this.descriptionWaiter;
@@ -136,6 +144,7 @@ export class Link {
     const description = this.nextDescription();
     if (this.rtp) this.addTrack();
     this.openChannels();
+    this.pc.setLocalDescription("offer");
     // We take the DTLS client role. With the default (the answerer is the client), the answerer's
     // ClientHello reaches us before its answer has come through signalling, is dropped, and is
     // only resent after DTLS's 1 s retransmission timeout. As client, we start DTLS when we have
@@ -153,15 +162,47 @@ export class Link {
     // Our track must exist before the offer is applied so the answer pairs it with the offer's
     // (an offer from a datapath without one gets none: frames stay on the data channel).
     if (this.rtp && new RegExp(`^a=mid:${PKT_MID}\\s*$`, "m").test(offer.sdp)) this.addTrack();
-    this.pc.setRemoteDescription(this.withoutExcludedCandidates(offer.sdp), "offer");
+    const candidates = this.applyRemoteDescription(offer.sdp, "offer");
     this.openChannels();
+    this.pc.setLocalDescription("answer");
+    this.addDescriptionCandidates(candidates);
     return description;
   }
 
   /** Applies the remote answer (offering side). */
   complete(answer: SessionDescription): void {
     if (answer.type !== "answer") throw new Error("description.type must be answer");
-    this.pc.setRemoteDescription(this.withoutExcludedCandidates(answer.sdp), "answer");
+    this.addDescriptionCandidates(this.applyRemoteDescription(answer.sdp, "answer"));
+  }
+
+  /**
+   * Applies a remote description without its candidate lines and returns them: libdatachannel
+   * sometimes refuses candidates inside a description ("Got a remote candidate without ICE
+   * transport") when several connections start at once; added one by one afterwards they work.
+   */
+  private applyRemoteDescription(sdp: string, type: "offer" | "answer"): RemoteCandidates {
+    const lines = this.withoutExcludedCandidates(sdp).split(/\r?\n/);
+    const candidates = lines.filter((l) => l.startsWith("a=candidate:")).map((l) => l.slice(2));
+    // Bundled: every candidate belongs to the first media section.
+    const mid = /^a=mid:(\S+)/m.exec(sdp)?.[1] ?? "0";
+    this.pc.setRemoteDescription(lines.filter((l) => !l.startsWith("a=candidate:")).join("\r\n"), type);
+    return { candidates, mid };
+  }
+
+  private addDescriptionCandidates({ candidates, mid }: RemoteCandidates, retry = true): void {
+    const failed: string[] = [];
+    for (const c of candidates) {
+      try {
+        this.pc.addRemoteCandidate(c, mid);
+      } catch {
+        failed.push(c);
+      }
+    }
+    if (failed.length > 0 && retry) {
+      setTimeout(() => {
+        if (!this.closed) this.addDescriptionCandidates({ candidates: failed, mid }, false);
+      }, 50).unref();
+    }
   }
 
   /** Adds a trickled remote candidate; returns false when it was filtered out. */

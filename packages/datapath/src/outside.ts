@@ -139,18 +139,18 @@ export class Outside {
       return;
     }
     let builder = this.transitBuilders.get(next);
-    if (!builder || next.isClosed) {
+    if (!builder) {
       builder = new FrameBuilder(next, 16_384, hops - 1);
       this.transitBuilders.set(next, builder);
-      this.forgetClosed();
     }
     builder.setHopLimit(hops - 1);
     if (builder.isEmpty) this.touched.push(builder);
     builder.append(buf, off, len, meta, csumStart, gsoSize);
   }
 
-  private forgetClosed(): void {
-    for (const l of this.transitBuilders.keys()) if (l.isClosed) this.transitBuilders.delete(l);
+  /** A removed link's transit frame buffer goes with it. */
+  forgetLink(link: Link): void {
+    this.transitBuilders.delete(link);
   }
 
   private writeToVnic(
