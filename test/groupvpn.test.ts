@@ -8,7 +8,7 @@ import { uidForIpv4 } from "@tincan/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type CoturnHandle, Lab, type ProsodyHandle } from "./lab/index.js";
 import { REPO, waitFor } from "./support/datapath-driver.js";
-import { addGroupNodes, labUsers, PASSWORD, VpnNode } from "./support/vpn-node.js";
+import { addGroupNodes, fullJidOf, labUsers, sendRogueOffers, VpnNode } from "./support/vpn-node.js";
 
 const can = Lab.canRun();
 
@@ -154,25 +154,9 @@ describe.skipIf(!can.ok)("GroupVPN, 4 nodes, on-demand links with idle trimming"
     const [n1] = nodes as [VpnNode];
     const rogueHost = await lab.addHost("mallory");
     // n1's full JID: its resource is random; read it from n1's status file via tincanctl.
-    const status = await n1.status();
-    const jid = (status.controller as { jid: string }).jid;
+    const jid = await fullJidOf(n1);
     expect(jid).toMatch(/^n1@lab\.local\//);
-    const r = await rogueHost.exec(
-      [
-        "node",
-        "--import",
-        "tsx",
-        join(REPO, "test/support/rogue-offer.ts"),
-        prosody.service,
-        prosody.domain,
-        "mallory",
-        PASSWORD,
-        prosody.caFile,
-        jid,
-        uidForIpv4(n1.address),
-      ],
-      { cwd: join(REPO, "test"), timeoutMs: 30_000 },
-    );
+    const r = await sendRogueOffers(rogueHost, prosody, "mallory", jid, uidForIpv4(n1.address));
     expect(r.code, r.stderr).toBe(0);
     await new Promise((res) => setTimeout(res, 1000));
     expect((await n1.links()).map((l) => l.peerUid)).not.toContain(uidForIpv4("10.10.0.66"));

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ulaForUid } from "../packages/socialvpn/src/ula.js";
 import { Lab, type ProsodyHandle, startUdpEcho, udpProbe, waitListening } from "./lab/index.js";
 import { REPO, waitFor } from "./support/datapath-driver.js";
-import { PASSWORD, VpnNode } from "./support/vpn-node.js";
+import { fullJidOf, labUsers, PASSWORD, sendRogueOffers, VpnNode } from "./support/vpn-node.js";
 
 const can = Lab.canRun();
 const BUDDY = join(REPO, "test/support/xmpp-buddy.mjs");
@@ -55,7 +55,7 @@ describe.skipIf(!can.ok)("SocialVPN, Alice-Bob and Bob-Carol buddies", () => {
   beforeAll(async () => {
     lab = await Lab.create({ prefix: "svp" });
     prosody = await lab.startProsody({
-      users: ["alice", "bob", "carol"].map((name) => ({ name, password: PASSWORD })),
+      users: labUsers(["alice", "bob", "carol"]),
     });
     await buddyOp("befriend", "alice", "bob");
     await buddyOp("befriend", "bob", "carol");
@@ -161,25 +161,9 @@ describe.skipIf(!can.ok)("SocialVPN, Alice-Bob and Bob-Carol buddies", () => {
     expect(await routesOf(carol, uid("alice"))).toEqual([]);
     const r = await alice.host.exec(["ping", "-6", "-c", "1", "-W", "1", ula("carol")]);
     expect(r.code).not.toBe(0);
-    const status = await carol.status();
-    const carolJid = (status.controller as { jid: string }).jid;
+    const carolJid = await fullJidOf(carol);
     expect(carolJid).toMatch(/^carol@lab\.local\//);
-    const rogue = await alice.host.exec(
-      [
-        "node",
-        "--import",
-        "tsx",
-        join(REPO, "test/support/rogue-offer.ts"),
-        prosody.service,
-        prosody.domain,
-        "alice",
-        PASSWORD,
-        prosody.caFile,
-        carolJid,
-        uid("carol"),
-      ],
-      { cwd: join(REPO, "test"), timeoutMs: 30_000 },
-    );
+    const rogue = await sendRogueOffers(alice.host, prosody, "alice", carolJid, uid("carol"));
     expect(rogue.code, rogue.stderr).toBe(0);
     await new Promise((res) => setTimeout(res, 1000));
     expect((await carol.links()).map((l) => l.peerUid)).not.toContain(uid("alice"));

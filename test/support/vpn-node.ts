@@ -176,3 +176,37 @@ export async function addGroupNodes(
 export function labUsers(names: string[]): { name: string; password: string }[] {
   return names.map((name) => ({ name, password: PASSWORD }));
 }
+
+/** The controller's own full JID (its resource is random), from `tincanctl status --json`. */
+export async function fullJidOf(node: VpnNode): Promise<string> {
+  return ((await node.status()).controller as { jid: string }).jid;
+}
+
+/**
+ * From `host`, logs in as `user` (who must not be allowed to link with the target) and sends link
+ * offers straight to `targetJid` (test/support/rogue-offer.ts). Resolves with the script's result.
+ */
+export function sendRogueOffers(
+  host: Host,
+  prosody: ProsodyHandle,
+  user: string,
+  targetJid: string,
+  targetUid: string,
+) {
+  return host.exec(
+    [
+      "node",
+      "--import",
+      "tsx",
+      join(REPO, "test/support/rogue-offer.ts"),
+      prosody.service,
+      prosody.domain,
+      user,
+      PASSWORD,
+      prosody.caFile,
+      targetJid,
+      targetUid,
+    ],
+    { cwd: join(REPO, "test"), timeoutMs: 30_000 },
+  );
+}

@@ -11,24 +11,11 @@
 //        {"removedAt": <ms since epoch when the server answered>, "subscription": ...}
 //   node xmpp-buddy.mjs SERVICE DOMAIN CAFILE PASSWORD badpresence USER RESOURCE
 //        USER logs in as RESOURCE and sends a presence with a malformed <tincan> child
-import { readFileSync } from "node:fs";
-import { createRequire } from "node:module";
-import { dirname, resolve } from "node:path";
-import tls from "node:tls";
-import { fileURLToPath, pathToFileURL } from "node:url";
+
+import { loadXmppClient } from "../lab/tools/xmpp-lab-client.mjs";
 
 const [service, domain, caFile, password, cmd, a, b] = process.argv.slice(2);
-const here = dirname(fileURLToPath(import.meta.url));
-const require = createRequire(resolve(here, "../../packages/controller/package.json"));
-const clientDir = dirname(require.resolve("@xmpp/client/package.json"));
-const { client, xml } = await import(pathToFileURL(resolve(clientDir, "index.js")).href);
-
-const ca = readFileSync(caFile, "utf8");
-const origConnect = tls.connect;
-tls.connect = (options, ...rest) =>
-  typeof options === "object" && options !== null
-    ? origConnect.call(tls, { ca, ...options }, ...rest)
-    : origConnect.call(tls, options, ...rest);
+const { client, xml } = await loadXmppClient(caFile);
 
 const NS_ROSTER = "jabber:iq:roster";
 const timer = setTimeout(() => {

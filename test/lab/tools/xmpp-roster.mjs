@@ -2,28 +2,12 @@
 // Log in with @xmpp/client (from packages/controller's dependencies), trusting the server's
 // certificate through tls `ca` (verification stays on), and print the roster as JSON:
 // [{jid, subscription, groups: [..]}]. Verification stays on: the CA is added to tls.connect's
-// options. (@xmpp/starttls 0.14 calls tls.connect({socket, host}) with no way to pass `ca`, so we
-// wrap tls.connect; the alternative is NODE_EXTRA_CA_CERTS, read only at process start.)
+// options (see xmpp-lab-client.mjs).
 // usage: node xmpp-roster.mjs SERVICE DOMAIN USER PASSWORD CAFILE
-import { readFileSync } from "node:fs";
-import { createRequire } from "node:module";
-import { dirname, resolve } from "node:path";
-import tls from "node:tls";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { loadXmppClient } from "./xmpp-lab-client.mjs";
 
 const [service, domain, username, password, caFile] = process.argv.slice(2);
-const here = dirname(fileURLToPath(import.meta.url));
-const controllerPkg = resolve(here, "../../../packages/controller/package.json");
-const require = createRequire(controllerPkg);
-const clientDir = dirname(require.resolve("@xmpp/client/package.json"));
-const { client, xml } = await import(pathToFileURL(resolve(clientDir, "index.js")).href);
-
-const ca = readFileSync(caFile, "utf8");
-const origConnect = tls.connect;
-tls.connect = (options, ...rest) =>
-  typeof options === "object" && options !== null
-    ? origConnect.call(tls, { ca, ...options }, ...rest)
-    : origConnect.call(tls, options, ...rest);
+const { client, xml } = await loadXmppClient(caFile);
 
 const xmpp = client({ service, domain, username, password, resource: "lab-probe" });
 const timer = setTimeout(() => {
