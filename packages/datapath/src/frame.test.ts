@@ -83,7 +83,6 @@ function roundTrip(items: Item[], peerOffload: boolean, rtp: boolean, vnicOffloa
     maxRtpFrame: 1320,
     counters: new Counters(),
     isConnected: true,
-    isClosed: false,
     sendFrame(buf: Buffer, end: number) {
       frames.push(end - 12);
       const deliver = (b: Buffer, s: number, e: number) => {

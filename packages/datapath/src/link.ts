@@ -214,10 +214,6 @@ export class Link {
     return true;
   }
 
-  get isClosed(): boolean {
-    return this.closed;
-  }
-
   get isConnected(): boolean {
     return this.state === "connected";
   }

@@ -43,10 +43,6 @@ export function srcOffset(version: number): number {
   return version === 4 ? 12 : 8;
 }
 
-export function addressBytes(version: number): number {
-  return version === 4 ? 4 : 16;
-}
-
 export function ipv4At(buf: Uint8Array, off: number): number {
   return (
     (((buf[off] as number) << 24) |
@@ -149,12 +145,6 @@ export function parsePrefix(text: string): { bytes: Uint8Array; length: number; 
   const length = slash < 0 ? max : Number(text.slice(slash + 1));
   if (!Number.isInteger(length) || length < 0 || length > max) throw new Error(`bad prefix length: ${text}`);
   return { bytes, length, version: bytes.length === 4 ? 4 : 6 };
-}
-
-/** Canonical "network/len" text of a prefix (host bits cleared). */
-export function canonicalPrefix(text: string): string {
-  const { bytes, length, version } = parsePrefix(text);
-  return maskedPrefixText(bytes, length, version);
 }
 
 export function maskedPrefixText(bytes: Uint8Array, length: number, version: 4 | 6): string {
