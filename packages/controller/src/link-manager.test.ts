@@ -226,6 +226,29 @@ describe("relay fallback and retry", () => {
     expect(b.sig.ofType("offer")).toHaveLength(1);
   });
 
+  it("offers again at once, direct, when ICE connected but the DTLS handshake failed (twice at most)", async () => {
+    const { dp, sig, lm } = setup(SMALL, { hasTurn: true });
+    await lm.ensureLink(peer(LARGE));
+    for (let i = 0; i < 2; i++) {
+      dp.notify("link.state", { peerUid: LARGE, state: "failed", reason: "handshake" });
+      await flush();
+    }
+    const offers = sig.ofType("offer");
+    expect(offers).toHaveLength(3);
+    expect(offers.map((o) => o.relayOnly)).toEqual([false, false, false]);
+    expect(new Set(offers.map((o) => o.setup)).size).toBe(3);
+    // A third handshake failure in a row is treated like any failure: relay fallback.
+    dp.notify("link.state", { peerUid: LARGE, state: "failed", reason: "handshake" });
+    await flush();
+    expect(sig.ofType("offer").at(-1)?.relayOnly).toBe(true);
+    // An ICE failure goes to the relay straight away.
+    const b = setup(SMALL, { hasTurn: true });
+    await b.lm.ensureLink(peer(LARGE));
+    b.dp.notify("link.state", { peerUid: LARGE, state: "failed", reason: "ice" });
+    await flush();
+    expect(b.sig.ofType("offer").map((o) => o.relayOnly)).toEqual([false, true]);
+  });
+
   it("retries a timed-out setup with exponential backoff", async () => {
     const { sig, lm } = setup(SMALL);
     await lm.ensureLink(peer(LARGE));

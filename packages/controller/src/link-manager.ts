@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
-import type { LinkInfo, LinkPath, NotificationParamsOf, Signal } from "@tincan/protocol";
+import type { LinkFailure, LinkInfo, LinkPath, NotificationParamsOf, Signal } from "@tincan/protocol";
 import type { DatapathApi } from "./datapath-client.js";
 import type { Log } from "./logger.js";
 import type { SignalSender } from "./xmpp.js";
@@ -98,6 +98,8 @@ interface Rec {
   /** A datapath link may exist for this peer (link.remove needed before a new one). */
   dpLink: boolean;
   attempt: number;
+  /** Setups of this attempt re-offered at once after a failed DTLS handshake. */
+  handshakeRetries: number;
   path: LinkPath | null;
   upSince: number | null;
   lastActivity: number;
@@ -111,6 +113,7 @@ interface Rec {
 }
 
 const MAX_PENDING_CANDIDATES = 64;
+const MAX_HANDSHAKE_RETRIES = 2;
 
 export function newSetupId(): string {
   return randomBytes(9).toString("base64url");
@@ -407,6 +410,7 @@ export class LinkManager extends EventEmitter {
     rec.phase = "backoff";
     rec.setup = null;
     rec.attempt++;
+    rec.handshakeRetries = 0;
     const base = Math.min(this.opts.maxBackoffMs ?? 60_000, 1000 * 2 ** (rec.attempt - 1));
     const delay = Math.round(base * (0.9 + 0.2 * Math.random()));
     this.log.debug("link retry scheduled", { peer: rec.peer.bareJid, attempt: rec.attempt, inMs: delay });
@@ -582,7 +586,7 @@ export class LinkManager extends EventEmitter {
         case "connected":
           return this.onConnected(rec, p.path ?? null);
         case "failed":
-          return this.onFailed(rec, "failed");
+          return this.onFailed(rec, "failed", p.reason);
         case "disconnected":
           if (rec.phase === "connected" && !rec.graceTimer) {
             rec.graceTimer = setTimeout(() => {
@@ -612,6 +616,7 @@ export class LinkManager extends EventEmitter {
     this.clearTimers(rec, false);
     rec.phase = "connected";
     rec.attempt = 0;
+    rec.handshakeRetries = 0;
     rec.upSince = Date.now();
     rec.lastActivity = Date.now();
     if (rec.relayOnly && this.opts.hasTurn) rec.relayNeeded = true;
@@ -619,7 +624,7 @@ export class LinkManager extends EventEmitter {
     this.emit("link-up", this.event(rec));
   }
 
-  private async onFailed(rec: Rec, state: string): Promise<void> {
+  private async onFailed(rec: Rec, state: string, reason?: LinkFailure): Promise<void> {
     if (rec.phase === "connected") {
       if (state === "disconnected")
         this.log.info("link disconnected and did not recover", { peer: rec.peer.bareJid });
@@ -634,6 +639,14 @@ export class LinkManager extends EventEmitter {
     }
     // The offerer decides what happens to a failed setup; an answerer waits for a new offer or its timeout.
     if (state !== "failed" || rec.setup === null || rec.role !== "offerer") return;
+    if (reason === "handshake" && rec.handshakeRetries < MAX_HANDSHAKE_RETRIES) {
+      // ICE found a path; only the DTLS handshake lost a race (see the datapath's Link): the path
+      // is fine, so neither back off nor fall back to a relay.
+      rec.handshakeRetries++;
+      this.log.info("link handshake failed after ICE connected; offering again", { peer: rec.peer.bareJid });
+      await this.offer(rec, rec.relayOnly);
+      return;
+    }
     if (!rec.relayOnly && this.opts.hasTurn) {
       await this.relayFallback(rec, rec.setup, "ICE failed");
       return;
@@ -798,6 +811,7 @@ export class LinkManager extends EventEmitter {
       pendingRemote: [],
       dpLink: false,
       attempt: 0,
+      handshakeRetries: 0,
       path: null,
       upSince: null,
       lastActivity: Date.now(),

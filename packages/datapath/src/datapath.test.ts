@@ -43,42 +43,57 @@ async function until(cond: () => boolean, ms = 5000): Promise<void> {
   }
 }
 
-/** Wires two datapaths together the way a controller would, passing candidates directly. */
-async function connect(a: Node, b: Node): Promise<void> {
-  const forward = (from: Node, to: Node) => {
-    const seen = new Set<number>();
-    const pump = setInterval(() => {
-      from.notes.forEach((n, i) => {
-        if (n.method !== "link.candidate" || seen.has(i) || n.params.peerUid !== to.uid) return;
-        seen.add(i);
-        try {
-          to.dp.methods["link.addCandidate"]({
-            peerUid: from.uid,
-            candidate: n.params.candidate,
-            mid: n.params.mid,
-          });
-        } catch {}
-      });
-    }, 5);
-    return pump;
-  };
-  const t0 = Date.now();
+const linkTo = (from: Node, to: Node) => from.dp.methods["link.query"]({}).find((l) => l.peerUid === to.uid);
+
+/** Forwards `from`'s trickle candidates for `to` as they appear, like a controller would. */
+function relayCandidates(from: Node, to: Node): NodeJS.Timeout {
+  let next = 0;
+  return setInterval(() => {
+    for (; next < from.notes.length; next++) {
+      const n = from.notes[next]!;
+      if (n.method !== "link.candidate" || n.params.peerUid !== to.uid) continue;
+      try {
+        to.dp.methods["link.addCandidate"]({
+          peerUid: from.uid,
+          candidate: n.params.candidate,
+          mid: n.params.mid,
+        });
+      } catch {}
+    }
+  }, 5);
+}
+
+/** One setup between two datapaths, passing descriptions and candidates directly. */
+async function setUp(a: Node, b: Node, mangleAnswer = (sdp: string) => sdp): Promise<void> {
   const { description: offer } = await a.dp.methods["link.create"]({ peerUid: b.uid });
   const { description: answer } = await b.dp.methods["link.accept"]({ peerUid: a.uid, description: offer });
-  a.dp.methods["link.complete"]({ peerUid: b.uid, description: answer });
-  const p1 = forward(a, b);
-  const p2 = forward(b, a);
+  a.dp.methods["link.complete"]({
+    peerUid: b.uid,
+    description: { ...answer, sdp: mangleAnswer(answer.sdp) },
+  });
+  const pumps = [relayCandidates(a, b), relayCandidates(b, a)];
   try {
-    await until(
-      () =>
-        a.dp.methods["link.query"]({})[0]?.state === "connected" &&
-        b.dp.methods["link.query"]({})[0]?.state === "connected",
-    );
-    if (process.env.DEBUG_CONNECT) console.log("connect ms", Date.now() - t0, offer.sdp);
+    await until(() => {
+      const states = [linkTo(a, b)?.state, linkTo(b, a)?.state];
+      return states.every((s) => s === "connected") || states.some((s) => s === "failed" || s === "closed");
+    });
   } finally {
-    clearInterval(p1);
-    clearInterval(p2);
+    for (const p of pumps) clearInterval(p);
   }
+}
+
+/**
+ * Connects two datapaths, offering again when a setup fails the DTLS handshake, as the
+ * controller does (libdatachannel can verify the answer's fingerprint before it stored it).
+ */
+async function connect(a: Node, b: Node): Promise<void> {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    await setUp(a, b);
+    if (linkTo(a, b)?.state === "connected" && linkTo(b, a)?.state === "connected") return;
+    a.dp.methods["link.remove"]({ peerUid: b.uid });
+    b.dp.methods["link.remove"]({ peerUid: a.uid });
+  }
+  throw new Error(`no link between ${a.uid} and ${b.uid} after 3 setups`);
 }
 
 describe("Datapath over real node-datachannel links (fake vNICs)", () => {
@@ -151,5 +166,34 @@ describe("Datapath over real node-datachannel links (fake vNICs)", () => {
     await until(() => a.vnic.devices[0]!.written.length >= 1);
     expect(a.vnic.devices[0]!.written[0]!.subarray(28).toString()).toBe("back");
     expect(b.vnic.devices[0]!.written).toHaveLength(0);
+  });
+
+  it("reports a failed DTLS handshake after ICE connected as reason handshake", async () => {
+    const a = makeNode("10.10.0.1");
+    const b = makeNode("10.10.0.2");
+    nodes.push(a, b);
+    // A wrong fingerprint in the answer: ICE connects, then the offerer refuses the certificate.
+    await setUp(a, b, (sdp) =>
+      sdp.replace(/(a=fingerprint:sha-256 )([0-9A-F]{2})/, (_m, p, h) => `${p}${h === "00" ? "01" : "00"}`),
+    );
+    await until(() => a.notes.some((n) => n.method === "link.state" && n.params.state === "failed"));
+    const failed = a.notes.find((n) => n.method === "link.state" && n.params.state === "failed");
+    expect(failed?.params).toEqual({ peerUid: b.uid, state: "failed", reason: "handshake" });
+  });
+
+  it("keeps the packets queued for a setup that is removed for the next setup", async () => {
+    const a = makeNode("10.10.0.1");
+    const b = makeNode("10.10.0.2");
+    nodes.push(a, b);
+    a.dp.methods["route.set"]({ prefix: "10.10.0.2/32", peerUid: b.uid });
+    b.dp.methods["route.set"]({ prefix: "10.10.0.1/32", peerUid: a.uid });
+    await a.dp.methods["link.create"]({ peerUid: b.uid });
+    a.vnic.devices[0]!.inject(udp4("10.10.0.1", "10.10.0.2", "waits"));
+    expect(a.dp.methods["vnic.query"]({}).queued).toBe(0);
+    a.dp.methods["link.remove"]({ peerUid: b.uid });
+    expect(a.dp.methods["vnic.query"]({}).queued).toBe(1);
+    await connect(a, b);
+    await until(() => b.vnic.devices[0]!.written.length >= 1);
+    expect(b.vnic.devices[0]!.written[0]!.subarray(28).toString()).toBe("waits");
   });
 });

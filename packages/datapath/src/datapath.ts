@@ -197,8 +197,11 @@ export class Datapath {
     "link.remove": (p) => {
       const link = this.fib.links.get(p.peerUid);
       if (link) {
+        const waiting = link.isConnected ? [] : link.pending.drain();
         this.dropLink(link);
         this.log.info("link removed", { peer: p.peerUid });
+        // Packets that waited for a setup that failed wait for the next one (held as unmapped).
+        this.inside.resubmit(waiting);
       }
       return {};
     },
@@ -307,6 +310,10 @@ export class Datapath {
     if (state === "connected") {
       this.log.info("link connected", { peer: link.peerUid, path: link.path, remote: link.remote });
       this.inside.resubmit(link.pending.drain());
+    } else if (state === "failed") {
+      const why =
+        link.failure === "handshake" ? "DTLS handshake failed after ICE connected" : "ICE found no path";
+      this.log.info("link failed", { peer: link.peerUid, why });
     } else {
       this.log.info(`link ${state}`, { peer: link.peerUid });
     }
@@ -315,6 +322,7 @@ export class Datapath {
       peerUid: link.peerUid,
       state,
       ...(state === "connected" && link.path ? { path: link.path } : {}),
+      ...(state === "failed" && link.failure ? { reason: link.failure } : {}),
     });
   }
 

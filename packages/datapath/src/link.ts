@@ -1,4 +1,4 @@
-import type { LinkInfo, LinkPath, LinkState, SessionDescription } from "@tincan/protocol";
+import type { LinkFailure, LinkInfo, LinkPath, LinkState, SessionDescription } from "@tincan/protocol";
 import type { DataChannel, PeerConnection, Track } from "node-datachannel";
 import ndc from "node-datachannel";
 import { Counters } from "./counters.js";
@@ -79,6 +79,8 @@ export class Link {
   readonly pending: PacketQueue;
   state: LinkState = "new";
   path: LinkPath | null = null;
+  /** Set with state `failed`. */
+  failure: LinkFailure | null = null;
   local: string | null = null;
   remote: string | null = null;
   lastRxAt: number | null = null;
@@ -494,8 +496,14 @@ export class Link {
   private onPeerState(s: string): void {
     if (this.closed) return;
     if (s === "connecting" && this.state === "new") this.setState("connecting");
-    else if (s === "failed") this.setState("failed");
-    else if (s === "disconnected") this.setState("disconnected");
+    else if (s === "failed") {
+      // libdatachannel hands ICE the answer before it stores the answer's fingerprint; on a
+      // loaded host the DTLS handshake can finish in between and fail verification. The
+      // controller retries such a failure at once instead of treating the path as blocked.
+      // (A remote fingerprint is only known once DTLS got to the certificate check.)
+      this.failure = this.pc.remoteFingerprint().value ? "handshake" : "ice";
+      this.setState("failed");
+    } else if (s === "disconnected") this.setState("disconnected");
     else if (s === "closed") this.setState("closed");
     else if (s === "connected" && this.state === "disconnected" && this.pkt?.isOpen()) {
       this.readSelectedPath();

@@ -1,12 +1,17 @@
 import { z } from "zod";
 import { Uid } from "./common.js";
-import { LinkPath, LinkState } from "./rpc.js";
+import { LinkFailure, LinkPath, LinkState } from "./rpc.js";
 
 /** Notifications the datapath sends to the controller registered by `hello`. */
 export const NotificationParams = {
   "datapath.started": z.strictObject({ version: z.string(), startedAt: z.number() }),
   "link.candidate": z.strictObject({ peerUid: Uid, candidate: z.string(), mid: z.string() }),
-  "link.state": z.strictObject({ peerUid: Uid, state: LinkState, path: LinkPath.optional() }),
+  "link.state": z.strictObject({
+    peerUid: Uid,
+    state: LinkState,
+    path: LinkPath.optional(),
+    reason: LinkFailure.optional(),
+  }),
   "packet.unmapped": z.strictObject({
     src: z.string(),
     dst: z.string(),

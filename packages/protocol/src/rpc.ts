@@ -27,6 +27,9 @@ export type SessionDescription = z.infer<typeof SessionDescription>;
 
 export const LinkState = z.enum(["new", "connecting", "connected", "disconnected", "failed", "closed"]);
 export type LinkState = z.infer<typeof LinkState>;
+/** Why a link failed: ICE found no path, or ICE connected and the DTLS handshake failed. */
+export const LinkFailure = z.enum(["ice", "handshake"]);
+export type LinkFailure = z.infer<typeof LinkFailure>;
 export const LinkPath = z.enum(["host", "srflx", "prflx", "relay"]);
 export type LinkPath = z.infer<typeof LinkPath>;
 
