@@ -29,7 +29,8 @@ const HELP = `Usage: bash bench/run [flags]   (or: npx tsx bench/bench.ts [flags
   --runs N           runs per TCP test; the table shows the median
   --seconds S        length of each iperf3 test (default 5)
   --idle S           idle-cost window (default 30, --full: 120)
-  --pings N          pings per RTT test, 0.01 s apart (default 200)
+  --pings N          pings per RTT test (default 200)
+  --ping-interval S  seconds between pings (default 0.01; this VM's wake-up from idle shows at longer ones)
   --only LIST        systems to run, comma separated: veth,wireguard,nebula,tincan (default all)
   --udp-rates LIST   UDP rates in Mbit/s tried in order until loss >= 1% (default 25,50,100,200,400,800,1600)
   --out DIR          where results-<timestamp>.json goes (default bench/out)
@@ -43,6 +44,7 @@ const { values: flags } = parseArgs({
     seconds: { type: "string" },
     idle: { type: "string" },
     pings: { type: "string" },
+    "ping-interval": { type: "string" },
     only: { type: "string" },
     "udp-rates": { type: "string" },
     out: { type: "string" },
@@ -68,6 +70,15 @@ function posInt(name: string, v: string | undefined, def: number): number {
   return n;
 }
 
+function pingInterval(v: string | undefined): string {
+  if (v === undefined) return "0.01";
+  if (!/^\d*\.?\d+$/.test(v) || Number(v) < 0.002 || Number(v) > 1) {
+    console.error(`--ping-interval: seconds from 0.002 to 1, got ${JSON.stringify(v)}`);
+    process.exit(2);
+  }
+  return v;
+}
+
 const full = flags.full === true;
 const opts = {
   mode: full ? "full" : "quick",
@@ -75,6 +86,7 @@ const opts = {
   seconds: posInt("seconds", flags.seconds, 5),
   idleSeconds: posInt("idle", flags.idle, full ? 120 : 30),
   pings: posInt("pings", flags.pings, 200),
+  pingInterval: pingInterval(flags["ping-interval"]),
   udpRates: (flags["udp-rates"] ?? "25,50,100,200,400,800,1600")
     .split(",")
     .map((r) => posInt("udp-rates", r, 0)),
@@ -429,8 +441,8 @@ interface RttStats {
 }
 
 async function pingRtt(a: Host, addr: string): Promise<RttStats> {
-  const r = await a.exec(["ping", "-n", "-c", String(opts.pings), "-i", "0.01", "-W", "1", addr], {
-    timeoutMs: opts.pings * 100 + 10_000,
+  const r = await a.exec(["ping", "-n", "-c", String(opts.pings), "-i", opts.pingInterval, "-W", "1", addr], {
+    timeoutMs: opts.pings * (Number(opts.pingInterval) * 1000 + 100) + 10_000,
   });
   const rtts = [...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
   if (rtts.length === 0) throw new Error(`ping ${addr}: no replies\n${r.stdout}${r.stderr}`);
@@ -571,7 +583,7 @@ async function udpSearch(a: Host, t: Tunnel): Promise<UdpResult> {
 
 /** RTT while a TCP bulk transfer runs in parallel on the same tunnel. */
 async function pingLoaded(a: Host, t: Tunnel): Promise<RttStats & { loadMbit?: number }> {
-  const pingSeconds = Math.ceil(opts.pings * 0.012 + 1);
+  const pingSeconds = Math.ceil(opts.pings * (Number(opts.pingInterval) + 0.002) + 1);
   const load = a.spawn("iperf3", ["-c", t.addrB, "-t", String(pingSeconds + 2), "-J"], {
     name: `iperf3-load-${t.name}`,
   });
@@ -776,7 +788,7 @@ async function main(): Promise<void> {
   const started = new Date(t0);
   const rs = ratios(results);
   const md = [
-    `## TinCan-TS bench, ${started.toISOString()} (${opts.mode}: ${opts.runs} run(s) per TCP test, ${opts.seconds} s each, idle ${opts.idleSeconds} s)`,
+    `## TinCan-TS bench, ${started.toISOString()} (${opts.mode}: ${opts.runs} run(s) per TCP test, ${opts.seconds} s each, idle ${opts.idleSeconds} s, pings ${opts.pingInterval} s apart)`,
     "",
     `Machine: ${machine.cores} cores (${machine.cpu}), ${machine.memGB} GB, kernel ${machine.kernel}, node ${machine.node}, ${machine.iperf3}, tree ${machine.commit}; load average (1/5/15 min) ${machine.loadavgAtStart.join(" ")} at start, ${loadavgAtEnd.join(" ")} at end`,
     "",

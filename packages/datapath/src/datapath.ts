@@ -56,8 +56,13 @@ export interface DatapathOptions {
   offload?: boolean;
   /** Offer/accept a media track that carries frames as RTP packets (default true). */
   rtp?: boolean;
-  /** Receive queueing delay (ms) above which RTP frames are dropped (default 5; 0: never). */
+  /**
+   * CoDel target of the receive queue (ms): the least queueing delay above which RTP frames are
+   * dropped (default 2; 0: never). Links raise it to a tenth of their interval.
+   */
   rxQueueMs?: number;
+  /** Least CoDel interval of that queue (ms, default 20); links use it plus their path's RTT, up to 100. */
+  rxIntervalMs?: number;
 }
 
 type Handlers = { [M in RpcMethod]: (params: RpcParamsOf<M>) => RpcResults[M] | Promise<RpcResults[M]> };
@@ -99,6 +104,7 @@ export class Datapath {
     this.timer = setInterval(() => {
       const expired = this.unmapped.expire(Date.now());
       if (expired) this.fib.vnicCounters.drop("unmappedExpired", expired);
+      for (const link of this.fib.links.values()) if (link.isConnected) link.fitRxQueue();
     }, 1000);
     this.timer.unref();
   }
@@ -272,7 +278,8 @@ export class Datapath {
         queuePackets: this.options.linkQueuePackets ?? 64,
         maxBufferedBytes: this.options.maxBufferedBytes ?? 1 << 20,
         rtp: this.options.rtp ?? true,
-        rxQueueMs: this.options.rxQueueMs ?? 5,
+        rxQueueMs: this.options.rxQueueMs ?? 2,
+        rxIntervalMs: this.options.rxIntervalMs ?? 20,
       },
       {
         candidate: (l, candidate, mid) => {

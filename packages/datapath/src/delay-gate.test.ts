@@ -36,4 +36,14 @@ describe("DelayGate (CoDel on the one-way delay)", () => {
     const out = run(new DelayGate(0), 0, 2000, () => 500);
     expect(out.every((ok) => ok)).toBe(true);
   });
+
+  it("reacts within the configured interval and target after configure()", () => {
+    const gate = new DelayGate(5);
+    gate.configure(2, 20);
+    // A standing 3 ms queue: under the old 5 ms target, over the new 2 ms one.
+    const out = run(gate, 0, 2000, (t) => (t >= 5000 ? 30 : 0));
+    const firstDrop = out.indexOf(false);
+    expect(firstDrop).toBeGreaterThanOrEqual(520); // a whole 20 ms interval above target first
+    expect(firstDrop).toBeLessThan(540);
+  });
 });

@@ -15,8 +15,6 @@ export function rtpClock(): number {
   return Math.floor(performance.now() * 10) >>> 0;
 }
 
-const INTERVAL = 1000; // 100 ms in rtpClock units
-
 export class DelayGate {
   private firstAbove = 0;
   private aboveSince = false;
@@ -29,17 +27,27 @@ export class DelayGate {
   private windowEnd = 0;
   private started = false;
   private hasPrev = false;
-  private readonly maxQueue: number;
+  private maxQueue: number;
   private readonly window: number;
+  private interval: number;
 
   /**
    * @param maxQueueMs CoDel's target: the queueing delay the queue may keep (0: never drop)
    * @param windowMs the base delay is the minimum over the last one to two such windows, so it
    *   follows clock drift and path changes
+   * @param intervalMs CoDel's interval: how long the queue may stay above target before a drop
+   *   (RFC 8289 says 100 ms for Internet paths; it should cover the flows' usual RTT)
    */
-  constructor(maxQueueMs: number, windowMs = 5000) {
+  constructor(maxQueueMs: number, windowMs = 5000, intervalMs = 100) {
     this.maxQueue = Math.round(maxQueueMs * 10);
     this.window = Math.round(windowMs * 10);
+    this.interval = Math.round(intervalMs * 10);
+  }
+
+  /** Changes target and interval (e.g. as the path's RTT becomes known); keeps the learnt delay. */
+  configure(maxQueueMs: number, intervalMs: number): void {
+    this.maxQueue = Math.round(maxQueueMs * 10);
+    this.interval = Math.round(intervalMs * 10);
   }
 
   /** Whether a packet stamped `sentAt` and received at `now` (both rtpClock units) may pass. */
@@ -68,7 +76,7 @@ export class DelayGate {
       this.aboveSince = false;
     } else if (!this.aboveSince) {
       this.aboveSince = true;
-      this.firstAbove = (now + INTERVAL) | 0;
+      this.firstAbove = (now + this.interval) | 0;
     } else if (((now - this.firstAbove) | 0) >= 0) {
       okToDrop = true;
     }
@@ -79,16 +87,16 @@ export class DelayGate {
       }
       if (((now - this.dropNext) | 0) < 0) return true;
       this.count++;
-      this.dropNext = (this.dropNext + Math.round(INTERVAL / Math.sqrt(this.count))) | 0;
+      this.dropNext = (this.dropNext + Math.round(this.interval / Math.sqrt(this.count))) | 0;
       return false;
     }
     if (!okToDrop) return true;
     this.dropping = true;
     // Resume near the last drop rate when the previous episode ended recently.
     const delta = this.count - this.lastCount;
-    this.count = delta > 1 && ((now - this.dropNext) | 0) < 16 * INTERVAL ? delta : 1;
+    this.count = delta > 1 && ((now - this.dropNext) | 0) < 16 * this.interval ? delta : 1;
     this.lastCount = this.count;
-    this.dropNext = (now + Math.round(INTERVAL / Math.sqrt(this.count))) | 0;
+    this.dropNext = (now + Math.round(this.interval / Math.sqrt(this.count))) | 0;
     return false;
   }
 }

@@ -63,6 +63,7 @@ export interface LinkOptions {
   rtp: boolean;
   /** Drop RTP frames that waited longer than this in our receive queue (0: never). */
   rxQueueMs: number;
+  rxIntervalMs: number;
 }
 
 /**
@@ -104,6 +105,7 @@ export class Link {
   private readonly fragmenter: Fragmenter;
   private readonly reassembler = new Reassembler();
   private readonly rxGate: DelayGate;
+  private readonly rxQueueSettings: { rxQueueMs: number; rxIntervalMs: number };
   private descriptionWaiter: ((d: SessionDescription) => void) | null = null;
   private readonly maxBufferedBytes: number;
   private closed = false;
@@ -119,7 +121,8 @@ export class Link {
     this.rtp = options.rtp;
     this.maxRtpFrame = options.underlayMtu - RTP_OVERHEAD;
     this.fragmenter = new Fragmenter(RTP_HEADER, this.maxRtpFrame);
-    this.rxGate = new DelayGate(options.rxQueueMs);
+    this.rxQueueSettings = { rxQueueMs: options.rxQueueMs, rxIntervalMs: options.rxIntervalMs };
+    this.rxGate = new DelayGate(options.rxQueueMs, 5000, options.rxIntervalMs);
     this.pc = new ndc.PeerConnection(options.peerUid.slice(0, 8), {
       iceServers: toIceServers(options.ice, options.relayOnly),
       iceTransportPolicy: options.relayOnly ? "relay" : "all",
@@ -295,6 +298,18 @@ export class Link {
   sendIcc(text: string): void {
     if (!this.icc || this.state !== "connected") throw new Error("link is not connected");
     this.icc.sendMessage(text);
+  }
+
+  /**
+   * Fits the receive queue's CoDel to the path: an interval of the path's RTT plus the
+   * configured minimum (so TCP over a long path has time to react before more drops), capped at
+   * RFC 8289's 100 ms, and a target of a tenth of it, at least the configured one.
+   */
+  fitRxQueue(): void {
+    const { rxQueueMs, rxIntervalMs } = this.rxQueueSettings;
+    if (rxQueueMs <= 0) return;
+    const interval = Math.min(100, Math.max(rxIntervalMs, rxIntervalMs + (this.rttMs ?? 0)));
+    this.rxGate.configure(Math.max(rxQueueMs, interval / 10), interval);
   }
 
   get rttMs(): number | null {
