@@ -1,7 +1,7 @@
 // GroupVPN end to end: real prosody (shared roster group) and coturn in the lab's "internet",
 // tincan + groupvpn on every host, traffic through the VPN.
 import { execFile } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { uidForIpv4 } from "@tincan/protocol";
@@ -268,5 +268,21 @@ describe("groupvpn command line", () => {
     expect(missing.stderr).toMatch(/cannot read/);
     const flag = await run("node", [bin, "--bogus"]).catch((e) => e);
     expect(flag.code).toBe(2);
+  });
+});
+
+describe("installed binaries", () => {
+  const run = promisify(execFile);
+
+  it("run as the README says (pnpm exec NAME), daemons with their V8 flags", async () => {
+    for (const name of ["tincan", "groupvpn", "socialvpn", "tincanctl"]) {
+      const { stdout } = await run("pnpm", ["exec", name, "--help"], { cwd: REPO });
+      expect(stdout, name).toMatch(/Usage/);
+    }
+    for (const name of ["tincan", "groupvpn", "socialvpn"]) {
+      expect(readFileSync(join(REPO, "node_modules/.bin", name), "utf8"), name).toContain(
+        "--max-semi-space-size=1",
+      );
+    }
   });
 });

@@ -10,6 +10,8 @@ import type { Host, Lab, LabProcess } from "../lab/index.js";
 
 export const REPO = fileURLToPath(new URL("../..", import.meta.url));
 export const TINCAN_BIN = join(REPO, "packages/datapath/dist/cli.js");
+/** The V8 flags of the daemons' shebang lines (a 1 MB young generation: ~10 MB less RSS each). */
+export const DAEMON_NODE_FLAGS = ["--max-semi-space-size=1"];
 const BRIDGE = join(REPO, "test/support/rpc-bridge.mjs");
 
 export async function waitFor<T>(
@@ -50,7 +52,7 @@ export class DatapathHandle extends EventEmitter {
     const tokenFile = join(lab.dir, `${host.name}.token`);
     const proc = host.spawn(
       "node",
-      [TINCAN_BIN, "--token-file", tokenFile, "--log-level", opts.logLevel ?? "info"],
+      [...DAEMON_NODE_FLAGS, TINCAN_BIN, "--token-file", tokenFile, "--log-level", opts.logLevel ?? "info"],
       {
         name: "tincan",
       },

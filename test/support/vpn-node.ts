@@ -3,7 +3,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { CoturnHandle, Host, Lab, LabProcess, ProsodyHandle } from "../lab/index.js";
-import { REPO, TINCAN_BIN, waitFor } from "./datapath-driver.js";
+import { DAEMON_NODE_FLAGS, REPO, TINCAN_BIN, waitFor } from "./datapath-driver.js";
 
 const TINCANCTL = join(REPO, "packages/controller/dist/tincanctl.js");
 const CONTROLLER_BIN = {
@@ -104,7 +104,7 @@ export class VpnNode {
   async startDatapath(): Promise<void> {
     this.tincan = this.host.spawn(
       "node",
-      [TINCAN_BIN, "--token-file", this.tokenFile, "--log-level", "debug"],
+      [...DAEMON_NODE_FLAGS, TINCAN_BIN, "--token-file", this.tokenFile, "--log-level", "debug"],
       {
         name: "tincan",
       },
@@ -117,9 +117,13 @@ export class VpnNode {
 
   async startController(): Promise<void> {
     const kind = this.opts.kind ?? "groupvpn";
-    this.controller = this.host.spawn("node", [CONTROLLER_BIN[kind], "--config", this.configFile], {
-      name: kind,
-    });
+    this.controller = this.host.spawn(
+      "node",
+      [...DAEMON_NODE_FLAGS, CONTROLLER_BIN[kind], "--config", this.configFile],
+      {
+        name: kind,
+      },
+    );
     await waitFor(
       `${kind} running on ${this.host.name}`,
       () => {
