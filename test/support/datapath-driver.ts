@@ -148,12 +148,31 @@ export class DatapathHandle extends EventEmitter {
   }
 }
 
-/** Sets up a link between two datapaths, relaying trickled candidates, and waits until both are connected. */
+/**
+ * Sets up a link between two datapaths, relaying trickled candidates, and waits until both are
+ * connected. Like a controller, it offers again (twice at most) when a setup fails its DTLS
+ * handshake (see `reason: "handshake"` in packages/protocol/README.md). Returns the setup's ms.
+ */
 export async function connectLink(
   a: DatapathHandle,
   b: DatapathHandle,
   opts: { relayOnly?: boolean } = {},
 ): Promise<number> {
+  for (let attempt = 1; ; attempt++) {
+    const result = await setUpLink(a, b, opts);
+    if (typeof result === "number") return result;
+    if (result !== "handshake" || attempt === 3) throw new Error(`link setup failed (${result})`);
+    await a.call("link.remove", { peerUid: b.uid });
+    await b.call("link.remove", { peerUid: a.uid });
+  }
+}
+
+/** One setup attempt: its duration in ms, or why the link failed. */
+async function setUpLink(
+  a: DatapathHandle,
+  b: DatapathHandle,
+  opts: { relayOnly?: boolean } = {},
+): Promise<number | string> {
   const t0 = Date.now();
   const aCands: { candidate: string; mid: string }[] = [];
   const bCands: { candidate: string; mid: string }[] = [];
@@ -188,13 +207,23 @@ export async function connectLink(
     for (const c of aCands.splice(0))
       await b.call("link.addCandidate", { peerUid: a.uid, candidate: c.candidate, mid: c.mid });
     await a.call("link.complete", { peerUid: b.uid, description: answer });
-    await waitFor("link connected", async () => {
-      const [la] = await a.call("link.query", { peerUid: b.uid });
-      const [lb] = await b.call("link.query", { peerUid: a.uid });
-      return la?.state === "connected" && lb?.state === "connected";
-    });
+    let failure: string | null = null;
+    const onState = (p: { peerUid: string; state: string; reason?: string }) => {
+      if (p.peerUid === b.uid && p.state === "failed") failure = p.reason ?? "failed";
+    };
+    a.on("link.state", onState);
+    try {
+      await waitFor("link connected", async () => {
+        if (failure) return true;
+        const [la] = await a.call("link.query", { peerUid: b.uid });
+        const [lb] = await b.call("link.query", { peerUid: a.uid });
+        return la?.state === "connected" && lb?.state === "connected";
+      });
+    } finally {
+      a.off("link.state", onState);
+    }
     void bCands;
-    return Date.now() - t0;
+    return failure ?? Date.now() - t0;
   } finally {
     a.off("link.candidate", onA);
     b.off("link.candidate", onB);
