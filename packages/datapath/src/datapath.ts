@@ -225,7 +225,7 @@ export class Datapath {
       if (p.via && p.via === p.peerUid) throw invalidParams("via: must differ from peerUid");
       const prefix = this.fib.setRoute(p.prefix, p.peerUid, p.via ?? null, p.mapTo ?? null);
       this.log.debug("route set", { prefix, peer: p.peerUid, via: p.via, mapTo: p.mapTo });
-      this.inside.resubmit(this.unmapped.takeAll());
+      this.inside.resubmitHeld(this.unmapped.takeAll());
       return {};
     },
 
@@ -295,7 +295,7 @@ export class Datapath {
     this.fib.links.set(peerUid, link);
     this.log.info("link created", { peer: peerUid, relayOnly });
     // Packets held for this peer while it had no link now wait in the link's queue.
-    this.inside.resubmit(this.unmapped.takeAll());
+    this.inside.resubmitHeld(this.unmapped.takeAll());
     return link;
   }
 

@@ -10,7 +10,7 @@ import {
   isMulticastDestination,
   srcOffset,
 } from "./packet.js";
-import type { UnmappedPackets } from "./unmapped.js";
+import type { HeldPackets, UnmappedPackets } from "./unmapped.js";
 
 export interface UnmappedReport {
   src: string;
@@ -28,6 +28,8 @@ export interface UnmappedReport {
 export class Inside {
   private readonly builders = new Map<Link, FrameBuilder>();
   private readonly touched: FrameBuilder[] = [];
+  /** While held packets are routed again: when they were first held. */
+  private heldSince: number | undefined;
   private readonly po: PacketOffload = { meta: 0, csumStart: 0, gsoSize: 0 };
 
   constructor(
@@ -57,9 +59,19 @@ export class Inside {
     this.flushTouched();
   }
 
-  /** Routes packets that waited elsewhere (held while unmapped; always plain). */
+  /** Routes packets that waited elsewhere (e.g. in a removed link's queue; always plain). */
   resubmit(packets: Buffer[]): void {
     for (const p of packets) this.route(p, 0, p.length, 0, 0, 0);
+    this.flushTouched();
+  }
+
+  /** Routes held packets again; those held once more keep the time they were first held. */
+  resubmitHeld(groups: HeldPackets[]): void {
+    for (const { since, packets } of groups) {
+      this.heldSince = since;
+      for (const p of packets) this.route(p, 0, p.length, 0, 0, 0);
+    }
+    this.heldSince = undefined;
     this.flushTouched();
   }
 
@@ -118,7 +130,8 @@ export class Inside {
 
   private hold(buf: Uint8Array, off: number, len: number, version: number): void {
     const dst = addressText(buf, off + dstOffset(version), version);
-    if (this.unmapped.hold(dst, buf, off, len, Date.now())) {
+    const now = Date.now();
+    if (this.unmapped.hold(dst, buf, off, len, now, this.heldSince ?? now)) {
       this.reportUnmapped({
         src: addressText(buf, off + srcOffset(version), version),
         dst,

@@ -1,5 +1,11 @@
 import { PacketQueue } from "./queue.js";
 
+/** Packets held for one destination since a time (ms). */
+export interface HeldPackets {
+  since: number;
+  packets: Buffer[];
+}
+
 /**
  * Packets whose destination has no usable route: held briefly (so the first packet of an
  * on-demand link is not lost) and reported to the controller at most once per destination
@@ -18,13 +24,19 @@ export class UnmappedPackets {
     },
   ) {}
 
-  /** Holds a copy of the packet; returns true when the controller should be told now. */
-  hold(dst: string, buf: Uint8Array, off: number, len: number, now: number): boolean {
+  /**
+   * Holds a copy of the packet; returns true when the controller should be told now.
+   * `since`: when the packet was first held (packets held again after a route change keep
+   * their first time, so none is held longer than holdMs in all).
+   */
+  hold(dst: string, buf: Uint8Array, off: number, len: number, now: number, since = now): boolean {
     let entry = this.held.get(dst);
     if (!entry) {
       if (this.held.size >= this.options.maxDestinations) this.evictOldest();
-      entry = { queue: new PacketQueue(this.options.packetsPerDestination), since: now };
+      entry = { queue: new PacketQueue(this.options.packetsPerDestination), since };
       this.held.set(dst, entry);
+    } else if (since < entry.since) {
+      entry.since = since;
     }
     entry.queue.push(buf, off, len);
     const last = this.lastNotified.get(dst);
@@ -35,9 +47,9 @@ export class UnmappedPackets {
   }
 
   /** Removes and returns every held packet (to be routed again after a route or link change). */
-  takeAll(): Buffer[] {
-    const out: Buffer[] = [];
-    for (const entry of this.held.values()) out.push(...entry.queue.drain());
+  takeAll(): HeldPackets[] {
+    const out: HeldPackets[] = [];
+    for (const entry of this.held.values()) out.push({ since: entry.since, packets: entry.queue.drain() });
     this.held.clear();
     return out;
   }
