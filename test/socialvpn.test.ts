@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { uidForJid } from "@tincan/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ulaForUid } from "../packages/socialvpn/src/ula.js";
-import { Lab, type ProsodyHandle, startUdpEcho, udpProbe, waitListening } from "./lab/index.js";
+import { Lab, type ProsodyHandle, startUdpEcho, udpProbe, udpRefused, waitListening } from "./lab/index.js";
 import { REPO, waitFor } from "./support/datapath-driver.js";
 import { fullJidOf, labUsers, PASSWORD, sendRogueOffers, VpnNode } from "./support/vpn-node.js";
 
@@ -100,6 +100,9 @@ describe.skipIf(!can.ok)("SocialVPN, Alice-Bob and Bob-Carol buddies", () => {
       new RegExp(`^${aliceForBob.replace(/\./g, "\\.")}:\\d+$`),
     );
     await echo.stop();
+    // Bob's ICMP port unreachable quotes his numbering; Alice's kernel only matches it to her
+    // socket because the quote is translated too.
+    expect(await udpRefused(alice.host, bobForAlice, 7000)).toBe("ECONNREFUSED");
     // And the other way round: Alice sees Bob at 172.31.0.2 whatever Bob's own address is.
     const echo2 = await startUdpEcho(alice.host, 7001);
     expect(await udpProbe(bob.host, aliceForBob, 7001)).toMatch(/^172\.31\.0\.2:\d+$/);

@@ -21,6 +21,20 @@ export async function udpProbe(from: Netns, addr: string, port: number, timeoutM
   return r.stdout.trim();
 }
 
+/** Send UDP from a connected socket to addr:port where nothing listens; returns the error code seen. */
+export async function udpRefused(from: Netns, addr: string, port: number, timeoutMs = 3000): Promise<string> {
+  const r = await from.exec([
+    process.execPath,
+    tool("udp-refused.mjs"),
+    addr,
+    String(port),
+    String(timeoutMs),
+  ]);
+  if (r.code !== 0)
+    throw new Error(`udp refused probe ${from.name} -> ${addr}:${port}: ${r.stdout}${r.stderr}`.trim());
+  return r.stdout.trim();
+}
+
 /** STUN Binding request from `from` to server:port; returns the mapped (public) address. */
 export async function stunBinding(
   from: Netns,

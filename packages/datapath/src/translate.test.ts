@@ -123,4 +123,56 @@ describe("translateIpv4", () => {
     expect(translateIpv4(pkt, 0, 12, 3, 4)).toBe(false);
     expect(pkt.readUInt32BE(12)).toBe(1);
   });
+
+  // An ICMP error from `src` to `dst` quoting (the start of) `quoted`, built from scratch.
+  function icmpError(type: number, src: number, dst: number, quoted: Buffer): Buffer {
+    const icmp = [type, 4, 0, 0, 0, 0, 0x05, 0x00, ...quoted];
+    const s = ~onesSum(icmp) & 0xffff;
+    icmp[2] = s >> 8;
+    icmp[3] = s & 0xff;
+    const outer = buildPacket(17, src, dst, []).subarray(0, 20);
+    const ip = [...outer];
+    ip[9] = 1;
+    const total = 20 + icmp.length;
+    ip[2] = total >> 8;
+    ip[3] = total & 0xff;
+    ip[10] = 0;
+    ip[11] = 0;
+    const c = ~onesSum(ip) & 0xffff;
+    ip[10] = c >> 8;
+    ip[11] = c & 0xff;
+    return Buffer.from([...ip, ...icmp]);
+  }
+
+  it("translates the header an ICMP error quotes, as the reverse direction (whole and cut quotes)", () => {
+    // Bob's host answers Alice's datagram (Alice known to Bob as .9) with an ICMP error; Alice
+    // knows Bob as .2 and is .1 herself: the quote must read Alice(.1) -> Bob(.2), as she sent it.
+    const [bob, aliceAtBob, aliceSelf, bobAtAlice] = [0xac1f0001, 0xac1f0009, 0xac1f0001, 0xac1f0002];
+    fc.assert(
+      fc.property(
+        fc.constantFrom(3, 11, 12),
+        fc.constantFrom(1, 6, 17),
+        fc.array(fc.integer({ min: 0, max: 255 }), { maxLength: 40 }),
+        fc.integer({ min: 20, max: 100 }),
+        (type, proto, payload, quoteLen) => {
+          const sentByAlice = buildPacket(proto, aliceSelf, bobAtAlice, payload);
+          const seenByBob = buildPacket(proto, aliceAtBob, bob, payload);
+          const q = Math.min(quoteLen, seenByBob.length);
+          const pkt = icmpError(type, bob, aliceAtBob, seenByBob.subarray(0, q));
+          expect(translateIpv4(pkt, 0, pkt.length, bobAtAlice, aliceSelf)).toBe(true);
+          expect(pkt).toEqual(icmpError(type, bobAtAlice, aliceSelf, sentByAlice.subarray(0, q)));
+          expect(checksumsValid(pkt)).toBe(true);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it("leaves the payload of ICMP messages that are not errors alone", () => {
+    const inner = buildPacket(17, 0x0a000001, 0x0a000002, [1, 2]);
+    const echoReplyLike = icmpError(0, 0x0a000002, 0x0a000001, inner);
+    translateIpv4(echoReplyLike, 0, echoReplyLike.length, 0xac1f0002, 0xac1f0001);
+    expect(echoReplyLike.subarray(28)).toEqual(inner);
+    expect(checksumsValid(echoReplyLike)).toBe(true);
+  });
 });

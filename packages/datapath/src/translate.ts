@@ -1,4 +1,4 @@
-import { IPPROTO_TCP, IPPROTO_UDP, ipv4At } from "./packet.js";
+import { IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, ipv4At } from "./packet.js";
 
 /** Ones'-complement update of a 16-bit checksum for a 32-bit field changing old -> new (RFC 1624, eqn. 3). */
 export function checksumReplace32(checksum: number, oldValue: number, newValue: number): number {
@@ -12,6 +12,19 @@ export function checksumReplace32(checksum: number, oldValue: number, newValue: 
   sum = (sum & 0xffff) + (sum >>> 16);
   return ~sum & 0xffff;
 }
+
+/** Ones'-complement update of a 16-bit checksum for a 16-bit field changing old -> new (RFC 1624). */
+function checksumReplace16(checksum: number, oldValue: number, newValue: number): number {
+  let sum = (~checksum & 0xffff) + (~oldValue & 0xffff) + (newValue & 0xffff);
+  sum = (sum & 0xffff) + (sum >>> 16);
+  sum = (sum & 0xffff) + (sum >>> 16);
+  return ~sum & 0xffff;
+}
+
+/** ICMP types whose payload quotes the IP header of the packet that caused them. */
+const ICMP_DEST_UNREACHABLE = 3;
+const ICMP_TIME_EXCEEDED = 11;
+const ICMP_PARAMETER_PROBLEM = 12;
 
 function read16(buf: Uint8Array, off: number): number {
   return ((buf[off] as number) << 8) | (buf[off + 1] as number);
@@ -32,8 +45,10 @@ function write32(buf: Uint8Array, off: number, value: number): void {
 /**
  * Rewrites the source and destination of the IPv4 packet at buf[off..off+len) in place and fixes
  * the IPv4 header checksum and the TCP/UDP checksum (whose pseudo-header covers the addresses).
- * ICMP checksums do not cover IP addresses. Returns false (packet untouched) when the packet is
- * too short to hold the headers it claims.
+ * ICMP checksums do not cover IP addresses, but an ICMP error quotes the header of the packet it
+ * is about: that header is translated too (as the reverse direction: its source is our own
+ * address), so the kernel finds the socket the error is for (e.g. path MTU, port unreachable).
+ * Returns false (packet untouched) when the packet is too short to hold the headers it claims.
  * With `partialL4` (checksum offload) the TCP/UDP checksum field holds the uncomplemented
  * pseudo-header sum, which is updated as a sum (and UDP's "0 = no checksum" does not apply).
  */
@@ -77,10 +92,59 @@ export function translateIpv4(
         sum = checksumReplace32(sum, oldDst, newDst);
         write16(buf, l4 + 6, sum === 0 ? 0xffff : sum);
       }
+    } else if (proto === IPPROTO_ICMP) {
+      translateIcmpError(buf, l4, off + len, newDst, newSrc);
     }
   }
   write16(buf, off + 10, ipSum);
   write32(buf, off + 12, newSrc);
   write32(buf, off + 16, newDst);
   return true;
+}
+
+/**
+ * Rewrites the header quoted by the ICMP error at buf[icmp..end) to innerSrc -> innerDst, fixing
+ * the quoted IPv4 header checksum, the quoted TCP/UDP checksum when it was quoted, and the ICMP
+ * checksum (which covers the quote). Not an error, or a quote too short: nothing changes.
+ */
+function translateIcmpError(
+  buf: Uint8Array,
+  icmp: number,
+  end: number,
+  innerSrc: number,
+  innerDst: number,
+): void {
+  const type = buf[icmp];
+  if (type !== ICMP_DEST_UNREACHABLE && type !== ICMP_TIME_EXCEEDED && type !== ICMP_PARAMETER_PROBLEM)
+    return;
+  const inner = icmp + 8;
+  if (end - inner < 20 || (buf[inner] as number) >> 4 !== 4) return;
+  const ihl = ((buf[inner] as number) & 0x0f) * 4;
+  if (ihl < 20 || end - inner < ihl) return;
+  const oldSrc = ipv4At(buf, inner + 12);
+  const oldDst = ipv4At(buf, inner + 16);
+  let icmpSum = read16(buf, icmp + 2);
+  const oldIpSum = read16(buf, inner + 10);
+  const newIpSum = checksumReplace32(checksumReplace32(oldIpSum, oldSrc, innerSrc), oldDst, innerDst);
+  icmpSum = checksumReplace32(icmpSum, oldSrc, innerSrc);
+  icmpSum = checksumReplace32(icmpSum, oldDst, innerDst);
+  icmpSum = checksumReplace16(icmpSum, oldIpSum, newIpSum);
+  if ((read16(buf, inner + 6) & 0x1fff) === 0) {
+    const proto = buf[inner + 9];
+    const l4 = inner + ihl;
+    const field = proto === IPPROTO_TCP ? l4 + 16 : proto === IPPROTO_UDP ? l4 + 6 : -1;
+    if (field >= 0 && field + 2 <= end) {
+      const old = read16(buf, field);
+      if (!(proto === IPPROTO_UDP && old === 0)) {
+        let sum = checksumReplace32(checksumReplace32(old, oldSrc, innerSrc), oldDst, innerDst);
+        if (proto === IPPROTO_UDP && sum === 0) sum = 0xffff;
+        icmpSum = checksumReplace16(icmpSum, old, sum);
+        write16(buf, field, sum);
+      }
+    }
+  }
+  write16(buf, inner + 10, newIpSum);
+  write32(buf, inner + 12, innerSrc);
+  write32(buf, inner + 16, innerDst);
+  write16(buf, icmp + 2, icmpSum);
 }
