@@ -47,6 +47,8 @@ try {
   const nodes = await addGroupNodes(lab, prosody, names, "10.10.4", {
     links: { policy: "proactive", maxLinks: 256 },
     logLevel: "info",
+    // 2N Node processes start at once on 2 cores: logging in takes a while.
+    startTimeoutMs: 180_000,
   });
   const t0 = Date.now();
   await Promise.all(nodes.map((n) => n.start()));

@@ -32,6 +32,8 @@ export interface NodeOptions {
   logLevel?: string;
   /** Extra config keys (SocialVPN: dns, stateFile). */
   extra?: Record<string, unknown>;
+  /** How long the controller may take to log in and run (default 30 s; many nodes start slower). */
+  startTimeoutMs?: number;
 }
 
 export interface LinkStatus {
@@ -130,7 +132,7 @@ export class VpnNode {
         if (this.controller.exited) throw new Error(`${kind} exited: ${this.controller.log()}`);
         return this.controller.log().includes("controller running");
       },
-      30_000,
+      this.opts.startTimeoutMs ?? 30_000,
     );
   }
 

@@ -1,6 +1,8 @@
+import { createServer, type Socket } from "node:net";
 import { MAX_SIGNAL_BYTES, SIGNAL_NS, type Signal, uidForJid } from "@tincan/protocol";
 import { xml } from "@xmpp/client";
 import { describe, expect, it } from "vitest";
+import { nullLog } from "./logger.js";
 import {
   parsePresenceTincan,
   parseRosterItem,
@@ -8,6 +10,7 @@ import {
   parseSignalText,
   signalMessage,
   tincanPresence,
+  XmppSession,
 } from "./xmpp.js";
 
 const alice = uidForJid("alice@lab.local");
@@ -82,5 +85,40 @@ describe("presence and roster parsing", () => {
     expect(parseRosterItem(xml("item", { jid: "c@lab.local", subscription: "weird" }))?.subscription).toBe(
       "none",
     );
+  });
+});
+
+describe("XmppSession login", () => {
+  it("drops a connection whose login stalls and connects again", async () => {
+    // A server that accepts TCP and never says a word (like an overloaded or wedged one).
+    const sockets: Socket[] = [];
+    let closed = 0;
+    const server = createServer((sock) => {
+      sockets.push(sock);
+      sock.resume(); // read (and ignore) the client's stream header, so its close is seen
+      sock.on("close", () => closed++);
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const { port } = server.address() as { port: number };
+    const session = new XmppSession({
+      service: `xmpp://127.0.0.1:${port}`,
+      domain: "lab.local",
+      username: "alice",
+      password: "x",
+      log: nullLog,
+      loginTimeoutMs: 300,
+    });
+    void session.start().catch(() => {});
+    try {
+      // First attempt, dropped after 300 ms, then a new one after the 1 s reconnect delay.
+      const deadline = Date.now() + 4000;
+      while (sockets.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(sockets.length).toBeGreaterThanOrEqual(2);
+      expect(closed).toBeGreaterThanOrEqual(1);
+    } finally {
+      await session.stop();
+      for (const s of sockets) s.destroy();
+      server.close();
+    }
   });
 });

@@ -1,4 +1,4 @@
-import { EventEmitter, once } from "node:events";
+import { EventEmitter } from "node:events";
 import { readFileSync } from "node:fs";
 import { rootCertificates } from "node:tls";
 import {
@@ -15,8 +15,6 @@ import type { Log } from "./logger.js";
 
 const NS_ROSTER = "jabber:iq:roster";
 const NS_PING = "urn:xmpp:ping";
-const NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls";
-const NS_STREAM = "http://etherx.jabber.org/streams";
 
 /** A tincan node seen through presence. */
 export interface PeerPresence {
@@ -119,6 +117,8 @@ export interface XmppOptions {
   maxReconnectDelayMs?: number;
   /** How long after a fresh login peers that did not send presence again are reported offline. Default 5 s. */
   presenceSettleMs?: number;
+  /** A connection attempt not online after this long is dropped and retried. Default 30 s. */
+  loginTimeoutMs?: number;
 }
 
 /**
@@ -137,6 +137,7 @@ export class XmppSession extends EventEmitter implements SignalSender {
   private presence: PresenceTincan | null = null;
   private pingTimer: NodeJS.Timeout | null = null;
   private settleTimer: NodeJS.Timeout | null = null;
+  private loginTimer: NodeJS.Timeout | null = null;
   private readonly badPresenceLogged = new Set<string>();
   private readonly badSignalLogged = new Set<string>();
   private stopping = false;
@@ -191,6 +192,7 @@ export class XmppSession extends EventEmitter implements SignalSender {
     this.stopping = true;
     this.xmpp.reconnect.stop();
     this.clearTimers();
+    this.clearLoginTimer();
     if (this.xmpp.status === "online") {
       await this.xmpp.send(xml("presence", { type: "unavailable" })).catch(() => {});
     }
@@ -211,7 +213,15 @@ export class XmppSession extends EventEmitter implements SignalSender {
   private wire(): void {
     const x = this.xmpp;
     x.on("error", (err: Error) => {
-      if (!this.stopping) this.log.warn("xmpp error", { error: err.message });
+      if (this.stopping) return;
+      this.log.warn("xmpp error", { error: err.message });
+      // A refused login leaves the stream open and @xmpp/reconnect waiting for a disconnect that
+      // never comes: drop it, so we try again (with backoff) instead of staying offline.
+      if (err.name === "SASLError" && !this.isOnline) this.dropConnection("login refused");
+    });
+    x.on("status", (status: string) => {
+      if (status === "connecting") this.armLoginTimer();
+      else if (status === "online" || status === "offline") this.clearLoginTimer();
     });
     x.on("online", (address: { toString(): string }) => {
       void this.onOnline(address.toString());
@@ -303,6 +313,26 @@ export class XmppSession extends EventEmitter implements SignalSender {
     this.pingTimer.unref();
   }
 
+  private armLoginTimer(): void {
+    this.clearLoginTimer();
+    const ms = this.opts.loginTimeoutMs ?? 30_000;
+    this.loginTimer = setTimeout(() => {
+      this.loginTimer = null;
+      if (!this.stopping && !this.isOnline) this.dropConnection(`not online after ${ms} ms`);
+    }, ms);
+  }
+
+  private clearLoginTimer(): void {
+    if (this.loginTimer) clearTimeout(this.loginTimer);
+    this.loginTimer = null;
+  }
+
+  /** Closes the transport under a stalled login: -> disconnect -> reconnect with backoff. */
+  private dropConnection(why: string): void {
+    this.log.warn("xmpp login stalled; reconnecting", { why });
+    (this.xmpp.socket as { destroy?(): void } | null)?.destroy?.();
+  }
+
   private clearTimers(): void {
     if (this.pingTimer) clearInterval(this.pingTimer);
     if (this.settleTimer) clearTimeout(this.settleTimer);
@@ -385,11 +415,13 @@ export class XmppSession extends EventEmitter implements SignalSender {
   }
 
   /**
-   * Trust a private CA for this session only, without turning verification off.
-   * @xmpp/starttls upgrades with `tls.connect({socket, host})` and takes no TLS options, so when a CA is
-   * configured this session answers the server's STARTTLS feature itself (same steps, plus `ca`) and hides
-   * the stream features from the built-in handlers (nothing else is negotiated before TLS anyway).
-   * Direct TLS (xmpps://) gets a per-session transport subclass that adds `ca`.
+   * Trusts a private CA for this server name, without turning verification off.
+   * @xmpp/starttls upgrades with `tls.connect({socket, host: domain})` and takes no TLS options,
+   * so the TLS socket class of @xmpp/tls (used by STARTTLS and by direct TLS) gets `ca` added
+   * for connections to this domain. Direct TLS (xmpps://) dials the service host, so its
+   * transport also names the domain as the TLS server name. @xmpp's own STARTTLS step runs
+   * unchanged (an earlier version answered STARTTLS itself, and a timed-out attempt there could
+   * leave the next login with two SASL exchanges on one stream).
    */
   private trustCa(caPem: string): void {
     const x = this.xmpp;
@@ -404,39 +436,33 @@ export class XmppSession extends EventEmitter implements SignalSender {
       }
     });
     if (!tlsTransport) throw new Error("@xmpp/client has no TLS transport");
-    const TlsSocket = tlsTransport.prototype.Socket as new () => EventEmitter & {
-      connect(opts: object): void;
-    };
+    addCaForServerName(tlsTransport.prototype.Socket as TlsSocketClass, domain, ca);
     const Base = tlsTransport as unknown as TlsTransport;
     class CaTlsTransport extends Base {
       override socketParameters(s: string) {
         const p = super.socketParameters(s);
-        return p && { ...p, ca, servername: domain };
+        return p && { ...p, servername: domain };
       }
     }
     x.transports.unshift(CaTlsTransport as unknown as (typeof x.transports)[number]);
-
-    x.prependListener("element", (el: Element) => {
-      if (!el.is("features", NS_STREAM) || !el.getChild("starttls", NS_TLS)) return;
-      el.children = [];
-      void (async () => {
-        const raw = x.socket as { destroy(): void };
-        try {
-          const answer = await x.sendReceive(xml("starttls", { xmlns: NS_TLS }));
-          if (!answer.is("proceed", NS_TLS)) throw new Error("STARTTLS_FAILURE");
-          const tlsSocket = new TlsSocket();
-          const connected = once(tlsSocket, "connect");
-          tlsSocket.connect({ socket: raw, host: domain, servername: domain, ca });
-          await connected;
-          x._attachSocket(tlsSocket);
-          await x.restart();
-        } catch (err) {
-          this.log.error("TLS with the configured CA failed", { error: (err as Error).message });
-          raw.destroy(); // -> disconnect -> reconnect with backoff
-        }
-      })();
-    });
   }
+}
+
+type TlsSocketClass = { prototype: { connect(options: Record<string, unknown>): void } };
+const caByServerName = new Map<string, string[]>();
+const patchedSocketClasses = new WeakSet<object>();
+
+/** Makes the @xmpp/tls socket class verify connections to `serverName` against `ca`. */
+function addCaForServerName(Socket: TlsSocketClass, serverName: string, ca: string[]): void {
+  caByServerName.set(serverName.toLowerCase(), ca);
+  if (patchedSocketClasses.has(Socket)) return;
+  patchedSocketClasses.add(Socket);
+  const connect = Socket.prototype.connect;
+  Socket.prototype.connect = function (this: unknown, options: Record<string, unknown>) {
+    const name = String(options.servername ?? options.host ?? "").toLowerCase();
+    const trusted = caByServerName.get(name);
+    return connect.call(this, trusted ? { ...options, servername: name, ca: trusted } : options);
+  };
 }
 
 function sameTincan(a: PresenceTincan, b: PresenceTincan): boolean {
