@@ -122,3 +122,38 @@ describe("XmppSession login", () => {
     }
   });
 });
+
+describe("SCRAM-SHA-1 with native key derivation", () => {
+  function scram() {
+    const session = new XmppSession({
+      service: "xmpp://127.0.0.1:1",
+      domain: "example.com",
+      username: "user",
+      password: "pencil",
+      log: nullLog,
+    });
+    const factory = (session as unknown as { xmpp: { saslFactory: { create(m: string[]): any } } }).xmpp
+      .saslFactory;
+    return factory.create(["SCRAM-SHA-1"]);
+  }
+
+  it("answers the RFC 5802 example exchange", async () => {
+    const m = scram();
+    expect(m.constructor.name).toBe("NativeScramSha1");
+    m._genNonce = () => "fyko+d2lbbFgONRv9qkxdawL";
+    const cred = { username: "user", password: "pencil" };
+    expect(await m.response(cred)).toBe("n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL");
+    m.challenge("r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096");
+    expect(await m.response(cred)).toBe(
+      "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=",
+    );
+  });
+
+  it("refuses a server asking for an absurd iteration count", async () => {
+    const m = scram();
+    const cred = { username: "user", password: "pencil" };
+    await m.response(cred);
+    m.challenge("r=abc,s=QSXCR+Q6sek8bf92,i=2000000000");
+    await expect(m.response(cred)).rejects.toThrow(/iterations/);
+  });
+});

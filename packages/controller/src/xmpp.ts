@@ -1,6 +1,8 @@
+import { pbkdf2 } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { readFileSync } from "node:fs";
 import { rootCertificates } from "node:tls";
+import { promisify } from "node:util";
 import {
   describeIssues,
   MAX_SIGNAL_BYTES,
@@ -155,6 +157,7 @@ export class XmppSession extends EventEmitter implements SignalSender {
       ...(opts.resource ? { resource: opts.resource } : {}),
     });
     if (opts.caFile) this.trustCa(readFileSync(opts.caFile, "utf8"));
+    useNativeScramKeyDerivation(this.xmpp);
     if (this.xmpp.streamManagement) {
       this.xmpp.streamManagement.requestAckInterval = (opts.pingIntervalSec ?? 60) * 1000;
     }
@@ -446,6 +449,43 @@ export class XmppSession extends EventEmitter implements SignalSender {
     }
     x.transports.unshift(CaTlsTransport as unknown as (typeof x.transports)[number]);
   }
+}
+
+const pbkdf2Async = promisify(pbkdf2);
+/** More than any server uses (prosody: 10000); a bound on the work a server can ask of us. */
+const MAX_SCRAM_ITERATIONS = 1_000_000;
+
+interface ScramState {
+  _stage: string;
+  _salt?: Uint8Array;
+  _iterationCount?: number;
+}
+type ScramClass = new () => ScramState & { response(cred: Record<string, unknown>): unknown };
+
+/**
+ * SCRAM-SHA-1's key derivation (PBKDF2-HMAC-SHA1, thousands of HMACs) by Node's native crypto off
+ * the event loop: sasl-scram-sha-1 runs it as a loop of WebCrypto calls, ~1.4 s of CPU per login
+ * here, which made 20 controllers starting together time out. The result goes in through the
+ * library's own cached-credentials input (`salt` + `saltedPassword`), so the protocol stays its.
+ */
+function useNativeScramKeyDerivation(x: Client): void {
+  const factory = (x as unknown as { saslFactory?: { _mechs?: { name: string; mech: ScramClass }[] } })
+    .saslFactory;
+  const entry = factory?._mechs?.find((m) => m.name === "SCRAM-SHA-1");
+  if (!entry) return;
+  const Base = entry.mech;
+  entry.mech = class NativeScramSha1 extends Base {
+    override async response(cred: Record<string, unknown>): Promise<unknown> {
+      const { _salt: salt, _iterationCount: iterations } = this;
+      if (this._stage !== "challenge" || typeof cred.password !== "string" || !salt || !iterations) {
+        return super.response(cred);
+      }
+      if (!Number.isInteger(iterations) || iterations < 1 || iterations > MAX_SCRAM_ITERATIONS)
+        throw new Error(`SCRAM: the server asked for ${iterations} iterations`);
+      const saltedPassword = new Uint8Array(await pbkdf2Async(cred.password, salt, iterations, 20, "sha1"));
+      return super.response({ ...cred, salt, saltedPassword });
+    }
+  };
 }
 
 type TlsSocketClass = { prototype: { connect(options: Record<string, unknown>): void } };
