@@ -249,6 +249,21 @@ describe("relay fallback and retry", () => {
     expect(b.sig.ofType("offer").map((o) => o.relayOnly)).toEqual([false, true]);
   });
 
+  it("as answerer, takes the offerer's new offer after a failed handshake: old link removed, new answer", async () => {
+    const { dp, sig, lm } = setup(LARGE);
+    const small = peer(SMALL, "alice");
+    await lm.handleSignal(small, offerFrom(SMALL, LARGE, "first"));
+    dp.notify("link.state", { peerUid: SMALL, state: "failed", reason: "handshake" });
+    await flush();
+    expect(sig.ofType("offer")).toHaveLength(0); // the offerer decides
+    await lm.handleSignal(small, offerFrom(SMALL, LARGE, "second"));
+    expect(dp.methods()).toEqual(["link.accept", "link.remove", "link.accept"]);
+    expect(sig.ofType("answer").map((a) => a.setup)).toEqual(["first", "second"]);
+    dp.notify("link.state", { peerUid: SMALL, state: "connected", path: "host" });
+    await flush();
+    expect(lm.linkState(SMALL)).toBe("connected");
+  });
+
   it("retries a timed-out setup with exponential backoff", async () => {
     const { sig, lm } = setup(SMALL);
     await lm.ensureLink(peer(LARGE));
