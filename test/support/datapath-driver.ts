@@ -175,7 +175,6 @@ async function setUpLink(
 ): Promise<number | string> {
   const t0 = Date.now();
   const aCands: { candidate: string; mid: string }[] = [];
-  const bCands: { candidate: string; mid: string }[] = [];
   let bReady = false;
   const onA = (p: any) => {
     if (p.peerUid !== b.uid) return;
@@ -222,7 +221,6 @@ async function setUpLink(
     } finally {
       a.off("link.state", onState);
     }
-    void bCands;
     return failure ?? Date.now() - t0;
   } finally {
     a.off("link.candidate", onA);

@@ -203,7 +203,7 @@ export class Datapath {
     "link.remove": (p) => {
       const link = this.fib.links.get(p.peerUid);
       if (link) {
-        const waiting = link.isConnected ? [] : link.pending.drain();
+        const waiting = link.pending.drain();
         this.dropLink(link);
         this.log.info("link removed", { peer: p.peerUid });
         // Packets that waited for a setup that failed wait for the next one (held as unmapped).

@@ -308,7 +308,7 @@ export class Link {
   fitRxQueue(): void {
     const { rxQueueMs, rxIntervalMs } = this.rxQueueSettings;
     if (rxQueueMs <= 0) return;
-    const interval = Math.min(100, Math.max(rxIntervalMs, rxIntervalMs + (this.rttMs ?? 0)));
+    const interval = Math.min(100, rxIntervalMs + (this.rttMs ?? 0));
     this.rxGate.configure(Math.max(rxQueueMs, interval / 10), interval);
   }
 

@@ -1,6 +1,5 @@
 #!/usr/bin/env node
 import {
-  ConfigError,
   Controller,
   createLogger,
   exitOnConfigError,
@@ -20,8 +19,7 @@ let config: ReturnType<typeof loadConfig<typeof GroupVpnConfig>>;
 try {
   config = loadConfig(args.config, GroupVpnConfig);
 } catch (err) {
-  if (err instanceof ConfigError) exitOnConfigError(err, "groupvpn");
-  throw err;
+  exitOnConfigError(err, "groupvpn");
 }
 const logger = createLogger(args.logLevel ?? config.log.level);
 const policy = new GroupPolicy(config);

@@ -32,8 +32,7 @@ try {
 } catch (err) {
   if (err instanceof StateFileError)
     exitOnConfigError(new ConfigError(err.file, err.message.slice(err.file.length + 2)), PROG);
-  if (err instanceof ConfigError) exitOnConfigError(err, PROG);
-  throw err;
+  exitOnConfigError(err, PROG);
 }
 const logger = createLogger(args.logLevel ?? config.log.level);
 const log = logger.component(PROG);
