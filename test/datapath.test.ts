@@ -92,6 +92,34 @@ describe.skipIf(!can.ok)("datapath between two namespaces over veth", () => {
     expect(bad.error.message).toMatch(/prefix/);
     expect(await a.call("route.query")).toEqual(routes);
   });
+
+  it("reports a peer whose packets stop disconnected within 11 s, and connected when they return", async () => {
+    const stateAtA = async () => (await a.call("link.query", { peerUid: b.uid }))[0]?.state;
+    // B neither hears A nor answers: to A, B is dead (ICE consent alone would take ~30 s).
+    const rules = [
+      ["INPUT", "-p", "udp", "-s", "198.18.1.1", "-j", "DROP"],
+      ["OUTPUT", "-p", "udp", "-d", "198.18.1.1", "-j", "DROP"],
+    ];
+    for (const r of rules) await b.host.run(["iptables", "-I", ...r]);
+    const start = Date.now();
+    try {
+      await waitFor(
+        "A to see the link disconnected",
+        async () => (await stateAtA()) === "disconnected",
+        15_000,
+      );
+      expect(Date.now() - start).toBeLessThan(11_500);
+    } finally {
+      for (const r of rules) await b.host.run(["iptables", "-D", ...r]);
+    }
+    await waitFor(
+      "A to see the link connected again",
+      async () => (await stateAtA()) === "connected",
+      10_000,
+    );
+    const ping = await a.host.exec(["ping", "-c", "1", "-W", "2", "10.77.0.2"]);
+    expect(ping.code).toBe(0);
+  }, 40_000);
 });
 
 describe.skipIf(!can.ok)("multi-hop: A reaches C via B", () => {

@@ -1,7 +1,7 @@
 import { uidForIpv4 } from "@tincan/protocol";
 import { afterEach, describe, expect, it } from "vitest";
 import winston from "winston";
-import { Datapath } from "./datapath.js";
+import { Datapath, type DatapathOptions } from "./datapath.js";
 import { fakeVnicFactory, udp4 } from "./testing.js";
 
 const silent = winston.createLogger({ silent: true });
@@ -13,7 +13,7 @@ interface Node {
   notes: { method: string; params: any }[];
 }
 
-function makeNode(ip: string, translate = false): Node {
+function makeNode(ip: string, translate = false, tune: Partial<DatapathOptions> = {}): Node {
   const vnic = fakeVnicFactory();
   const notes: Node["notes"] = [];
   const node: Node = {
@@ -24,6 +24,7 @@ function makeNode(ip: string, translate = false): Node {
       vnicFactory: vnic,
       logger: silent,
       notify: (method, params) => notes.push({ method, params }),
+      ...tune,
     }),
   };
   node.dp.methods["vnic.configure"]({ uid: node.uid, ipv4: `${ip}/16`, translate });
@@ -125,6 +126,9 @@ describe("Datapath over real node-datachannel links (fake vNICs)", () => {
     const [linkAtB] = b.dp.methods["link.query"]({});
     expect(linkAtB?.drops.spoofed).toBe(1);
     expect(linkAtB?.rxPackets).toBe(5);
+    // Probes measure the link's round-trip time (one goes out when the link connects).
+    await until(() => typeof linkTo(a, b)?.rttMs === "number");
+    expect(linkTo(a, b)?.rttMs).toBeLessThan(100);
   });
 
   it("translates addresses for SocialVPN on receive", async () => {
@@ -196,4 +200,58 @@ describe("Datapath over real node-datachannel links (fake vNICs)", () => {
     await until(() => b.vnic.devices[0]!.written.length >= 1);
     expect(b.vnic.devices[0]!.written[0]!.subarray(28).toString()).toBe("waits");
   });
+
+  it.each([
+    ["a media track (no SCTP)", true],
+    ["data channels", false],
+  ])("carries inter-controller messages in order over %s", async (_kind, rtp) => {
+    const a = makeNode("10.10.0.1", false, { rtp });
+    const b = makeNode("10.10.0.2");
+    nodes.push(a, b);
+    await connect(a, b);
+    const sent = Array.from({ length: 40 }, (_, i) => ({ i, text: "y".repeat(i * 200) }));
+    for (const data of sent) a.dp.methods["icc.send"]({ peerUid: b.uid, data });
+    b.dp.methods["icc.send"]({ peerUid: a.uid, data: "reply" });
+    const iccAt = (n: Node) => n.notes.filter((x) => x.method === "icc.message").map((x) => x.params.data);
+    await until(() => iccAt(b).length >= sent.length && iccAt(a).length >= 1);
+    expect(iccAt(b)).toEqual(sent);
+    expect(iccAt(a)).toEqual(["reply"]);
+  });
+
+  it("offers no data channels when links use the media track", async () => {
+    const a = makeNode("10.10.0.1");
+    const b = makeNode("10.10.0.2", false, { rtp: false });
+    nodes.push(a, b);
+    const { description } = await a.dp.methods["link.create"]({ peerUid: b.uid });
+    expect(description.sdp).toMatch(/^m=video /m);
+    expect(description.sdp).not.toMatch(/^m=application /m);
+    a.dp.methods["link.remove"]({ peerUid: b.uid });
+    const fromB = await b.dp.methods["link.create"]({ peerUid: a.uid });
+    expect(fromB.description.sdp).toMatch(/^m=application /m);
+    expect(fromB.description.sdp).not.toMatch(/^m=video /m);
+  });
+
+  it("reports a silent peer disconnected, and connected again once it answers", async () => {
+    const a = makeNode("10.10.0.1", false, { silenceMs: 2000 });
+    const b = makeNode("10.10.0.2");
+    nodes.push(a, b);
+    await connect(a, b);
+    // Idle for longer than silenceMs: probes and their replies keep the link up.
+    await new Promise((r) => setTimeout(r, 3500));
+    expect(linkTo(a, b)?.state).toBe("connected");
+    // B stops answering probes (and sends nothing else): ICE consent alone would take ~30 s.
+    const linkAtB = b.dp.fib.links.get(a.uid) as unknown as { sendControl: unknown };
+    const answer = linkAtB.sendControl;
+    linkAtB.sendControl = () => true;
+    const statesAtA = () =>
+      a.notes
+        .filter((n) => n.method === "link.state" && n.params.peerUid === b.uid)
+        .map((n) => n.params.state);
+    const start = Date.now();
+    await until(() => statesAtA().at(-1) === "disconnected", 6000);
+    expect(Date.now() - start).toBeLessThan(4000);
+    linkAtB.sendControl = answer;
+    await until(() => statesAtA().at(-1) === "connected", 4000);
+    expect(statesAtA()).toEqual(["connecting", "connected", "disconnected", "connected"]);
+  }, 20_000);
 });

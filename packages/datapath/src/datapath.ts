@@ -11,6 +11,7 @@ import {
 import type { Logger } from "winston";
 import { conflict, invalidParams, notConfigured, notFound } from "./errors.js";
 import { Fib, type VnicDevice } from "./fib.js";
+import { IccQueueFull } from "./icc-channel.js";
 import type { IceSettings } from "./ice.js";
 import { Inside } from "./inside.js";
 import { Link } from "./link.js";
@@ -54,8 +55,13 @@ export interface DatapathOptions {
   hopLimit?: number;
   /** Ask the vNIC for checksum and TCP segmentation offload (default true). */
   offload?: boolean;
-  /** Offer/accept a media track that carries frames as RTP packets (default true). */
+  /**
+   * Offer links as a media track carrying frames as RTP packets, no SCTP (default true); false:
+   * offer data channels over SCTP. Either kind of offer is accepted.
+   */
   rtp?: boolean;
+  /** A connected peer not heard from (probes included) for this long is reported disconnected (ms, default 10000). */
+  silenceMs?: number;
   /**
    * CoDel target of the receive queue (ms): the least queueing delay above which RTP frames are
    * dropped (default 2; 0: never). Links raise it to a tenth of their interval.
@@ -104,7 +110,11 @@ export class Datapath {
     this.timer = setInterval(() => {
       const expired = this.unmapped.expire(Date.now());
       if (expired) this.fib.vnicCounters.drop("unmappedExpired", expired);
-      for (const link of this.fib.links.values()) if (link.isConnected) link.fitRxQueue();
+      const now = Date.now();
+      for (const link of this.fib.links.values()) {
+        if (link.isConnected) link.fitRxQueue();
+        link.keepAlive(now);
+      }
     }, 1000);
     this.timer.unref();
   }
@@ -242,7 +252,12 @@ export class Datapath {
       if (Buffer.byteLength(text) > MAX_ICC_BYTES)
         throw invalidParams(`data: larger than ${MAX_ICC_BYTES} bytes`);
       if (!link.isConnected) throw conflict(`link to ${p.peerUid} is ${link.state}, not connected`);
-      link.sendIcc(text);
+      try {
+        link.sendIcc(text);
+      } catch (e) {
+        if (e instanceof IccQueueFull) throw conflict(`icc to ${p.peerUid}: ${e.message}`);
+        throw e;
+      }
       return {};
     },
   };
@@ -278,6 +293,7 @@ export class Datapath {
         queuePackets: this.options.linkQueuePackets ?? 64,
         maxBufferedBytes: this.options.maxBufferedBytes ?? 1 << 20,
         rtp: this.options.rtp ?? true,
+        silenceMs: this.options.silenceMs ?? 10_000,
         rxQueueMs: this.options.rxQueueMs ?? 2,
         rxIntervalMs: this.options.rxIntervalMs ?? 20,
       },

@@ -4,6 +4,7 @@ import ndc from "node-datachannel";
 import { Counters } from "./counters.js";
 import { DelayGate, rtpClock } from "./delay-gate.js";
 import { FRAME_FRAGMENT, Fragmenter, Reassembler } from "./fragment.js";
+import { FRAME_ICC, FRAME_ICC_ACK, IccChannel } from "./icc-channel.js";
 import { type IceSettings, parseCandidate, toIceServers } from "./ice.js";
 import { PacketQueue } from "./queue.js";
 
@@ -15,12 +16,30 @@ export const FRAME_OFFLOAD = 0x02;
 export const FRAME_HEADER = 2;
 /** Longest wait for candidates to put into a local description (the rest trickle). */
 const GATHER_WAIT_MS = 40;
+/** Frame types from here up are the link's own (icc, probes), not tunnelled packets. */
+export const FRAME_CONTROL = 0x10;
 /**
- * First byte of a binary message on the icc channel announcing what the sender accepts
- * (text messages there are inter-controller JSON; older datapaths ignore binary ones).
- * [CAPS][flags]: flags bit 0 = offload frames (type 2).
+ * [FRAME_PROBE][sender's clock, µs u32], answered by [FRAME_PROBE_REPLY][the same 4 bytes]:
+ * proves the peer alive and measures the link's round-trip time (end to end, as packets see it).
  */
-export const ICC_CAPS = 0xc1;
+export const FRAME_PROBE = 0x12;
+export const FRAME_PROBE_REPLY = 0x13;
+const PROBE_BYTES = 5;
+/** A link that sends traffic is probed this often, for its round-trip time. */
+const RTT_PROBE_MS = 5000;
+/**
+ * A peer not heard from for this long (at most 60% of the silence that makes a link
+ * disconnected) is probed, once a second while it stays silent.
+ */
+const PROBE_AFTER_MS = 6000;
+
+/**
+ * Session-level SDP attribute announcing what the sender accepts, `a=x-tincan-caps:<flags>`
+ * (libdatachannel keeps unknown attributes; we read it from the description's text).
+ */
+const CAPS_ATTRIBUTE = "x-tincan-caps";
+const CAPS_RE = new RegExp(`^a=${CAPS_ATTRIBUTE}:(\\d{1,3})\\s*$`, "m");
+/** Caps flag: offload frames (type 2). */
 export const CAPS_OFFLOAD = 0x01;
 /** Caps flag: frames may come as RTP packets on the `pkt` media track. */
 export const CAPS_RTP = 0x02;
@@ -59,17 +78,23 @@ export interface LinkOptions {
   queuePackets: number;
   /** Above this many bytes waiting in the packet channel, packets are dropped. */
   maxBufferedBytes: number;
-  /** Offer (or accept) a media track carrying frames as RTP packets (SRTP, no SCTP). */
+  /**
+   * Offer the link as one media track carrying frames as RTP packets (SRTP, no SCTP; icc rides
+   * on it too); false: two data channels over SCTP. An offered track is always accepted.
+   */
   rtp: boolean;
+  /** A connected peer silent for this long (probes unanswered) is reported `disconnected`. */
+  silenceMs: number;
   /** Drop RTP frames that waited longer than this in our receive queue (0: never). */
   rxQueueMs: number;
   rxIntervalMs: number;
 }
 
 /**
- * One peer link: an RTCPeerConnection with two pre-negotiated data channels, "pkt"
- * (unordered, no retransmissions: tunnelled IP packets) and "icc" (reliable, ordered:
- * inter-controller messages).
+ * One peer link: an RTCPeerConnection carrying frames either on one media track as RTP packets
+ * (inter-controller messages made reliable by IccChannel), or on two pre-negotiated data
+ * channels, "pkt" (unordered, no retransmissions: tunnelled IP packets) and "icc" (reliable,
+ * ordered: inter-controller messages).
  */
 export class Link {
   readonly peerUid: string;
@@ -96,6 +121,8 @@ export class Link {
   private readonly pc: PeerConnection;
   private pkt: DataChannel | null = null;
   private icc: DataChannel | null = null;
+  /** Set when the link has the media track and no data channels: icc goes over the track. */
+  private iccOverRtp: IccChannel | null = null;
   private track: Track | null = null;
   private trackOpen = false;
   private readonly ssrc = (Math.random() * 0xfffffffe + 1) >>> 0;
@@ -109,6 +136,18 @@ export class Link {
   private descriptionWaiter: ((d: SessionDescription) => void) | null = null;
   private readonly maxBufferedBytes: number;
   private closed = false;
+  /** When anything (a frame, a probe or its reply) last came from the peer. */
+  private heardAt = 0;
+  private readonly silenceMs: number;
+  /** We reported `disconnected` because the peer fell silent. */
+  private silenced = false;
+  private readonly probe = Buffer.alloc(RTP_HEADER + PROBE_BYTES, FRAME_PROBE);
+  private readonly probeReply = Buffer.alloc(RTP_HEADER + PROBE_BYTES, FRAME_PROBE_REPLY);
+  private lastProbeAt = 0;
+  /** Smoothed round-trip time from probes (RFC 6298's 1/8 gain). */
+  private srttMs: number | null = null;
+  /** Least round-trip time seen on the current path: its delay without our queues. */
+  private baseRttMs: number | null = null;
 
   constructor(
     options: LinkOptions,
@@ -119,6 +158,7 @@ export class Link {
     this.pending = new PacketQueue(options.queuePackets);
     this.maxBufferedBytes = options.maxBufferedBytes;
     this.rtp = options.rtp;
+    this.silenceMs = options.silenceMs;
     this.maxRtpFrame = options.underlayMtu - RTP_OVERHEAD;
     this.fragmenter = new Fragmenter(RTP_HEADER, this.maxRtpFrame);
     this.rxQueueSettings = { rxQueueMs: options.rxQueueMs, rxIntervalMs: options.rxIntervalMs };
@@ -147,8 +187,10 @@ export class Link {
   /** Starts the link as the offering side and resolves with the local offer. */
   createOffer(): Promise<SessionDescription> {
     const description = this.nextDescription();
-    if (this.rtp) this.addTrack();
-    this.openChannels();
+    if (this.rtp) {
+      this.addTrack();
+      this.carryIccOnTrack();
+    } else this.openChannels();
     this.pc.setLocalDescription("offer");
     // We take the DTLS client role. With the default (the answerer is the client), the answerer's
     // ClientHello reaches us before its answer has come through signalling, is dropped, and is
@@ -156,7 +198,7 @@ export class Link {
     // the answer, and the answerer (server) is ready since it applied our offer.
     return description.then((d) => ({
       type: d.type,
-      sdp: d.sdp.replace(/^a=setup:actpass/gm, "a=setup:active"),
+      sdp: this.withCaps(d.sdp.replace(/^a=setup:actpass/gm, "a=setup:active")),
     }));
   }
 
@@ -164,19 +206,23 @@ export class Link {
   acceptOffer(offer: SessionDescription): Promise<SessionDescription> {
     if (offer.type !== "offer") throw new Error("description.type must be offer");
     const description = this.nextDescription();
-    // Our track must exist before the offer is applied so the answer pairs it with the offer's
-    // (an offer from a datapath without one gets none: frames stay on the data channel).
-    if (this.rtp && new RegExp(`^a=mid:${PKT_MID}\\s*$`, "m").test(offer.sdp)) this.addTrack();
+    const offersTrack = new RegExp(`^a=mid:${PKT_MID}\\s*$`, "m").test(offer.sdp);
+    const offersChannels = /^m=application /m.test(offer.sdp);
+    // Our track must exist before the offer is applied so the answer pairs it with the offer's.
+    if (offersTrack) this.addTrack();
+    if (offersTrack && !offersChannels) this.carryIccOnTrack();
+    this.readPeerCaps(offer.sdp);
     const candidates = this.applyRemoteDescription(offer.sdp, "offer");
-    this.openChannels();
+    if (offersChannels) this.openChannels();
     this.pc.setLocalDescription("answer");
     this.addDescriptionCandidates(candidates);
-    return description;
+    return description.then((d) => ({ type: d.type, sdp: this.withCaps(d.sdp) }));
   }
 
   /** Applies the remote answer (offering side). */
   complete(answer: SessionDescription): void {
     if (answer.type !== "answer") throw new Error("description.type must be answer");
+    this.readPeerCaps(answer.sdp);
     this.addDescriptionCandidates(this.applyRemoteDescription(answer.sdp, "answer"));
   }
 
@@ -295,31 +341,49 @@ export class Link {
     this.lastTxAt = Date.now();
   }
 
+  /** Queues an inter-controller message; throws IccQueueFull when too many wait already. */
   sendIcc(text: string): void {
-    if (!this.icc || this.state !== "connected") throw new Error("link is not connected");
-    this.icc.sendMessage(text);
+    if (this.state !== "connected") throw new Error("link is not connected");
+    if (this.iccOverRtp) this.iccOverRtp.send(text);
+    else if (this.icc) this.icc.sendMessage(text);
+    else throw new Error("link is not connected");
   }
 
   /**
-   * Fits the receive queue's CoDel to the path: an interval of the path's RTT plus the
+   * Called once a second: probes a peer we have not heard from for a while, and reports the link
+   * `disconnected` when it stays silent for silenceMs (ICE consent alone notices after ~30 s).
+   * A peer heard from again makes it `connected` again.
+   */
+  keepAlive(now: number): void {
+    if (this.state !== "connected" && !this.silenced) return;
+    const silent = now - this.heardAt;
+    const busy = this.lastTxAt !== null && now - this.lastTxAt < RTT_PROBE_MS;
+    if (
+      silent >= Math.min(PROBE_AFTER_MS, this.silenceMs * 0.6) ||
+      (busy && now - this.lastProbeAt >= RTT_PROBE_MS)
+    )
+      this.sendProbe(now);
+    if (silent >= this.silenceMs && !this.silenced) {
+      this.silenced = true;
+      this.setState("disconnected");
+    }
+  }
+
+  /**
+   * Fits the receive queue's CoDel to the path: an interval of the path's base RTT plus the
    * configured minimum (so TCP over a long path has time to react before more drops), capped at
    * RFC 8289's 100 ms, and a target of a tenth of it, at least the configured one.
    */
   fitRxQueue(): void {
     const { rxQueueMs, rxIntervalMs } = this.rxQueueSettings;
     if (rxQueueMs <= 0) return;
-    const interval = Math.min(100, rxIntervalMs + (this.rttMs ?? 0));
+    const interval = Math.min(100, rxIntervalMs + (this.baseRttMs ?? 0));
     this.rxGate.configure(Math.max(rxQueueMs, interval / 10), interval);
   }
 
   get rttMs(): number | null {
-    if (this.state !== "connected") return null;
-    try {
-      const rtt = this.pc.rtt();
-      return rtt >= 0 ? rtt : null;
-    } catch {
-      return null;
-    }
+    if (this.state !== "connected" || this.srttMs === null) return null;
+    return Math.round(this.srttMs * 100) / 100;
   }
 
   info(): LinkInfo {
@@ -343,6 +407,7 @@ export class Link {
     this.closed = true;
     this.pending.clear();
     this.descriptionWaiter = null;
+    this.iccOverRtp?.close();
     try {
       this.pkt?.close();
       this.icc?.close();
@@ -399,6 +464,11 @@ export class Link {
 
   /** Hands a received frame on; a frame that still trips the code is dropped, never fatal. */
   private deliverFrame(frame: Buffer): void {
+    if ((frame[0] as number) >= FRAME_CONTROL) {
+      this.onControlFrame(frame);
+      return;
+    }
+    this.lastRxAt = this.heardAt;
     try {
       this.handlers.frame(this, frame);
     } catch {
@@ -417,33 +487,101 @@ export class Link {
     const icc = this.pc.createDataChannel("icc", { negotiated: true, id: 1 });
     this.pkt = pkt;
     this.icc = icc;
-    pkt.onOpen(() => this.onChannelOpen());
-    pkt.onClosed(() => this.onChannelClosed());
+    pkt.onOpen(() => this.onTransportOpen());
+    pkt.onClosed(() => this.onTransportClosed());
     pkt.onMessage((msg) => {
       if (typeof msg === "string") return;
-      const frame = Buffer.isBuffer(msg) ? msg : Buffer.from(msg);
-      this.lastRxAt = Date.now();
-      this.deliverFrame(frame);
-    });
-    icc.onOpen(() => {
-      try {
-        icc.sendMessageBinary(Buffer.from([ICC_CAPS, CAPS_OFFLOAD | (this.track ? CAPS_RTP : 0)]));
-      } catch {
-        // Closed meanwhile: the next connection announces again.
-      }
+      this.heard(Date.now());
+      this.deliverFrame(Buffer.isBuffer(msg) ? msg : Buffer.from(msg));
     });
     icc.onMessage((msg) => {
       if (typeof msg === "string") this.handlers.icc(this, msg);
-      else this.onControl(Buffer.isBuffer(msg) ? msg : Buffer.from(msg));
     });
   }
 
-  /** A binary message on the icc channel: the peer's capabilities (others are ignored). */
-  private onControl(msg: Buffer): void {
-    if (msg.length < 2 || msg[0] !== ICC_CAPS) return;
-    const caps = msg[1] as number;
+  /** Inter-controller messages ride on the media track (the link has no data channels). */
+  private carryIccOnTrack(): void {
+    this.iccOverRtp = new IccChannel(RTP_HEADER, {
+      sendControl: this.sendControl,
+      deliver: (text) => this.handlers.icc(this, text),
+      rttMs: () => this.rttMs,
+    });
+  }
+
+  /** Our caps as a session-level attribute (after the t= line) of a description we send. */
+  private withCaps(sdp: string): string {
+    const caps = CAPS_OFFLOAD | (this.track ? CAPS_RTP : 0);
+    return sdp.replace(/^(t=.*)$/m, `$1\r\na=${CAPS_ATTRIBUTE}:${caps}`);
+  }
+
+  private readPeerCaps(sdp: string): void {
+    const m = CAPS_RE.exec(sdp);
+    const caps = m ? Number(m[1]) : 0;
     this.peerOffload = (caps & CAPS_OFFLOAD) !== 0;
     this.peerRtp = (caps & CAPS_RTP) !== 0 && this.track !== null;
+  }
+
+  /** A frame of the link's own: icc over the track, probes. */
+  private onControlFrame(frame: Buffer): void {
+    switch (frame[0]) {
+      case FRAME_PROBE:
+        if (frame.length < PROBE_BYTES) break;
+        frame.copy(this.probeReply, RTP_HEADER + 1, 1, PROBE_BYTES);
+        this.sendControl(this.probeReply, this.probeReply.length);
+        return;
+      case FRAME_PROBE_REPLY: {
+        if (frame.length < PROBE_BYTES) break;
+        const sample = ((microseconds() - frame.readUInt32BE(1)) >>> 0) / 1000;
+        // A reply to a probe from before a long stall is no measure of the path.
+        if (sample >= 60_000) return;
+        this.srttMs = this.srttMs === null ? sample : this.srttMs * 0.875 + sample * 0.125;
+        this.baseRttMs = Math.min(this.baseRttMs ?? sample, sample);
+        return;
+      }
+      case FRAME_ICC:
+      case FRAME_ICC_ACK:
+        if (this.iccOverRtp?.onFrame(frame)) return;
+        break;
+    }
+    this.counters.drop("badFrame");
+  }
+
+  /** Sends the frame at buf[RTP_HEADER..end) of the link's own, whatever the link's state. */
+  private readonly sendControl = (buf: Buffer, end: number): boolean => {
+    if (this.closed) return false;
+    try {
+      if (this.usesRtp) {
+        this.rtpTime = rtpClock();
+        return end - RTP_HEADER <= this.maxRtpFrame
+          ? this.sendRtp(buf, 0, end)
+          : this.fragmenter.send(buf, RTP_HEADER, end, this.sendRtp);
+      }
+      const pkt = this.pkt;
+      if (!pkt?.isOpen()) return false;
+      return pkt.sendMessageBinary(buf.subarray(RTP_HEADER, end));
+    } catch {
+      return false;
+    }
+  };
+
+  private sendProbe(now: number): void {
+    this.lastProbeAt = now;
+    this.probe.writeUInt32BE(microseconds(), RTP_HEADER + 1);
+    this.sendControl(this.probe, this.probe.length);
+  }
+
+  private heard(now: number): void {
+    this.heardAt = now;
+    if (!this.silenced) return;
+    this.silenced = false;
+    if (this.state === "disconnected" && this.transportOpen && this.pc.state() === "connected") {
+      this.readSelectedPath();
+      this.setState("connected");
+    }
+  }
+
+  private get transportOpen(): boolean {
+    return this.iccOverRtp ? this.trackOpen : this.pkt?.isOpen() === true;
   }
 
   /** The media track for frames as RTP: any codec will do, nothing inspects the payload. */
@@ -455,9 +593,11 @@ export class Link {
     this.track = track;
     track.onOpen(() => {
       this.trackOpen = true;
+      if (this.iccOverRtp) this.onTransportOpen();
     });
     track.onClosed(() => {
       this.trackOpen = false;
+      if (this.iccOverRtp) this.onTransportClosed();
     });
     track.onMessage((msg) => {
       if (typeof msg === "string") return;
@@ -479,7 +619,7 @@ export class Link {
         return;
       }
       if (start >= packet.length) return;
-      this.lastRxAt = Date.now();
+      this.heard(Date.now());
       if (!this.rxGate.admit(rtpClock(), packet.readUInt32BE(4))) {
         this.counters.drop("rxQueue");
         return;
@@ -498,13 +638,15 @@ export class Link {
     });
   }
 
-  private onChannelOpen(): void {
+  private onTransportOpen(): void {
     if (this.closed) return;
+    this.heardAt = Date.now();
     this.readSelectedPath();
     this.setState("connected");
+    this.sendProbe(this.heardAt);
   }
 
-  private onChannelClosed(): void {
+  private onTransportClosed(): void {
     if (!this.closed && this.state === "connected") this.setState("disconnected");
   }
 
@@ -520,7 +662,7 @@ export class Link {
       this.setState("failed");
     } else if (s === "disconnected") this.setState("disconnected");
     else if (s === "closed") this.setState("closed");
-    else if (s === "connected" && this.state === "disconnected" && this.pkt?.isOpen()) {
+    else if (s === "connected" && this.state === "disconnected" && this.transportOpen && !this.silenced) {
       this.readSelectedPath();
       this.setState("connected");
     }
@@ -537,8 +679,10 @@ export class Link {
         : types.includes("srflx")
           ? "srflx"
           : "host";
+    const remote = `${pair.remote.address}:${pair.remote.port}`;
+    if (remote !== this.remote) this.baseRttMs = null;
     this.local = `${pair.local.address}:${pair.local.port}`;
-    this.remote = `${pair.remote.address}:${pair.remote.port}`;
+    this.remote = remote;
   }
 
   private setState(state: LinkState): void {
@@ -546,6 +690,11 @@ export class Link {
     this.state = state;
     this.handlers.state(this, state);
   }
+}
+
+/** A microsecond clock that wraps at 2^32 (differences of u32 values stay right). */
+function microseconds(): number {
+  return Math.floor(performance.now() * 1000) >>> 0;
 }
 
 /** Process-wide SCTP tuning of libdatachannel; applies to connections created afterwards. */
