@@ -1,7 +1,9 @@
 // Scale of a proactive GroupVPN (issue #7): N nodes on the flat lab with prosody, every node linking
 // to every other. Reports the time from "all controllers running" until every node reaches every
 // other (one ping per pair, all pairs of each node in parallel), and the memory (sum of peak RSS)
-// and CPU seconds of all tincan and groupvpn processes.
+// and CPU seconds of all tincan and groupvpn processes. `ownMachineMbPerNode` is what one node would
+// take on a machine of its own: both processes' anonymous memory plus the file pages (the node binary,
+// its libraries and addons: ~34 MB for a bare Node process) counted once.
 //   node --import tsx bench/scale.ts [--nodes 20]
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -11,10 +13,21 @@ import { addGroupNodes, labUsers } from "../test/support/vpn-node.js";
 const { values } = parseArgs({ options: { nodes: { type: "string", default: "20" } } });
 const N = Number(values.nodes);
 
-function procStats(pid: number): { rssMb: number; nowMb: number; pssMb: number; cpuSec: number } {
+interface ProcStats {
+  rssMb: number;
+  nowMb: number;
+  pssMb: number;
+  anonMb: number;
+  fileMb: number;
+  cpuSec: number;
+}
+
+function procStats(pid: number): ProcStats {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
   const hwm = Number(status.match(/VmHWM:\s+(\d+)/)?.[1] ?? 0);
   const now = Number(status.match(/VmRSS:\s+(\d+)/)?.[1] ?? 0);
+  const anon = Number(status.match(/RssAnon:\s+(\d+)/)?.[1] ?? 0);
+  const file = Number(status.match(/RssFile:\s+(\d+)/)?.[1] ?? 0);
   // PSS shares the pages of the node binary and libraries among the processes mapping them.
   const pss = Number(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8").match(/^Pss:\s+(\d+)/m)?.[1] ?? 0);
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
@@ -23,21 +36,19 @@ function procStats(pid: number): { rssMb: number; nowMb: number; pssMb: number; 
     rssMb: hwm / 1024,
     nowMb: now / 1024,
     pssMb: pss / 1024,
+    anonMb: anon / 1024,
+    fileMb: file / 1024,
     cpuSec: (Number(f[11]) + Number(f[12])) / 100,
   };
 }
 
 /** The node process itself (the lab spawns it via `ip netns exec`, which execs into node). */
-function sum(pids: number[]) {
-  return pids.map(procStats).reduce(
-    (a, b) => ({
-      rssMb: a.rssMb + b.rssMb,
-      nowMb: a.nowMb + b.nowMb,
-      pssMb: a.pssMb + b.pssMb,
-      cpuSec: a.cpuSec + b.cpuSec,
-    }),
-    { rssMb: 0, nowMb: 0, pssMb: 0, cpuSec: 0 },
-  );
+function sum(pids: number[]): ProcStats {
+  const total: ProcStats = { rssMb: 0, nowMb: 0, pssMb: 0, anonMb: 0, fileMb: 0, cpuSec: 0 };
+  for (const s of pids.map(procStats)) {
+    for (const k of Object.keys(total) as (keyof ProcStats)[]) total[k] += s[k];
+  }
+  return total;
 }
 
 const lab = await Lab.create({ prefix: "bsc" });
@@ -76,16 +87,21 @@ try {
         allPairsPingMsAfterStart: pending.size === 0 ? allPairs - running : null,
         pairsNotReached: pending.size,
         linksOfNode1: links.filter((l) => l.state === "connected").length,
+        ownMachineMbPerNode: Math.round(
+          (tincan.anonMb + ctl.anonMb + Math.max(tincan.fileMb, ctl.fileMb)) / N,
+        ),
         tincan: {
           peakRssMbPerNode: Math.round(tincan.rssMb / N),
           rssNowMbPerNode: Math.round(tincan.nowMb / N),
           pssMbPerNode: Math.round(tincan.pssMb / N),
+          anonMbPerNode: Math.round(tincan.anonMb / N),
           cpuSec: tincan.cpuSec,
         },
         groupvpn: {
           peakRssMbPerNode: Math.round(ctl.rssMb / N),
           rssNowMbPerNode: Math.round(ctl.nowMb / N),
           pssMbPerNode: Math.round(ctl.pssMb / N),
+          anonMbPerNode: Math.round(ctl.anonMb / N),
           cpuSec: ctl.cpuSec,
         },
       },
