@@ -32,7 +32,7 @@ export interface NodeOptions {
   logLevel?: string;
   /** Extra config keys (SocialVPN: dns, stateFile). */
   extra?: Record<string, unknown>;
-  /** How long the controller may take to log in and run (default 30 s; many nodes start slower). */
+  /** How long the controller may take to log in and run (default 30 s; many nodes start slower), and the datapath (at least 15 s). */
   startTimeoutMs?: number;
 }
 
@@ -111,10 +111,14 @@ export class VpnNode {
         name: "tincan",
       },
     );
-    await waitFor(`tincan ready on ${this.host.name}`, () => {
-      if (this.tincan.exited) throw new Error(`tincan exited: ${this.tincan.log()}`);
-      return this.tincan.log().includes(" ready ");
-    });
+    await waitFor(
+      `tincan ready on ${this.host.name}`,
+      () => {
+        if (this.tincan.exited) throw new Error(`tincan exited: ${this.tincan.log()}`);
+        return this.tincan.log().includes(" ready ");
+      },
+      Math.max(15_000, this.opts.startTimeoutMs ?? 0),
+    );
   }
 
   async startController(): Promise<void> {

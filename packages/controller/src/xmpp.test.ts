@@ -123,6 +123,23 @@ describe("XmppSession login", () => {
   });
 });
 
+describe("@xmpp/connection (patched, patches/)", () => {
+  it("ignores socket data that arrives after the stream parser is gone", () => {
+    // disconnect() detaches the parser when closing the stream times out, and the socket may still
+    // deliver data: unpatched, that throws from the socket's data handler and kills the process.
+    const session = new XmppSession({
+      service: "xmpp://127.0.0.1:1",
+      domain: "lab.local",
+      username: "alice",
+      password: "x",
+      log: nullLog,
+    });
+    const conn = (session as unknown as { xmpp: { parser: unknown; _onData(d: Buffer): void } }).xmpp;
+    expect(conn.parser).toBeNull();
+    expect(() => conn._onData(Buffer.from("<presence/>"))).not.toThrow();
+  });
+});
+
 describe("SCRAM-SHA-1 with native key derivation", () => {
   function scram() {
     const session = new XmppSession({

@@ -220,7 +220,8 @@ export class XmppSession extends EventEmitter implements SignalSender {
       this.log.warn("xmpp error", { error: err.message });
       // A refused login leaves the stream open and @xmpp/reconnect waiting for a disconnect that
       // never comes: drop it, so we try again (with backoff) instead of staying offline.
-      if (err.name === "SASLError" && !this.isOnline) this.dropConnection("login refused");
+      if (err.name === "SASLError" && !this.isOnline)
+        this.dropConnection("xmpp login stalled; reconnecting", "login refused");
     });
     x.on("status", (status: string) => {
       if (status === "connecting") this.armLoginTimer();
@@ -307,10 +308,10 @@ export class XmppSession extends EventEmitter implements SignalSender {
       const ping = xml("iq", { type: "get", to: this.opts.domain }, xml("ping", { xmlns: NS_PING }));
       this.xmpp.iqCaller.request(ping, 15_000).catch((err: Error) => {
         // A server that does not support ping still answers (with an error): only a timeout means dead.
-        if (/timeout/i.test(err.message) || err.name === "TimeoutError") {
-          this.log.warn("xmpp ping timed out; reconnecting");
-          void this.xmpp.disconnect().catch(() => {});
-        }
+        // The connection is dead or the server overloaded: no polite stream close, which
+        // would wait for an answer that does not come (and data could still arrive after it).
+        if (/timeout/i.test(err.message) || err.name === "TimeoutError")
+          this.dropConnection("xmpp ping timed out; reconnecting");
       });
     }, ms);
     this.pingTimer.unref();
@@ -321,7 +322,8 @@ export class XmppSession extends EventEmitter implements SignalSender {
     const ms = this.opts.loginTimeoutMs ?? 30_000;
     this.loginTimer = setTimeout(() => {
       this.loginTimer = null;
-      if (!this.stopping && !this.isOnline) this.dropConnection(`not online after ${ms} ms`);
+      if (!this.stopping && !this.isOnline)
+        this.dropConnection("xmpp login stalled; reconnecting", `not online after ${ms} ms`);
     }, ms);
   }
 
@@ -330,9 +332,9 @@ export class XmppSession extends EventEmitter implements SignalSender {
     this.loginTimer = null;
   }
 
-  /** Closes the transport under a stalled login: -> disconnect -> reconnect with backoff. */
-  private dropConnection(why: string): void {
-    this.log.warn("xmpp login stalled; reconnecting", { why });
+  /** Closes the transport at once: -> disconnect -> reconnect with backoff. */
+  private dropConnection(message: string, why?: string): void {
+    this.log.warn(message, why ? { why } : {});
     (this.xmpp.socket as { destroy?(): void } | null)?.destroy?.();
   }
 
