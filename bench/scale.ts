@@ -4,14 +4,17 @@
 // and CPU seconds of all tincan and groupvpn processes. `ownMachineMbPerNode` is what one node would
 // take on a machine of its own: both processes' anonymous memory plus the file pages (the node binary,
 // its libraries and addons: ~34 MB for a bare Node process) counted once.
-//   node --import tsx bench/scale.ts [--nodes 20]
+//   node --import tsx bench/scale.ts [--nodes 20] [--timeout 180]   (seconds to wait for all pairs)
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { Lab } from "../test/lab/index.js";
 import { addGroupNodes, labUsers } from "../test/support/vpn-node.js";
 
-const { values } = parseArgs({ options: { nodes: { type: "string", default: "20" } } });
+const { values } = parseArgs({
+  options: { nodes: { type: "string", default: "20" }, timeout: { type: "string", default: "180" } },
+});
 const N = Number(values.nodes);
+const TIMEOUT_MS = Number(values.timeout) * 1000;
 
 interface ProcStats {
   rssMb: number;
@@ -65,7 +68,7 @@ try {
   await Promise.all(nodes.map((n) => n.start()));
   const running = Date.now();
   const pending = new Set(nodes.flatMap((a) => nodes.filter((b) => b !== a).map((b) => [a, b] as const)));
-  while (pending.size > 0 && Date.now() - running < 180_000) {
+  while (pending.size > 0 && Date.now() - running < TIMEOUT_MS) {
     await Promise.all(
       nodes.map(async (a) => {
         for (const pair of [...pending].filter(([x]) => x === a)) {
@@ -75,8 +78,15 @@ try {
     );
   }
   const allPairs = Date.now();
-  const tincan = sum(nodes.map((n) => n.tincan.pid));
-  const ctl = sum(nodes.map((n) => n.controller.pid));
+  const died = nodes.flatMap((n) => [n.tincan, n.controller]).filter((p) => p.exited);
+  for (const p of died) {
+    console.error(
+      `${p.name} (pid ${p.pid}) exited with ${p.exitCode}:\n${p.log().split("\n").slice(-30).join("\n")}`,
+    );
+  }
+  const alive = (ps: { pid: number; exited: boolean }[]) => ps.filter((p) => !p.exited).map((p) => p.pid);
+  const tincan = sum(alive(nodes.map((n) => n.tincan)));
+  const ctl = sum(alive(nodes.map((n) => n.controller)));
   const links = await nodes[0]!.links();
   console.log(
     JSON.stringify(
@@ -86,6 +96,7 @@ try {
         startMs: running - t0,
         allPairsPingMsAfterStart: pending.size === 0 ? allPairs - running : null,
         pairsNotReached: pending.size,
+        processesExited: died.map((p) => `${p.name} ${p.exitCode}`),
         linksOfNode1: links.filter((l) => l.state === "connected").length,
         ownMachineMbPerNode: Math.round(
           (tincan.anonMb + ctl.anonMb + Math.max(tincan.fileMb, ctl.fileMb)) / N,
