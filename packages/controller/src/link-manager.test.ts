@@ -158,6 +158,29 @@ describe("setup ids", () => {
     expect(lm.linkState(LARGE)).toBe("connecting");
   });
 
+  it("asks the datapath before giving up a setup: a connected link whose notification is late stays", async () => {
+    const { dp, sig, lm } = setup(SMALL);
+    const bob = peer(LARGE);
+    const ups: unknown[] = [];
+    lm.on("link-up", (e) => ups.push(e));
+    await lm.ensureLink(bob);
+    const offer = sig.ofType("offer")[0];
+    await lm.handleSignal(bob, {
+      type: "answer",
+      from: LARGE,
+      to: SMALL,
+      setup: offer?.setup ?? "",
+      description: { type: "answer", sdp: "a" },
+    });
+    // The datapath has the link connected; its link.state notification has not been handled yet.
+    dp.links = [info(LARGE, 0)];
+    await vi.advanceTimersByTimeAsync(10_500);
+    expect(sig.ofType("bye")).toHaveLength(0);
+    expect(dp.callsOf("link.remove")).toHaveLength(0);
+    expect(lm.linkState(LARGE)).toBe("connected");
+    expect(ups).toHaveLength(1);
+  });
+
   it("buffers candidates that arrive before their offer and applies them after link.accept", async () => {
     const { dp, lm } = setup(LARGE);
     const alice = peer(SMALL, "alice");

@@ -390,11 +390,30 @@ export class LinkManager extends EventEmitter {
     rec.setupTimer = setTimeout(() => {
       rec.setupTimer = undefined;
       void this.run(rec.peer.uid, async () => {
-        if (this.recs.get(rec.peer.uid) !== rec || rec.setup !== setup || rec.phase === "connected") return;
+        const current = () =>
+          this.recs.get(rec.peer.uid) === rec && rec.setup === setup && rec.phase !== "connected";
+        if (!current()) return;
+        // On a loaded host the link's `connected` notification may still wait in our socket behind
+        // others: ask the datapath before giving up, or we would tear down (and make the peer tear
+        // down) a link that works.
+        const state = await this.datapathLinkInfo(rec.peer.uid);
+        if (!current()) return;
+        if (state?.state === "connected") {
+          await this.onConnected(rec, state.path);
+          return;
+        }
         this.log.info("link setup timed out", { peer: rec.peer.bareJid, setup, relayOnly: rec.relayOnly });
         await this.setupFailed(rec, "setup timeout", true);
       });
     }, this.opts.links.setupTimeoutSec * 1000);
+  }
+
+  private async datapathLinkInfo(peerUid: string): Promise<LinkInfo | undefined> {
+    try {
+      return (await this.opts.datapath.call("link.query", { peerUid }))[0];
+    } catch {
+      return undefined;
+    }
   }
 
   /** A setup attempt is over without a link: clean up, then retry with backoff if we want the link. */
