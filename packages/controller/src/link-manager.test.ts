@@ -82,12 +82,7 @@ function info(peerUid: string, packets: number): LinkInfo {
 
 function setup(
   selfUid: string,
-  over: Partial<{
-    hasTurn: boolean;
-    admit: (p: PeerRef) => boolean;
-    maxLinks: number;
-    maxConcurrentSetups: number;
-  }> = {},
+  over: Partial<{ hasTurn: boolean; admit: (p: PeerRef) => boolean; maxLinks: number }> = {},
 ) {
   const dp = new FakeDatapath();
   const sig = new FakeSignals();
@@ -99,7 +94,6 @@ function setup(
     links: { maxLinks: over.maxLinks ?? 64, idleTimeoutSec: 60, relayFallbackSec: 2, setupTimeoutSec: 10 },
     hasTurn: over.hasTurn ?? false,
     admit: over.admit ?? (() => true),
-    maxConcurrentSetups: over.maxConcurrentSetups,
   });
   return { dp, sig, lm };
 }
@@ -140,26 +134,6 @@ describe("glare", () => {
     expect(answers).toHaveLength(1);
     expect(answers[0]?.setup).toBe("theirs");
     expect(lm.linkState(SMALL)).toBe("connecting");
-  });
-});
-
-describe("concurrent setups", () => {
-  it("starts at most maxConcurrentSetups offers and the next one when a setup ends", async () => {
-    const { dp, sig, lm } = setup(SMALL, { maxConcurrentSetups: 3 });
-    const peers = Array.from({ length: 6 }, (_, i) => peer(`${"a".repeat(31)}${i}`, `p${i}`));
-    for (const p of peers) await lm.ensureLink(p);
-    await flush();
-    expect(sig.ofType("offer")).toHaveLength(3);
-    expect(dp.callsOf("link.create")).toHaveLength(3);
-    // One connects: its slot goes to the next waiting peer.
-    dp.notify("link.state", { peerUid: peers[0]?.uid, state: "connected", path: "host" });
-    await flush();
-    await vi.advanceTimersByTimeAsync(0);
-    await flush();
-    expect(sig.ofType("offer").map((o) => o.to)).toEqual(peers.slice(0, 4).map((p) => p.uid));
-    // A peer's offer to a waiting peer is answered (no slot needed) and takes it off the wait list.
-    await lm.handleSignal(peers[5] as PeerRef, offerFrom(peers[5]?.uid ?? "", SMALL, "theirs"));
-    expect(dp.callsOf("link.accept")).toHaveLength(1);
   });
 });
 

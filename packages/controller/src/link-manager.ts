@@ -74,12 +74,6 @@ export interface LinkManagerOptions {
   maxBackoffMs?: number;
   /** A connected link reported `disconnected` gets this long to recover before it is set up again. */
   disconnectGraceMs?: number;
-  /**
-   * Setups (either role) in progress at once before our own new offers wait for a slot. Default 8:
-   * a mesh of N nodes starting together would otherwise start N-1 setups per node at once, and on a
-   * loaded host all of them time out and retry together.
-   */
-  maxConcurrentSetups?: number;
 }
 
 interface Candidate {
@@ -138,8 +132,6 @@ export class LinkManager extends EventEmitter {
   /** Candidates that arrived before their offer: peer uid -> setup id -> candidates. */
   private readonly early = new Map<string, { setup: string; cands: Candidate[]; at: number }>();
   private readonly queue: string[] = [];
-  /** Peers whose offer waits for a setup slot (see maxConcurrentSetups). */
-  private readonly offerWaiters: string[] = [];
   private pollTimer: NodeJS.Timeout | null = null;
   private readonly unsubscribe: Array<() => void> = [];
   private readonly log: Log;
@@ -345,15 +337,6 @@ export class LinkManager extends EventEmitter {
   }
 
   private async offer(rec: Rec, forceRelay?: boolean): Promise<void> {
-    if (!isSettingUp(rec) && this.setupsInProgress() >= (this.opts.maxConcurrentSetups ?? 8)) {
-      this.clearTimers(rec, false);
-      if (rec.dpLink) await this.dpRemove(rec);
-      rec.phase = "backoff";
-      rec.setup = null;
-      if (!this.offerWaiters.includes(rec.peer.uid)) this.offerWaiters.push(rec.peer.uid);
-      this.log.debug("offer waits for a setup slot", { peer: rec.peer.bareJid });
-      return;
-    }
     this.clearTimers(rec, false);
     if (rec.dpLink) await this.dpRemove(rec);
     const peer = rec.peer;
@@ -774,33 +757,6 @@ export class LinkManager extends EventEmitter {
     }
   }
 
-  /** Starts waiting offers while setup slots are free (after every operation, see run()). */
-  private pumpOffers(): void {
-    const max = this.opts.maxConcurrentSetups ?? 8;
-    let free = max - this.setupsInProgress();
-    while (free > 0 && this.offerWaiters.length > 0) {
-      const uid = this.offerWaiters.shift() as string;
-      const rec = this.recs.get(uid);
-      if (rec?.phase !== "backoff" || rec.setup !== null || rec.retryTimer !== undefined || !rec.wanted)
-        continue;
-      free--;
-      // Counted from now on, so that the next operation's pump does not start too many.
-      rec.phase = "offering";
-      void this.run(uid, async () => {
-        if (this.recs.get(uid) === rec && rec.phase === "offering" && rec.setup === null) {
-          rec.phase = "backoff";
-          await this.offer(rec);
-        }
-      });
-    }
-  }
-
-  private setupsInProgress(): number {
-    let n = 0;
-    for (const r of this.recs.values()) if (isSettingUp(r)) n++;
-    return n;
-  }
-
   private activeCount(): number {
     let n = 0;
     for (const r of this.recs.values()) if (r.phase !== "queued") n++;
@@ -903,14 +859,9 @@ export class LinkManager extends EventEmitter {
     this.chains.set(uid, next);
     void next.then(() => {
       if (this.chains.get(uid) === next) this.chains.delete(uid);
-      if (this.offerWaiters.length > 0) this.pumpOffers();
     });
     return next;
   }
-}
-
-function isSettingUp(rec: Rec): boolean {
-  return rec.phase === "offering" || rec.phase === "answering" || rec.phase === "connecting";
 }
 
 function activity(info: LinkInfo): number {
