@@ -12,11 +12,6 @@ import { NeighborLinks } from "./neighbors.js";
 type Config = Pick<GroupVpnConfig, "vnic" | "links">;
 
 const VIA_COOLDOWN_MS = 60_000;
-/**
- * Our link list goes to the neighbours at most this often: while a mesh forms, links come up many
- * times a second, and announcing each change to every neighbour costs O(n^2) messages per node.
- */
-const ANNOUNCE_SPACING_MS = 1000;
 
 /**
  * GroupVPN: every member of one XMPP roster group owns one address of a shared subnet, and its UID
@@ -32,7 +27,6 @@ export class GroupPolicy implements Policy {
   /** When each peer was last routed via a neighbour (see onLinkSetup). */
   private readonly viaUsedAt = new Map<string, number>();
   private ctl: Controller | null = null;
-  private announceTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly config: Config) {
     const [address, length] = config.vnic.ipv4.split("/") as [string, string];
@@ -124,7 +118,7 @@ export class GroupPolicy implements Policy {
     if (member) {
       for (const prefix of prefixesOf(member)) await ctl.setRoute({ prefix, peerUid: e.peer.uid });
     }
-    this.scheduleAnnounce();
+    await this.announceLinks();
   }
 
   async onLinkDown(e: LinkEvent): Promise<void> {
@@ -135,7 +129,7 @@ export class GroupPolicy implements Policy {
     for (const r of ctl.routes()) {
       if (r.via === e.peer.uid) await ctl.setRoute({ prefix: r.prefix, peerUid: r.peerUid });
     }
-    this.scheduleAnnounce();
+    await this.announceLinks();
   }
 
   onIccMessage(p: NotificationParamsOf<"icc.message">): void {
@@ -146,16 +140,6 @@ export class GroupPolicy implements Policy {
 
   async onDatapathRestarted(): Promise<void> {
     this.connected.clear();
-  }
-
-  /** Announces the link list once ANNOUNCE_SPACING_MS after a change (later changes join it). */
-  private scheduleAnnounce(): void {
-    if (this.announceTimer) return;
-    this.announceTimer = setTimeout(() => {
-      this.announceTimer = null;
-      void this.announceLinks();
-    }, ANNOUNCE_SPACING_MS);
-    this.announceTimer.unref();
   }
 
   private async announceLinks(): Promise<void> {
