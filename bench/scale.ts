@@ -54,6 +54,17 @@ function sum(pids: number[]): ProcStats {
   return total;
 }
 
+/** Memory per node (totals over the N nodes) and the CPU seconds of all of them. */
+function perNode(s: ProcStats) {
+  return {
+    peakRssMbPerNode: Math.round(s.rssMb / N),
+    rssNowMbPerNode: Math.round(s.nowMb / N),
+    pssMbPerNode: Math.round(s.pssMb / N),
+    anonMbPerNode: Math.round(s.anonMb / N),
+    cpuSec: s.cpuSec,
+  };
+}
+
 const lab = await Lab.create({ prefix: "bsc" });
 try {
   const names = Array.from({ length: N }, (_, i) => `n${i + 1}`);
@@ -101,20 +112,8 @@ try {
         ownMachineMbPerNode: Math.round(
           (tincan.anonMb + ctl.anonMb + Math.max(tincan.fileMb, ctl.fileMb)) / N,
         ),
-        tincan: {
-          peakRssMbPerNode: Math.round(tincan.rssMb / N),
-          rssNowMbPerNode: Math.round(tincan.nowMb / N),
-          pssMbPerNode: Math.round(tincan.pssMb / N),
-          anonMbPerNode: Math.round(tincan.anonMb / N),
-          cpuSec: tincan.cpuSec,
-        },
-        groupvpn: {
-          peakRssMbPerNode: Math.round(ctl.rssMb / N),
-          rssNowMbPerNode: Math.round(ctl.nowMb / N),
-          pssMbPerNode: Math.round(ctl.pssMb / N),
-          anonMbPerNode: Math.round(ctl.anonMb / N),
-          cpuSec: ctl.cpuSec,
-        },
+        tincan: perNode(tincan),
+        groupvpn: perNode(ctl),
       },
       null,
       2,

@@ -108,9 +108,9 @@ export class Datapath {
     );
     this.outside = new Outside(this.fib);
     this.timer = setInterval(() => {
-      const expired = this.unmapped.expire(Date.now());
-      if (expired) this.fib.vnicCounters.drop("unmappedExpired", expired);
       const now = Date.now();
+      const expired = this.unmapped.expire(now);
+      if (expired) this.fib.vnicCounters.drop("unmappedExpired", expired);
       for (const link of this.fib.links.values()) {
         if (link.isConnected) link.fitRxQueue();
         link.keepAlive(now);

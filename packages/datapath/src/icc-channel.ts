@@ -64,7 +64,6 @@ export class IccChannel {
       if (head && head.seq === seq) {
         this.queue.shift();
         this.stopTimer();
-        this.rto = this.firstRto();
         if (this.queue.length > 0) this.transmit(true);
       }
       return true;

@@ -139,6 +139,7 @@ export class Link {
   /** When anything (a frame, a probe or its reply) last came from the peer. */
   private heardAt = 0;
   private readonly silenceMs: number;
+  private readonly probeAfterMs: number;
   /** We reported `disconnected` because the peer fell silent. */
   private silenced = false;
   private readonly probe = Buffer.alloc(RTP_HEADER + PROBE_BYTES, FRAME_PROBE);
@@ -159,6 +160,7 @@ export class Link {
     this.maxBufferedBytes = options.maxBufferedBytes;
     this.rtp = options.rtp;
     this.silenceMs = options.silenceMs;
+    this.probeAfterMs = Math.min(PROBE_AFTER_MS, options.silenceMs * 0.6);
     this.maxRtpFrame = options.underlayMtu - RTP_OVERHEAD;
     this.fragmenter = new Fragmenter(RTP_HEADER, this.maxRtpFrame);
     this.rxQueueSettings = { rxQueueMs: options.rxQueueMs, rxIntervalMs: options.rxIntervalMs };
@@ -289,19 +291,20 @@ export class Link {
       this.sendOnChannel(buf.subarray(RTP_HEADER, end), packets, payloadBytes);
       return;
     }
-    let sent: boolean;
-    this.rtpTime = rtpClock();
-    if (end - RTP_HEADER <= this.maxRtpFrame) {
-      sent = this.sendRtp(buf, 0, end);
-    } else {
-      sent = this.fragmenter.send(buf, RTP_HEADER, end, this.sendRtp);
-    }
-    if (!sent) {
+    if (!this.sendOverTrack(buf, end)) {
       this.counters.drop("sendError", packets);
       return;
     }
     this.counters.tx(packets, payloadBytes);
     this.lastTxAt = Date.now();
+  }
+
+  /** Sends the frame at buf[RTP_HEADER..end) on the track: one RTP packet, or fragments if larger. */
+  private sendOverTrack(buf: Buffer, end: number): boolean {
+    this.rtpTime = rtpClock();
+    return end - RTP_HEADER <= this.maxRtpFrame
+      ? this.sendRtp(buf, 0, end)
+      : this.fragmenter.send(buf, RTP_HEADER, end, this.sendRtp);
   }
 
   /** Sends buf[start+12..end) as one RTP packet, its header written over buf[start..start+12). */
@@ -358,11 +361,7 @@ export class Link {
     if (this.state !== "connected" && !this.silenced) return;
     const silent = now - this.heardAt;
     const busy = this.lastTxAt !== null && now - this.lastTxAt < RTT_PROBE_MS;
-    if (
-      silent >= Math.min(PROBE_AFTER_MS, this.silenceMs * 0.6) ||
-      (busy && now - this.lastProbeAt >= RTT_PROBE_MS)
-    )
-      this.sendProbe(now);
+    if (silent >= this.probeAfterMs || (busy && now - this.lastProbeAt >= RTT_PROBE_MS)) this.sendProbe(now);
     if (silent >= this.silenceMs && !this.silenced) {
       this.silenced = true;
       this.setState("disconnected");
@@ -550,12 +549,7 @@ export class Link {
   private readonly sendControl = (buf: Buffer, end: number): boolean => {
     if (this.closed) return false;
     try {
-      if (this.usesRtp) {
-        this.rtpTime = rtpClock();
-        return end - RTP_HEADER <= this.maxRtpFrame
-          ? this.sendRtp(buf, 0, end)
-          : this.fragmenter.send(buf, RTP_HEADER, end, this.sendRtp);
-      }
+      if (this.usesRtp) return this.sendOverTrack(buf, end);
       const pkt = this.pkt;
       if (!pkt?.isOpen()) return false;
       return pkt.sendMessageBinary(buf.subarray(RTP_HEADER, end));
