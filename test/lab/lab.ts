@@ -13,6 +13,7 @@ import {
   killPid,
   LabProcess,
   pidAlive,
+  roomForNeighbours,
   runIn,
   type SpawnOptions,
   sleep,
@@ -305,6 +306,7 @@ export class Lab {
       throw new Error(`lab prefix "${prefix}" is in use by live process ${owner}; pick another prefix`);
     }
     await Lab.cleanupStale(prefix);
+    roomForNeighbours();
     const lab = new Lab(prefix);
     installExitHooks();
     liveLabs.add(lab);

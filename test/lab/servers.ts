@@ -3,7 +3,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Lab, Netns } from "./lab.js";
-import { type LabProcess, runIn, tail, waitFor } from "./proc.js";
+import { favourCpu, type LabProcess, runIn, tail, waitFor } from "./proc.js";
 
 /** Where a server runs: the lab's internet namespace or a host on it (anything with an address). */
 export type ServerPlace = Netns & { readonly ip: string };
@@ -213,6 +213,7 @@ VirtualHost ${luaString(domain)}
   let proc: LabProcess;
   const start = async () => {
     proc = place.spawn("prosody", ["--config", configFile, "-F"], { name: "prosody" });
+    favourCpu(proc.pid);
     try {
       await waitFor(
         `prosody listening on ${place.ip}:${port}`,
@@ -290,6 +291,7 @@ export async function startCoturn(lab: Lab, opts: CoturnOptions): Promise<Coturn
   ];
   writeFileSync(configFile, `${lines.join("\n")}\n`);
   const proc = place.spawn("turnserver", ["-c", configFile], { name: "turnserver" });
+  favourCpu(proc.pid);
   try {
     await waitFor(
       `coturn listening on udp ${place.ip}:${port}`,
