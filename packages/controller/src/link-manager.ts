@@ -304,6 +304,7 @@ export class LinkManager extends EventEmitter {
       });
       return Promise.resolve();
     }
+    this.log.debug("signal received", { type: signal.type, from: peer.bareJid, setup: signal.setup });
     return this.run(peer.uid, async () => {
       switch (signal.type) {
         case "offer":
@@ -369,6 +370,7 @@ export class LinkManager extends EventEmitter {
         relayOnly,
         description,
       });
+      this.log.debug("offer sent", { peer: peer.bareJid, setup });
     } catch (err) {
       this.log.warn("link offer failed", { peer: peer.bareJid, error: (err as Error).message });
       await this.setupFailed(rec, "offer failed", false);
