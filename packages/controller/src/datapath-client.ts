@@ -63,7 +63,7 @@ export interface DatapathClientOptions {
   rpc: string;
   tokenFile: string;
   log: Log;
-  /** Per attempt. Default 3000 ms. */
+  /** Per attempt. Default 3000 ms (link.create, link.accept and link.complete: at least 10 s). */
   timeoutMs?: number;
   /** Extra attempts for idempotent methods after a timeout. Default 2. */
   retries?: number;
@@ -73,6 +73,14 @@ export interface DatapathClientOptions {
    */
   register?: boolean;
 }
+
+/**
+ * Methods that set up a link's ICE/DTLS state and are not repeated after a timeout: they get at
+ * least this long. Giving up earlier on a loaded host (the request still queued in the datapath's
+ * socket) made the controller remove a link the datapath was about to create, and start over.
+ */
+const LINK_SETUP_METHODS: ReadonlySet<RpcMethod> = new Set(["link.create", "link.accept", "link.complete"]);
+const LINK_SETUP_TIMEOUT_MS = 10_000;
 
 /**
  * JSON-RPC 2.0 client to the datapath over UDP (one message per datagram, 127.0.0.1 only).
@@ -214,7 +222,10 @@ export class DatapathClient implements DatapathApi {
 
   private async callOnce<M extends RpcMethod>(method: M, params: RpcParamsOf<M>): Promise<RpcResults[M]> {
     if (this.token === null) await this.readToken();
-    const requester = this.rpc.timeout(this.timeoutMs, (id) =>
+    const timeoutMs = LINK_SETUP_METHODS.has(method)
+      ? Math.max(this.timeoutMs, LINK_SETUP_TIMEOUT_MS)
+      : this.timeoutMs;
+    const requester = this.rpc.timeout(timeoutMs, (id) =>
       createJSONRPCErrorResponse(id, RPC_TIMEOUT, `no answer from the datapath at ${this.opts.rpc}`),
     );
     try {

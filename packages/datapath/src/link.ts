@@ -16,6 +16,8 @@ export const FRAME_OFFLOAD = 0x02;
 export const FRAME_HEADER = 2;
 /** Longest wait for candidates to put into a local description (the rest trickle). */
 const GATHER_WAIT_MS = 40;
+/** A local description that takes longer than this means libdatachannel is stuck: fail the RPC. */
+const DESCRIPTION_TIMEOUT_MS = 5000;
 /** Frame types from here up are the link's own (icc, probes), not tunnelled packets. */
 export const FRAME_CONTROL = 0x10;
 /**
@@ -133,7 +135,6 @@ export class Link {
   private readonly reassembler = new Reassembler();
   private readonly rxGate: DelayGate;
   private readonly rxQueueSettings: { rxQueueMs: number; rxIntervalMs: number };
-  private descriptionWaiter: ((d: SessionDescription) => void) | null = null;
   private readonly maxBufferedBytes: number;
   private closed = false;
   /** When anything (a frame, a probe or its reply) last came from the peer. */
@@ -173,11 +174,6 @@ export class Link {
       // against applying the offer ("Got a remote candidate without ICE transport").
       disableAutoNegotiation: true,
     });
-    this.pc.onLocalDescription((sdp, type) => {
-      const waiter = this.descriptionWaiter;
-      this.descriptionWaiter = null;
-      if (waiter && (type === "offer" || type === "answer")) waiter({ type, sdp });
-    });
     this.pc.onLocalCandidate((candidate, mid) => {
       const parsed = parseCandidate(candidate);
       if (parsed && this.handlers.excludeAddress(parsed.address)) return;
@@ -188,12 +184,12 @@ export class Link {
 
   /** Starts the link as the offering side and resolves with the local offer. */
   createOffer(): Promise<SessionDescription> {
-    const description = this.nextDescription();
     if (this.rtp) {
       this.addTrack();
       this.carryIccOnTrack();
     } else this.openChannels();
     this.pc.setLocalDescription("offer");
+    const description = this.localDescription("offer");
     // We take the DTLS client role. With the default (the answerer is the client), the answerer's
     // ClientHello reaches us before its answer has come through signalling, is dropped, and is
     // only resent after DTLS's 1 s retransmission timeout. As client, we start DTLS when we have
@@ -207,7 +203,6 @@ export class Link {
   /** Applies a remote offer and resolves with the local answer. */
   acceptOffer(offer: SessionDescription): Promise<SessionDescription> {
     if (offer.type !== "offer") throw new Error("description.type must be offer");
-    const description = this.nextDescription();
     const offersTrack = new RegExp(`^a=mid:${PKT_MID}\\s*$`, "m").test(offer.sdp);
     const offersChannels = /^m=application /m.test(offer.sdp);
     // Our track must exist before the offer is applied so the answer pairs it with the offer's.
@@ -217,6 +212,7 @@ export class Link {
     const candidates = this.applyRemoteDescription(offer.sdp, "offer");
     if (offersChannels) this.openChannels();
     this.pc.setLocalDescription("answer");
+    const description = this.localDescription("answer");
     this.addDescriptionCandidates(candidates);
     return description.then((d) => ({ type: d.type, sdp: this.withCaps(d.sdp) }));
   }
@@ -405,7 +401,6 @@ export class Link {
     if (this.closed) return;
     this.closed = true;
     this.pending.clear();
-    this.descriptionWaiter = null;
     this.iccOverRtp?.close();
     try {
       this.pkt?.close();
@@ -419,33 +414,33 @@ export class Link {
   }
 
   /**
-   * Resolves with the local description once it exists and either candidate gathering is complete
-   * or `GATHER_WAIT_MS` passed: host candidates take a few ms, and a description that carries them
-   * lets the peer start connectivity checks at once instead of waiting for trickled ones (which
-   * cost a check retransmission, ~1 s, when they arrive after the peer's first checks).
+   * Resolves with the local description just set. It is read from the connection, not awaited as a
+   * callback: libdatachannel queues callbacks behind its worker threads' other work (DTLS handshakes
+   * of other links), so on a loaded host the callback came seconds late (the controller's RPC had
+   * timed out by then) while the description was ready at once. With host candidates only,
+   * gathering is complete when setLocalDescription returns; with STUN/TURN servers we send what we
+   * have after GATHER_WAIT_MS and trickle the rest: a description that carries the host candidates
+   * lets the peer start connectivity checks at once instead of waiting for trickled ones (which cost
+   * a check retransmission, ~1 s, when they arrive after the peer's first checks).
    */
-  private nextDescription(): Promise<SessionDescription> {
+  private localDescription(type: "offer" | "answer"): Promise<SessionDescription> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.descriptionWaiter = null;
-        reject(new Error("no local description within 5 s"));
-      }, 5000);
-      this.descriptionWaiter = (first) => {
-        clearTimeout(timer);
-        const done = () => {
-          if (this.closed) return resolve(first);
-          const now = this.pc.localDescription();
-          const sdp = now && now.type === first.type ? now.sdp : first.sdp;
-          resolve({ type: first.type, sdp: this.withoutExcludedCandidates(sdp) });
-        };
-        if (this.pc.gatheringState() === "complete") return done();
-        const deadline = setTimeout(done, GATHER_WAIT_MS);
-        this.pc.onGatheringStateChange((state) => {
-          if (state !== "complete") return;
-          clearTimeout(deadline);
-          done();
-        });
+      const take = (): boolean => {
+        const d = this.pc.localDescription();
+        if (d?.type !== type) return false;
+        resolve({ type, sdp: this.withoutExcludedCandidates(d.sdp) });
+        return true;
       };
+      if (this.pc.gatheringState() === "complete" && take()) return;
+      const deadline = Date.now() + DESCRIPTION_TIMEOUT_MS;
+      const retry = () => {
+        if (this.closed) reject(new Error("link removed while its description was made"));
+        else if (!take()) {
+          if (Date.now() < deadline) setTimeout(retry, GATHER_WAIT_MS);
+          else reject(new Error(`no local description within ${DESCRIPTION_TIMEOUT_MS / 1000} s`));
+        }
+      };
+      setTimeout(retry, GATHER_WAIT_MS);
     });
   }
 
