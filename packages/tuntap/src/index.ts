@@ -15,13 +15,6 @@ export interface TunOptions {
   /** Most packets read per event-loop wake-up (1..1024). Default 64. */
   batchSize?: number;
   /**
-   * About the most bytes read per event-loop wake-up (at least one packet): reading stops once
-   * the next packet might not fit. With `offload`, 64 packets can be 4 MiB of TCP super-packets;
-   * a smaller budget keeps each turn of the event loop short, so what arrives from the other
-   * direction (ACKs, pings) waits less. Default: no limit beyond `batchSize`.
-   */
-  batchBytes?: number;
-  /**
    * Open the device with a virtio-net header (`IFF_VNET_HDR`) and ask the kernel for checksum
    * and TCP segmentation offload (`TUNSETOFFLOAD`: CSUM, TSO4, TSO6, TSO_ECN): reads may then
    * return TCP super-packets up to 64 KiB with a partial checksum, each preceded by its
@@ -226,8 +219,6 @@ export class Tun extends EventEmitter<TunEvents> {
       throw outOfRange(`batchSize must be an integer within 1..${MAX_BATCH}, got ${String(batchSize)}`);
     }
     this.batchSize = batchSize;
-    const batchBytes = options.batchBytes ?? Number.POSITIVE_INFINITY;
-    if (!(batchBytes > 0)) throw outOfRange(`batchBytes must be positive, got ${String(batchBytes)}`);
     this.vnetHdr = options.offload === true;
     this.#native = new mod.NativeTun(name, this.vnetHdr);
     this.name = this.#native.name;
@@ -237,8 +228,7 @@ export class Tun extends EventEmitter<TunEvents> {
     // One buffer for a whole batch: each read gets READ_SLOT bytes of room (plus the vnet
     // header), packets are packed (8-byte aligned), so only the touched pages are ever backed
     // by memory.
-    const slot = READ_SLOT + (this.vnetHdr ? 16 : 0);
-    const ab = new ArrayBuffer(Math.min(batchSize * slot, slot + Math.ceil(batchBytes / 8) * 8));
+    const ab = new ArrayBuffer(batchSize * (READ_SLOT + (this.vnetHdr ? 16 : 0)));
     this.#rxBuffer = Buffer.from(ab);
     this.#rxOffsets = new Uint32Array(batchSize);
     this.#rxLengths = new Uint32Array(batchSize);

@@ -177,7 +177,6 @@ describe.skipIf(!canRun)("Tun in a network namespace", () => {
     };
     threw("name too long", "RangeError", "ERR_INVALID_ARG_VALUE", /^tuntap: interface name .* too long/);
     threw("batchSize 0", "RangeError", "ERR_OUT_OF_RANGE", /batchSize/);
-    threw("batchBytes 0", "RangeError", "ERR_OUT_OF_RANGE", /batchBytes/);
     threw("write while down", "Error", "EIO", /^tuntap: cannot write to tt0: .*\(EIO\)$/);
     expect(by["write while down"].errno).toBe(-5);
     threw("ipv4 banana", "TypeError", "ERR_INVALID_ARG_VALUE", /invalid IPv4 address "banana"/);
@@ -239,14 +238,6 @@ describe.skipIf(!canRun)("Tun in a network namespace", () => {
     expect(Math.max(...r.calls)).toBe(8);
     expect(r.calls.every((c: number) => c >= 1 && c <= 8)).toBe(true);
     expect(r.calls.reduce((a: number, b: number) => a + b, 0)).toBeGreaterThanOrEqual(40);
-  });
-
-  it("stops a batch at about batchBytes", async () => {
-    const r = await scenario("batch-bytes");
-    expect(r.udp).toBe(20);
-    expect(r.calls.every((c: { before: number }) => c.before <= 3000)).toBe(true);
-    expect(Math.max(...r.calls.map((c: { before: number }) => c.before))).toBeGreaterThan(2000);
-    expect(r.calls.length).toBeGreaterThanOrEqual(7);
   });
 
   it("emits private copies through on('packet')", async () => {
