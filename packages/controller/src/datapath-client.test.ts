@@ -2,6 +2,7 @@ import { createSocket, type Socket } from "node:dgram";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Worker } from "node:worker_threads";
 import { afterEach, describe, expect, it } from "vitest";
 import { DatapathClient, RPC_TIMEOUT, RpcError } from "./datapath-client.js";
 import { nullLog } from "./logger.js";
@@ -66,6 +67,7 @@ async function setup(timeoutMs = 200) {
     tokenFile,
     log: nullLog,
     timeoutMs,
+    linkSetupTimeoutMs: timeoutMs,
     retries: 2,
   });
   cleanup.push(() => {
@@ -102,6 +104,47 @@ describe("DatapathClient", () => {
     expect(err).toBeInstanceOf(RpcError);
     expect((err as RpcError).code).toBe(RPC_TIMEOUT);
     expect(server.requests.filter((r) => r.method === "link.create")).toHaveLength(1);
+  });
+
+  it("keeps a burst of notifications that arrives while its event loop is busy", async () => {
+    // The datapath is another thread here: it sends 1000 notifications of ~1.5 KB (1.5 MB, 7x the
+    // kernel's default socket buffer) while this thread spins, as a datapath does while a loaded
+    // controller is busy.
+    const datapath = new Worker(
+      `const { parentPort } = require("node:worker_threads");
+       const s = require("node:dgram").createSocket("udp4");
+       s.bind(0, "127.0.0.1", () => parentPort.postMessage(s.address().port));
+       parentPort.once("message", ({ port, uid }) => {
+         const msg = Buffer.from(JSON.stringify({ jsonrpc: "2.0", method: "icc.message",
+           params: { peerUid: uid, data: "x".repeat(1400) } }));
+         let n = 0;
+         const next = () => (n++ < 1000 ? s.send(msg, port, "127.0.0.1", next) : parentPort.postMessage("sent"));
+         next();
+       });`,
+      { eval: true },
+    );
+    cleanup.push(() => void datapath.terminate());
+    const datapathPort = await new Promise<number>((r) => datapath.once("message", r));
+    const dir = mkdtempSync(join(tmpdir(), "tincan-token-"));
+    writeFileSync(join(dir, "tincan.token"), "token-number-one-0123456789\n");
+    const client = new DatapathClient({
+      rpc: `127.0.0.1:${datapathPort}`,
+      tokenFile: join(dir, "tincan.token"),
+      log: nullLog,
+    });
+    cleanup.push(() => client.close());
+    await client.open();
+    let got = 0;
+    client.on("icc.message", () => got++);
+    const sent = new Promise((r) => datapath.once("message", r));
+    datapath.postMessage({ port: client.localPort, uid });
+    const until = Date.now() + 1500;
+    while (Date.now() < until) {
+      // busy: no datagram is read now
+    }
+    await sent;
+    await sleep(200);
+    expect(got).toBe(1000);
   });
 
   it("re-reads the token file when the datapath answers -32001, says hello again and repeats the call", async () => {

@@ -63,8 +63,10 @@ export interface DatapathClientOptions {
   rpc: string;
   tokenFile: string;
   log: Log;
-  /** Per attempt. Default 3000 ms (link.create, link.accept and link.complete: at least 10 s). */
+  /** Per attempt. Default 3000 ms. */
   timeoutMs?: number;
+  /** Per call of link.create, link.accept and link.complete (never repeated). Default 10000 ms. */
+  linkSetupTimeoutMs?: number;
   /** Extra attempts for idempotent methods after a timeout. Default 2. */
   retries?: number;
   /**
@@ -75,12 +77,18 @@ export interface DatapathClientOptions {
 }
 
 /**
- * Methods that set up a link's ICE/DTLS state and are not repeated after a timeout: they get at
- * least this long. Giving up earlier on a loaded host (the request still queued in the datapath's
+ * Methods that set up a link's ICE/DTLS state and are not repeated after a timeout: they get a
+ * timeout of their own (linkSetupTimeoutMs). Giving up earlier on a loaded host (the request still queued in the datapath's
  * socket) made the controller remove a link the datapath was about to create, and start over.
  */
+/**
+ * Receive buffer of the RPC socket. Notifications come in bursts (a GroupVPN mesh forming sends an
+ * icc announcement per link to every neighbour); the default 208 KiB overflowed while the event loop
+ * was busy, and replies lost with them made calls time out.
+ */
+export const RPC_SOCKET_BUFFER = 4 * 1024 * 1024;
+
 const LINK_SETUP_METHODS: ReadonlySet<RpcMethod> = new Set(["link.create", "link.accept", "link.complete"]);
-const LINK_SETUP_TIMEOUT_MS = 10_000;
 
 /**
  * JSON-RPC 2.0 client to the datapath over UDP (one message per datagram, 127.0.0.1 only).
@@ -96,6 +104,7 @@ export class DatapathClient implements DatapathApi {
   private readonly rpc: JSONRPCClient;
   private readonly handlers = new Map<NotificationMethod, Set<(p: unknown) => void>>();
   private readonly timeoutMs: number;
+  private readonly linkSetupTimeoutMs: number;
   private readonly retries: number;
   private readonly log: Log;
   private startedAt: number | null = null;
@@ -109,6 +118,7 @@ export class DatapathClient implements DatapathApi {
     this.port = port;
     this.log = opts.log;
     this.timeoutMs = opts.timeoutMs ?? 3000;
+    this.linkSetupTimeoutMs = opts.linkSetupTimeoutMs ?? 10_000;
     this.retries = opts.retries ?? 2;
     this.rpc = new JSONRPCClient((payload: unknown) => this.sendDatagram(payload));
   }
@@ -122,7 +132,7 @@ export class DatapathClient implements DatapathApi {
   /** Binds the local socket and reads the token, without registering (see `register`). */
   async open(): Promise<void> {
     if (!this.socket) {
-      const socket = createSocket("udp4");
+      const socket = createSocket({ type: "udp4", recvBufferSize: RPC_SOCKET_BUFFER });
       socket.on("message", (msg, rinfo) => this.onDatagram(msg, rinfo));
       socket.on("error", (err) => this.log.error("rpc socket error", { error: err.message }));
       await new Promise<void>((resolve, reject) => {
@@ -222,9 +232,7 @@ export class DatapathClient implements DatapathApi {
 
   private async callOnce<M extends RpcMethod>(method: M, params: RpcParamsOf<M>): Promise<RpcResults[M]> {
     if (this.token === null) await this.readToken();
-    const timeoutMs = LINK_SETUP_METHODS.has(method)
-      ? Math.max(this.timeoutMs, LINK_SETUP_TIMEOUT_MS)
-      : this.timeoutMs;
+    const timeoutMs = LINK_SETUP_METHODS.has(method) ? this.linkSetupTimeoutMs : this.timeoutMs;
     const requester = this.rpc.timeout(timeoutMs, (id) =>
       createJSONRPCErrorResponse(id, RPC_TIMEOUT, `no answer from the datapath at ${this.opts.rpc}`),
     );

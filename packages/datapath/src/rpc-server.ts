@@ -33,7 +33,8 @@ export interface Endpoint {
  * handler runs, so a bad request changes nothing.
  */
 export class RpcServer {
-  private readonly socket = dgram.createSocket("udp4");
+  // Requests come in bursts while links are set up (see the controller's RPC_SOCKET_BUFFER).
+  private readonly socket = dgram.createSocket({ type: "udp4", recvBufferSize: 4 * 1024 * 1024 });
   private readonly server: JSONRPCServer;
   private readonly token: Buffer;
   controller: Endpoint | null = null;
