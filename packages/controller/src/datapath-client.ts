@@ -8,6 +8,7 @@ import {
   type NotificationMethod,
   NotificationParams,
   type NotificationParamsOf,
+  RPC_SOCKET_BUFFER,
   RpcErrorCode,
   type RpcMethod,
   type RpcParamsOf,
@@ -78,16 +79,10 @@ export interface DatapathClientOptions {
 
 /**
  * Methods that set up a link's ICE/DTLS state and are not repeated after a timeout: they get a
- * timeout of their own (linkSetupTimeoutMs). Giving up earlier on a loaded host (the request still queued in the datapath's
- * socket) made the controller remove a link the datapath was about to create, and start over.
+ * timeout of their own (linkSetupTimeoutMs). Giving up earlier on a loaded host (the request still
+ * queued in the datapath's socket) made the controller remove a link the datapath was about to
+ * create, and start over.
  */
-/**
- * Receive buffer of the RPC socket. Notifications come in bursts (a GroupVPN mesh forming sends an
- * icc announcement per link to every neighbour); the default 208 KiB overflowed while the event loop
- * was busy, and replies lost with them made calls time out.
- */
-export const RPC_SOCKET_BUFFER = 4 * 1024 * 1024;
-
 const LINK_SETUP_METHODS: ReadonlySet<RpcMethod> = new Set(["link.create", "link.accept", "link.complete"]);
 
 /**
@@ -142,6 +137,13 @@ export class DatapathClient implements DatapathApi {
           resolve();
         });
       });
+      // The kernel reports twice what it granted; it grants at most net.core.rmem_max.
+      if (socket.getRecvBufferSize() < RPC_SOCKET_BUFFER) {
+        this.log.warn("the RPC socket's receive buffer is small: notifications may be lost in bursts", {
+          bytes: socket.getRecvBufferSize() / 2,
+          fix: `sysctl -w net.core.rmem_max=${RPC_SOCKET_BUFFER}`,
+        });
+      }
       this.socket = socket;
     }
     await this.readToken();

@@ -6,6 +6,7 @@ import {
   type NotificationMethod,
   type NotificationParamsOf,
   RPC_METHODS,
+  RPC_SOCKET_BUFFER,
   RpcErrorCode,
   RpcParams,
   splitHostPort,
@@ -33,8 +34,7 @@ export interface Endpoint {
  * handler runs, so a bad request changes nothing.
  */
 export class RpcServer {
-  // Requests come in bursts while links are set up (see the controller's RPC_SOCKET_BUFFER).
-  private readonly socket = dgram.createSocket({ type: "udp4", recvBufferSize: 4 * 1024 * 1024 });
+  private readonly socket = dgram.createSocket({ type: "udp4", recvBufferSize: RPC_SOCKET_BUFFER });
   private readonly server: JSONRPCServer;
   private readonly token: Buffer;
   controller: Endpoint | null = null;
@@ -72,6 +72,13 @@ export class RpcServer {
       this.socket.once("error", reject);
       this.socket.bind(port, host, () => {
         this.socket.off("error", reject);
+        // The kernel reports twice what it granted; it grants at most net.core.rmem_max.
+        if (this.socket.getRecvBufferSize() < RPC_SOCKET_BUFFER) {
+          this.log.warn("the RPC socket's receive buffer is small: requests may be lost in bursts", {
+            bytes: this.socket.getRecvBufferSize() / 2,
+            fix: `sysctl -w net.core.rmem_max=${RPC_SOCKET_BUFFER}`,
+          });
+        }
         const a = this.socket.address();
         resolve({ host: a.address, port: a.port });
       });

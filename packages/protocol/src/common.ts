@@ -39,3 +39,11 @@ export function describeIssues(error: z.ZodError, root = ""): string {
     })
     .join("; ");
 }
+
+/**
+ * Receive buffer of both ends of the RPC socket pair. Notifications come in bursts (a GroupVPN mesh
+ * forming sends an icc announcement per link to every neighbour): the kernel's default 208 KiB
+ * overflowed while the event loop was busy, and replies lost with them made calls time out. The
+ * kernel caps it at net.core.rmem_max.
+ */
+export const RPC_SOCKET_BUFFER = 4 * 1024 * 1024;
