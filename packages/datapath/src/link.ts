@@ -16,8 +16,6 @@ export const FRAME_OFFLOAD = 0x02;
 export const FRAME_HEADER = 2;
 /** Longest wait for candidates to put into a local description (the rest trickle). */
 const GATHER_WAIT_MS = 40;
-/** A local description that takes longer than this means libdatachannel is stuck: fail the RPC. */
-const DESCRIPTION_TIMEOUT_MS = 5000;
 /** Frame types from here up are the link's own (icc, probes), not tunnelled packets. */
 export const FRAME_CONTROL = 0x10;
 /**
@@ -424,23 +422,21 @@ export class Link {
    * a check retransmission, ~1 s, when they arrive after the peer's first checks).
    */
   private localDescription(type: "offer" | "answer"): Promise<SessionDescription> {
+    const take = (): SessionDescription | null => {
+      const d = this.closed ? null : this.pc.localDescription();
+      return d?.type === type ? { type, sdp: this.withoutExcludedCandidates(d.sdp) } : null;
+    };
+    const now = this.pc.gatheringState() === "complete" ? take() : null;
+    if (now) return Promise.resolve(now);
     return new Promise((resolve, reject) => {
-      const take = (): boolean => {
-        const d = this.pc.localDescription();
-        if (d?.type !== type) return false;
-        resolve({ type, sdp: this.withoutExcludedCandidates(d.sdp) });
-        return true;
-      };
-      if (this.pc.gatheringState() === "complete" && take()) return;
-      const deadline = Date.now() + DESCRIPTION_TIMEOUT_MS;
-      const retry = () => {
-        if (this.closed) reject(new Error("link removed while its description was made"));
-        else if (!take()) {
-          if (Date.now() < deadline) setTimeout(retry, GATHER_WAIT_MS);
-          else reject(new Error(`no local description within ${DESCRIPTION_TIMEOUT_MS / 1000} s`));
-        }
-      };
-      setTimeout(retry, GATHER_WAIT_MS);
+      setTimeout(() => {
+        const d = take();
+        if (d) resolve(d);
+        else
+          reject(
+            new Error(this.closed ? "link removed before its description was ready" : "no local description"),
+          );
+      }, GATHER_WAIT_MS);
     });
   }
 
