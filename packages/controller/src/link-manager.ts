@@ -350,18 +350,19 @@ export class LinkManager extends EventEmitter {
     const setup = newSetupId();
     Object.assign(rec, { setup, role: "offerer", phase: "offering", relayOnly, remoteApplied: false });
     rec.pendingRemote = [];
-    this.armSetupTimer(rec, setup);
-    if (!relayOnly && hasTurn) {
-      rec.fallbackTimer = setTimeout(() => {
-        rec.fallbackTimer = undefined;
-        void this.run(peer.uid, () => this.relayFallback(rec, setup, "not connected in time"));
-      }, links.relayFallbackSec * 1000);
-    }
     this.log.debug("offering a link", { peer: peer.bareJid, setup, relayOnly });
     this.emit("link-setup", this.event(rec));
     try {
       rec.dpLink = true;
       const { description } = await this.opts.datapath.call("link.create", { peerUid: peer.uid, relayOnly });
+      // The setup's time starts when the datapath has made the offer (a loaded one can take seconds).
+      this.armSetupTimer(rec, setup);
+      if (!relayOnly && hasTurn) {
+        rec.fallbackTimer = setTimeout(() => {
+          rec.fallbackTimer = undefined;
+          void this.run(peer.uid, () => this.relayFallback(rec, setup, "not connected in time"));
+        }, links.relayFallbackSec * 1000);
+      }
       await this.opts.signals.sendSignal(peer.fullJid, {
         type: "offer",
         from: this.self,
