@@ -19,6 +19,9 @@ const { values } = parseArgs({
   },
 });
 const N = Number(values.nodes);
+if (!["error", "warn", "info", "debug"].includes(values["log-level"])) {
+  throw new Error(`--log-level must be error, warn, info or debug, not ${values["log-level"]}`);
+}
 const TIMEOUT_MS = Number(values.timeout) * 1000;
 
 interface ProcStats {
@@ -90,11 +93,12 @@ try {
   while (unreached() > 0 && Date.now() - running < TIMEOUT_MS) {
     const round = Date.now();
     await Promise.all(
-      nodes.map(async (a) => {
-        const targets = pending.get(a) as Set<string>;
+      [...pending].map(async ([a, targets]) => {
         if (targets.size === 0) return;
-        const { stdout } = await a.host.exec(["fping", "-a", "-r", "0", "-t", "1000", ...targets]);
-        for (const alive of stdout.split("\n")) targets.delete(alive.trim());
+        const r = await a.host.exec(["fping", "-a", "-r", "0", "-t", "1000", ...targets]);
+        // fping exits 1 when some target did not answer; more means it could not run at all
+        if (r.code > 1) throw new Error(`fping failed (exit ${r.code}): ${r.stderr.trim()}`);
+        for (const alive of r.stdout.split("\n")) targets.delete(alive.trim());
       }),
     );
     await new Promise((r) => setTimeout(r, Math.max(0, 1000 - (Date.now() - round))));

@@ -250,12 +250,12 @@ export function favourCpu(pid: number, nice = -10): void {
   try {
     writeFileSync(`/proc/${pid}/autogroup`, String(nice));
   } catch {
-    // no autogroup scheduling in this kernel: the nice value below is what counts
+    // no autogroup scheduling here (or the process sits in a cgroup with its own CPU weight)
   }
   try {
     setPriority(pid, nice);
   } catch {
-    // already gone
+    // not root, or already gone: the lab still works, its servers are just slower under load
   }
 }
 
@@ -263,7 +263,7 @@ export function favourCpu(pid: number, nice = -10): void {
 const NEIGH_THRESH = [1024, 8192, 16384];
 
 /**
- * Raises the kernel's neighbour-table limits, never lowers them. The ARP and NDP tables are one
+ * Raises the kernel's neighbour-table limits, never lowers them (they stay raised after the lab). The ARP and NDP tables are one
  * table for all namespaces, limited by init_net's gc_thresh3 (1024 by default): 40 lab hosts, each
  * with a neighbour entry per host it reaches on the lab net and per overlay address on its vNIC,
  * overflow it, and then every send to a new neighbour fails with ENOBUFS ("neighbor table
@@ -275,8 +275,9 @@ export function roomForNeighbours(): void {
       const file = `/proc/sys/net/${family}/neigh/default/gc_thresh${i + 1}`;
       try {
         if (Number(readFileSync(file, "utf8")) < min) writeFileSync(file, String(min));
-      } catch {
-        // not writable here (no root, or a kernel without the table): labs of a few hosts still fit
+      } catch (e) {
+        // Labs of a few hosts still fit; a big one would fail as if the VPN carried nothing.
+        process.emitWarning(`lab: cannot raise ${file} to ${min}: ${(e as Error).message}`);
       }
     });
   }
