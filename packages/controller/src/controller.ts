@@ -11,7 +11,7 @@ import type {
 } from "@tincan/protocol";
 import { Admission, type RosterItem } from "./admission.js";
 import type { Loaded } from "./config.js";
-import { DatapathClient, RPC_TIMEOUT, RpcError } from "./datapath-client.js";
+import { DatapathClient } from "./datapath-client.js";
 import { type LinkEvent, LinkManager, type PeerRef } from "./link-manager.js";
 import type { Log, RootLogger } from "./logger.js";
 import { type PeerPresence, type SignalEvent, XmppSession } from "./xmpp.js";
@@ -71,10 +71,6 @@ export interface ControllerStatus {
   updatedAt: number;
   peers: Record<string, { jid: string; name?: string; ipv4?: string; ipv6?: string }>;
 }
-
-/** First delay, and cap, of a route.set repeated because the datapath did not answer in time. */
-const ROUTE_RETRY_MS = 1000;
-const MAX_ROUTE_RETRY_MS = 30_000;
 
 /** After the first roster: time for presence to settle before adopted state is checked. */
 const ADOPTED_CHECK_MS = 8000;
@@ -153,34 +149,10 @@ export class Controller {
     return m && { uid, bareJid: m.bareJid, fullJid: m.fullJid };
   }
 
-  /**
-   * Sets a route and remembers it (re-set after a datapath restart, removed on stop). A datapath too
-   * busy to answer in time (a 50-node mesh forming on 2 cores) gets the route again in the background
-   * instead of failing the caller: a policy must not stop halfway, e.g. before it announces a link.
-   */
+  /** Sets a route and remembers it (re-set after a datapath restart, removed on stop). */
   async setRoute(params: RpcParamsOf<"route.set">): Promise<void> {
-    try {
-      await this.datapath.call("route.set", params);
-    } catch (err) {
-      if (!(err instanceof RpcError) || err.code !== RPC_TIMEOUT || this.stopped) throw err;
-      this.log.warn("route.set not answered in time; setting it again in the background", {
-        prefix: params.prefix,
-      });
-      this.setRouteLater(params, ROUTE_RETRY_MS);
-    }
+    await this.datapath.call("route.set", params);
     this.routeTable.set(params.prefix, params);
-  }
-
-  /** Repeats route.set until the datapath answers, unless the route changed or went meanwhile. */
-  private setRouteLater(params: RpcParamsOf<"route.set">, delayMs: number): void {
-    setTimeout(() => {
-      if (this.stopped || this.routeTable.get(params.prefix) !== params) return;
-      this.datapath.call("route.set", params).catch((err: unknown) => {
-        if (err instanceof RpcError && err.code === RPC_TIMEOUT) {
-          this.setRouteLater(params, Math.min(2 * delayMs, MAX_ROUTE_RETRY_MS));
-        } else this.log.warn("route.set failed", { prefix: params.prefix, error: (err as Error).message });
-      });
-    }, delayMs).unref();
   }
 
   async removeRoute(prefix: string): Promise<void> {
