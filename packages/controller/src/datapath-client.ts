@@ -13,6 +13,7 @@ import {
   type RpcMethod,
   type RpcParamsOf,
   type RpcResults,
+  smallRpcBuffer,
   splitHostPort,
 } from "@tincan/protocol";
 import {
@@ -137,13 +138,9 @@ export class DatapathClient implements DatapathApi {
           resolve();
         });
       });
-      // The kernel reports twice what it granted; it grants at most net.core.rmem_max.
-      if (socket.getRecvBufferSize() < RPC_SOCKET_BUFFER) {
-        this.log.warn("the RPC socket's receive buffer is small: notifications may be lost in bursts", {
-          bytes: socket.getRecvBufferSize() / 2,
-          fix: `sysctl -w net.core.rmem_max=${RPC_SOCKET_BUFFER}`,
-        });
-      }
+      const small = smallRpcBuffer(socket);
+      if (small)
+        this.log.warn("the RPC socket's receive buffer is small: notifications may be lost in bursts", small);
       this.socket = socket;
     }
     await this.readToken();

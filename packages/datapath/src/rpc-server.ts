@@ -9,6 +9,7 @@ import {
   RPC_SOCKET_BUFFER,
   RpcErrorCode,
   RpcParams,
+  smallRpcBuffer,
   splitHostPort,
 } from "@tincan/protocol";
 import {
@@ -72,13 +73,9 @@ export class RpcServer {
       this.socket.once("error", reject);
       this.socket.bind(port, host, () => {
         this.socket.off("error", reject);
-        // The kernel reports twice what it granted; it grants at most net.core.rmem_max.
-        if (this.socket.getRecvBufferSize() < RPC_SOCKET_BUFFER) {
-          this.log.warn("the RPC socket's receive buffer is small: requests may be lost in bursts", {
-            bytes: this.socket.getRecvBufferSize() / 2,
-            fix: `sysctl -w net.core.rmem_max=${RPC_SOCKET_BUFFER}`,
-          });
-        }
+        const small = smallRpcBuffer(this.socket);
+        if (small)
+          this.log.warn("the RPC socket's receive buffer is small: requests may be lost in bursts", small);
         const a = this.socket.address();
         resolve({ host: a.address, port: a.port });
       });

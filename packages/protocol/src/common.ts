@@ -47,3 +47,15 @@ export function describeIssues(error: z.ZodError, root = ""): string {
  * kernel caps it at net.core.rmem_max.
  */
 export const RPC_SOCKET_BUFFER = 4 * 1024 * 1024;
+
+/**
+ * The kernel's grant for an RPC socket's receive buffer, with the sysctl to raise it, when it is
+ * below RPC_SOCKET_BUFFER (Linux reports twice what it granted); null when the buffer is big enough.
+ */
+export function smallRpcBuffer(socket: {
+  getRecvBufferSize(): number;
+}): { bytes: number; fix: string } | null {
+  const reported = socket.getRecvBufferSize();
+  if (reported >= RPC_SOCKET_BUFFER) return null;
+  return { bytes: reported / 2, fix: `sysctl -w net.core.rmem_max=${RPC_SOCKET_BUFFER}` };
+}
