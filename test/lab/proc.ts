@@ -259,12 +259,13 @@ export function favourCpu(pid: number, nice = -10): void {
   }
 }
 
-/** Lower bounds for the kernel's neighbour-table limits (gc_thresh1..3) while a lab runs. */
+/** Lower bounds a lab sets for the kernel's neighbour-table limits (gc_thresh1..3). */
 const NEIGH_THRESH = [1024, 8192, 16384];
 
 /**
- * Raises the kernel's neighbour-table limits, never lowers them (they stay raised after the lab). The ARP and NDP tables are one
- * table for all namespaces, limited by init_net's gc_thresh3 (1024 by default): 40 lab hosts, each
+ * Raises the kernel's neighbour-table limits, never lowers them (they stay raised after the lab).
+ * The ARP and NDP tables are one table for all namespaces, limited by init_net's gc_thresh3 (1024
+ * by default): 40 lab hosts, each
  * with a neighbour entry per host it reaches on the lab net and per overlay address on its vNIC,
  * overflow it, and then every send to a new neighbour fails with ENOBUFS ("neighbor table
  * overflow!" in dmesg), which a lab would misread as VPN links that carry nothing.

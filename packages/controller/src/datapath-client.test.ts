@@ -57,7 +57,7 @@ afterEach(() => {
   for (const c of cleanup.splice(0)) c();
 });
 
-async function setup(timeoutMs = 200) {
+async function setup(timeoutMs = 200, linkSetupTimeoutMs = timeoutMs) {
   const server = new FakeServer();
   const port = await server.start();
   const dir = mkdtempSync(join(tmpdir(), "tincan-token-"));
@@ -68,7 +68,7 @@ async function setup(timeoutMs = 200) {
     tokenFile,
     log: nullLog,
     timeoutMs,
-    linkSetupTimeoutMs: timeoutMs,
+    linkSetupTimeoutMs,
     retries: 2,
   });
   cleanup.push(() => {
@@ -95,7 +95,7 @@ describe("DatapathClient", () => {
   });
 
   it("gives link.create its own timeout", async () => {
-    const { server, client } = await setup(100);
+    const { server, client } = await setup(100, 1000);
     await client.start();
     server.handler = (r) => {
       if (r.method !== "link.create") return [];
@@ -103,7 +103,6 @@ describe("DatapathClient", () => {
       return null;
     };
     expect(await client.call("link.query", {}).catch((e: RpcError) => e.code)).toEqual([]);
-    (client as unknown as { linkSetupTimeoutMs: number }).linkSetupTimeoutMs = 1000;
     expect(await client.call("link.create", { peerUid: uid })).toEqual({});
   });
 
