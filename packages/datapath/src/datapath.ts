@@ -18,6 +18,7 @@ import { Link } from "./link.js";
 import { Outside } from "./outside.js";
 import { parseAddress, parsePrefix } from "./packet.js";
 import { PrefixTable } from "./routes.js";
+import { TxQueue } from "./tx-queue.js";
 import { UnmappedPackets } from "./unmapped.js";
 
 export const VERSION = "0.1.0";
@@ -69,6 +70,17 @@ export interface DatapathOptions {
   rxQueueMs?: number;
   /** Least CoDel interval of that queue (ms, default 20); links use it plus their path's RTT, up to 100. */
   rxIntervalMs?: number;
+  /**
+   * CoDel target of the send queue between the vNIC and the links (ms, default 5; 0: no send
+   * queue, packets the datapath cannot send yet wait in the TUN device, unseen).
+   */
+  txQueueMs?: number;
+  /** CoDel interval of the send queue (ms, default 100: it should cover the RTT of flows inside). */
+  txIntervalMs?: number;
+  /** Bytes the send queue holds at most (default 2 MiB). */
+  txQueueBytes?: number;
+  /** Bytes sent per event-loop turn before the vNIC is read again (default 32 KiB); the rest waits in the send queue. */
+  turnBytes?: number;
 }
 
 type Handlers = { [M in RpcMethod]: (params: RpcParamsOf<M>) => RpcResults[M] | Promise<RpcResults[M]> };
@@ -100,11 +112,31 @@ export class Datapath {
       packetsPerDestination: 16,
     });
     this.fib.hopLimit = options.hopLimit ?? 4;
+    const turnBytes = options.turnBytes ?? 32 << 10;
+    const txQueueMs = options.txQueueMs ?? 5;
+    const txQueue =
+      txQueueMs > 0
+        ? new TxQueue(
+            {
+              flows: 1024,
+              quantum: 16_384,
+              target: Math.round(txQueueMs * 10),
+              interval: Math.round((options.txIntervalMs ?? 100) * 10),
+              maxBytes: options.txQueueBytes ?? 2 << 20,
+            },
+            (reason, packets) => this.fib.vnicCounters.drop(reason, packets),
+          )
+        : null;
     this.inside = new Inside(
       this.fib,
       this.unmapped,
-      { maxFrameBytes: options.maxFrameBytes ?? 16_384, hopLimit: this.fib.hopLimit },
+      {
+        maxFrameBytes: options.maxFrameBytes ?? 16_384,
+        hopLimit: this.fib.hopLimit,
+        turnBytes,
+      },
       (report) => options.notify("packet.unmapped", report),
+      txQueue,
     );
     this.outside = new Outside(this.fib);
     this.timer = setInterval(() => {
@@ -275,6 +307,7 @@ export class Datapath {
   close(): void {
     clearInterval(this.timer);
     for (const link of [...this.fib.links.values()]) this.dropLink(link);
+    this.inside.close();
     this.fib.vnic?.close();
     this.fib.vnic = null;
   }

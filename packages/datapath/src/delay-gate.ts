@@ -5,10 +5,9 @@
  * without limit. The sender stamps each RTP packet with its clock (in 100 µs units); the
  * receiver tracks the smallest (receive time - stamp) seen lately, the path's delay plus the
  * unknown clock offset, so (receive time - stamp - that minimum) is how long a packet queued.
- * On that sojourn time it runs CoDel (RFC 8289): once packets have queued longer than the
- * target for a whole interval, it drops one, then more often (interval / sqrt(count)) until the
- * queue is short again, so TCP inside backs off without losing a whole window of packets.
+ * On that sojourn time it runs CoDel (see codel.ts).
  */
+import { CoDel } from "./codel.js";
 
 /** Our clock in the units of the RTP timestamp: 100 µs, modulo 2^32. */
 export function rtpClock(): number {
@@ -16,20 +15,13 @@ export function rtpClock(): number {
 }
 
 export class DelayGate {
-  private firstAbove = 0;
-  private aboveSince = false;
-  private dropping = false;
-  private dropNext = 0;
-  private count = 0;
-  private lastCount = 0;
   private curMin = 0;
   private prevMin = 0;
   private windowEnd = 0;
   private started = false;
   private hasPrev = false;
-  private maxQueue: number;
   private readonly window: number;
-  private interval: number;
+  private readonly codel: CoDel;
 
   /**
    * @param maxQueueMs CoDel's target: the queueing delay the queue may keep (0: never drop)
@@ -39,20 +31,19 @@ export class DelayGate {
    *   (RFC 8289 says 100 ms for Internet paths; it should cover the flows' usual RTT)
    */
   constructor(maxQueueMs: number, windowMs = 5000, intervalMs = 100) {
-    this.maxQueue = Math.round(maxQueueMs * 10);
     this.window = Math.round(windowMs * 10);
-    this.interval = Math.round(intervalMs * 10);
+    this.codel = new CoDel(Math.round(maxQueueMs * 10), Math.round(intervalMs * 10));
   }
 
   /** Changes target and interval (e.g. as the path's RTT becomes known); keeps the learnt delay. */
   configure(maxQueueMs: number, intervalMs: number): void {
-    this.maxQueue = Math.round(maxQueueMs * 10);
-    this.interval = Math.round(intervalMs * 10);
+    this.codel.target = Math.round(maxQueueMs * 10);
+    this.codel.interval = Math.round(intervalMs * 10);
   }
 
   /** Whether a packet stamped `sentAt` and received at `now` (both rtpClock units) may pass. */
   admit(now: number, sentAt: number): boolean {
-    if (this.maxQueue <= 0) return true;
+    if (this.codel.target <= 0) return true;
     // All arithmetic modulo 2^32, so clock offsets and wrap-around do not matter.
     const d = (now - sentAt) | 0;
     if (!this.started || ((now - this.windowEnd) | 0) >= 0) {
@@ -66,37 +57,6 @@ export class DelayGate {
     }
     let base = this.curMin;
     if (this.hasPrev && ((this.prevMin - base) | 0) < 0) base = this.prevMin;
-    return this.codel(now, (d - base) | 0);
-  }
-
-  /** CoDel's dequeue decision for a packet that queued `sojourn` units. */
-  private codel(now: number, sojourn: number): boolean {
-    let okToDrop = false;
-    if (sojourn < this.maxQueue) {
-      this.aboveSince = false;
-    } else if (!this.aboveSince) {
-      this.aboveSince = true;
-      this.firstAbove = (now + this.interval) | 0;
-    } else if (((now - this.firstAbove) | 0) >= 0) {
-      okToDrop = true;
-    }
-    if (this.dropping) {
-      if (!okToDrop) {
-        this.dropping = false;
-        return true;
-      }
-      if (((now - this.dropNext) | 0) < 0) return true;
-      this.count++;
-      this.dropNext = (this.dropNext + Math.round(this.interval / Math.sqrt(this.count))) | 0;
-      return false;
-    }
-    if (!okToDrop) return true;
-    this.dropping = true;
-    // Resume near the last drop rate when the previous episode ended recently.
-    const delta = this.count - this.lastCount;
-    this.count = delta > 1 && ((now - this.dropNext) | 0) < 16 * this.interval ? delta : 1;
-    this.lastCount = this.count;
-    this.dropNext = (now + Math.round(this.interval / Math.sqrt(this.count))) | 0;
-    return false;
+    return this.codel.pass(now, (d - base) | 0);
   }
 }

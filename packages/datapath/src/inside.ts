@@ -1,3 +1,4 @@
+import { rtpClock } from "./delay-gate.js";
 import type { Fib } from "./fib.js";
 import { FrameBuilder } from "./frame.js";
 import type { Link } from "./link.js";
@@ -10,6 +11,7 @@ import {
   isMulticastDestination,
   srcOffset,
 } from "./packet.js";
+import type { TxQueue } from "./tx-queue.js";
 import type { HeldPackets, UnmappedPackets } from "./unmapped.js";
 
 export interface UnmappedReport {
@@ -24,6 +26,8 @@ export interface UnmappedReport {
  * destination and appended to its next-hop link's frame; frames are sent once per batch.
  * With offload, a packet may be a TCP super-packet with a partial checksum (its virtio-net
  * header sits right before it); it crosses the link whole when the peer takes offload frames.
+ * With a send queue, each event-loop turn sends at most `turnBytes`; what the vNIC delivered
+ * beyond that waits in the queue (FQ-CoDel, see tx-queue.ts) instead of in the TUN device.
  */
 export class Inside {
   private readonly builders = new Map<Link, FrameBuilder>();
@@ -31,12 +35,14 @@ export class Inside {
   /** While held packets are routed again: when they were first held. */
   private heldSince: number | undefined;
   private readonly po: PacketOffload = { meta: 0, csumStart: 0, gsoSize: 0 };
+  private drainScheduled = false;
 
   constructor(
     private readonly fib: Fib,
     private readonly unmapped: UnmappedPackets,
-    private readonly options: { maxFrameBytes: number; hopLimit: number },
+    private readonly options: { maxFrameBytes: number; hopLimit: number; turnBytes: number },
     private readonly reportUnmapped: (report: UnmappedReport) => void,
+    private readonly txQueue: TxQueue | null = null,
   ) {}
 
   /** Handles one batch of packets read from the vNIC (buf is reused after this returns). */
@@ -44,20 +50,51 @@ export class Inside {
     const counters = this.fib.vnicCounters;
     const vnet = this.fib.vnic?.vnetHdr === true;
     const po = this.po;
+    const queue = this.txQueue;
+    // Straight through while nothing waits; what is beyond this turn's budget is queued.
+    let direct = queue === null ? Number.POSITIVE_INFINITY : queue.isEmpty ? this.options.turnBytes : 0;
+    const now = queue === null ? 0 : rtpClock();
     for (let i = 0; i < count; i++) {
       const off = offsets[i] as number;
       const len = lengths[i] as number;
       counters.rx(1, len);
       if (!vnet) {
-        this.route(buf, off, len, 0, 0, 0);
-      } else if (off >= VNET_HDR_BYTES && readVnetHdr(buf, off - VNET_HDR_BYTES, po)) {
+        po.meta = 0;
+        po.csumStart = 0;
+        po.gsoSize = 0;
+      } else if (off < VNET_HDR_BYTES || !readVnetHdr(buf, off - VNET_HDR_BYTES, po)) {
+        counters.drop("offloadUnsupported");
+        continue;
+      }
+      if (direct > 0) {
+        direct -= len;
         this.route(buf, off, len, po.meta, po.csumStart, po.gsoSize);
       } else {
-        counters.drop("offloadUnsupported");
+        (queue as TxQueue).enqueue(buf, off, len, po.meta, po.csumStart, po.gsoSize, now);
       }
     }
     this.flushTouched();
+    if (queue !== null && !queue.isEmpty) this.scheduleDrain();
   }
+
+  private scheduleDrain(): void {
+    if (this.drainScheduled) return;
+    this.drainScheduled = true;
+    setImmediate(this.drain);
+  }
+
+  /** One turn's share of the send queue; the vNIC is read again before the next share. */
+  private readonly drain = (): void => {
+    this.drainScheduled = false;
+    const queue = this.txQueue as TxQueue;
+    queue.dequeue(this.options.turnBytes, rtpClock(), this.routeQueued);
+    this.flushTouched();
+    if (!queue.isEmpty) this.scheduleDrain();
+  };
+
+  private readonly routeQueued = (buf: Buffer, meta: number, csumStart: number, gsoSize: number): void => {
+    this.route(buf, 0, buf.length, meta, csumStart, gsoSize);
+  };
 
   /** Routes packets that waited elsewhere (e.g. in a removed link's queue; always plain). */
   resubmit(packets: Buffer[]): void {
@@ -73,6 +110,11 @@ export class Inside {
     }
     this.heldSince = undefined;
     this.flushTouched();
+  }
+
+  /** Drops what waits in the send queue. */
+  close(): void {
+    this.txQueue?.clear();
   }
 
   forgetLink(link: Link): void {

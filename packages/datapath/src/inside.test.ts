@@ -1,0 +1,129 @@
+import { describe, expect, it } from "vitest";
+import { Counters } from "./counters.js";
+import { Fib } from "./fib.js";
+import { Inside } from "./inside.js";
+import type { Link } from "./link.js";
+import { PacketQueue } from "./queue.js";
+import { udp4 } from "./testing.js";
+import { TxQueue } from "./tx-queue.js";
+import { UnmappedPackets } from "./unmapped.js";
+
+/** A connected link that records the destination of every packet in the frames it sends. */
+function fakeLink(): Link & { sentTo: string[] } {
+  const sentTo: string[] = [];
+  return {
+    peerUid: "peer",
+    state: "connected",
+    isConnected: true,
+    peerOffload: false,
+    usesRtp: false,
+    maxRtpFrame: 1300,
+    counters: new Counters(),
+    pending: new PacketQueue(8),
+    sentTo,
+    // Frames start after 12 bytes of RTP headroom: [type][hops] then IPv4 packets.
+    sendFrame(buf: Buffer, end: number) {
+      let off = 12 + 2;
+      while (off < end) {
+        sentTo.push(`${buf[off + 16]}.${buf[off + 17]}.${buf[off + 18]}.${buf[off + 19]}`);
+        off += buf.readUInt16BE(off + 2);
+      }
+    },
+  } as unknown as Link & { sentTo: string[] };
+}
+
+function setup(turnBytes: number) {
+  const fib = new Fib();
+  const link = fakeLink();
+  fib.links.set("peer", link);
+  fib.setRoute("10.0.0.0/24", "peer", null, null);
+  const drops: string[] = [];
+  const queue = new TxQueue(
+    { flows: 1024, quantum: 1500, target: 50, interval: 1000, maxBytes: 1 << 20 },
+    (reason) => drops.push(reason),
+  );
+  const unmapped = new UnmappedPackets({
+    notifyIntervalMs: 1000,
+    holdMs: 1000,
+    maxDestinations: 8,
+    packetsPerDestination: 8,
+  });
+  const inside = new Inside(
+    fib,
+    unmapped,
+    { maxFrameBytes: 16_384, hopLimit: 4, turnBytes },
+    () => {},
+    queue,
+  );
+  const read = (...packets: Buffer[]) => {
+    const buf = Buffer.concat(packets);
+    const offsets: number[] = [];
+    let off = 0;
+    for (const p of packets) {
+      offsets.push(off);
+      off += p.length;
+    }
+    inside.onBatch(
+      buf,
+      offsets,
+      packets.map((p) => p.length),
+      packets.length,
+    );
+  };
+  return { link, queue, inside, read, drops };
+}
+
+const nextTurn = () => new Promise((r) => setImmediate(r));
+const bulk = () => udp4("10.1.0.1", "10.0.0.2", Buffer.alloc(1000));
+
+describe("Inside with a send queue", () => {
+  it("sends a turn's share at once and the rest on the next turns, in order", async () => {
+    const { link, queue, read } = setup(4000);
+    read(...Array.from({ length: 10 }, bulk));
+    expect(link.sentTo).toHaveLength(4); // 4 x 1028 bytes reach the 4000-byte share
+    expect(queue.queuedPackets).toBe(6);
+    await nextTurn();
+    expect(link.sentTo).toHaveLength(8);
+    await nextTurn();
+    expect(link.sentTo).toHaveLength(10);
+    expect(queue.isEmpty).toBe(true);
+  });
+
+  it("lets a packet of a quiet flow overtake the queued bulk", async () => {
+    const { link, read } = setup(4000);
+    read(...Array.from({ length: 20 }, bulk));
+    await nextTurn(); // the bulk flow has had its turn: it is an old flow now
+    link.sentTo.length = 0;
+    read(udp4("10.1.0.1", "10.0.0.3", "ping"));
+    expect(link.sentTo).toEqual([]); // bulk waits, so the new packet queues too
+    await nextTurn();
+    expect(link.sentTo[0]).toBe("10.0.0.3");
+  });
+
+  it("sends everything at once without a send queue", () => {
+    const fib = new Fib();
+    const link = fakeLink();
+    fib.links.set("peer", link);
+    fib.setRoute("10.0.0.0/24", "peer", null, null);
+    const unmapped = new UnmappedPackets({
+      notifyIntervalMs: 1000,
+      holdMs: 1000,
+      maxDestinations: 8,
+      packetsPerDestination: 8,
+    });
+    const inside = new Inside(
+      fib,
+      unmapped,
+      { maxFrameBytes: 16_384, hopLimit: 4, turnBytes: 4000 },
+      () => {},
+    );
+    const packets = Array.from({ length: 10 }, bulk);
+    inside.onBatch(
+      Buffer.concat(packets),
+      packets.map((_, i) => i * 1028),
+      packets.map(() => 1028),
+      10,
+    );
+    expect(link.sentTo).toHaveLength(10);
+  });
+});
