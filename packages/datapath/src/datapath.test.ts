@@ -172,6 +172,28 @@ describe("Datapath over real node-datachannel links (fake vNICs)", () => {
     expect(b.vnic.devices[0]!.written).toHaveLength(0);
   });
 
+  it("sends packets waiting for a direct link via another node once a via route is set", async () => {
+    const a = makeNode("10.10.0.1");
+    const b = makeNode("10.10.0.2");
+    const c = makeNode("10.10.0.3");
+    nodes.push(a, b, c);
+    a.dp.methods["route.set"]({ prefix: "10.10.0.2/32", peerUid: b.uid });
+    a.dp.methods["route.set"]({ prefix: "10.10.0.3/32", peerUid: c.uid });
+    b.dp.methods["route.set"]({ prefix: "10.10.0.1/32", peerUid: a.uid });
+    b.dp.methods["route.set"]({ prefix: "10.10.0.3/32", peerUid: c.uid });
+    c.dp.methods["route.set"]({ prefix: "10.10.0.1/32", peerUid: a.uid, via: b.uid });
+    c.dp.methods["route.set"]({ prefix: "10.10.0.2/32", peerUid: b.uid });
+    await connect(a, b);
+    await connect(b, c);
+    await a.dp.methods["link.create"]({ peerUid: c.uid }); // a direct link that never connects
+    a.vnic.devices[0]!.inject(udp4("10.10.0.1", "10.10.0.3", "waited"));
+    expect(a.dp.fib.links.get(c.uid)?.pending.length).toBe(1);
+    a.dp.methods["route.set"]({ prefix: "10.10.0.3/32", peerUid: c.uid, via: b.uid });
+    await until(() => c.vnic.devices[0]!.written.length >= 1);
+    expect(c.vnic.devices[0]!.written[0]!.subarray(28).toString()).toBe("waited");
+    expect(a.dp.fib.links.get(c.uid)?.pending.length).toBe(0);
+  });
+
   it("reports a failed DTLS handshake after ICE connected as reason handshake", async () => {
     const a = makeNode("10.10.0.1");
     const b = makeNode("10.10.0.2");

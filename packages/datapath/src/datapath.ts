@@ -268,6 +268,10 @@ export class Datapath {
       const prefix = this.fib.setRoute(p.prefix, p.peerUid, p.via ?? null, p.mapTo ?? null);
       this.log.debug("route set", { prefix, peer: p.peerUid, via: p.via, mapTo: p.mapTo });
       this.inside.resubmitHeld(this.unmapped.takeAll());
+      // Packets waiting for the direct link to connect take the new way via another node.
+      const direct = this.fib.links.get(p.peerUid);
+      if (p.via && direct && !direct.isConnected && direct.pending.length > 0)
+        this.inside.resubmit(direct.pending.drain());
       return {};
     },
 
