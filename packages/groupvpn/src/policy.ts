@@ -12,6 +12,12 @@ import { NeighborLinks } from "./neighbors.js";
 type Config = Pick<GroupVpnConfig, "vnic" | "links">;
 
 const VIA_COOLDOWN_MS = 60_000;
+/**
+ * Link announcements go out at most this often. Each link change used to send our whole link list
+ * to every neighbour at once: O(n^2) icc messages per node while a mesh of n forms (~2400 per
+ * node at 50 nodes), which queued the datapath's other RPCs behind them.
+ */
+export const ANNOUNCE_EVERY_MS = 1000;
 
 /**
  * GroupVPN: every member of one XMPP roster group owns one address of a shared subnet, and its UID
@@ -26,6 +32,10 @@ export class GroupPolicy implements Policy {
   private readonly connected = new Set<string>();
   /** When each peer was last routed via a neighbour (see onLinkSetup). */
   private readonly viaUsedAt = new Map<string, number>();
+  /** Peers whose link setup is under way, and since when (a late announcement may offer a via). */
+  private readonly settingUp = new Map<string, number>();
+  private lastAnnouncedAt = Number.NEGATIVE_INFINITY;
+  private announceTimer: NodeJS.Timeout | undefined;
   private ctl: Controller | null = null;
 
   constructor(private readonly config: Config) {
@@ -72,6 +82,7 @@ export class GroupPolicy implements Policy {
     this.neighbors.forget(peer.tincan.uid);
     this.connected.delete(peer.tincan.uid);
     this.viaUsedAt.delete(peer.tincan.uid);
+    this.settingUp.delete(peer.tincan.uid);
     for (const prefix of prefixesOf(peer)) await ctl.removeRoute(prefix).catch(() => {});
   }
 
@@ -86,10 +97,15 @@ export class GroupPolicy implements Policy {
    * While a link is being set up, route the peer via a neighbour that has a link to it. A
    * neighbour's claim is not verified, so a relay is used at most once per peer per
    * VIA_COOLDOWN_MS and only for the setup's duration: then the route goes back to direct.
+   * No neighbour may have announced the peer yet: onIccMessage tries again when one does.
    */
   async onLinkSetup(e: LinkEvent): Promise<void> {
+    this.settingUp.set(e.peer.uid, Date.now());
+    await this.routeVia(e.peer.uid);
+  }
+
+  private async routeVia(uid: string): Promise<void> {
     const ctl = this.required();
-    const uid = e.peer.uid;
     const member = ctl.peer(uid);
     const via = this.neighbors.relayFor(uid, this.connected);
     const last = this.viaUsedAt.get(uid);
@@ -97,6 +113,11 @@ export class GroupPolicy implements Policy {
     this.viaUsedAt.set(uid, Date.now());
     ctl.log.info("routing via a neighbour while the link is set up", { peer: member.bareJid, via });
     for (const prefix of prefixesOf(member)) await ctl.setRoute({ prefix, peerUid: uid, via });
+    if (this.connected.has(uid)) {
+      // The link came up while we set the via route: make sure the direct route is the last one set.
+      for (const prefix of prefixesOf(member)) await ctl.setRoute({ prefix, peerUid: uid });
+      return;
+    }
     const limit = setTimeout(() => void this.endVia(uid, via), this.config.links.setupTimeoutSec * 1000);
     limit.unref();
   }
@@ -114,40 +135,69 @@ export class GroupPolicy implements Policy {
   async onLinkUp(e: LinkEvent): Promise<void> {
     const ctl = this.required();
     this.connected.add(e.peer.uid);
+    this.settingUp.delete(e.peer.uid);
+    this.announceLinks();
     const member = ctl.peer(e.peer.uid);
     if (member) {
       for (const prefix of prefixesOf(member)) await ctl.setRoute({ prefix, peerUid: e.peer.uid });
     }
-    await this.announceLinks();
   }
 
   async onLinkDown(e: LinkEvent): Promise<void> {
     const ctl = this.required();
     this.connected.delete(e.peer.uid);
+    this.settingUp.delete(e.peer.uid);
     this.neighbors.forget(e.peer.uid);
+    this.announceLinks();
     // Routes that went via this peer fall back to direct (held + reported as unmapped).
     for (const r of ctl.routes()) {
       if (r.via === e.peer.uid) await ctl.setRoute({ prefix: r.prefix, peerUid: r.peerUid });
     }
-    await this.announceLinks();
   }
 
   onIccMessage(p: NotificationParamsOf<"icc.message">): void {
+    const ctl = this.required();
     if (!this.neighbors.update(p.peerUid, p.data)) {
-      this.required().log.debug("ignored a malformed icc message", { peer: p.peerUid });
+      ctl.log.debug("ignored a malformed icc message", { peer: p.peerUid });
+      return;
+    }
+    // Setups that found no neighbour to route via when they started may find this one.
+    const now = Date.now();
+    for (const [uid, since] of this.settingUp) {
+      if (now - since > this.config.links.setupTimeoutSec * 1000) this.settingUp.delete(uid);
+      else if (this.neighbors.relayFor(uid, [p.peerUid]) === p.peerUid) {
+        this.routeVia(uid).catch((err: Error) =>
+          ctl.log.warn("routing via a neighbour failed", { peer: uid, error: err.message }),
+        );
+      }
     }
   }
 
   async onDatapathRestarted(): Promise<void> {
     this.connected.clear();
+    this.settingUp.clear();
   }
 
-  private async announceLinks(): Promise<void> {
+  /** Our link list to every neighbour: now, or when ANNOUNCE_EVERY_MS since the last one is over. */
+  private announceLinks(): void {
+    if (this.announceTimer) return;
+    const wait = this.lastAnnouncedAt + ANNOUNCE_EVERY_MS - Date.now();
+    if (wait <= 0) {
+      this.sendAnnouncement();
+      return;
+    }
+    this.announceTimer = setTimeout(() => {
+      this.announceTimer = undefined;
+      this.sendAnnouncement();
+    }, wait);
+    this.announceTimer.unref();
+  }
+
+  private sendAnnouncement(): void {
     const ctl = this.required();
+    this.lastAnnouncedAt = Date.now();
     const data = { type: "groupvpn.links", uids: [...this.connected] };
-    await Promise.all(
-      [...this.connected].map((peerUid) => ctl.datapath.call("icc.send", { peerUid, data }).catch(() => {})),
-    );
+    for (const peerUid of this.connected) ctl.datapath.call("icc.send", { peerUid, data }).catch(() => {});
   }
 
   private ref(m: Member) {
