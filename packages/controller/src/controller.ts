@@ -5,7 +5,6 @@ import type {
   GroupVpnConfig,
   NotificationParamsOf,
   PresenceTincan,
-  RouteInfo,
   RpcParamsOf,
   Signal,
 } from "@tincan/protocol";
@@ -14,6 +13,7 @@ import type { Loaded } from "./config.js";
 import { DatapathClient } from "./datapath-client.js";
 import { type LinkEvent, LinkManager, type PeerRef } from "./link-manager.js";
 import type { Log, RootLogger } from "./logger.js";
+import { RouteTable } from "./route-table.js";
 import { type PeerPresence, type SignalEvent, XmppSession } from "./xmpp.js";
 
 /** The config keys the core uses (GroupVpnConfig and SocialVpnConfig both have them). */
@@ -91,7 +91,7 @@ export class Controller {
   readonly links: LinkManager;
   readonly log: Log;
   private readonly members = new Map<string, Member>();
-  private readonly routeTable = new Map<string, RpcParamsOf<"route.set">>();
+  private readonly routeTable: RouteTable;
   private readonly statusFile: string | null;
   private statusTimer: NodeJS.Timeout | null = null;
   private stopped = false;
@@ -108,6 +108,7 @@ export class Controller {
       tokenFile: config.datapath.tokenFile,
       log: logger.component("rpc"),
     });
+    this.routeTable = new RouteTable(this.datapath, logger.component("routes"));
     this.xmpp = new XmppSession({
       service: config.xmpp.service,
       domain: config.xmpp.domain,
@@ -150,18 +151,17 @@ export class Controller {
   }
 
   /** Sets a route and remembers it (re-set after a datapath restart, removed on stop). */
+  /** Sets a route (it counts as ours from now on; see RouteTable for RPCs that get no answer). */
   async setRoute(params: RpcParamsOf<"route.set">): Promise<void> {
-    await this.datapath.call("route.set", params);
-    this.routeTable.set(params.prefix, params);
+    await this.routeTable.set(params);
   }
 
   async removeRoute(prefix: string): Promise<void> {
-    this.routeTable.delete(prefix);
-    await this.datapath.call("route.remove", { prefix });
+    await this.routeTable.remove(prefix);
   }
 
   routes(): RpcParamsOf<"route.set">[] {
-    return [...this.routeTable.values()];
+    return this.routeTable.list();
   }
 
   async start(): Promise<void> {
@@ -169,7 +169,7 @@ export class Controller {
     this.log.info("datapath answered", { version: hello.version, startedAt: hello.startedAt });
     await this.configureDatapath();
     await this.links.sync();
-    for (const r of await this.datapath.call("route.query", {})) this.adoptRoute(r);
+    for (const r of await this.datapath.call("route.query", {})) this.routeTable.adopt(r);
     await this.xmpp.setPresence(this.policy.presence());
     this.links.start();
     try {
@@ -186,7 +186,8 @@ export class Controller {
     this.log.info("stopping: removing links and routes");
     await this.links.removeAll("shutdown").catch(() => {});
     this.links.stop();
-    await Promise.all([...this.routeTable.keys()].map((p) => this.removeRoute(p).catch(() => {})));
+    this.routeTable.stop();
+    await Promise.all(this.routeTable.prefixes().map((p) => this.removeRoute(p).catch(() => {})));
     await this.xmpp.stop().catch(() => {});
     this.datapath.close();
     if (this.statusTimer) clearTimeout(this.statusTimer);
@@ -306,7 +307,7 @@ export class Controller {
     if (this.stopped) return;
     try {
       await this.configureDatapath();
-      for (const r of this.routeTable.values()) await this.datapath.call("route.set", r);
+      await this.routeTable.reapply();
       await this.links.resync();
       this.hook("onDatapathRestarted", () => this.opts.policy.onDatapathRestarted?.());
     } catch (err) {
@@ -321,18 +322,11 @@ export class Controller {
       this.log.info("removing an adopted link of a peer that is no member now", { peerUid: link.peer.uid });
       await this.links.removeLink(link.peer.uid, "not a member").catch(() => {});
     }
-    for (const r of [...this.routeTable.values()]) {
+    for (const r of this.routeTable.list()) {
       if (this.members.has(r.peerUid)) continue;
       this.log.info("removing an adopted route of a peer that is no member now", { prefix: r.prefix });
       await this.removeRoute(r.prefix).catch(() => {});
     }
-  }
-
-  private adoptRoute(r: RouteInfo): void {
-    const params: RpcParamsOf<"route.set"> = { prefix: r.prefix, peerUid: r.peerUid };
-    if (r.via) params.via = r.via;
-    if (r.mapTo) params.mapTo = r.mapTo;
-    this.routeTable.set(r.prefix, params);
   }
 
   private async waitForDatapath() {

@@ -1,0 +1,153 @@
+import { SocketAddress } from "node:net";
+import type { RouteInfo, RpcParamsOf } from "@tincan/protocol";
+import { type DatapathApi, RPC_TIMEOUT, RpcError } from "./datapath-client.js";
+import type { Log } from "./logger.js";
+
+export type RouteParams = RpcParamsOf<"route.set">;
+
+/**
+ * The routes this controller wants in its datapath. A route RPC that got no answer may still be
+ * applied later (the request waited in a busy datapath's socket; the client may even have sent
+ * it twice): then the datapath's table and ours differ, e.g. a via route outlives its link. So
+ * the table holds what we want from the moment we ask, and after any unanswered route RPC it is
+ * compared with `route.query` once the datapath answers again, and differences are set right.
+ * Healthy datapaths cost nothing extra: the check runs only after a timeout.
+ */
+export class RouteTable {
+  private readonly wanted = new Map<string, RouteParams>();
+  /** Per prefix, how many changes were asked for: an answer to an older one must not undo a newer one. */
+  private readonly changes = new Map<string, number>();
+  private checkTimer: NodeJS.Timeout | null = null;
+  private stopped = false;
+
+  constructor(
+    private readonly datapath: Pick<DatapathApi, "call">,
+    private readonly log: Log,
+    private readonly checkDelayMs = 5000,
+  ) {}
+
+  list(): RouteParams[] {
+    return [...this.wanted.values()];
+  }
+
+  prefixes(): string[] {
+    return [...this.wanted.keys()];
+  }
+
+  async set(params: RouteParams): Promise<void> {
+    const change = this.changed(params.prefix);
+    const before = this.wanted.get(params.prefix);
+    this.wanted.set(params.prefix, params);
+    try {
+      await this.datapath.call("route.set", params);
+    } catch (err) {
+      this.failed(err, params.prefix, change, before);
+      throw err;
+    }
+  }
+
+  async remove(prefix: string): Promise<void> {
+    const change = this.changed(prefix);
+    const before = this.wanted.get(prefix);
+    this.wanted.delete(prefix);
+    try {
+      await this.datapath.call("route.remove", { prefix });
+    } catch (err) {
+      this.failed(err, prefix, change, before);
+      throw err;
+    }
+  }
+
+  /** Takes a route the datapath already has as ours (a restarted controller). */
+  adopt(r: RouteInfo): void {
+    const params: RouteParams = { prefix: r.prefix, peerUid: r.peerUid };
+    if (r.via) params.via = r.via;
+    if (r.mapTo) params.mapTo = r.mapTo;
+    this.wanted.set(r.prefix, params);
+  }
+
+  /** Sets every route again (a restarted datapath has none). */
+  async reapply(): Promise<void> {
+    for (const r of this.wanted.values()) await this.datapath.call("route.set", r);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.checkTimer) clearTimeout(this.checkTimer);
+    this.checkTimer = null;
+  }
+
+  private changed(prefix: string): number {
+    const n = (this.changes.get(prefix) ?? 0) + 1;
+    this.changes.set(prefix, n);
+    return n;
+  }
+
+  private failed(err: unknown, prefix: string, change: number, before: RouteParams | undefined): void {
+    if (err instanceof RpcError && err.code === RPC_TIMEOUT) {
+      this.scheduleCheck();
+      return;
+    }
+    // Refused: nothing changed on the datapath, so neither does our table (unless changed since).
+    if (this.changes.get(prefix) !== change) return;
+    if (before) this.wanted.set(prefix, before);
+    else this.wanted.delete(prefix);
+  }
+
+  private scheduleCheck(): void {
+    if (this.checkTimer || this.stopped) return;
+    this.checkTimer = setTimeout(() => {
+      this.checkTimer = null;
+      void this.check();
+    }, this.checkDelayMs);
+    this.checkTimer.unref();
+  }
+
+  /** Makes the datapath's routes what we want; tries again later if it does not answer. */
+  async check(): Promise<void> {
+    if (this.stopped) return;
+    let fixed = 0;
+    try {
+      const actual = await this.datapath.call("route.query", {});
+      // The datapath names prefixes canonically (RFC 5952 IPv6 text): compare in that form.
+      const wanted = new Map([...this.wanted.values()].map((w) => [canonical(w.prefix), w]));
+      for (const r of actual) {
+        const want = wanted.get(canonical(r.prefix));
+        wanted.delete(canonical(r.prefix));
+        if (!want) {
+          await this.datapath.call("route.remove", { prefix: r.prefix });
+          fixed++;
+        } else if (
+          want.peerUid !== r.peerUid ||
+          (want.via ?? null) !== r.via ||
+          (want.mapTo ?? null) !== r.mapTo
+        ) {
+          await this.datapath.call("route.set", want);
+          fixed++;
+        }
+      }
+      for (const want of wanted.values()) {
+        await this.datapath.call("route.set", want);
+        fixed++;
+      }
+    } catch (err) {
+      this.log.debug("route check: the datapath did not answer; trying again", {
+        error: (err as Error).message,
+      });
+      this.scheduleCheck();
+    }
+    if (fixed > 0) this.log.info("routes set right after unanswered route RPCs", { fixed });
+  }
+}
+
+/** `address/length` with the address in canonical text (host bits are not cleared: we set host routes). */
+function canonical(prefix: string): string {
+  const slash = prefix.indexOf("/");
+  const address = prefix.slice(0, slash);
+  try {
+    const family = address.includes(":") ? "ipv6" : "ipv4";
+    return `${new SocketAddress({ address, family }).address}${prefix.slice(slash)}`;
+  } catch {
+    return prefix;
+  }
+}
