@@ -32,16 +32,17 @@ function fakeLink(): Link & { sentTo: string[] } {
   } as unknown as Link & { sentTo: string[] };
 }
 
-function setup(turnBytes: number) {
+function setup(turnBytes: number, withQueue = true) {
   const fib = new Fib();
   const link = fakeLink();
   fib.links.set("peer", link);
   fib.setRoute("10.0.0.0/24", "peer", null, null);
   const drops: string[] = [];
-  const queue = new TxQueue(
-    { flows: 1024, quantum: 1500, target: 50, interval: 1000, maxBytes: 1 << 20 },
-    (reason) => drops.push(reason),
-  );
+  const queue = withQueue
+    ? new TxQueue({ flows: 1024, quantum: 1500, target: 50, interval: 1000, maxBytes: 1 << 20 }, (reason) =>
+        drops.push(reason),
+      )
+    : null;
   const unmapped = new UnmappedPackets({
     notifyIntervalMs: 1000,
     holdMs: 1000,
@@ -81,12 +82,12 @@ describe("Inside with a send queue", () => {
     const { link, queue, read } = setup(4000);
     read(...Array.from({ length: 10 }, bulk));
     expect(link.sentTo).toHaveLength(4); // 4 x 1028 bytes reach the 4000-byte share
-    expect(queue.queuedPackets).toBe(6);
+    expect(queue?.queuedPackets).toBe(6);
     await nextTurn();
     expect(link.sentTo).toHaveLength(8);
     await nextTurn();
     expect(link.sentTo).toHaveLength(10);
-    expect(queue.isEmpty).toBe(true);
+    expect(queue?.isEmpty).toBe(true);
   });
 
   it("lets a packet of a quiet flow overtake the queued bulk", async () => {
@@ -101,29 +102,8 @@ describe("Inside with a send queue", () => {
   });
 
   it("sends everything at once without a send queue", () => {
-    const fib = new Fib();
-    const link = fakeLink();
-    fib.links.set("peer", link);
-    fib.setRoute("10.0.0.0/24", "peer", null, null);
-    const unmapped = new UnmappedPackets({
-      notifyIntervalMs: 1000,
-      holdMs: 1000,
-      maxDestinations: 8,
-      packetsPerDestination: 8,
-    });
-    const inside = new Inside(
-      fib,
-      unmapped,
-      { maxFrameBytes: 16_384, hopLimit: 4, turnBytes: 4000 },
-      () => {},
-    );
-    const packets = Array.from({ length: 10 }, bulk);
-    inside.onBatch(
-      Buffer.concat(packets),
-      packets.map((_, i) => i * 1028),
-      packets.map(() => 1028),
-      10,
-    );
+    const { link, read } = setup(4000, false);
+    read(...Array.from({ length: 10 }, bulk));
     expect(link.sentTo).toHaveLength(10);
   });
 });
