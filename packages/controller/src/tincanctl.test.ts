@@ -81,12 +81,13 @@ describe("tincanctl status rows", () => {
         rxBytes: 0,
         txPackets: 0,
         rxPackets: 0,
-        drops: {},
+        drops: { txQueue: 21, multicast: 3, unmappedExpired: 0 },
       },
       rows,
     );
     expect(text).toMatch(
       /Bob \(bob@lab\.local\)\s+aaaaaaaa\s+10\.10\.0\.7\s+connected\s+relay\s+1\.3 ms\s+10 B\s+2\.0 KiB\s+5s/,
     );
+    expect(text).toMatch(/^vnic drops: txQueue 21, multicast 3$/m);
   });
 });

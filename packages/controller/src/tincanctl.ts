@@ -113,7 +113,12 @@ export function formatTable(vnic: VnicInfo, rows: PeerRow[]): string {
       .trimEnd(),
   );
   if (rows.length === 0) lines.push("(no links or routes)");
-  return `${head}\n\n${lines.join("\n")}\n`;
+  // Packets the datapath dropped between the vNIC and the links, by reason (e.g. txQueue: its send queue's AQM).
+  const drops = Object.entries(vnic.drops)
+    .filter(([, n]) => n > 0)
+    .map(([reason, n]) => `${reason} ${n}`);
+  const dropLine = drops.length > 0 ? `\nvnic drops: ${drops.join(", ")}` : "";
+  return `${head}${dropLine}\n\n${lines.join("\n")}\n`;
 }
 
 function readStatus(file: string): ControllerStatus | null {
