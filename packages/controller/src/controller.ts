@@ -150,8 +150,10 @@ export class Controller {
     return m && { uid, bareJid: m.bareJid, fullJid: m.fullJid };
   }
 
-  /** Sets a route and remembers it (re-set after a datapath restart, removed on stop). */
-  /** Sets a route (it counts as ours from now on; see RouteTable for RPCs that get no answer). */
+  /**
+   * Sets a route; it counts as ours from now on (re-set after a datapath restart, removed on stop;
+   * see RouteTable for RPCs that get no answer).
+   */
   async setRoute(params: RpcParamsOf<"route.set">): Promise<void> {
     await this.routeTable.set(params);
   }

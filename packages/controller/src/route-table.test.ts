@@ -17,6 +17,7 @@ function fakeDatapath() {
   const delayed: (() => void)[] = [];
   let unanswered = 0;
   let refuse = false;
+  let removeGate: Promise<void> | null = null;
   const apply = (method: string, p: any) => {
     if (method === "route.set")
       table.set(p.prefix, {
@@ -25,7 +26,8 @@ function fakeDatapath() {
         via: p.via ?? null,
         mapTo: p.mapTo ?? null,
       });
-    if (method === "route.remove") table.delete(p.prefix);
+    if (method === "route.remove" && !table.delete(p.prefix))
+      throw new RpcError(method, -32004, `prefix: no route for ${p.prefix}`);
   };
   return {
     table,
@@ -38,15 +40,32 @@ function fakeDatapath() {
     late() {
       for (const f of delayed.splice(0)) f();
     },
+    /** The next route.remove waits until the returned function is called. */
+    holdNextRemove(): () => void {
+      let release = () => {};
+      removeGate = new Promise((r) => {
+        release = r;
+      });
+      return release;
+    },
     async call(method: string, params: any): Promise<any> {
       if (method === "route.query") return [...table.values()];
+      if (method === "route.remove" && removeGate) {
+        const gate = removeGate;
+        removeGate = null;
+        await gate;
+      }
       if (refuse) {
         refuse = false;
         throw new RpcError(method, -32602, "invalid params");
       }
       if (unanswered > 0) {
         unanswered--;
-        delayed.push(() => apply(method, params));
+        delayed.push(() => {
+          try {
+            apply(method, params);
+          } catch {}
+        });
         throw new RpcError(method, RPC_TIMEOUT, "no answer from the datapath");
       }
       apply(method, params);
@@ -107,6 +126,32 @@ describe("RouteTable", () => {
     dp.refuseNext();
     await expect(routes.set({ prefix: "10.0.0.5/32", peerUid: C })).rejects.toThrow();
     expect(routes.list().map((r) => r.prefix)).toEqual(["10.0.0.2/32"]);
+  });
+
+  it("takes a removal the datapath answers with 'not found' as done (an earlier attempt was applied)", async () => {
+    const dp = fakeDatapath();
+    const routes = new RouteTable(dp as never, nullLog, 60_000);
+    await routes.set({ prefix: "10.0.0.2/32", peerUid: B });
+    dp.table.delete("10.0.0.2/32"); // the first, unanswered attempt of the removal was applied
+    await routes.remove("10.0.0.2/32");
+    expect(routes.list()).toEqual([]);
+  });
+
+  it("leaves a route that changed while a check ran to that change", async () => {
+    const dp = fakeDatapath();
+    const routes = new RouteTable(dp as never, nullLog, 60_000);
+    await routes.set({ prefix: "10.0.0.3/32", peerUid: C, via: B });
+    dp.table.clear(); // route.query lists a stray route first, then ours, different
+    dp.table.set("10.0.0.9/32", { prefix: "10.0.0.9/32", peerUid: A, via: null, mapTo: null });
+    dp.table.set("10.0.0.3/32", { prefix: "10.0.0.3/32", peerUid: C, via: null, mapTo: null });
+    const release = dp.holdNextRemove();
+    const checking = routes.check(); // removes the stray first, and waits there
+    await new Promise((r) => setTimeout(r, 10));
+    await routes.set({ prefix: "10.0.0.3/32", peerUid: C }); // meanwhile the link came up: direct
+    release();
+    await checking;
+    expect(dp.table.get("10.0.0.3/32")?.via).toBe(null); // not the via route the check started with
+    expect(dp.table.has("10.0.0.9/32")).toBe(false);
   });
 
   it("compares IPv6 prefixes in canonical text", async () => {

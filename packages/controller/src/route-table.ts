@@ -1,5 +1,5 @@
 import { SocketAddress } from "node:net";
-import type { RouteInfo, RpcParamsOf } from "@tincan/protocol";
+import { type RouteInfo, RpcErrorCode, type RpcParamsOf } from "@tincan/protocol";
 import { type DatapathApi, RPC_TIMEOUT, RpcError } from "./datapath-client.js";
 import type { Log } from "./logger.js";
 
@@ -53,6 +53,8 @@ export class RouteTable {
     try {
       await this.datapath.call("route.remove", { prefix });
     } catch (err) {
+      // Not there: what we wanted (e.g. an attempt that timed out was applied, and the retry found nothing).
+      if (err instanceof RpcError && err.code === RpcErrorCode.NotFound) return;
       this.failed(err, prefix, change, before);
       throw err;
     }
@@ -103,32 +105,36 @@ export class RouteTable {
     this.checkTimer.unref();
   }
 
-  /** Makes the datapath's routes what we want; tries again later if it does not answer. */
+  /**
+   * Makes the datapath's routes what we want; tries again later if it does not answer. A route
+   * changed while the check runs is left to that change (which schedules a check of its own if it
+   * goes unanswered).
+   */
   async check(): Promise<void> {
     if (this.stopped) return;
     let fixed = 0;
     try {
       const actual = await this.datapath.call("route.query", {});
       // The datapath names prefixes canonically (RFC 5952 IPv6 text): compare in that form.
-      const wanted = new Map([...this.wanted.values()].map((w) => [canonical(w.prefix), w]));
+      const snapshot = new Map([...this.wanted.values()].map((w) => [canonical(w.prefix), w]));
+      const unchanged = (w: RouteParams) => !this.stopped && this.wanted.get(w.prefix) === w;
+      const unwanted = (prefix: string) =>
+        !this.stopped && !this.prefixes().some((p) => canonical(p) === canonical(prefix));
       for (const r of actual) {
-        const want = wanted.get(canonical(r.prefix));
-        wanted.delete(canonical(r.prefix));
+        const want = snapshot.get(canonical(r.prefix));
+        snapshot.delete(canonical(r.prefix));
         if (!want) {
-          await this.datapath.call("route.remove", { prefix: r.prefix });
-          fixed++;
+          if (unwanted(r.prefix) && (await this.fix("route.remove", { prefix: r.prefix }))) fixed++;
         } else if (
           want.peerUid !== r.peerUid ||
           (want.via ?? null) !== r.via ||
           (want.mapTo ?? null) !== r.mapTo
         ) {
-          await this.datapath.call("route.set", want);
-          fixed++;
+          if (unchanged(want) && (await this.fix("route.set", want))) fixed++;
         }
       }
-      for (const want of wanted.values()) {
-        await this.datapath.call("route.set", want);
-        fixed++;
+      for (const want of snapshot.values()) {
+        if (unchanged(want) && (await this.fix("route.set", want))) fixed++;
       }
     } catch (err) {
       this.log.debug("route check: the datapath did not answer; trying again", {
@@ -137,6 +143,27 @@ export class RouteTable {
       this.scheduleCheck();
     }
     if (fixed > 0) this.log.info("routes set right after unanswered route RPCs", { fixed });
+  }
+
+  /**
+   * One repair: true when the datapath took it. A refused route.set (it would refuse it every
+   * time) is forgotten rather than tried forever; no answer throws, so the check runs again.
+   */
+  private async fix(
+    method: "route.set" | "route.remove",
+    params: RouteParams | { prefix: string },
+  ): Promise<boolean> {
+    try {
+      if (method === "route.set") await this.datapath.call("route.set", params as RouteParams);
+      else await this.datapath.call("route.remove", params);
+      return true;
+    } catch (err) {
+      if (err instanceof RpcError && err.code === RPC_TIMEOUT) throw err;
+      this.log.warn("route check: the datapath refused a repair", { method, error: (err as Error).message });
+      if (method === "route.set" && this.wanted.get(params.prefix) === params)
+        this.wanted.delete(params.prefix);
+      return false;
+    }
   }
 }
 
