@@ -113,6 +113,7 @@ export class Datapath {
     });
     this.fib.hopLimit = options.hopLimit ?? 4;
     const turnBytes = options.turnBytes ?? 32 << 10;
+    if (!(turnBytes > 0)) throw new RangeError(`turnBytes must be above 0, not ${turnBytes}`);
     const txQueueMs = options.txQueueMs ?? 5;
     const txQueue =
       txQueueMs > 0

@@ -8,9 +8,10 @@ import { udp4 } from "./testing.js";
 import { TxQueue } from "./tx-queue.js";
 import { UnmappedPackets } from "./unmapped.js";
 
-/** A connected link that records the destination of every packet in the frames it sends. */
-function fakeLink(): Link & { sentTo: string[] } {
+/** A connected link that records the destination and first payload byte of every packet it sends. */
+function fakeLink(): Link & { sentTo: string[]; sentIds: number[] } {
   const sentTo: string[] = [];
+  const sentIds: number[] = [];
   return {
     peerUid: "peer",
     state: "connected",
@@ -21,15 +22,17 @@ function fakeLink(): Link & { sentTo: string[] } {
     counters: new Counters(),
     pending: new PacketQueue(8),
     sentTo,
+    sentIds,
     // Frames start after 12 bytes of RTP headroom: [type][hops] then IPv4 packets.
     sendFrame(buf: Buffer, end: number) {
       let off = 12 + 2;
       while (off < end) {
         sentTo.push(`${buf[off + 16]}.${buf[off + 17]}.${buf[off + 18]}.${buf[off + 19]}`);
+        sentIds.push(buf[off + 28] as number);
         off += buf.readUInt16BE(off + 2);
       }
     },
-  } as unknown as Link & { sentTo: string[] };
+  } as unknown as Link & { sentTo: string[]; sentIds: number[] };
 }
 
 function setup(turnBytes: number, withQueue = true) {
@@ -39,8 +42,9 @@ function setup(turnBytes: number, withQueue = true) {
   fib.setRoute("10.0.0.0/24", "peer", null, null);
   const drops: string[] = [];
   const queue = withQueue
-    ? new TxQueue({ flows: 1024, quantum: 1500, target: 50, interval: 1000, maxBytes: 1 << 20 }, (reason) =>
-        drops.push(reason),
+    ? new TxQueue(
+        { flows: 1024, quantum: 1500, target: 50, interval: 1000, maxBytes: 1 << 20, seed: 1 },
+        (reason) => drops.push(reason),
       )
     : null;
   const unmapped = new UnmappedPackets({
@@ -75,7 +79,7 @@ function setup(turnBytes: number, withQueue = true) {
 }
 
 const nextTurn = () => new Promise((r) => setImmediate(r));
-const bulk = () => udp4("10.1.0.1", "10.0.0.2", Buffer.alloc(1000));
+const bulk = (_: unknown, i: number) => udp4("10.1.0.1", "10.0.0.2", Buffer.alloc(1000, i));
 
 describe("Inside with a send queue", () => {
   it("sends a turn's share at once and the rest on the next turns, in order", async () => {
@@ -87,6 +91,7 @@ describe("Inside with a send queue", () => {
     expect(link.sentTo).toHaveLength(8);
     await nextTurn();
     expect(link.sentTo).toHaveLength(10);
+    expect(link.sentIds).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
     expect(queue?.isEmpty).toBe(true);
   });
 

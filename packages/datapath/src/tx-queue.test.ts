@@ -87,10 +87,30 @@ describe("TxQueue (FQ-CoDel between the vNIC and the links)", () => {
     expect(take(q, 1 << 20, 0)).toContain("ping");
   });
 
-  it("frees everything on clear()", () => {
-    const { q } = queue();
+  it("keeps a flow's order across a long backlog that never empties", () => {
+    const { q } = queue({ maxBytes: 64 << 20 });
+    const seq = (i: number) => udp4("10.0.0.1", "10.0.0.2", String(i).padStart(6, "0"));
+    let next = 0;
+    for (; next < 3000; next++) put(q, seq(next), 0);
+    const out = take(q, 1500 * 40, 0); // 1500 of them
+    for (; next < 6000; next++) put(q, seq(next), 0);
+    out.push(...take(q, 1 << 30, 0));
+    expect(out.map(Number)).toEqual(Array.from({ length: 6000 }, (_, i) => i));
+  });
+
+  it("drops at most 64 packets per overflow", () => {
+    const { q, drops } = queue({ maxBytes: 200 * 1028 });
+    for (let i = 0; i < 200; i++) put(q, bulk(i), 0);
+    put(q, bulk(200), 0);
+    expect(drops.txQueueFull).toBeGreaterThan(0);
+    expect(drops.txQueueFull).toBeLessThanOrEqual(64);
+  });
+
+  it("frees everything on clear(), counted as drops", () => {
+    const { q, drops } = queue();
     for (let i = 0; i < 10; i++) put(q, bulk(i), 0);
     q.clear();
+    expect(drops.txQueue).toBe(10);
     expect(q.isEmpty).toBe(true);
     expect(q.queuedBytes).toBe(0);
     expect(take(q, 1 << 20, 0)).toEqual([]);

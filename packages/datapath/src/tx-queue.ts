@@ -28,6 +28,8 @@ export interface TxQueueOptions {
   interval: number;
   /** Bytes queued in all flows at most. */
   maxBytes: number;
+  /** Seed of the flow hash (default: random, so flows cannot be steered into one bucket). */
+  seed?: number;
 }
 
 /** Receives a dequeued packet (plain, or a super-packet with its offload state). */
@@ -63,10 +65,15 @@ class Flow {
   }
 
   shift(): Entry {
-    const e = this.items[this.head] as Entry;
-    this.items[this.head++] = undefined as unknown as Entry;
-    if (this.head === this.items.length) {
-      this.items.length = 0;
+    const items = this.items;
+    const e = items[this.head] as Entry;
+    items[this.head++] = undefined as unknown as Entry;
+    if (this.head === items.length) {
+      items.length = 0;
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > items.length) {
+      // A flow that never empties (a long transfer) must not grow its array forever.
+      items.splice(0, this.head);
       this.head = 0;
     }
     this.bytes -= e.buf.length;
@@ -103,6 +110,8 @@ class FlowList {
   }
 }
 
+/** Most packets one overflow drops (Linux fq_codel's drop_batch_size). */
+const MAX_DROP_BATCH = 64;
 /** Below this many bytes left in a flow, CoDel does not drop (RFC 8289's "maxpacket" rule). */
 const MIN_BACKLOG = 1500;
 
@@ -110,7 +119,7 @@ export class TxQueue {
   private readonly flows: Flow[];
   private readonly newFlows = new FlowList();
   private readonly oldFlows = new FlowList();
-  private readonly seed = (Math.random() * 2 ** 32) | 0;
+  private readonly seed: number;
   private readonly mask: number;
   private bytes = 0;
   private packets = 0;
@@ -121,6 +130,7 @@ export class TxQueue {
   ) {
     if (options.flows & (options.flows - 1)) throw new RangeError("flows must be a power of two");
     this.mask = options.flows - 1;
+    this.seed = options.seed ?? (Math.random() * 2 ** 32) | 0;
     this.flows = Array.from({ length: options.flows }, () => new Flow(options.target, options.interval));
   }
 
@@ -202,14 +212,11 @@ export class TxQueue {
     }
   }
 
-  /** Drops everything queued (e.g. when the vNIC goes away). */
+  /** Drops everything queued (e.g. when the vNIC goes away), counted as txQueue drops. */
   clear(): void {
-    for (const f of this.flows) {
-      f.items.length = 0;
-      f.head = 0;
-      f.bytes = 0;
-      f.list = IDLE;
-    }
+    if (this.packets > 0) this.onDrop("txQueue", this.packets);
+    const { target, interval } = this.options;
+    for (let i = 0; i < this.flows.length; i++) this.flows[i] = new Flow(target, interval);
     while (!this.newFlows.isEmpty) this.newFlows.shift();
     while (!this.oldFlows.isEmpty) this.oldFlows.shift();
     this.bytes = 0;
@@ -229,7 +236,10 @@ export class TxQueue {
     return undefined;
   }
 
-  /** Drops from the head of the flow with the most bytes queued: half of them, at least one packet. */
+  /**
+   * Drops from the head of the flow with the most bytes queued: up to half of them and at most
+   * MAX_DROP_BATCH packets (like Linux fq_codel), so one overflow does not cost TCP a whole window.
+   */
   private dropFromFattest(): void {
     let fattest = this.flows[0] as Flow;
     for (const f of this.flows) if (f.bytes > fattest.bytes) fattest = f;
@@ -240,7 +250,7 @@ export class TxQueue {
       this.bytes -= e.buf.length;
       this.packets--;
       dropped++;
-    } while (fattest.bytes > keep && !fattest.isEmpty);
+    } while (fattest.bytes > keep && dropped < MAX_DROP_BATCH && !fattest.isEmpty);
     this.onDrop("txQueueFull", dropped);
     // An empty flow stays on its list; dequeue() takes it off when it finds it empty.
   }
