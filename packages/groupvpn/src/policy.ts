@@ -118,7 +118,9 @@ export class GroupPolicy implements Policy {
       for (const prefix of prefixesOf(member)) await ctl.setRoute({ prefix, peerUid: uid });
       return;
     }
-    const limit = setTimeout(() => void this.endVia(uid, via), this.config.links.setupTimeoutSec * 1000);
+    // Only for what is left of the setup's time (the via may come from a late announcement).
+    const setupEnds = (this.settingUp.get(uid) ?? Date.now()) + this.config.links.setupTimeoutSec * 1000;
+    const limit = setTimeout(() => void this.endVia(uid, via), Math.max(0, setupEnds - Date.now()));
     limit.unref();
   }
 
