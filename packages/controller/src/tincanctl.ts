@@ -113,7 +113,7 @@ export function formatTable(vnic: VnicInfo, rows: PeerRow[]): string {
       .trimEnd(),
   );
   if (rows.length === 0) lines.push("(no links or routes)");
-  // Packets the datapath dropped between the vNIC and the links, by reason (e.g. txQueue: its send queue's AQM).
+  // The vNIC's drop counters by reason (e.g. txQueue: the send queue's AQM; vnicRejected: the kernel refused a packet).
   const drops = Object.entries(vnic.drops)
     .filter(([, n]) => n > 0)
     .map(([reason, n]) => `${reason} ${n}`);
