@@ -48,9 +48,48 @@ const IDLE = 0;
 const NEW = 1;
 const OLD = 2;
 
+/**
+ * A FIFO on an array with a moving head, so taking from the front does not shift the array; the
+ * taken part is cut off once it is most of the array (a queue that never empties must not grow).
+ */
+class Fifo<T> {
+  private items: (T | undefined)[] = [];
+  private head = 0;
+
+  get first(): T | undefined {
+    return this.items[this.head];
+  }
+
+  get isEmpty(): boolean {
+    return this.head === this.items.length;
+  }
+
+  push(item: T): void {
+    this.items.push(item);
+  }
+
+  /** Takes the first item (the FIFO must not be empty). */
+  shift(): T {
+    const item = this.items[this.head] as T;
+    this.items[this.head++] = undefined;
+    if (this.head === this.items.length) {
+      this.items.length = 0;
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return item;
+  }
+
+  clear(): void {
+    this.items = [];
+    this.head = 0;
+  }
+}
+
 class Flow {
-  readonly items: Entry[] = [];
-  head = 0;
+  readonly packets = new Fifo<Entry>();
   bytes = 0;
   deficit = 0;
   list = IDLE;
@@ -61,52 +100,18 @@ class Flow {
   }
 
   get isEmpty(): boolean {
-    return this.head === this.items.length;
+    return this.packets.isEmpty;
+  }
+
+  push(e: Entry): void {
+    this.packets.push(e);
+    this.bytes += e.buf.length;
   }
 
   shift(): Entry {
-    const items = this.items;
-    const e = items[this.head] as Entry;
-    items[this.head++] = undefined as unknown as Entry;
-    if (this.head === items.length) {
-      items.length = 0;
-      this.head = 0;
-    } else if (this.head > 1024 && this.head * 2 > items.length) {
-      // A flow that never empties (a long transfer) must not grow its array forever.
-      items.splice(0, this.head);
-      this.head = 0;
-    }
+    const e = this.packets.shift();
     this.bytes -= e.buf.length;
     return e;
-  }
-}
-
-/** A FIFO of flows without shifting arrays (flows are appended at the tail, taken at the head). */
-class FlowList {
-  private items: Flow[] = [];
-  private head = 0;
-
-  get first(): Flow | undefined {
-    return this.items[this.head];
-  }
-
-  get isEmpty(): boolean {
-    return this.head === this.items.length;
-  }
-
-  push(f: Flow): void {
-    this.items.push(f);
-  }
-
-  shift(): void {
-    this.head++;
-    if (this.head === this.items.length) {
-      this.items.length = 0;
-      this.head = 0;
-    } else if (this.head > 1024 && this.head * 2 > this.items.length) {
-      this.items = this.items.slice(this.head);
-      this.head = 0;
-    }
   }
 }
 
@@ -117,8 +122,8 @@ const MIN_BACKLOG = 1500;
 
 export class TxQueue {
   private readonly flows: Flow[];
-  private readonly newFlows = new FlowList();
-  private readonly oldFlows = new FlowList();
+  private readonly newFlows = new Fifo<Flow>();
+  private readonly oldFlows = new Fifo<Flow>();
   private readonly seed: number;
   private readonly mask: number;
   private bytes = 0;
@@ -164,8 +169,7 @@ export class TxQueue {
     const flow = this.flows[flowHash(buf, off, len, this.seed) & this.mask] as Flow;
     const copy = Buffer.allocUnsafe(len);
     copy.set(buf.subarray(off, off + len));
-    flow.items.push({ buf: copy, meta, csumStart, gsoSize, at: now });
-    flow.bytes += len;
+    flow.push({ buf: copy, meta, csumStart, gsoSize, at: now });
     this.bytes += len;
     this.packets++;
     if (flow.list === IDLE) {
@@ -217,8 +221,8 @@ export class TxQueue {
     if (this.packets > 0) this.onDrop("txQueue", this.packets);
     const { target, interval } = this.options;
     for (let i = 0; i < this.flows.length; i++) this.flows[i] = new Flow(target, interval);
-    while (!this.newFlows.isEmpty) this.newFlows.shift();
-    while (!this.oldFlows.isEmpty) this.oldFlows.shift();
+    this.newFlows.clear();
+    this.oldFlows.clear();
     this.bytes = 0;
     this.packets = 0;
   }
