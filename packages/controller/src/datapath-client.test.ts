@@ -57,7 +57,8 @@ afterEach(() => {
   for (const c of cleanup.splice(0)) c();
 });
 
-async function setup(timeoutMs = 200, linkSetupTimeoutMs = timeoutMs) {
+// Timeouts are generous unless a test is about them: a stalled test runner must not cause retries.
+async function setup(timeoutMs = 2000, linkSetupTimeoutMs = timeoutMs) {
   const server = new FakeServer();
   const port = await server.start();
   const dir = mkdtempSync(join(tmpdir(), "tincan-token-"));
@@ -95,11 +96,11 @@ describe("DatapathClient", () => {
   });
 
   it("gives link.create its own timeout", async () => {
-    const { server, client } = await setup(100, 1000);
+    const { server, client } = await setup(300, 3000);
     await client.start();
     server.handler = (r) => {
       if (r.method !== "link.create") return [];
-      setTimeout(() => server.reply(server.controllerPort, { jsonrpc: "2.0", id: r.id, result: {} }), 300);
+      setTimeout(() => server.reply(server.controllerPort, { jsonrpc: "2.0", id: r.id, result: {} }), 900);
       return null;
     };
     expect(await client.call("link.query", {}).catch((e: RpcError) => e.code)).toEqual([]);
@@ -107,7 +108,7 @@ describe("DatapathClient", () => {
   });
 
   it("retries idempotent methods after a timeout, but not link.create", async () => {
-    const { server, client } = await setup(100);
+    const { server, client } = await setup(400);
     await client.start();
     let n = 0;
     server.handler = () => (++n < 3 ? null : []);
@@ -189,8 +190,8 @@ describe("DatapathClient", () => {
     server.notify("link.state", { peerUid: "short", state: "connected" });
     server.notify("no.such.method", {});
     server.notify("link.state", { peerUid: uid, state: "connected", path: "relay" });
-    await sleep(100);
-    expect(states).toEqual([{ peerUid: uid, state: "connected", path: "relay" }]);
+    // The valid one is sent last: a malformed one dispatched before it would make this never pass.
+    await vi.waitFor(() => expect(states).toEqual([{ peerUid: uid, state: "connected", path: "relay" }]));
   });
 
   it("ignores datagrams that do not come from the datapath's address", async () => {
@@ -227,7 +228,6 @@ describe("DatapathClient", () => {
       });
     });
     server.notify("datapath.started", { version: "t", startedAt: 2 });
-    await sleep(150);
-    expect(restarted).toEqual([2]);
+    await vi.waitFor(() => expect(restarted).toEqual([2]));
   });
 });

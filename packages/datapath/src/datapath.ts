@@ -14,7 +14,7 @@ import { Fib, type VnicDevice } from "./fib.js";
 import { IccQueueFull } from "./icc-channel.js";
 import type { IceSettings } from "./ice.js";
 import { Inside } from "./inside.js";
-import { Link } from "./link.js";
+import { KEEPALIVE_PERIOD_MS, Link } from "./link.js";
 import { Outside } from "./outside.js";
 import { parseAddress, parsePrefix } from "./packet.js";
 import { PrefixTable } from "./routes.js";
@@ -148,7 +148,7 @@ export class Datapath {
         if (link.isConnected) link.fitRxQueue();
         link.keepAlive(now);
       }
-    }, 1000);
+    }, KEEPALIVE_PERIOD_MS);
     this.timer.unref();
   }
 

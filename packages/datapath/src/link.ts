@@ -28,10 +28,15 @@ const PROBE_BYTES = 5;
 /** A link that sends traffic is probed this often, for its round-trip time. */
 const RTT_PROBE_MS = 5000;
 /**
- * A peer not heard from for this long (at most 60% of the silence that makes a link
- * disconnected) is probed, once a second while it stays silent.
+ * A peer not heard from for this long is probed, once a second while it stays silent. For short
+ * silence limits it is at most 60% of the limit, and leaves a whole keepAlive period (1 s) plus
+ * room for the reply before it: otherwise a healthy link could reach the limit between a check
+ * too early to probe and the next one.
  */
 const PROBE_AFTER_MS = 6000;
+/** How often the datapath calls keepAlive on each link. */
+export const KEEPALIVE_PERIOD_MS = 1000;
+const PROBE_REPLY_ROOM_MS = 500;
 
 /**
  * Session-level SDP attribute announcing what the sender accepts, `a=x-tincan-caps:<flags>`
@@ -159,7 +164,14 @@ export class Link {
     this.maxBufferedBytes = options.maxBufferedBytes;
     this.rtp = options.rtp;
     this.silenceMs = options.silenceMs;
-    this.probeAfterMs = Math.min(PROBE_AFTER_MS, options.silenceMs * 0.6);
+    this.probeAfterMs = Math.max(
+      0,
+      Math.min(
+        PROBE_AFTER_MS,
+        options.silenceMs * 0.6,
+        options.silenceMs - KEEPALIVE_PERIOD_MS - PROBE_REPLY_ROOM_MS,
+      ),
+    );
     this.maxRtpFrame = options.underlayMtu - RTP_OVERHEAD;
     this.fragmenter = new Fragmenter(RTP_HEADER, this.maxRtpFrame);
     this.rxQueueSettings = { rxQueueMs: options.rxQueueMs, rxIntervalMs: options.rxIntervalMs };
