@@ -108,7 +108,8 @@ describe.skipIf(!can.ok)("datapath between two namespaces over veth", () => {
         async () => (await stateAtA()) === "disconnected",
         15_000,
       );
-      expect(Date.now() - start).toBeLessThan(11_500);
+      // silenceMs is 10 s and links are checked once a second; the target is ~15 s.
+      expect(Date.now() - start).toBeLessThan(12_500);
     } finally {
       for (const r of rules) await b.host.run(["iptables", "-D", ...r]);
     }

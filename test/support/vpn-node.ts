@@ -140,9 +140,24 @@ export class VpnNode {
     );
   }
 
+  /** tincanctl status --json; tried 3 times, since a datapath on a loaded test machine may answer late. */
   async status(): Promise<{ links: LinkStatus[]; routes: unknown[]; [k: string]: unknown }> {
-    const out = await this.host.run(["node", TINCANCTL, "status", "--json", "--token-file", this.tokenFile]);
-    return JSON.parse(out);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const out = await this.host.run([
+          "node",
+          TINCANCTL,
+          "status",
+          "--json",
+          "--token-file",
+          this.tokenFile,
+        ]);
+        return JSON.parse(out);
+      } catch (err) {
+        if (attempt === 3) throw err;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
   }
 
   async links(): Promise<LinkStatus[]> {
