@@ -143,8 +143,17 @@ describe.skipIf(!can.ok)("GroupVPN, 4 nodes, on-demand links with idle trimming"
     ] as const) {
       await n1.host.run(["iptables", "-A", chain, "-p", "udp", dir, n3.host.ip, "-j", "DROP"]);
     }
-    const r = await n1.ping(n3.address, 3, 3);
-    expect(r.code, r.stdout).toBe(0);
+    // The via route may wait for n2's next link announcement (at most one a second); the direct
+    // setup lasts setupTimeoutSec (10 s): 6 s plus the last ping's 2 s fall inside it.
+    const reached = await waitFor(
+      "n1 -> n3 via n2",
+      async () => (await n1.ping(n3.address, 1, 2)).code === 0,
+      6000,
+    )
+      .then(() => true)
+      .catch(() => false);
+    const tail = (log: string) => log.split("\n").slice(-150).join("\n");
+    expect(reached, `n1: ${tail(n1.controller.log())}\n\nn3: ${tail(n3.controller.log())}`).toBe(true);
     expect(await n1.connectedTo(uidForIpv4(n3.address))).toBeUndefined();
     expect(n1.controller.log()).toMatch(/routing via a neighbour while the link is set up/);
     for (const [chain, dir] of [
