@@ -145,6 +145,7 @@ describe.skipIf(!can.ok)("GroupVPN, 4 nodes, on-demand links with idle trimming"
     }
     // The via route may wait for n2's next link announcement (at most one a second); the direct
     // setup lasts setupTimeoutSec (10 s): 6 s plus the last ping's 2 s fall inside it.
+    const t0 = Date.now();
     const reached = await waitFor(
       "n1 -> n3 via n2",
       async () => (await n1.ping(n3.address, 1, 2)).code === 0,
@@ -152,6 +153,7 @@ describe.skipIf(!can.ok)("GroupVPN, 4 nodes, on-demand links with idle trimming"
     )
       .then(() => true)
       .catch(() => false);
+    console.log(`via a member: n1 -> n3 answered after ${Date.now() - t0} ms`);
     const tail = (log: string) => log.split("\n").slice(-150).join("\n");
     expect(reached, `n1: ${tail(n1.controller.log())}\n\nn3: ${tail(n3.controller.log())}`).toBe(true);
     expect(await n1.connectedTo(uidForIpv4(n3.address))).toBeUndefined();
