@@ -199,7 +199,13 @@ export class GroupPolicy implements Policy {
     const ctl = this.required();
     this.lastAnnouncedAt = Date.now();
     const data = { type: "groupvpn.links", uids: [...this.connected] };
-    for (const peerUid of this.connected) ctl.datapath.call("icc.send", { peerUid, data }).catch(() => {});
+    for (const peerUid of this.connected) {
+      ctl.datapath
+        .call("icc.send", { peerUid, data })
+        .catch((err: Error) =>
+          ctl.log.debug("link announcement not sent", { peer: peerUid, error: err.message }),
+        );
+    }
   }
 
   private ref(m: Member) {
