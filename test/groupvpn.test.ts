@@ -6,7 +6,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { uidForIpv4 } from "@tincan/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type CoturnHandle, Lab, type ProsodyHandle } from "./lab/index.js";
+import { type CoturnHandle, Lab, type ProsodyHandle, tail } from "./lab/index.js";
 import { REPO, waitFor } from "./support/datapath-driver.js";
 import { addGroupNodes, fullJidOf, labUsers, sendRogueOffers, VpnNode } from "./support/vpn-node.js";
 
@@ -22,10 +22,6 @@ async function pingAllPairs(nodes: VpnNode[]): Promise<string[]> {
     }
   }
   return failures;
-}
-
-async function connectedCount(node: VpnNode): Promise<number> {
-  return (await node.links()).filter((l) => l.state === "connected").length;
 }
 
 async function reachesAll(from: VpnNode, to: VpnNode[]): Promise<boolean> {
@@ -56,7 +52,7 @@ describe.skipIf(!can.ok)("GroupVPN, 3 nodes on a flat network, proactive", () =>
     await waitFor("all pairs to ping", async () => (await pingAllPairs(nodes)).length === 0, 20_000);
     console.log(`proactive: all pairs ping ${Date.now() - started} ms after the controllers ran`);
     // A ping may pass via a neighbour while the direct link still connects.
-    await waitFor("2 links connected", async () => (await connectedCount(nodes[0]!)) === 2);
+    await waitFor("2 links connected", async () => (await nodes[0]!.connectedLinks()).length === 2);
   });
 
   it("tincanctl shows peers with names, addresses and paths", async () => {
@@ -86,7 +82,7 @@ describe.skipIf(!can.ok)("GroupVPN, 3 nodes on a flat network, proactive", () =>
     await alice.tincan.wait();
     await alice.startDatapath();
     await waitFor("alice reaches bob and carol again", () => reachesAll(alice, [bob, carol]), 20_000);
-    await waitFor("2 links connected", async () => (await connectedCount(alice)) === 2);
+    await waitFor("2 links connected", async () => (await alice.connectedLinks()).length === 2);
   });
 });
 
@@ -154,8 +150,9 @@ describe.skipIf(!can.ok)("GroupVPN, 4 nodes, on-demand links with idle trimming"
       .then(() => true)
       .catch(() => false);
     console.log(`via a member: n1 -> n3 answered after ${Date.now() - t0} ms`);
-    const tail = (log: string) => log.split("\n").slice(-150).join("\n");
-    expect(reached, `n1: ${tail(n1.controller.log())}\n\nn3: ${tail(n3.controller.log())}`).toBe(true);
+    expect(reached, `n1: ${tail(n1.controller.log(), 150)}\n\nn3: ${tail(n3.controller.log(), 150)}`).toBe(
+      true,
+    );
     expect(await n1.connectedTo(uidForIpv4(n3.address))).toBeUndefined();
     expect(n1.controller.log()).toMatch(/routing via a neighbour while the link is set up/);
     for (const [chain, dir] of [

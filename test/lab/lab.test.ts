@@ -17,6 +17,7 @@ import {
   stunBinding,
   turnAllocate,
   udpProbe,
+  waitFor,
   waitListening,
   xmppFeatures,
   xmppRoster,
@@ -211,9 +212,7 @@ describe.skipIf(!can.ok)("network lab", () => {
     await lab.destroy();
     await lab.destroy();
     // A SIGKILLed process may need a moment to be scheduled and die.
-    for (const end = Date.now() + 2000; [...pids].some(pidAlive) && Date.now() < end; ) {
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await waitFor("the lab's processes to exit", () => ![...pids].some(pidAlive), 2000, 50);
     for (const pid of pids) expect(pidAlive(pid), `pid ${pid} still alive`).toBe(false);
     expect(listNetns().filter((n) => n.startsWith(`${PREFIX}-`))).toEqual([]);
     if (process.env.KEEP_LAB !== "1") expect(existsSync(dir)).toBe(false);

@@ -2,7 +2,14 @@
 // written into the lab dir, and reads their status with `tincanctl status --json`.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { CoturnHandle, Host, Lab, LabProcess, ProsodyHandle } from "../lab/index.js";
+import {
+  type CoturnHandle,
+  type Host,
+  type Lab,
+  type LabProcess,
+  type ProsodyHandle,
+  sleep,
+} from "../lab/index.js";
 import { DAEMON_NODE_FLAGS, REPO, TINCAN_BIN, waitFor } from "./datapath-driver.js";
 
 const TINCANCTL = join(REPO, "packages/controller/dist/tincanctl.js");
@@ -155,7 +162,7 @@ export class VpnNode {
         return JSON.parse(out);
       } catch (err) {
         if (attempt === 3) throw err;
-        await new Promise((r) => setTimeout(r, 500));
+        await sleep(500);
       }
     }
   }
@@ -164,8 +171,12 @@ export class VpnNode {
     return (await this.status()).links;
   }
 
+  async connectedLinks(): Promise<LinkStatus[]> {
+    return (await this.links()).filter((l) => l.state === "connected");
+  }
+
   async connectedTo(peerUid: string): Promise<LinkStatus | undefined> {
-    return (await this.links()).find((l) => l.peerUid === peerUid && l.state === "connected");
+    return (await this.connectedLinks()).find((l) => l.peerUid === peerUid);
   }
 
   ping(address: string, count = 1, waitSec = 1) {
