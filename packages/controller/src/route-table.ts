@@ -121,8 +121,9 @@ export class RouteTable {
       const unwanted = (prefix: string) =>
         !this.stopped && !this.prefixes().some((p) => canonical(p) === canonical(prefix));
       for (const r of actual) {
-        const want = snapshot.get(canonical(r.prefix));
-        snapshot.delete(canonical(r.prefix));
+        const key = canonical(r.prefix);
+        const want = snapshot.get(key);
+        snapshot.delete(key);
         if (!want) {
           if (unwanted(r.prefix) && (await this.fix("route.remove", { prefix: r.prefix }))) fixed++;
         } else if (
