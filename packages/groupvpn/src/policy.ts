@@ -119,9 +119,14 @@ export class GroupPolicy implements Policy {
       return;
     }
     // Only for what is left of the setup's time (the via may come from a late announcement).
-    const setupEnds = (this.settingUp.get(uid) ?? Date.now()) + this.config.links.setupTimeoutSec * 1000;
+    const setupEnds = this.setupEndsAt(this.settingUp.get(uid) ?? Date.now());
     const limit = setTimeout(() => void this.endVia(uid, via), Math.max(0, setupEnds - Date.now()));
     limit.unref();
+  }
+
+  /** When a link setup that started at `since` gives up (the link manager's setup timeout). */
+  private setupEndsAt(since: number): number {
+    return since + this.config.links.setupTimeoutSec * 1000;
   }
 
   /** The setup took too long: stop relaying through `via` (the route goes back to direct). */
@@ -166,7 +171,7 @@ export class GroupPolicy implements Policy {
     // Setups that found no neighbour to route via when they started may find this one.
     const now = Date.now();
     for (const [uid, since] of this.settingUp) {
-      if (now - since > this.config.links.setupTimeoutSec * 1000) this.settingUp.delete(uid);
+      if (now > this.setupEndsAt(since)) this.settingUp.delete(uid);
       else if (this.neighbors.relayFor(uid, [p.peerUid]) === p.peerUid) {
         this.routeVia(uid).catch((err: Error) =>
           ctl.log.warn("routing via a neighbour failed", { peer: uid, error: err.message }),
