@@ -177,6 +177,21 @@ describe.skipIf(!can.ok)("network lab", () => {
     expect(await ping(h2, h1.ip)).toBe(true);
   });
 
+  it("roam() moves a host (or its NAT) to a new internet address", async () => {
+    const echo = await startUdpEcho(lab.internet, 7003);
+    for (const h of [h1, h2]) {
+      const before = h.publicIp;
+      const after = await h.roam();
+      expect(after).not.toBe(before);
+      expect(h.publicIp).toBe(after);
+      expect((await udpProbe(h, lab.internet.ip, 7003)).split(":")[0]).toBe(after);
+    }
+    expect(h1.ip).toBe(h1.publicIp);
+    expect(h2.router?.wanIp).toBe(h2.publicIp);
+    expect(await ping(h2, h1.ip, { count: 1, timeoutSec: 2 })).toBe(true);
+    await echo.stop();
+  });
+
   it("Lab.pair: two namespaces over one veth; setRate limits throughput (iperf3)", async () => {
     const { lab: pl, a, b } = await Lab.pair({ prefix: `${PREFIX}p` });
     try {

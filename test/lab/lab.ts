@@ -101,7 +101,7 @@ export class Router extends Netns {
     lab: Lab,
     name: string,
     ns: string,
-    readonly wanIp: string,
+    public wanIp: string,
     readonly lanIp: string,
     readonly lanSubnet: string,
     readonly nat: NatKind,
@@ -123,10 +123,10 @@ export class Host extends Netns {
     lab: Lab,
     name: string,
     ns: string,
-    /** The host's address on its own network (LAN address behind NAT). */
-    readonly ip: string,
-    /** Its address as seen from the internet: its own, or its router's WAN address. */
-    readonly publicIp: string,
+    /** The host's address on its own network (LAN address behind NAT); changed by `roam()`. */
+    public ip: string,
+    /** Its address as seen from the internet: its own, or its router's WAN address; changed by `roam()`. */
+    public publicIp: string,
     /** Prefix length of `ip`. */
     readonly prefixLen: number,
     readonly uplink: Uplink,
@@ -146,6 +146,27 @@ export class Host extends Netns {
   async setLinkUp(up: boolean): Promise<void> {
     const { ns, ifname } = this.uplink.outer;
     await runIn(undefined, ["ip", "-n", ns, "link", "set", ifname, up ? "up" : "down"]);
+  }
+
+  /**
+   * Moves to a new internet address, as a laptop does when it changes networks: the old address is
+   * deleted (sockets bound to it lose their route), a new one added, the default route set again.
+   * Behind NAT, the router's WAN address moves instead (as when a carrier renumbers its NAT): the
+   * host's own address stays, its public one changes, and MASQUERADE forgets its old mappings.
+   * Returns the new public address.
+   */
+  async roam(): Promise<string> {
+    const { ns, ifname } = this.uplink.inner;
+    const next = this.lab.allocInternetIp();
+    const ip = (...a: string[]) => runIn(undefined, ["ip", "-n", ns, ...a]);
+    // Delete first: deleting a primary address also deletes the secondaries of its subnet.
+    await ip("addr", "del", `${this.publicIp}/24`, "dev", ifname);
+    await ip("addr", "add", `${next}/24`, "dev", ifname);
+    await ip("route", "replace", "default", "via", INTERNET_GATEWAY);
+    if (this.router) this.router.wanIp = next;
+    else this.ip = next;
+    this.publicIp = next;
+    return next;
   }
 
   /**
@@ -423,7 +444,8 @@ export class Lab {
     return ns;
   }
 
-  private allocInternetIp(): string {
+  /** The next free address on the internet bridge (new hosts, Host.roam()). */
+  allocInternetIp(): string {
     if (this.nextInternetHost > 250) throw new Error("internet address pool exhausted");
     return `${INTERNET_PREFIX}.${this.nextInternetHost++}`;
   }
