@@ -13,9 +13,10 @@ describe("bestTransport", () => {
     expect(bestTransport(viaRelay, { full: direct, relay: viaRelay })).toBe(direct);
     expect(bestTransport(checking, { full: checking, relay: viaRelay })).toBe(viaRelay);
     expect(bestTransport(undefined, { full: link(false, "failed"), relay: checking })).toBe(checking);
-    // A full-candidate link whose ICE chose a relay ranks as relayed.
+    // A full-candidate link whose ICE chose a relay ranks below the relay-only one.
     const fullRelayed = link(false, "connected", "relay");
-    expect(bestTransport(viaRelay, { full: fullRelayed, relay: viaRelay })).toBe(viaRelay);
+    expect(bestTransport(fullRelayed, { full: fullRelayed, relay: viaRelay })).toBe(viaRelay);
+    expect(bestTransport(checking, { full: fullRelayed, relay: checking })).toBe(fullRelayed);
   });
 
   it("keeps the current transport on a tie (the one set up first keeps its waiting packets)", () => {

@@ -10,14 +10,15 @@ export interface PeerTransports {
 }
 
 /**
- * How well a transport carries traffic: connected on a direct path (3) > connected through a relay
- * (2) > still setting up or recovering (1: it holds the packets waiting for a connection) > failed
- * or closed (0).
+ * How well a transport carries traffic: connected on a direct path (4) > connected relay-only (3) >
+ * a full-candidate one connected through a relay (2: the controller replaces it to try a direct path
+ * again, so the relay-only one is preferred) > still setting up or recovering (1: it holds the
+ * packets waiting for a connection) > failed or closed (0).
  */
 export function transportRank(link: Link): number {
   switch (link.state) {
     case "connected":
-      return link.path === "relay" ? 2 : 3;
+      return link.path !== "relay" ? 4 : link.relayOnly ? 3 : 2;
     case "failed":
     case "closed":
       return 0;
