@@ -455,3 +455,15 @@ describe("link lifetime is decided by the data plane", () => {
     expect(sig.ofType("answer").map((a) => a.setup)).toEqual(["flood0", "later"]);
   });
 });
+
+describe("a connected link replaced soon after it came up", () => {
+  it("takes the peer's fresh offer at once (its datapath restarted right after the link came up)", async () => {
+    const { dp, sig, lm } = setup(SMALL);
+    await lm.handleSignal(peer(LARGE), offerFrom(LARGE, SMALL, "s1"));
+    dp.notify("link.state", { peerUid: LARGE, state: "connected", path: "host" });
+    await flush();
+    await vi.advanceTimersByTimeAsync(300);
+    await lm.handleSignal(peer(LARGE), offerFrom(LARGE, SMALL, "s2"));
+    expect(sig.ofType("answer").map((a) => a.setup)).toEqual(["s1", "s2"]);
+  });
+});

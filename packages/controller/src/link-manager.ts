@@ -119,9 +119,10 @@ interface Rec {
 const MAX_PENDING_CANDIDATES = 64;
 const MAX_HANDSHAKE_RETRIES = 2;
 /**
- * One setup per peer at a time: a peer's new offer replaces its setup in progress (or a link that
- * just came up) only this long after that setup started, else it is dropped (counted). A flood of
- * offers then builds one PeerConnection per interval, not one per offer.
+ * One setup per peer at a time: a peer's new offer replaces its setup in progress only this long
+ * after that setup started, else it is dropped (counted). A flood of offers then builds one
+ * PeerConnection per interval, not one per offer. A connected link is replaced at once (the peer's
+ * datapath restarted and lost it); the per-peer signal rate limit bounds how often.
  */
 export const MIN_REPLACE_MS = 1000;
 
@@ -818,10 +819,10 @@ export class LinkManager extends EventEmitter {
     this.pump();
   }
 
-  /** The peer's current setup (or the link it just made) is younger than MIN_REPLACE_MS and alive. */
+  /** The peer's current setup is in progress, younger than MIN_REPLACE_MS and not failed. */
   private setupTooRecent(rec: Rec): boolean {
     if (rec.setup === null || rec.setupFailed) return false;
-    if (rec.phase !== "answering" && rec.phase !== "connecting" && rec.phase !== "connected") return false;
+    if (rec.phase !== "answering" && rec.phase !== "connecting") return false;
     return Date.now() - rec.setupAt < MIN_REPLACE_MS;
   }
 
