@@ -89,6 +89,10 @@ interface Rec {
   /** Exempt from idle trimming. */
   pinned: boolean;
   setup: string | null;
+  /** When the current setup started (a peer's new offer replaces it only MIN_REPLACE_MS later). */
+  setupAt: number;
+  /** The datapath reported the current setup's link `failed`. */
+  setupFailed: boolean;
   role: "offerer" | "answerer" | null;
   relayOnly: boolean;
   /** A relay-only attempt connected after a direct one did not: start relay-only next time. */
@@ -114,6 +118,13 @@ interface Rec {
 
 const MAX_PENDING_CANDIDATES = 64;
 const MAX_HANDSHAKE_RETRIES = 2;
+/**
+ * One setup per peer at a time: a peer's new offer replaces its setup in progress only this long
+ * after that setup started, else it is dropped (counted). A flood of offers then builds one
+ * PeerConnection per interval, not one per offer. A connected link is replaced at once (the peer's
+ * datapath restarted and lost it); the per-peer signal rate limit bounds how often.
+ */
+export const MIN_REPLACE_MS = 1000;
 
 export function newSetupId(): string {
   return randomBytes(9).toString("base64url");
@@ -124,7 +135,8 @@ export function newSetupId(): string {
  * Every operation on one peer runs in that peer's queue, so RPCs and signals of a peer never interleave.
  *
  * Events: `link-setup` (LinkEvent: an attempt starts, as offerer or answerer), `link-up` (LinkEvent),
- * `link-down` (LinkEvent with reason).
+ * `link-down` (LinkEvent with reason), `link-removed` (peer UID: the manager forgot the peer's record,
+ * also for an adopted link that was never announced).
  */
 export class LinkManager extends EventEmitter {
   private readonly recs = new Map<string, Rec>();
@@ -136,6 +148,9 @@ export class LinkManager extends EventEmitter {
   private readonly unsubscribe: Array<() => void> = [];
   private readonly log: Log;
   private readonly self: string;
+  /** Offers dropped because the same peer's setup was still in progress. */
+  offersDropped = 0;
+  private readonly replaceDropLogged = new Set<string>();
 
   constructor(private readonly opts: LinkManagerOptions) {
     super();
@@ -205,6 +220,34 @@ export class LinkManager extends EventEmitter {
     return this.run(peerUid, () => this.drop(peerUid, reason, false));
   }
 
+  /**
+   * The peer went offline but is still a member: a link that is connected in the datapath stays (the
+   * data plane decides when it is dead) and learns the peer's next full JID; anything not connected is
+   * dropped without signalling (there is nobody to signal). Resolves true when the link stays.
+   */
+  async peerOffline(peerUid: string): Promise<boolean> {
+    let kept = false;
+    await this.run(peerUid, async () => {
+      const rec = this.recs.get(peerUid);
+      if (rec?.phase === "connected" && rec.dpLink) {
+        rec.peer.fullJid = null;
+        kept = true;
+        this.log.info("peer offline; its link stays while the datapath keeps it connected", {
+          peer: rec.peer.bareJid || peerUid,
+        });
+        return;
+      }
+      await this.drop(peerUid, "peer offline", false);
+    });
+    return kept;
+  }
+
+  /** A connected link to this peer exists (in the datapath, as far as we know). */
+  isConnected(peerUid: string): boolean {
+    const rec = this.recs.get(peerUid);
+    return rec?.phase === "connected" && rec.dpLink;
+  }
+
   /** The peer's full JID changed (new presence): use it for signals. */
   updatePeer(peer: PeerRef): Promise<void> {
     return this.run(peer.uid, async () => {
@@ -267,7 +310,12 @@ export class LinkManager extends EventEmitter {
     }
   }
 
-  /** The datapath restarted and lost every link: set up again what we want, forget the rest. */
+  /**
+   * The datapath restarted and lost every link. Its peers still hold theirs and would only notice
+   * after their silence limit, so every link that was up or being set up is offered again at once,
+   * whatever the UID order (the peer takes a fresh offer in place of its dead link); links of peers
+   * that are offline are forgotten (nobody to signal).
+   */
   async resync(): Promise<void> {
     await Promise.all(
       [...this.recs.keys()].map((uid) =>
@@ -277,15 +325,16 @@ export class LinkManager extends EventEmitter {
           this.clearTimers(rec, true);
           rec.dpLink = false;
           const wasUp = rec.phase === "connected";
+          const wasActive = wasUp || rec.setup !== null;
           if (wasUp) this.emitDown(rec, "datapath restarted");
-          if (rec.wanted && rec.peer.fullJid) {
-            rec.attempt = 0;
-            await this.begin(rec);
-          } else if (rec.wanted) {
-            rec.phase = "backoff";
-          } else {
-            this.recs.delete(uid);
+          if (!rec.peer.fullJid || (!rec.wanted && !wasActive)) {
+            this.forget(rec);
+            return;
           }
+          rec.attempt = 0;
+          if (wasActive) {
+            await this.offer(rec);
+          } else await this.begin(rec);
         }),
       ),
     );
@@ -348,7 +397,15 @@ export class LinkManager extends EventEmitter {
     const { links, hasTurn } = this.opts;
     const relayOnly = forceRelay ?? (hasTurn && (rec.relayNeeded || links.relayFallbackSec === 0));
     const setup = newSetupId();
-    Object.assign(rec, { setup, role: "offerer", phase: "offering", relayOnly, remoteApplied: false });
+    Object.assign(rec, {
+      setup,
+      setupAt: Date.now(),
+      setupFailed: false,
+      role: "offerer",
+      phase: "offering",
+      relayOnly,
+      remoteApplied: false,
+    });
     rec.pendingRemote = [];
     this.log.debug("offering a link", { peer: peer.bareJid, setup, relayOnly });
     this.emit("link-setup", this.event(rec));
@@ -455,6 +512,17 @@ export class LinkManager extends EventEmitter {
       this.log.debug("glare: our offer wins (smaller UID)", { peer: peer.bareJid });
       return;
     }
+    if (rec && this.setupTooRecent(rec)) {
+      this.offersDropped++;
+      if (!this.replaceDropLogged.has(peer.uid)) {
+        this.replaceDropLogged.add(peer.uid);
+        this.log.warn("dropped an offer: the peer's previous setup is still in progress (logged once)", {
+          peer: peer.bareJid,
+          minIntervalMs: MIN_REPLACE_MS,
+        });
+      }
+      return;
+    }
     if (!rec) {
       if (this.activeCount() >= this.opts.links.maxLinks) {
         this.log.warn("refused a link: maxLinks reached", { peer: peer.bareJid });
@@ -476,6 +544,8 @@ export class LinkManager extends EventEmitter {
     this.early.delete(peer.uid);
     Object.assign(rec, {
       setup: s.setup,
+      setupAt: Date.now(),
+      setupFailed: false,
       role: "answerer",
       phase: "answering",
       relayOnly: s.relayOnly,
@@ -647,13 +717,15 @@ export class LinkManager extends EventEmitter {
   }
 
   private async onFailed(rec: Rec, state: string, reason?: LinkFailure): Promise<void> {
+    if (state === "failed") rec.setupFailed = true;
     if (rec.phase === "connected") {
       if (state === "disconnected")
         this.log.info("link disconnected and did not recover", { peer: rec.peer.bareJid });
       this.clearTimers(rec, false);
       await this.dpRemove(rec);
       this.emitDown(rec, `link ${state}`);
-      if (rec.wanted) {
+      // A peer that is offline (null full JID) cannot be signalled: forget it until it is back.
+      if (rec.wanted && rec.peer.fullJid) {
         rec.attempt = 0;
         this.scheduleRetry(rec);
       } else this.forget(rec);
@@ -742,7 +814,16 @@ export class LinkManager extends EventEmitter {
     this.recs.delete(rec.peer.uid);
     const qi = this.queue.indexOf(rec.peer.uid);
     if (qi >= 0) this.queue.splice(qi, 1);
+    this.replaceDropLogged.delete(rec.peer.uid);
+    this.emit("link-removed", rec.peer.uid);
     this.pump();
+  }
+
+  /** The peer's current setup is in progress, younger than MIN_REPLACE_MS and not failed. */
+  private setupTooRecent(rec: Rec): boolean {
+    if (rec.setup === null || rec.setupFailed) return false;
+    if (rec.phase !== "answering" && rec.phase !== "connecting") return false;
+    return Date.now() - rec.setupAt < MIN_REPLACE_MS;
   }
 
   /** Starts queued links while there are free slots. */
@@ -826,6 +907,8 @@ export class LinkManager extends EventEmitter {
       wanted,
       pinned,
       setup: null,
+      setupAt: 0,
+      setupFailed: false,
       role: null,
       relayOnly: false,
       relayNeeded: false,
