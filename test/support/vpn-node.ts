@@ -219,8 +219,10 @@ export async function fullJidOf(node: VpnNode): Promise<string> {
 }
 
 /**
- * From `host`, logs in as `user` (who must not be allowed to link with the target) and sends link
- * offers straight to `targetJid` (test/support/rogue-offer.ts). Resolves with the script's result.
+ * From `host`, logs in as `user` and sends link offers straight to `targetJid`
+ * (test/support/rogue-offer.ts). Without `flood`, `user` must not be allowed to link with the target
+ * (3 stub offers); with it, `user` is a member announcing `flood.ipv4` and sends `flood.count` offers
+ * carrying the description in `flood.descriptionFile`. Resolves with the script's result.
  */
 export function sendRogueOffers(
   host: Host,
@@ -228,6 +230,7 @@ export function sendRogueOffers(
   user: string,
   targetJid: string,
   targetUid: string,
+  flood?: { count: number; ipv4: string; descriptionFile: string },
 ) {
   return host.exec(
     [
@@ -242,6 +245,7 @@ export function sendRogueOffers(
       prosody.caFile,
       targetJid,
       targetUid,
+      ...(flood ? [String(flood.count), flood.ipv4, flood.descriptionFile] : []),
     ],
     { cwd: join(REPO, "test"), timeoutMs: 30_000 },
   );

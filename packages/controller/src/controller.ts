@@ -14,6 +14,7 @@ import { DatapathClient } from "./datapath-client.js";
 import { type LinkEvent, LinkManager, type PeerRef } from "./link-manager.js";
 import type { Log, RootLogger } from "./logger.js";
 import { RouteTable } from "./route-table.js";
+import { SignalLimiter } from "./signal-limiter.js";
 import { type PeerPresence, type SignalEvent, XmppSession } from "./xmpp.js";
 
 /** The config keys the core uses (GroupVpnConfig and SocialVpnConfig both have them). */
@@ -36,6 +37,11 @@ export interface Policy {
   /** Check a peer's presence beyond roster admission (e.g. its UID matches its address or JID). */
   verifyPeer?(peer: PeerPresence): boolean;
   onPeerOnline?(peer: Member): void | Promise<void>;
+  /**
+   * The peer is gone: it left the roster/group, or it is offline and has no working link (a peer that
+   * goes offline while its link is connected keeps link and routes until the datapath says the link is
+   * dead). Remove its routes here.
+   */
   onPeerOffline?(peer: Member): void | Promise<void>;
   /** A link setup attempt starts (either side): e.g. route the peer via another member meanwhile. */
   onLinkSetup?(e: LinkEvent): void | Promise<void>;
@@ -70,6 +76,8 @@ export interface ControllerStatus {
   uid: string;
   updatedAt: number;
   peers: Record<string, { jid: string; name?: string; ipv4?: string; ipv6?: string }>;
+  /** Incoming signals dropped: over the sender's rate, or an offer while its previous setup runs. */
+  signalDrops?: { rateLimited: number; setupInProgress: number };
 }
 
 /** After the first roster: time for presence to settle before adopted state is checked. */
@@ -91,6 +99,9 @@ export class Controller {
   readonly links: LinkManager;
   readonly log: Log;
   private readonly members = new Map<string, Member>();
+  /** Members that went offline while their link stays connected (routes kept; see refreshMembers). */
+  private readonly lingering = new Map<string, Member>();
+  private readonly signalLimiter: SignalLimiter;
   private readonly routeTable: RouteTable;
   private readonly statusFile: string | null;
   private statusTimer: NodeJS.Timeout | null = null;
@@ -119,6 +130,7 @@ export class Controller {
       log: logger.component("xmpp"),
     });
     this.admission = new Admission({ group: opts.group, log: logger.component("admission") });
+    this.signalLimiter = new SignalLimiter(logger.component("signals"));
     this.links = new LinkManager({
       selfUid: policy.uid,
       datapath: this.datapath,
@@ -181,15 +193,17 @@ export class Controller {
     }
   }
 
-  /** Removes our links and routes, says goodbye on XMPP, closes everything. */
+  /**
+   * Says goodbye on XMPP and closes everything. Links and routes stay in the datapath: traffic keeps
+   * flowing, the next controller adopts them, and the datapath's liveness checks remove a link whose
+   * peer dies meanwhile. Stopping `tincan` stops the VPN.
+   */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    this.log.info("stopping: removing links and routes");
-    await this.links.removeAll("shutdown").catch(() => {});
+    this.log.info("stopping: links and routes stay in the datapath");
     this.links.stop();
     this.routeTable.stop();
-    await Promise.all(this.routeTable.prefixes().map((p) => this.removeRoute(p).catch(() => {})));
     await this.xmpp.stop().catch(() => {});
     this.datapath.close();
     if (this.statusTimer) clearTimeout(this.statusTimer);
@@ -229,6 +243,24 @@ export class Controller {
       this.scheduleStatus();
       this.hook("onLinkDown", () => p.onLinkDown?.(e));
     });
+    this.links.on("link-removed", (uid: string) => this.onLinkRemoved(uid));
+  }
+
+  /**
+   * The link manager forgot a peer. An offline member whose link kept it now goes (the policy removes
+   * its routes); routes adopted for a peer that never showed up in presence go with its link.
+   */
+  private onLinkRemoved(uid: string): void {
+    if (this.stopped || this.members.has(uid)) return;
+    const old = this.lingering.get(uid);
+    if (old) {
+      this.lingering.delete(uid);
+      this.hook("onPeerOffline", () => this.opts.policy.onPeerOffline?.(old));
+      return;
+    }
+    for (const r of this.routeTable.list()) {
+      if (r.peerUid === uid) void this.removeRoute(r.prefix).catch(() => {});
+    }
   }
 
   /** Recomputes the members from presence + roster, reporting who came and went. */
@@ -252,13 +284,23 @@ export class Controller {
       const now = next.get(uid);
       if (now && now.bareJid === old.bareJid) continue;
       this.members.delete(uid);
-      void this.links.peerGone(uid);
+      this.memberGone(old, !now && this.admission.isMember(old.bareJid));
+    }
+    for (const [uid, old] of this.lingering) {
+      if (next.get(uid)?.bareJid === old.bareJid) continue; // back online: below
+      if (this.admission.isMember(old.bareJid)) continue; // still offline, still a member
+      this.lingering.delete(uid);
+      void this.links.peerGone(uid, "peer left the roster");
       this.hook("onPeerOffline", () => this.opts.policy.onPeerOffline?.(old));
     }
     for (const [uid, m] of next) {
       const old = this.members.get(uid);
       this.members.set(uid, m);
-      if (!old) {
+      if (!old && this.lingering.delete(uid)) {
+        // Back online while its link stayed up: the link learns where the peer is now.
+        void this.links.updatePeer({ uid, bareJid: m.bareJid, fullJid: m.fullJid });
+        this.hook("onPeerOnline", () => this.opts.policy.onPeerOnline?.(m));
+      } else if (!old) {
         // A link adopted from the datapath at start learns where its peer is now.
         void this.links.updatePeer({ uid, bareJid: m.bareJid, fullJid: m.fullJid });
         this.hook("onPeerOnline", () => this.opts.policy.onPeerOnline?.(m));
@@ -269,6 +311,27 @@ export class Controller {
       }
     }
     this.scheduleStatus();
+  }
+
+  /**
+   * A member is no longer online. Presence only says whether signalling is possible, not whether the
+   * link works: when it merely went offline (still a member) and its link is connected, the link and
+   * its routes stay until the datapath reports the link dead (onLinkRemoved). Otherwise (it left the
+   * roster or group, or had no working link) its link and routes go now.
+   */
+  private memberGone(old: Member, stillMember: boolean): void {
+    const uid = old.tincan.uid;
+    if (!stillMember) {
+      void this.links.peerGone(uid, "peer left the roster");
+      this.hook("onPeerOffline", () => this.opts.policy.onPeerOffline?.(old));
+      return;
+    }
+    this.lingering.set(uid, old);
+    void this.links.peerOffline(uid).then((kept) => {
+      if (kept || this.lingering.get(uid) !== old) return;
+      this.lingering.delete(uid);
+      this.hook("onPeerOffline", () => this.opts.policy.onPeerOffline?.(old));
+    });
   }
 
   private onSignal(e: SignalEvent): void {
@@ -287,6 +350,10 @@ export class Controller {
     const signal: Signal = e.signal;
     if (signal.from !== pres.tincan.uid) {
       this.log.warn("ignored a signal whose UID differs from the sender's presence", { from: e.fromFullJid });
+      return;
+    }
+    if (!this.signalLimiter.take(pres.bareJid)) {
+      this.scheduleStatus();
       return;
     }
     void this.links.handleSignal(
@@ -317,16 +384,26 @@ export class Controller {
     }
   }
 
+  /**
+   * Once presence has settled after start: adopted links of peers not online stay while the datapath
+   * keeps them connected (their peer may be restarting too; a dead one is removed by the datapath's
+   * liveness checks, and its routes with it, see onLinkRemoved); routes of peers with neither presence
+   * nor a link go.
+   */
   private async dropAdoptedNonMembers(): Promise<void> {
     if (this.stopped) return;
-    for (const link of this.links.links()) {
-      if (this.members.has(link.peer.uid)) continue;
-      this.log.info("removing an adopted link of a peer that is no member now", { peerUid: link.peer.uid });
-      await this.links.removeLink(link.peer.uid, "not a member").catch(() => {});
-    }
+    const kept = this.links
+      .links()
+      .filter((l) => !this.members.has(l.peer.uid) && !this.lingering.has(l.peer.uid))
+      .map((l) => l.peer.uid);
+    if (kept.length > 0)
+      this.log.info("adopted links of peers not online stay while they are connected", { peerUids: kept });
     for (const r of this.routeTable.list()) {
-      if (this.members.has(r.peerUid)) continue;
-      this.log.info("removing an adopted route of a peer that is no member now", { prefix: r.prefix });
+      if (this.members.has(r.peerUid) || this.lingering.has(r.peerUid) || this.links.isConnected(r.peerUid))
+        continue;
+      this.log.info("removing an adopted route of a peer that is not online and has no link", {
+        prefix: r.prefix,
+      });
       await this.removeRoute(r.prefix).catch(() => {});
     }
   }
@@ -369,8 +446,9 @@ export class Controller {
       uid: this.opts.policy.uid,
       updatedAt: Date.now(),
       peers: {},
+      signalDrops: { rateLimited: this.signalLimiter.dropped, setupInProgress: this.links.offersDropped },
     };
-    for (const [uid, m] of this.members) {
+    for (const [uid, m] of [...this.members, ...this.lingering]) {
       const addresses = this.opts.policy.peerAddresses?.(m) ?? pick(m.tincan);
       status.peers[uid] = { jid: m.bareJid, ...(m.name ? { name: m.name } : {}), ...addresses };
     }

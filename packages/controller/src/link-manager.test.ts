@@ -483,3 +483,139 @@ describe("relay as a bridge: race and upgrade", () => {
     expect(down).toEqual([]);
   });
 });
+
+describe("relay race and link lifetime together", () => {
+  it("keeps a relayed link of a peer gone offline, stops its direct attempts, and resumes them when it is back", async () => {
+    const { dp, sig, lm } = setup(SMALL, { hasTurn: true });
+    await lm.ensureLink(peer(LARGE));
+    await vi.advanceTimersByTimeAsync(2000);
+    const relay = sig.ofType("offer").find((o) => o.relayOnly);
+    await lm.handleSignal(peer(LARGE), {
+      type: "answer",
+      from: LARGE,
+      to: SMALL,
+      setup: relay!.setup,
+      description: { type: "answer", sdp: "a" },
+    });
+    dp.notify("link.state", { peerUid: LARGE, relayOnly: true, state: "connected", path: "relay" });
+    await flush();
+    expect(await lm.peerOffline(LARGE)).toBe(true);
+    expect(dp.callsOf("link.remove").map((c) => c.params.relayOnly)).toEqual([false]); // the direct attempt
+    expect(lm.isConnected(LARGE)).toBe(true);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(sig.ofType("offer")).toHaveLength(2); // nobody to signal
+    await lm.updatePeer(peer(LARGE));
+    await vi.advanceTimersByTimeAsync(5100);
+    expect(sig.ofType("offer").map((o) => o.relayOnly)).toEqual([false, true, false]);
+    expect(lm.linkState(LARGE)).toBe("connected");
+  });
+
+  it("takes a peer's direct and relay-only offers of one setup, but drops a flood of either kind", async () => {
+    const { dp, lm } = setup(LARGE, { hasTurn: true });
+    const small = peer(SMALL, "alice");
+    for (let i = 0; i < 50; i++) {
+      await lm.handleSignal(small, offerFrom(SMALL, LARGE, `d${i}`));
+      await lm.handleSignal(small, offerFrom(SMALL, LARGE, `r${i}`, true));
+    }
+    expect(dp.callsOf("link.accept").map((c) => c.params.relayOnly)).toEqual([false, true]);
+    expect(lm.offersDropped).toBe(98);
+  });
+});
+
+describe("link lifetime is decided by the data plane", () => {
+  async function connectedAnswerer(lm: LinkManager, dp: FakeDatapath, p: PeerRef, setupId: string) {
+    await lm.handleSignal(p, offerFrom(p.uid, SMALL, setupId));
+    dp.notify("link.state", { peerUid: p.uid, state: "connected", path: "host" });
+    await flush();
+    expect(lm.linkState(p.uid)).toBe("connected");
+  }
+
+  it("keeps a connected link of a peer that went offline, and forgets it when the datapath says it died", async () => {
+    const { dp, sig, lm } = setup(SMALL);
+    await lm.ensureLink(peer(LARGE), { pinned: true });
+    dp.notify("link.state", { peerUid: LARGE, state: "connected", path: "host" });
+    await flush();
+    const removed: string[] = [];
+    lm.on("link-removed", (uid) => removed.push(uid));
+    expect(await lm.peerOffline(LARGE)).toBe(true);
+    expect(lm.linkState(LARGE)).toBe("connected");
+    expect(dp.callsOf("link.remove")).toHaveLength(0);
+    dp.notify("link.state", { peerUid: LARGE, state: "disconnected" });
+    await vi.advanceTimersByTimeAsync(6000);
+    expect(lm.linkState(LARGE)).toBeUndefined(); // nobody to signal: no retry
+    expect(removed).toEqual([LARGE]);
+    expect(sig.ofType("offer")).toHaveLength(1);
+  });
+
+  it("drops a link of an offline peer that is not connected yet, without signalling", async () => {
+    const { dp, sig, lm } = setup(SMALL);
+    await lm.ensureLink(peer(LARGE));
+    expect(await lm.peerOffline(LARGE)).toBe(false);
+    expect(lm.linkState(LARGE)).toBeUndefined();
+    expect(dp.callsOf("link.remove")).toHaveLength(1);
+    expect(sig.ofType("bye")).toHaveLength(0);
+  });
+
+  it("a kept link learns the peer's new full JID", async () => {
+    const { dp, lm } = setup(SMALL);
+    await connectedAnswerer(lm, dp, peer(LARGE), "s1");
+    await lm.peerOffline(LARGE);
+    await lm.updatePeer({ ...peer(LARGE), fullJid: "bob@lab.local/tincan-2" });
+    expect(lm.links()[0]?.peer.fullJid).toBe("bob@lab.local/tincan-2");
+    expect(lm.linkState(LARGE)).toBe("connected");
+  });
+
+  it("after a datapath restart, offers every link again at once, also to a smaller UID and links it did not want", async () => {
+    const { dp, sig, lm } = setup(LARGE);
+    await lm.ensureLink(peer(SMALL, "alice"), { pinned: true }); // the larger UID waits for the offer...
+    expect(sig.ofType("offer")).toHaveLength(0);
+    await lm.handleSignal(peer(SMALL, "alice"), offerFrom(SMALL, LARGE, "s1"));
+    await lm.handleSignal(peer(MID, "mid"), offerFrom(MID, LARGE, "s2")); // only the peer wanted this one
+    dp.notify("link.state", { peerUid: SMALL, state: "connected", path: "host" });
+    dp.notify("link.state", { peerUid: MID, state: "connected", path: "host" });
+    await flush();
+    await vi.advanceTimersByTimeAsync(2000);
+    await lm.resync();
+    expect(
+      sig
+        .ofType("offer")
+        .map((o) => o.to)
+        .sort(),
+    ).toEqual([SMALL, MID].sort()); // ...but not now
+  });
+
+  it("takes a fresh offer from a peer whose connected link it holds (the peer's datapath restarted)", async () => {
+    const { dp, sig, lm } = setup(SMALL);
+    await connectedAnswerer(lm, dp, peer(LARGE), "s1");
+    await vi.advanceTimersByTimeAsync(30_000);
+    const down: string[] = [];
+    lm.on("link-down", (e) => down.push(e.reason ?? ""));
+    await lm.handleSignal(peer(LARGE), offerFrom(LARGE, SMALL, "s2"));
+    expect(dp.methods()).toEqual(["link.accept", "link.remove", "link.accept"]);
+    expect(sig.ofType("answer").map((a) => a.setup)).toEqual(["s1", "s2"]);
+    expect(down).toEqual(["peer set the link up again"]);
+  });
+
+  it("runs one setup per peer: offers while its setup is young are dropped and counted", async () => {
+    const { dp, sig, lm } = setup(SMALL);
+    for (let i = 0; i < 200; i++) await lm.handleSignal(peer(LARGE), offerFrom(LARGE, SMALL, `flood${i}`));
+    expect(dp.callsOf("link.accept")).toHaveLength(1);
+    expect(lm.offersDropped).toBe(199);
+    await vi.advanceTimersByTimeAsync(1000);
+    await lm.handleSignal(peer(LARGE), offerFrom(LARGE, SMALL, "later"));
+    expect(dp.callsOf("link.accept")).toHaveLength(2);
+    expect(sig.ofType("answer").map((a) => a.setup)).toEqual(["flood0", "later"]);
+  });
+});
+
+describe("a connected link replaced soon after it came up", () => {
+  it("takes the peer's fresh offer at once (its datapath restarted right after the link came up)", async () => {
+    const { dp, sig, lm } = setup(SMALL);
+    await lm.handleSignal(peer(LARGE), offerFrom(LARGE, SMALL, "s1"));
+    dp.notify("link.state", { peerUid: LARGE, state: "connected", path: "host" });
+    await flush();
+    await vi.advanceTimersByTimeAsync(300);
+    await lm.handleSignal(peer(LARGE), offerFrom(LARGE, SMALL, "s2"));
+    expect(sig.ofType("answer").map((a) => a.setup)).toEqual(["s1", "s2"]);
+  });
+});

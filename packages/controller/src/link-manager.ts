@@ -96,6 +96,10 @@ interface Attempt {
   remoteApplied: boolean;
   pendingRemote: Candidate[];
   path: LinkPath | null;
+  /** When the setup started (a peer's new offer replaces it only MIN_REPLACE_MS later). */
+  startedAt: number;
+  /** The datapath reported this transport `failed`. */
+  failed: boolean;
   setupTimer?: NodeJS.Timeout | undefined;
 }
 
@@ -142,6 +146,13 @@ const MAX_HANDSHAKE_RETRIES = 2;
 const OVERLAP_MS = 2000;
 /** First direct re-attempt after a failed direct one while the link is relayed; doubles each time. */
 const FIRST_UPGRADE_MS = 5000;
+/**
+ * One setup per peer and transport kind at a time: a peer's new offer replaces its setup in progress
+ * only this long after that setup started, else it is dropped (counted). A flood of offers then builds
+ * one PeerConnection per interval and kind, not one per offer. A connected transport is replaced at
+ * once (the peer's datapath restarted and lost it); the per-peer signal rate limit bounds how often.
+ */
+export const MIN_REPLACE_MS = 1000;
 
 export function newSetupId(): string {
   return randomBytes(9).toString("base64url");
@@ -160,8 +171,14 @@ const isRelayed = (a: Attempt): boolean => a.relayOnly || a.path === "relay";
  * moves over when one connects, removing the relay OVERLAP_MS later. See `settle`, the one place
  * that decides what a link's transports do next.
  *
+ * Link lifetime is decided by the data plane: a peer going offline keeps a connected link
+ * (peerOffline); the link goes when the datapath says its transports are dead, on a bye, or when the
+ * peer leaves (peerGone).
+ *
  * Events: `link-setup` (LinkEvent: a setup starts, as offerer or answerer), `link-up` (LinkEvent: the
- * first transport connected), `link-down` (LinkEvent with reason: no transport left connected).
+ * first transport connected), `link-down` (LinkEvent with reason: no transport left connected),
+ * `link-removed` (peer UID: the manager forgot the peer's record, also for an adopted link that was
+ * never announced).
  */
 export class LinkManager extends EventEmitter {
   private readonly recs = new Map<string, Rec>();
@@ -173,6 +190,9 @@ export class LinkManager extends EventEmitter {
   private readonly unsubscribe: Array<() => void> = [];
   private readonly log: Log;
   private readonly self: string;
+  /** Offers dropped because the same peer's setup of that transport was still in progress. */
+  offersDropped = 0;
+  private readonly replaceDropLogged = new Set<string>();
 
   constructor(private readonly opts: LinkManagerOptions) {
     super();
@@ -240,6 +260,39 @@ export class LinkManager extends EventEmitter {
   /** The peer went offline or left the roster: drop its link without signalling it. */
   peerGone(peerUid: string, reason = "peer offline"): Promise<void> {
     return this.run(peerUid, () => this.drop(peerUid, reason, false));
+  }
+
+  /**
+   * The peer went offline but is still a member: a link that is connected in the datapath stays (the
+   * data plane decides when it is dead) and learns the peer's next full JID; transports still being set
+   * up are removed and nothing is signalled (there is nobody to signal). Resolves true when the link stays.
+   */
+  async peerOffline(peerUid: string): Promise<boolean> {
+    let kept = false;
+    await this.run(peerUid, async () => {
+      const rec = this.recs.get(peerUid);
+      if (!rec) return;
+      if (!this.carrier(rec)) {
+        await this.drop(peerUid, "peer offline", false);
+        return;
+      }
+      kept = true;
+      rec.peer.fullJid = null;
+      clearTimeout(rec.timers.race);
+      clearTimeout(rec.timers.upgrade);
+      rec.timers.race = rec.timers.upgrade = undefined;
+      for (const a of this.attempts(rec)) if (a.state !== "connected") await this.removeAttempt(rec, a);
+      this.log.info("peer offline; its link stays while the datapath keeps it connected", {
+        peer: rec.peer.bareJid || peerUid,
+      });
+    });
+    return kept;
+  }
+
+  /** A connected link to this peer exists (in the datapath, as far as we know). */
+  isConnected(peerUid: string): boolean {
+    const rec = this.recs.get(peerUid);
+    return rec !== undefined && this.carrier(rec) !== null;
   }
 
   /** The peer's full JID changed (new presence): use it for signals. */
@@ -314,7 +367,12 @@ export class LinkManager extends EventEmitter {
     }
   }
 
-  /** The datapath restarted and lost every link: set up again what we want, forget the rest. */
+  /**
+   * The datapath restarted and lost every link. Its peers still hold theirs and would only notice
+   * after their silence limit, so every link that was up or being set up is offered again at once,
+   * whatever the UID order (the peer takes a fresh offer in place of its dead transport); links of
+   * peers that are offline are forgotten (nobody to signal).
+   */
   async resync(): Promise<void> {
     await Promise.all(
       [...this.recs.keys()].map((uid) =>
@@ -322,18 +380,18 @@ export class LinkManager extends EventEmitter {
           const rec = this.recs.get(uid);
           if (!rec || rec.phase === "queued") return;
           this.clearTimers(rec, true);
-          rec.full = rec.relay = null;
           const wasUp = rec.phase === "connected";
+          const wasActive = wasUp || this.attempts(rec).length > 0;
+          rec.full = rec.relay = null;
           if (wasUp) this.emitDown(rec, "datapath restarted");
-          if (rec.wanted && rec.peer.fullJid) {
-            rec.attempt = 0;
-            rec.phase = "backoff";
-            await this.begin(rec);
-          } else if (rec.wanted) {
-            rec.phase = "backoff";
-          } else {
-            this.recs.delete(uid);
+          if (!rec.peer.fullJid || (!rec.wanted && !wasActive)) {
+            this.forget(rec);
+            return;
           }
+          rec.attempt = 0;
+          rec.phase = "backoff";
+          if (wasActive) await this.offer(rec);
+          else await this.begin(rec);
         }),
       ),
     );
@@ -627,6 +685,17 @@ export class LinkManager extends EventEmitter {
       this.log.debug("glare: our offer wins (smaller UID)", { peer: peer.bareJid });
       return;
     }
+    if (this.setupTooRecent(existing)) {
+      this.offersDropped++;
+      if (!this.replaceDropLogged.has(peer.uid)) {
+        this.replaceDropLogged.add(peer.uid);
+        this.log.warn("dropped an offer: the peer's previous setup is still in progress (logged once)", {
+          peer: peer.bareJid,
+          minIntervalMs: MIN_REPLACE_MS,
+        });
+      }
+      return;
+    }
     if (!rec) {
       if (this.activeCount() >= this.opts.links.maxLinks) {
         this.log.warn("refused a link: maxLinks reached", { peer: peer.bareJid });
@@ -805,6 +874,7 @@ export class LinkManager extends EventEmitter {
           if (a === this.carrier(rec)) this.clearGrace(rec);
           return this.onAttemptConnected(rec, a, p.path ?? null);
         case "failed":
+          a.failed = true;
           if (a.state === "connected") return this.transportLost(rec, a, "link failed");
           return this.onAttemptFailed(rec, a, p.reason);
         case "disconnected":
@@ -923,7 +993,13 @@ export class LinkManager extends EventEmitter {
       await this.removeAttempt(rec, other);
     }
     this.emitDown(rec, reason);
-    if (rec.wanted && (rec.pinned || !reason.startsWith("peer:"))) {
+    this.retryOrForget(rec, rec.pinned || !reason.startsWith("peer:"));
+  }
+
+  /** A link went down: set it up again if we want it and can signal the peer, else forget it. */
+  private retryOrForget(rec: Rec, retry = true): void {
+    // A peer that is offline (null full JID) cannot be signalled: forget it until it is back.
+    if (retry && rec.wanted && rec.peer.fullJid) {
       rec.attempt = 0;
       this.scheduleRetry(rec);
     } else this.forget(rec);
@@ -953,10 +1029,7 @@ export class LinkManager extends EventEmitter {
             rec.full = rec.relay = null;
             this.clearTimers(rec, true);
             this.emitDown(rec, "link vanished from the datapath");
-            if (rec.wanted) {
-              rec.attempt = 0;
-              this.scheduleRetry(rec);
-            } else this.forget(rec);
+            this.retryOrForget(rec);
           });
           continue;
         }
@@ -1008,7 +1081,15 @@ export class LinkManager extends EventEmitter {
     this.recs.delete(rec.peer.uid);
     const qi = this.queue.indexOf(rec.peer.uid);
     if (qi >= 0) this.queue.splice(qi, 1);
+    this.replaceDropLogged.delete(rec.peer.uid);
+    this.emit("link-removed", rec.peer.uid);
     this.pump();
+  }
+
+  /** The peer's setup of this transport is in progress, younger than MIN_REPLACE_MS and not failed. */
+  private setupTooRecent(a: Attempt | null): boolean {
+    if (!a || a.failed || (a.state !== "answering" && a.state !== "connecting")) return false;
+    return Date.now() - a.startedAt < MIN_REPLACE_MS;
   }
 
   /** Starts queued links while there are free slots. */
@@ -1078,6 +1159,8 @@ export class LinkManager extends EventEmitter {
       rec.unannounced = false;
       this.emit("link-up", this.event(rec));
     }
+    // Back online while its link stayed up: direct re-attempts of a relayed link may go on.
+    if (rec.phase === "connected" && rec.peer.fullJid) this.settle(rec);
     if (rec.phase === "backoff" && rec.timers.retry === undefined && rec.wanted && rec.peer.fullJid) {
       void this.run(rec.peer.uid, async () => {
         if (
@@ -1117,7 +1200,17 @@ export class LinkManager extends EventEmitter {
     role: Attempt["role"],
     state: Attempt["state"],
   ): Attempt {
-    return { relayOnly, setup, role, state, remoteApplied: false, pendingRemote: [], path: null };
+    return {
+      relayOnly,
+      setup,
+      role,
+      state,
+      remoteApplied: false,
+      pendingRemote: [],
+      path: null,
+      startedAt: Date.now(),
+      failed: false,
+    };
   }
 
   /** Adds a transport's attempt; a link not yet connected takes the attempt's phase. */
