@@ -149,6 +149,9 @@ export class Datapath {
       if (expired) this.fib.vnicCounters.drop("unmappedExpired", expired);
       for (const link of this.allLinks()) {
         if (link.isConnected) link.fitRxQueue();
+        // A path that changed after connecting (e.g. found to be relayed) is announced like a new
+        // connection: the best transport is chosen again and the controller learns the path.
+        if (link.refreshPath()) this.onLinkState(link, "connected");
         link.keepAlive(now);
       }
     }, KEEPALIVE_PERIOD_MS);
@@ -253,7 +256,14 @@ export class Datapath {
         if (!link) continue;
         const waiting = link.pending.drain();
         this.dropLink(link);
-        this.log.info("link removed", { peer: p.peerUid, relayOnly: link.relayOnly });
+        const { txPackets, rxPackets, drops } = link.info();
+        this.log.info("link removed", {
+          peer: p.peerUid,
+          relayOnly: link.relayOnly,
+          txPackets,
+          rxPackets,
+          drops,
+        });
         // Packets that waited for a setup that failed wait for the other transport or the next
         // setup (held as unmapped).
         this.inside.resubmit(waiting);
