@@ -10,7 +10,7 @@ import type {
 } from "@tincan/protocol";
 import { Admission, type RosterItem } from "./admission.js";
 import type { Loaded } from "./config.js";
-import { DatapathClient } from "./datapath-client.js";
+import { DatapathClient, type DatapathHealth, queryAll } from "./datapath-client.js";
 import { type LinkEvent, LinkManager, type PeerRef } from "./link-manager.js";
 import type { Log, RootLogger } from "./logger.js";
 import { RouteTable } from "./route-table.js";
@@ -70,6 +70,8 @@ export interface ControllerStatus {
   uid: string;
   updatedAt: number;
   peers: Record<string, { jid: string; name?: string; ipv4?: string; ipv6?: string }>;
+  /** The watchdog's view of the datapath (absent in files of older controllers). */
+  datapath?: DatapathHealth;
 }
 
 /** After the first roster: time for presence to settle before adopted state is checked. */
@@ -107,6 +109,8 @@ export class Controller {
       rpc: config.datapath.rpc,
       tokenFile: config.datapath.tokenFile,
       log: logger.component("rpc"),
+      watchdogSec: config.datapath.watchdogSec,
+      restartOnHang: config.datapath.restartOnHang,
     });
     this.routeTable = new RouteTable(this.datapath, logger.component("routes"));
     this.xmpp = new XmppSession({
@@ -171,7 +175,7 @@ export class Controller {
     this.log.info("datapath answered", { version: hello.version, startedAt: hello.startedAt });
     await this.configureDatapath();
     await this.links.sync();
-    for (const r of await this.datapath.call("route.query", {})) this.routeTable.adopt(r);
+    for (const r of await queryAll(this.datapath, "route.query")) this.routeTable.adopt(r);
     await this.xmpp.setPresence(this.policy.presence());
     this.links.start();
     try {
@@ -201,6 +205,7 @@ export class Controller {
   private wire(): void {
     const p = this.opts.policy;
     this.datapath.on("datapath-restarted", () => void this.onDatapathRestarted());
+    this.datapath.on("datapath-health", () => this.scheduleStatus());
     this.datapath.on("packet.unmapped", (n) => this.hook("onPacketUnmapped", () => p.onPacketUnmapped?.(n)));
     this.datapath.on("icc.message", (n) => this.hook("onIccMessage", () => p.onIccMessage?.(n)));
 
@@ -369,6 +374,7 @@ export class Controller {
       uid: this.opts.policy.uid,
       updatedAt: Date.now(),
       peers: {},
+      datapath: this.datapath.health(),
     };
     for (const [uid, m] of this.members) {
       const addresses = this.opts.policy.peerAddresses?.(m) ?? pick(m.tincan);
