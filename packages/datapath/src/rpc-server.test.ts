@@ -183,4 +183,17 @@ describe("RPC server", () => {
     expect(seen.size).toBe(n);
     expect(pages).toBeGreaterThan(1);
   });
+
+  it("logs bad datagrams rate-limited, with counts, never one line each", async () => {
+    const lines: string[] = [];
+    const capture = winston.createLogger({
+      transports: [new winston.transports.Console({ silent: true })],
+    });
+    capture.on("data", (info: { message: string }) => lines.push(info.message));
+    const quiet = new RpcServer(datapath, TOKEN, capture);
+    for (let i = 0; i < 100; i++) await quiet.handle(Buffer.from(i % 2 ? "[null]" : "[]"));
+    expect(quiet.faults.emptyBatch + quiet.faults.invalidRequest).toBe(100);
+    expect(lines).toEqual(["bad rpc requests refused (logged at most every 10 s)"]);
+    quiet.close();
+  });
 });

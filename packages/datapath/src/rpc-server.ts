@@ -82,6 +82,9 @@ export class RpcServer {
   };
   private unlogged: Partial<Record<RpcFault, number>> = {};
   private lastLogAt = 0;
+  /** Logs the counts held back by the rate limit once its period is over. */
+  private flushTimer: NodeJS.Timeout | null = null;
+  private lastError: string | null = null;
 
   constructor(
     private readonly datapath: Datapath,
@@ -122,6 +125,7 @@ export class RpcServer {
   }
 
   close(): void {
+    if (this.flushTimer) clearTimeout(this.flushTimer);
     this.socket.close();
   }
 
@@ -275,19 +279,33 @@ export class RpcServer {
     return batch ? `[${texts.join(",")}]` : (texts[0] as string);
   }
 
-  /** Counts a fault; logs the counts at most once per LOG_PERIOD_MS (the first one at once). */
+  /**
+   * Counts a fault; logs the counts at most once per LOG_PERIOD_MS: the first at once, those held back
+   * when the period is over.
+   */
   private fault(kind: RpcFault, err?: unknown): void {
     this.faults[kind]++;
     this.unlogged[kind] = (this.unlogged[kind] ?? 0) + 1;
-    const now = Date.now();
-    if (now - this.lastLogAt < LOG_PERIOD_MS) return;
-    this.lastLogAt = now;
+    if (err !== undefined) this.lastError = `${kind}: ${(err as Error)?.stack ?? String(err)}`;
+    const wait = this.lastLogAt + LOG_PERIOD_MS - Date.now();
+    if (wait <= 0) this.logFaults();
+    else if (!this.flushTimer) {
+      this.flushTimer = setTimeout(() => {
+        this.flushTimer = null;
+        this.logFaults();
+      }, wait);
+      this.flushTimer.unref();
+    }
+  }
+
+  private logFaults(): void {
+    this.lastLogAt = Date.now();
     const counts = this.unlogged;
     this.unlogged = {};
-    const failed = kind === "internal" || kind === "handlerFailed";
-    const detail = err === undefined ? {} : { last: kind, error: (err as Error)?.stack ?? String(err) };
-    if (failed) this.log.error("rpc requests failed (logged at most every 10 s)", { ...counts, ...detail });
-    else this.log.warn("bad rpc requests refused (logged at most every 10 s)", { ...counts, ...detail });
+    const error = this.lastError;
+    this.lastError = null;
+    if (error) this.log.error("rpc requests failed (logged at most every 10 s)", { ...counts, error });
+    else this.log.warn("bad rpc requests refused (logged at most every 10 s)", counts);
   }
 }
 
