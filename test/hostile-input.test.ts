@@ -18,6 +18,7 @@ import { uidForIpv4 } from "@tincan/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Host, Lab } from "./lab/index.js";
 import { DAEMON_NODE_FLAGS, DatapathHandle, REPO, TINCAN_BIN, waitFor } from "./support/datapath-driver.js";
+import { addGroupNodes, labUsers, type VpnNode } from "./support/vpn-node.js";
 
 const can = Lab.canRun();
 const PROBE = join(REPO, "test/support/rpc-probe.mjs");
@@ -260,4 +261,64 @@ describe.skipIf(!can.ok)("tincan under hostile local input", () => {
       }
     });
   });
+});
+
+describe.skipIf(!can.ok)("a hung datapath and the controller's watchdog", () => {
+  let lab: Lab;
+  let alice: VpnNode;
+  let bob: VpnNode;
+  const WATCHDOG_SEC = 3;
+
+  beforeAll(async () => {
+    lab = await Lab.create({ prefix: "hiw" });
+    const names = ["alice", "bob"];
+    const prosody = await lab.startProsody({ users: labUsers(names), groups: { lab: names } });
+    [alice, bob] = (await addGroupNodes(lab, prosody, names, "10.10.7", {
+      links: { policy: "proactive" },
+    })) as [VpnNode, VpnNode];
+    alice.opts.extra = {
+      datapath: {
+        rpc: "127.0.0.1:5800",
+        tokenFile: alice.tokenFile,
+        watchdogSec: WATCHDOG_SEC,
+        restartOnHang: true,
+      },
+    };
+    await Promise.all([alice.start(), bob.start()]);
+    await waitFor("alice reaches bob", async () => (await alice.ping(bob.address)).code === 0, 30_000);
+  }, 120_000);
+
+  afterAll(async () => {
+    await alice?.stop().catch(() => {});
+    await bob?.stop().catch(() => {});
+    await lab?.destroy();
+  });
+
+  it("notices a datapath that stops answering, shows it, ends it by PID; the restarted one is re-configured", async () => {
+    const t0 = Date.now();
+    alice.tincan.signal("SIGSTOP"); // alive but answering nothing, as in the hang seen once
+    const [warning] = await alice.controller.waitForLog(/datapath unresponsive.*/, 30_000);
+    const detectedSec = (Date.now() - t0) / 1000;
+    const killed = await alice.tincan.wait(); // ended by the controller, not by us
+    const killedSec = (Date.now() - t0) / 1000;
+    const ctl = await alice.host.exec([
+      "node",
+      join(REPO, "packages/controller/dist/tincanctl.js"),
+      "status",
+      "--token-file",
+      alice.tokenFile,
+    ]);
+    await alice.startDatapath(); // the supervisor's part (systemd Restart=)
+    await waitFor("alice reaches bob again", async () => (await alice.ping(bob.address)).code === 0, 30_000);
+    const backSec = (Date.now() - t0) / 1000;
+    console.log(
+      `watchdog ${WATCHDOG_SEC} s: hang noticed after ${detectedSec.toFixed(1)} s: ${warning}\n` +
+        `datapath ended by the controller (${killed.signal}) at ${killedSec.toFixed(1)} s; tincanctl status meanwhile: ` +
+        `exit ${ctl.code}: ${ctl.stderr.trim().replace(/\n/g, " / ")}\n` +
+        `restarted datapath re-configured, alice reaches bob again ${backSec.toFixed(1)} s after the hang began`,
+    );
+    expect(killed.signal).toBe("SIGKILL");
+    expect(ctl.stderr).toMatch(/datapath UNRESPONSIVE: groupvpn got no answer to its RPCs for \d+ s/);
+    expect(alice.controller.log()).toMatch(/datapath answers again|datapath restarted/);
+  }, 120_000);
 });
