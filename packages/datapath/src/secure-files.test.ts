@@ -104,4 +104,10 @@ describe("readEndpointFile", () => {
     chmodSync(file(), 0o666);
     expect(await readEndpointFile(file())).toEqual({ problem: "is writable by others (mode 0666)" });
   });
+
+  it.skipIf(!isRoot)("does not use a file planted by another user", async () => {
+    writeFileSync(file(), JSON.stringify({ host: "127.0.0.1", port: 22 }), { mode: 0o600 });
+    chownSync(file(), 4242, 4242);
+    expect(await readEndpointFile(file())).toEqual({ problem: "belongs to uid 4242, neither root nor us" });
+  });
 });
