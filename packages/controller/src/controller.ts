@@ -10,7 +10,7 @@ import type {
 } from "@tincan/protocol";
 import { Admission, type RosterItem } from "./admission.js";
 import type { Loaded } from "./config.js";
-import { DatapathClient } from "./datapath-client.js";
+import { DatapathClient, type DatapathHealth, queryAll } from "./datapath-client.js";
 import { type LinkEvent, LinkManager, type PeerRef } from "./link-manager.js";
 import type { Log, RootLogger } from "./logger.js";
 import { RouteTable } from "./route-table.js";
@@ -78,6 +78,8 @@ export interface ControllerStatus {
   peers: Record<string, { jid: string; name?: string; ipv4?: string; ipv6?: string }>;
   /** Incoming signals dropped: over the sender's rate, or an offer while its previous setup runs. */
   signalDrops?: { rateLimited: number; setupInProgress: number };
+  /** The watchdog's view of the datapath (absent in files of older controllers). */
+  datapath?: DatapathHealth;
 }
 
 /** After the first roster: time for presence to settle before adopted state is checked. */
@@ -118,6 +120,8 @@ export class Controller {
       rpc: config.datapath.rpc,
       tokenFile: config.datapath.tokenFile,
       log: logger.component("rpc"),
+      watchdogSec: config.datapath.watchdogSec,
+      restartOnHang: config.datapath.restartOnHang,
     });
     this.routeTable = new RouteTable(this.datapath, logger.component("routes"));
     this.xmpp = new XmppSession({
@@ -183,7 +187,7 @@ export class Controller {
     this.log.info("datapath answered", { version: hello.version, startedAt: hello.startedAt });
     await this.configureDatapath();
     await this.links.sync();
-    for (const r of await this.datapath.call("route.query", {})) this.routeTable.adopt(r);
+    for (const r of await queryAll(this.datapath, "route.query")) this.routeTable.adopt(r);
     await this.xmpp.setPresence(this.policy.presence());
     this.links.start();
     try {
@@ -215,6 +219,7 @@ export class Controller {
   private wire(): void {
     const p = this.opts.policy;
     this.datapath.on("datapath-restarted", () => void this.onDatapathRestarted());
+    this.datapath.on("datapath-health", () => this.scheduleStatus());
     this.datapath.on("packet.unmapped", (n) => this.hook("onPacketUnmapped", () => p.onPacketUnmapped?.(n)));
     this.datapath.on("icc.message", (n) => this.hook("onIccMessage", () => p.onIccMessage?.(n)));
 
@@ -447,6 +452,7 @@ export class Controller {
       updatedAt: Date.now(),
       peers: {},
       signalDrops: { rateLimited: this.signalLimiter.dropped, setupInProgress: this.links.offersDropped },
+      datapath: this.datapath.health(),
     };
     for (const [uid, m] of [...this.members, ...this.lingering]) {
       const addresses = this.opts.policy.peerAddresses?.(m) ?? pick(m.tincan);

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import type { LinkFailure, LinkInfo, LinkPath, NotificationParamsOf, Signal } from "@tincan/protocol";
-import type { DatapathApi } from "./datapath-client.js";
+import { type DatapathApi, queryAll } from "./datapath-client.js";
 import type { Log } from "./logger.js";
 import type { SignalSender } from "./xmpp.js";
 
@@ -290,7 +290,7 @@ export class LinkManager extends EventEmitter {
    * when its presence arrives) and remove half-set-up ones.
    */
   async sync(): Promise<void> {
-    const infos = await this.opts.datapath.call("link.query", {});
+    const infos = await queryAll(this.opts.datapath, "link.query");
     for (const info of infos) {
       if (this.recs.has(info.peerUid)) continue;
       if (info.state === "connected") {
@@ -755,7 +755,7 @@ export class LinkManager extends EventEmitter {
   async poll(): Promise<void> {
     let infos: LinkInfo[];
     try {
-      infos = await this.opts.datapath.call("link.query", {});
+      infos = await queryAll(this.opts.datapath, "link.query");
     } catch (err) {
       this.log.debug("link.query failed", { error: (err as Error).message });
       return;

@@ -10,7 +10,7 @@ import {
   type VnicInfo,
 } from "@tincan/protocol";
 import { type ControllerStatus, defaultStatusFile } from "./controller.js";
-import { DatapathClient, RPC_TIMEOUT, RpcError } from "./datapath-client.js";
+import { DatapathClient, queryAll, RPC_TIMEOUT, RpcError } from "./datapath-client.js";
 import { nullLog } from "./logger.js";
 
 const PROG = "tincanctl";
@@ -121,6 +121,15 @@ export function formatTable(vnic: VnicInfo, rows: PeerRow[]): string {
   return `${head}${dropLine}\n\n${lines.join("\n")}\n`;
 }
 
+/** The controller watchdog's line, when it finds the datapath unresponsive. */
+export function healthLine(status: ControllerStatus | null, now = Date.now()): string | null {
+  const h = status?.datapath;
+  if (!h || h.responsive) return null;
+  const since =
+    h.unansweredSinceMs === null ? "" : ` for ${Math.round((now - h.unansweredSinceMs) / 1000)} s`;
+  return `datapath UNRESPONSIVE: ${status?.controller} got no answer to its RPCs${since}`;
+}
+
 function readStatus(file: string): ControllerStatus | null {
   try {
     const s = JSON.parse(readFileSync(file, "utf8")) as ControllerStatus;
@@ -192,20 +201,23 @@ async function main(argv: string[]): Promise<void> {
   try {
     await client.open();
     const vnic = await client.call("vnic.query", {});
-    const links = await client.call("link.query", {});
-    const routes = await client.call("route.query", {});
+    const links = await queryAll(client, "link.query");
+    const routes = await queryAll(client, "route.query");
     const status = readStatus(defaultStatusFile(tokenFile));
     const rows = buildRows(links, routes, status);
+    const health = healthLine(status);
     if (values.json) {
       process.stdout.write(
         `${JSON.stringify({ vnic, peers: rows, links, routes, controller: status }, null, 2)}\n`,
       );
     } else {
-      process.stdout.write(formatTable(vnic, rows));
+      process.stdout.write(`${health ? `${health}\n` : ""}${formatTable(vnic, rows)}`);
     }
   } catch (err) {
-    if (err instanceof RpcError && err.code === RPC_TIMEOUT)
-      fail(1, `no datapath answering at ${rpc} (is tincan running?)`);
+    if (err instanceof RpcError && err.code === RPC_TIMEOUT) {
+      const health = healthLine(readStatus(defaultStatusFile(tokenFile)));
+      fail(1, `no datapath answering at ${rpc} (is tincan running?)${health ? `\n${health}` : ""}`);
+    }
     fail(1, (err as Error).message);
   } finally {
     client.close();

@@ -9,7 +9,7 @@ import {
   type RpcResults,
 } from "@tincan/protocol";
 import type { Logger } from "winston";
-import { conflict, invalidParams, notConfigured, notFound } from "./errors.js";
+import { conflict, invalidParams, notConfigured, notFound, tooManyLinks } from "./errors.js";
 import { Fib, type VnicDevice } from "./fib.js";
 import { IccQueueFull } from "./icc-channel.js";
 import type { IceSettings } from "./ice.js";
@@ -17,6 +17,7 @@ import { Inside } from "./inside.js";
 import { KEEPALIVE_PERIOD_MS, Link } from "./link.js";
 import { Outside } from "./outside.js";
 import { parseAddress, parsePrefix } from "./packet.js";
+import { pageToFit } from "./query-page.js";
 import { PrefixTable } from "./routes.js";
 import { TxQueue } from "./tx-queue.js";
 import { UnmappedPackets } from "./unmapped.js";
@@ -79,6 +80,8 @@ export interface DatapathOptions {
   txIntervalMs?: number;
   /** Bytes the send queue holds at most (default 2 MiB). */
   txQueueBytes?: number;
+  /** Links held at most; link.create / link.accept beyond it get TooManyLinks (default 4096). */
+  maxLinks?: number;
   /** Bytes sent per event-loop turn before the vNIC is read again (default 32 KiB); the rest waits in the send queue. */
   turnBytes?: number;
 }
@@ -259,7 +262,11 @@ export class Datapath {
       const links = p.peerUid
         ? [this.fib.links.get(p.peerUid)].filter((l) => l !== undefined)
         : [...this.fib.links.values()];
-      return links.map((l) => l.info());
+      return pageToFit(
+        links.map((l) => l.info()),
+        p,
+        "links",
+      );
     },
 
     "route.set": (p) => {
@@ -281,7 +288,7 @@ export class Datapath {
       return {};
     },
 
-    "route.query": () => this.fib.routeList(),
+    "route.query": (p) => pageToFit(this.fib.routeList(), p, "routes"),
 
     "icc.send": (p) => {
       const link = this.linkOf(p.peerUid);
@@ -306,6 +313,7 @@ export class Datapath {
       uid: this.uid,
       vnic: v ? { name: v.name, ipv4: v.ipv4, ipv6: v.ipv6, mtu: v.mtu } : null,
       startedAt: this.startedAt,
+      pid: process.pid,
     };
   }
 
@@ -322,6 +330,9 @@ export class Datapath {
     if (peerUid === this.uid) throw invalidParams("peerUid: is our own uid");
     const existing = this.fib.links.get(peerUid);
     if (existing) throw conflict(`link to ${peerUid} exists (${existing.state}); link.remove it first`);
+    const maxLinks = this.options.maxLinks ?? 4096;
+    if (this.fib.links.size >= maxLinks)
+      throw tooManyLinks(`maxLinks (${maxLinks}) reached: link.remove a link first`);
     const link = new Link(
       {
         peerUid,
