@@ -139,6 +139,15 @@ describe.skipIf(!can.ok)("packet limits", () => {
             lost.push(`${v6 ? "v6" : "v4"} ${size} (${df}, plain ${plain}/3)`);
         }
       }
+      if (underlay === 1400) {
+        // A vNIC MTU above the path MTU, which is at least IPv6's 1280: IPv6 gets "packet too big".
+        await a.call("vnic.configure", { uid: a.uid, mtu: 1400 });
+        const big = await pingDf(a, B6, pathMtu - 48 + 1, true);
+        const fits = await pingDf(a, B6, pathMtu - 48, true);
+        rows.push(`v6 ${pathMtu - 48 + 1} ${big} / ${pathMtu - 48} ${fits} (vNIC MTU 1400)`);
+        expect([big, fits]).toEqual(["told", "reply"]);
+        await a.call("vnic.configure", { uid: a.uid, mtu: VNIC_MTU });
+      }
       const tcp4 = await tcpTransfer(a, b, B4);
       const tcp6 = await tcpTransfer(a, b, B6);
       const [link] = await a.call("link.query", { peerUid: b.uid });

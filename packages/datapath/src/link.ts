@@ -42,7 +42,10 @@ const MTU_ACK_BYTES = 5;
 export const FRAME_RX_ACK = 0x16;
 const RX_ACK_BYTES = 3;
 export const RX_WINDOW = 4096;
-/** A receiver acknowledges every this many RTP packets (and once a second when it took fewer). */
+/**
+ * A receiver acknowledges every this many RTP packets (acks aside: acks of acks would never end),
+ * and once a second when it took fewer and a packet frame was among them (idle links stay quiet).
+ */
 export const RX_ACK_EVERY = 32;
 /** A link that sends traffic is probed this often, for its round-trip time. */
 const RTT_PROBE_MS = 5000;
@@ -170,6 +173,7 @@ export class Link {
   private peerTookSeq = this.rtpSeq;
   private rxSeq = 0;
   private rxUnacked = 0;
+  private rxDataUnacked = false;
   private readonly rxAck = Buffer.alloc(RTP_HEADER + RX_ACK_BYTES, FRAME_RX_ACK);
   private readonly reassembler = new Reassembler();
   private readonly rxGate: DelayGate;
@@ -429,8 +433,8 @@ export class Link {
     const silent = now - this.heardAt;
     const busy = this.lastTxAt !== null && now - this.lastTxAt < RTT_PROBE_MS;
     if (silent >= this.probeAfterMs || (busy && now - this.lastProbeAt >= RTT_PROBE_MS)) this.sendProbe(now);
-    if (this.rxUnacked > 0) this.sendRxAck();
-    if (this.state === "connected" && this.usesRtp && this.peerPmtu) this.stepPathMtu(now);
+    if (this.rxDataUnacked) this.sendRxAck();
+    if (this.state === "connected" && this.usesRtp && this.peerPmtu) this.stepPathMtu(now, busy);
     if (silent >= this.silenceMs && !this.silenced) {
       this.silenced = true;
       this.setState("disconnected");
@@ -658,8 +662,8 @@ export class Link {
     this.sendRtp(b, 0, RTP_HEADER + bytes);
   };
 
-  private stepPathMtu(now: number): void {
-    this.pmtu.tick(now, this.rttMs);
+  private stepPathMtu(now: number, busy = true): void {
+    this.pmtu.tick(now, this.rttMs, busy);
     this.armPathMtuTimer(now);
   }
 
@@ -686,6 +690,7 @@ export class Link {
 
   private sendRxAck(): void {
     this.rxUnacked = 0;
+    this.rxDataUnacked = false;
     this.rxAck.writeUInt16BE(this.rxSeq, RTP_HEADER + 1);
     this.sendControl(this.rxAck, this.rxAck.length);
   }
@@ -748,7 +753,9 @@ export class Link {
       if (start >= packet.length) return;
       if (this.peerRxWindow) {
         this.rxSeq = packet.readUInt16BE(2);
-        if (++this.rxUnacked >= RX_ACK_EVERY) this.sendRxAck();
+        const type = packet[start] as number;
+        if (type < FRAME_CONTROL) this.rxDataUnacked = true;
+        if (type !== FRAME_RX_ACK && ++this.rxUnacked >= RX_ACK_EVERY) this.sendRxAck();
       }
       this.heard(Date.now());
       if (!this.rxGate.admit(rtpClock(), packet.readUInt32BE(4))) {

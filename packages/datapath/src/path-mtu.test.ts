@@ -46,6 +46,7 @@ describe("PathMtu", () => {
   });
 
   it("searches again from the base when a confirmation is lost, and upwards after 10 minutes", () => {
+    // (while busy: an idle link sends no confirmations)
     const p = onPath(1320, 1300);
     p.pmtu.restart(0, 1);
     p.run();
@@ -63,5 +64,15 @@ describe("PathMtu", () => {
     p.pmtu.tick(p.advance(600_000), 1);
     p.run();
     expect(p.pmtu.current).toBe(1320);
+  });
+
+  it("sends nothing on an idle link once the search ended", () => {
+    const p = onPath(1320, 1300);
+    p.pmtu.restart(0, 1);
+    p.run();
+    const sent = p.sent.length;
+    for (let i = 0; i < 20; i++) p.pmtu.tick(p.advance(60_000), 1, false);
+    expect(p.sent.length).toBe(sent);
+    expect(p.pmtu.known).toBe(true);
   });
 });

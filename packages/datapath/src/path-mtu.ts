@@ -4,8 +4,9 @@
  * peer acknowledges. Each round probes several sizes at once between what is known to fit and the
  * largest frame, so a search takes a few round trips, not one per size. Until a search ends,
  * frames are limited to the largest size acknowledged so far (from a safe base); afterwards the
- * size is confirmed now and then, searched again upwards every 10 minutes, and from the base
- * after a confirmation is lost (the path may have changed).
+ * size is confirmed every 30 s and searched again upwards every 10 minutes while the link carries
+ * traffic (an idle link costs nothing), and searched from the base after a confirmation is lost
+ * (the path may have changed).
  */
 
 /** Frame bytes every underlay carries: IPv6 minimum MTU 1280 - 40 IPv6 - 8 UDP - 4 TURN - 12 RTP - 16 SRTP. */
@@ -63,13 +64,16 @@ export class PathMtu {
     return true;
   }
 
-  /** Called periodically (and soon after each round starts): ends rounds, starts due ones. */
-  tick(now: number, rttMs: number | null): void {
+  /**
+   * Called periodically (and soon after each round starts): ends rounds, and starts due ones
+   * when the link is `busy` (sends traffic).
+   */
+  tick(now: number, rttMs: number | null, busy = true): void {
     if (this.candidates.length > 0) {
       if (now >= this.roundEndsAt) this.endRound(now, rttMs);
       return;
     }
-    if (!this.known) return;
+    if (!this.known || !busy) return;
     if (now >= this.nextRaiseAt && this.current < this.max) {
       this.lo = this.current;
       this.hi = this.max;
