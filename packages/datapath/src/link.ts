@@ -758,7 +758,12 @@ export class Link {
         if (type !== FRAME_RX_ACK && ++this.rxUnacked >= RX_ACK_EVERY) this.sendRxAck();
       }
       this.heard(Date.now());
-      if (!this.rxGate.admit(rtpClock(), packet.readUInt32BE(4))) {
+      // The link's own frames are few and small: dropping an MTU probe or its ack would read as
+      // a path that shrank.
+      if (
+        (packet[start] as number) < FRAME_CONTROL &&
+        !this.rxGate.admit(rtpClock(), packet.readUInt32BE(4))
+      ) {
         this.counters.drop("rxQueue");
         return;
       }
