@@ -13,6 +13,7 @@ const link: LinkInfo = {
   local: null,
   remote: null,
   rttMs: 1.25,
+  pathMtu: 1315,
   relayOnly: true,
   createdAt: 0,
   lastRxAt: 95_000,
@@ -51,6 +52,7 @@ describe("tincanctl status rows", () => {
         state: "no link",
         path: null,
         rttMs: null,
+        pathMtu: null,
         rxBytes: 0,
         txBytes: 0,
         idleSec: null,
@@ -63,6 +65,7 @@ describe("tincanctl status rows", () => {
         state: "connected",
         path: "relay",
         rttMs: 1.25,
+        pathMtu: 1315,
         rxBytes: 10,
         txBytes: 2048,
         idleSec: 5,
@@ -87,7 +90,7 @@ describe("tincanctl status rows", () => {
       rows,
     );
     expect(text).toMatch(
-      /Bob \(bob@lab\.local\)\s+aaaaaaaa\s+10\.10\.0\.7\s+connected\s+relay\s+1\.3 ms\s+10 B\s+2\.0 KiB\s+5s/,
+      /Bob \(bob@lab\.local\)\s+aaaaaaaa\s+10\.10\.0\.7\s+connected\s+relay\s+1\.3 ms\s+1315\s+10 B\s+2\.0 KiB\s+5s/,
     );
     expect(text).toMatch(/^vnic drops: txQueue 21, multicast 3$/m);
   });

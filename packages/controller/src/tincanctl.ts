@@ -31,6 +31,7 @@ export interface PeerRow {
   state: string;
   path: string | null;
   rttMs: number | null;
+  pathMtu: number | null;
   rxBytes: number;
   txBytes: number;
   idleSec: number | null;
@@ -69,6 +70,7 @@ export function buildRows(
       state: link?.state ?? "no link",
       path: link?.path ?? null,
       rttMs: link?.rttMs ?? null,
+      pathMtu: link?.pathMtu ?? null,
       rxBytes: link?.rxBytes ?? 0,
       txBytes: link?.txBytes ?? 0,
       idleSec: link && last > 0 ? Math.max(0, Math.round((now - last) / 1000)) : null,
@@ -92,7 +94,7 @@ function bytes(n: number): string {
 export function formatTable(vnic: VnicInfo, rows: PeerRow[]): string {
   const head = `vnic ${vnic.name ?? "-"}  ${[vnic.ipv4, vnic.ipv6].filter(Boolean).join(" ") || "-"}  mtu ${vnic.mtu ?? "-"}  uid ${vnic.uid?.slice(0, 8) ?? "-"}  rx ${bytes(vnic.rxBytes)}  tx ${bytes(vnic.txBytes)}`;
   const table = [
-    ["PEER", "UID", "VIRTUAL IP", "STATE", "PATH", "RTT", "RX", "TX", "IDLE"],
+    ["PEER", "UID", "VIRTUAL IP", "STATE", "PATH", "RTT", "PMTU", "RX", "TX", "IDLE"],
     ...rows.map((r) => [
       r.peer,
       r.uid.slice(0, 8),
@@ -100,6 +102,7 @@ export function formatTable(vnic: VnicInfo, rows: PeerRow[]): string {
       r.state,
       r.path ? `${r.path}${r.relayOnly && r.path !== "relay" ? "*" : ""}` : "-",
       r.rttMs === null ? "-" : `${r.rttMs.toFixed(1)} ms`,
+      r.pathMtu === null ? "-" : String(r.pathMtu),
       bytes(r.rxBytes),
       bytes(r.txBytes),
       r.idleSec === null ? "-" : `${r.idleSec}s`,

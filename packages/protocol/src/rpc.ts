@@ -136,6 +136,8 @@ export interface LinkInfo extends Counters {
   local: string | null;
   remote: string | null;
   rttMs: number | null;
+  /** Largest IP packet the link carries in one underlay datagram, as probed (null: not measured). */
+  pathMtu: number | null;
   relayOnly: boolean;
   createdAt: number;
   lastRxAt: number | null;
