@@ -13,6 +13,7 @@ import type { Loaded } from "./config.js";
 import { DatapathClient } from "./datapath-client.js";
 import { type LinkEvent, LinkManager, type PeerRef } from "./link-manager.js";
 import type { Log, RootLogger } from "./logger.js";
+import { type AddressChange, NetworkWatch } from "./network-watch.js";
 import { RouteTable } from "./route-table.js";
 import { type PeerPresence, type SignalEvent, XmppSession } from "./xmpp.js";
 
@@ -89,6 +90,8 @@ export class Controller {
   readonly xmpp: XmppSession;
   readonly admission: Admission;
   readonly links: LinkManager;
+  /** Changes of this host's addresses (roaming); `change` events (AddressChange). */
+  readonly network: NetworkWatch;
   readonly log: Log;
   private readonly members = new Map<string, Member>();
   private readonly routeTable: RouteTable;
@@ -116,8 +119,10 @@ export class Controller {
       password: config.xmpp.password,
       resource: config.xmpp.resource ?? `tincan-${randomBytes(4).toString("hex")}`,
       caFile: config.xmpp.caFile,
+      pingIntervalSec: config.xmpp.pingIntervalSec,
       log: logger.component("xmpp"),
     });
+    this.network = new NetworkWatch({ ignoreInterfaces: [config.vnic.name] });
     this.admission = new Admission({ group: opts.group, log: logger.component("admission") });
     this.links = new LinkManager({
       selfUid: policy.uid,
@@ -174,6 +179,7 @@ export class Controller {
     for (const r of await this.datapath.call("route.query", {})) this.routeTable.adopt(r);
     await this.xmpp.setPresence(this.policy.presence());
     this.links.start();
+    this.network.start();
     try {
       await this.xmpp.start();
     } catch (err) {
@@ -188,6 +194,7 @@ export class Controller {
     this.log.info("stopping: removing links and routes");
     await this.links.removeAll("shutdown").catch(() => {});
     this.links.stop();
+    this.network.stop();
     this.routeTable.stop();
     await Promise.all(this.routeTable.prefixes().map((p) => this.removeRoute(p).catch(() => {})));
     await this.xmpp.stop().catch(() => {});
@@ -219,6 +226,11 @@ export class Controller {
     this.xmpp.on("peer-offline", () => this.refreshMembers());
     this.xmpp.on("online", () => this.scheduleStatus());
     this.xmpp.on("signal", (e: SignalEvent) => this.onSignal(e));
+    this.network.on("change", (c: AddressChange) => {
+      // The XMPP connection may be bound to an address that is gone: log in again from the new one.
+      this.log.info("local addresses changed", { added: c.added, removed: c.removed });
+      this.xmpp.reconnectNow("local addresses changed");
+    });
 
     this.links.on("link-setup", (e: LinkEvent) => this.hook("onLinkSetup", () => p.onLinkSetup?.(e)));
     this.links.on("link-up", (e: LinkEvent) => {
