@@ -205,7 +205,11 @@ describe("XmppSession against a STARTTLS server", () => {
     expect(first?.why).toMatch(/not-authorized/);
     expect(first?.retryInMs).toBeGreaterThanOrEqual(500);
     expect(second?.retryInMs).toBeGreaterThanOrEqual(1000);
-    expect(server.conns.slice(0, 2).every((c) => c.closed)).toBe(true);
+    await until(
+      "the refused connections closed",
+      () => server.conns.slice(0, 2).every((c) => c.closed),
+      2000,
+    );
     server.refuseLogin = false; // the password was fixed on the server
     await until("online", () => events.includes("online"), 10_000);
     expect(s.isOnline).toBe(true);
@@ -223,6 +227,19 @@ describe("XmppSession against a STARTTLS server", () => {
       why: "local addresses changed",
       retryInMs: 0,
     });
+  });
+
+  it("reconnectNow during a login attempt ends that attempt (start() settles) and starts a fresh one", async () => {
+    const { s, events } = await startSession();
+    server.refuseLogin = false;
+    const first = s.start();
+    await until("the first connection", () => server.conns.length === 1, 2000);
+    server.silenceCurrent();
+    s.reconnectNow("local addresses changed");
+    await expect(first).rejects.toThrow(/local addresses changed/);
+    await until("online", () => events.includes("online"), 5000);
+    expect(server.conns[0]?.closed).toBe(true);
+    expect(server.conns).toHaveLength(2);
   });
 
   it("gives up on a login attempt that gets no answer, and stops retrying after stop()", async () => {

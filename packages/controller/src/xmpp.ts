@@ -179,6 +179,8 @@ export class XmppSession extends EventEmitter implements SignalSender {
   private pingTimer: NodeJS.Timeout | null = null;
   private settleTimer: NodeJS.Timeout | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
+  /** The connection attempt in progress: its timeout and the settling of its promise. */
+  private attempt: { client: Client; timer: NodeJS.Timeout; settle(err?: Error): void } | null = null;
   private readonly badPresenceLogged = new Set<string>();
   private readonly badSignalLogged = new Set<string>();
   private running = false;
@@ -240,6 +242,7 @@ export class XmppSession extends EventEmitter implements SignalSender {
     const x = this.xmpp;
     if (!this.xmppUsed || this.dropped.has(x)) return;
     this.dropped.add(x);
+    this.endAttempt(x, new Error("the session was stopped"));
     this.online = false;
     if (x.status === "online") {
       await x.send(xml("presence", { type: "unavailable" })).catch(() => {});
@@ -285,24 +288,26 @@ export class XmppSession extends EventEmitter implements SignalSender {
       const ms = this.loginTimeoutMs;
       // TCP connect to a black hole, a server that accepts and says nothing, a login stuck halfway:
       // every stage of an attempt is bounded by this one timer.
-      const timer = setTimeout(() => {
-        const why = `not online after ${ms} ms`;
-        this.drop(x, "xmpp login timed out; reconnecting", why);
-        reject(new Error(why));
-      }, ms);
+      const timer = setTimeout(
+        () => this.drop(x, "xmpp login timed out; reconnecting", `not online after ${ms} ms`),
+        ms,
+      );
+      this.attempt = { client: x, timer, settle: (err) => (err ? reject(err) : resolve()) };
       x.start().then(
-        () => {
-          clearTimeout(timer);
-          resolve();
-        },
-        (err: Error) => {
-          clearTimeout(timer);
-          // SASLError's message is the server's condition, e.g. "not-authorized".
-          this.drop(x, "xmpp login failed; reconnecting", describeError(err));
-          reject(err);
-        },
+        () => this.endAttempt(x),
+        // SASLError's message is the server's condition, e.g. "not-authorized".
+        (err: Error) => this.drop(x, "xmpp login failed; reconnecting", describeError(err)),
       );
     });
+  }
+
+  /** Settles the promise of `x`'s connection attempt, if it is still pending. */
+  private endAttempt(x: Client, err?: Error): void {
+    const a = this.attempt;
+    if (!a || a.client !== x) return;
+    this.attempt = null;
+    clearTimeout(a.timer);
+    a.settle(err);
   }
 
   /**
@@ -312,6 +317,7 @@ export class XmppSession extends EventEmitter implements SignalSender {
   private drop(x: Client, message: string, why: string, delayMs?: number): void {
     if (x !== this.xmpp || this.dropped.has(x)) return;
     this.dropped.add(x);
+    this.endAttempt(x, new Error(why));
     const wasOnline = this.online;
     this.online = false;
     this.clearTimers();
