@@ -13,6 +13,7 @@ import type { Loaded } from "./config.js";
 import { DatapathClient, type DatapathHealth, queryAll } from "./datapath-client.js";
 import { type LinkEvent, LinkManager, type PeerRef } from "./link-manager.js";
 import type { Log, RootLogger } from "./logger.js";
+import { type AddressChange, NetworkWatch } from "./network-watch.js";
 import { RouteTable } from "./route-table.js";
 import { SignalLimiter } from "./signal-limiter.js";
 import { type PeerPresence, type SignalEvent, XmppSession } from "./xmpp.js";
@@ -99,6 +100,8 @@ export class Controller {
   readonly xmpp: XmppSession;
   readonly admission: Admission;
   readonly links: LinkManager;
+  /** Changes of this host's addresses (roaming); `change` events (AddressChange). */
+  readonly network: NetworkWatch;
   readonly log: Log;
   private readonly members = new Map<string, Member>();
   /** Members that went offline while their link stays connected (routes kept; see refreshMembers). */
@@ -131,8 +134,10 @@ export class Controller {
       password: config.xmpp.password,
       resource: config.xmpp.resource ?? `tincan-${randomBytes(4).toString("hex")}`,
       caFile: config.xmpp.caFile,
+      pingIntervalSec: config.xmpp.pingIntervalSec,
       log: logger.component("xmpp"),
     });
+    this.network = new NetworkWatch({ ignoreInterfaces: [config.vnic.name] });
     this.admission = new Admission({ group: opts.group, log: logger.component("admission") });
     this.signalLimiter = new SignalLimiter(logger.component("signals"));
     this.links = new LinkManager({
@@ -190,6 +195,7 @@ export class Controller {
     for (const r of await queryAll(this.datapath, "route.query")) this.routeTable.adopt(r);
     await this.xmpp.setPresence(this.policy.presence());
     this.links.start();
+    this.network.start();
     try {
       await this.xmpp.start();
     } catch (err) {
@@ -207,6 +213,7 @@ export class Controller {
     this.stopped = true;
     this.log.info("stopping: links and routes stay in the datapath");
     this.links.stop();
+    this.network.stop();
     this.routeTable.stop();
     await this.xmpp.stop().catch(() => {});
     this.datapath.close();
@@ -238,6 +245,11 @@ export class Controller {
     this.xmpp.on("peer-offline", () => this.refreshMembers());
     this.xmpp.on("online", () => this.scheduleStatus());
     this.xmpp.on("signal", (e: SignalEvent) => this.onSignal(e));
+    this.network.on("change", (c: AddressChange) => {
+      // The XMPP connection may be bound to an address that is gone: log in again from the new one.
+      this.log.info("local addresses changed", { added: c.added, removed: c.removed });
+      this.xmpp.reconnectNow("local addresses changed");
+    });
 
     this.links.on("link-setup", (e: LinkEvent) => this.hook("onLinkSetup", () => p.onLinkSetup?.(e)));
     this.links.on("link-up", (e: LinkEvent) => {

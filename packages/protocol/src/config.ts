@@ -45,6 +45,8 @@ const Xmpp = z
     passwordFile: z.string().min(1).optional(),
     resource: z.string().min(1).max(64).optional(),
     caFile: z.string().min(1).optional(),
+    /** Seconds between liveness pings; bounds how long a dead connection goes unnoticed (see README). */
+    pingIntervalSec: z.number().min(1).max(3600).default(60),
   })
   .refine((x) => (x.password === undefined) !== (x.passwordFile === undefined), {
     message: 'give exactly one of "password" or "passwordFile"',
