@@ -1,6 +1,5 @@
 // XMPP faults under a running GroupVPN: the controller's XMPP connection black-holed (its packets
 // dropped both ways, no FIN, no RST), and a login refused until the account exists on the server.
-import { readFileSync, writeFileSync } from "node:fs";
 import { uidForIpv4 } from "@tincan/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Lab, type ProsodyHandle, sleep, tail } from "./lab/index.js";
@@ -11,18 +10,6 @@ const can = Lab.canRun();
 
 /** Seconds between XMPP pings of the nodes here (the default is 60): the bound under test scales with it. */
 const PING_SEC = 5;
-
-/** Writes the node's config with `xmpp.pingIntervalSec` added. */
-function withPingInterval(node: VpnNode): VpnNode {
-  const write = node.writeConfig.bind(node);
-  node.writeConfig = () => {
-    write();
-    const config = JSON.parse(readFileSync(node.configFile, "utf8"));
-    config.xmpp.pingIntervalSec = PING_SEC;
-    writeFileSync(node.configFile, JSON.stringify(config, null, 2));
-  };
-  return node;
-}
 
 const onlineCount = (n: VpnNode) => (n.controller.log().match(/xmpp online/g) ?? []).length;
 
@@ -49,9 +36,9 @@ describe.skipIf(!can.ok)("XMPP faults", () => {
     nodes.push(
       ...(await addGroupNodes(lab, prosody, ["alice", "bob", "carol"], "10.10.7", {
         links: { policy: "proactive" },
+        xmpp: { pingIntervalSec: PING_SEC },
       })),
     );
-    for (const n of nodes) withPingInterval(n);
   });
 
   afterAll(async () => {

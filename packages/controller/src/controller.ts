@@ -113,6 +113,8 @@ export class Controller {
   private stopped = false;
   private readonly unknownSenderLogged = new Set<string>();
   private adoptedChecked = false;
+  /** Addresses were removed: offer every link again once XMPP is back online. */
+  private relinkOnLogin = false;
 
   constructor(private readonly opts: ControllerOptions) {
     const { config, logger, policy } = opts;
@@ -243,11 +245,20 @@ export class Controller {
     });
     this.xmpp.on("peer-online", () => this.refreshMembers());
     this.xmpp.on("peer-offline", () => this.refreshMembers());
-    this.xmpp.on("online", () => this.scheduleStatus());
+    this.xmpp.on("online", () => {
+      this.scheduleStatus();
+      if (this.relinkOnLogin) {
+        this.relinkOnLogin = false;
+        void this.links.relinkAll("local addresses changed");
+      }
+    });
     this.xmpp.on("signal", (e: SignalEvent) => this.onSignal(e));
     this.network.on("change", (c: AddressChange) => {
       // The XMPP connection may be bound to an address that is gone: log in again from the new one.
       this.log.info("local addresses changed", { added: c.added, removed: c.removed });
+      // Links may use an address that is gone, and only this side knows: set them up again from
+      // the new address once signalling works again (an address that only appeared breaks nothing).
+      if (c.removed.length > 0) this.relinkOnLogin = true;
       this.xmpp.reconnectNow("local addresses changed");
     });
 

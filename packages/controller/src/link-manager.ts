@@ -317,16 +317,32 @@ export class LinkManager extends EventEmitter {
    * that are offline are forgotten (nobody to signal).
    */
   async resync(): Promise<void> {
+    await this.restartLinks("datapath restarted", true);
+  }
+
+  /**
+   * This host's addresses changed (roaming): links may be bound to an address that is gone, and the
+   * peer cannot know. Offer every link that was up or being set up again at once, whichever UID is
+   * smaller; the peer takes the fresh offer in place of its old link.
+   */
+  async relinkAll(reason: string): Promise<void> {
+    await this.restartLinks(reason, false);
+  }
+
+  /** Offers again at once every link that was up or being set up; `datapathLost`: it has none of them. */
+  private async restartLinks(reason: string, datapathLost: boolean): Promise<void> {
     await Promise.all(
       [...this.recs.keys()].map((uid) =>
         this.run(uid, async () => {
           const rec = this.recs.get(uid);
           if (!rec || rec.phase === "queued") return;
-          this.clearTimers(rec, true);
-          rec.dpLink = false;
           const wasUp = rec.phase === "connected";
           const wasActive = wasUp || rec.setup !== null;
-          if (wasUp) this.emitDown(rec, "datapath restarted");
+          // A link we cannot signal (peer offline) is left to the datapath's liveness, unless it is gone.
+          if (!datapathLost && !(wasActive && rec.peer.fullJid)) return;
+          this.clearTimers(rec, true);
+          if (datapathLost) rec.dpLink = false;
+          if (wasUp) this.emitDown(rec, reason);
           if (!rec.peer.fullJid || (!rec.wanted && !wasActive)) {
             this.forget(rec);
             return;
