@@ -1,12 +1,13 @@
 import { randomBytes } from "node:crypto";
-import { rename, unlink, writeFile } from "node:fs/promises";
+import { unlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import type {
-  GroupVpnConfig,
-  NotificationParamsOf,
-  PresenceTincan,
-  RpcParamsOf,
-  Signal,
+import {
+  type GroupVpnConfig,
+  type NotificationParamsOf,
+  type PresenceTincan,
+  type RpcParamsOf,
+  type Signal,
+  writeFileAtomic,
 } from "@tincan/protocol";
 import { Admission, type RosterItem } from "./admission.js";
 import type { Loaded } from "./config.js";
@@ -481,10 +482,8 @@ export class Controller {
       const addresses = this.opts.policy.peerAddresses?.(m) ?? pick(m.tincan);
       status.peers[uid] = { jid: m.bareJid, ...(m.name ? { name: m.name } : {}), ...addresses };
     }
-    const tmp = `${this.statusFile}.${process.pid}.tmp`;
     try {
-      await writeFile(tmp, `${JSON.stringify(status, null, 2)}\n`, { mode: 0o644 });
-      await rename(tmp, this.statusFile);
+      await writeFileAtomic(this.statusFile, `${JSON.stringify(status, null, 2)}\n`, 0o644);
     } catch (err) {
       this.log.debug("cannot write the status file", {
         file: this.statusFile,

@@ -1,12 +1,12 @@
 #!/usr/bin/env node
 import { parseArgs } from "node:util";
-import type { TincanConfig } from "@tincan/protocol";
+import { type TincanConfig, writeFileAtomic } from "@tincan/protocol";
 import { loadTincanConfig, TincanConfigError } from "./config.js";
 import { Datapath, VERSION } from "./datapath.js";
 import { configureSctp } from "./link.js";
 import { createLogger } from "./logger.js";
 import { type Endpoint, RpcServer } from "./rpc-server.js";
-import { readEndpointFile, UnsafeDirectoryError, writeFileAtomic } from "./secure-files.js";
+import { readEndpointFile, UnsafeDirectoryError } from "./secure-files.js";
 import { writeToken } from "./token.js";
 import { tunFactory } from "./vnic-tun.js";
 

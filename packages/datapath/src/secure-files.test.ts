@@ -11,13 +11,9 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { writeFileAtomic } from "@tincan/protocol";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import {
-  checkSecretDirectory,
-  readEndpointFile,
-  UnsafeDirectoryError,
-  writeFileAtomic,
-} from "./secure-files.js";
+import { checkSecretDirectory, readEndpointFile, UnsafeDirectoryError } from "./secure-files.js";
 import { writeToken } from "./token.js";
 
 let dir: string;

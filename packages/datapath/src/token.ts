@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import path from "node:path";
-import { checkSecretDirectory, writeFileAtomic } from "./secure-files.js";
+import { writeFileAtomic } from "@tincan/protocol";
+import { checkSecretDirectory } from "./secure-files.js";
 
 /**
  * Writes a fresh random token readable only by its owner. The directory is created 0700 if missing
