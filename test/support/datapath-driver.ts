@@ -48,11 +48,23 @@ export class DatapathHandle extends EventEmitter {
   }
 
   /** Starts tincan in the host's namespace and a bridge to its RPC port; registers as its controller. */
-  static async start(lab: Lab, host: Host, opts: { logLevel?: string } = {}): Promise<DatapathHandle> {
-    const tokenFile = join(lab.dir, `${host.name}.token`);
+  static async start(
+    lab: Lab,
+    host: Host,
+    opts: { logLevel?: string; tokenFile?: string; args?: string[] } = {},
+  ): Promise<DatapathHandle> {
+    const tokenFile = opts.tokenFile ?? join(lab.dir, `${host.name}.token`);
     const proc = host.spawn(
       "node",
-      [...DAEMON_NODE_FLAGS, TINCAN_BIN, "--token-file", tokenFile, "--log-level", opts.logLevel ?? "info"],
+      [
+        ...DAEMON_NODE_FLAGS,
+        TINCAN_BIN,
+        "--token-file",
+        tokenFile,
+        "--log-level",
+        opts.logLevel ?? "info",
+        ...(opts.args ?? []),
+      ],
       {
         name: "tincan",
       },

@@ -39,6 +39,8 @@ export interface NodeOptions {
   logLevel?: string;
   /** Extra config keys (SocialVPN: dns, stateFile). */
   extra?: Record<string, unknown>;
+  /** Extra keys of the `xmpp` section (e.g. pingIntervalSec). */
+  xmpp?: Record<string, unknown>;
   /** How long the controller may take to log in and run (default 30 s; many nodes start slower), and the datapath (at least 15 s). */
   startTimeoutMs?: number;
 }
@@ -82,6 +84,7 @@ export class VpnNode {
         username: opts.user,
         password: PASSWORD,
         caFile: opts.prosody.caFile,
+        ...opts.xmpp,
       },
       vnic: { ipv4: opts.ipv4, ...(opts.ipv6 ? { ipv6: opts.ipv6 } : {}) },
       ice: opts.coturn

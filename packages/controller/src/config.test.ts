@@ -42,6 +42,19 @@ describe("loadConfig", () => {
     expect(c.vnic.mtu).toBe(1280);
     expect(c.datapath.rpc).toBe("127.0.0.1:5800");
     expect(c.xmpp.password).toBe("secret");
+    expect(c.xmpp.pingIntervalSec).toBe(60);
+  });
+
+  it("takes xmpp.pingIntervalSec from 1 to 3600 s and names the field otherwise", () => {
+    const ok = loadConfig(
+      write("ping.json", { ...good, xmpp: { ...good.xmpp, pingIntervalSec: 5 } }),
+      GroupVpnConfig,
+    );
+    expect(ok.xmpp.pingIntervalSec).toBe(5);
+    for (const bad of [0, -1, 3601, "60"]) {
+      const file = write("ping-bad.json", { ...good, xmpp: { ...good.xmpp, pingIntervalSec: bad } });
+      expect(errorOf(() => loadConfig(file, GroupVpnConfig)).message).toMatch(/xmpp\.pingIntervalSec/);
+    }
   });
 
   it("names the file and field path of an unknown key", () => {

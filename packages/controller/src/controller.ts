@@ -1,18 +1,20 @@
 import { randomBytes } from "node:crypto";
-import { rename, unlink, writeFile } from "node:fs/promises";
+import { unlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import type {
-  GroupVpnConfig,
-  NotificationParamsOf,
-  PresenceTincan,
-  RpcParamsOf,
-  Signal,
+import {
+  type GroupVpnConfig,
+  type NotificationParamsOf,
+  type PresenceTincan,
+  type RpcParamsOf,
+  type Signal,
+  writeFileAtomic,
 } from "@tincan/protocol";
 import { Admission, type RosterItem } from "./admission.js";
 import type { Loaded } from "./config.js";
-import { DatapathClient } from "./datapath-client.js";
+import { DatapathClient, type DatapathHealth, queryAll } from "./datapath-client.js";
 import { type LinkEvent, LinkManager, type PeerRef } from "./link-manager.js";
 import type { Log, RootLogger } from "./logger.js";
+import { type AddressChange, NetworkWatch } from "./network-watch.js";
 import { RouteTable } from "./route-table.js";
 import { SignalLimiter } from "./signal-limiter.js";
 import { type PeerPresence, type SignalEvent, XmppSession } from "./xmpp.js";
@@ -78,6 +80,8 @@ export interface ControllerStatus {
   peers: Record<string, { jid: string; name?: string; ipv4?: string; ipv6?: string }>;
   /** Incoming signals dropped: over the sender's rate, or an offer while its previous setup runs. */
   signalDrops?: { rateLimited: number; setupInProgress: number };
+  /** The watchdog's view of the datapath (absent in files of older controllers). */
+  datapath?: DatapathHealth;
 }
 
 /** After the first roster: time for presence to settle before adopted state is checked. */
@@ -97,6 +101,8 @@ export class Controller {
   readonly xmpp: XmppSession;
   readonly admission: Admission;
   readonly links: LinkManager;
+  /** Changes of this host's addresses (roaming); `change` events (AddressChange). */
+  readonly network: NetworkWatch;
   readonly log: Log;
   private readonly members = new Map<string, Member>();
   /** Members that went offline while their link stays connected (routes kept; see refreshMembers). */
@@ -108,6 +114,8 @@ export class Controller {
   private stopped = false;
   private readonly unknownSenderLogged = new Set<string>();
   private adoptedChecked = false;
+  /** Addresses were removed: offer every link again once XMPP is back online. */
+  private relinkOnLogin = false;
 
   constructor(private readonly opts: ControllerOptions) {
     const { config, logger, policy } = opts;
@@ -118,6 +126,8 @@ export class Controller {
       rpc: config.datapath.rpc,
       tokenFile: config.datapath.tokenFile,
       log: logger.component("rpc"),
+      watchdogSec: config.datapath.watchdogSec,
+      restartOnHang: config.datapath.restartOnHang,
     });
     this.routeTable = new RouteTable(this.datapath, logger.component("routes"));
     this.xmpp = new XmppSession({
@@ -127,8 +137,10 @@ export class Controller {
       password: config.xmpp.password,
       resource: config.xmpp.resource ?? `tincan-${randomBytes(4).toString("hex")}`,
       caFile: config.xmpp.caFile,
+      pingIntervalSec: config.xmpp.pingIntervalSec,
       log: logger.component("xmpp"),
     });
+    this.network = new NetworkWatch({ ignoreInterfaces: [config.vnic.name] });
     this.admission = new Admission({ group: opts.group, log: logger.component("admission") });
     this.signalLimiter = new SignalLimiter(logger.component("signals"));
     this.links = new LinkManager({
@@ -183,9 +195,10 @@ export class Controller {
     this.log.info("datapath answered", { version: hello.version, startedAt: hello.startedAt });
     await this.configureDatapath();
     await this.links.sync();
-    for (const r of await this.datapath.call("route.query", {})) this.routeTable.adopt(r);
+    for (const r of await queryAll(this.datapath, "route.query")) this.routeTable.adopt(r);
     await this.xmpp.setPresence(this.policy.presence());
     this.links.start();
+    this.network.start();
     try {
       await this.xmpp.start();
     } catch (err) {
@@ -203,6 +216,7 @@ export class Controller {
     this.stopped = true;
     this.log.info("stopping: links and routes stay in the datapath");
     this.links.stop();
+    this.network.stop();
     this.routeTable.stop();
     await this.xmpp.stop().catch(() => {});
     this.datapath.close();
@@ -215,6 +229,7 @@ export class Controller {
   private wire(): void {
     const p = this.opts.policy;
     this.datapath.on("datapath-restarted", () => void this.onDatapathRestarted());
+    this.datapath.on("datapath-health", () => this.scheduleStatus());
     this.datapath.on("packet.unmapped", (n) => this.hook("onPacketUnmapped", () => p.onPacketUnmapped?.(n)));
     this.datapath.on("icc.message", (n) => this.hook("onIccMessage", () => p.onIccMessage?.(n)));
 
@@ -231,8 +246,22 @@ export class Controller {
     });
     this.xmpp.on("peer-online", () => this.refreshMembers());
     this.xmpp.on("peer-offline", () => this.refreshMembers());
-    this.xmpp.on("online", () => this.scheduleStatus());
+    this.xmpp.on("online", () => {
+      this.scheduleStatus();
+      if (this.relinkOnLogin) {
+        this.relinkOnLogin = false;
+        void this.links.relinkAll("local addresses changed");
+      }
+    });
     this.xmpp.on("signal", (e: SignalEvent) => this.onSignal(e));
+    this.network.on("change", (c: AddressChange) => {
+      // The XMPP connection may be bound to an address that is gone: log in again from the new one.
+      this.log.info("local addresses changed", { added: c.added, removed: c.removed });
+      // Links may use an address that is gone, and only this side knows: set them up again from
+      // the new address once signalling works again (an address that only appeared breaks nothing).
+      if (c.removed.length > 0) this.relinkOnLogin = true;
+      this.xmpp.reconnectNow("local addresses changed");
+    });
 
     this.links.on("link-setup", (e: LinkEvent) => this.hook("onLinkSetup", () => p.onLinkSetup?.(e)));
     this.links.on("link-up", (e: LinkEvent) => {
@@ -447,15 +476,14 @@ export class Controller {
       updatedAt: Date.now(),
       peers: {},
       signalDrops: { rateLimited: this.signalLimiter.dropped, setupInProgress: this.links.offersDropped },
+      datapath: this.datapath.health(),
     };
     for (const [uid, m] of [...this.members, ...this.lingering]) {
       const addresses = this.opts.policy.peerAddresses?.(m) ?? pick(m.tincan);
       status.peers[uid] = { jid: m.bareJid, ...(m.name ? { name: m.name } : {}), ...addresses };
     }
-    const tmp = `${this.statusFile}.${process.pid}.tmp`;
     try {
-      await writeFile(tmp, `${JSON.stringify(status, null, 2)}\n`, { mode: 0o644 });
-      await rename(tmp, this.statusFile);
+      await writeFileAtomic(this.statusFile, `${JSON.stringify(status, null, 2)}\n`, 0o644);
     } catch (err) {
       this.log.debug("cannot write the status file", {
         file: this.statusFile,

@@ -3,9 +3,16 @@ import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Worker } from "node:worker_threads";
-import { RPC_SOCKET_BUFFER } from "@tincan/protocol";
+import { RPC_SOCKET_BUFFER, RpcErrorCode } from "@tincan/protocol";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { DatapathClient, RPC_TIMEOUT, RpcError } from "./datapath-client.js";
+import {
+  DatapathClient,
+  type DatapathClientOptions,
+  type DatapathHealth,
+  queryAll,
+  RPC_TIMEOUT,
+  RpcError,
+} from "./datapath-client.js";
 import { nullLog } from "./logger.js";
 
 interface Req {
@@ -35,7 +42,9 @@ class FakeServer {
       }
       if (req.method === "hello") this.controllerPort = (req.params.controller as { port: number }).port;
       const result =
-        req.method === "hello" ? { version: "t", uid: null, vnic: null, startedAt: 1 } : this.handler(req);
+        req.method === "hello"
+          ? { version: "t", uid: null, vnic: null, startedAt: 1, pid: 4242 }
+          : this.handler(req);
       if (result !== null) this.reply(rinfo.port, { jsonrpc: "2.0", id: req.id, result });
     });
     await new Promise<void>((r) => this.socket.bind(0, "127.0.0.1", r));
@@ -58,7 +67,11 @@ afterEach(() => {
 });
 
 // Timeouts are generous unless a test is about them: a stalled test runner must not cause retries.
-async function setup(timeoutMs = 2000, linkSetupTimeoutMs = timeoutMs) {
+async function setup(
+  timeoutMs = 2000,
+  linkSetupTimeoutMs = timeoutMs,
+  extra: Partial<DatapathClientOptions> = {},
+) {
   const server = new FakeServer();
   const port = await server.start();
   const dir = mkdtempSync(join(tmpdir(), "tincan-token-"));
@@ -71,6 +84,7 @@ async function setup(timeoutMs = 2000, linkSetupTimeoutMs = timeoutMs) {
     timeoutMs,
     linkSetupTimeoutMs,
     retries: 2,
+    ...extra,
   });
   cleanup.push(() => {
     client.close();
@@ -229,5 +243,89 @@ describe("DatapathClient", () => {
     });
     server.notify("datapath.started", { version: "t", startedAt: 2 });
     await vi.waitFor(() => expect(restarted).toEqual([2]));
+  });
+});
+
+describe("queryAll", () => {
+  const links = Array.from({ length: 2500 }, (_, i) => ({ peerUid: i.toString(16).padStart(32, "0") }));
+
+  it("asks once when the whole list fits", async () => {
+    const { server, client } = await setup();
+    await client.start();
+    server.handler = () => links.slice(0, 3);
+    expect(await queryAll(client, "link.query")).toHaveLength(3);
+    expect(server.requests.filter((r) => r.method === "link.query")).toHaveLength(1);
+  });
+
+  it("pages when the datapath says the list does not fit, until an empty page", async () => {
+    const { server, client } = await setup();
+    await client.start();
+    server.handler = (r) => {
+      if (r.params.offset === undefined) {
+        server.reply(server.controllerPort, {
+          jsonrpc: "2.0",
+          id: r.id,
+          error: { code: RpcErrorCode.ResponseTooLarge, message: "too large" },
+        });
+        return null;
+      }
+      const offset = r.params.offset as number;
+      return links.slice(offset, offset + Math.min(r.params.limit as number, 230)); // a page cut to fit
+    };
+    const all = await queryAll(client, "link.query");
+    expect(all.map((l) => l.peerUid)).toEqual(links.map((l) => l.peerUid));
+    expect(server.requests.filter((r) => r.method === "link.query")).toHaveLength(1 + 11 + 1);
+  });
+});
+
+describe("datapath watchdog", () => {
+  async function hangingDatapath(restartOnHang: boolean) {
+    const killed: number[] = [];
+    const { server, client } = await setup(300, 300, {
+      retries: 0,
+      watchdogSec: 1,
+      restartOnHang,
+      kill: (pid) => killed.push(pid),
+    });
+    const health: DatapathHealth[] = [];
+    client.on("datapath-health", (h) => health.push(h));
+    await client.start();
+    return { server, client, killed, health };
+  }
+
+  it("reports a datapath that stops answering, ends it by its pid, and sees it answer again", async () => {
+    const { server, client, killed, health } = await hangingDatapath(true);
+    server.handler = () => null; // hung: every request stays unanswered
+    const t0 = Date.now();
+    while (health.length === 0 && Date.now() - t0 < 5000) {
+      await client.call("link.query", {}).catch(() => {}); // the link manager polls like this
+      await sleep(100);
+    }
+    expect(health).toEqual([{ responsive: false, unansweredSinceMs: expect.any(Number) }]);
+    expect(Date.now() - (health[0]?.unansweredSinceMs ?? 0)).toBeGreaterThanOrEqual(1000);
+    expect(client.health().responsive).toBe(false);
+    expect(killed).toEqual([4242]);
+    server.handler = () => [];
+    expect(await client.call("link.query", {})).toEqual([]);
+    expect(client.health()).toEqual({ responsive: true, unansweredSinceMs: null });
+    expect(health.at(-1)).toEqual({ responsive: true, unansweredSinceMs: null });
+  });
+
+  it("does not end the datapath unless restartOnHang, and never flags one that answers slowly", async () => {
+    const { server, client, killed, health } = await hangingDatapath(false);
+    server.handler = (r) => {
+      setTimeout(() => server.reply(server.controllerPort, { jsonrpc: "2.0", id: r.id, result: [] }), 250);
+      return null;
+    };
+    const t0 = Date.now();
+    while (Date.now() - t0 < 2500) await client.call("link.query", {});
+    expect(health).toEqual([]);
+    server.handler = () => null;
+    while (health.length === 0 && Date.now() - t0 < 8000) {
+      await client.call("link.query", {}).catch(() => {});
+      await sleep(100);
+    }
+    expect(health[0]?.responsive).toBe(false);
+    expect(killed).toEqual([]);
   });
 });

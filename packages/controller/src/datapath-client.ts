@@ -4,6 +4,7 @@ import { readFile } from "node:fs/promises";
 import {
   describeIssues,
   type HelloResult,
+  MAX_QUERY_PAGE,
   MAX_RPC_DATAGRAM,
   type NotificationMethod,
   NotificationParams,
@@ -38,6 +39,35 @@ export class RpcError extends Error {
     super(`${method}: ${message} (${code})`);
     this.name = "RpcError";
   }
+}
+
+/** The list queries that can be paged (offset/limit). */
+type ListMethod = "link.query" | "route.query";
+
+/**
+ * Every item of link.query / route.query (`params` without paging, e.g. `{ peerUid }`): first asked
+ * whole (one request in the common case); if the answer would not fit in one datagram, asked page by
+ * page until an empty page. Links added or removed between pages may be missed or listed twice; the
+ * list is de-duplicated.
+ */
+export async function queryAll<M extends ListMethod>(
+  datapath: Pick<DatapathApi, "call">,
+  method: M,
+  params: Omit<RpcParamsOf<M>, "offset" | "limit"> = {} as Omit<RpcParamsOf<M>, "offset" | "limit">,
+): Promise<RpcResults[M]> {
+  try {
+    return await datapath.call(method, params as RpcParamsOf<M>);
+  } catch (err) {
+    if (!(err instanceof RpcError && err.code === RpcErrorCode.ResponseTooLarge)) throw err;
+  }
+  const all = new Map<string, RpcResults[M][number]>();
+  for (let offset = 0; ; ) {
+    const page = await datapath.call(method, { ...params, offset, limit: MAX_QUERY_PAGE } as RpcParamsOf<M>);
+    if (page.length === 0) break;
+    for (const item of page) all.set("prefix" in item ? item.prefix : item.peerUid, item);
+    offset += page.length;
+  }
+  return [...all.values()] as RpcResults[M];
 }
 
 /** Methods that may be sent again when no answer came (doing them twice does no harm). */
@@ -76,6 +106,21 @@ export interface DatapathClientOptions {
    * so they do not take the notifications away from the running controller.
    */
   register?: boolean;
+  /**
+   * Watchdog: the datapath counts as hung when RPCs stay unanswered (no answer to any request since
+   * the oldest unanswered one was sent) for this many seconds. Default: no watchdog.
+   */
+  watchdogSec?: number;
+  /** When hung: end the datapath by the PID its `hello` gave, so that its supervisor restarts it. */
+  restartOnHang?: boolean;
+  /** How a hung datapath is ended (tests). Default: SIGKILL (a hung event loop handles no SIGTERM). */
+  kill?: (pid: number) => void;
+}
+
+/** The watchdog's view, for the status file: `unansweredSinceMs` is when the oldest unanswered RPC was sent. */
+export interface DatapathHealth {
+  responsive: boolean;
+  unansweredSinceMs: number | null;
 }
 
 /**
@@ -91,6 +136,7 @@ const LINK_SETUP_METHODS: ReadonlySet<RpcMethod> = new Set(["link.create", "link
  *
  * Events: `datapath-restarted` (HelloResult) when the datapath announces `datapath.started` or `hello`
  * returns another `startedAt` than before; the controller then re-syncs (vnic, ice, routes, links).
+ * `datapath-health` (DatapathHealth) when the watchdog finds the datapath hung, or answering again.
  */
 export class DatapathClient implements DatapathApi {
   readonly host: string;
@@ -107,6 +153,14 @@ export class DatapathClient implements DatapathApi {
   private helloInFlight: Promise<HelloResult> | null = null;
   private closed = false;
   private readonly events = new EventEmitter();
+  /** The datapath's PID from its last hello. */
+  private pid: number | null = null;
+  /** The oldest request sent since the datapath last answered anything. */
+  private unanswered: { since: number; method: string } | null = null;
+  private hung = false;
+  private readonly inFlight = new Map<number, { method: string; since: number }>();
+  private nextCall = 0;
+  private watchdog: NodeJS.Timeout | null = null;
 
   constructor(private readonly opts: DatapathClientOptions) {
     const { host, port } = splitHostPort(opts.rpc);
@@ -142,6 +196,7 @@ export class DatapathClient implements DatapathApi {
       if (small)
         this.log.warn("the RPC socket's receive buffer is small: notifications may be lost in bursts", small);
       this.socket = socket;
+      this.startWatchdog();
     }
     await this.readToken();
   }
@@ -160,6 +215,7 @@ export class DatapathClient implements DatapathApi {
         const result = await this.call("hello", { controller: { host: "127.0.0.1", port: this.localPort } });
         const previous = this.startedAt;
         this.startedAt = result.startedAt;
+        this.pid = typeof result.pid === "number" ? result.pid : null;
         if (previous !== null && previous !== result.startedAt) {
           this.log.warn("datapath restarted", { startedAt: result.startedAt, version: result.version });
           this.events.emit("datapath-restarted", result);
@@ -175,6 +231,7 @@ export class DatapathClient implements DatapathApi {
   /** Subscribes to a datapath notification (validated) or to `datapath-restarted`; returns an unsubscribe. */
   on<N extends NotificationMethod>(name: N, handler: NotificationHandler<N>): () => void;
   on(event: "datapath-restarted", listener: (hello: HelloResult) => void): () => void;
+  on(event: "datapath-health", listener: (health: DatapathHealth) => void): () => void;
   // biome-ignore lint/suspicious/noExplicitAny: overload implementation
   on(name: string, handler: (...args: any[]) => void): () => void {
     if (name in NotificationParams) {
@@ -222,8 +279,14 @@ export class DatapathClient implements DatapathApi {
     }
   }
 
+  /** What the watchdog sees now. */
+  health(): DatapathHealth {
+    return { responsive: !this.hung, unansweredSinceMs: this.unanswered?.since ?? null };
+  }
+
   close(): void {
     this.closed = true;
+    if (this.watchdog) clearInterval(this.watchdog);
     this.rpc.rejectAllPendingRequests("datapath client closed");
     this.socket?.close();
     this.socket = null;
@@ -235,11 +298,64 @@ export class DatapathClient implements DatapathApi {
     const requester = this.rpc.timeout(timeoutMs, (id) =>
       createJSONRPCErrorResponse(id, RPC_TIMEOUT, `no answer from the datapath at ${this.opts.rpc}`),
     );
+    const call = this.nextCall++;
+    this.inFlight.set(call, { method, since: Date.now() });
     try {
       return (await requester.request(method, { ...(params as object), auth: this.token })) as RpcResults[M];
     } catch (err) {
       if (err instanceof JSONRPCErrorException) throw new RpcError(method, err.code, err.message, err.data);
       throw new RpcError(method, RPC_TIMEOUT, err instanceof Error ? err.message : String(err));
+    } finally {
+      this.inFlight.delete(call);
+    }
+  }
+
+  private startWatchdog(): void {
+    const sec = this.opts.watchdogSec;
+    if (sec === undefined || this.watchdog) return;
+    this.watchdog = setInterval(() => this.checkHung(sec * 1000), Math.min(1000, sec * 250));
+    this.watchdog.unref();
+  }
+
+  private checkHung(limitMs: number): void {
+    const u = this.unanswered;
+    if (!u || this.hung) return;
+    const now = Date.now();
+    if (now - u.since < limitMs) return;
+    this.hung = true;
+    this.log.warn("datapath unresponsive: RPCs unanswered", {
+      forSec: Math.round((now - u.since) / 1000),
+      oldest: u.method,
+      pending: [...this.inFlight.values()].map(
+        (c) => `${c.method} (${Math.round((now - c.since) / 1000)} s)`,
+      ),
+      pid: this.pid,
+    });
+    this.events.emit("datapath-health", this.health());
+    if (!this.opts.restartOnHang) return;
+    if (this.pid === null) {
+      this.log.error("cannot restart the hung datapath: its pid is unknown (no hello answered)");
+      return;
+    }
+    this.log.warn("ending the hung datapath so that its supervisor restarts it", { pid: this.pid });
+    try {
+      (this.opts.kill ?? ((pid: number) => process.kill(pid, "SIGKILL")))(this.pid);
+    } catch (err) {
+      this.log.error("cannot end the hung datapath", { pid: this.pid, error: (err as Error).message });
+    }
+  }
+
+  /** Any datagram from the datapath shows that it is alive. */
+  private answered(): void {
+    if (this.hung) {
+      this.log.info("datapath answers again", {
+        afterSec: Math.round((Date.now() - (this.unanswered?.since ?? Date.now())) / 1000),
+      });
+    }
+    this.unanswered = null;
+    if (this.hung) {
+      this.hung = false;
+      this.events.emit("datapath-health", this.health());
     }
   }
 
@@ -258,6 +374,7 @@ export class DatapathClient implements DatapathApi {
     if (!socket) throw new Error("datapath client not started");
     const data = Buffer.from(JSON.stringify(payload));
     if (data.length > MAX_RPC_DATAGRAM) throw new Error(`request too large (${data.length} bytes)`);
+    this.unanswered ??= { since: Date.now(), method: String((payload as { method?: unknown }).method) };
     await new Promise<void>((resolve, reject) =>
       socket.send(data, this.port, this.host, (err) => (err ? reject(err) : resolve())),
     );
@@ -275,6 +392,7 @@ export class DatapathClient implements DatapathApi {
       this.log.warn("datapath sent invalid JSON", { bytes: msg.length });
       return;
     }
+    this.answered();
     if (isJSONRPCResponse(json)) {
       this.rpc.receive(json);
       return;

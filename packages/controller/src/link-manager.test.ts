@@ -584,6 +584,27 @@ describe("link lifetime is decided by the data plane", () => {
     ).toEqual([SMALL, MID].sort()); // ...but not now
   });
 
+  it("after this host's addresses changed, replaces every link it can signal at once, whatever the UID order", async () => {
+    const { dp, sig, lm } = setup(LARGE);
+    for (const [uid, name, id] of [
+      [SMALL, "alice", "s1"],
+      [MID, "mid", "s2"],
+    ] as const) {
+      await lm.handleSignal(peer(uid, name), offerFrom(uid, LARGE, id));
+      dp.notify("link.state", { peerUid: uid, state: "connected", path: "host" });
+    }
+    await flush();
+    await lm.peerOffline(MID); // kept while connected, but cannot be signalled: left to liveness
+    const down: string[] = [];
+    lm.on("link-down", (e) => down.push(`${e.peer.uid}: ${e.reason}`));
+    await lm.relinkAll("local addresses changed");
+    expect(sig.ofType("offer").map((o) => o.to)).toEqual([SMALL]);
+    expect(dp.callsOf("link.remove").map((c) => c.params.peerUid)).toEqual([SMALL]);
+    expect(dp.callsOf("link.create").map((c) => c.params.peerUid)).toEqual([SMALL]);
+    expect(down).toEqual([`${SMALL}: local addresses changed`]);
+    expect(lm.linkState(MID)).toBe("connected");
+  });
+
   it("takes a fresh offer from a peer whose connected link it holds (the peer's datapath restarted)", async () => {
     const { dp, sig, lm } = setup(SMALL);
     await connectedAnswerer(lm, dp, peer(LARGE), "s1");

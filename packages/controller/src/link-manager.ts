@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import type { LinkFailure, LinkInfo, LinkPath, NotificationParamsOf, Signal } from "@tincan/protocol";
-import type { DatapathApi } from "./datapath-client.js";
+import { type DatapathApi, queryAll } from "./datapath-client.js";
 import type { Log } from "./logger.js";
 import type { SignalSender } from "./xmpp.js";
 
@@ -341,7 +341,7 @@ export class LinkManager extends EventEmitter {
    * carries its traffic first.
    */
   async sync(): Promise<void> {
-    const infos = await this.opts.datapath.call("link.query", {});
+    const infos = await queryAll(this.opts.datapath, "link.query");
     const seen = new Set<string>();
     for (const info of infos) {
       const first = !seen.has(info.peerUid);
@@ -374,16 +374,32 @@ export class LinkManager extends EventEmitter {
    * peers that are offline are forgotten (nobody to signal).
    */
   async resync(): Promise<void> {
+    await this.restartLinks("datapath restarted", true);
+  }
+
+  /**
+   * This host's addresses changed (roaming): links may be bound to an address that is gone, and the
+   * peer cannot know. Offer every link that was up or being set up again at once, whichever UID is
+   * smaller; the peer takes the fresh offer in place of its old link.
+   */
+  async relinkAll(reason: string): Promise<void> {
+    await this.restartLinks(reason, false);
+  }
+
+  /** Offers again at once every link that was up or being set up; `datapathLost`: it has none of them. */
+  private async restartLinks(reason: string, datapathLost: boolean): Promise<void> {
     await Promise.all(
       [...this.recs.keys()].map((uid) =>
         this.run(uid, async () => {
           const rec = this.recs.get(uid);
           if (!rec || rec.phase === "queued") return;
-          this.clearTimers(rec, true);
           const wasUp = rec.phase === "connected";
           const wasActive = wasUp || this.attempts(rec).length > 0;
-          rec.full = rec.relay = null;
-          if (wasUp) this.emitDown(rec, "datapath restarted");
+          // A link we cannot signal (peer offline) is left to the datapath's liveness, unless it is gone.
+          if (!datapathLost && !(wasActive && rec.peer.fullJid)) return;
+          this.clearTimers(rec, true);
+          if (datapathLost) rec.full = rec.relay = null;
+          if (wasUp) this.emitDown(rec, reason);
           if (!rec.peer.fullJid || (!rec.wanted && !wasActive)) {
             this.forget(rec);
             return;
@@ -1011,7 +1027,7 @@ export class LinkManager extends EventEmitter {
   async poll(): Promise<void> {
     let infos: LinkInfo[];
     try {
-      infos = await this.opts.datapath.call("link.query", {});
+      infos = await queryAll(this.opts.datapath, "link.query");
     } catch (err) {
       this.log.debug("link.query failed", { error: (err as Error).message });
       return;

@@ -1,6 +1,6 @@
 import { SocketAddress } from "node:net";
 import { type RouteInfo, RpcErrorCode, type RpcParamsOf } from "@tincan/protocol";
-import { type DatapathApi, RPC_TIMEOUT, RpcError } from "./datapath-client.js";
+import { type DatapathApi, queryAll, RPC_TIMEOUT, RpcError } from "./datapath-client.js";
 import type { Log } from "./logger.js";
 
 export type RouteParams = RpcParamsOf<"route.set">;
@@ -114,7 +114,7 @@ export class RouteTable {
     if (this.stopped) return;
     let fixed = 0;
     try {
-      const actual = await this.datapath.call("route.query", {});
+      const actual = await queryAll(this.datapath, "route.query");
       // The datapath names prefixes canonically (RFC 5952 IPv6 text): compare in that form.
       const snapshot = new Map([...this.wanted.values()].map((w) => [canonical(w.prefix), w]));
       const unchanged = (w: RouteParams) => !this.stopped && this.wanted.get(w.prefix) === w;

@@ -1,6 +1,7 @@
 import type { LinkInfo, RouteInfo } from "@tincan/protocol";
 import { describe, expect, it } from "vitest";
-import { buildRows, formatTable } from "./tincanctl.js";
+import type { ControllerStatus } from "./controller.js";
+import { buildRows, formatTable, healthLine } from "./tincanctl.js";
 
 const A = "a".repeat(32);
 const B = "b".repeat(32);
@@ -12,6 +13,7 @@ const link: LinkInfo = {
   local: null,
   remote: null,
   rttMs: 1.25,
+  pathMtu: 1315,
   relayOnly: true,
   createdAt: 0,
   lastRxAt: 95_000,
@@ -50,6 +52,7 @@ describe("tincanctl status rows", () => {
         state: "no link",
         path: null,
         rttMs: null,
+        pathMtu: null,
         rxBytes: 0,
         txBytes: 0,
         idleSec: null,
@@ -62,6 +65,7 @@ describe("tincanctl status rows", () => {
         state: "connected",
         path: "relay",
         rttMs: 1.25,
+        pathMtu: 1315,
         rxBytes: 10,
         txBytes: 2048,
         idleSec: 5,
@@ -86,8 +90,32 @@ describe("tincanctl status rows", () => {
       rows,
     );
     expect(text).toMatch(
-      /Bob \(bob@lab\.local\)\s+aaaaaaaa\s+10\.10\.0\.7\s+connected\s+relay\s+1\.3 ms\s+10 B\s+2\.0 KiB\s+5s/,
+      /Bob \(bob@lab\.local\)\s+aaaaaaaa\s+10\.10\.0\.7\s+connected\s+relay\s+1\.3 ms\s+1315\s+10 B\s+2\.0 KiB\s+5s/,
     );
     expect(text).toMatch(/^vnic drops: txQueue 21, multicast 3$/m);
+  });
+});
+
+describe("tincanctl status: the controller's watchdog", () => {
+  const status = (datapath?: ControllerStatus["datapath"]): ControllerStatus => ({
+    controller: "groupvpn",
+    pid: 1,
+    jid: null,
+    uid: A,
+    updatedAt: 0,
+    peers: {},
+    ...(datapath ? { datapath } : {}),
+  });
+
+  it("says nothing while the datapath answers, or for an older controller's file", () => {
+    expect(healthLine(status({ responsive: true, unansweredSinceMs: null }))).toBeNull();
+    expect(healthLine(status())).toBeNull();
+    expect(healthLine(null)).toBeNull();
+  });
+
+  it("says for how long the datapath has not answered", () => {
+    expect(healthLine(status({ responsive: false, unansweredSinceMs: 1000 }), 43_000)).toBe(
+      "datapath UNRESPONSIVE: groupvpn got no answer to its RPCs for 42 s",
+    );
   });
 });

@@ -10,7 +10,7 @@ import {
   type VnicInfo,
 } from "@tincan/protocol";
 import { type ControllerStatus, defaultStatusFile } from "./controller.js";
-import { DatapathClient, RPC_TIMEOUT, RpcError } from "./datapath-client.js";
+import { DatapathClient, queryAll, RPC_TIMEOUT, RpcError } from "./datapath-client.js";
 import { nullLog } from "./logger.js";
 
 const PROG = "tincanctl";
@@ -31,6 +31,7 @@ export interface PeerRow {
   state: string;
   path: string | null;
   rttMs: number | null;
+  pathMtu: number | null;
   rxBytes: number;
   txBytes: number;
   idleSec: number | null;
@@ -69,6 +70,7 @@ export function buildRows(
       state: link?.state ?? "no link",
       path: link?.path ?? null,
       rttMs: link?.rttMs ?? null,
+      pathMtu: link?.pathMtu ?? null,
       rxBytes: link?.rxBytes ?? 0,
       txBytes: link?.txBytes ?? 0,
       idleSec: link && last > 0 ? Math.max(0, Math.round((now - last) / 1000)) : null,
@@ -92,7 +94,7 @@ function bytes(n: number): string {
 export function formatTable(vnic: VnicInfo, rows: PeerRow[]): string {
   const head = `vnic ${vnic.name ?? "-"}  ${[vnic.ipv4, vnic.ipv6].filter(Boolean).join(" ") || "-"}  mtu ${vnic.mtu ?? "-"}  uid ${vnic.uid?.slice(0, 8) ?? "-"}  rx ${bytes(vnic.rxBytes)}  tx ${bytes(vnic.txBytes)}`;
   const table = [
-    ["PEER", "UID", "VIRTUAL IP", "STATE", "PATH", "RTT", "RX", "TX", "IDLE"],
+    ["PEER", "UID", "VIRTUAL IP", "STATE", "PATH", "RTT", "PMTU", "RX", "TX", "IDLE"],
     ...rows.map((r) => [
       r.peer,
       r.uid.slice(0, 8),
@@ -100,6 +102,7 @@ export function formatTable(vnic: VnicInfo, rows: PeerRow[]): string {
       r.state,
       r.path ? `${r.path}${r.relayOnly && r.path !== "relay" ? "*" : ""}` : "-",
       r.rttMs === null ? "-" : `${r.rttMs.toFixed(1)} ms`,
+      r.pathMtu === null ? "-" : String(r.pathMtu),
       bytes(r.rxBytes),
       bytes(r.txBytes),
       r.idleSec === null ? "-" : `${r.idleSec}s`,
@@ -119,6 +122,15 @@ export function formatTable(vnic: VnicInfo, rows: PeerRow[]): string {
     .map(([reason, n]) => `${reason} ${n}`);
   const dropLine = drops.length > 0 ? `\nvnic drops: ${drops.join(", ")}` : "";
   return `${head}${dropLine}\n\n${lines.join("\n")}\n`;
+}
+
+/** The controller watchdog's line, when it finds the datapath unresponsive. */
+export function healthLine(status: ControllerStatus | null, now = Date.now()): string | null {
+  const h = status?.datapath;
+  if (!h || h.responsive) return null;
+  const since =
+    h.unansweredSinceMs === null ? "" : ` for ${Math.round((now - h.unansweredSinceMs) / 1000)} s`;
+  return `datapath UNRESPONSIVE: ${status?.controller} got no answer to its RPCs${since}`;
 }
 
 function readStatus(file: string): ControllerStatus | null {
@@ -192,20 +204,23 @@ async function main(argv: string[]): Promise<void> {
   try {
     await client.open();
     const vnic = await client.call("vnic.query", {});
-    const links = await client.call("link.query", {});
-    const routes = await client.call("route.query", {});
+    const links = await queryAll(client, "link.query");
+    const routes = await queryAll(client, "route.query");
     const status = readStatus(defaultStatusFile(tokenFile));
     const rows = buildRows(links, routes, status);
+    const health = healthLine(status);
     if (values.json) {
       process.stdout.write(
         `${JSON.stringify({ vnic, peers: rows, links, routes, controller: status }, null, 2)}\n`,
       );
     } else {
-      process.stdout.write(formatTable(vnic, rows));
+      process.stdout.write(`${health ? `${health}\n` : ""}${formatTable(vnic, rows)}`);
     }
   } catch (err) {
-    if (err instanceof RpcError && err.code === RPC_TIMEOUT)
-      fail(1, `no datapath answering at ${rpc} (is tincan running?)`);
+    if (err instanceof RpcError && err.code === RPC_TIMEOUT) {
+      const health = healthLine(readStatus(defaultStatusFile(tokenFile)));
+      fail(1, `no datapath answering at ${rpc} (is tincan running?)${health ? `\n${health}` : ""}`);
+    }
     fail(1, (err as Error).message);
   } finally {
     client.close();

@@ -81,10 +81,13 @@ describe("presence and roster parsing", () => {
     const item = parseRosterItem(
       xml("item", { jid: "Bob@Lab.local", subscription: "both", name: "Bob" }, xml("group", null, "lab")),
     );
-    expect(item).toEqual({ jid: "bob@lab.local", subscription: "both", name: "Bob", groups: ["lab"] });
-    expect(parseRosterItem(xml("item", { jid: "c@lab.local", subscription: "weird" }))?.subscription).toBe(
-      "none",
-    );
+    expect(item).toEqual({
+      ok: true,
+      value: { jid: "bob@lab.local", subscription: "both", name: "Bob", groups: ["lab"] },
+    });
+    const weird = parseRosterItem(xml("item", { jid: "c@lab.local", subscription: "weird" }));
+    expect(weird.ok && weird.value.subscription).toBe("none");
+    expect(parseRosterItem(xml("item", {}))).toEqual({ ok: false, error: "roster item without a jid" });
   });
 });
 

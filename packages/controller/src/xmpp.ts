@@ -85,23 +85,28 @@ export function tincanPresence(t: PresenceTincan): Element {
   return xml("presence", null, xml("priority", null, "-1"), xml("tincan", attrs));
 }
 
-const SUBSCRIPTIONS = new Set<Subscription>(["none", "to", "from", "both", "remove"]);
+const SUBSCRIPTIONS: ReadonlySet<string> = new Set<Subscription>(["none", "to", "from", "both", "remove"]);
 
-/** Parses one `<item/>` of a jabber:iq:roster query. */
-export function parseRosterItem(item: Element): RosterItem | null {
+/** Parses one `<item/>` of a jabber:iq:roster query. An unknown subscription counts as "none". */
+export function parseRosterItem(item: Element): ParseResult<RosterItem> {
   const j = item.attrs.jid;
-  if (!j) return null;
+  if (typeof j !== "string" || j === "") return { ok: false, error: "roster item without a jid" };
   let bare: string;
   try {
     bare = parseJid(j).bare().toString().toLowerCase();
-  } catch {
-    return null;
+  } catch (err) {
+    return { ok: false, error: `roster item with an invalid jid: ${(err as Error).message}` };
   }
-  const sub = (item.attrs.subscription ?? "none") as Subscription;
+  if (bare.length > 3071) return { ok: false, error: "roster item jid longer than 3071 bytes" };
+  const sub = item.attrs.subscription ?? "none";
   const groups = item.getChildren("group").map((g) => g.getText());
-  const out: RosterItem = { jid: bare, subscription: SUBSCRIPTIONS.has(sub) ? sub : "none", groups };
-  if (item.attrs.name) out.name = item.attrs.name;
-  return out;
+  const out: RosterItem = {
+    jid: bare,
+    subscription: SUBSCRIPTIONS.has(sub) ? (sub as Subscription) : "none",
+    groups,
+  };
+  if (typeof item.attrs.name === "string" && item.attrs.name !== "") out.name = item.attrs.name;
+  return { ok: true, value: out };
 }
 
 export interface XmppOptions {
@@ -113,55 +118,92 @@ export interface XmppOptions {
   /** PEM file of a private CA that signed the server's certificate (added to the system roots). */
   caFile?: string | undefined;
   log: Log;
-  /** Seconds between liveness checks of an idle connection. Default 60. */
+  /**
+   * Seconds between liveness pings of the connection; a ping unanswered for as long (at most 15 s)
+   * drops it. Also the scale of the other defaults below. Default 60.
+   */
   pingIntervalSec?: number;
-  /** Cap of the reconnect backoff. Default 60 s. */
+  /** Cap of the reconnect backoff. Default half the ping interval. */
   maxReconnectDelayMs?: number;
   /** How long after a fresh login peers that did not send presence again are reported offline. Default 5 s. */
   presenceSettleMs?: number;
-  /** A connection attempt not online after this long is dropped and retried. Default 30 s. */
+  /** A connection attempt not online after this long is dropped and retried. Default the ping interval, within 5-30 s. */
   loginTimeoutMs?: number;
+}
+
+/** The first retry waits about this long; each further failure doubles it, up to the cap. */
+const FIRST_RETRY_MS = 1000;
+const MAX_PING_TIMEOUT_MS = 15_000;
+
+/**
+ * Delay before the next connection attempt after `failures` failures in a row: exponential from
+ * 1 s, capped, with "equal jitter" (half fixed, half random) so that many nodes cut off together
+ * by one server restart or network fault do not all come back in the same instant.
+ */
+export function reconnectDelayMs(
+  failures: number,
+  capMs: number,
+  random: () => number = Math.random,
+): number {
+  const exp = Math.min(capMs, FIRST_RETRY_MS * 2 ** Math.min(Math.max(failures - 1, 0), 30));
+  return Math.round(exp / 2 + (random() * exp) / 2);
 }
 
 /**
  * One XMPP session: login (TLS, optional private CA), reconnect with backoff, roster (+ pushes),
  * tincan presence, and signalling messages.
  *
+ * Every connection attempt uses a fresh @xmpp/client: a client whose connection died keeps state
+ * (a half-open stream, a parser, a socket wrapper) that @xmpp/reconnect does not reset, and after
+ * a refused login it waits for a disconnect that never comes. So there is one way out of any
+ * connection: `drop()` tears the socket down (whatever it is: TCP, or the TLS wrapper of
+ * STARTTLS / direct TLS), forgets that client, and schedules the next attempt with capped
+ * exponential backoff and jitter, whatever the failure (refused login, timeout, refused connection,
+ * ping unanswered, server closed the stream).
+ *
  * Events: `online` (fullJid), `offline`, `roster` (RosterItem[]), `peer-online` (PeerPresence),
  * `peer-offline` (PeerPresence), `signal` (SignalEvent).
  */
 export class XmppSession extends EventEmitter implements SignalSender {
   readonly bareJid: string;
-  private readonly xmpp: Client;
+  /** The client of the current (or last) connection attempt. */
+  private xmpp: Client;
+  /** Whether `xmpp` has been started (a fresh client is made for the next attempt). */
+  private xmppUsed = false;
+  /** Clients whose connection was dropped: their late events are ignored. */
+  private readonly dropped = new WeakSet<Client>();
   private readonly log: Log;
   private readonly rosterItems = new Map<string, RosterItem>();
   private readonly peersByFullJid = new Map<string, PeerPresence>();
   private presence: PresenceTincan | null = null;
   private pingTimer: NodeJS.Timeout | null = null;
   private settleTimer: NodeJS.Timeout | null = null;
-  private loginTimer: NodeJS.Timeout | null = null;
+  private retryTimer: NodeJS.Timeout | null = null;
+  /** The connection attempt in progress: its timeout and the settling of its promise. */
+  private attempt: { client: Client; timer: NodeJS.Timeout; settle(err?: Error): void } | null = null;
   private readonly badPresenceLogged = new Set<string>();
   private readonly badSignalLogged = new Set<string>();
-  private stopping = false;
+  private running = false;
+  private online = false;
+  /** Failed attempts (or lost connections) since the last login. */
+  private failures = 0;
   private myFullJid: string | null = null;
+  private readonly pingIntervalMs: number;
+  private readonly pingTimeoutMs: number;
+  private readonly loginTimeoutMs: number;
+  private readonly maxReconnectDelayMs: number;
+  private readonly caPem: string | null;
 
   constructor(private readonly opts: XmppOptions) {
     super();
     this.log = opts.log;
     this.bareJid = `${opts.username}@${opts.domain}`.toLowerCase();
-    this.xmpp = client({
-      service: opts.service,
-      domain: opts.domain,
-      username: opts.username,
-      password: opts.password,
-      ...(opts.resource ? { resource: opts.resource } : {}),
-    });
-    if (opts.caFile) this.trustCa(readFileSync(opts.caFile, "utf8"));
-    useNativeScramKeyDerivation(this.xmpp);
-    if (this.xmpp.streamManagement) {
-      this.xmpp.streamManagement.requestAckInterval = (opts.pingIntervalSec ?? 60) * 1000;
-    }
-    this.wire();
+    this.pingIntervalMs = (opts.pingIntervalSec ?? 60) * 1000;
+    this.pingTimeoutMs = Math.min(this.pingIntervalMs, MAX_PING_TIMEOUT_MS);
+    this.loginTimeoutMs = opts.loginTimeoutMs ?? Math.min(Math.max(this.pingIntervalMs, 5000), 30_000);
+    this.maxReconnectDelayMs = opts.maxReconnectDelayMs ?? this.pingIntervalMs / 2;
+    this.caPem = opts.caFile ? readFileSync(opts.caFile, "utf8") : null;
+    this.xmpp = this.createClient();
   }
 
   get fullJid(): string | null {
@@ -169,7 +211,7 @@ export class XmppSession extends EventEmitter implements SignalSender {
   }
 
   get isOnline(): boolean {
-    return this.xmpp.status === "online";
+    return this.online && this.xmpp.status === "online";
   }
 
   roster(): RosterItem[] {
@@ -186,20 +228,42 @@ export class XmppSession extends EventEmitter implements SignalSender {
 
   /** Starts the session. Resolves when online; when the first attempt fails it rejects but keeps retrying. */
   async start(): Promise<void> {
-    this.stopping = false;
-    await this.xmpp.start();
+    if (this.running) return;
+    this.running = true;
+    this.failures = 0;
+    await this.connect();
   }
 
   /** Sends unavailable presence and closes the session; no reconnect after this. */
   async stop(): Promise<void> {
-    this.stopping = true;
-    this.xmpp.reconnect.stop();
+    this.running = false;
+    this.clearRetry();
     this.clearTimers();
-    this.clearLoginTimer();
-    if (this.xmpp.status === "online") {
-      await this.xmpp.send(xml("presence", { type: "unavailable" })).catch(() => {});
+    const x = this.xmpp;
+    if (!this.xmppUsed || this.dropped.has(x)) return;
+    this.dropped.add(x);
+    this.endAttempt(x, new Error("the session was stopped"));
+    this.online = false;
+    if (x.status === "online") {
+      await x.send(xml("presence", { type: "unavailable" })).catch(() => {});
+      await x.stop().catch((err: Error) => this.log.debug("xmpp stop", { error: err.message }));
     }
-    await this.xmpp.stop().catch((err: Error) => this.log.debug("xmpp stop", { error: err.message }));
+    destroyTransport(x);
+  }
+
+  /**
+   * Drops the current connection (or attempt) at once and logs in again without waiting, e.g.
+   * because this host's addresses changed and the connection may be bound to one that is gone.
+   */
+  reconnectNow(reason: string): void {
+    if (!this.running) return;
+    if (this.xmppUsed && !this.dropped.has(this.xmpp)) {
+      this.drop(this.xmpp, "xmpp reconnecting now", reason, 0);
+    } else {
+      this.log.info("xmpp reconnecting now", { why: reason });
+      this.clearRetry();
+      void this.connect().catch(() => {});
+    }
   }
 
   /** Sets (and when online sends) our tincan presence. */
@@ -213,33 +277,99 @@ export class XmppSession extends EventEmitter implements SignalSender {
     await this.xmpp.send(signalMessage(fullJid, signal));
   }
 
-  private wire(): void {
+  /** One connection attempt on a fresh client; on failure the retry is already scheduled when it rejects. */
+  private connect(): Promise<void> {
+    this.retryTimer = null;
+    if (!this.running) return Promise.resolve();
+    if (this.xmppUsed) this.xmpp = this.createClient();
     const x = this.xmpp;
-    x.on("error", (err: Error) => {
-      if (this.stopping) return;
-      this.log.warn("xmpp error", { error: err.message });
-      // A refused login leaves the stream open and @xmpp/reconnect waiting for a disconnect that
-      // never comes: drop it, so we try again (with backoff) instead of staying offline.
-      if (err.name === "SASLError" && !this.isOnline)
-        this.dropConnection("xmpp login stalled; reconnecting", "login refused");
+    this.xmppUsed = true;
+    return new Promise<void>((resolve, reject) => {
+      const ms = this.loginTimeoutMs;
+      // TCP connect to a black hole, a server that accepts and says nothing, a login stuck halfway:
+      // every stage of an attempt is bounded by this one timer.
+      const timer = setTimeout(
+        () => this.drop(x, "xmpp login timed out; reconnecting", `not online after ${ms} ms`),
+        ms,
+      );
+      this.attempt = { client: x, timer, settle: (err) => (err ? reject(err) : resolve()) };
+      x.start().then(
+        () => this.endAttempt(x),
+        // SASLError's message is the server's condition, e.g. "not-authorized".
+        (err: Error) => this.drop(x, "xmpp login failed; reconnecting", describeError(err)),
+      );
     });
-    x.on("status", (status: string) => {
-      if (status === "connecting") this.armLoginTimer();
-      else if (status === "online" || status === "offline") this.clearLoginTimer();
+  }
+
+  /** Settles the promise of `x`'s connection attempt, if it is still pending. */
+  private endAttempt(x: Client, err?: Error): void {
+    const a = this.attempt;
+    if (!a || a.client !== x) return;
+    this.attempt = null;
+    clearTimeout(a.timer);
+    a.settle(err);
+  }
+
+  /**
+   * The one way out of a connection: tears down its socket, forgets the client and schedules the
+   * next attempt (after `delayMs`, default the backoff for the failures so far).
+   */
+  private drop(x: Client, message: string, why: string, delayMs?: number): void {
+    if (x !== this.xmpp || this.dropped.has(x)) return;
+    this.dropped.add(x);
+    this.endAttempt(x, new Error(why));
+    const wasOnline = this.online;
+    this.online = false;
+    this.clearTimers();
+    destroyTransport(x);
+    if (!this.running) return;
+    this.clearRetry();
+    let delay = delayMs;
+    if (delay === undefined) {
+      this.failures++;
+      delay = reconnectDelayMs(this.failures, this.maxReconnectDelayMs);
+    }
+    this.log.warn(message, { why, retryInMs: delay, failures: this.failures });
+    this.retryTimer = setTimeout(() => void this.connect().catch(() => {}), delay);
+    if (wasOnline) this.emit("offline");
+  }
+
+  private createClient(): Client {
+    const opts = this.opts;
+    const x = client({
+      service: opts.service,
+      domain: opts.domain,
+      username: opts.username,
+      password: opts.password,
+      ...(opts.resource ? { resource: opts.resource } : {}),
+    });
+    x.reconnect.stop(); // we reconnect ourselves, on a fresh client
+    if (this.caPem) trustCa(x, this.caPem, opts.domain);
+    useNativeScramKeyDerivation(x);
+    if (x.streamManagement) x.streamManagement.requestAckInterval = this.pingIntervalMs;
+    this.wire(x);
+    return x;
+  }
+
+  private wire(x: Client): void {
+    const live = () => x === this.xmpp && !this.dropped.has(x) && this.running;
+    x.on("error", (err: Error) => {
+      // Before login the attempt's rejection says why (once); afterwards a disconnect follows.
+      if (!live()) return;
+      if (this.online) this.log.warn("xmpp error", { error: describeError(err) });
+      else this.log.debug("xmpp error while connecting", { error: describeError(err) });
     });
     x.on("online", (address: { toString(): string }) => {
-      void this.onOnline(address.toString());
+      if (live()) void this.onOnline(x, address.toString());
     });
     x.on("disconnect", () => {
-      if (this.stopping) return;
-      this.clearTimers();
-      // Exponential backoff: @xmpp/reconnect waits `delay` before each attempt and keeps trying.
-      const delay = x.reconnect.delay;
-      x.reconnect.delay = Math.min(delay * 2, this.opts.maxReconnectDelayMs ?? 60_000);
-      this.log.warn("xmpp disconnected; reconnecting", { inMs: delay });
-      this.emit("offline");
+      if (!live()) return;
+      if (this.online) this.drop(x, "xmpp disconnected; reconnecting", "the connection closed");
+      // During an attempt its rejection (which follows) says why better: let it drop first.
+      else setImmediate(() => this.drop(x, "xmpp disconnected; reconnecting", "the connection closed"));
     });
     x.on("stanza", (stanza: Element) => {
+      if (!live()) return;
       try {
         if (stanza.is("presence")) this.onPresence(stanza);
         else if (stanza.is("message")) this.onMessage(stanza);
@@ -255,8 +385,12 @@ export class XmppSession extends EventEmitter implements SignalSender {
         return false;
       }
       for (const el of ctx.element.getChildren("item")) {
-        const item = parseRosterItem(el);
-        if (!item) continue;
+        const parsed = parseRosterItem(el);
+        if (!parsed.ok) {
+          this.log.debug("ignored a roster item", { error: parsed.error });
+          continue;
+        }
+        const item = parsed.value;
         if (item.subscription === "remove") this.rosterItems.delete(item.jid);
         else this.rosterItems.set(item.jid, item);
       }
@@ -265,29 +399,35 @@ export class XmppSession extends EventEmitter implements SignalSender {
     });
   }
 
-  private async onOnline(address: string): Promise<void> {
+  private async onOnline(x: Client, address: string): Promise<void> {
     this.myFullJid = address;
-    this.xmpp.reconnect.delay = 1000;
+    this.online = true;
+    this.failures = 0;
     this.log.info("xmpp online", { jid: address });
+    this.schedulePing(x);
     try {
-      const res = await this.xmpp.iqCaller.request(
+      const res = await x.iqCaller.request(
         xml("iq", { type: "get" }, xml("query", { xmlns: NS_ROSTER })),
         10_000,
       );
+      if (x !== this.xmpp || !this.online) return;
       this.rosterItems.clear();
       for (const el of res.getChild("query", NS_ROSTER)?.getChildren("item") ?? []) {
-        const item = parseRosterItem(el);
-        if (item && item.subscription !== "remove") this.rosterItems.set(item.jid, item);
+        const parsed = parseRosterItem(el);
+        if (!parsed.ok) this.log.debug("ignored a roster item", { error: parsed.error });
+        else if (parsed.value.subscription !== "remove") this.rosterItems.set(parsed.value.jid, parsed.value);
       }
       this.emit("roster", this.roster());
     } catch (err) {
+      if (x !== this.xmpp || !this.online) return;
       this.log.error("roster fetch failed", { error: (err as Error).message });
     }
     // Peers we knew from the last session come back through presence after ours; those that do not
     // within presenceSettleMs are reported offline (so a short XMPP outage does not tear links down).
     const stale = new Set(this.peersByFullJid.keys());
     for (const p of this.peersByFullJid.values()) (p as PeerPresence & { stale?: boolean }).stale = true;
-    if (this.presence) await this.xmpp.send(tincanPresence(this.presence)).catch(() => {});
+    if (this.presence) await x.send(tincanPresence(this.presence)).catch(() => {});
+    if (x !== this.xmpp || !this.online) return;
     this.emit("online", address);
     if (stale.size > 0) {
       this.settleTimer = setTimeout(() => {
@@ -297,45 +437,30 @@ export class XmppSession extends EventEmitter implements SignalSender {
         }
       }, this.opts.presenceSettleMs ?? 5000);
     }
-    this.schedulePing();
   }
 
-  private schedulePing(): void {
-    const ms = (this.opts.pingIntervalSec ?? 60) * 1000;
+  /**
+   * XEP-0199 pings every interval, whether or not stream management is on: a connection whose
+   * packets are dropped (no FIN, no RST) is otherwise only noticed by TCP after many minutes.
+   */
+  private schedulePing(x: Client): void {
+    if (this.pingTimer) clearInterval(this.pingTimer);
     this.pingTimer = setInterval(() => {
-      // With stream management on, its <r/> every interval already checks the connection.
-      if (this.xmpp.streamManagement?.enabled || this.xmpp.status !== "online") return;
+      if (x.status !== "online" || this.dropped.has(x)) return;
       const ping = xml("iq", { type: "get", to: this.opts.domain }, xml("ping", { xmlns: NS_PING }));
-      this.xmpp.iqCaller.request(ping, 15_000).catch((err: Error) => {
+      x.iqCaller.request(ping, this.pingTimeoutMs).catch((err: Error) => {
         // A server that does not support ping still answers (with an error): only a timeout means dead.
-        // The connection is dead or the server overloaded: no polite stream close, which
-        // would wait for an answer that does not come (and data could still arrive after it).
+        // No polite stream close, which would wait for an answer that does not come.
         if (/timeout/i.test(err.message) || err.name === "TimeoutError")
-          this.dropConnection("xmpp ping timed out; reconnecting");
+          this.drop(x, "xmpp ping timed out; reconnecting", `no answer in ${this.pingTimeoutMs} ms`);
       });
-    }, ms);
+    }, this.pingIntervalMs);
     this.pingTimer.unref();
   }
 
-  private armLoginTimer(): void {
-    this.clearLoginTimer();
-    const ms = this.opts.loginTimeoutMs ?? 30_000;
-    this.loginTimer = setTimeout(() => {
-      this.loginTimer = null;
-      if (!this.stopping && !this.isOnline)
-        this.dropConnection("xmpp login stalled; reconnecting", `not online after ${ms} ms`);
-    }, ms);
-  }
-
-  private clearLoginTimer(): void {
-    if (this.loginTimer) clearTimeout(this.loginTimer);
-    this.loginTimer = null;
-  }
-
-  /** Closes the transport at once: -> disconnect -> reconnect with backoff. */
-  private dropConnection(message: string, why?: string): void {
-    this.log.warn(message, why ? { why } : {});
-    (this.xmpp.socket as { destroy?(): void } | null)?.destroy?.();
+  private clearRetry(): void {
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
   }
 
   private clearTimers(): void {
@@ -418,39 +543,55 @@ export class XmppSession extends EventEmitter implements SignalSender {
     }
     this.emit("signal", { fromFullJid: from, fromBareJid: bare, signal: parsed.value } satisfies SignalEvent);
   }
+}
 
-  /**
-   * Trusts a private CA for this server name, without turning verification off.
-   * @xmpp/starttls upgrades with `tls.connect({socket, host: domain})` and takes no TLS options,
-   * so the TLS socket class of @xmpp/tls (used by STARTTLS and by direct TLS) gets `ca` added
-   * for connections to this domain. Direct TLS (xmpps://) dials the service host, so its
-   * transport also names the domain as the TLS server name. @xmpp's own STARTTLS step runs
-   * unchanged (an earlier version answered STARTTLS itself, and a timed-out attempt there could
-   * leave the next login with two SASL exchanges on one stream).
-   */
-  private trustCa(caPem: string): void {
-    const x = this.xmpp;
-    const ca = [...rootCertificates, caPem];
-    const domain = this.opts.domain;
-    type TlsTransport = new () => { socketParameters(s: string): Record<string, unknown> | undefined };
-    const tlsTransport = x.transports.find((t) => {
-      try {
-        return t.prototype.socketParameters("xmpps://localhost:5223") !== undefined;
-      } catch {
-        return false;
-      }
-    });
-    if (!tlsTransport) throw new Error("@xmpp/client has no TLS transport");
-    addCaForServerName(tlsTransport.prototype.Socket as TlsSocketClass, domain, ca);
-    const Base = tlsTransport as unknown as TlsTransport;
-    class CaTlsTransport extends Base {
-      override socketParameters(s: string) {
-        const p = super.socketParameters(s);
-        return p && { ...p, servername: domain };
-      }
+/**
+ * Tears down whatever socket the client uses, at once. @xmpp/tcp's socket is a net.Socket; after
+ * STARTTLS (or with direct TLS) it is @xmpp/tls's wrapper, which has no destroy() of its own and
+ * holds the tls.TLSSocket in `.socket` (destroying that also destroys the TCP socket under it).
+ * No polite stream close: on a dead connection it would wait for an answer that never comes.
+ */
+function destroyTransport(x: Client): void {
+  const s = x.socket as unknown as { destroy?(): void; socket?: { destroy?(): void } | null } | null;
+  s?.socket?.destroy?.();
+  s?.destroy?.();
+}
+
+function describeError(err: Error): string {
+  const condition = (err as Error & { condition?: unknown }).condition;
+  const text = err.message || (typeof condition === "string" ? condition : "") || err.name;
+  return text.length > 200 ? `${text.slice(0, 200)}...` : text;
+}
+
+/**
+ * Trusts a private CA for this server name, without turning verification off.
+ * @xmpp/starttls upgrades with `tls.connect({socket, host: domain})` and takes no TLS options,
+ * so the TLS socket class of @xmpp/tls (used by STARTTLS and by direct TLS) gets `ca` added
+ * for connections to this domain. Direct TLS (xmpps://) dials the service host, so its
+ * transport also names the domain as the TLS server name. @xmpp's own STARTTLS step runs
+ * unchanged (an earlier version answered STARTTLS itself, and a timed-out attempt there could
+ * leave the next login with two SASL exchanges on one stream).
+ */
+function trustCa(x: Client, caPem: string, domain: string): void {
+  const ca = [...rootCertificates, caPem];
+  type TlsTransport = new () => { socketParameters(s: string): Record<string, unknown> | undefined };
+  const tlsTransport = x.transports.find((t) => {
+    try {
+      return t.prototype.socketParameters("xmpps://localhost:5223") !== undefined;
+    } catch {
+      return false;
     }
-    x.transports.unshift(CaTlsTransport as unknown as (typeof x.transports)[number]);
+  });
+  if (!tlsTransport) throw new Error("@xmpp/client has no TLS transport");
+  addCaForServerName(tlsTransport.prototype.Socket as TlsSocketClass, domain, ca);
+  const Base = tlsTransport as unknown as TlsTransport;
+  class CaTlsTransport extends Base {
+    override socketParameters(s: string) {
+      const p = super.socketParameters(s);
+      return p && { ...p, servername: domain };
+    }
   }
+  x.transports.unshift(CaTlsTransport as unknown as (typeof x.transports)[number]);
 }
 
 const pbkdf2Async = promisify(pbkdf2);

@@ -1,12 +1,12 @@
 #!/usr/bin/env node
-import { readFileSync } from "node:fs";
-import { readFile, writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
-import { describeIssues, LogLevel, TincanConfig } from "@tincan/protocol";
+import { type TincanConfig, writeFileAtomic } from "@tincan/protocol";
+import { loadTincanConfig, TincanConfigError } from "./config.js";
 import { Datapath, VERSION } from "./datapath.js";
 import { configureSctp } from "./link.js";
 import { createLogger } from "./logger.js";
 import { type Endpoint, RpcServer } from "./rpc-server.js";
+import { readEndpointFile, UnsafeDirectoryError } from "./secure-files.js";
 import { writeToken } from "./token.js";
 import { tunFactory } from "./vnic-tun.js";
 
@@ -15,7 +15,7 @@ const HELP = `Usage: tincan [--config FILE] [--rpc 127.0.0.1:5800] [--token-file
 Runs the TinCan datapath in the foreground: owns the vNIC (TUN) and the peer links, and takes
 orders from a controller over JSON-RPC on a loopback UDP port.
 
-  --config FILE       JSON config ({ "rpc", "tokenFile", "log": { "level" } }); flags override it
+  --config FILE       JSON config ({ "rpc", "tokenFile", "maxLinks", "log": { "level" } }); flags override it
   --rpc HOST:PORT     RPC address on 127.0.0.0/8 (default 127.0.0.1:5800)
   --token-file FILE   where the secret RPC token is written, mode 0600 (default /run/tincan/tincan.token)
   --log-level LEVEL   error | warn | info | debug (default info)
@@ -63,26 +63,16 @@ function loadConfig(): TincanConfig {
     process.stdout.write(`${VERSION}\n`);
     process.exit(0);
   }
-  let fromFile: Record<string, unknown> = {};
-  const file = args.config as string | undefined;
-  if (file) {
-    try {
-      fromFile = JSON.parse(readFileSync(file, "utf8"));
-    } catch (err) {
-      fail(`${file}: ${(err as Error).message}`);
-    }
+  try {
+    return loadTincanConfig(args.config as string | undefined, {
+      rpc: args.rpc as string | undefined,
+      tokenFile: args["token-file"] as string | undefined,
+      logLevel: args["log-level"] as string | undefined,
+    });
+  } catch (err) {
+    if (err instanceof TincanConfigError) fail(err.message);
+    throw err;
   }
-  const merged = { ...fromFile } as Record<string, unknown>;
-  if (args.rpc) merged.rpc = args.rpc;
-  if (args["token-file"]) merged.tokenFile = args["token-file"];
-  if (args["log-level"]) {
-    const level = LogLevel.safeParse(args["log-level"]);
-    if (!level.success) fail(`--log-level: must be one of ${LogLevel.options.join(", ")}`);
-    merged.log = { ...((merged.log as object) ?? {}), level: level.data };
-  }
-  const parsed = TincanConfig.safeParse(merged);
-  if (!parsed.success) fail(`${file ?? "flags"}: ${describeIssues(parsed.error)}`);
-  return parsed.data;
 }
 
 async function main(): Promise<void> {
@@ -98,11 +88,20 @@ async function main(): Promise<void> {
     vnicFactory: tunFactory,
     logger: log,
     notify: (method, params) => rpc?.notify(method, params),
+    maxLinks: config.maxLinks,
     ...(envJson("TINCAN_TUNE") ?? {}),
   });
-  const token = await writeToken(config.tokenFile);
+  let token: string;
+  try {
+    token = await writeToken(config.tokenFile);
+  } catch (err) {
+    if (err instanceof UnsafeDirectoryError) fail(`refusing to write the token: ${err.message}`);
+    fail(`cannot write the token file ${config.tokenFile}: ${(err as Error).message}`);
+  }
   rpc = new RpcServer(datapath, token, log, (endpoint) => {
-    writeFile(endpointFile, JSON.stringify(endpoint), { mode: 0o600 }).catch(() => {});
+    writeFileAtomic(endpointFile, JSON.stringify(endpoint), 0o600).catch((err: Error) =>
+      log.warn("cannot write the endpoint file", { file: endpointFile, error: err.message }),
+    );
   });
   let address: Endpoint;
   try {
@@ -112,12 +111,11 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   // A controller that talked to our previous incarnation learns that it must re-sync.
-  const previous = await readFile(endpointFile, "utf8").then(
-    (t) => JSON.parse(t) as Endpoint,
-    () => null,
-  );
-  if (previous?.host?.startsWith("127.")) {
-    rpc.notify("datapath.started", { version: VERSION, startedAt: datapath.startedAt }, previous);
+  const previous = await readEndpointFile(endpointFile);
+  if ("endpoint" in previous) {
+    rpc.notify("datapath.started", { version: VERSION, startedAt: datapath.startedAt }, previous.endpoint);
+  } else if ("problem" in previous) {
+    log.warn(`ignoring the endpoint file ${endpointFile}: it ${previous.problem}; datapath.started not sent`);
   }
   log.info("ready", {
     rpc: `${address.host}:${address.port}`,

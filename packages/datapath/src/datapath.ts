@@ -9,7 +9,7 @@ import {
   type RpcResults,
 } from "@tincan/protocol";
 import type { Logger } from "winston";
-import { conflict, invalidParams, notConfigured, notFound } from "./errors.js";
+import { conflict, invalidParams, notConfigured, notFound, tooManyLinks } from "./errors.js";
 import { Fib, type VnicDevice } from "./fib.js";
 import { IccQueueFull } from "./icc-channel.js";
 import type { IceSettings } from "./ice.js";
@@ -17,6 +17,7 @@ import { Inside } from "./inside.js";
 import { KEEPALIVE_PERIOD_MS, Link } from "./link.js";
 import { Outside } from "./outside.js";
 import { parseAddress, parsePrefix } from "./packet.js";
+import { pageToFit } from "./query-page.js";
 import { PrefixTable } from "./routes.js";
 import { bestTransport, type PeerTransports, transportOf } from "./transports.js";
 import { TxQueue } from "./tx-queue.js";
@@ -80,6 +81,8 @@ export interface DatapathOptions {
   txIntervalMs?: number;
   /** Bytes the send queue holds at most (default 2 MiB). */
   txQueueBytes?: number;
+  /** Links held at most; link.create / link.accept beyond it get TooManyLinks (default 4096). */
+  maxLinks?: number;
   /** Bytes sent per event-loop turn before the vNIC is read again (default 32 KiB); the rest waits in the send queue. */
   turnBytes?: number;
 }
@@ -272,8 +275,12 @@ export class Datapath {
     },
 
     "link.query": (p) => {
-      const peers = p.peerUid ? [p.peerUid] : [...this.fib.links.keys()];
-      return peers.flatMap((uid) => this.linksOf(uid)).map((l) => l.info());
+      const peers = p.peerUid ? [p.peerUid] : [...this.transports.keys()];
+      return pageToFit(
+        peers.flatMap((uid) => this.linksOf(uid)).map((l) => l.info()),
+        p,
+        "links",
+      );
     },
 
     "route.set": (p) => {
@@ -295,7 +302,7 @@ export class Datapath {
       return {};
     },
 
-    "route.query": () => this.fib.routeList(),
+    "route.query": (p) => pageToFit(this.fib.routeList(), p, "routes"),
 
     "icc.send": (p) => {
       const link = this.fib.links.get(p.peerUid);
@@ -321,6 +328,7 @@ export class Datapath {
       uid: this.uid,
       vnic: v ? { name: v.name, ipv4: v.ipv4, ipv6: v.ipv6, mtu: v.mtu } : null,
       startedAt: this.startedAt,
+      pid: process.pid,
     };
   }
 
@@ -341,6 +349,10 @@ export class Datapath {
       const kind = relayOnly ? "relay-only link" : "link";
       throw conflict(`${kind} to ${peerUid} exists (${existing.state}); link.remove it first`);
     }
+    // Each transport is a PeerConnection (sockets, a TURN allocation): the cap counts them all.
+    const maxLinks = this.options.maxLinks ?? 4096;
+    if (this.linkCount() >= maxLinks)
+      throw tooManyLinks(`maxLinks (${maxLinks}) reached: link.remove a link first`);
     const link = new Link(
       {
         peerUid,
@@ -425,6 +437,12 @@ export class Datapath {
     return [first, t?.full, t?.relay].filter(
       (l, i, all): l is Link => l !== undefined && all.indexOf(l) === i,
     );
+  }
+
+  private linkCount(): number {
+    let n = 0;
+    for (const t of this.transports.values()) n += (t.full ? 1 : 0) + (t.relay ? 1 : 0);
+    return n;
   }
 
   private *allLinks(): Iterable<Link> {

@@ -9,3 +9,4 @@ export const notFound = (what: string) => rpcError(RpcErrorCode.NotFound, what);
 export const conflict = (what: string) => rpcError(RpcErrorCode.Conflict, what);
 export const notConfigured = (what: string) => rpcError(RpcErrorCode.NotConfigured, what);
 export const invalidParams = (what: string) => rpcError(RpcErrorCode.InvalidParams, what);
+export const tooManyLinks = (what: string) => rpcError(RpcErrorCode.TooManyLinks, what);

@@ -21,7 +21,7 @@ export class Fragmenter {
 
   /**
    * @param headroom bytes an RTP header needs in front of each fragment
-   * @param maxPayload most bytes after the RTP header (fragment header included)
+   * @param maxPayload most bytes after the RTP header (fragment header included) of any send
    */
   constructor(
     private readonly headroom: number,
@@ -35,10 +35,11 @@ export class Fragmenter {
    * Sends the frame at buf[frameStart..end) (frameStart >= headroom) as fragments. Each
    * fragment's headers are written over the tail of the previous fragment, already sent
    * (saved and restored: the frame is not copied, except its first chunk). False when a send
-   * failed or the frame needs too many fragments.
+   * failed or the frame needs too many fragments. `payload` (at most maxPayload) sizes this
+   * frame's fragments (the link's current path MTU).
    */
-  send(buf: Buffer, frameStart: number, end: number, sendRtp: RtpSend): boolean {
-    const chunk = this.maxPayload - FRAGMENT_HEADER;
+  send(buf: Buffer, frameStart: number, end: number, sendRtp: RtpSend, payload = this.maxPayload): boolean {
+    const chunk = Math.min(payload, this.maxPayload) - FRAGMENT_HEADER;
     const count = Math.ceil((end - frameStart) / chunk);
     if (count > MAX_FRAGMENTS || chunk <= 0) return false;
     const id = this.id;

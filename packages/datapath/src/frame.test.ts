@@ -80,7 +80,7 @@ function roundTrip(items: Item[], peerOffload: boolean, rtp: boolean, vnicOffloa
     peerUid: PEER,
     peerOffload,
     usesRtp: rtp,
-    maxRtpFrame: 1320,
+    maxFrame: 1320,
     counters: new Counters(),
     isConnected: true,
     sendFrame(buf: Buffer, end: number) {

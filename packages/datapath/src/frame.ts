@@ -82,7 +82,7 @@ export class FrameBuilder {
   private begin(): void {
     const link = this.link;
     this.offload = link.peerOffload;
-    this.limit = link.usesRtp ? Math.min(this.maxFrameBytes, link.maxRtpFrame) : this.maxFrameBytes;
+    this.limit = link.usesRtp ? Math.min(this.maxFrameBytes, link.maxFrame) : this.maxFrameBytes;
     this.buf[RTP_HEADER] = this.offload ? FRAME_OFFLOAD : FRAME_PACKETS;
     this.buf[RTP_HEADER + 1] = this.hopLimit;
   }

@@ -99,7 +99,7 @@ describe("hostile input never throws out of the packet path", () => {
       fc.property(offloadFrameArb, (frame) => {
         outside.onFrame(link, frame);
       }),
-      { numRuns: 3000 },
+      { numRuns: 10_000 },
     );
   });
 
@@ -110,7 +110,7 @@ describe("hostile input never throws out of the packet path", () => {
         fc.property(frameArb, (frame) => {
           outside.onFrame(link, frame);
         }),
-        { numRuns: 2000 },
+        { numRuns: 10_000 },
       );
     }
   });
@@ -130,7 +130,7 @@ describe("hostile input never throws out of the packet path", () => {
           expect((r as unknown as { buf: Buffer }).buf.length).toBeLessThanOrEqual(255 * 9000);
         },
       ),
-      { numRuns: 2000 },
+      { numRuns: 10_000 },
     );
   });
 });

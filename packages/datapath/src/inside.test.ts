@@ -4,7 +4,7 @@ import { Fib } from "./fib.js";
 import { Inside } from "./inside.js";
 import type { Link } from "./link.js";
 import { PacketQueue } from "./queue.js";
-import { udp4 } from "./testing.js";
+import { FakeVnic, udp4 } from "./testing.js";
 import { TxQueue } from "./tx-queue.js";
 import { UnmappedPackets } from "./unmapped.js";
 
@@ -18,7 +18,8 @@ function fakeLink(): Link & { sentTo: string[]; sentIds: number[] } {
     isConnected: true,
     peerOffload: false,
     usesRtp: false,
-    maxRtpFrame: 1300,
+    maxFrame: 1300,
+    tooBigAbove: Number.POSITIVE_INFINITY,
     counters: new Counters(),
     pending: new PacketQueue(8),
     sentTo,
@@ -110,5 +111,24 @@ describe("Inside with a send queue", () => {
     const { link, read } = setup(4000, false);
     read(...Array.from({ length: 10 }, bulk));
     expect(link.sentTo).toHaveLength(10);
+  });
+});
+
+describe("Inside with a link whose path MTU is known", () => {
+  it("answers a DF packet above it with ICMP and sends the others (to be fragmented)", () => {
+    const { link, read, inside } = setup(1 << 20, false);
+    (link as { tooBigAbove: number }).tooBigAbove = 1200;
+    const vnic = new FakeVnic("t0", {} as never, () => {});
+    (inside as unknown as { fib: Fib }).fib.vnic = vnic;
+    const df = udp4("10.1.0.1", "10.0.0.2", Buffer.alloc(1250));
+    df[6] = 0x40;
+    const plain = udp4("10.1.0.1", "10.0.0.3", Buffer.alloc(1250));
+    const fits = udp4("10.1.0.1", "10.0.0.4", Buffer.alloc(1000));
+    fits[6] = 0x40;
+    read(df, plain, fits);
+    expect(link.sentTo).toEqual(["10.0.0.3", "10.0.0.4"]);
+    expect(vnic.written).toHaveLength(1);
+    const icmp = vnic.written[0] as Buffer;
+    expect([icmp[20], icmp[21], icmp.readUInt16BE(26)]).toEqual([3, 4, 1200]);
   });
 });

@@ -2,7 +2,7 @@ import { rtpClock } from "./delay-gate.js";
 import type { Fib } from "./fib.js";
 import { FrameBuilder } from "./frame.js";
 import type { Link } from "./link.js";
-import { type PacketOffload, readVnetHdr, toPlainPackets, VNET_HDR_BYTES } from "./offload.js";
+import { META_GSO, type PacketOffload, readVnetHdr, toPlainPackets, VNET_HDR_BYTES } from "./offload.js";
 import {
   addressText,
   dstOffset,
@@ -11,6 +11,7 @@ import {
   isMulticastDestination,
   srcOffset,
 } from "./packet.js";
+import { IPV6_MIN_MTU, TooBig } from "./too-big.js";
 import type { TxQueue } from "./tx-queue.js";
 import type { HeldPackets, UnmappedPackets } from "./unmapped.js";
 
@@ -36,6 +37,7 @@ export class Inside {
   private heldSince: number | undefined;
   private readonly po: PacketOffload = { meta: 0, csumStart: 0, gsoSize: 0 };
   private drainScheduled = false;
+  private readonly tooBig = new TooBig();
 
   constructor(
     private readonly fib: Fib,
@@ -162,8 +164,25 @@ export class Inside {
       builder = new FrameBuilder(link, this.options.maxFrameBytes, this.options.hopLimit);
       this.builders.set(link, builder);
     }
+    // Too big for one datagram on the link: like a router, refuse what must not be fragmented
+    // (IPv4 with DF, IPv6 while the path takes 1280) with ICMP; the link fragments the rest.
+    // A super-packet is cut into fragments whatever its size: its segments are the sender's MSS.
+    if (len > link.tooBigAbove && (meta & META_GSO) === 0 && this.refuseTooBig(link, buf, off, len, version))
+      return;
     if (builder.isEmpty) this.touched.push(builder);
     builder.append(buf, off, len, meta, csumStart, gsoSize);
+  }
+
+  /** Answers a packet too big for the link with ICMP; false (send it in fragments) when it may not. */
+  private refuseTooBig(link: Link, buf: Uint8Array, off: number, len: number, version: number): boolean {
+    const mtu = link.tooBigAbove;
+    const mayRefuse = version === 4 ? ((buf[off + 6] as number) & 0x40) !== 0 : mtu >= IPV6_MIN_MTU;
+    const vnic = this.fib.vnic;
+    // When the rate limit holds the error back, the packet goes in fragments: nothing is lost.
+    if (!mayRefuse || !vnic || !this.tooBig.answer(buf, off, len, version, mtu, Date.now(), vnic))
+      return false;
+    this.fib.vnicCounters.drop("tooBig");
+    return true;
   }
 
   private readonly holdPlain = (buf: Uint8Array, off: number, len: number): void => {

@@ -6,6 +6,7 @@ import { DelayGate, rtpClock } from "./delay-gate.js";
 import { FRAME_FRAGMENT, Fragmenter, Reassembler } from "./fragment.js";
 import { FRAME_ICC, FRAME_ICC_ACK, IccChannel } from "./icc-channel.js";
 import { type IceSettings, parseCandidate, toIceServers } from "./ice.js";
+import { PathMtu } from "./path-mtu.js";
 import { PacketQueue } from "./queue.js";
 
 /** Frame type byte of a message on the packet channel: one or more whole IP packets follow. */
@@ -25,6 +26,27 @@ export const FRAME_CONTROL = 0x10;
 export const FRAME_PROBE = 0x12;
 export const FRAME_PROBE_REPLY = 0x13;
 const PROBE_BYTES = 5;
+/**
+ * [FRAME_MTU_PROBE][round u16][padding to the size probed], answered by
+ * [FRAME_MTU_ACK][round u16][size received u16]: path MTU discovery (path-mtu.ts).
+ */
+export const FRAME_MTU_PROBE = 0x14;
+export const FRAME_MTU_ACK = 0x15;
+const MTU_ACK_BYTES = 5;
+/**
+ * [FRAME_RX_ACK][RTP sequence number u16]: the last RTP packet the receiver's event loop took.
+ * A sender lets at most RX_WINDOW RTP packets be ahead of it: libdatachannel hands every received
+ * message to the event loop through an unbounded queue, so a receiver that cannot keep up (CPU
+ * starved) must be kept from being sent more than it can hold.
+ */
+export const FRAME_RX_ACK = 0x16;
+const RX_ACK_BYTES = 3;
+export const RX_WINDOW = 4096;
+/**
+ * A receiver acknowledges every this many RTP packets (acks aside: acks of acks would never end),
+ * and once a second when it took fewer and a packet frame was among them (idle links stay quiet).
+ */
+export const RX_ACK_EVERY = 32;
 /** A link that sends traffic is probed this often, for its round-trip time. */
 const RTT_PROBE_MS = 5000;
 /**
@@ -50,6 +72,10 @@ const CAPS_RE = new RegExp(`^a=${CAPS_ATTRIBUTE}:(\\d{1,3})\\s*$`, "m");
 export const CAPS_OFFLOAD = 0x01;
 /** Caps flag: frames may come as RTP packets on the `pkt` media track. */
 export const CAPS_RTP = 0x02;
+/** Caps flag: answers path MTU probes on the track. */
+export const CAPS_PMTU = 0x04;
+/** Caps flag: acknowledges RTP packets taken (FRAME_RX_ACK) and honours the peer's. */
+export const CAPS_RX_WINDOW = 0x08;
 
 /**
  * Bytes in front of a frame in a send buffer, for the RTP header when the frame goes over the
@@ -122,8 +148,12 @@ export class Link {
   peerOffload = false;
   /** The peer announced that it reads frames from the RTP track. */
   peerRtp = false;
-  /** Largest frame (type byte to last packet byte) that fits one RTP packet on the underlay. */
+  /** Largest frame (type byte to last packet byte) one RTP packet may carry (from underlayMtu). */
   readonly maxRtpFrame: number;
+  /** The peer answers path MTU probes. */
+  peerPmtu = false;
+  /** The peer acknowledges the RTP packets it takes: we keep within its window. */
+  peerRxWindow = false;
 
   private readonly pc: PeerConnection;
   private pkt: DataChannel | null = null;
@@ -137,6 +167,16 @@ export class Link {
   private rtpTime = 0;
   private readonly rtp: boolean;
   private readonly fragmenter: Fragmenter;
+  private readonly pmtu: PathMtu;
+  private pmtuTimer: NodeJS.Timeout | null = null;
+  private readonly mtuProbe: Buffer;
+  private readonly mtuAck = Buffer.alloc(RTP_HEADER + MTU_ACK_BYTES, FRAME_MTU_ACK);
+  /** Last RTP sequence number the peer acknowledged taking. */
+  private peerTookSeq = this.rtpSeq;
+  private rxSeq = 0;
+  private rxUnacked = 0;
+  private rxDataUnacked = false;
+  private readonly rxAck = Buffer.alloc(RTP_HEADER + RX_ACK_BYTES, FRAME_RX_ACK);
   private readonly reassembler = new Reassembler();
   private readonly rxGate: DelayGate;
   private readonly rxQueueSettings: { rxQueueMs: number; rxIntervalMs: number };
@@ -178,6 +218,8 @@ export class Link {
     );
     this.maxRtpFrame = options.underlayMtu - RTP_OVERHEAD;
     this.fragmenter = new Fragmenter(RTP_HEADER, this.maxRtpFrame);
+    this.mtuProbe = Buffer.alloc(RTP_HEADER + this.maxRtpFrame);
+    this.pmtu = new PathMtu(this.maxRtpFrame, this.sendMtuProbe);
     this.rxQueueSettings = { rxQueueMs: options.rxQueueMs, rxIntervalMs: options.rxIntervalMs };
     this.rxGate = new DelayGate(options.rxQueueMs, 5000, options.rxIntervalMs);
     this.pc = new ndc.PeerConnection(options.peerUid.slice(0, 8), {
@@ -309,10 +351,28 @@ export class Link {
     return this.state === "connected";
   }
 
-  /** Sends one frame (header + packets). Drops and counts when the channel is backed up. */
-  /** Whether frames of up to maxRtpFrame bytes go over the RTP track. */
+  /** Whether frames of up to maxFrame bytes go over the RTP track. */
   get usesRtp(): boolean {
     return this.trackOpen && this.peerRtp;
+  }
+
+  /** Largest frame one RTP packet carries now: the path MTU found by probing, else maxRtpFrame. */
+  get maxFrame(): number {
+    return this.peerPmtu ? this.pmtu.current : this.maxRtpFrame;
+  }
+
+  /**
+   * Largest IP packet that crosses the link in one underlay datagram, once probing measured it
+   * (null on data channels, whose SCTP cuts messages itself, and with peers that take no probes).
+   */
+  get pathMtu(): number | null {
+    if (!this.pmtu.known || !this.usesRtp || !this.peerPmtu || this.state !== "connected") return null;
+    return this.pmtu.current - FRAME_HEADER - (this.peerOffload ? 3 : 0);
+  }
+
+  /** Packets above this size may be refused with ICMP instead of fragmented (Infinity: never). */
+  get tooBigAbove(): number {
+    return this.pathMtu ?? Number.POSITIVE_INFINITY;
   }
 
   /**
@@ -329,6 +389,10 @@ export class Link {
       this.sendOnChannel(buf.subarray(RTP_HEADER, end), packets, payloadBytes);
       return;
     }
+    if (this.peerRxWindow && ((this.rtpSeq - this.peerTookSeq) & 0xffff) >= RX_WINDOW) {
+      this.counters.drop("peerBacklog", packets);
+      return;
+    }
     if (!this.sendOverTrack(buf, end)) {
       this.counters.drop("sendError", packets);
       return;
@@ -340,9 +404,10 @@ export class Link {
   /** Sends the frame at buf[RTP_HEADER..end) on the track: one RTP packet, or fragments if larger. */
   private sendOverTrack(buf: Buffer, end: number): boolean {
     this.rtpTime = rtpClock();
-    return end - RTP_HEADER <= this.maxRtpFrame
+    const max = this.maxFrame;
+    return end - RTP_HEADER <= max
       ? this.sendRtp(buf, 0, end)
-      : this.fragmenter.send(buf, RTP_HEADER, end, this.sendRtp);
+      : this.fragmenter.send(buf, RTP_HEADER, end, this.sendRtp, max);
   }
 
   /** Sends buf[start+12..end) as one RTP packet, its header written over buf[start..start+12). */
@@ -400,6 +465,8 @@ export class Link {
     const silent = now - this.heardAt;
     const busy = this.lastTxAt !== null && now - this.lastTxAt < RTT_PROBE_MS;
     if (silent >= this.probeAfterMs || (busy && now - this.lastProbeAt >= RTT_PROBE_MS)) this.sendProbe(now);
+    if (this.rxDataUnacked) this.sendRxAck();
+    if (this.state === "connected" && this.usesRtp && this.peerPmtu) this.stepPathMtu(now, busy);
     if (silent >= this.silenceMs && !this.silenced) {
       this.silenced = true;
       this.setState("disconnected");
@@ -431,6 +498,7 @@ export class Link {
       local: this.local,
       remote: this.remote,
       rttMs: this.rttMs,
+      pathMtu: this.pathMtu,
       relayOnly: this.relayOnly,
       createdAt: this.createdAt,
       lastRxAt: this.lastRxAt,
@@ -443,6 +511,7 @@ export class Link {
     if (this.closed) return;
     this.closed = true;
     this.pending.clear();
+    if (this.pmtuTimer) clearTimeout(this.pmtuTimer);
     this.iccOverRtp?.close();
     try {
       this.pkt?.close();
@@ -544,7 +613,7 @@ export class Link {
 
   /** Our caps as a session-level attribute (after the t= line) of a description we send. */
   private withCaps(sdp: string): string {
-    const caps = CAPS_OFFLOAD | (this.track ? CAPS_RTP : 0);
+    const caps = CAPS_OFFLOAD | (this.track ? CAPS_RTP | CAPS_PMTU | CAPS_RX_WINDOW : 0);
     return sdp.replace(/^(t=.*)$/m, `$1\r\na=${CAPS_ATTRIBUTE}:${caps}`);
   }
 
@@ -553,6 +622,8 @@ export class Link {
     const caps = m ? Number(m[1]) : 0;
     this.peerOffload = (caps & CAPS_OFFLOAD) !== 0;
     this.peerRtp = (caps & CAPS_RTP) !== 0 && this.track !== null;
+    this.peerPmtu = this.peerRtp && (caps & CAPS_PMTU) !== 0;
+    this.peerRxWindow = this.peerRtp && (caps & CAPS_RX_WINDOW) !== 0;
   }
 
   /** A frame of the link's own: icc over the track, probes. */
@@ -570,6 +641,26 @@ export class Link {
         if (sample >= 60_000) return;
         this.srttMs = this.srttMs === null ? sample : this.srttMs * 0.875 + sample * 0.125;
         this.baseRttMs = Math.min(this.baseRttMs ?? sample, sample);
+        return;
+      }
+      case FRAME_MTU_PROBE:
+        if (frame.length < 3) break;
+        frame.copy(this.mtuAck, RTP_HEADER + 1, 1, 3);
+        this.mtuAck.writeUInt16BE(frame.length, RTP_HEADER + 3);
+        this.sendControl(this.mtuAck, this.mtuAck.length);
+        return;
+      case FRAME_MTU_ACK: {
+        if (frame.length < MTU_ACK_BYTES || !this.peerPmtu) break;
+        const now = Date.now();
+        if (this.pmtu.onAck(frame.readUInt16BE(1), frame.readUInt16BE(3), now, this.rttMs))
+          this.armPathMtuTimer(now);
+        return;
+      }
+      case FRAME_RX_ACK: {
+        if (frame.length < RX_ACK_BYTES) break;
+        const seq = frame.readUInt16BE(1);
+        // Acknowledgements may come out of order: only a later one moves the window.
+        if (((seq - this.peerTookSeq) & 0xffff) < 0x8000) this.peerTookSeq = seq;
         return;
       }
       case FRAME_ICC:
@@ -592,6 +683,49 @@ export class Link {
       return false;
     }
   };
+
+  /** Sends a path MTU probe of `bytes` frame bytes as one RTP packet (never fragmented). */
+  private readonly sendMtuProbe = (round: number, bytes: number): void => {
+    if (this.closed || !this.usesRtp) return;
+    const b = this.mtuProbe;
+    b[RTP_HEADER] = FRAME_MTU_PROBE;
+    b.writeUInt16BE(round, RTP_HEADER + 1);
+    this.rtpTime = rtpClock();
+    this.sendRtp(b, 0, RTP_HEADER + bytes);
+  };
+
+  private stepPathMtu(now: number, busy = true): void {
+    this.pmtu.tick(now, this.rttMs, busy);
+    this.armPathMtuTimer(now);
+  }
+
+  /** A timer for the end of the probe round in flight (rounds are shorter than keepAlive's period). */
+  private armPathMtuTimer(now: number): void {
+    const until = this.pmtu.waitingUntil;
+    if (until === null || this.pmtuTimer !== null) return;
+    this.pmtuTimer = setTimeout(
+      () => {
+        this.pmtuTimer = null;
+        if (!this.closed && this.usesRtp && this.peerPmtu) this.stepPathMtu(Date.now());
+      },
+      Math.max(0, until - now) + 1,
+    );
+    this.pmtuTimer.unref();
+  }
+
+  private startPathMtu(): void {
+    if (this.closed || !this.usesRtp || !this.peerPmtu) return;
+    const now = Date.now();
+    this.pmtu.restart(now, this.rttMs);
+    this.armPathMtuTimer(now);
+  }
+
+  private sendRxAck(): void {
+    this.rxUnacked = 0;
+    this.rxDataUnacked = false;
+    this.rxAck.writeUInt16BE(this.rxSeq, RTP_HEADER + 1);
+    this.sendControl(this.rxAck, this.rxAck.length);
+  }
 
   private sendProbe(now: number): void {
     this.lastProbeAt = now;
@@ -623,6 +757,7 @@ export class Link {
     track.onOpen(() => {
       this.trackOpen = true;
       if (this.iccOverRtp) this.onTransportOpen();
+      this.startPathMtu();
     });
     track.onClosed(() => {
       this.trackOpen = false;
@@ -648,8 +783,19 @@ export class Link {
         return;
       }
       if (start >= packet.length) return;
+      if (this.peerRxWindow) {
+        this.rxSeq = packet.readUInt16BE(2);
+        const type = packet[start] as number;
+        if (type < FRAME_CONTROL) this.rxDataUnacked = true;
+        if (type !== FRAME_RX_ACK && ++this.rxUnacked >= RX_ACK_EVERY) this.sendRxAck();
+      }
       this.heard(Date.now());
-      if (!this.rxGate.admit(rtpClock(), packet.readUInt32BE(4))) {
+      // The link's own frames are few and small: dropping an MTU probe or its ack would read as
+      // a path that shrank.
+      if (
+        (packet[start] as number) < FRAME_CONTROL &&
+        !this.rxGate.admit(rtpClock(), packet.readUInt32BE(4))
+      ) {
         this.counters.drop("rxQueue");
         return;
       }
@@ -710,9 +856,12 @@ export class Link {
           : types.includes("srflx")
             ? "srflx"
             : "host";
+    const moved = this.remote !== null && remote !== this.remote;
     if (remote !== this.remote) this.baseRttMs = null;
     this.local = `${pair.local.address}:${pair.local.port}`;
     this.remote = remote;
+    // Another path may carry other sizes.
+    if (moved) this.startPathMtu();
   }
 
   private setState(state: LinkState): void {

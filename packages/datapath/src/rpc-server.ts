@@ -2,24 +2,19 @@ import { timingSafeEqual } from "node:crypto";
 import dgram from "node:dgram";
 import {
   describeIssues,
+  MAX_RPC_BATCH,
   MAX_RPC_DATAGRAM,
+  MAX_RPC_ID_LENGTH,
   type NotificationMethod,
   type NotificationParamsOf,
-  RPC_METHODS,
   RPC_SOCKET_BUFFER,
   RpcErrorCode,
+  type RpcMethod,
   RpcParams,
   smallRpcBuffer,
   splitHostPort,
 } from "@tincan/protocol";
-import {
-  createJSONRPCErrorResponse,
-  createJSONRPCNotification,
-  JSONRPCErrorException,
-  type JSONRPCErrorResponse,
-  type JSONRPCID,
-  JSONRPCServer,
-} from "json-rpc-2.0";
+import { createJSONRPCNotification, JSONRPCErrorException } from "json-rpc-2.0";
 import type { Logger } from "winston";
 import type { Datapath } from "./datapath.js";
 import { rpcError } from "./errors.js";
@@ -29,16 +24,67 @@ export interface Endpoint {
   port: number;
 }
 
+type Id = string | number | null;
+type Response =
+  | { jsonrpc: "2.0"; id: Id; result: unknown }
+  | { jsonrpc: "2.0"; id: Id; error: { code: number; message: string } };
+
+/** A request whose envelope was checked: the id is safe to echo (bounded, never nested). */
+interface Request {
+  id: Id;
+  /** No id: a notification, answered with nothing (unless the envelope itself is invalid). */
+  notification: boolean;
+  method: string;
+  params: unknown;
+}
+
+/** Longest error message sent (zod issues can be long); the rest is cut. */
+const MAX_ERROR_MESSAGE = 1024;
+/** Bad datagrams and handler failures are logged at most once per this period, with counts. */
+const LOG_PERIOD_MS = 10_000;
+
+/** Why datagrams were refused or failed, counted since start (for tests and logs). */
+export type RpcFault =
+  | "tooLarge"
+  | "parseError"
+  | "invalidRequest"
+  | "emptyBatch"
+  | "batchTooLarge"
+  | "methodNotFound"
+  | "unauthorized"
+  | "handlerFailed"
+  | "replyTooLarge"
+  | "internal";
+
 /**
- * JSON-RPC 2.0 over UDP on loopback: one message per datagram. Every request must carry the
- * secret token as params.auth; params are validated by the method's zod schema before the
- * handler runs, so a bad request changes nothing.
+ * JSON-RPC 2.0 over UDP on loopback: one message (or one batch) per datagram. The envelope is
+ * checked before anything echoes it (an id is a string of at most MAX_RPC_ID_LENGTH characters, a
+ * finite number or null); every request must carry the secret token as params.auth; params are
+ * validated by the method's zod schema before the handler runs, so a bad request changes nothing. No
+ * exception from one datagram leaves `onDatagram`: faults are counted and logged at most every 10 s.
  */
 export class RpcServer {
   private readonly socket = dgram.createSocket({ type: "udp4", recvBufferSize: RPC_SOCKET_BUFFER });
-  private readonly server: JSONRPCServer;
   private readonly token: Buffer;
   controller: Endpoint | null = null;
+  /** Faults by kind since start. */
+  readonly faults: Record<RpcFault, number> = {
+    tooLarge: 0,
+    parseError: 0,
+    invalidRequest: 0,
+    emptyBatch: 0,
+    batchTooLarge: 0,
+    methodNotFound: 0,
+    unauthorized: 0,
+    handlerFailed: 0,
+    replyTooLarge: 0,
+    internal: 0,
+  };
+  private unlogged: Partial<Record<RpcFault, number>> = {};
+  private lastLogAt = 0;
+  /** Logs the counts held back by the rate limit once its period is over. */
+  private flushTimer: NodeJS.Timeout | null = null;
+  private lastError: string | null = null;
 
   constructor(
     private readonly datapath: Datapath,
@@ -47,22 +93,6 @@ export class RpcServer {
     private readonly onControllerChange: (endpoint: Endpoint) => void = () => {},
   ) {
     this.token = Buffer.from(token);
-    this.server = new JSONRPCServer({
-      errorListener: (message, data) => this.log.debug(`rpc error: ${message}`, { error: String(data) }),
-    });
-    this.server.mapErrorToJSONRPCErrorResponse = (id: JSONRPCID, error: unknown): JSONRPCErrorResponse => {
-      if (error instanceof JSONRPCErrorException)
-        return createJSONRPCErrorResponse(id, error.code, error.message);
-      this.log.error("rpc handler failed", { error: (error as Error)?.stack ?? String(error) });
-      return createJSONRPCErrorResponse(
-        id,
-        RpcErrorCode.Internal,
-        `internal error: ${(error as Error)?.message}`,
-      );
-    };
-    for (const method of RPC_METHODS) {
-      this.server.addMethod(method, (params: unknown) => this.dispatch(method, params));
-    }
     this.socket.on("message", (msg, rinfo) => this.onDatagram(msg, rinfo));
     this.socket.on("error", (err) => this.log.error("rpc socket error", { error: err.message }));
   }
@@ -95,22 +125,122 @@ export class RpcServer {
   }
 
   close(): void {
+    if (this.flushTimer) clearTimeout(this.flushTimer);
     this.socket.close();
   }
 
-  private async dispatch(method: (typeof RPC_METHODS)[number], raw: unknown): Promise<unknown> {
+  /**
+   * The answer to one datagram (a JSON text of at most MAX_RPC_DATAGRAM bytes), or null when none is
+   * due (notifications only). Never rejects.
+   */
+  async handle(msg: Buffer): Promise<string | null> {
+    try {
+      if (msg.length > MAX_RPC_DATAGRAM) {
+        this.fault("tooLarge");
+        return text(
+          failure(null, RpcErrorCode.InvalidRequest, `request larger than ${MAX_RPC_DATAGRAM} bytes`),
+        );
+      }
+      let json: unknown;
+      try {
+        json = JSON.parse(msg.toString("utf8"));
+      } catch {
+        this.fault("parseError");
+        return text(failure(null, RpcErrorCode.ParseError, "parse error: not valid JSON"));
+      }
+      if (!Array.isArray(json)) {
+        const response = await this.handleOne(json);
+        return response ? this.fit([response], false) : null;
+      }
+      if (json.length === 0) {
+        this.fault("emptyBatch");
+        return text(failure(null, RpcErrorCode.InvalidRequest, "invalid request: empty batch"));
+      }
+      if (json.length > MAX_RPC_BATCH) {
+        this.fault("batchTooLarge");
+        return text(
+          failure(
+            null,
+            RpcErrorCode.InvalidRequest,
+            `invalid request: batch of ${json.length} requests (at most ${MAX_RPC_BATCH})`,
+          ),
+        );
+      }
+      const responses = (await Promise.all(json.map((r: unknown) => this.handleOne(r)))).filter(
+        (r): r is Response => r !== null,
+      );
+      return responses.length > 0 ? this.fit(responses, true) : null;
+    } catch (err) {
+      this.fault("internal", err);
+      return text(failure(null, RpcErrorCode.Internal, "internal error"));
+    }
+  }
+
+  private onDatagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    try {
+      if (!rinfo.address.startsWith("127.")) return; // bound to loopback; belt and braces
+      this.handle(msg).then(
+        (reply) => {
+          if (reply !== null) this.send(reply, rinfo);
+        },
+        (err: unknown) => this.fault("internal", err),
+      );
+    } catch (err) {
+      this.fault("internal", err);
+    }
+  }
+
+  private send(reply: string, rinfo: dgram.RemoteInfo): void {
+    try {
+      this.socket.send(reply, rinfo.port, rinfo.address, (err) => {
+        if (err) this.log.debug("rpc reply not sent", { error: err.message });
+      });
+    } catch (err) {
+      this.fault("internal", err); // socket closed meanwhile
+    }
+  }
+
+  private async handleOne(raw: unknown): Promise<Response | null> {
+    const req = checkEnvelope(raw);
+    if (typeof req === "string") {
+      this.fault("invalidRequest");
+      return failure(null, RpcErrorCode.InvalidRequest, `invalid request: ${req}`);
+    }
+    let response: Response;
+    try {
+      response = { jsonrpc: "2.0", id: req.id, result: await this.dispatch(req.method, req.params) };
+    } catch (err) {
+      response = this.errorResponse(req.id, err);
+    }
+    return req.notification ? null : response;
+  }
+
+  private errorResponse(id: Id, err: unknown): Response {
+    if (err instanceof JSONRPCErrorException) {
+      if (err.code === RpcErrorCode.MethodNotFound) this.fault("methodNotFound");
+      else if (err.code === RpcErrorCode.Unauthorized) this.fault("unauthorized");
+      return failure(id, err.code, err.message);
+    }
+    this.fault("handlerFailed", err);
+    return failure(id, RpcErrorCode.Internal, `internal error: ${(err as Error)?.message ?? String(err)}`);
+  }
+
+  private async dispatch(method: string, raw: unknown): Promise<unknown> {
+    if (!Object.hasOwn(RpcParams, method))
+      throw rpcError(RpcErrorCode.MethodNotFound, `method not found: ${method.slice(0, 64)}`);
+    const m = method as RpcMethod;
     if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
       throw rpcError(RpcErrorCode.Unauthorized, "params.auth: missing token");
     }
     const { auth, ...rest } = raw as Record<string, unknown>;
     if (!this.checkToken(auth))
       throw rpcError(RpcErrorCode.Unauthorized, "params.auth: wrong or missing token");
-    const parsed = RpcParams[method].safeParse(rest);
+    const parsed = RpcParams[m].safeParse(rest);
     if (!parsed.success)
       throw rpcError(RpcErrorCode.InvalidParams, `invalid params: ${describeIssues(parsed.error)}`);
-    const handler = this.datapath.methods[method] as (p: unknown) => unknown;
+    const handler = this.datapath.methods[m] as (p: unknown) => unknown;
     const result = await handler(parsed.data);
-    if (method === "hello") {
+    if (m === "hello") {
       const { controller } = parsed.data as { controller: Endpoint };
       this.controller = controller;
       this.onControllerChange(controller);
@@ -125,28 +255,86 @@ export class RpcServer {
     return given.length === this.token.length && timingSafeEqual(given, this.token);
   }
 
-  private onDatagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {
-    if (!rinfo.address.startsWith("127.")) return; // bound to loopback; belt and braces
-    if (msg.length > MAX_RPC_DATAGRAM) {
-      this.reply(createJSONRPCErrorResponse(null, RpcErrorCode.InvalidRequest, "request too large"), rinfo);
-      return;
-    }
-    this.server.receiveJSON(msg.toString("utf8")).then(
-      (response) => {
-        if (response) this.reply(response, rinfo);
-      },
-      (err: unknown) => this.log.error("rpc receive failed", { error: String(err) }),
-    );
-  }
-
-  private reply(response: unknown, rinfo: dgram.RemoteInfo): void {
-    let text = JSON.stringify(response);
-    if (Buffer.byteLength(text) > MAX_RPC_DATAGRAM) {
-      const id = (response as { id?: JSONRPCID }).id ?? null;
-      text = JSON.stringify(
-        createJSONRPCErrorResponse(id, RpcErrorCode.Internal, "response too large for one datagram"),
+  /**
+   * The reply text, at most MAX_RPC_DATAGRAM bytes: results that do not fit are replaced by
+   * ResponseTooLarge errors, largest first (errors are small: a batch of MAX_RPC_BATCH of them fits).
+   */
+  private fit(responses: Response[], batch: boolean): string {
+    const texts = responses.map((r) => text(r));
+    const size = () => texts.reduce((n, t) => n + Buffer.byteLength(t) + 1, 1);
+    while (size() > MAX_RPC_DATAGRAM) {
+      let largest = 0;
+      for (let i = 1; i < texts.length; i++)
+        if ((texts[i] as string).length > (texts[largest] as string).length) largest = i;
+      const bytes = Buffer.byteLength(texts[largest] as string);
+      this.fault("replyTooLarge");
+      texts[largest] = text(
+        failure(
+          (responses[largest] as Response).id,
+          RpcErrorCode.ResponseTooLarge,
+          `the answer (${bytes} bytes) does not fit in one datagram of ${MAX_RPC_DATAGRAM} bytes`,
+        ),
       );
     }
-    this.socket.send(text, rinfo.port, rinfo.address);
+    return batch ? `[${texts.join(",")}]` : (texts[0] as string);
   }
+
+  /**
+   * Counts a fault; logs the counts at most once per LOG_PERIOD_MS: the first at once, those held back
+   * when the period is over.
+   */
+  private fault(kind: RpcFault, err?: unknown): void {
+    this.faults[kind]++;
+    this.unlogged[kind] = (this.unlogged[kind] ?? 0) + 1;
+    if (err !== undefined) this.lastError = `${kind}: ${(err as Error)?.stack ?? String(err)}`;
+    const wait = this.lastLogAt + LOG_PERIOD_MS - Date.now();
+    if (wait <= 0) this.logFaults();
+    else if (!this.flushTimer) {
+      this.flushTimer = setTimeout(() => {
+        this.flushTimer = null;
+        this.logFaults();
+      }, wait);
+      this.flushTimer.unref();
+    }
+  }
+
+  private logFaults(): void {
+    this.lastLogAt = Date.now();
+    const counts = this.unlogged;
+    this.unlogged = {};
+    const error = this.lastError;
+    this.lastError = null;
+    if (error) this.log.error("rpc requests failed (logged at most every 10 s)", { ...counts, error });
+    else this.log.warn("bad rpc requests refused (logged at most every 10 s)", counts);
+  }
+}
+
+/** The request, or why its envelope is not a JSON-RPC 2.0 request. */
+function checkEnvelope(raw: unknown): Request | string {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) return "not an object";
+  const r = raw as Record<string, unknown>;
+  if (r.jsonrpc !== "2.0") return 'jsonrpc must be "2.0"';
+  if (typeof r.method !== "string") return "method must be a string";
+  const hasId = Object.hasOwn(r, "id");
+  const id = r.id;
+  if (hasId && !isValidId(id))
+    return `id must be a string of at most ${MAX_RPC_ID_LENGTH} characters, a number or null`;
+  if (Object.hasOwn(r, "params") && (typeof r.params !== "object" || r.params === null))
+    return "params must be an object or an array";
+  return { id: hasId ? (id as Id) : null, notification: !hasId, method: r.method, params: r.params };
+}
+
+function isValidId(id: unknown): id is Id {
+  if (id === null) return true;
+  if (typeof id === "string") return id.length <= MAX_RPC_ID_LENGTH;
+  return typeof id === "number" && Number.isFinite(id);
+}
+
+function failure(id: Id, code: number, message: string): Response {
+  const bounded = message.length > MAX_ERROR_MESSAGE ? `${message.slice(0, MAX_ERROR_MESSAGE)}...` : message;
+  return { jsonrpc: "2.0", id, error: { code, message: bounded } };
+}
+
+function text(response: Response): string {
+  return JSON.stringify(response);
 }

@@ -1,13 +1,15 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { writeFileAtomic } from "@tincan/protocol";
+import { checkSecretDirectory } from "./secure-files.js";
 
-/** Writes a fresh random token readable only by its owner (written to a temp file, then renamed). */
+/**
+ * Writes a fresh random token readable only by its owner. The directory is created 0700 if missing
+ * and refused (UnsafeDirectoryError) if others could replace files in it.
+ */
 export async function writeToken(file: string): Promise<string> {
   const token = randomBytes(24).toString("base64url");
-  await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-  const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, `${token}\n`, { mode: 0o600 });
-  await rename(tmp, file);
+  await checkSecretDirectory(path.dirname(file));
+  await writeFileAtomic(file, `${token}\n`, 0o600);
   return token;
 }

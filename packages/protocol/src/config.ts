@@ -15,6 +15,8 @@ const LoopbackHostPort = HostPort.refine(
 export const TincanConfig = z.strictObject({
   rpc: LoopbackHostPort.default(DEFAULT_RPC),
   tokenFile: z.string().min(1).default(DEFAULT_TOKEN_FILE),
+  /** Links the datapath holds at most; link.create / link.accept beyond it get TooManyLinks. */
+  maxLinks: z.number().int().min(1).max(65_536).default(4096),
   log: Log,
 });
 export type TincanConfig = z.infer<typeof TincanConfig>;
@@ -22,7 +24,17 @@ export type TincanConfig = z.infer<typeof TincanConfig>;
 const Datapath = z.strictObject({
   rpc: LoopbackHostPort.default(DEFAULT_RPC),
   tokenFile: z.string().min(1).default(DEFAULT_TOKEN_FILE),
+  /** Seconds the datapath may leave RPCs unanswered before it counts as hung (logged, shown in status). */
+  watchdogSec: z.number().min(1).max(3600).default(30),
+  /** When the datapath hangs: end it by PID (SIGKILL) so that its supervisor restarts it. */
+  restartOnHang: z.boolean().default(false),
 });
+const DATAPATH_DEFAULTS = {
+  rpc: DEFAULT_RPC,
+  tokenFile: DEFAULT_TOKEN_FILE,
+  watchdogSec: 30,
+  restartOnHang: false,
+};
 
 const Xmpp = z
   .strictObject({
@@ -33,6 +45,8 @@ const Xmpp = z
     passwordFile: z.string().min(1).optional(),
     resource: z.string().min(1).max(64).optional(),
     caFile: z.string().min(1).optional(),
+    /** Seconds between liveness pings; bounds how long a dead connection goes unnoticed (see README). */
+    pingIntervalSec: z.number().min(1).max(3600).default(60),
   })
   .refine((x) => (x.password === undefined) !== (x.passwordFile === undefined), {
     message: 'give exactly one of "password" or "passwordFile"',
@@ -85,7 +99,7 @@ const Vnic = z.strictObject({
 });
 
 const ControllerBase = {
-  datapath: Datapath.default({ rpc: DEFAULT_RPC, tokenFile: DEFAULT_TOKEN_FILE }),
+  datapath: Datapath.default(DATAPATH_DEFAULTS),
   xmpp: Xmpp,
   vnic: Vnic,
   ice: Ice,

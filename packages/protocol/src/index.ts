@@ -1,3 +1,4 @@
+export * from "./atomic-file.js";
 export * from "./common.js";
 export * from "./config.js";
 export * from "./notifications.js";

@@ -12,10 +12,21 @@ export const RpcErrorCode = {
   NotFound: -32004,
   Conflict: -32009,
   NotConfigured: -32010,
+  /** link.create / link.accept: the datapath holds `maxLinks` links already (tincan config). */
+  TooManyLinks: -32011,
+  /** The answer would not fit in one datagram: page it (`offset`/`limit` on link.query and route.query). */
+  ResponseTooLarge: -32012,
 } as const;
 
 /** Largest RPC datagram either side sends or accepts. */
 export const MAX_RPC_DATAGRAM = 60_000;
+/** Most requests in one JSON-RPC batch; a larger batch gets one Invalid Request error. */
+export const MAX_RPC_BATCH = 32;
+/** Longest string accepted as a JSON-RPC id (ids are strings, numbers or null). */
+export const MAX_RPC_ID_LENGTH = 256;
+/** Most items link.query / route.query return in one page (the datapath may return fewer to fit a datagram). */
+export const MAX_QUERY_PAGE = 1000;
+
 /** Largest inter-controller message (`icc.send` data, JSON-encoded). */
 export const MAX_ICC_BYTES = 16_384;
 
@@ -35,6 +46,16 @@ export type LinkPath = z.infer<typeof LinkPath>;
 
 const Candidate = z.string().max(1024);
 const Mid = z.string().max(64);
+
+/**
+ * Optional paging of link.query / route.query: items [offset, offset + limit) in a stable order. A page
+ * may hold fewer than `limit` items (so that it fits in one datagram); an empty page means the end.
+ * Without either key the whole list is returned, or ResponseTooLarge if it does not fit.
+ */
+const Page = {
+  offset: z.number().int().min(0).optional(),
+  limit: z.number().int().min(1).max(MAX_QUERY_PAGE).optional(),
+};
 
 /** Params of every method, without the `auth` token (checked before these schemas). */
 export const RpcParams = {
@@ -92,7 +113,7 @@ export const RpcParams = {
     relayOnly: z.boolean().optional(),
   }),
   "link.remove": z.strictObject({ peerUid: Uid, relayOnly: z.boolean().optional() }),
-  "link.query": z.strictObject({ peerUid: Uid.optional() }),
+  "link.query": z.strictObject({ peerUid: Uid.optional(), ...Page }),
   "route.set": z.strictObject({
     prefix: Prefix,
     peerUid: Uid,
@@ -100,7 +121,7 @@ export const RpcParams = {
     mapTo: Ipv4.optional(),
   }),
   "route.remove": z.strictObject({ prefix: Prefix }),
-  "route.query": z.strictObject({}),
+  "route.query": z.strictObject({ ...Page }),
   "icc.send": z.strictObject({ peerUid: Uid, data: z.json() }),
 } as const;
 
@@ -124,6 +145,8 @@ export interface LinkInfo extends Counters {
   local: string | null;
   remote: string | null;
   rttMs: number | null;
+  /** Largest IP packet the link carries in one underlay datagram, as probed (null: not measured). */
+  pathMtu: number | null;
   relayOnly: boolean;
   createdAt: number;
   lastRxAt: number | null;
@@ -152,6 +175,8 @@ export interface HelloResult {
   uid: string | null;
   vnic: { name: string; ipv4: string | null; ipv6: string | null; mtu: number } | null;
   startedAt: number;
+  /** The datapath's process id (the controller's watchdog ends a hung datapath by it). */
+  pid: number;
 }
 
 /** Result types of every method. */

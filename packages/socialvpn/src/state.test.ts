@@ -1,8 +1,9 @@
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { writeFileAtomic } from "@tincan/protocol";
 import { afterEach, describe, expect, it } from "vitest";
-import { readStateFile, StateFileError, StateWriter, writeFileAtomic } from "./state.js";
+import { readStateFile, StateFileError, StateWriter } from "./state.js";
 
 const dirs: string[] = [];
 const tmp = () => {

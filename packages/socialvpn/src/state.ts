@@ -1,7 +1,5 @@
 import { readFileSync } from "node:fs";
-import { open, rename, unlink } from "node:fs/promises";
-import { basename, dirname, join } from "node:path";
-import { describeIssues } from "@tincan/protocol";
+import { describeIssues, writeFileAtomic } from "@tincan/protocol";
 import { z } from "zod";
 
 /** `stateFile`: which address of our range each buddy has, kept across restarts. */
@@ -47,27 +45,6 @@ export function readStateFile(file: string): SocialVpnState {
 }
 
 /**
- * Writes `data` as JSON so that readers see either the old or the new file, never a partial one:
- * write a temp file in the same directory, fsync it, rename it over the target (atomic on POSIX).
- */
-export async function writeFileAtomic(file: string, data: string): Promise<void> {
-  const tmp = join(dirname(file), `.${basename(file)}.${process.pid}.tmp`);
-  let fh: Awaited<ReturnType<typeof open>> | undefined;
-  try {
-    fh = await open(tmp, "w", 0o644);
-    await fh.writeFile(data, "utf8");
-    await fh.sync();
-    await fh.close();
-    fh = undefined;
-    await rename(tmp, file);
-  } catch (err) {
-    await fh?.close().catch(() => {});
-    await unlink(tmp).catch(() => {});
-    throw err;
-  }
-}
-
-/**
  * Saves the state file in the background, one write at a time: a save requested while one runs is
  * done once after it with the newest data (so a burst of new buddies is one or two writes).
  */
@@ -97,7 +74,7 @@ export class StateWriter {
         const snapshot = this.pending;
         this.pending = null;
         try {
-          await writeFileAtomic(this.file, `${JSON.stringify(snapshot(), null, 2)}\n`);
+          await writeFileAtomic(this.file, `${JSON.stringify(snapshot(), null, 2)}\n`, 0o644);
         } catch (err) {
           this.onError(err as Error);
         }
