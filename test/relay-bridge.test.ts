@@ -79,7 +79,7 @@ describe.skipIf(!can.ok)("Relay as a bridge: race a relay-only transport, move t
     expect(firstReplyMs, tail(sym1.controller.log())).toBeLessThanOrEqual(1000);
   });
 
-  it("moves a relayed link to a direct path once one works, losing no ping", async () => {
+  it("moves a relayed link to a direct path once one works, losing no ping in the switch", async () => {
     const [, , flat1, flat2] = nodes as [VpnNode, VpnNode, VpnNode, VpnNode];
     const peer = uidForIpv4(flat2.address);
     // UDP between the two hosts is dropped: only the relay connects.

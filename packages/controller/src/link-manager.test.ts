@@ -484,6 +484,23 @@ describe("relay as a bridge: race and upgrade", () => {
   });
 });
 
+describe("a path found relayed after connecting", () => {
+  it("a direct-looking link the datapath later reports relayed gets a relay-only transport, to try direct again", async () => {
+    const { dp, sig, lm } = setup(SMALL, { hasTurn: true });
+    await lm.ensureLink(peer(LARGE));
+    dp.notify("link.state", { peerUid: LARGE, relayOnly: false, state: "connected", path: "prflx" });
+    await flush();
+    await vi.advanceTimersByTimeAsync(30_000);
+    expect(sig.ofType("offer").map((o) => o.relayOnly)).toEqual([false]); // direct: nothing to do
+    dp.notify("link.state", { peerUid: LARGE, relayOnly: false, state: "connected", path: "relay" });
+    await flush();
+    expect(lm.links()[0]?.path).toBe("relay");
+    await vi.advanceTimersByTimeAsync(5100);
+    expect(sig.ofType("offer").map((o) => o.relayOnly)).toEqual([false, true]);
+    expect(lm.linkState(LARGE)).toBe("connected");
+  });
+});
+
 describe("relay race and link lifetime together", () => {
   it("keeps a relayed link of a peer gone offline, stops its direct attempts, and resumes them when it is back", async () => {
     const { dp, sig, lm } = setup(SMALL, { hasTurn: true });
