@@ -158,6 +158,10 @@ describe.skipIf(!can.ok)("Relay as a bridge: race a relay-only transport, move t
     expect(directSec).toBeLessThanOrEqual(30);
     expect(path).not.toBe("relay");
     expect(inSwitch, tail(flat1.controller.log(), 60)).toEqual([]);
+    // The relayed transport carried the traffic until the direct one was up: neither side removed a
+    // relay-only transport before (a direct re-attempt that replaced the relayed link would).
+    const relayRemovedEarly = relayGone.filter((t) => t < movedAt).map((t) => new Date(t).toISOString());
+    expect(relayRemovedEarly).toEqual([]);
     // Elsewhere a ping is lost now and then on this shared, loaded machine (relayed or direct alike).
     expect(missing.length).toBeLessThanOrEqual(Math.ceil(last * 0.03));
     // Only the direct transport is left.
