@@ -36,7 +36,7 @@ describe("loadConfig", () => {
       policy: "on-demand",
       maxLinks: 64,
       idleTimeoutSec: 300,
-      relayFallbackSec: 2,
+      relayFallbackSec: 0.3,
       setupTimeoutSec: 10,
     });
     expect(c.vnic.mtu).toBe(1280);

@@ -218,7 +218,7 @@ describe("setup ids", () => {
 });
 
 describe("relay fallback and retry", () => {
-  it("starts a relay-only attempt with a new setup id after relayFallbackSec", async () => {
+  it("races a relay-only attempt with a new setup id after relayFallbackSec, keeping the direct one", async () => {
     const { dp, sig, lm } = setup(SMALL, { hasTurn: true });
     await lm.ensureLink(peer(LARGE));
     const first = sig.ofType("offer")[0];
@@ -230,7 +230,7 @@ describe("relay fallback and retry", () => {
     expect(offers).toHaveLength(2);
     expect(offers[1]?.relayOnly).toBe(true);
     expect(offers[1]?.setup).not.toBe(first?.setup);
-    expect(dp.methods()).toEqual(["link.create", "link.remove", "link.create"]);
+    expect(dp.methods()).toEqual(["link.create", "link.create"]);
     expect(dp.callsOf("link.create")[1]?.params.relayOnly).toBe(true);
   });
 
@@ -367,6 +367,175 @@ describe("idle trimming and peers going away", () => {
     await lm.removeLink(LARGE, "test");
     await flush();
     expect(sig.ofType("offer").map((o) => o.to)).toEqual([LARGE, MID]);
+  });
+});
+
+describe("relay as a bridge: race and upgrade", () => {
+  /** A link set up by SMALL whose relay-only transport connected first, the direct one still checking. */
+  async function relayedLink() {
+    const t = setup(SMALL, { hasTurn: true });
+    const events: string[] = [];
+    t.lm.on("link-up", (e) => events.push(`up ${e.path} ${e.relayOnly}`));
+    t.lm.on("link-down", (e) => events.push(`down ${e.reason}`));
+    await t.lm.ensureLink(peer(LARGE));
+    await vi.advanceTimersByTimeAsync(2000);
+    const [direct, relay] = t.sig.ofType("offer");
+    for (const o of [direct, relay]) {
+      await t.lm.handleSignal(peer(LARGE), {
+        type: "answer",
+        from: LARGE,
+        to: SMALL,
+        setup: o!.setup,
+        description: { type: "answer", sdp: "a" },
+      });
+    }
+    t.dp.notify("link.state", { peerUid: LARGE, relayOnly: true, state: "connected", path: "relay" });
+    await flush();
+    return { ...t, events, direct: direct!, relay: relay! };
+  }
+
+  it("reports link-up on the relay, then moves to the direct transport and closes the relay after an overlap", async () => {
+    const { dp, sig, lm, events } = await relayedLink();
+    expect(events).toEqual(["up relay true"]);
+    expect(lm.linkState(LARGE)).toBe("connected");
+    expect(dp.callsOf("link.complete").map((c) => c.params.relayOnly)).toEqual([false, true]);
+    dp.notify("link.state", { peerUid: LARGE, relayOnly: false, state: "connected", path: "srflx" });
+    await flush();
+    expect(lm.links()[0]?.path).toBe("srflx");
+    await vi.advanceTimersByTimeAsync(1900);
+    expect(dp.callsOf("link.remove")).toHaveLength(0); // both open while frames in flight arrive
+    await vi.advanceTimersByTimeAsync(200);
+    expect(dp.callsOf("link.remove").map((c) => c.params)).toEqual([{ peerUid: LARGE, relayOnly: true }]);
+    expect(events).toEqual(["up relay true"]); // no link-down, no second link-up
+    expect(sig.ofType("bye")).toHaveLength(0);
+    // The relayed transport going away later changes nothing.
+    dp.notify("link.state", { peerUid: LARGE, relayOnly: true, state: "closed" });
+    await flush();
+    expect(lm.linkState(LARGE)).toBe("connected");
+  });
+
+  it("re-attempts a direct path with backoff while relayed, never touching the relayed transport", async () => {
+    const { dp, sig, lm, events } = await relayedLink();
+    await vi.advanceTimersByTimeAsync(8000); // the first direct attempt times out (10 s after its offer)
+    expect(dp.callsOf("link.remove").map((c) => c.params.relayOnly)).toEqual([false]);
+    expect(sig.ofType("bye").map((b) => b.setup)).toEqual([sig.ofType("offer")[0]?.setup]);
+    const directOffers = () => sig.ofType("offer").filter((o) => !o.relayOnly).length;
+    await vi.advanceTimersByTimeAsync(4900);
+    expect(directOffers()).toBe(1);
+    await vi.advanceTimersByTimeAsync(200); // 5 s later: a second direct attempt
+    expect(directOffers()).toBe(2);
+    dp.notify("link.state", { peerUid: LARGE, relayOnly: false, state: "failed", reason: "ice" });
+    await flush();
+    await vi.advanceTimersByTimeAsync(9900); // then 10 s
+    expect(directOffers()).toBe(2);
+    await vi.advanceTimersByTimeAsync(200);
+    expect(directOffers()).toBe(3);
+    expect(sig.ofType("offer").filter((o) => o.relayOnly)).toHaveLength(1);
+    expect(dp.callsOf("link.remove").some((c) => c.params.relayOnly !== false)).toBe(false);
+    expect(events).toEqual(["up relay true"]);
+    expect(lm.linkState(LARGE)).toBe("connected");
+  });
+
+  it("a pair that connects directly first never keeps a relay: the racing relay attempt is removed", async () => {
+    const { dp, sig, lm } = setup(SMALL, { hasTurn: true });
+    await lm.ensureLink(peer(LARGE));
+    await vi.advanceTimersByTimeAsync(2100);
+    expect(sig.ofType("offer").map((o) => o.relayOnly)).toEqual([false, true]);
+    dp.notify("link.state", { peerUid: LARGE, relayOnly: false, state: "connected", path: "host" });
+    await flush();
+    expect(dp.callsOf("link.remove").map((c) => c.params.relayOnly)).toEqual([true]);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(sig.ofType("offer")).toHaveLength(2);
+    expect(lm.linkState(LARGE)).toBe("connected");
+  });
+
+  it("starts the relay at once after a direct ICE failure, and at once next time once it was needed", async () => {
+    const { dp, sig, lm } = setup(SMALL, { hasTurn: true });
+    await lm.ensureLink(peer(LARGE));
+    dp.notify("link.state", { peerUid: LARGE, relayOnly: false, state: "failed", reason: "ice" });
+    await flush();
+    expect(sig.ofType("offer").map((o) => o.relayOnly)).toEqual([false, true]);
+    dp.notify("link.state", { peerUid: LARGE, relayOnly: true, state: "connected", path: "relay" });
+    await flush();
+    dp.notify("link.state", { peerUid: LARGE, relayOnly: true, state: "failed" });
+    await flush();
+    expect(lm.linkState(LARGE)).toBe("backoff");
+    await vi.advanceTimersByTimeAsync(1200);
+    expect(sig.ofType("offer").map((o) => o.relayOnly)).toEqual([false, true, false, true]);
+  });
+
+  it("as answerer, accepts the relay-only offer beside the direct one and keeps the link when one goes", async () => {
+    const { dp, lm } = setup(LARGE);
+    const small = peer(SMALL, "alice");
+    const down: string[] = [];
+    lm.on("link-down", (e) => down.push(e.reason ?? ""));
+    await lm.handleSignal(small, offerFrom(SMALL, LARGE, "direct"));
+    await lm.handleSignal(small, offerFrom(SMALL, LARGE, "relay", true));
+    expect(dp.callsOf("link.accept").map((c) => c.params.relayOnly)).toEqual([false, true]);
+    expect(dp.callsOf("link.remove")).toHaveLength(0);
+    dp.notify("link.state", { peerUid: SMALL, relayOnly: true, state: "connected", path: "relay" });
+    dp.notify("link.state", { peerUid: SMALL, relayOnly: false, state: "connected", path: "prflx" });
+    await flush();
+    dp.notify("link.state", { peerUid: SMALL, relayOnly: true, state: "disconnected" });
+    await flush();
+    expect(dp.callsOf("link.remove").map((c) => c.params.relayOnly)).toEqual([true]);
+    expect(lm.linkState(SMALL)).toBe("connected");
+    expect(down).toEqual([]);
+  });
+});
+
+describe("a path found relayed after connecting", () => {
+  it("a direct-looking link the datapath later reports relayed gets a relay-only transport, to try direct again", async () => {
+    const { dp, sig, lm } = setup(SMALL, { hasTurn: true });
+    await lm.ensureLink(peer(LARGE));
+    dp.notify("link.state", { peerUid: LARGE, relayOnly: false, state: "connected", path: "prflx" });
+    await flush();
+    await vi.advanceTimersByTimeAsync(30_000);
+    expect(sig.ofType("offer").map((o) => o.relayOnly)).toEqual([false]); // direct: nothing to do
+    dp.notify("link.state", { peerUid: LARGE, relayOnly: false, state: "connected", path: "relay" });
+    await flush();
+    expect(lm.links()[0]?.path).toBe("relay");
+    await vi.advanceTimersByTimeAsync(5100);
+    expect(sig.ofType("offer").map((o) => o.relayOnly)).toEqual([false, true]);
+    expect(lm.linkState(LARGE)).toBe("connected");
+  });
+});
+
+describe("relay race and link lifetime together", () => {
+  it("keeps a relayed link of a peer gone offline, stops its direct attempts, and resumes them when it is back", async () => {
+    const { dp, sig, lm } = setup(SMALL, { hasTurn: true });
+    await lm.ensureLink(peer(LARGE));
+    await vi.advanceTimersByTimeAsync(2000);
+    const relay = sig.ofType("offer").find((o) => o.relayOnly);
+    await lm.handleSignal(peer(LARGE), {
+      type: "answer",
+      from: LARGE,
+      to: SMALL,
+      setup: relay!.setup,
+      description: { type: "answer", sdp: "a" },
+    });
+    dp.notify("link.state", { peerUid: LARGE, relayOnly: true, state: "connected", path: "relay" });
+    await flush();
+    expect(await lm.peerOffline(LARGE)).toBe(true);
+    expect(dp.callsOf("link.remove").map((c) => c.params.relayOnly)).toEqual([false]); // the direct attempt
+    expect(lm.isConnected(LARGE)).toBe(true);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(sig.ofType("offer")).toHaveLength(2); // nobody to signal
+    await lm.updatePeer(peer(LARGE));
+    await vi.advanceTimersByTimeAsync(5100);
+    expect(sig.ofType("offer").map((o) => o.relayOnly)).toEqual([false, true, false]);
+    expect(lm.linkState(LARGE)).toBe("connected");
+  });
+
+  it("takes a peer's direct and relay-only offers of one setup, but drops a flood of either kind", async () => {
+    const { dp, lm } = setup(LARGE, { hasTurn: true });
+    const small = peer(SMALL, "alice");
+    for (let i = 0; i < 50; i++) {
+      await lm.handleSignal(small, offerFrom(SMALL, LARGE, `d${i}`));
+      await lm.handleSignal(small, offerFrom(SMALL, LARGE, `r${i}`, true));
+    }
+    expect(dp.callsOf("link.accept").map((c) => c.params.relayOnly)).toEqual([false, true]);
+    expect(lm.offersDropped).toBe(98);
   });
 });
 

@@ -20,7 +20,7 @@ export interface PeerRef {
  * - `offering`: we created the link and sent an offer; waiting for the answer
  * - `answering`: applying a peer's offer (link.accept)
  * - `connecting`: descriptions exchanged, ICE/DTLS under way
- * - `connected`
+ * - `connected`: one of the link's transports carries traffic
  * - `backoff`: a setup failed; a retry is scheduled
  */
 export type LinkPhase =
@@ -74,11 +74,33 @@ export interface LinkManagerOptions {
   maxBackoffMs?: number;
   /** A connected link reported `disconnected` gets this long to recover before it is set up again. */
   disconnectGraceMs?: number;
+  /** Cap of the backoff of direct re-attempts while a link is relayed. Default 300000 ms. */
+  maxUpgradeBackoffMs?: number;
 }
 
 interface Candidate {
   candidate: string;
   mid: string;
+}
+
+/**
+ * One datapath transport of a link, set up or carrying traffic: the full-candidate one (direct when
+ * ICE finds a direct path) or the relay-only one. A link has at most one of each.
+ */
+interface Attempt {
+  relayOnly: boolean;
+  /** Setup id; null for a transport adopted from the datapath at start. */
+  setup: string | null;
+  role: "offerer" | "answerer";
+  state: "offering" | "answering" | "connecting" | "connected";
+  remoteApplied: boolean;
+  pendingRemote: Candidate[];
+  path: LinkPath | null;
+  /** When the setup started (a peer's new offer replaces it only MIN_REPLACE_MS later). */
+  startedAt: number;
+  /** The datapath reported this transport `failed`. */
+  failed: boolean;
+  setupTimer?: NodeJS.Timeout | undefined;
 }
 
 interface Rec {
@@ -88,41 +110,47 @@ interface Rec {
   wanted: boolean;
   /** Exempt from idle trimming. */
   pinned: boolean;
-  setup: string | null;
-  /** When the current setup started (a peer's new offer replaces it only MIN_REPLACE_MS later). */
-  setupAt: number;
-  /** The datapath reported the current setup's link `failed`. */
-  setupFailed: boolean;
-  role: "offerer" | "answerer" | null;
-  relayOnly: boolean;
-  /** A relay-only attempt connected after a direct one did not: start relay-only next time. */
+  full: Attempt | null;
+  relay: Attempt | null;
+  /** A relay-only transport connected: race the relay at once next time. */
   relayNeeded: boolean;
-  remoteApplied: boolean;
-  pendingRemote: Candidate[];
-  /** A datapath link may exist for this peer (link.remove needed before a new one). */
-  dpLink: boolean;
+  /** Failed setups in a row (retry backoff). */
   attempt: number;
-  /** Setups of this attempt re-offered at once after a failed DTLS handshake. */
+  /** Direct re-attempts in a row while the link is relayed (their backoff). */
+  upgrades: number;
+  /** Setups re-offered at once after a failed DTLS handshake. */
   handshakeRetries: number;
-  path: LinkPath | null;
   upSince: number | null;
   lastActivity: number;
   counters: number;
   /** Adopted at start and not yet announced with link-up (peer unknown until presence). */
   unannounced: boolean;
-  setupTimer?: NodeJS.Timeout | undefined;
-  fallbackTimer?: NodeJS.Timeout | undefined;
-  retryTimer?: NodeJS.Timeout | undefined;
-  graceTimer?: NodeJS.Timeout | undefined;
+  /** The link's timers, besides each attempt's setupTimer (see clearTimers). */
+  timers: {
+    /** Next setup after a failure (backoff), or the wait for a pinned peer's offer. */
+    retry?: NodeJS.Timeout | undefined;
+    /** A disconnected carrier's time to recover. */
+    grace?: NodeJS.Timeout | undefined;
+    /** Start of the relay-only attempt racing the direct one. */
+    race?: NodeJS.Timeout | undefined;
+    /** Next direct re-attempt while relayed. */
+    upgrade?: NodeJS.Timeout | undefined;
+    /** Removal of the worse of two connected transports. */
+    overlap?: NodeJS.Timeout | undefined;
+  };
 }
 
 const MAX_PENDING_CANDIDATES = 64;
 const MAX_HANDSHAKE_RETRIES = 2;
+/** Both transports stay open this long after traffic moved, so frames in flight on the old one arrive. */
+const OVERLAP_MS = 2000;
+/** First direct re-attempt after a failed direct one while the link is relayed; doubles each time. */
+const FIRST_UPGRADE_MS = 5000;
 /**
- * One setup per peer at a time: a peer's new offer replaces its setup in progress only this long
- * after that setup started, else it is dropped (counted). A flood of offers then builds one
- * PeerConnection per interval, not one per offer. A connected link is replaced at once (the peer's
- * datapath restarted and lost it); the per-peer signal rate limit bounds how often.
+ * One setup per peer and transport kind at a time: a peer's new offer replaces its setup in progress
+ * only this long after that setup started, else it is dropped (counted). A flood of offers then builds
+ * one PeerConnection per interval and kind, not one per offer. A connected transport is replaced at
+ * once (the peer's datapath restarted and lost it); the per-peer signal rate limit bounds how often.
  */
 export const MIN_REPLACE_MS = 1000;
 
@@ -130,25 +158,39 @@ export function newSetupId(): string {
   return randomBytes(9).toString("base64url");
 }
 
+const isRelayed = (a: Attempt): boolean => a.relayOnly || a.path === "relay";
+
 /**
- * Owns link setup, retry, relay fallback and idle trimming, one record per peer UID.
- * Every operation on one peer runs in that peer's queue, so RPCs and signals of a peer never interleave.
+ * Owns link setup, retry, the relay race, upgrades to a direct path and idle trimming, one record per
+ * peer UID. Every operation on one peer runs in that peer's queue, so RPCs and signals of a peer never
+ * interleave.
  *
- * Events: `link-setup` (LinkEvent: an attempt starts, as offerer or answerer), `link-up` (LinkEvent),
- * `link-down` (LinkEvent with reason), `link-removed` (peer UID: the manager forgot the peer's record,
- * also for an adopted link that was never announced).
+ * A link's setup starts a full-candidate attempt and, with TURN servers, races a relay-only attempt
+ * against it (after relayFallbackSec, at once when the peer needed the relay before). The first to
+ * connect carries the link; a relayed link keeps trying a direct path (FIRST_UPGRADE_MS, doubling) and
+ * moves over when one connects, removing the relay OVERLAP_MS later. See `settle`, the one place
+ * that decides what a link's transports do next.
+ *
+ * Link lifetime is decided by the data plane: a peer going offline keeps a connected link
+ * (peerOffline); the link goes when the datapath says its transports are dead, on a bye, or when the
+ * peer leaves (peerGone).
+ *
+ * Events: `link-setup` (LinkEvent: a setup starts, as offerer or answerer), `link-up` (LinkEvent: the
+ * first transport connected), `link-down` (LinkEvent with reason: no transport left connected),
+ * `link-removed` (peer UID: the manager forgot the peer's record, also for an adopted link that was
+ * never announced).
  */
 export class LinkManager extends EventEmitter {
   private readonly recs = new Map<string, Rec>();
   private readonly chains = new Map<string, Promise<void>>();
-  /** Candidates that arrived before their offer: peer uid -> setup id -> candidates. */
-  private readonly early = new Map<string, { setup: string; cands: Candidate[]; at: number }>();
+  /** Candidates that arrived before their offer: peer uid -> the newest setups' candidates. */
+  private readonly early = new Map<string, Array<{ setup: string; cands: Candidate[]; at: number }>>();
   private readonly queue: string[] = [];
   private pollTimer: NodeJS.Timeout | null = null;
   private readonly unsubscribe: Array<() => void> = [];
   private readonly log: Log;
   private readonly self: string;
-  /** Offers dropped because the same peer's setup was still in progress. */
+  /** Offers dropped because the same peer's setup of that transport was still in progress. */
   offersDropped = 0;
   private readonly replaceDropLogged = new Set<string>();
 
@@ -192,7 +234,7 @@ export class LinkManager extends EventEmitter {
         rec.wanted = true;
         if (opts.pinned !== undefined) rec.pinned = opts.pinned;
         rec.lastActivity = Date.now();
-        if (rec.phase === "backoff" && rec.retryTimer === undefined) await this.offer(rec);
+        if (rec.phase === "backoff" && rec.timers.retry === undefined) await this.offer(rec);
         return;
       }
       rec = this.newRec(peer, true, opts.pinned ?? false);
@@ -222,22 +264,27 @@ export class LinkManager extends EventEmitter {
 
   /**
    * The peer went offline but is still a member: a link that is connected in the datapath stays (the
-   * data plane decides when it is dead) and learns the peer's next full JID; anything not connected is
-   * dropped without signalling (there is nobody to signal). Resolves true when the link stays.
+   * data plane decides when it is dead) and learns the peer's next full JID; transports still being set
+   * up are removed and nothing is signalled (there is nobody to signal). Resolves true when the link stays.
    */
   async peerOffline(peerUid: string): Promise<boolean> {
     let kept = false;
     await this.run(peerUid, async () => {
       const rec = this.recs.get(peerUid);
-      if (rec?.phase === "connected" && rec.dpLink) {
-        rec.peer.fullJid = null;
-        kept = true;
-        this.log.info("peer offline; its link stays while the datapath keeps it connected", {
-          peer: rec.peer.bareJid || peerUid,
-        });
+      if (!rec) return;
+      if (!this.carrier(rec)) {
+        await this.drop(peerUid, "peer offline", false);
         return;
       }
-      await this.drop(peerUid, "peer offline", false);
+      kept = true;
+      rec.peer.fullJid = null;
+      clearTimeout(rec.timers.race);
+      clearTimeout(rec.timers.upgrade);
+      rec.timers.race = rec.timers.upgrade = undefined;
+      for (const a of this.attempts(rec)) if (a.state !== "connected") await this.removeAttempt(rec, a);
+      this.log.info("peer offline; its link stays while the datapath keeps it connected", {
+        peer: rec.peer.bareJid || peerUid,
+      });
     });
     return kept;
   }
@@ -245,7 +292,7 @@ export class LinkManager extends EventEmitter {
   /** A connected link to this peer exists (in the datapath, as far as we know). */
   isConnected(peerUid: string): boolean {
     const rec = this.recs.get(peerUid);
-    return rec?.phase === "connected" && rec.dpLink;
+    return rec !== undefined && this.carrier(rec) !== null;
   }
 
   /** The peer's full JID changed (new presence): use it for signals. */
@@ -267,17 +314,20 @@ export class LinkManager extends EventEmitter {
   }
 
   links(): LinkSnapshot[] {
-    return [...this.recs.values()].map((r) => ({
-      peer: { ...r.peer },
-      phase: r.phase,
-      pinned: r.pinned,
-      wanted: r.wanted,
-      relayOnly: r.relayOnly,
-      path: r.path,
-      upSince: r.upSince,
-      lastActivity: r.lastActivity,
-      attempt: r.attempt,
-    }));
+    return [...this.recs.values()].map((r) => {
+      const shown = this.carrier(r) ?? r.full ?? r.relay;
+      return {
+        peer: { ...r.peer },
+        phase: r.phase,
+        pinned: r.pinned,
+        wanted: r.wanted,
+        relayOnly: shown?.relayOnly ?? false,
+        path: shown?.path ?? null,
+        upSince: r.upSince,
+        lastActivity: r.lastActivity,
+        attempt: r.attempt,
+      };
+    });
   }
 
   /** Removes every link this manager knows (shutdown). */
@@ -287,25 +337,32 @@ export class LinkManager extends EventEmitter {
 
   /**
    * At controller start: adopt the datapath's connected links (they keep running; the peer is filled in
-   * when its presence arrives) and remove half-set-up ones.
+   * when its presence arrives) and remove half-set-up ones. link.query lists each peer's transport that
+   * carries its traffic first.
    */
   async sync(): Promise<void> {
     const infos = await queryAll(this.opts.datapath, "link.query");
+    const seen = new Set<string>();
     for (const info of infos) {
-      if (this.recs.has(info.peerUid)) continue;
-      if (info.state === "connected") {
+      const first = !seen.has(info.peerUid);
+      seen.add(info.peerUid);
+      if (first && !this.recs.has(info.peerUid) && info.state === "connected") {
         const rec = this.newRec({ uid: info.peerUid, bareJid: "", fullJid: null }, false, false);
+        const a = this.newAttempt(info.relayOnly, null, "answerer", "connected");
+        a.path = info.path;
+        this.setAttempt(rec, a);
         rec.phase = "connected";
-        rec.dpLink = true;
-        rec.path = info.path;
-        rec.relayOnly = info.relayOnly;
         rec.upSince = Date.now();
         rec.counters = activity(info);
         rec.unannounced = true;
         this.recs.set(info.peerUid, rec);
         this.log.info("adopted an existing link", { peerUid: info.peerUid, path: info.path });
-      } else {
+      } else if (!this.recs.get(info.peerUid)) {
         await this.opts.datapath.call("link.remove", { peerUid: info.peerUid }).catch(() => {});
+      } else if (!first) {
+        await this.opts.datapath
+          .call("link.remove", { peerUid: info.peerUid, relayOnly: info.relayOnly })
+          .catch(() => {});
       }
     }
   }
@@ -313,8 +370,8 @@ export class LinkManager extends EventEmitter {
   /**
    * The datapath restarted and lost every link. Its peers still hold theirs and would only notice
    * after their silence limit, so every link that was up or being set up is offered again at once,
-   * whatever the UID order (the peer takes a fresh offer in place of its dead link); links of peers
-   * that are offline are forgotten (nobody to signal).
+   * whatever the UID order (the peer takes a fresh offer in place of its dead transport); links of
+   * peers that are offline are forgotten (nobody to signal).
    */
   async resync(): Promise<void> {
     await this.restartLinks("datapath restarted", true);
@@ -337,20 +394,20 @@ export class LinkManager extends EventEmitter {
           const rec = this.recs.get(uid);
           if (!rec || rec.phase === "queued") return;
           const wasUp = rec.phase === "connected";
-          const wasActive = wasUp || rec.setup !== null;
+          const wasActive = wasUp || this.attempts(rec).length > 0;
           // A link we cannot signal (peer offline) is left to the datapath's liveness, unless it is gone.
           if (!datapathLost && !(wasActive && rec.peer.fullJid)) return;
           this.clearTimers(rec, true);
-          if (datapathLost) rec.dpLink = false;
+          if (datapathLost) rec.full = rec.relay = null;
           if (wasUp) this.emitDown(rec, reason);
           if (!rec.peer.fullJid || (!rec.wanted && !wasActive)) {
             this.forget(rec);
             return;
           }
           rec.attempt = 0;
-          if (wasActive) {
-            await this.offer(rec);
-          } else await this.begin(rec);
+          rec.phase = "backoff";
+          if (wasActive) await this.offer(rec);
+          else await this.begin(rec);
         }),
       ),
     );
@@ -391,8 +448,8 @@ export class LinkManager extends EventEmitter {
       // Proactive: the smaller UID offers. Wait for its offer, but not forever.
       rec.phase = "waiting";
       const ms = this.opts.links.setupTimeoutSec * 1000;
-      rec.retryTimer = setTimeout(() => {
-        rec.retryTimer = undefined;
+      rec.timers.retry = setTimeout(() => {
+        rec.timers.retry = undefined;
         void this.run(rec.peer.uid, async () => {
           if (this.recs.get(rec.peer.uid) === rec && rec.phase === "waiting") await this.offer(rec);
         });
@@ -402,115 +459,135 @@ export class LinkManager extends EventEmitter {
     await this.offer(rec);
   }
 
-  private async offer(rec: Rec, forceRelay?: boolean): Promise<void> {
+  /** A fresh setup of the link: whatever exists is removed, then a direct attempt (raced by the relay). */
+  private async offer(rec: Rec): Promise<void> {
     this.clearTimers(rec, false);
-    if (rec.dpLink) await this.dpRemove(rec);
-    const peer = rec.peer;
-    if (!peer.fullJid) {
+    for (const a of this.attempts(rec)) await this.removeAttempt(rec, a);
+    if (!rec.peer.fullJid) {
       rec.phase = "backoff"; // peer not online: ensureLink/updatePeer restarts it
       return;
     }
-    const { links, hasTurn } = this.opts;
-    const relayOnly = forceRelay ?? (hasTurn && (rec.relayNeeded || links.relayFallbackSec === 0));
-    const setup = newSetupId();
-    Object.assign(rec, {
-      setup,
-      setupAt: Date.now(),
-      setupFailed: false,
-      role: "offerer",
-      phase: "offering",
-      relayOnly,
-      remoteApplied: false,
-    });
-    rec.pendingRemote = [];
-    this.log.debug("offering a link", { peer: peer.bareJid, setup, relayOnly });
-    this.emit("link-setup", this.event(rec));
+    await this.offerAttempt(rec, false);
+  }
+
+  /** Offers one transport of the link (replacing one of the same kind); the other is left alone. */
+  private async offerAttempt(rec: Rec, relayOnly: boolean): Promise<void> {
+    const old = this.attemptOf(rec, relayOnly);
+    if (old) await this.removeAttempt(rec, old);
+    const peer = rec.peer;
+    if (!peer.fullJid) return;
+    const starting = rec.phase !== "connected" && this.attempts(rec).length === 0;
+    const a = this.newAttempt(relayOnly, newSetupId(), "offerer", "offering");
+    this.setAttempt(rec, a);
+    this.log.debug("offering a link", { peer: peer.bareJid, setup: a.setup, relayOnly });
+    if (starting) this.emit("link-setup", this.event(rec, a));
     try {
-      rec.dpLink = true;
       const { description } = await this.opts.datapath.call("link.create", { peerUid: peer.uid, relayOnly });
       // The setup's time starts when the datapath has made the offer (a loaded one can take seconds).
-      this.armSetupTimer(rec, setup);
-      if (!relayOnly && hasTurn) {
-        rec.fallbackTimer = setTimeout(() => {
-          rec.fallbackTimer = undefined;
-          void this.run(peer.uid, () => this.relayFallback(rec, setup, "not connected in time"));
-        }, links.relayFallbackSec * 1000);
-      }
+      this.armSetupTimer(rec, a);
+      if (!relayOnly) this.armRace(rec);
       await this.opts.signals.sendSignal(peer.fullJid, {
         type: "offer",
         from: this.self,
         to: peer.uid,
-        setup,
+        setup: a.setup as string,
         relayOnly,
         description,
       });
-      this.log.debug("offer sent", { peer: peer.bareJid, setup });
+      this.log.debug("offer sent", { peer: peer.bareJid, setup: a.setup });
     } catch (err) {
       this.log.warn("link offer failed", { peer: peer.bareJid, error: (err as Error).message });
-      await this.setupFailed(rec, "offer failed", false);
+      await this.attemptFailed(rec, a, "offer failed", false);
     }
   }
 
-  /** Direct setup not connected after relayFallbackSec (or ICE failed): try again relay-only. */
-  private async relayFallback(rec: Rec, setup: string, why: string): Promise<void> {
-    if (this.recs.get(rec.peer.uid) !== rec || rec.setup !== setup || rec.phase === "connected") return;
-    if (rec.role !== "offerer" || rec.relayOnly || !this.opts.hasTurn) return;
-    this.log.info("direct link setup stalled; falling back to a relay-only attempt", {
-      peer: rec.peer.bareJid,
-      why,
-    });
-    await this.offer(rec, true);
+  /**
+   * With TURN servers, a relay-only attempt races the direct one: after relayFallbackSec (at once when
+   * this peer needed the relay before), unless the link connected first.
+   */
+  private armRace(rec: Rec): void {
+    if (!this.opts.hasTurn || rec.relay || rec.phase === "connected" || rec.timers.race) return;
+    const delay = rec.relayNeeded ? 0 : this.opts.links.relayFallbackSec * 1000;
+    rec.timers.race = setTimeout(() => {
+      rec.timers.race = undefined;
+      void this.run(rec.peer.uid, async () => {
+        if (this.recs.get(rec.peer.uid) !== rec || rec.phase === "connected" || rec.relay || !rec.full)
+          return;
+        this.log.info("racing a relay-only attempt against the direct one", { peer: rec.peer.bareJid });
+        await this.offerAttempt(rec, true);
+      });
+    }, delay);
   }
 
-  private armSetupTimer(rec: Rec, setup: string): void {
-    rec.setupTimer = setTimeout(() => {
-      rec.setupTimer = undefined;
+  private armSetupTimer(rec: Rec, a: Attempt): void {
+    clearTimeout(a.setupTimer);
+    a.setupTimer = setTimeout(() => {
+      a.setupTimer = undefined;
       void this.run(rec.peer.uid, async () => {
         const current = () =>
-          this.recs.get(rec.peer.uid) === rec && rec.setup === setup && rec.phase !== "connected";
+          this.recs.get(rec.peer.uid) === rec &&
+          this.attemptOf(rec, a.relayOnly) === a &&
+          a.state !== "connected";
         if (!current()) return;
         // On a loaded host the link's `connected` notification may still wait in our socket behind
         // others: ask the datapath before giving up, or we would tear down (and make the peer tear
         // down) a link that works.
-        const state = await this.datapathLinkInfo(rec.peer.uid);
+        const info = await this.datapathLinkInfo(rec.peer.uid, a.relayOnly);
         if (!current()) return;
-        if (state?.state === "connected") {
-          await this.onConnected(rec, state.path);
+        if (info?.state === "connected") {
+          await this.onAttemptConnected(rec, a, info.path);
           return;
         }
-        this.log.info("link setup timed out", { peer: rec.peer.bareJid, setup, relayOnly: rec.relayOnly });
-        await this.setupFailed(rec, "setup timeout", true);
+        this.log.info("link setup timed out", {
+          peer: rec.peer.bareJid,
+          setup: a.setup,
+          relayOnly: a.relayOnly,
+        });
+        await this.attemptFailed(rec, a, "setup timeout", true);
       });
     }, this.opts.links.setupTimeoutSec * 1000);
   }
 
-  private async datapathLinkInfo(peerUid: string): Promise<LinkInfo | undefined> {
+  private async datapathLinkInfo(peerUid: string, relayOnly: boolean): Promise<LinkInfo | undefined> {
     try {
-      return (await this.opts.datapath.call("link.query", { peerUid }))[0];
+      const infos = await this.opts.datapath.call("link.query", { peerUid });
+      return infos.find((i) => i.relayOnly === relayOnly);
     } catch {
       return undefined;
     }
   }
 
-  /** A setup attempt is over without a link: clean up, then retry with backoff if we want the link. */
-  private async setupFailed(rec: Rec, reason: string, sayBye: boolean): Promise<void> {
+  /**
+   * One transport's setup is over without a connection. With the other transport connected or still
+   * setting up, the link goes on with that one; with none left, it is retried with backoff (if wanted).
+   */
+  private async attemptFailed(rec: Rec, a: Attempt, reason: string, sayBye: boolean): Promise<void> {
+    if (this.attemptOf(rec, a.relayOnly) !== a) return;
+    if (sayBye && a.setup) await this.sendBye(rec.peer, a.setup, reason);
+    await this.removeAttempt(rec, a);
+    this.afterAttempt(rec);
+  }
+
+  /** An attempt was removed: go on with what is left, or retry the link with backoff (if wanted). */
+  private afterAttempt(rec: Rec): void {
+    if (rec.phase === "connected" || this.attempts(rec).length > 0) {
+      this.settle(rec);
+      return;
+    }
     this.clearTimers(rec, false);
-    if (sayBye) await this.bye(rec, reason);
-    if (rec.dpLink) await this.dpRemove(rec);
     if (rec.wanted) this.scheduleRetry(rec);
     else this.forget(rec);
   }
 
   private scheduleRetry(rec: Rec): void {
     rec.phase = "backoff";
-    rec.setup = null;
     rec.attempt++;
     rec.handshakeRetries = 0;
     const base = Math.min(this.opts.maxBackoffMs ?? 60_000, 1000 * 2 ** (rec.attempt - 1));
     const delay = Math.round(base * (0.9 + 0.2 * Math.random()));
     this.log.debug("link retry scheduled", { peer: rec.peer.bareJid, attempt: rec.attempt, inMs: delay });
-    rec.retryTimer = setTimeout(() => {
-      rec.retryTimer = undefined;
+    rec.timers.retry = setTimeout(() => {
+      rec.timers.retry = undefined;
       void this.run(rec.peer.uid, async () => {
         if (this.recs.get(rec.peer.uid) === rec && rec.phase === "backoff" && rec.wanted)
           await this.offer(rec);
@@ -518,17 +595,113 @@ export class LinkManager extends EventEmitter {
     }, delay);
   }
 
+  // ---- the link's transports -----------------------------------------------------------------------
+
+  /**
+   * Decides what a connected link's transports do next (called after any change to them):
+   * - two connected: the worse is removed OVERLAP_MS later (the datapath already sends on the better);
+   * - carried directly: a relay-only attempt still setting up is removed at once;
+   * - carried by a relay with no direct attempt under way: a direct re-attempt is scheduled (the side that
+   *   set the link up does this, so the two sides' attempts do not cross).
+   */
+  private settle(rec: Rec): void {
+    const carrier = this.carrier(rec);
+    if (!carrier) return;
+    rec.phase = "connected";
+    const other = carrier === rec.full ? rec.relay : rec.full;
+    if (other?.state === "connected") {
+      if (!rec.timers.overlap) {
+        rec.timers.overlap = setTimeout(() => {
+          rec.timers.overlap = undefined;
+          void this.run(rec.peer.uid, () => this.removeWorse(rec));
+        }, OVERLAP_MS);
+      }
+      return;
+    }
+    if (!isRelayed(carrier)) {
+      clearTimeout(rec.timers.upgrade);
+      rec.timers.upgrade = undefined;
+      rec.upgrades = 0;
+      if (other) {
+        // No bye: the peer removes its own when its direct transport connects (a bye could reach it
+        // first and take down a relay transport that still carries its traffic).
+        this.log.debug("direct path up; the relay attempt is not needed", { peer: rec.peer.bareJid });
+        void this.run(rec.peer.uid, async () => {
+          if (this.attemptOf(rec, other.relayOnly) === other && other.state !== "connected")
+            await this.removeAttempt(rec, other);
+        });
+      }
+      return;
+    }
+    if (!other && !rec.timers.upgrade && this.upgrades(rec, carrier)) {
+      const cap = this.opts.maxUpgradeBackoffMs ?? 300_000;
+      const delay = Math.min(cap, FIRST_UPGRADE_MS * 2 ** rec.upgrades);
+      this.log.debug("direct re-attempt scheduled", { peer: rec.peer.bareJid, inMs: delay });
+      rec.timers.upgrade = setTimeout(() => {
+        rec.timers.upgrade = undefined;
+        void this.run(rec.peer.uid, () => this.tryDirect(rec));
+      }, delay);
+    }
+  }
+
+  /** Whether this side makes the direct re-attempts of a relayed link. */
+  private upgrades(rec: Rec, carrier: Attempt): boolean {
+    return carrier.setup === null ? this.self < rec.peer.uid : carrier.role === "offerer";
+  }
+
+  /** A direct re-attempt of a relayed link; the relayed transport carries traffic meanwhile. */
+  private async tryDirect(rec: Rec): Promise<void> {
+    const carrier = this.carrier(rec);
+    if (this.recs.get(rec.peer.uid) !== rec || !carrier || !isRelayed(carrier)) return;
+    if (this.attempts(rec).length > 1) return;
+    rec.upgrades++;
+    if (!carrier.relayOnly) {
+      // The full transport connected through a relay: a relay-only one takes its traffic first, so
+      // the full one can be set up again (settle removes it once the relay-only one connects).
+      if (!this.opts.hasTurn) return;
+      this.log.info("moving a relayed link to a relay-only transport, to try a direct path", {
+        peer: rec.peer.bareJid,
+      });
+      await this.offerAttempt(rec, true);
+      return;
+    }
+    this.log.info("link is relayed; trying a direct path again", {
+      peer: rec.peer.bareJid,
+      attempt: rec.upgrades,
+    });
+    await this.offerAttempt(rec, false);
+  }
+
+  /** Both transports connected: remove the one not carrying traffic (it had OVERLAP_MS to drain). */
+  private async removeWorse(rec: Rec): Promise<void> {
+    const carrier = this.carrier(rec);
+    if (this.recs.get(rec.peer.uid) !== rec || !carrier) return;
+    const other = carrier === rec.full ? rec.relay : rec.full;
+    if (other?.state !== "connected") return;
+    this.log.info("link moved to a better path; closing the other transport", {
+      peer: rec.peer.bareJid,
+      path: carrier.path,
+      relayOnly: carrier.relayOnly,
+      closed: { path: other.path, relayOnly: other.relayOnly },
+    });
+    // No bye: the peer sees both connected too and removes its own (a bye could reach it before
+    // its datapath reports the better one connected, and take down the transport carrying its traffic).
+    await this.removeAttempt(rec, other);
+    this.settle(rec);
+  }
+
   // ---- incoming signals ----------------------------------------------------------------------------
 
   private async onOffer(peer: PeerRef, s: Extract<Signal, { type: "offer" }>): Promise<void> {
     if (!this.opts.admit(peer)) return;
     let rec = this.recs.get(peer.uid);
-    if (rec?.setup === s.setup) return; // duplicate
-    if (rec && rec.phase === "offering" && this.self < peer.uid) {
+    const existing = rec ? this.attemptOf(rec, s.relayOnly) : null;
+    if (existing?.setup === s.setup) return; // duplicate
+    if (existing?.state === "offering" && this.self < peer.uid) {
       this.log.debug("glare: our offer wins (smaller UID)", { peer: peer.bareJid });
       return;
     }
-    if (rec && this.setupTooRecent(rec)) {
+    if (this.setupTooRecent(existing)) {
       this.offersDropped++;
       if (!this.replaceDropLogged.has(peer.uid)) {
         this.replaceDropLogged.add(peer.uid);
@@ -548,37 +721,37 @@ export class LinkManager extends EventEmitter {
       rec = this.newRec(peer, false, false);
       this.recs.set(peer.uid, rec);
     } else {
-      if (rec.phase === "offering")
+      if (existing?.state === "offering")
         this.log.debug("glare: the peer's offer wins (smaller UID)", { peer: peer.bareJid });
       this.updatePeerOf(rec, peer);
-      this.clearTimers(rec, false);
+      clearTimeout(rec.timers.retry);
+      rec.timers.retry = undefined;
       if (rec.phase === "queued") this.queue.splice(this.queue.indexOf(peer.uid), 1);
-      if (rec.phase === "connected") this.emitDown(rec, "peer set the link up again");
-      if (rec.dpLink) await this.dpRemove(rec);
+      if (existing) {
+        await this.removeAttempt(rec, existing);
+        if (existing.state === "connected" && !this.carrier(rec)) {
+          for (const t of [rec.timers.upgrade, rec.timers.overlap, rec.timers.grace]) clearTimeout(t);
+          rec.timers.upgrade = rec.timers.overlap = rec.timers.grace = undefined;
+          this.emitDown(rec, "peer set the link up again");
+          rec.phase = "backoff";
+        }
+      }
     }
-    const early = this.early.get(peer.uid);
-    this.early.delete(peer.uid);
-    Object.assign(rec, {
-      setup: s.setup,
-      setupAt: Date.now(),
-      setupFailed: false,
-      role: "answerer",
-      phase: "answering",
-      relayOnly: s.relayOnly,
-      remoteApplied: false,
-      pendingRemote: early?.setup === s.setup ? early.cands : [],
-    });
-    this.armSetupTimer(rec, s.setup);
-    this.emit("link-setup", this.event(rec));
+    const early = this.takeEarly(peer.uid, s.setup);
+    const a = this.newAttempt(s.relayOnly, s.setup, "answerer", "answering");
+    a.pendingRemote = early;
+    const starting = rec.phase !== "connected" && this.attempts(rec).length === 0;
+    this.setAttempt(rec, a);
+    this.armSetupTimer(rec, a);
+    if (starting) this.emit("link-setup", this.event(rec, a));
     try {
-      rec.dpLink = true;
       const { description } = await this.opts.datapath.call("link.accept", {
         peerUid: peer.uid,
         description: s.description,
         relayOnly: s.relayOnly,
       });
-      rec.phase = "connecting";
-      rec.remoteApplied = true;
+      this.advance(rec, a, "connecting");
+      a.remoteApplied = true;
       await this.opts.signals.sendSignal(peer.fullJid ?? "", {
         type: "answer",
         from: this.self,
@@ -586,85 +759,105 @@ export class LinkManager extends EventEmitter {
         setup: s.setup,
         description,
       });
-      await this.flushRemote(rec);
+      await this.flushRemote(rec, a);
     } catch (err) {
       this.log.warn("accepting a link failed", { peer: peer.bareJid, error: (err as Error).message });
-      await this.setupFailed(rec, "accept failed", true);
+      await this.attemptFailed(rec, a, "accept failed", true);
     }
   }
 
   private async onAnswer(s: Extract<Signal, { type: "answer" }>): Promise<void> {
     const rec = this.recs.get(s.from);
-    if (!rec || rec.setup !== s.setup || rec.role !== "offerer" || rec.phase !== "offering") {
+    const a = rec && this.attemptBySetup(rec, s.setup);
+    if (!rec || !a || a.role !== "offerer" || a.state !== "offering") {
       this.log.debug("ignored an answer for an unknown or stale setup", { from: s.from, setup: s.setup });
       return;
     }
     try {
-      await this.opts.datapath.call("link.complete", { peerUid: s.from, description: s.description });
-      rec.phase = "connecting";
-      rec.remoteApplied = true;
-      await this.flushRemote(rec);
+      await this.opts.datapath.call("link.complete", {
+        peerUid: s.from,
+        description: s.description,
+        relayOnly: a.relayOnly,
+      });
+      this.advance(rec, a, "connecting");
+      a.remoteApplied = true;
+      await this.flushRemote(rec, a);
     } catch (err) {
       this.log.warn("completing a link failed", { peer: rec.peer.bareJid, error: (err as Error).message });
-      await this.setupFailed(rec, "complete failed", true);
+      await this.attemptFailed(rec, a, "complete failed", true);
     }
   }
 
   private async onRemoteCandidate(s: Extract<Signal, { type: "candidate" }>): Promise<void> {
     const rec = this.recs.get(s.from);
+    const a = rec && this.attemptBySetup(rec, s.setup);
     const cand = { candidate: s.candidate, mid: s.mid };
-    if (!rec || rec.setup !== s.setup) {
-      // Maybe the offer it belongs to is still on its way: keep a few, for the newest setup only.
-      let e = this.early.get(s.from);
-      if (!e || e.setup !== s.setup) {
+    if (!rec || !a) {
+      // Maybe the offer it belongs to is still on its way: keep a few, for the two newest setups only.
+      const list = this.early.get(s.from) ?? [];
+      let e = list.find((x) => x.setup === s.setup);
+      if (!e) {
         e = { setup: s.setup, cands: [], at: Date.now() };
-        this.early.set(s.from, e);
+        list.push(e);
+        if (list.length > 2) list.shift();
+        this.early.set(s.from, list);
       }
       if (e.cands.length < MAX_PENDING_CANDIDATES) e.cands.push(cand);
       return;
     }
-    if (!rec.remoteApplied) {
-      if (rec.pendingRemote.length < MAX_PENDING_CANDIDATES) rec.pendingRemote.push(cand);
+    if (!a.remoteApplied) {
+      if (a.pendingRemote.length < MAX_PENDING_CANDIDATES) a.pendingRemote.push(cand);
       return;
     }
-    await this.addCandidate(rec, cand);
+    await this.addCandidate(rec, a, cand);
   }
 
   private async onBye(s: Extract<Signal, { type: "bye" }>): Promise<void> {
     const rec = this.recs.get(s.from);
-    if (!rec || rec.setup !== s.setup) return;
-    this.log.info("peer closed the link", { peer: rec.peer.bareJid, reason: s.reason });
-    const wasUp = rec.phase === "connected";
-    this.clearTimers(rec, false);
-    if (rec.dpLink) await this.dpRemove(rec);
-    if (wasUp) this.emitDown(rec, `peer: ${s.reason ?? "bye"}`);
-    if (
-      !wasUp &&
-      rec.wanted &&
-      rec.role === "offerer" &&
-      !rec.relayOnly &&
-      this.opts.hasTurn &&
-      s.reason !== "busy"
-    ) {
-      await this.relayFallback(rec, s.setup, `peer gave up: ${s.reason ?? "bye"}`);
+    const a = rec && this.attemptBySetup(rec, s.setup);
+    if (!rec || !a) return;
+    this.log.info("peer closed the link", {
+      peer: rec.peer.bareJid,
+      reason: s.reason,
+      relayOnly: a.relayOnly,
+    });
+    if (a.state === "connected") {
+      await this.transportLost(rec, a, `peer: ${s.reason ?? "bye"}`);
       return;
     }
-    if (rec.wanted && (rec.pinned || !wasUp)) this.scheduleRetry(rec);
-    else this.forget(rec);
+    if (rec.phase !== "connected" && !a.relayOnly && a.role === "offerer" && s.reason !== "busy") {
+      await this.removeAttempt(rec, a);
+      if (!(await this.raceNow(rec, `peer gave up: ${s.reason ?? "bye"}`))) this.afterAttempt(rec);
+      return;
+    }
+    await this.attemptFailed(rec, a, `peer: ${s.reason ?? "bye"}`, false);
   }
 
-  private async flushRemote(rec: Rec): Promise<void> {
-    const pending = rec.pendingRemote;
-    rec.pendingRemote = [];
-    for (const c of pending) await this.addCandidate(rec, c);
+  private async flushRemote(rec: Rec, a: Attempt): Promise<void> {
+    const pending = a.pendingRemote;
+    a.pendingRemote = [];
+    for (const c of pending) await this.addCandidate(rec, a, c);
   }
 
-  private async addCandidate(rec: Rec, c: Candidate): Promise<void> {
+  private async addCandidate(rec: Rec, a: Attempt, c: Candidate): Promise<void> {
     try {
-      await this.opts.datapath.call("link.addCandidate", { peerUid: rec.peer.uid, ...c });
+      await this.opts.datapath.call("link.addCandidate", {
+        peerUid: rec.peer.uid,
+        ...c,
+        relayOnly: a.relayOnly,
+      });
     } catch (err) {
       this.log.debug("link.addCandidate failed", { peer: rec.peer.bareJid, error: (err as Error).message });
     }
+  }
+
+  private takeEarly(uid: string, setup: string): Candidate[] {
+    const list = this.early.get(uid);
+    const i = list?.findIndex((e) => e.setup === setup) ?? -1;
+    if (!list || i < 0) return [];
+    const [e] = list.splice(i, 1);
+    if (list.length === 0) this.early.delete(uid);
+    return e?.cands ?? [];
   }
 
   // ---- datapath notifications ----------------------------------------------------------------------
@@ -672,13 +865,14 @@ export class LinkManager extends EventEmitter {
   private onLocalCandidate(p: NotificationParamsOf<"link.candidate">): void {
     void this.run(p.peerUid, async () => {
       const rec = this.recs.get(p.peerUid);
-      if (!rec?.setup || !rec.peer.fullJid || rec.phase === "backoff" || rec.phase === "queued") return;
+      const a = rec && this.attemptOf(rec, p.relayOnly ?? false);
+      if (!rec || !a?.setup || !rec.peer.fullJid) return;
       await this.opts.signals
         .sendSignal(rec.peer.fullJid, {
           type: "candidate",
           from: this.self,
           to: rec.peer.uid,
-          setup: rec.setup,
+          setup: a.setup,
           candidate: p.candidate,
           mid: p.mid,
         })
@@ -689,25 +883,36 @@ export class LinkManager extends EventEmitter {
   private onLinkState(p: NotificationParamsOf<"link.state">): void {
     void this.run(p.peerUid, async () => {
       const rec = this.recs.get(p.peerUid);
-      if (!rec?.dpLink) return;
+      const a = rec && this.attemptOf(rec, p.relayOnly ?? false);
+      if (!rec || !a) return;
       switch (p.state) {
         case "connected":
-          return this.onConnected(rec, p.path ?? null);
+          if (a === this.carrier(rec)) this.clearGrace(rec);
+          return this.onAttemptConnected(rec, a, p.path ?? null);
         case "failed":
-          return this.onFailed(rec, "failed", p.reason);
+          a.failed = true;
+          if (a.state === "connected") return this.transportLost(rec, a, "link failed");
+          return this.onAttemptFailed(rec, a, p.reason);
         case "disconnected":
-          if (rec.phase === "connected" && !rec.graceTimer) {
-            rec.graceTimer = setTimeout(() => {
-              rec.graceTimer = undefined;
+          if (a.state !== "connected") return;
+          if (a !== this.carrier(rec) || this.otherConnected(rec, a)) {
+            // Another transport carries (or can carry) the traffic: no need to wait for this one.
+            return this.transportLost(rec, a, "link disconnected");
+          }
+          if (!rec.timers.grace) {
+            rec.timers.grace = setTimeout(() => {
+              rec.timers.grace = undefined;
               void this.run(rec.peer.uid, async () => {
-                if (this.recs.get(rec.peer.uid) === rec) await this.onFailed(rec, "disconnected");
+                if (this.recs.get(rec.peer.uid) !== rec || this.attemptOf(rec, a.relayOnly) !== a) return;
+                this.log.info("link disconnected and did not recover", { peer: rec.peer.bareJid });
+                await this.transportLost(rec, a, "link disconnected");
               });
             }, this.opts.disconnectGraceMs ?? 5000);
           }
           return;
         case "closed":
           // During a setup a `closed` is most likely the link we just removed; only a connected link counts.
-          if (rec.phase === "connected") return this.onFailed(rec, "closed");
+          if (a.state === "connected") return this.transportLost(rec, a, "link closed");
           return;
         default:
           return;
@@ -715,54 +920,105 @@ export class LinkManager extends EventEmitter {
     });
   }
 
-  private async onConnected(rec: Rec, path: LinkPath | null): Promise<void> {
-    if (rec.graceTimer) clearTimeout(rec.graceTimer);
-    rec.graceTimer = undefined;
-    rec.path = path ?? rec.path;
-    if (rec.phase === "connected") return;
-    if (rec.phase !== "connecting" && rec.phase !== "answering" && rec.phase !== "offering") return;
-    this.clearTimers(rec, false);
-    rec.phase = "connected";
-    rec.attempt = 0;
-    rec.handshakeRetries = 0;
-    rec.upSince = Date.now();
-    rec.lastActivity = Date.now();
-    if (rec.relayOnly && this.opts.hasTurn) rec.relayNeeded = true;
-    this.log.info("link up", { peer: rec.peer.bareJid, path: rec.path, relayOnly: rec.relayOnly });
-    this.emit("link-up", this.event(rec));
-  }
-
-  private async onFailed(rec: Rec, state: string, reason?: LinkFailure): Promise<void> {
-    if (state === "failed") rec.setupFailed = true;
-    if (rec.phase === "connected") {
-      if (state === "disconnected")
-        this.log.info("link disconnected and did not recover", { peer: rec.peer.bareJid });
-      this.clearTimers(rec, false);
-      await this.dpRemove(rec);
-      this.emitDown(rec, `link ${state}`);
-      // A peer that is offline (null full JID) cannot be signalled: forget it until it is back.
-      if (rec.wanted && rec.peer.fullJid) {
-        rec.attempt = 0;
-        this.scheduleRetry(rec);
-      } else this.forget(rec);
+  private async onAttemptConnected(rec: Rec, a: Attempt, path: LinkPath | null): Promise<void> {
+    a.path = path ?? a.path;
+    if (a.state === "connected") {
+      this.settle(rec); // the path may have changed
       return;
     }
-    // The offerer decides what happens to a failed setup; an answerer waits for a new offer or its timeout.
-    if (state !== "failed" || rec.setup === null || rec.role !== "offerer") return;
+    clearTimeout(a.setupTimer);
+    a.setupTimer = undefined;
+    a.state = "connected";
+    if (a.relayOnly) rec.relayNeeded = true;
+    if (rec.phase !== "connected") {
+      clearTimeout(rec.timers.race);
+      clearTimeout(rec.timers.retry);
+      rec.timers.race = rec.timers.retry = undefined;
+      rec.phase = "connected";
+      rec.attempt = 0;
+      rec.handshakeRetries = 0;
+      rec.upSince = Date.now();
+      rec.lastActivity = Date.now();
+      this.log.info("link up", { peer: rec.peer.bareJid, path: a.path, relayOnly: a.relayOnly });
+      this.emit("link-up", this.event(rec, a));
+    } else {
+      this.log.info("second transport connected", {
+        peer: rec.peer.bareJid,
+        path: a.path,
+        relayOnly: a.relayOnly,
+      });
+    }
+    this.settle(rec);
+  }
+
+  /** A transport that never connected failed. The offerer decides what happens; an answerer waits. */
+  private async onAttemptFailed(rec: Rec, a: Attempt, reason?: LinkFailure): Promise<void> {
+    if (a.role !== "offerer") return;
     if (reason === "handshake" && rec.handshakeRetries < MAX_HANDSHAKE_RETRIES) {
       // ICE found a path; only the DTLS handshake lost a race (see the datapath's Link): the path
       // is fine, so neither back off nor fall back to a relay.
       rec.handshakeRetries++;
       this.log.info("link handshake failed after ICE connected; offering again", { peer: rec.peer.bareJid });
-      await this.offer(rec, rec.relayOnly);
+      await this.offerAttempt(rec, a.relayOnly);
       return;
     }
-    if (!rec.relayOnly && this.opts.hasTurn) {
-      await this.relayFallback(rec, rec.setup, "ICE failed");
+    if (!a.relayOnly && rec.phase !== "connected") {
+      if (a.setup) await this.sendBye(rec.peer, a.setup, "ICE failed");
+      await this.removeAttempt(rec, a);
+      if (!(await this.raceNow(rec, "ICE failed"))) this.afterAttempt(rec);
       return;
     }
-    this.log.info("link setup failed", { peer: rec.peer.bareJid, relayOnly: rec.relayOnly });
-    await this.setupFailed(rec, "ICE failed", true);
+    this.log.info("link setup failed", { peer: rec.peer.bareJid, relayOnly: a.relayOnly });
+    await this.attemptFailed(rec, a, "ICE failed", true);
+  }
+
+  /** The direct attempt ended early: start the relay-only one now if it has not started. */
+  private async raceNow(rec: Rec, why: string): Promise<boolean> {
+    if (!this.opts.hasTurn) return false;
+    if (rec.relay) return true; // under way already
+    clearTimeout(rec.timers.race);
+    rec.timers.race = undefined;
+    this.log.info("direct link setup failed; starting the relay-only attempt now", {
+      peer: rec.peer.bareJid,
+      why,
+    });
+    await this.offerAttempt(rec, true);
+    return true;
+  }
+
+  /**
+   * A connected transport is gone. If the other one is connected it carries the link on (the datapath
+   * moved the traffic already); otherwise the link is down and set up again if wanted.
+   */
+  private async transportLost(rec: Rec, a: Attempt, reason: string): Promise<void> {
+    if (this.attemptOf(rec, a.relayOnly) !== a) return;
+    const wasCarrier = a === this.carrier(rec);
+    await this.removeAttempt(rec, a);
+    if (this.carrier(rec)) {
+      if (wasCarrier) this.clearGrace(rec);
+      this.log.info("a transport of the link closed; the other carries it", {
+        peer: rec.peer.bareJid,
+        reason,
+      });
+      this.settle(rec);
+      return;
+    }
+    this.clearTimers(rec, true);
+    for (const other of this.attempts(rec)) {
+      if (other.setup) await this.sendBye(rec.peer, other.setup, reason);
+      await this.removeAttempt(rec, other);
+    }
+    this.emitDown(rec, reason);
+    this.retryOrForget(rec, rec.pinned || !reason.startsWith("peer:"));
+  }
+
+  /** A link went down: set it up again if we want it and can signal the peer, else forget it. */
+  private retryOrForget(rec: Rec, retry = true): void {
+    // A peer that is offline (null full JID) cannot be signalled: forget it until it is back.
+    if (retry && rec.wanted && rec.peer.fullJid) {
+      rec.attempt = 0;
+      this.scheduleRetry(rec);
+    } else this.forget(rec);
   }
 
   // ---- idle trimming -------------------------------------------------------------------------------
@@ -776,26 +1032,32 @@ export class LinkManager extends EventEmitter {
       this.log.debug("link.query failed", { error: (err as Error).message });
       return;
     }
-    const byUid = new Map(infos.map((i) => [i.peerUid, i]));
+    const byUid = new Map<string, LinkInfo[]>();
+    for (const i of infos) byUid.set(i.peerUid, [...(byUid.get(i.peerUid) ?? []), i]);
     const now = Date.now();
     const idleMs = this.opts.links.idleTimeoutSec * 1000;
     for (const rec of [...this.recs.values()]) {
-      const info = byUid.get(rec.peer.uid);
+      const found = byUid.get(rec.peer.uid) ?? [];
       if (rec.phase === "connected") {
-        if (!info) {
+        if (found.length === 0) {
           void this.run(rec.peer.uid, async () => {
             if (this.recs.get(rec.peer.uid) !== rec || rec.phase !== "connected") return;
-            rec.dpLink = false;
-            await this.onFailed(rec, "vanished from the datapath");
+            rec.full = rec.relay = null;
+            this.clearTimers(rec, true);
+            this.emitDown(rec, "link vanished from the datapath");
+            this.retryOrForget(rec);
           });
           continue;
         }
-        const c = activity(info);
+        const c = found.reduce((sum, i) => sum + activity(i), 0);
         if (c !== rec.counters) {
           rec.counters = c;
           rec.lastActivity = now;
         }
-        if (info.path) rec.path = info.path;
+        for (const i of found) {
+          const a = this.attemptOf(rec, i.relayOnly);
+          if (a && i.path) a.path = i.path;
+        }
       }
       if (rec.pinned || rec.phase === "offering" || rec.phase === "answering" || rec.phase === "connecting")
         continue;
@@ -807,8 +1069,10 @@ export class LinkManager extends EventEmitter {
         void this.removeLink(rec.peer.uid, "idle");
       }
     }
-    for (const [uid, e] of this.early) {
-      if (now - e.at > this.opts.links.setupTimeoutSec * 1000) this.early.delete(uid);
+    for (const [uid, list] of this.early) {
+      const fresh = list.filter((e) => now - e.at <= this.opts.links.setupTimeoutSec * 1000);
+      if (fresh.length === 0) this.early.delete(uid);
+      else this.early.set(uid, fresh);
     }
   }
 
@@ -818,9 +1082,12 @@ export class LinkManager extends EventEmitter {
     const rec = this.recs.get(uid);
     if (!rec) return;
     this.clearTimers(rec, true);
-    if (sayBye) await this.bye(rec, reason);
-    if (rec.dpLink) await this.dpRemove(rec);
-    if (rec.phase === "connected") this.emitDown(rec, reason);
+    const wasUp = rec.phase === "connected";
+    for (const a of this.attempts(rec)) {
+      if (sayBye && a.setup) await this.sendBye(rec.peer, a.setup, reason);
+      await this.removeAttempt(rec, a);
+    }
+    if (wasUp) this.emitDown(rec, reason);
     this.forget(rec);
   }
 
@@ -835,11 +1102,10 @@ export class LinkManager extends EventEmitter {
     this.pump();
   }
 
-  /** The peer's current setup is in progress, younger than MIN_REPLACE_MS and not failed. */
-  private setupTooRecent(rec: Rec): boolean {
-    if (rec.setup === null || rec.setupFailed) return false;
-    if (rec.phase !== "answering" && rec.phase !== "connecting") return false;
-    return Date.now() - rec.setupAt < MIN_REPLACE_MS;
+  /** The peer's setup of this transport is in progress, younger than MIN_REPLACE_MS and not failed. */
+  private setupTooRecent(a: Attempt | null): boolean {
+    if (!a || a.failed || (a.state !== "answering" && a.state !== "connecting")) return false;
+    return Date.now() - a.startedAt < MIN_REPLACE_MS;
   }
 
   /** Starts queued links while there are free slots. */
@@ -848,7 +1114,7 @@ export class LinkManager extends EventEmitter {
       const uid = this.queue.shift() as string;
       void this.run(uid, async () => {
         const rec = this.recs.get(uid);
-        if (rec?.phase === "backoff" && rec.setup === null && rec.retryTimer === undefined)
+        if (rec?.phase === "backoff" && this.attempts(rec).length === 0 && rec.timers.retry === undefined)
           await this.begin(rec);
       });
       // begin() runs later; count it now so the loop does not start too many.
@@ -861,10 +1127,6 @@ export class LinkManager extends EventEmitter {
     let n = 0;
     for (const r of this.recs.values()) if (r.phase !== "queued") n++;
     return n;
-  }
-
-  private async bye(rec: Rec, reason: string): Promise<void> {
-    if (rec.setup && rec.peer.fullJid) await this.sendBye(rec.peer, rec.setup, reason);
   }
 
   private async sendBye(peer: PeerRef, setup: string, reason: string): Promise<void> {
@@ -880,10 +1142,15 @@ export class LinkManager extends EventEmitter {
       .catch((err: Error) => this.log.debug("bye not sent", { error: err.message }));
   }
 
-  private async dpRemove(rec: Rec): Promise<void> {
-    rec.dpLink = false;
+  /** Forgets one transport and removes it from the datapath (its waiting packets move to the other). */
+  private async removeAttempt(rec: Rec, a: Attempt): Promise<void> {
+    clearTimeout(a.setupTimer);
+    a.setupTimer = undefined;
+    if (this.attemptOf(rec, a.relayOnly) !== a) return;
+    if (a.relayOnly) rec.relay = null;
+    else rec.full = null;
     try {
-      await this.opts.datapath.call("link.remove", { peerUid: rec.peer.uid });
+      await this.opts.datapath.call("link.remove", { peerUid: rec.peer.uid, relayOnly: a.relayOnly });
     } catch (err) {
       this.log.debug("link.remove failed", { peer: rec.peer.uid, error: (err as Error).message });
     }
@@ -892,12 +1159,13 @@ export class LinkManager extends EventEmitter {
   private emitDown(rec: Rec, reason: string): void {
     this.log.info("link down", { peer: rec.peer.bareJid || rec.peer.uid, reason });
     rec.upSince = null;
+    if (rec.phase === "connected") rec.phase = "backoff";
     if (rec.unannounced) return;
     this.emit("link-down", { ...this.event(rec), reason });
   }
 
-  private event(rec: Rec): LinkEvent {
-    return { peer: { ...rec.peer }, path: rec.path, relayOnly: rec.relayOnly };
+  private event(rec: Rec, a: Attempt | null = this.carrier(rec) ?? rec.full ?? rec.relay): LinkEvent {
+    return { peer: { ...rec.peer }, path: a?.path ?? null, relayOnly: a?.relayOnly ?? false };
   }
 
   private updatePeerOf(rec: Rec, peer: PeerRef): void {
@@ -907,9 +1175,15 @@ export class LinkManager extends EventEmitter {
       rec.unannounced = false;
       this.emit("link-up", this.event(rec));
     }
-    if (rec.phase === "backoff" && rec.retryTimer === undefined && rec.wanted && rec.peer.fullJid) {
+    // Back online while its link stayed up: direct re-attempts of a relayed link may go on.
+    if (rec.phase === "connected" && rec.peer.fullJid) this.settle(rec);
+    if (rec.phase === "backoff" && rec.timers.retry === undefined && rec.wanted && rec.peer.fullJid) {
       void this.run(rec.peer.uid, async () => {
-        if (this.recs.get(rec.peer.uid) === rec && rec.phase === "backoff" && rec.retryTimer === undefined) {
+        if (
+          this.recs.get(rec.peer.uid) === rec &&
+          rec.phase === "backoff" &&
+          rec.timers.retry === undefined
+        ) {
           await this.offer(rec);
         }
       });
@@ -922,34 +1196,95 @@ export class LinkManager extends EventEmitter {
       phase: "backoff",
       wanted,
       pinned,
-      setup: null,
-      setupAt: 0,
-      setupFailed: false,
-      role: null,
-      relayOnly: false,
+      full: null,
+      relay: null,
       relayNeeded: false,
-      remoteApplied: false,
-      pendingRemote: [],
-      dpLink: false,
       attempt: 0,
+      upgrades: 0,
       handshakeRetries: 0,
-      path: null,
       upSince: null,
       lastActivity: Date.now(),
       counters: 0,
       unannounced: false,
+      timers: {},
     };
   }
 
+  private newAttempt(
+    relayOnly: boolean,
+    setup: string | null,
+    role: Attempt["role"],
+    state: Attempt["state"],
+  ): Attempt {
+    return {
+      relayOnly,
+      setup,
+      role,
+      state,
+      remoteApplied: false,
+      pendingRemote: [],
+      path: null,
+      startedAt: Date.now(),
+      failed: false,
+    };
+  }
+
+  /** Adds a transport's attempt; a link not yet connected takes the attempt's phase. */
+  private setAttempt(rec: Rec, a: Attempt): void {
+    if (a.relayOnly) rec.relay = a;
+    else rec.full = a;
+    if (rec.phase !== "connected") rec.phase = a.state;
+  }
+
+  /** An attempt's setup moved on; so does the phase of a link not yet connected. */
+  private advance(rec: Rec, a: Attempt, state: Attempt["state"]): void {
+    if (a.state === "connected") return;
+    a.state = state;
+    if (rec.phase !== "connected" && this.attemptOf(rec, a.relayOnly) === a) rec.phase = state;
+  }
+
+  private attemptOf(rec: Rec, relayOnly: boolean): Attempt | null {
+    return relayOnly ? rec.relay : rec.full;
+  }
+
+  private attemptBySetup(rec: Rec, setup: string): Attempt | null {
+    return [rec.full, rec.relay].find((a) => a?.setup === setup) ?? null;
+  }
+
+  private attempts(rec: Rec): Attempt[] {
+    return [rec.full, rec.relay].filter((a): a is Attempt => a !== null);
+  }
+
+  /**
+   * The connected transport that carries the link, as the datapath picks it (transports.ts): a direct
+   * path first, then the relay-only transport, then a full one connected through a relay.
+   */
+  private carrier(rec: Rec): Attempt | null {
+    const rank = (a: Attempt | null) =>
+      a?.state !== "connected" ? 0 : !isRelayed(a) ? 3 : a.relayOnly ? 2 : 1;
+    const best = rank(rec.full) >= rank(rec.relay) ? rec.full : rec.relay;
+    return rank(best) > 0 ? best : null;
+  }
+
+  private otherConnected(rec: Rec, a: Attempt): boolean {
+    return (a === rec.full ? rec.relay : rec.full)?.state === "connected";
+  }
+
+  private clearGrace(rec: Rec): void {
+    clearTimeout(rec.timers.grace);
+    rec.timers.grace = undefined;
+  }
+
+  /** Clears the link's timers and its attempts' setup timers; `all` also the disconnect grace. */
   private clearTimers(rec: Rec, all: boolean): void {
-    clearTimeout(rec.setupTimer);
-    clearTimeout(rec.fallbackTimer);
-    clearTimeout(rec.retryTimer);
-    rec.setupTimer = rec.fallbackTimer = rec.retryTimer = undefined;
-    if (all) {
-      clearTimeout(rec.graceTimer);
-      rec.graceTimer = undefined;
+    const t = rec.timers;
+    for (const timer of [t.retry, t.race, t.upgrade, t.overlap]) clearTimeout(timer);
+    t.retry = t.race = t.upgrade = t.overlap = undefined;
+    for (const a of this.attempts(rec)) {
+      clearTimeout(a.setupTimer);
+      a.setupTimer = undefined;
     }
+    if (all) this.clearGrace(rec);
   }
 
   /** Runs `fn` after everything queued for this peer; errors are logged, never thrown to callers. */

@@ -195,6 +195,63 @@ describe("Datapath over real node-datachannel links (fake vNICs)", () => {
     expect(a.dp.fib.links.get(c.uid)?.pending.length).toBe(0);
   });
 
+  it("holds a full and a relay-only transport per peer; traffic moves to the one that connects", async () => {
+    const a = makeNode("10.10.0.1");
+    const b = makeNode("10.10.0.2");
+    nodes.push(a, b);
+    a.dp.methods["route.set"]({ prefix: "10.10.0.2/32", peerUid: b.uid });
+    b.dp.methods["route.set"]({ prefix: "10.10.0.1/32", peerUid: a.uid });
+    // Set up first, the relay-only transport holds the waiting packets (without TURN it never connects).
+    await a.dp.methods["link.create"]({ peerUid: b.uid, relayOnly: true });
+    await expect(a.dp.methods["link.create"]({ peerUid: b.uid, relayOnly: true })).rejects.toThrow(/exists/);
+    a.vnic.devices[0]!.inject(udp4("10.10.0.1", "10.10.0.2", "waited"));
+    expect(a.dp.fib.links.get(b.uid)?.relayOnly).toBe(true);
+    expect(a.dp.fib.links.get(b.uid)?.pending.length).toBe(1);
+
+    await connect(a, b);
+    await until(() => b.vnic.devices[0]!.written.length >= 1);
+    expect(b.vnic.devices[0]!.written[0]!.subarray(28).toString()).toBe("waited");
+    const listed = a.dp.methods["link.query"]({ peerUid: b.uid });
+    expect(listed.map((l) => [l.relayOnly, l.state])).toEqual([
+      [false, "connected"],
+      [true, expect.not.stringMatching(/connected/)],
+    ]);
+    expect(listed.flatMap((l) => Object.keys(l.drops))).toEqual([]);
+    expect(a.dp.methods["vnic.query"]({}).drops).toEqual({});
+    expect(
+      a.notes.some(
+        (n) => n.method === "link.state" && n.params.state === "connected" && n.params.relayOnly === false,
+      ),
+    ).toBe(true);
+
+    // Each transport is addressed by its kind; link.remove without one removes both.
+    a.dp.methods["link.remove"]({ peerUid: b.uid, relayOnly: true });
+    expect(a.dp.methods["link.query"]({}).map((l) => l.relayOnly)).toEqual([false]);
+    a.vnic.devices[0]!.inject(udp4("10.10.0.1", "10.10.0.2", "after"));
+    await until(() => b.vnic.devices[0]!.written.length >= 2);
+    await a.dp.methods["link.create"]({ peerUid: b.uid, relayOnly: true });
+    expect(a.dp.fib.links.get(b.uid)?.relayOnly).toBe(false);
+    a.dp.methods["link.remove"]({ peerUid: b.uid });
+    expect(a.dp.methods["link.query"]({})).toEqual([]);
+    expect(a.dp.fib.links.size).toBe(0);
+  });
+
+  it("moves waiting packets to the other transport when the one holding them is removed", async () => {
+    const a = makeNode("10.10.0.1");
+    const b = makeNode("10.10.0.2");
+    nodes.push(a, b);
+    a.dp.methods["route.set"]({ prefix: "10.10.0.2/32", peerUid: b.uid });
+    await a.dp.methods["link.create"]({ peerUid: b.uid });
+    await a.dp.methods["link.create"]({ peerUid: b.uid, relayOnly: true });
+    a.vnic.devices[0]!.inject(udp4("10.10.0.1", "10.10.0.2", "x"), udp4("10.10.0.1", "10.10.0.2", "y"));
+    expect(a.dp.fib.links.get(b.uid)?.relayOnly).toBe(false);
+    a.dp.methods["link.remove"]({ peerUid: b.uid, relayOnly: false });
+    const relay = a.dp.fib.links.get(b.uid);
+    expect(relay?.relayOnly).toBe(true);
+    expect(relay?.pending.length).toBe(2);
+    expect(a.dp.methods["vnic.query"]({}).drops).toEqual({});
+  });
+
   it("reports a failed DTLS handshake after ICE connected as reason handshake", async () => {
     const a = makeNode("10.10.0.1");
     const b = makeNode("10.10.0.2");
@@ -205,7 +262,12 @@ describe("Datapath over real node-datachannel links (fake vNICs)", () => {
     );
     await until(() => a.notes.some((n) => n.method === "link.state" && n.params.state === "failed"));
     const failed = a.notes.find((n) => n.method === "link.state" && n.params.state === "failed");
-    expect(failed?.params).toEqual({ peerUid: b.uid, state: "failed", reason: "handshake" });
+    expect(failed?.params).toEqual({
+      peerUid: b.uid,
+      relayOnly: false,
+      state: "failed",
+      reason: "handshake",
+    });
   });
 
   it("keeps the packets queued for a setup that is removed for the next setup", async () => {

@@ -19,6 +19,7 @@ import { Outside } from "./outside.js";
 import { parseAddress, parsePrefix } from "./packet.js";
 import { pageToFit } from "./query-page.js";
 import { PrefixTable } from "./routes.js";
+import { bestTransport, type PeerTransports, transportOf } from "./transports.js";
 import { TxQueue } from "./tx-queue.js";
 import { UnmappedPackets } from "./unmapped.js";
 
@@ -103,6 +104,8 @@ export class Datapath {
   private ice: IceSettings = { stun: [], turn: [] };
   /** Overlay prefixes of our own vNIC: ICE must never run a link through the overlay itself. */
   private readonly overlay = new PrefixTable<true>();
+  /** Each peer's transports; fib.links holds the one carrying its traffic (see bestTransport). */
+  private readonly transports = new Map<string, PeerTransports>();
   private readonly timer: NodeJS.Timeout;
   private readonly log: Logger;
 
@@ -147,8 +150,11 @@ export class Datapath {
       const now = Date.now();
       const expired = this.unmapped.expire(now);
       if (expired) this.fib.vnicCounters.drop("unmappedExpired", expired);
-      for (const link of this.fib.links.values()) {
+      for (const link of this.allLinks()) {
         if (link.isConnected) link.fitRxQueue();
+        // A path that changed after connecting (e.g. found to be relayed) is announced like a new
+        // connection: the best transport is chosen again and the controller learns the path.
+        if (link.refreshPath()) this.onLinkState(link, "connected");
         link.keepAlive(now);
       }
     }, KEEPALIVE_PERIOD_MS);
@@ -227,7 +233,7 @@ export class Datapath {
     },
 
     "link.complete": (p) => {
-      const link = this.linkOf(p.peerUid);
+      const link = this.linkOf(p.peerUid, p.relayOnly);
       try {
         link.complete(p.description);
       } catch (err) {
@@ -237,7 +243,7 @@ export class Datapath {
     },
 
     "link.addCandidate": (p) => {
-      const link = this.linkOf(p.peerUid);
+      const link = this.linkOf(p.peerUid, p.relayOnly);
       try {
         link.addCandidate(p.candidate, p.mid);
       } catch (err) {
@@ -247,23 +253,31 @@ export class Datapath {
     },
 
     "link.remove": (p) => {
-      const link = this.fib.links.get(p.peerUid);
-      if (link) {
+      const t = this.transports.get(p.peerUid);
+      const links = p.relayOnly === undefined ? [t?.full, t?.relay] : [transportOf(t, p.relayOnly)];
+      for (const link of links) {
+        if (!link) continue;
         const waiting = link.pending.drain();
         this.dropLink(link);
-        this.log.info("link removed", { peer: p.peerUid });
-        // Packets that waited for a setup that failed wait for the next one (held as unmapped).
+        const { txPackets, rxPackets, drops } = link.info();
+        this.log.info("link removed", {
+          peer: p.peerUid,
+          relayOnly: link.relayOnly,
+          txPackets,
+          rxPackets,
+          drops,
+        });
+        // Packets that waited for a setup that failed wait for the other transport or the next
+        // setup (held as unmapped).
         this.inside.resubmit(waiting);
       }
       return {};
     },
 
     "link.query": (p) => {
-      const links = p.peerUid
-        ? [this.fib.links.get(p.peerUid)].filter((l) => l !== undefined)
-        : [...this.fib.links.values()];
+      const peers = p.peerUid ? [p.peerUid] : [...this.transports.keys()];
       return pageToFit(
-        links.map((l) => l.info()),
+        peers.flatMap((uid) => this.linksOf(uid)).map((l) => l.info()),
         p,
         "links",
       );
@@ -291,7 +305,8 @@ export class Datapath {
     "route.query": (p) => pageToFit(this.fib.routeList(), p, "routes"),
 
     "icc.send": (p) => {
-      const link = this.linkOf(p.peerUid);
+      const link = this.fib.links.get(p.peerUid);
+      if (!link) throw notFound(`peerUid: no link to ${p.peerUid}`);
       const text = JSON.stringify(p.data);
       if (Buffer.byteLength(text) > MAX_ICC_BYTES)
         throw invalidParams(`data: larger than ${MAX_ICC_BYTES} bytes`);
@@ -319,7 +334,7 @@ export class Datapath {
 
   close(): void {
     clearInterval(this.timer);
-    for (const link of [...this.fib.links.values()]) this.dropLink(link);
+    for (const link of [...this.allLinks()]) this.dropLink(link);
     this.inside.close();
     this.fib.vnic?.close();
     this.fib.vnic = null;
@@ -328,10 +343,15 @@ export class Datapath {
   private newLink(peerUid: string, relayOnly: boolean): Link {
     if (!this.uid) throw notConfigured("call vnic.configure before creating links");
     if (peerUid === this.uid) throw invalidParams("peerUid: is our own uid");
-    const existing = this.fib.links.get(peerUid);
-    if (existing) throw conflict(`link to ${peerUid} exists (${existing.state}); link.remove it first`);
+    const transports = this.transports.get(peerUid) ?? {};
+    const existing = transportOf(transports, relayOnly);
+    if (existing) {
+      const kind = relayOnly ? "relay-only link" : "link";
+      throw conflict(`${kind} to ${peerUid} exists (${existing.state}); link.remove it first`);
+    }
+    // Each transport is a PeerConnection (sockets, a TURN allocation): the cap counts them all.
     const maxLinks = this.options.maxLinks ?? 4096;
-    if (this.fib.links.size >= maxLinks)
+    if (this.linkCount() >= maxLinks)
       throw tooManyLinks(`maxLinks (${maxLinks}) reached: link.remove a link first`);
     const link = new Link(
       {
@@ -348,8 +368,13 @@ export class Datapath {
       },
       {
         candidate: (l, candidate, mid) => {
-          if (this.fib.links.get(l.peerUid) === l)
-            this.options.notify("link.candidate", { peerUid: l.peerUid, candidate, mid });
+          if (this.isCurrent(l))
+            this.options.notify("link.candidate", {
+              peerUid: l.peerUid,
+              candidate,
+              mid,
+              relayOnly: l.relayOnly,
+            });
         },
         state: (l, state) => this.onLinkState(l, state),
         frame: (l, frame) => this.outside.onFrame(l, frame),
@@ -357,41 +382,109 @@ export class Datapath {
         excludeAddress: (address) => this.isOverlayAddress(address),
       },
     );
-    this.fib.links.set(peerUid, link);
+    if (relayOnly) transports.relay = link;
+    else transports.full = link;
+    this.transports.set(peerUid, transports);
     this.log.info("link created", { peer: peerUid, relayOnly });
-    // Packets held for this peer while it had no link now wait in the link's queue.
-    this.inside.resubmitHeld(this.unmapped.takeAll());
+    if (!this.fib.links.has(peerUid)) {
+      this.fib.links.set(peerUid, link);
+      // Packets held for this peer while it had no link now wait in the link's queue.
+      this.inside.resubmitHeld(this.unmapped.takeAll());
+    }
     return link;
   }
 
   private dropLink(link: Link): void {
-    if (this.fib.links.get(link.peerUid) === link) this.fib.links.delete(link.peerUid);
+    const t = this.transports.get(link.peerUid);
+    if (t?.full === link) t.full = undefined;
+    if (t?.relay === link) t.relay = undefined;
+    if (t && !t.full && !t.relay) this.transports.delete(link.peerUid);
+    if (this.fib.links.get(link.peerUid) === link) {
+      this.fib.links.delete(link.peerUid);
+      this.selectTransport(link.peerUid, link);
+    }
     this.inside.forgetLink(link);
     this.outside.forgetLink(link);
     link.close();
   }
 
-  private linkOf(peerUid: string): Link {
-    const link = this.fib.links.get(peerUid);
-    if (!link) throw notFound(`peerUid: no link to ${peerUid}`);
+  /**
+   * Points the peer's forwarding entry at its best transport. Packets waiting in the previous one
+   * move with it (sent at once when the new one is connected), so a switch drops nothing; frames
+   * still in flight on the previous one are received as long as it stays open.
+   */
+  private selectTransport(peerUid: string, previous = this.fib.links.get(peerUid)): void {
+    const current = this.fib.links.get(peerUid);
+    const best = bestTransport(current, this.transports.get(peerUid) ?? {});
+    if (best === current) return;
+    if (best) this.fib.links.set(peerUid, best);
+    else this.fib.links.delete(peerUid);
+    if (previous && best) {
+      this.log.info("link traffic moved", {
+        peer: peerUid,
+        relayOnly: best.relayOnly,
+        path: best.path,
+        state: best.state,
+      });
+      this.inside.resubmit(previous.pending.drain());
+    }
+  }
+
+  /** The peer's transports, the one carrying its traffic first. */
+  private linksOf(peerUid: string): Link[] {
+    const t = this.transports.get(peerUid);
+    const first = this.fib.links.get(peerUid);
+    return [first, t?.full, t?.relay].filter(
+      (l, i, all): l is Link => l !== undefined && all.indexOf(l) === i,
+    );
+  }
+
+  private linkCount(): number {
+    let n = 0;
+    for (const t of this.transports.values()) n += (t.full ? 1 : 0) + (t.relay ? 1 : 0);
+    return n;
+  }
+
+  private *allLinks(): Iterable<Link> {
+    for (const t of this.transports.values()) {
+      if (t.full) yield t.full;
+      if (t.relay) yield t.relay;
+    }
+  }
+
+  private isCurrent(link: Link): boolean {
+    return transportOf(this.transports.get(link.peerUid), link.relayOnly) === link;
+  }
+
+  private linkOf(peerUid: string, relayOnly?: boolean): Link {
+    const link = transportOf(this.transports.get(peerUid), relayOnly);
+    if (!link) throw notFound(`peerUid: no ${relayOnly ? "relay-only " : ""}link to ${peerUid}`);
     return link;
   }
 
   private onLinkState(link: Link, state: LinkState): void {
-    if (this.fib.links.get(link.peerUid) !== link) return;
+    if (!this.isCurrent(link)) return;
     if (state === "connected") {
-      this.log.info("link connected", { peer: link.peerUid, path: link.path, remote: link.remote });
-      this.inside.resubmit(link.pending.drain());
+      this.log.info("link connected", {
+        peer: link.peerUid,
+        relayOnly: link.relayOnly,
+        path: link.path,
+        remote: link.remote,
+      });
+      this.selectTransport(link.peerUid);
+      if (this.fib.links.get(link.peerUid) === link) this.inside.resubmit(link.pending.drain());
     } else if (state === "failed") {
       const why =
         link.failure === "handshake" ? "DTLS handshake failed after ICE connected" : "ICE found no path";
       this.log.info("link failed", { peer: link.peerUid, why });
     } else {
-      this.log.info(`link ${state}`, { peer: link.peerUid });
+      this.log.info(`link ${state}`, { peer: link.peerUid, relayOnly: link.relayOnly });
     }
+    if (state !== "connected") this.selectTransport(link.peerUid);
     if (state === "new") return;
     this.options.notify("link.state", {
       peerUid: link.peerUid,
+      relayOnly: link.relayOnly,
       state,
       ...(state === "connected" && link.path ? { path: link.path } : {}),
       ...(state === "failed" && link.failure ? { reason: link.failure } : {}),

@@ -37,10 +37,10 @@ function hostAndPort(s: string, defaultPort: number): { host: string; port: numb
 }
 
 /** Candidate type and address from an SDP candidate line ("candidate:1 1 UDP 2122 10.0.0.1 4000 typ host"). */
-export function parseCandidate(candidate: string): { address: string; type: string } | null {
+export function parseCandidate(candidate: string): { address: string; port: string; type: string } | null {
   const parts = candidate.replace(/^a=/, "").split(" ");
   const address = parts[4];
   const typIndex = parts.indexOf("typ");
   if (!address || typIndex < 0) return null;
-  return { address, type: parts[typIndex + 1] ?? "" };
+  return { address, port: parts[5] ?? "", type: parts[typIndex + 1] ?? "" };
 }

@@ -58,6 +58,8 @@ const RTT_PROBE_MS = 5000;
 const PROBE_AFTER_MS = 6000;
 /** How often the datapath calls keepAlive on each link. */
 export const KEEPALIVE_PERIOD_MS = 1000;
+/** Bound of the remembered relay candidates of the peer (a peer has one per TURN server). */
+const MAX_REMOTE_RELAYS = 16;
 const PROBE_REPLY_ROOM_MS = 500;
 
 /**
@@ -193,6 +195,8 @@ export class Link {
   private srttMs: number | null = null;
   /** Least round-trip time seen on the current path: its delay without our queues. */
   private baseRttMs: number | null = null;
+  /** The peer's relay candidates (address:port), see noteRemoteRelay. */
+  private readonly remoteRelays = new Set<string>();
 
   constructor(
     options: LinkOptions,
@@ -242,13 +246,18 @@ export class Link {
     } else this.openChannels();
     this.pc.setLocalDescription("offer");
     const description = this.localDescription("offer");
-    // We take the DTLS client role. With the default (the answerer is the client), the answerer's
-    // ClientHello reaches us before its answer has come through signalling, is dropped, and is
-    // only resent after DTLS's 1 s retransmission timeout. As client, we start DTLS when we have
-    // the answer, and the answerer (server) is ready since it applied our offer.
+    // DTLS starts on the client as soon as its ICE is connected, and a ClientHello that reaches the
+    // server before the server's own ICE is connected is dropped and only resent after DTLS's 1 s
+    // retransmission timeout. So the side whose ICE connects second must be the client.
+    // - Full candidates: the answerer's checks can succeed before we have its answer (we answer
+    //   checks with our own credentials), so the answerer would connect first: we are the client.
+    // - Relay-only: the answerer's checks reach us only once our TURN allocation has a permission
+    //   for its relay address, i.e. after we applied its answer and candidate and sent our own
+    //   check; it connects on its next (triggered, paced ~50 ms) check, after us: it is the client.
+    const role = this.relayOnly ? "passive" : "active";
     return description.then((d) => ({
       type: d.type,
-      sdp: this.withCaps(d.sdp.replace(/^a=setup:actpass/gm, "a=setup:active")),
+      sdp: this.withCaps(d.sdp.replace(/^a=setup:actpass/gm, `a=setup:${role}`)),
     }));
   }
 
@@ -293,6 +302,7 @@ export class Link {
   private addDescriptionCandidates({ candidates, mid }: RemoteCandidates, retry = true): void {
     const failed: string[] = [];
     for (const c of candidates) {
+      this.noteRemoteRelay(parseCandidate(c));
       try {
         this.pc.addRemoteCandidate(c, mid);
       } catch {
@@ -311,8 +321,30 @@ export class Link {
     const parsed = parseCandidate(candidate);
     if (!parsed) throw new Error("candidate is not an ICE candidate line");
     if (this.handlers.excludeAddress(parsed.address)) return false;
+    this.noteRemoteRelay(parsed);
     this.pc.addRemoteCandidate(candidate, mid);
     return true;
+  }
+
+  /**
+   * ICE learns the peer's relay address as peer-reflexive when the peer's checks arrive (through its
+   * TURN server) before its relay candidate: remembering the peer's relay addresses keeps such a
+   * path counted as relayed.
+   */
+  private noteRemoteRelay(c: { address: string; port: string; type: string } | null): void {
+    if (c?.type === "relay" && this.remoteRelays.size < MAX_REMOTE_RELAYS)
+      this.remoteRelays.add(`${c.address}:${c.port}`);
+  }
+
+  /**
+   * Reads the selected candidate pair again (ICE may switch pairs after connecting, and a
+   * peer-reflexive address may turn out to be the peer's relay); true when the path changed.
+   */
+  refreshPath(): boolean {
+    if (this.state !== "connected") return false;
+    const path = this.path;
+    this.readSelectedPath();
+    return this.path !== path;
   }
 
   get isConnected(): boolean {
@@ -815,14 +847,15 @@ export class Link {
     const pair = this.pc.getSelectedCandidatePair();
     if (!pair) return;
     const types = [pair.local.type, pair.remote.type];
-    this.path = types.includes("relay")
-      ? "relay"
-      : types.includes("prflx")
-        ? "prflx"
-        : types.includes("srflx")
-          ? "srflx"
-          : "host";
     const remote = `${pair.remote.address}:${pair.remote.port}`;
+    this.path =
+      types.includes("relay") || this.remoteRelays.has(remote)
+        ? "relay"
+        : types.includes("prflx")
+          ? "prflx"
+          : types.includes("srflx")
+            ? "srflx"
+            : "host";
     const moved = this.remote !== null && remote !== this.remote;
     if (remote !== this.remote) this.baseRttMs = null;
     this.local = `${pair.local.address}:${pair.local.port}`;

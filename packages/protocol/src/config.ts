@@ -75,8 +75,11 @@ const Links = z
     policy: z.enum(["on-demand", "proactive"]).default("on-demand"),
     maxLinks: z.number().int().min(1).max(4096).default(64),
     idleTimeoutSec: z.number().min(1).default(300),
-    /** Seconds a direct setup may stay unconnected before a relay-only attempt starts. */
-    relayFallbackSec: z.number().min(0).default(2),
+    /**
+     * Seconds after which a relay-only attempt races a direct setup that has not connected yet
+     * (with TURN servers; 0: both start at once). The first to connect carries the link.
+     */
+    relayFallbackSec: z.number().min(0).default(0.3),
     /** Seconds a setup may take before it is abandoned and retried with backoff. */
     setupTimeoutSec: z.number().min(1).default(10),
   })
@@ -84,7 +87,7 @@ const Links = z
     policy: "on-demand",
     maxLinks: 64,
     idleTimeoutSec: 300,
-    relayFallbackSec: 2,
+    relayFallbackSec: 0.3,
     setupTimeoutSec: 10,
   });
 

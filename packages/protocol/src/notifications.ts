@@ -5,9 +5,15 @@ import { LinkFailure, LinkPath, LinkState } from "./rpc.js";
 /** Notifications the datapath sends to the controller registered by `hello`. */
 export const NotificationParams = {
   "datapath.started": z.strictObject({ version: z.string(), startedAt: z.number() }),
-  "link.candidate": z.strictObject({ peerUid: Uid, candidate: z.string(), mid: z.string() }),
+  "link.candidate": z.strictObject({
+    peerUid: Uid,
+    candidate: z.string(),
+    mid: z.string(),
+    relayOnly: z.boolean().optional(),
+  }),
   "link.state": z.strictObject({
     peerUid: Uid,
+    relayOnly: z.boolean().optional(),
     state: LinkState,
     path: LinkPath.optional(),
     reason: LinkFailure.optional(),

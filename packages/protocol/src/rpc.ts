@@ -101,9 +101,18 @@ export const RpcParams = {
     description: SessionDescription,
     relayOnly: z.boolean().optional(),
   }),
-  "link.complete": z.strictObject({ peerUid: Uid, description: SessionDescription }),
-  "link.addCandidate": z.strictObject({ peerUid: Uid, candidate: Candidate, mid: Mid }),
-  "link.remove": z.strictObject({ peerUid: Uid }),
+  "link.complete": z.strictObject({
+    peerUid: Uid,
+    description: SessionDescription,
+    relayOnly: z.boolean().optional(),
+  }),
+  "link.addCandidate": z.strictObject({
+    peerUid: Uid,
+    candidate: Candidate,
+    mid: Mid,
+    relayOnly: z.boolean().optional(),
+  }),
+  "link.remove": z.strictObject({ peerUid: Uid, relayOnly: z.boolean().optional() }),
   "link.query": z.strictObject({ peerUid: Uid.optional(), ...Page }),
   "route.set": z.strictObject({
     prefix: Prefix,
