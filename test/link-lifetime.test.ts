@@ -84,6 +84,19 @@ describe.skipIf(!can.ok)("link lifetime: what survives what (2 GroupVPN nodes, p
     expectNoOutage(r);
   });
 
+  it("a peer's controller stopped (SIGTERM) for 5 s loses no ping; the restarted controller adopts the link", async () => {
+    const r = await pingThrough("bob's controller stopped for 5 s", async () => {
+      bob.controller.signal("SIGTERM");
+      await bob.controller.wait();
+      await sleep(5000);
+      await bob.startController();
+      await waitFor("bob adopts the link", () => /adopted an existing link/.test(bob.controller.log()));
+    });
+    expectNoOutage(r);
+    expect(alice.controller.log()).not.toMatch(/link down/);
+    expect(await bob.connectedTo(uidForIpv4(alice.address))).toBeDefined();
+  });
+
   it("a peer's controller killed for 30 s loses no ping; the restarted controller adopts the link", async () => {
     const r = await pingThrough("bob's controller killed for 30 s", async () => {
       bob.controller.signal("SIGKILL");
@@ -97,13 +110,17 @@ describe.skipIf(!can.ok)("link lifetime: what survives what (2 GroupVPN nodes, p
     expect(await bob.connectedTo(uidForIpv4(alice.address))).toBeDefined();
   });
 
-  for (const side of ["larger", "smaller"] as const) {
-    it(`a restarted datapath on the ${side}-UID side has traffic back within 2 s`, async () => {
+  for (const [side, how] of [
+    ["larger", "SIGKILL"],
+    ["smaller", "SIGKILL"],
+    ["larger", "SIGTERM"],
+  ] as const) {
+    it(`a datapath restarted (${how}) on the ${side}-UID side has traffic back within 2 s`, async () => {
       const aliceLarger = uidForIpv4(alice.address) > uidForIpv4(bob.address);
       const [restarted, peer] = (side === "larger") === aliceLarger ? [alice, bob] : [bob, alice];
       const ping = PingRecorder.start(peer.host, restarted.address);
       await waitFor("the first reply", () => ping.record().replies.length > 0, 10_000);
-      restarted.tincan.signal("SIGKILL");
+      restarted.tincan.signal(how);
       await restarted.tincan.wait();
       await restarted.startDatapath();
       const ready = Date.now();
@@ -112,7 +129,7 @@ describe.skipIf(!can.ok)("link lifetime: what survives what (2 GroupVPN nodes, p
         .catch(() => Number.POSITIVE_INFINITY);
       await ping.stop();
       console.log(
-        `datapath restarted on the ${side}-UID side (${restarted.opts.user}): traffic back ${back.toFixed(2)} s after it was ready`,
+        `datapath restarted (${how}) on the ${side}-UID side (${restarted.opts.user}): traffic back ${back.toFixed(2)} s after it was ready`,
       );
       expect(
         back,
