@@ -325,12 +325,10 @@ export class Controller {
     for (const [uid, m] of next) {
       const old = this.members.get(uid);
       this.members.set(uid, m);
-      if (!old && this.lingering.delete(uid)) {
-        // Back online while its link stayed up: the link learns where the peer is now.
-        void this.links.updatePeer({ uid, bareJid: m.bareJid, fullJid: m.fullJid });
-        this.hook("onPeerOnline", () => this.opts.policy.onPeerOnline?.(m));
-      } else if (!old) {
-        // A link adopted from the datapath at start learns where its peer is now.
+      if (!old) {
+        // Back online while its link stayed up, or a link adopted from the datapath at start: the link
+        // learns where the peer is now.
+        this.lingering.delete(uid);
         void this.links.updatePeer({ uid, bareJid: m.bareJid, fullJid: m.fullJid });
         this.hook("onPeerOnline", () => this.opts.policy.onPeerOnline?.(m));
       } else if (old.fullJid !== m.fullJid)

@@ -213,7 +213,7 @@ export class LinkManager extends EventEmitter {
     this.pollTimer.unref?.();
   }
 
-  /** Stops timers and notification handlers (links are left as they are; see removeAll). */
+  /** Stops timers and notification handlers; the links stay in the datapath (the next controller adopts them). */
   stop(): void {
     if (this.pollTimer) clearInterval(this.pollTimer);
     this.pollTimer = null;
@@ -328,11 +328,6 @@ export class LinkManager extends EventEmitter {
         attempt: r.attempt,
       };
     });
-  }
-
-  /** Removes every link this manager knows (shutdown). */
-  async removeAll(reason: string): Promise<void> {
-    await Promise.all([...this.recs.keys()].map((uid) => this.removeLink(uid, reason)));
   }
 
   /**
