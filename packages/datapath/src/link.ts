@@ -8,16 +8,13 @@ import { type IceSettings, parseCandidate, toIceServers } from "./ice.js";
 import { PathMtu } from "./path-mtu.js";
 import { PacketQueue } from "./queue.js";
 import {
+  Negotiation,
   offersChannels,
   offersTrack,
   ourCaps,
   PKT_MID,
-  RemoteRelays,
   readCaps,
-  type SplitDescription,
-  splitCandidates,
   withCaps,
-  withoutExcludedCandidates,
   withSetupRole,
 } from "./session-description.js";
 import {
@@ -48,8 +45,6 @@ import {
   writeRtpHeader,
 } from "./wire/index.js";
 
-/** Longest wait for candidates to put into a local description (the rest trickle). */
-const GATHER_WAIT_MS = 40;
 /**
  * A sender lets at most RX_WINDOW RTP packets be ahead of the last one the peer acknowledged
  * taking (FRAME_RX_ACK): libdatachannel hands every received message to the event loop through
@@ -176,8 +171,8 @@ export class Link implements FrameSink {
   private srttMs: number | null = null;
   /** Least round-trip time seen on the current path: its delay without our queues. */
   private baseRttMs: number | null = null;
-  /** The peer's relay candidates (address:port), see noteRemoteRelay. */
-  private readonly remoteRelays = new RemoteRelays();
+  /** Descriptions and candidates exchanged with the peer. */
+  private readonly negotiation: Negotiation;
 
   constructor(
     options: LinkOptions,
@@ -211,6 +206,7 @@ export class Link implements FrameSink {
       // against applying the offer ("Got a remote candidate without ICE transport").
       disableAutoNegotiation: true,
     });
+    this.negotiation = new Negotiation(this.pc, handlers.excludeAddress, () => this.closed);
     this.pc.onLocalCandidate((candidate, mid) => {
       const parsed = parseCandidate(candidate);
       if (parsed && this.handlers.excludeAddress(parsed.address)) return;
@@ -226,7 +222,7 @@ export class Link implements FrameSink {
       this.carryIccOnTrack();
     } else this.openChannels();
     this.pc.setLocalDescription("offer");
-    const description = this.localDescription("offer");
+    const description = this.negotiation.localDescription("offer");
     // DTLS starts on the client as soon as its ICE is connected, and a ClientHello that reaches the
     // server before the server's own ICE is connected is dropped and only resent after DTLS's 1 s
     // retransmission timeout. So the side whose ICE connects second must be the client.
@@ -248,11 +244,11 @@ export class Link implements FrameSink {
     if (track) this.addTrack();
     if (track && !channels) this.carryIccOnTrack();
     this.readPeerCaps(offer.sdp);
-    const candidates = this.applyRemoteDescription(offer.sdp, "offer");
+    const candidates = this.negotiation.applyRemote(offer.sdp, "offer");
     if (channels) this.openChannels();
     this.pc.setLocalDescription("answer");
-    const description = this.localDescription("answer");
-    this.addDescriptionCandidates(candidates);
+    const description = this.negotiation.localDescription("answer");
+    this.negotiation.addDescriptionCandidates(candidates);
     return description.then((d) => ({ type: d.type, sdp: this.withOurCaps(d.sdp) }));
   }
 
@@ -260,45 +256,12 @@ export class Link implements FrameSink {
   complete(answer: SessionDescription): void {
     if (answer.type !== "answer") throw new Error("description.type must be answer");
     this.readPeerCaps(answer.sdp);
-    this.addDescriptionCandidates(this.applyRemoteDescription(answer.sdp, "answer"));
-  }
-
-  /**
-   * Applies a remote description without its candidate lines and returns them: libdatachannel
-   * sometimes refuses candidates inside a description ("Got a remote candidate without ICE
-   * transport") when several connections start at once; added one by one afterwards they work.
-   */
-  private applyRemoteDescription(sdp: string, type: "offer" | "answer"): SplitDescription {
-    const split = splitCandidates(sdp, this.handlers.excludeAddress);
-    this.pc.setRemoteDescription(split.sdp, type);
-    return split;
-  }
-
-  private addDescriptionCandidates({ candidates, mid }: Omit<SplitDescription, "sdp">, retry = true): void {
-    const failed: string[] = [];
-    for (const c of candidates) {
-      this.remoteRelays.note(parseCandidate(c));
-      try {
-        this.pc.addRemoteCandidate(c, mid);
-      } catch {
-        failed.push(c);
-      }
-    }
-    if (failed.length > 0 && retry) {
-      setTimeout(() => {
-        if (!this.closed) this.addDescriptionCandidates({ candidates: failed, mid }, false);
-      }, 50).unref();
-    }
+    this.negotiation.addDescriptionCandidates(this.negotiation.applyRemote(answer.sdp, "answer"));
   }
 
   /** Adds a trickled remote candidate; returns false when it was filtered out. */
   addCandidate(candidate: string, mid: string): boolean {
-    const parsed = parseCandidate(candidate);
-    if (!parsed) throw new Error("candidate is not an ICE candidate line");
-    if (this.handlers.excludeAddress(parsed.address)) return false;
-    this.remoteRelays.note(parsed);
-    this.pc.addRemoteCandidate(candidate, mid);
-    return true;
+    return this.negotiation.addCandidate(candidate, mid);
   }
 
   /**
@@ -482,37 +445,6 @@ export class Link implements FrameSink {
       // Closing a half-built connection may throw inside the native binding; nothing to undo.
     }
     this.setState("closed");
-  }
-
-  /**
-   * Resolves with the local description just set. It is read from the connection, not awaited as a
-   * callback: libdatachannel queues callbacks behind its worker threads' other work (DTLS handshakes
-   * of other links), so on a loaded host the callback came seconds late (the controller's RPC had
-   * timed out by then) while the description was ready at once. With host candidates only,
-   * gathering is complete when setLocalDescription returns; with STUN/TURN servers we send what we
-   * have after GATHER_WAIT_MS and trickle the rest: a description that carries the host candidates
-   * lets the peer start connectivity checks at once instead of waiting for trickled ones (which cost
-   * a check retransmission, ~1 s, when they arrive after the peer's first checks).
-   */
-  private localDescription(type: "offer" | "answer"): Promise<SessionDescription> {
-    const take = (): SessionDescription | null => {
-      const d = this.closed ? null : this.pc.localDescription();
-      return d?.type === type
-        ? { type, sdp: withoutExcludedCandidates(d.sdp, this.handlers.excludeAddress) }
-        : null;
-    };
-    const now = this.pc.gatheringState() === "complete" ? take() : null;
-    if (now) return Promise.resolve(now);
-    return new Promise((resolve, reject) => {
-      setTimeout(() => {
-        const d = take();
-        if (d) resolve(d);
-        else
-          reject(
-            new Error(this.closed ? "link removed before its description was ready" : "no local description"),
-          );
-      }, GATHER_WAIT_MS);
-    });
   }
 
   /** Hands a received frame on; a frame that still trips the code is dropped, never fatal. */
@@ -782,7 +714,7 @@ export class Link implements FrameSink {
     const types = [pair.local.type, pair.remote.type];
     const remote = `${pair.remote.address}:${pair.remote.port}`;
     this.path =
-      types.includes("relay") || this.remoteRelays.has(remote)
+      types.includes("relay") || this.negotiation.remoteRelays.has(remote)
         ? "relay"
         : types.includes("prflx")
           ? "prflx"

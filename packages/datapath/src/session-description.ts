@@ -1,10 +1,15 @@
+import type { SessionDescription } from "@tincan/protocol";
+import type { PeerConnection } from "node-datachannel";
 import { parseCandidate } from "./ice.js";
 
 /**
- * The SDP text a link exchanges (through the controllers) before it connects: what each side
- * offers (media track or data channels), its capabilities, and its candidates. Pure text work:
- * the Link applies the results to its connection.
+ * What a link exchanges (through the controllers) before it connects: its SDP (media track or
+ * data channels offered, capabilities, DTLS role) and its candidates. The text functions are
+ * pure; Negotiation applies descriptions and candidates to the link's peer connection.
  */
+
+/** Longest wait for candidates to put into a local description (the rest trickle). */
+const GATHER_WAIT_MS = 40;
 
 /** Media section id of the packet track. */
 export const PKT_MID = "pkt";
@@ -113,5 +118,92 @@ export class RemoteRelays {
 
   has(addressPort: string): boolean {
     return this.relays.has(addressPort);
+  }
+}
+
+/** The peer connection calls the negotiation makes. */
+type NegotiatingConnection = Pick<
+  PeerConnection,
+  "setRemoteDescription" | "addRemoteCandidate" | "localDescription" | "gatheringState"
+>;
+
+/** Applies remote descriptions and candidates to a link's connection, and reads its local description. */
+export class Negotiation {
+  readonly remoteRelays = new RemoteRelays();
+
+  constructor(
+    private readonly pc: NegotiatingConnection,
+    private readonly exclude: ExcludeAddress,
+    private readonly isClosed: () => boolean,
+  ) {}
+
+  /**
+   * Applies a remote description without its candidate lines and returns them: libdatachannel
+   * sometimes refuses candidates inside a description ("Got a remote candidate without ICE
+   * transport") when several connections start at once; added one by one afterwards they work.
+   */
+  applyRemote(sdp: string, type: "offer" | "answer"): SplitDescription {
+    const split = splitCandidates(sdp, this.exclude);
+    this.pc.setRemoteDescription(split.sdp, type);
+    return split;
+  }
+
+  /** Adds the candidates of a remote description; those refused are tried once more 50 ms later. */
+  addDescriptionCandidates({ candidates, mid }: Omit<SplitDescription, "sdp">, retry = true): void {
+    const failed: string[] = [];
+    for (const c of candidates) {
+      this.remoteRelays.note(parseCandidate(c));
+      try {
+        this.pc.addRemoteCandidate(c, mid);
+      } catch {
+        failed.push(c);
+      }
+    }
+    if (failed.length > 0 && retry) {
+      setTimeout(() => {
+        if (!this.isClosed()) this.addDescriptionCandidates({ candidates: failed, mid }, false);
+      }, 50).unref();
+    }
+  }
+
+  /** Adds a trickled remote candidate; returns false when it was filtered out. */
+  addCandidate(candidate: string, mid: string): boolean {
+    const parsed = parseCandidate(candidate);
+    if (!parsed) throw new Error("candidate is not an ICE candidate line");
+    if (this.exclude(parsed.address)) return false;
+    this.remoteRelays.note(parsed);
+    this.pc.addRemoteCandidate(candidate, mid);
+    return true;
+  }
+
+  /**
+   * Resolves with the local description just set. It is read from the connection, not awaited as a
+   * callback: libdatachannel queues callbacks behind its worker threads' other work (DTLS handshakes
+   * of other links), so on a loaded host the callback came seconds late (the controller's RPC had
+   * timed out by then) while the description was ready at once. With host candidates only,
+   * gathering is complete when setLocalDescription returns; with STUN/TURN servers we send what we
+   * have after GATHER_WAIT_MS and trickle the rest: a description that carries the host candidates
+   * lets the peer start connectivity checks at once instead of waiting for trickled ones (which cost
+   * a check retransmission, ~1 s, when they arrive after the peer's first checks).
+   */
+  localDescription(type: "offer" | "answer"): Promise<SessionDescription> {
+    const take = (): SessionDescription | null => {
+      const d = this.isClosed() ? null : this.pc.localDescription();
+      return d?.type === type ? { type, sdp: withoutExcludedCandidates(d.sdp, this.exclude) } : null;
+    };
+    const now = this.pc.gatheringState() === "complete" ? take() : null;
+    if (now) return Promise.resolve(now);
+    return new Promise((resolve, reject) => {
+      setTimeout(() => {
+        const d = take();
+        if (d) resolve(d);
+        else
+          reject(
+            new Error(
+              this.isClosed() ? "link removed before its description was ready" : "no local description",
+            ),
+          );
+      }, GATHER_WAIT_MS);
+    });
   }
 }
