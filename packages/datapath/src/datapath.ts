@@ -22,6 +22,7 @@ import { PrefixTable } from "./routes.js";
 import { bestTransport, type PeerTransports, transportOf } from "./transports.js";
 import { TxQueue } from "./tx-queue.js";
 import { UnmappedPackets } from "./unmapped.js";
+import { DEFAULT_MAX_FRAME_BYTES, FrameBuilders } from "./wire/index.js";
 
 export const VERSION = "0.1.0";
 
@@ -99,6 +100,8 @@ export class Datapath {
   readonly inside: Inside;
   readonly outside: Outside;
   private readonly unmapped: UnmappedPackets;
+  /** Each link's frame being built, for packets from the vNIC and in transit alike. */
+  private readonly frames: FrameBuilders<Link>;
   private uid: string | null = null;
   private vnicSettings: VnicSettings | null = null;
   private ice: IceSettings = { stun: [], turn: [] };
@@ -118,6 +121,7 @@ export class Datapath {
       packetsPerDestination: 16,
     });
     this.fib.hopLimit = options.hopLimit ?? 4;
+    this.frames = new FrameBuilders(options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES);
     const turnBytes = options.turnBytes ?? 32 << 10;
     if (!(turnBytes > 0)) throw new RangeError(`turnBytes must be above 0, not ${turnBytes}`);
     const txQueueMs = options.txQueueMs ?? 5;
@@ -137,15 +141,12 @@ export class Datapath {
     this.inside = new Inside(
       this.fib,
       this.unmapped,
-      {
-        maxFrameBytes: options.maxFrameBytes ?? 16_384,
-        hopLimit: this.fib.hopLimit,
-        turnBytes,
-      },
+      { hopLimit: this.fib.hopLimit, turnBytes },
+      this.frames,
       (report) => options.notify("packet.unmapped", report),
       txQueue,
     );
-    this.outside = new Outside(this.fib);
+    this.outside = new Outside(this.fib, this.frames);
     this.timer = setInterval(() => {
       const now = Date.now();
       const expired = this.unmapped.expire(now);
@@ -403,8 +404,7 @@ export class Datapath {
       this.fib.links.delete(link.peerUid);
       this.selectTransport(link.peerUid, link);
     }
-    this.inside.forgetLink(link);
-    this.outside.forgetLink(link);
+    this.frames.forget(link);
     link.close();
   }
 

@@ -2,11 +2,11 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { Counters } from "./counters.js";
 import { Fib } from "./fib.js";
-import { Fragmenter, Reassembler } from "./fragment.js";
-import { FrameBuilder } from "./frame.js";
 import type { Link } from "./link.js";
 import { META_GSO_TCP4, META_PARTIAL, META_UDP, type PacketOffload, readVnetHdr } from "./offload.js";
 import { Outside } from "./outside.js";
+import { packetView } from "./testing.js";
+import { Fragmenter, FrameBuilder, Reassembler } from "./wire/index.js";
 
 const PEER = "b".repeat(32);
 
@@ -111,7 +111,7 @@ function roundTrip(items: Item[], peerOffload: boolean, rtp: boolean, vnicOffloa
           : META_PARTIAL;
     const gso = it.kind === "gso" ? 1200 : 0;
     sent.push({ pkt: Buffer.from(p), meta, gso });
-    builder.append(p, 0, p.length, meta, 20, gso);
+    builder.append(packetView(p, meta, 20, gso));
   });
   builder.flush();
   return {

@@ -2,9 +2,9 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { Counters } from "./counters.js";
 import { Fib, type VnicDevice } from "./fib.js";
-import { FRAME_FRAGMENT, Reassembler } from "./fragment.js";
 import type { Link } from "./link.js";
 import { Outside } from "./outside.js";
+import { FRAME_FRAGMENT, Reassembler } from "./wire/index.js";
 
 const PEER = "b".repeat(32);
 

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { FRAME_ICC, FRAME_ICC_ACK, IccChannel, IccQueueFull, MAX_ICC_QUEUE } from "./icc-channel.js";
+import { IccChannel, IccQueueFull, MAX_ICC_QUEUE } from "./icc-channel.js";
+import { FRAME_ICC, FRAME_ICC_ACK } from "./wire/index.js";
 
 const HEADROOM = 12;
 

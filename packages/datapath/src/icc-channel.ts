@@ -1,3 +1,5 @@
+import { FRAME_ICC, FRAME_ICC_ACK, ICC_HEADER } from "./wire/types.js";
+
 /**
  * Inter-controller messages over a link's media track, which may lose and reorder packets:
  * made reliable and ordered by stop-and-wait (one message in flight; they are few and small,
@@ -6,9 +8,6 @@
  * Sequence numbers start at 0 for every link (every link is a new DTLS session).
  */
 
-export const FRAME_ICC = 0x10;
-export const FRAME_ICC_ACK = 0x11;
-const ICC_HEADER = 5;
 /** Messages waiting for the peer before `send` refuses more. */
 export const MAX_ICC_QUEUE = 64;
 const MIN_RTO_MS = 200;

@@ -7,6 +7,7 @@ import { PacketQueue } from "./queue.js";
 import { FakeVnic, udp4 } from "./testing.js";
 import { TxQueue } from "./tx-queue.js";
 import { UnmappedPackets } from "./unmapped.js";
+import { FrameBuilders } from "./wire/index.js";
 
 /** A connected link that records the destination and first payload byte of every packet it sends. */
 function fakeLink(): Link & { sentTo: string[]; sentIds: number[] } {
@@ -57,7 +58,8 @@ function setup(turnBytes: number, withQueue = true) {
   const inside = new Inside(
     fib,
     unmapped,
-    { maxFrameBytes: 16_384, hopLimit: 4, turnBytes },
+    { hopLimit: 4, turnBytes },
+    new FrameBuilders<Link>(16_384),
     () => {},
     queue,
   );

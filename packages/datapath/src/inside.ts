@@ -1,8 +1,7 @@
 import { rtpClock } from "./delay-gate.js";
 import type { Fib } from "./fib.js";
-import { FrameBuilder } from "./frame.js";
 import type { Link } from "./link.js";
-import { META_GSO, type PacketOffload, readVnetHdr, toPlainPackets, VNET_HDR_BYTES } from "./offload.js";
+import { META_GSO, readVnetHdr, toPlainPackets, VNET_HDR_BYTES } from "./offload.js";
 import {
   addressText,
   dstOffset,
@@ -11,9 +10,11 @@ import {
   isMulticastDestination,
   srcOffset,
 } from "./packet.js";
+import { PacketView } from "./packet-view.js";
 import { IPV6_MIN_MTU, TooBig } from "./too-big.js";
 import type { TxQueue } from "./tx-queue.js";
 import type { HeldPackets, UnmappedPackets } from "./unmapped.js";
+import type { FrameBuilders } from "./wire/index.js";
 
 export interface UnmappedReport {
   src: string;
@@ -31,18 +32,18 @@ export interface UnmappedReport {
  * beyond that waits in the queue (FQ-CoDel, see tx-queue.ts) instead of in the TUN device.
  */
 export class Inside {
-  private readonly builders = new Map<Link, FrameBuilder>();
-  private readonly touched: FrameBuilder[] = [];
   /** While held packets are routed again: when they were first held. */
   private heldSince: number | undefined;
-  private readonly po: PacketOffload = { meta: 0, csumStart: 0, gsoSize: 0 };
+  /** The packet being routed (from a batch, or resubmitted). */
+  private readonly view = new PacketView();
   private drainScheduled = false;
   private readonly tooBig = new TooBig();
 
   constructor(
     private readonly fib: Fib,
     private readonly unmapped: UnmappedPackets,
-    private readonly options: { maxFrameBytes: number; hopLimit: number; turnBytes: number },
+    private readonly options: { hopLimit: number; turnBytes: number },
+    private readonly frames: FrameBuilders<Link>,
     private readonly reportUnmapped: (report: UnmappedReport) => void,
     private readonly txQueue: TxQueue | null = null,
   ) {}
@@ -51,7 +52,7 @@ export class Inside {
   onBatch(buf: Buffer, offsets: ArrayLike<number>, lengths: ArrayLike<number>, count: number): void {
     const counters = this.fib.vnicCounters;
     const vnet = this.fib.vnic?.vnetHdr === true;
-    const po = this.po;
+    const p = this.view;
     const queue = this.txQueue;
     // Straight through while nothing waits; what is beyond this turn's budget is queued.
     let direct = queue === null ? Number.POSITIVE_INFINITY : queue.isEmpty ? this.options.turnBytes : 0;
@@ -60,22 +61,19 @@ export class Inside {
       const off = offsets[i] as number;
       const len = lengths[i] as number;
       counters.rx(1, len);
-      if (!vnet) {
-        po.meta = 0;
-        po.csumStart = 0;
-        po.gsoSize = 0;
-      } else if (off < VNET_HDR_BYTES || !readVnetHdr(buf, off - VNET_HDR_BYTES, po)) {
+      p.plain(buf, off, len);
+      if (vnet && (off < VNET_HDR_BYTES || !readVnetHdr(buf, off - VNET_HDR_BYTES, p))) {
         counters.drop("offloadUnsupported");
         continue;
       }
       if (direct > 0) {
         direct -= len;
-        this.route(buf, off, len, po.meta, po.csumStart, po.gsoSize);
+        this.route(p);
       } else {
-        (queue as TxQueue).enqueue(buf, off, len, po.meta, po.csumStart, po.gsoSize, now);
+        (queue as TxQueue).enqueue(p, now);
       }
     }
-    this.flushTouched();
+    this.frames.flush();
     if (queue !== null && !queue.isEmpty) this.scheduleDrain();
   }
 
@@ -90,28 +88,26 @@ export class Inside {
     this.drainScheduled = false;
     const queue = this.txQueue as TxQueue;
     queue.dequeue(this.options.turnBytes, rtpClock(), this.routeQueued);
-    this.flushTouched();
+    this.frames.flush();
     if (!queue.isEmpty) this.scheduleDrain();
   };
 
-  private readonly routeQueued = (buf: Buffer, meta: number, csumStart: number, gsoSize: number): void => {
-    this.route(buf, 0, buf.length, meta, csumStart, gsoSize);
-  };
+  private readonly routeQueued = (p: PacketView): void => this.route(p);
 
   /** Routes packets that waited elsewhere (e.g. in a removed link's queue; always plain). */
   resubmit(packets: Buffer[]): void {
-    for (const p of packets) this.route(p, 0, p.length, 0, 0, 0);
-    this.flushTouched();
+    for (const p of packets) this.route(this.view.plain(p, 0, p.length));
+    this.frames.flush();
   }
 
   /** Routes held packets again; those held once more keep the time they were first held. */
   resubmitHeld(groups: HeldPackets[]): void {
     for (const { since, packets } of groups) {
       this.heldSince = since;
-      for (const p of packets) this.route(p, 0, p.length, 0, 0, 0);
+      for (const p of packets) this.route(this.view.plain(p, 0, p.length));
     }
     this.heldSince = undefined;
-    this.flushTouched();
+    this.frames.flush();
   }
 
   /** Drops what waits in the send queue. */
@@ -119,18 +115,8 @@ export class Inside {
     this.txQueue?.clear();
   }
 
-  forgetLink(link: Link): void {
-    this.builders.delete(link);
-  }
-
-  private route(
-    buf: Buffer | Uint8Array,
-    off: number,
-    len: number,
-    meta: number,
-    csumStart: number,
-    gsoSize: number,
-  ): void {
+  private route(p: PacketView): void {
+    const { buf, off, len, meta } = p;
     const fib = this.fib;
     const version = ipVersion(buf, off);
     if (ipPacketLength(buf, off, len) !== len) {
@@ -146,31 +132,22 @@ export class Inside {
     if (!link || link.state === "closed" || link.state === "failed") {
       // Queues copy packets without their offload state: hold them as plain packets.
       if (meta === 0) this.hold(buf, off, len, version);
-      else if (!toPlainPackets(buf, off, len, meta, csumStart, gsoSize, this.holdPlain))
-        fib.vnicCounters.drop("malformed");
+      else if (!toPlainPackets(p, this.holdPlain)) fib.vnicCounters.drop("malformed");
       return;
     }
     if (!link.isConnected) {
       if (meta === 0) link.pending.push(buf, off, len);
-      else if (
-        !toPlainPackets(buf, off, len, meta, csumStart, gsoSize, (b, o, l) => link.pending.push(b, o, l))
-      ) {
+      else if (!toPlainPackets(p, (b, o, l) => link.pending.push(b, o, l))) {
         fib.vnicCounters.drop("malformed");
       }
       return;
-    }
-    let builder = this.builders.get(link);
-    if (!builder) {
-      builder = new FrameBuilder(link, this.options.maxFrameBytes, this.options.hopLimit);
-      this.builders.set(link, builder);
     }
     // Too big for one datagram on the link: like a router, refuse what must not be fragmented
     // (IPv4 with DF, IPv6 while the path takes 1280) with ICMP; the link fragments the rest.
     // A super-packet is cut into fragments whatever its size: its segments are the sender's MSS.
     if (len > link.tooBigAbove && (meta & META_GSO) === 0 && this.refuseTooBig(link, buf, off, len, version))
       return;
-    if (builder.isEmpty) this.touched.push(builder);
-    builder.append(buf, off, len, meta, csumStart, gsoSize);
+    this.frames.append(link, this.options.hopLimit, p);
   }
 
   /** Answers a packet too big for the link with ICMP; false (send it in fragments) when it may not. */
@@ -200,10 +177,5 @@ export class Inside {
         length: len,
       });
     }
-  }
-
-  private flushTouched(): void {
-    for (const b of this.touched) b.flush();
-    this.touched.length = 0;
   }
 }

@@ -3,44 +3,54 @@ import type { DataChannel, PeerConnection, Track } from "node-datachannel";
 import ndc from "node-datachannel";
 import { Counters } from "./counters.js";
 import { DelayGate, rtpClock } from "./delay-gate.js";
-import { FRAME_FRAGMENT, Fragmenter, Reassembler } from "./fragment.js";
-import { FRAME_ICC, FRAME_ICC_ACK, IccChannel } from "./icc-channel.js";
+import { IccChannel } from "./icc-channel.js";
 import { type IceSettings, parseCandidate, toIceServers } from "./ice.js";
 import { PathMtu } from "./path-mtu.js";
 import { PacketQueue } from "./queue.js";
+import {
+  Negotiation,
+  offersChannels,
+  offersTrack,
+  ourCaps,
+  PKT_MID,
+  readCaps,
+  withCaps,
+  withSetupRole,
+} from "./session-description.js";
+import {
+  ControlFrames,
+  FRAME_CONTROL,
+  FRAME_FRAGMENT,
+  FRAME_HEADER,
+  FRAME_ICC,
+  FRAME_ICC_ACK,
+  FRAME_MTU_ACK,
+  FRAME_MTU_PROBE,
+  FRAME_PROBE,
+  FRAME_PROBE_REPLY,
+  FRAME_RX_ACK,
+  Fragmenter,
+  type FrameSink,
+  isMtuAck,
+  mtuAckRound,
+  mtuAckSize,
+  Reassembler,
+  RTP_HEADER,
+  RTP_PAYLOAD_TYPE,
+  readProbeReply,
+  readRxAck,
+  rtpPayloadStart,
+  rtpSeq,
+  rtpTimestamp,
+  writeRtpHeader,
+} from "./wire/index.js";
 
-/** Frame type byte of a message on the packet channel: one or more whole IP packets follow. */
-export const FRAME_PACKETS = 0x01;
-/** Frame type byte: packets each preceded by their offload state (see frame.ts, offload.ts). */
-export const FRAME_OFFLOAD = 0x02;
-
-export const FRAME_HEADER = 2;
-/** Longest wait for candidates to put into a local description (the rest trickle). */
-const GATHER_WAIT_MS = 40;
-/** Frame types from here up are the link's own (icc, probes), not tunnelled packets. */
-export const FRAME_CONTROL = 0x10;
 /**
- * [FRAME_PROBE][sender's clock, µs u32], answered by [FRAME_PROBE_REPLY][the same 4 bytes]:
- * proves the peer alive and measures the link's round-trip time (end to end, as packets see it).
+ * A sender lets at most RX_WINDOW RTP packets be ahead of the last one the peer acknowledged
+ * taking (FRAME_RX_ACK): libdatachannel hands every received message to the event loop through
+ * an unbounded queue, so a receiver that cannot keep up (CPU starved) must be kept from being
+ * sent more than it can hold.
  */
-export const FRAME_PROBE = 0x12;
-export const FRAME_PROBE_REPLY = 0x13;
-const PROBE_BYTES = 5;
-/**
- * [FRAME_MTU_PROBE][round u16][padding to the size probed], answered by
- * [FRAME_MTU_ACK][round u16][size received u16]: path MTU discovery (path-mtu.ts).
- */
-export const FRAME_MTU_PROBE = 0x14;
-export const FRAME_MTU_ACK = 0x15;
-const MTU_ACK_BYTES = 5;
-/**
- * [FRAME_RX_ACK][RTP sequence number u16]: the last RTP packet the receiver's event loop took.
- * A sender lets at most RX_WINDOW RTP packets be ahead of it: libdatachannel hands every received
- * message to the event loop through an unbounded queue, so a receiver that cannot keep up (CPU
- * starved) must be kept from being sent more than it can hold.
- */
-export const FRAME_RX_ACK = 0x16;
-const RX_ACK_BYTES = 3;
 export const RX_WINDOW = 4096;
 /**
  * A receiver acknowledges every this many RTP packets (acks aside: acks of acks would never end),
@@ -58,38 +68,8 @@ const RTT_PROBE_MS = 5000;
 const PROBE_AFTER_MS = 6000;
 /** How often the datapath calls keepAlive on each link. */
 export const KEEPALIVE_PERIOD_MS = 1000;
-/** Bound of the remembered relay candidates of the peer (a peer has one per TURN server). */
-const MAX_REMOTE_RELAYS = 16;
 const PROBE_REPLY_ROOM_MS = 500;
 
-/**
- * Session-level SDP attribute announcing what the sender accepts, `a=x-tincan-caps:<flags>`
- * (libdatachannel keeps unknown attributes; we read it from the description's text).
- */
-const CAPS_ATTRIBUTE = "x-tincan-caps";
-const CAPS_RE = new RegExp(`^a=${CAPS_ATTRIBUTE}:(\\d{1,3})\\s*$`, "m");
-/** Caps flag: offload frames (type 2). */
-export const CAPS_OFFLOAD = 0x01;
-/** Caps flag: frames may come as RTP packets on the `pkt` media track. */
-export const CAPS_RTP = 0x02;
-/** Caps flag: answers path MTU probes on the track. */
-export const CAPS_PMTU = 0x04;
-/** Caps flag: acknowledges RTP packets taken (FRAME_RX_ACK) and honours the peer's. */
-export const CAPS_RX_WINDOW = 0x08;
-
-/**
- * Bytes in front of a frame in a send buffer, for the RTP header when the frame goes over the
- * media track (a frame sent on the data channel starts after them).
- */
-export const RTP_HEADER = 12;
-const RTP_PAYLOAD_TYPE = 96;
-/** Media section id of the packet track in the SDP. */
-const PKT_MID = "pkt";
-
-interface RemoteCandidates {
-  candidates: string[];
-  mid: string;
-}
 /** Underlay headers around an RTP frame: IPv6 40 + UDP 8 + TURN channel 4 + RTP 12 + SRTP tag 16. */
 const RTP_OVERHEAD = 80;
 
@@ -129,7 +109,7 @@ export interface LinkOptions {
  * channels, "pkt" (unordered, no retransmissions: tunnelled IP packets) and "icc" (reliable,
  * ordered: inter-controller messages).
  */
-export class Link {
+export class Link implements FrameSink {
   readonly peerUid: string;
   readonly relayOnly: boolean;
   readonly createdAt = Date.now();
@@ -169,14 +149,12 @@ export class Link {
   private readonly fragmenter: Fragmenter;
   private readonly pmtu: PathMtu;
   private pmtuTimer: NodeJS.Timeout | null = null;
-  private readonly mtuProbe: Buffer;
-  private readonly mtuAck = Buffer.alloc(RTP_HEADER + MTU_ACK_BYTES, FRAME_MTU_ACK);
+  private readonly control: ControlFrames;
   /** Last RTP sequence number the peer acknowledged taking. */
   private peerTookSeq = this.rtpSeq;
   private rxSeq = 0;
   private rxUnacked = 0;
   private rxDataUnacked = false;
-  private readonly rxAck = Buffer.alloc(RTP_HEADER + RX_ACK_BYTES, FRAME_RX_ACK);
   private readonly reassembler = new Reassembler();
   private readonly rxGate: DelayGate;
   private readonly rxQueueSettings: { rxQueueMs: number; rxIntervalMs: number };
@@ -188,15 +166,13 @@ export class Link {
   private readonly probeAfterMs: number;
   /** We reported `disconnected` because the peer fell silent. */
   private silenced = false;
-  private readonly probe = Buffer.alloc(RTP_HEADER + PROBE_BYTES, FRAME_PROBE);
-  private readonly probeReply = Buffer.alloc(RTP_HEADER + PROBE_BYTES, FRAME_PROBE_REPLY);
   private lastProbeAt = 0;
   /** Smoothed round-trip time from probes (RFC 6298's 1/8 gain). */
   private srttMs: number | null = null;
   /** Least round-trip time seen on the current path: its delay without our queues. */
   private baseRttMs: number | null = null;
-  /** The peer's relay candidates (address:port), see noteRemoteRelay. */
-  private readonly remoteRelays = new Set<string>();
+  /** Descriptions and candidates exchanged with the peer. */
+  private readonly negotiation: Negotiation;
 
   constructor(
     options: LinkOptions,
@@ -218,7 +194,7 @@ export class Link {
     );
     this.maxRtpFrame = options.underlayMtu - RTP_OVERHEAD;
     this.fragmenter = new Fragmenter(RTP_HEADER, this.maxRtpFrame);
-    this.mtuProbe = Buffer.alloc(RTP_HEADER + this.maxRtpFrame);
+    this.control = new ControlFrames(this.maxRtpFrame);
     this.pmtu = new PathMtu(this.maxRtpFrame, this.sendMtuProbe);
     this.rxQueueSettings = { rxQueueMs: options.rxQueueMs, rxIntervalMs: options.rxIntervalMs };
     this.rxGate = new DelayGate(options.rxQueueMs, 5000, options.rxIntervalMs);
@@ -230,6 +206,7 @@ export class Link {
       // against applying the offer ("Got a remote candidate without ICE transport").
       disableAutoNegotiation: true,
     });
+    this.negotiation = new Negotiation(this.pc, handlers.excludeAddress, () => this.closed);
     this.pc.onLocalCandidate((candidate, mid) => {
       const parsed = parseCandidate(candidate);
       if (parsed && this.handlers.excludeAddress(parsed.address)) return;
@@ -245,7 +222,7 @@ export class Link {
       this.carryIccOnTrack();
     } else this.openChannels();
     this.pc.setLocalDescription("offer");
-    const description = this.localDescription("offer");
+    const description = this.negotiation.localDescription("offer");
     // DTLS starts on the client as soon as its ICE is connected, and a ClientHello that reaches the
     // server before the server's own ICE is connected is dropped and only resent after DTLS's 1 s
     // retransmission timeout. So the side whose ICE connects second must be the client.
@@ -255,85 +232,36 @@ export class Link {
     //   for its relay address, i.e. after we applied its answer and candidate and sent our own
     //   check; it connects on its next (triggered, paced ~50 ms) check, after us: it is the client.
     const role = this.relayOnly ? "passive" : "active";
-    return description.then((d) => ({
-      type: d.type,
-      sdp: this.withCaps(d.sdp.replace(/^a=setup:actpass/gm, `a=setup:${role}`)),
-    }));
+    return description.then((d) => ({ type: d.type, sdp: this.withOurCaps(withSetupRole(d.sdp, role)) }));
   }
 
   /** Applies a remote offer and resolves with the local answer. */
   acceptOffer(offer: SessionDescription): Promise<SessionDescription> {
     if (offer.type !== "offer") throw new Error("description.type must be offer");
-    const offersTrack = new RegExp(`^a=mid:${PKT_MID}\\s*$`, "m").test(offer.sdp);
-    const offersChannels = /^m=application /m.test(offer.sdp);
+    const track = offersTrack(offer.sdp);
+    const channels = offersChannels(offer.sdp);
     // Our track must exist before the offer is applied so the answer pairs it with the offer's.
-    if (offersTrack) this.addTrack();
-    if (offersTrack && !offersChannels) this.carryIccOnTrack();
+    if (track) this.addTrack();
+    if (track && !channels) this.carryIccOnTrack();
     this.readPeerCaps(offer.sdp);
-    const candidates = this.applyRemoteDescription(offer.sdp, "offer");
-    if (offersChannels) this.openChannels();
+    const candidates = this.negotiation.applyRemote(offer.sdp, "offer");
+    if (channels) this.openChannels();
     this.pc.setLocalDescription("answer");
-    const description = this.localDescription("answer");
-    this.addDescriptionCandidates(candidates);
-    return description.then((d) => ({ type: d.type, sdp: this.withCaps(d.sdp) }));
+    const description = this.negotiation.localDescription("answer");
+    this.negotiation.addDescriptionCandidates(candidates);
+    return description.then((d) => ({ type: d.type, sdp: this.withOurCaps(d.sdp) }));
   }
 
   /** Applies the remote answer (offering side). */
   complete(answer: SessionDescription): void {
     if (answer.type !== "answer") throw new Error("description.type must be answer");
     this.readPeerCaps(answer.sdp);
-    this.addDescriptionCandidates(this.applyRemoteDescription(answer.sdp, "answer"));
-  }
-
-  /**
-   * Applies a remote description without its candidate lines and returns them: libdatachannel
-   * sometimes refuses candidates inside a description ("Got a remote candidate without ICE
-   * transport") when several connections start at once; added one by one afterwards they work.
-   */
-  private applyRemoteDescription(sdp: string, type: "offer" | "answer"): RemoteCandidates {
-    const lines = this.withoutExcludedCandidates(sdp).split(/\r?\n/);
-    const candidates = lines.filter((l) => l.startsWith("a=candidate:")).map((l) => l.slice(2));
-    // Bundled: every candidate belongs to the first media section.
-    const mid = /^a=mid:(\S+)/m.exec(sdp)?.[1] ?? "0";
-    this.pc.setRemoteDescription(lines.filter((l) => !l.startsWith("a=candidate:")).join("\r\n"), type);
-    return { candidates, mid };
-  }
-
-  private addDescriptionCandidates({ candidates, mid }: RemoteCandidates, retry = true): void {
-    const failed: string[] = [];
-    for (const c of candidates) {
-      this.noteRemoteRelay(parseCandidate(c));
-      try {
-        this.pc.addRemoteCandidate(c, mid);
-      } catch {
-        failed.push(c);
-      }
-    }
-    if (failed.length > 0 && retry) {
-      setTimeout(() => {
-        if (!this.closed) this.addDescriptionCandidates({ candidates: failed, mid }, false);
-      }, 50).unref();
-    }
+    this.negotiation.addDescriptionCandidates(this.negotiation.applyRemote(answer.sdp, "answer"));
   }
 
   /** Adds a trickled remote candidate; returns false when it was filtered out. */
   addCandidate(candidate: string, mid: string): boolean {
-    const parsed = parseCandidate(candidate);
-    if (!parsed) throw new Error("candidate is not an ICE candidate line");
-    if (this.handlers.excludeAddress(parsed.address)) return false;
-    this.noteRemoteRelay(parsed);
-    this.pc.addRemoteCandidate(candidate, mid);
-    return true;
-  }
-
-  /**
-   * ICE learns the peer's relay address as peer-reflexive when the peer's checks arrive (through its
-   * TURN server) before its relay candidate: remembering the peer's relay addresses keeps such a
-   * path counted as relayed.
-   */
-  private noteRemoteRelay(c: { address: string; port: string; type: string } | null): void {
-    if (c?.type === "relay" && this.remoteRelays.size < MAX_REMOTE_RELAYS)
-      this.remoteRelays.add(`${c.address}:${c.port}`);
+    return this.negotiation.addCandidate(candidate, mid);
   }
 
   /**
@@ -414,12 +342,7 @@ export class Link {
   private readonly sendRtp = (buf: Buffer, start: number, end: number): boolean => {
     const seq = this.rtpSeq;
     this.rtpSeq = (seq + 1) & 0xffff;
-    buf[start] = 0x80; // version 2, no padding, extension or CSRCs
-    buf[start + 1] = RTP_PAYLOAD_TYPE;
-    buf[start + 2] = seq >> 8;
-    buf[start + 3] = seq & 0xff;
-    buf.writeUInt32BE(this.rtpTime, start + 4);
-    buf.writeUInt32BE(this.ssrc, start + 8);
+    writeRtpHeader(buf, start, seq, this.rtpTime, this.ssrc);
     try {
       return (this.track as Track).sendMessageBinary(buf.subarray(start, end));
     } catch {
@@ -524,47 +447,6 @@ export class Link {
     this.setState("closed");
   }
 
-  /**
-   * Resolves with the local description just set. It is read from the connection, not awaited as a
-   * callback: libdatachannel queues callbacks behind its worker threads' other work (DTLS handshakes
-   * of other links), so on a loaded host the callback came seconds late (the controller's RPC had
-   * timed out by then) while the description was ready at once. With host candidates only,
-   * gathering is complete when setLocalDescription returns; with STUN/TURN servers we send what we
-   * have after GATHER_WAIT_MS and trickle the rest: a description that carries the host candidates
-   * lets the peer start connectivity checks at once instead of waiting for trickled ones (which cost
-   * a check retransmission, ~1 s, when they arrive after the peer's first checks).
-   */
-  private localDescription(type: "offer" | "answer"): Promise<SessionDescription> {
-    const take = (): SessionDescription | null => {
-      const d = this.closed ? null : this.pc.localDescription();
-      return d?.type === type ? { type, sdp: this.withoutExcludedCandidates(d.sdp) } : null;
-    };
-    const now = this.pc.gatheringState() === "complete" ? take() : null;
-    if (now) return Promise.resolve(now);
-    return new Promise((resolve, reject) => {
-      setTimeout(() => {
-        const d = take();
-        if (d) resolve(d);
-        else
-          reject(
-            new Error(this.closed ? "link removed before its description was ready" : "no local description"),
-          );
-      }, GATHER_WAIT_MS);
-    });
-  }
-
-  /** Drops candidate lines whose address must not carry the link (e.g. our own overlay address). */
-  private withoutExcludedCandidates(sdp: string): string {
-    return sdp
-      .split(/\r?\n/)
-      .filter((line) => {
-        if (!line.startsWith("a=candidate:")) return true;
-        const parsed = parseCandidate(line);
-        return !parsed || !this.handlers.excludeAddress(parsed.address);
-      })
-      .join("\r\n");
-  }
-
   /** Hands a received frame on; a frame that still trips the code is dropped, never fatal. */
   private deliverFrame(frame: Buffer): void {
     if ((frame[0] as number) >= FRAME_CONTROL) {
@@ -611,54 +493,53 @@ export class Link {
     });
   }
 
-  /** Our caps as a session-level attribute (after the t= line) of a description we send. */
-  private withCaps(sdp: string): string {
-    const caps = CAPS_OFFLOAD | (this.track ? CAPS_RTP | CAPS_PMTU | CAPS_RX_WINDOW : 0);
-    return sdp.replace(/^(t=.*)$/m, `$1\r\na=${CAPS_ATTRIBUTE}:${caps}`);
+  private withOurCaps(sdp: string): string {
+    return withCaps(sdp, ourCaps(this.track !== null));
   }
 
   private readPeerCaps(sdp: string): void {
-    const m = CAPS_RE.exec(sdp);
-    const caps = m ? Number(m[1]) : 0;
-    this.peerOffload = (caps & CAPS_OFFLOAD) !== 0;
-    this.peerRtp = (caps & CAPS_RTP) !== 0 && this.track !== null;
-    this.peerPmtu = this.peerRtp && (caps & CAPS_PMTU) !== 0;
-    this.peerRxWindow = this.peerRtp && (caps & CAPS_RX_WINDOW) !== 0;
+    const caps = readCaps(sdp, this.track !== null);
+    this.peerOffload = caps.offload;
+    this.peerRtp = caps.rtp;
+    this.peerPmtu = caps.pmtu;
+    this.peerRxWindow = caps.rxWindow;
   }
 
   /** A frame of the link's own: icc over the track, probes. */
   private onControlFrame(frame: Buffer): void {
     switch (frame[0]) {
-      case FRAME_PROBE:
-        if (frame.length < PROBE_BYTES) break;
-        frame.copy(this.probeReply, RTP_HEADER + 1, 1, PROBE_BYTES);
-        this.sendControl(this.probeReply, this.probeReply.length);
+      case FRAME_PROBE: {
+        const reply = this.control.probeReply(frame);
+        if (!reply) break;
+        this.sendControl(reply, reply.length);
         return;
+      }
       case FRAME_PROBE_REPLY: {
-        if (frame.length < PROBE_BYTES) break;
-        const sample = ((microseconds() - frame.readUInt32BE(1)) >>> 0) / 1000;
+        const clock = readProbeReply(frame);
+        if (clock < 0) break;
+        const sample = ((microseconds() - clock) >>> 0) / 1000;
         // A reply to a probe from before a long stall is no measure of the path.
         if (sample >= 60_000) return;
         this.srttMs = this.srttMs === null ? sample : this.srttMs * 0.875 + sample * 0.125;
         this.baseRttMs = Math.min(this.baseRttMs ?? sample, sample);
         return;
       }
-      case FRAME_MTU_PROBE:
-        if (frame.length < 3) break;
-        frame.copy(this.mtuAck, RTP_HEADER + 1, 1, 3);
-        this.mtuAck.writeUInt16BE(frame.length, RTP_HEADER + 3);
-        this.sendControl(this.mtuAck, this.mtuAck.length);
+      case FRAME_MTU_PROBE: {
+        const ack = this.control.mtuAck(frame);
+        if (!ack) break;
+        this.sendControl(ack, ack.length);
         return;
+      }
       case FRAME_MTU_ACK: {
-        if (frame.length < MTU_ACK_BYTES || !this.peerPmtu) break;
+        if (!isMtuAck(frame) || !this.peerPmtu) break;
         const now = Date.now();
-        if (this.pmtu.onAck(frame.readUInt16BE(1), frame.readUInt16BE(3), now, this.rttMs))
+        if (this.pmtu.onAck(mtuAckRound(frame), mtuAckSize(frame), now, this.rttMs))
           this.armPathMtuTimer(now);
         return;
       }
       case FRAME_RX_ACK: {
-        if (frame.length < RX_ACK_BYTES) break;
-        const seq = frame.readUInt16BE(1);
+        const seq = readRxAck(frame);
+        if (seq < 0) break;
         // Acknowledgements may come out of order: only a later one moves the window.
         if (((seq - this.peerTookSeq) & 0xffff) < 0x8000) this.peerTookSeq = seq;
         return;
@@ -687,9 +568,7 @@ export class Link {
   /** Sends a path MTU probe of `bytes` frame bytes as one RTP packet (never fragmented). */
   private readonly sendMtuProbe = (round: number, bytes: number): void => {
     if (this.closed || !this.usesRtp) return;
-    const b = this.mtuProbe;
-    b[RTP_HEADER] = FRAME_MTU_PROBE;
-    b.writeUInt16BE(round, RTP_HEADER + 1);
+    const b = this.control.mtuProbe(round);
     this.rtpTime = rtpClock();
     this.sendRtp(b, 0, RTP_HEADER + bytes);
   };
@@ -723,14 +602,14 @@ export class Link {
   private sendRxAck(): void {
     this.rxUnacked = 0;
     this.rxDataUnacked = false;
-    this.rxAck.writeUInt16BE(this.rxSeq, RTP_HEADER + 1);
-    this.sendControl(this.rxAck, this.rxAck.length);
+    const ack = this.control.rxAck(this.rxSeq);
+    this.sendControl(ack, ack.length);
   }
 
   private sendProbe(now: number): void {
     this.lastProbeAt = now;
-    this.probe.writeUInt32BE(microseconds(), RTP_HEADER + 1);
-    this.sendControl(this.probe, this.probe.length);
+    const probe = this.control.probe(microseconds());
+    this.sendControl(probe, probe.length);
   }
 
   private heard(now: number): void {
@@ -766,25 +645,14 @@ export class Link {
     track.onMessage((msg) => {
       if (typeof msg === "string") return;
       const packet = Buffer.isBuffer(msg) ? msg : Buffer.from(msg);
-      // RTP: 12 bytes, CSRCs, then an extension when the X bit is set.
-      const first = packet[0] as number;
-      if (
-        packet.length < RTP_HEADER ||
-        first >> 6 !== 2 ||
-        ((packet[1] as number) & 0x7f) !== RTP_PAYLOAD_TYPE
-      ) {
-        this.counters.drop("badFrame");
-        return;
-      }
-      let start = RTP_HEADER + (first & 0x0f) * 4;
-      if (first & 0x10 && start + 4 <= packet.length) start += 4 + packet.readUInt16BE(start + 2) * 4;
-      if (first & 0x20) {
+      const start = rtpPayloadStart(packet);
+      if (start < 0) {
         this.counters.drop("badFrame");
         return;
       }
       if (start >= packet.length) return;
       if (this.peerRxWindow) {
-        this.rxSeq = packet.readUInt16BE(2);
+        this.rxSeq = rtpSeq(packet);
         const type = packet[start] as number;
         if (type < FRAME_CONTROL) this.rxDataUnacked = true;
         if (type !== FRAME_RX_ACK && ++this.rxUnacked >= RX_ACK_EVERY) this.sendRxAck();
@@ -792,10 +660,7 @@ export class Link {
       this.heard(Date.now());
       // The link's own frames are few and small: dropping an MTU probe or its ack would read as
       // a path that shrank.
-      if (
-        (packet[start] as number) < FRAME_CONTROL &&
-        !this.rxGate.admit(rtpClock(), packet.readUInt32BE(4))
-      ) {
+      if ((packet[start] as number) < FRAME_CONTROL && !this.rxGate.admit(rtpClock(), rtpTimestamp(packet))) {
         this.counters.drop("rxQueue");
         return;
       }
@@ -849,7 +714,7 @@ export class Link {
     const types = [pair.local.type, pair.remote.type];
     const remote = `${pair.remote.address}:${pair.remote.port}`;
     this.path =
-      types.includes("relay") || this.remoteRelays.has(remote)
+      types.includes("relay") || this.negotiation.remoteRelays.has(remote)
         ? "relay"
         : types.includes("prflx")
           ? "prflx"

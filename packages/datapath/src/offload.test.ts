@@ -12,6 +12,7 @@ import {
   toPlainPackets,
   writeVnetHdr,
 } from "./offload.js";
+import { packetView } from "./testing.js";
 import { translateIpv4 } from "./translate.js";
 
 // Independent reference: plain RFC 1071 sums over byte arrays, built the slow, obvious way.
@@ -169,7 +170,7 @@ describe("virtio-net header", () => {
     for (const [meta, csumStart, gsoSize] of cases) {
       const pkt = partialPacket(csumStart === 40, meta & META_UDP ? 17 : 6, new Uint8Array(3000), 5);
       const hdr = new Uint8Array(10);
-      expect(writeVnetHdr(hdr, pkt, 0, pkt.length, meta, csumStart, gsoSize)).toBe(true);
+      expect(writeVnetHdr(hdr, packetView(pkt, meta, csumStart, gsoSize))).toBe(true);
       const back: PacketOffload = { meta: -1, csumStart: -1, gsoSize: -1 };
       expect(readVnetHdr(hdr, 0, back)).toBe(true);
       expect(back).toEqual({ meta, csumStart: meta ? csumStart : 0, gsoSize });
@@ -214,7 +215,7 @@ describe("toPlainPackets", () => {
     const sup = partialPacket(false, 6, new Uint8Array(5000).fill(7), 9);
     const got: Buffer[] = [];
     expect(
-      toPlainPackets(sup, 0, sup.length, META_PARTIAL | META_GSO_TCP4, 20, 1400, (b, o, l) =>
+      toPlainPackets(packetView(sup, META_PARTIAL | META_GSO_TCP4, 20, 1400), (b, o, l) =>
         got.push(Buffer.from(b.subarray(o, o + l))),
       ),
     ).toBe(true);
@@ -223,7 +224,7 @@ describe("toPlainPackets", () => {
     const udp = partialPacket(true, 17, new Uint8Array(33).fill(1), 2);
     got.length = 0;
     expect(
-      toPlainPackets(udp, 0, udp.length, META_PARTIAL | META_UDP, 40, 0, (b, o, l) =>
+      toPlainPackets(packetView(udp, META_PARTIAL | META_UDP, 40, 0), (b, o, l) =>
         got.push(Buffer.from(b.subarray(o, o + l))),
       ),
     ).toBe(true);

@@ -1,3 +1,5 @@
+import type { PacketView } from "./packet-view.js";
+
 /**
  * Checksum and segmentation offload (the vNIC's virtio-net header, carried over links in a
  * compact form). With offload the kernel hands us TCP super-packets of up to 64 KiB whose
@@ -73,15 +75,8 @@ export function readVnetHdr(buf: Uint8Array, hdr: number, out: PacketOffload): b
  * hdr[0..10). Returns false when the packet cannot hold what the state claims (the kernel would
  * refuse it).
  */
-export function writeVnetHdr(
-  hdr: Uint8Array,
-  pkt: Uint8Array,
-  off: number,
-  len: number,
-  meta: number,
-  csumStart: number,
-  gsoSize: number,
-): boolean {
+export function writeVnetHdr(hdr: Uint8Array, p: PacketView): boolean {
+  const { buf: pkt, off, len, meta, csumStart, gsoSize } = p;
   hdr.fill(0, 0, VNET_HDR_BYTES);
   if (meta & META_PARTIAL) {
     const csumOffset = meta & META_UDP ? 6 : 16;
@@ -290,14 +285,8 @@ const MIN_GSO_SIZE = 64;
  * and a super-packet is TCP of the IP version its GSO type says, cut into segments of a sane size.
  * Everything later (software segmentation, the vNIC's virtio-net header) relies on this.
  */
-export function offloadMetaValid(
-  buf: Uint8Array,
-  off: number,
-  len: number,
-  meta: number,
-  csumStart: number,
-  gsoSize: number,
-): boolean {
+export function offloadMetaValid(p: PacketView): boolean {
+  const { buf, off, len, meta, csumStart, gsoSize } = p;
   if (meta === 0) return true;
   const version = (buf[off] as number) >> 4;
   if (!(meta & META_PARTIAL)) return (meta & META_GSO) === 0;
@@ -312,16 +301,12 @@ export function offloadMetaValid(
 }
 
 export function toPlainPackets(
-  buf: Uint8Array,
-  off: number,
-  len: number,
-  meta: number,
-  csumStart: number,
-  gsoSize: number,
+  p: PacketView,
   emit: (buf: Uint8Array, off: number, len: number) => void,
 ): boolean {
+  const { buf, off, len, meta, csumStart, gsoSize } = p;
   if (meta & META_GSO) {
-    if (!offloadMetaValid(buf, off, len, meta, csumStart, gsoSize)) return false;
+    if (!offloadMetaValid(p)) return false;
     const need = len + Math.ceil(len / gsoSize) * (csumStart + 60);
     if (scratch.length < need) scratch = new Uint8Array(Math.max(need, 2 * scratch.length));
     // The scratch buffer is reused: emit must consume (or copy) each segment before returning.

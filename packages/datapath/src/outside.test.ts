@@ -3,6 +3,8 @@ import { Counters } from "./counters.js";
 import { Fib, type VnicDevice } from "./fib.js";
 import type { Link } from "./link.js";
 import { Outside } from "./outside.js";
+import { udp4 } from "./testing.js";
+import { FrameBuilders } from "./wire/index.js";
 
 const PEER = "a".repeat(32);
 
@@ -81,5 +83,28 @@ describe("Outside with hostile frames from a member", () => {
     frame[2 + 39] = 1;
     expect(() => outside.onFrame(link, frame)).not.toThrow();
     expect(fib.vnicCounters.snapshot().drops.vnicRejected).toBe(1);
+  });
+
+  it("builds transit frames of the configured size", () => {
+    const { fib, link } = setup("10.10.0.1", null, () => true);
+    const NEXT = "c".repeat(32);
+    const sizes: number[] = [];
+    const next = {
+      peerUid: NEXT,
+      isConnected: true,
+      peerOffload: false,
+      usesRtp: false,
+      maxFrame: 1320,
+      counters: new Counters(),
+      sendFrame: (_buf: Buffer, end: number) => sizes.push(end - 12),
+    } as unknown as Link;
+    fib.links.set(NEXT, next);
+    fib.setRoute("10.20.0.0/24", NEXT, null, null);
+    const outside = new Outside(fib, new FrameBuilders<Link>(2000));
+    const pkt = udp4("10.10.0.2", "10.20.0.5", "x".repeat(472)); // 500 bytes
+    outside.onFrame(link, Buffer.concat([Buffer.from([1, 4]), ...Array(10).fill(pkt)]));
+    // 2 + 3 x 500 fit 2000 bytes; the hard-coded 16 KiB of before sent one frame of 5002.
+    expect(sizes).toEqual([1502, 1502, 1502, 502]);
+    expect(next.counters.snapshot().drops).toEqual({});
   });
 });

@@ -1,17 +1,17 @@
 import type { Fib } from "./fib.js";
-import { FrameBuilder } from "./frame.js";
-import { FRAME_HEADER, FRAME_OFFLOAD, FRAME_PACKETS, type Link } from "./link.js";
-import {
-  META_GSO,
-  META_KNOWN,
-  META_PARTIAL,
-  offloadMetaValid,
-  toPlainPackets,
-  VNET_HDR_BYTES,
-  writeVnetHdr,
-} from "./offload.js";
-import { dstOffset, ipPacketLength, ipVersion, srcOffset } from "./packet.js";
+import type { Link } from "./link.js";
+import { META_PARTIAL, offloadMetaValid, toPlainPackets, VNET_HDR_BYTES, writeVnetHdr } from "./offload.js";
+import { dstOffset, ipVersion, srcOffset } from "./packet.js";
+import { PacketView } from "./packet-view.js";
 import { translateIpv4 } from "./translate.js";
+import {
+  DEFAULT_MAX_FRAME_BYTES,
+  FRAME_HEADER,
+  FrameBuilders,
+  frameHopLimit,
+  isPacketFrame,
+  readFramePacket,
+} from "./wire/index.js";
 
 /**
  * Link -> vNIC: each packet of a received frame is accepted only if its source is routed to
@@ -22,70 +22,40 @@ import { translateIpv4 } from "./translate.js";
  */
 export class Outside {
   private readonly vnetHdr = new Uint8Array(VNET_HDR_BYTES);
-  private readonly transitBuilders = new Map<Link, FrameBuilder>();
-  private readonly touched: FrameBuilder[] = [];
+  /** The packet of the received frame being delivered. */
+  private readonly view = new PacketView();
 
-  constructor(private readonly fib: Fib) {}
+  /** @param frames the links' frame builders, for packets in transit (shared with Inside) */
+  constructor(
+    private readonly fib: Fib,
+    private readonly frames: FrameBuilders<Link> = new FrameBuilders(DEFAULT_MAX_FRAME_BYTES),
+  ) {}
 
   onFrame(link: Link, frame: Buffer): void {
-    const type = frame[0];
-    if (frame.length < FRAME_HEADER || (type !== FRAME_PACKETS && type !== FRAME_OFFLOAD)) {
+    if (!isPacketFrame(frame)) {
       link.counters.drop("badFrame");
       return;
     }
     // A peer cannot make packets live longer than our own hop limit allows.
-    const hops = Math.min(frame[1] as number, this.fib.hopLimit);
-    const end = frame.length;
+    const hops = Math.min(frameHopLimit(frame), this.fib.hopLimit);
+    const p = this.view;
     let off = FRAME_HEADER;
-    while (off < end) {
-      let meta = 0;
-      let csumStart = 0;
-      let gsoSize = 0;
-      if (type === FRAME_OFFLOAD) {
-        meta = frame[off++] as number;
-        if (meta & META_PARTIAL) {
-          csumStart = ((frame[off] as number) << 8) | (frame[off + 1] as number);
-          off += 2;
-        }
-        if (meta & META_GSO) {
-          gsoSize = ((frame[off] as number) << 8) | (frame[off + 1] as number);
-          off += 2;
-        }
-        if (meta & ~META_KNOWN || off > end) {
-          link.counters.drop("malformed");
-          break;
-        }
-      }
-      const len = ipPacketLength(frame, off, end - off);
-      if (len < 0) {
+    while (off < frame.length) {
+      off = readFramePacket(frame, off, p);
+      if (off < 0) {
         link.counters.drop("malformed");
         break;
       }
-      link.counters.rx(1, len);
-      if (offloadMetaValid(frame, off, len, meta, csumStart, gsoSize)) {
-        this.deliver(link, frame, off, len, hops, meta, csumStart, gsoSize);
-      } else {
-        link.counters.drop("malformed");
-      }
-      off += len;
+      link.counters.rx(1, p.len);
+      if (offloadMetaValid(p)) this.deliver(link, p, hops);
+      else link.counters.drop("malformed");
     }
-    if (this.touched.length > 0) {
-      for (const b of this.touched) b.flush();
-      this.touched.length = 0;
-    }
+    this.frames.flush();
   }
 
-  private deliver(
-    link: Link,
-    buf: Buffer,
-    off: number,
-    len: number,
-    hops: number,
-    meta: number,
-    csumStart: number,
-    gsoSize: number,
-  ): void {
+  private deliver(link: Link, p: PacketView, hops: number): void {
     const fib = this.fib;
+    const { buf, off } = p;
     const version = ipVersion(buf, off);
 
     if (version === 4 && fib.translate) {
@@ -96,8 +66,8 @@ export class Outside {
         link.counters.drop("unmappedPeer");
         return;
       }
-      translateIpv4(buf, off, len, localOfPeer, fib.ownIpv4, (meta & META_PARTIAL) !== 0);
-      this.writeToVnic(buf, off, len, meta, csumStart, gsoSize);
+      translateIpv4(buf, off, p.len, localOfPeer, fib.ownIpv4, (p.meta & META_PARTIAL) !== 0);
+      this.writeToVnic(p);
       return;
     }
 
@@ -107,24 +77,14 @@ export class Outside {
       return;
     }
     if (fib.isOwnAddress(buf, off + dstOffset(version), version)) {
-      this.writeToVnic(buf, off, len, meta, csumStart, gsoSize);
+      this.writeToVnic(p);
       return;
     }
-    this.transit(link, buf, off, len, hops, version, meta, csumStart, gsoSize);
+    this.transit(link, p, hops, version);
   }
 
-  private transit(
-    from: Link,
-    buf: Buffer,
-    off: number,
-    len: number,
-    hops: number,
-    version: number,
-    meta: number,
-    csumStart: number,
-    gsoSize: number,
-  ): void {
-    const route = this.fib.routes.lookup(buf, off + dstOffset(version), version);
+  private transit(from: Link, p: PacketView, hops: number, version: number): void {
+    const route = this.fib.routes.lookup(p.buf, p.off + dstOffset(version), version);
     const next = route ? this.fib.links.get(route.value.nextHop) : undefined;
     if (!next?.isConnected) {
       from.counters.drop("noRoute");
@@ -138,58 +98,38 @@ export class Outside {
       from.counters.drop("hopLimit");
       return;
     }
-    let builder = this.transitBuilders.get(next);
-    if (!builder) {
-      builder = new FrameBuilder(next, 16_384, hops - 1);
-      this.transitBuilders.set(next, builder);
-    }
-    builder.setHopLimit(hops - 1);
-    if (builder.isEmpty) this.touched.push(builder);
-    builder.append(buf, off, len, meta, csumStart, gsoSize);
+    this.frames.append(next, hops - 1, p);
   }
 
-  /** A removed link's transit frame buffer goes with it. */
-  forgetLink(link: Link): void {
-    this.transitBuilders.delete(link);
-  }
-
-  private writeToVnic(
-    buf: Buffer,
-    off: number,
-    len: number,
-    meta: number,
-    csumStart: number,
-    gsoSize: number,
-  ): void {
+  private writeToVnic(p: PacketView): void {
     const vnic = this.fib.vnic;
     const counters = this.fib.vnicCounters;
     if (!vnic) {
       counters.drop("noVnic");
       return;
     }
-    if (meta === 0) {
-      this.writePlain(buf, off, len);
+    if (p.meta === 0) {
+      this.writePlain(p.buf, p.off, p.len);
       return;
     }
     if (!vnic.offload) {
-      if (!toPlainPackets(buf, off, len, meta, csumStart, gsoSize, this.writePlain))
-        counters.drop("malformed");
+      if (!toPlainPackets(p, this.writePlain)) counters.drop("malformed");
       return;
     }
     const hdr = this.vnetHdr;
-    if (!writeVnetHdr(hdr, buf, off, len, meta, csumStart, gsoSize)) {
+    if (!writeVnetHdr(hdr, p)) {
       counters.drop("malformed");
       return;
     }
     let ok: boolean;
     try {
-      ok = vnic.write(buf, off, len, hdr);
+      ok = vnic.write(p.buf, p.off, p.len, hdr);
     } catch {
       // The kernel refused the header (EINVAL): a bad packet from the peer.
       counters.drop("vnicRejected");
       return;
     }
-    if (ok) counters.tx(1, len);
+    if (ok) counters.tx(1, p.len);
     else counters.drop("vnicFull");
   }
 

@@ -1,5 +1,6 @@
 import type { VnicFactory, VnicSettings } from "./datapath.js";
 import type { VnicDevice } from "./fib.js";
+import { PacketView } from "./packet-view.js";
 
 /** In-memory vNIC for tests: records what the datapath writes, lets tests inject reads. */
 export class FakeVnic implements VnicDevice {
@@ -69,4 +70,13 @@ export function udp4(src: string, dst: string, payload: Buffer | string = "hello
   pkt.writeUInt16BE(8 + data.length, 24);
   data.copy(pkt, 28);
   return pkt;
+}
+
+/** A view of the whole of `buf` with the given offload state. */
+export function packetView(buf: Uint8Array, meta = 0, csumStart = 0, gsoSize = 0): PacketView {
+  const p = new PacketView().plain(buf, 0, buf.length);
+  p.meta = meta;
+  p.csumStart = csumStart;
+  p.gsoSize = gsoSize;
+  return p;
 }

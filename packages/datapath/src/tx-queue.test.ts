@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { udp4 } from "./testing.js";
+import { PacketView } from "./packet-view.js";
+import { packetView, udp4 } from "./testing.js";
 import { flowHash, TxQueue } from "./tx-queue.js";
 
 const MS = 10; // rtpClock units per millisecond
@@ -17,13 +18,13 @@ function queue(opts: Partial<ConstructorParameters<typeof TxQueue>[0]> = {}) {
 }
 
 function put(q: TxQueue, pkt: Buffer, now: number): void {
-  q.enqueue(pkt, 0, pkt.length, 0, 0, 0, now);
+  q.enqueue(packetView(pkt), now);
 }
 
 /** Dequeues up to `budget` bytes and returns the payloads (after the 28-byte headers) as text. */
 function take(q: TxQueue, budget: number, now: number): string[] {
   const out: string[] = [];
-  q.dequeue(budget, now, (buf) => out.push(buf.subarray(28).toString()));
+  q.dequeue(budget, now, (p) => out.push(Buffer.from(p.buf).subarray(28).toString()));
   return out;
 }
 
@@ -34,8 +35,8 @@ describe("TxQueue (FQ-CoDel between the vNIC and the links)", () => {
   it("keeps a flow's order and copies what it queues", () => {
     const { q } = queue();
     const src = Buffer.concat([bulk(0), bulk(1)]);
-    q.enqueue(src, 0, 1028, 0, 0, 0, 0);
-    q.enqueue(src, 1028, 1028, 0, 0, 0, 0);
+    q.enqueue(new PacketView().plain(src, 0, 1028), 0);
+    q.enqueue(new PacketView().plain(src, 1028, 1028), 0);
     src.fill(0);
     expect(take(q, 1 << 20, 0).map((s) => s.replace(/\.+$/, ""))).toEqual(["bulk0", "bulk1"]);
     expect(q.isEmpty).toBe(true);

@@ -17,6 +17,7 @@
  */
 import { CoDel } from "./codel.js";
 import { IPPROTO_TCP, IPPROTO_UDP } from "./packet.js";
+import { PacketView } from "./packet-view.js";
 
 export interface TxQueueOptions {
   /** Flow buckets (a power of two). */
@@ -32,8 +33,8 @@ export interface TxQueueOptions {
   seed?: number;
 }
 
-/** Receives a dequeued packet (plain, or a super-packet with its offload state). */
-export type TxDeliver = (buf: Buffer, meta: number, csumStart: number, gsoSize: number) => void;
+/** Receives a dequeued packet (plain, or a super-packet with its offload state); the view is reused. */
+export type TxDeliver = (p: PacketView) => void;
 
 interface Entry {
   buf: Buffer;
@@ -122,6 +123,8 @@ const MIN_BACKLOG = 1500;
 
 export class TxQueue {
   private readonly flows: Flow[];
+  /** Shows each dequeued packet to `deliver`. */
+  private readonly view = new PacketView();
   private readonly newFlows = new Fifo<Flow>();
   private readonly oldFlows = new Fifo<Flow>();
   private readonly seed: number;
@@ -151,25 +154,18 @@ export class TxQueue {
     return this.packets;
   }
 
-  /** Copies the packet at buf[off..off+len) into its flow's queue. */
-  enqueue(
-    buf: Uint8Array,
-    off: number,
-    len: number,
-    meta: number,
-    csumStart: number,
-    gsoSize: number,
-    now: number,
-  ): void {
+  /** Copies the packet into its flow's queue. */
+  enqueue(p: PacketView, now: number): void {
+    const len = p.len;
     if (len > this.options.maxBytes) {
       this.onDrop("txQueueFull", 1);
       return;
     }
     while (this.bytes + len > this.options.maxBytes) this.dropFromFattest();
-    const flow = this.flows[flowHash(buf, off, len, this.seed) & this.mask] as Flow;
+    const flow = this.flows[flowHash(p.buf, p.off, len, this.seed) & this.mask] as Flow;
     const copy = Buffer.allocUnsafe(len);
-    copy.set(buf.subarray(off, off + len));
-    flow.push({ buf: copy, meta, csumStart, gsoSize, at: now });
+    copy.set(p.buf.subarray(p.off, p.off + len));
+    flow.push({ buf: copy, meta: p.meta, csumStart: p.csumStart, gsoSize: p.gsoSize, at: now });
     this.bytes += len;
     this.packets++;
     if (flow.list === IDLE) {
@@ -212,7 +208,11 @@ export class TxQueue {
       }
       flow.deficit -= e.buf.length;
       budget -= e.buf.length;
-      deliver(e.buf, e.meta, e.csumStart, e.gsoSize);
+      const p = this.view.plain(e.buf, 0, e.buf.length);
+      p.meta = e.meta;
+      p.csumStart = e.csumStart;
+      p.gsoSize = e.gsoSize;
+      deliver(p);
     }
   }
 

@@ -1,3 +1,5 @@
+import { FRAGMENT_HEADER, FRAME_FRAGMENT } from "./types.js";
+
 /**
  * Frames too large for one RTP packet (a TCP super-packet with offload) cross the media track
  * as fragments: [FRAME_FRAGMENT][frame id u16][index u8][count u8][bytes], sent in order, back
@@ -5,8 +7,6 @@
  * that frame (like an unordered, unreliable SCTP message that loses a chunk).
  */
 
-export const FRAME_FRAGMENT = 0x03;
-export const FRAGMENT_HEADER = 5;
 /** Largest fragment payload accepted (a jumbo-frame datagram), so reassembly stays <= 255 x 9 KB. */
 const MAX_FRAGMENT_BYTES = 9000;
 const MAX_FRAGMENTS = 255;
