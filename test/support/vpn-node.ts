@@ -1,7 +1,7 @@
 // Starts TinCan-TS nodes (tincan datapath + a controller) inside lab hosts, with config files
 // written into the lab dir, and reads their status with `tincanctl status --json`.
 import { mkdirSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import {
   type CoturnHandle,
   type Host,
@@ -101,7 +101,10 @@ export class VpnNode {
         : { stun: [], turn: [] },
       links: { ...opts.links },
       log: { level: opts.logLevel ?? "debug" },
-      ...(opts.kind === "socialvpn" ? {} : { group: opts.group ?? "lab" }),
+      // SocialVPN's default stateFile is /var/lib/tincan/ for root: each node keeps its own in its dir.
+      ...(opts.kind === "socialvpn"
+        ? { stateFile: join(dirname(this.configFile), "socialvpn-state.json") }
+        : { group: opts.group ?? "lab" }),
       ...opts.extra,
     };
     writeFileSync(this.configFile, JSON.stringify(config, null, 2));
