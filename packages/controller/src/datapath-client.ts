@@ -445,6 +445,8 @@ async function tokenProblem(err: unknown): Promise<string> {
   const e = err as NodeJS.ErrnoException;
   if (e.code !== "EACCES") return `${e.message} (is tincan running?)`;
   const st = await stat(e.path ?? "").catch(() => null);
-  const mode = st ? `mode 0${(st.mode & 0o777).toString(8)}, uid ${st.uid}, gid ${st.gid}` : "its directory";
+  const mode = st
+    ? `mode 0${(st.mode & 0o777).toString(8)}, uid ${st.uid}, gid ${st.gid}`
+    : "its directory is not searchable by us";
   return `permission denied (${mode}; we are uid ${process.getuid?.()}, groups ${process.getgroups?.().join(",")}): run as the user tincan runs as, or as a member of the group set as tokenGroup in tincan's config`;
 }
