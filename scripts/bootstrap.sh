@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PNPM_VERSION=10.34.8
-APT_PACKAGES=(iproute2 iputils-ping fping iperf3 iptables prosody coturn openssl dnsutils procps lua-unbound wireguard-go wireguard-tools nebula)
+APT_PACKAGES=(iproute2 iputils-ping fping iperf3 iptables prosody coturn openssl dnsutils procps lua-unbound wireguard-go wireguard-tools nebula systemd)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

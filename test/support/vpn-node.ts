@@ -41,6 +41,11 @@ export interface NodeOptions {
   extra?: Record<string, unknown>;
   /** Extra keys of the `xmpp` section (e.g. pingIntervalSec). */
   xmpp?: Record<string, unknown>;
+  /**
+   * Commands to run instead of the workspace's (e.g. an installed package's, under setpriv):
+   * argv prefixes that the usual flags are appended to.
+   */
+  commands?: { tincan?: string[]; controller?: string[]; tincanctl?: string[] };
   /** How long the controller may take to log in and run (default 30 s; many nodes start slower), and the datapath (at least 15 s). */
   startTimeoutMs?: number;
 }
@@ -117,13 +122,12 @@ export class VpnNode {
   }
 
   async startDatapath(): Promise<void> {
-    this.tincan = this.host.spawn(
-      "node",
-      [...DAEMON_NODE_FLAGS, TINCAN_BIN, "--token-file", this.tokenFile, "--log-level", "debug"],
-      {
-        name: "tincan",
-      },
+    const [file, args] = splitCommand(
+      this.opts.commands?.tincan ?? ["node", ...DAEMON_NODE_FLAGS, TINCAN_BIN],
     );
+    this.tincan = this.host.spawn(file, [...args, "--token-file", this.tokenFile, "--log-level", "debug"], {
+      name: "tincan",
+    });
     await waitFor(
       `tincan ready on ${this.host.name}`,
       () => {
@@ -136,13 +140,12 @@ export class VpnNode {
 
   async startController(): Promise<void> {
     const kind = this.opts.kind ?? "groupvpn";
-    this.controller = this.host.spawn(
-      "node",
-      [...DAEMON_NODE_FLAGS, CONTROLLER_BIN[kind], "--config", this.configFile],
-      {
-        name: kind,
-      },
+    const [file, args] = splitCommand(
+      this.opts.commands?.controller ?? ["node", ...DAEMON_NODE_FLAGS, CONTROLLER_BIN[kind]],
     );
+    this.controller = this.host.spawn(file, [...args, "--config", this.configFile], {
+      name: kind,
+    });
     await waitFor(
       `${kind} running on ${this.host.name}`,
       () => {
@@ -158,8 +161,7 @@ export class VpnNode {
     for (let attempt = 1; ; attempt++) {
       try {
         const out = await this.host.run([
-          "node",
-          TINCANCTL,
+          ...(this.opts.commands?.tincanctl ?? ["node", TINCANCTL]),
           "status",
           "--json",
           "--token-file",
@@ -255,4 +257,11 @@ export function sendRogueOffers(
     ],
     { cwd: join(REPO, "test"), timeoutMs: 30_000 },
   );
+}
+
+/** [file, args] of an argv prefix, for Host.spawn. */
+function splitCommand(argv: string[]): [string, string[]] {
+  const [file, ...args] = argv;
+  if (!file) throw new Error("empty command");
+  return [file, args];
 }
