@@ -7,7 +7,7 @@ import {
   parseControllerArgs,
   runController,
 } from "@tincan/controller";
-import { GroupVpnConfig } from "@tincan/protocol";
+import { GroupVpnConfig, printEffectiveConfig } from "@tincan/protocol";
 import { GroupPolicy } from "./policy.js";
 
 const args = parseControllerArgs(
@@ -21,6 +21,7 @@ try {
 } catch (err) {
   exitOnConfigError(err, "groupvpn");
 }
+if (args.checkConfig) printEffectiveConfig({ ...config, log: { level: args.logLevel ?? config.log.level } });
 const logger = createLogger(args.logLevel ?? config.log.level);
 const policy = new GroupPolicy(config);
 const ctl = new Controller({ name: "groupvpn", config, logger, policy, group: config.group });

@@ -22,6 +22,22 @@ export const HostPort = z
     return port > 0 && port < 65536;
   }, "port must be 1..65535");
 
+/** An address to listen on: "ip:port" with an IPv4 address, never a host name (no lookup at bind time). */
+export const ListenAddress = HostPort.refine(
+  (s) => z.ipv4().safeParse(s.slice(0, s.lastIndexOf(":"))).success,
+  'must be "ip:port" with an IPv4 address, not a host name',
+);
+
+/** True if the address of `cidr` (e.g. "10.10.0.0/16") is the network or broadcast address of its subnet (/30 and wider). */
+export function isNetworkOrBroadcast(cidr: string): boolean {
+  const [addr, len] = cidr.split("/") as [string, string];
+  const bits = Number(len);
+  if (bits > 30) return false;
+  const n = addr.split(".").reduce((acc, o) => acc * 256 + Number(o), 0);
+  const size = 2 ** (32 - bits);
+  return n % size === 0 || n % size === size - 1;
+}
+
 export function splitHostPort(s: string): { host: string; port: number } {
   const i = s.lastIndexOf(":");
   return { host: s.slice(0, i), port: Number(s.slice(i + 1)) };

@@ -1,4 +1,5 @@
 export * from "./atomic-file.js";
+export * from "./cli.js";
 export * from "./common.js";
 export * from "./config.js";
 export * from "./notifications.js";
