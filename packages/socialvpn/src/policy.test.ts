@@ -119,4 +119,9 @@ describe("SocialVpnConfig", () => {
     expect(issues({ ipv4: "10.0.0.0/24" })?.[0]).toMatch(/^vnic\.ipv4: .*network or broadcast/);
     expect(issues({ ipv4: "10.0.0.255/24" })?.[0]).toMatch(/^vnic\.ipv4: .*network or broadcast/);
   });
+
+  it("a malformed vnic.ipv4 gets its one issue, and the range check does not throw", () => {
+    for (const ipv4 of ["junk", "10.0.0.1/40", "10.0.0.1", "fd00::1/64"])
+      expect(issues({ ipv4 }), ipv4).toEqual(["vnic.ipv4: Invalid IPv4 range"]);
+  });
 });

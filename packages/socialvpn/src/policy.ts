@@ -1,5 +1,6 @@
 import type { Controller, Log, Member, Policy, RosterItem } from "@tincan/controller";
 import {
+  canonicalAddress,
   type NotificationParamsOf,
   type PresenceTincan,
   type RpcParamsOf,
@@ -9,7 +10,7 @@ import {
 import { type AddressBook, AddressExhaustedError } from "./addresses.js";
 import type { NameEntry, NameTable } from "./dns.js";
 import type { StateWriter } from "./state.js";
-import { canonicalIpv6, ulaForUid } from "./ula.js";
+import { ulaForUid } from "./ula.js";
 
 type Config = Pick<SocialVpnConfig, "vnic" | "links" | "xmpp">;
 
@@ -78,7 +79,7 @@ export class SocialPolicy implements Policy {
     const { uid, ipv6 } = peer.tincan;
     let why: string | null = null;
     if (uid !== uidForJid(peer.bareJid)) why = "its UID is not the one of its JID";
-    else if (ipv6 !== undefined && canonicalIpv6(ipv6) !== ulaForUid(uid))
+    else if (ipv6 !== undefined && canonicalAddress(ipv6) !== ulaForUid(uid))
       why = "its IPv6 address is not the one of its UID";
     if (why === null) return true;
     if (!this.rejectedLogged.has(peer.fullJid)) {
@@ -122,7 +123,7 @@ export class SocialPolicy implements Policy {
 
   async onPacketUnmapped(p: NotificationParamsOf<"packet.unmapped">): Promise<void> {
     const ctl = this.required();
-    const dst = p.dst.includes(":") ? canonicalIpv6(p.dst) : p.dst;
+    const dst = p.dst.includes(":") ? canonicalAddress(p.dst) : p.dst;
     const member = ctl
       .peers()
       .find((m) => this.book.lookup(m.bareJid) === dst || ulaForUid(m.tincan.uid) === dst);
