@@ -1,4 +1,4 @@
-import { uidForIpv4 } from "@tincan/protocol";
+import { GroupVpnConfig, uidForIpv4 } from "@tincan/protocol";
 import { describe, expect, it, vi } from "vitest";
 import { Controller } from "./controller.js";
 import type { PeerRef } from "./link-manager.js";
@@ -69,31 +69,12 @@ function notify(ctl: Controller, method: string, params: unknown): void {
 
 describe("Controller and its policy", () => {
   function controller(policy: Policy) {
-    const config = {
-      datapath: {
-        rpc: "127.0.0.1:1",
-        tokenFile: "/nonexistent/token",
-        watchdogSec: 30,
-        restartOnHang: false,
-      },
-      xmpp: {
-        service: "xmpp://127.0.0.1:1",
-        domain: "lab",
-        username: "alice",
-        password: "p",
-        pingIntervalSec: 60,
-      },
-      vnic: { name: "tincan0", ipv4: "10.10.0.1/16", mtu: 1280 },
-      ice: { stun: [], turn: [] },
-      links: {
-        policy: "on-demand",
-        maxLinks: 64,
-        idleTimeoutSec: 300,
-        relayFallbackSec: 0.3,
-        setupTimeoutSec: 10,
-      },
-      log: { level: "error" },
-    } as ConstructorParameters<typeof Controller>[0]["config"];
+    // The core's keys with their defaults (a GroupVPN config without its group key).
+    const config = GroupVpnConfig.omit({ group: true }).parse({
+      datapath: { rpc: "127.0.0.1:1", tokenFile: "/nonexistent/token" },
+      xmpp: { service: "xmpp://127.0.0.1:1", domain: "lab", username: "alice", password: "p" },
+      vnic: { ipv4: "10.10.0.1/16" },
+    }) as ConstructorParameters<typeof Controller>[0]["config"];
     const logger = createLogger("error", { silent: true });
     return new Controller({ name: "test", config, logger, policy, statusFile: null });
   }
