@@ -24,8 +24,7 @@ try {
 if (args.checkConfig) printEffectiveConfig({ ...config, log: { level: args.logLevel ?? config.log.level } });
 const logger = createLogger(args.logLevel ?? config.log.level);
 const policy = new GroupPolicy(config);
-const ctl = new Controller({ name: "groupvpn", config, logger, policy, group: config.group });
-policy.attach(ctl);
+const ctl = new Controller({ name: "groupvpn", config, logger, policy });
 logger.component("groupvpn").info("starting", {
   jid: `${config.xmpp.username}@${config.xmpp.domain}`,
   group: config.group,

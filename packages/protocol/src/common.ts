@@ -28,16 +28,6 @@ export const ListenAddress = HostPort.refine(
   'must be "ip:port" with an IPv4 address, not a host name',
 );
 
-/** True if the address of `cidr` (e.g. "10.10.0.0/16") is the network or broadcast address of its subnet (/30 and wider). */
-export function isNetworkOrBroadcast(cidr: string): boolean {
-  const [addr, len] = cidr.split("/") as [string, string];
-  const bits = Number(len);
-  if (bits > 30) return false;
-  const n = addr.split(".").reduce((acc, o) => acc * 256 + Number(o), 0);
-  const size = 2 ** (32 - bits);
-  return n % size === 0 || n % size === size - 1;
-}
-
 export function splitHostPort(s: string): { host: string; port: number } {
   const i = s.lastIndexOf(":");
   return { host: s.slice(0, i), port: Number(s.slice(i + 1)) };

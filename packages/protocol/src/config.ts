@@ -1,5 +1,6 @@
 import { z } from "zod";
-import { Ipv4Cidr, Ipv6Cidr, isNetworkOrBroadcast, ListenAddress, LogLevel } from "./common.js";
+import { Ipv4Cidr, Ipv6Cidr, ListenAddress, LogLevel } from "./common.js";
+import { type Ipv4Range, ipv4Range, isNetworkOrBroadcast } from "./ip.js";
 
 const Log = z.strictObject({ level: LogLevel.default("info") }).default({ level: "info" });
 
@@ -144,17 +145,19 @@ export const SocialVpnConfig = z
       });
     }
     // Buddies get addresses of the own range: it needs room besides the own, network and broadcast address.
-    const [addr, len] = c.vnic.ipv4.split("/") as [string, string];
-    const bits = Number(len);
-    const n = addr.split(".").reduce((acc, o) => acc * 256 + Number(o), 0);
-    const size = 2 ** (32 - bits);
-    if (bits > 30) {
+    let range: Ipv4Range;
+    try {
+      range = ipv4Range(c.vnic.ipv4);
+    } catch {
+      return; // malformed: vnic.ipv4 has its own issue already
+    }
+    if (range.length > 30) {
       ctx.addIssue({
         code: "custom",
         path: ["vnic", "ipv4"],
         message: "the range needs room for buddies: use a prefix of /30 or shorter",
       });
-    } else if (n % size === 0 || n % size === size - 1) {
+    } else if (range.address === range.network || range.address === range.broadcast) {
       ctx.addIssue({
         code: "custom",
         path: ["vnic", "ipv4"],

@@ -67,7 +67,6 @@ class SocialController extends Controller {
   }
 }
 const ctl = new SocialController({ name: PROG, config, logger, policy });
-policy.attach(ctl);
 log.info("starting", {
   jid: policy.jid,
   uid: policy.uid,
