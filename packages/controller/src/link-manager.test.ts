@@ -729,22 +729,15 @@ describe("the state machine table", () => {
                 await lm.handleSignal(peer(other), offerFrom(other, self, `p${n++}`, s.relayOnly));
                 break;
               case "answer":
-                await lm.handleSignal(peer(other), {
-                  type: "answer",
-                  from: other,
-                  to: self,
-                  setup: lastSetup(s.relayOnly),
-                  description: { type: "answer", sdp: "a" },
-                });
+              case "bye": {
+                const base = { from: other, to: self, setup: lastSetup(s.relayOnly) };
+                const description = { type: "answer" as const, sdp: "a" };
+                await lm.handleSignal(
+                  peer(other),
+                  s.kind === "bye" ? { ...base, type: "bye" } : { ...base, type: "answer", description },
+                );
                 break;
-              case "bye":
-                await lm.handleSignal(peer(other), {
-                  type: "bye",
-                  from: other,
-                  to: self,
-                  setup: lastSetup(s.relayOnly),
-                });
-                break;
+              }
               case "state":
                 dp.notify("link.state", {
                   peerUid: other,
