@@ -1,7 +1,8 @@
 import type { LinkInfo, NotificationMethod, RpcMethod, Signal } from "@tincan/protocol";
+import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { LinkManager, type PeerRef } from "./link-manager.js";
-import { nullLog } from "./logger.js";
+import { LinkManager, type PeerRef, PHASE_TIMERS } from "./link-manager.js";
+import { type Log, nullLog } from "./logger.js";
 
 const SMALL = `${"0".repeat(31)}1`;
 const LARGE = "f".repeat(32);
@@ -82,7 +83,7 @@ function info(peerUid: string, packets: number): LinkInfo {
 
 function setup(
   selfUid: string,
-  over: Partial<{ hasTurn: boolean; admit: (p: PeerRef) => boolean; maxLinks: number }> = {},
+  over: Partial<{ hasTurn: boolean; admit: (p: PeerRef) => boolean; maxLinks: number; log: Log }> = {},
 ) {
   const dp = new FakeDatapath();
   const sig = new FakeSignals();
@@ -90,7 +91,7 @@ function setup(
     selfUid,
     datapath: dp,
     signals: sig,
-    log: nullLog,
+    log: over.log ?? nullLog,
     links: { maxLinks: over.maxLinks ?? 64, idleTimeoutSec: 60, relayFallbackSec: 2, setupTimeoutSec: 10 },
     hasTurn: over.hasTurn ?? false,
     admit: over.admit ?? (() => true),
@@ -655,5 +656,145 @@ describe("a connected link replaced soon after it came up", () => {
     await vi.advanceTimersByTimeAsync(300);
     await lm.handleSignal(peer(LARGE), offerFrom(LARGE, SMALL, "s2"));
     expect(sig.ofType("answer").map((a) => a.setup)).toEqual(["s1", "s2"]);
+  });
+});
+
+describe("the state machine table", () => {
+  type Step =
+    | { kind: "ensure"; pinned: boolean }
+    | { kind: "offer"; relayOnly: boolean }
+    | { kind: "answer"; relayOnly: boolean }
+    | { kind: "bye"; relayOnly: boolean }
+    | { kind: "state"; relayOnly: boolean; state: "connected" | "failed" | "disconnected" | "closed" }
+    | { kind: "path"; relayOnly: boolean; path: "host" | "relay" }
+    | { kind: "wait"; ms: number }
+    | { kind: "offline" | "online" | "gone" | "poll" | "vanish" | "resync" | "relink" };
+
+  const step: fc.Arbitrary<Step> = fc.oneof(
+    fc.record({ kind: fc.constant("ensure" as const), pinned: fc.boolean() }),
+    fc.record({ kind: fc.constant("offer" as const), relayOnly: fc.boolean() }),
+    fc.record({ kind: fc.constant("answer" as const), relayOnly: fc.boolean() }),
+    fc.record({ kind: fc.constant("bye" as const), relayOnly: fc.boolean() }),
+    fc.record({
+      kind: fc.constant("state" as const),
+      relayOnly: fc.boolean(),
+      state: fc.constantFrom(
+        "connected" as const,
+        "failed" as const,
+        "disconnected" as const,
+        "closed" as const,
+      ),
+    }),
+    fc.record({
+      kind: fc.constant("path" as const),
+      relayOnly: fc.boolean(),
+      path: fc.constantFrom("host" as const, "relay" as const),
+    }),
+    fc.record({ kind: fc.constant("wait" as const), ms: fc.integer({ min: 0, max: 15_000 }) }),
+    fc.record({
+      kind: fc.constantFrom(
+        "offline" as const,
+        "online" as const,
+        "gone" as const,
+        "poll" as const,
+        "vanish" as const,
+        "resync" as const,
+        "relink" as const,
+      ),
+    }),
+  );
+
+  it("whatever happens, a link holds only the timers its phase owns, and no handler throws", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.boolean(),
+        fc.array(step, { minLength: 1, maxLength: 30 }),
+        async (smaller, steps) => {
+          const errors: string[] = [];
+          const log: Log = { ...nullLog, error: (m, meta) => errors.push(`${m} ${JSON.stringify(meta)}`) };
+          const self = smaller ? SMALL : MID;
+          const other = smaller ? LARGE : SMALL;
+          const { dp, sig, lm } = setup(self, { hasTurn: true, log });
+          const recs = (lm as unknown as { recs: Map<string, { phase: string; timers: object }> }).recs;
+          let n = 0;
+          const lastSetup = (relayOnly: boolean) =>
+            sig.sent.filter((s) => s.signal.type === "offer" && s.signal.relayOnly === relayOnly).at(-1)
+              ?.signal.setup ?? "none";
+          for (const s of steps) {
+            switch (s.kind) {
+              case "ensure":
+                await lm.ensureLink(peer(other), { pinned: s.pinned });
+                break;
+              case "offer":
+                await lm.handleSignal(peer(other), offerFrom(other, self, `p${n++}`, s.relayOnly));
+                break;
+              case "answer":
+              case "bye": {
+                const base = { from: other, to: self, setup: lastSetup(s.relayOnly) };
+                const description = { type: "answer" as const, sdp: "a" };
+                await lm.handleSignal(
+                  peer(other),
+                  s.kind === "bye" ? { ...base, type: "bye" } : { ...base, type: "answer", description },
+                );
+                break;
+              }
+              case "state":
+                dp.notify("link.state", {
+                  peerUid: other,
+                  relayOnly: s.relayOnly,
+                  state: s.state,
+                  path: "host",
+                });
+                break;
+              case "path":
+                dp.notify("link.state", {
+                  peerUid: other,
+                  relayOnly: s.relayOnly,
+                  state: "connected",
+                  path: s.path,
+                });
+                break;
+              case "wait":
+                await vi.advanceTimersByTimeAsync(s.ms);
+                break;
+              case "offline":
+                await lm.peerOffline(other);
+                break;
+              case "online":
+                await lm.updatePeer(peer(other));
+                break;
+              case "gone":
+                await lm.peerGone(other);
+                break;
+              case "poll":
+                dp.links = [info(other, n++)];
+                await lm.poll();
+                break;
+              case "vanish":
+                dp.links = [];
+                await lm.poll();
+                break;
+              case "resync":
+                await lm.resync();
+                break;
+              case "relink":
+                await lm.relinkAll("local addresses changed");
+                break;
+            }
+            await flush();
+            for (const rec of recs.values()) {
+              const armed = Object.entries(rec.timers)
+                .filter(([, t]) => t !== undefined)
+                .map(([name]) => name);
+              for (const t of armed)
+                expect(PHASE_TIMERS[rec.phase as keyof typeof PHASE_TIMERS]).toContain(t);
+            }
+          }
+          lm.stop();
+          expect(errors).toEqual([]);
+        },
+      ),
+      { numRuns: 300 },
+    );
   });
 });

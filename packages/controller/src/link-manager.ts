@@ -14,14 +14,33 @@ export interface PeerRef {
 }
 
 /**
- * Phases of a link in the manager (see README "Link manager state machine"):
- * - `queued`: wanted, waiting for a free slot (maxLinks)
- * - `waiting`: wanted and pinned, but the peer has the smaller UID and is expected to offer first
- * - `offering`: we created the link and sent an offer; waiting for the answer
- * - `answering`: applying a peer's offer (link.accept)
- * - `connecting`: descriptions exchanged, ICE/DTLS under way
- * - `connected`: one of the link's transports carries traffic
- * - `backoff`: a setup failed; a retry is scheduled
+ * The link state machine (README "Link manager state machine" has it as a table, with a diagram).
+ *
+ * Each phase owns the link timers listed for it (PHASE_TIMERS). `enter()` is the one place a phase
+ * changes, and stops every timer the new phase does not own; `arm()` arms a timer only in a phase
+ * that owns it, and its firing is an event handled in the peer's queue while the record is still in
+ * such a phase. An attempt's own setup timer (setupTimeoutSec) belongs to the attempt, not to the
+ * phase: a direct re-attempt sets up while the link stays `connected`.
+ *
+ * - `queued`: wanted, waiting for a free slot (maxLinks). No timer.
+ *   Slot frees -> `backoff`, then begin; the peer's offer -> `answering`.
+ * - `waiting`: pinned, and the peer has the smaller UID, so it offers first.
+ *   `wait` (setupTimeoutSec) -> offer ourselves; the peer's offer -> `answering`.
+ * - `offering` / `answering` / `connecting`: the newest attempt's state (we sent an offer / we apply
+ *   the peer's offer / descriptions exchanged, ICE and DTLS under way).
+ *   `race` (armed when the direct attempt's offer is made; relayFallbackSec, 0 once the peer needed
+ *   the relay) -> a relay-only attempt beside the direct one. Answer applied -> `connecting`; a
+ *   transport connected -> `connected`; the last attempt failed, timed out or got a bye -> `backoff`
+ *   (wanted) or forgotten.
+ * - `connected`: a transport carries the traffic.
+ *   `grace` (the carrier reported `disconnected`; disconnectGraceMs) -> the transport is lost;
+ *   `upgrade` (carried by a relay; FIRST_UPGRADE_MS, doubling) -> a direct re-attempt;
+ *   `overlap` (both transports connected; OVERLAP_MS) -> the worse is removed.
+ *   The last transport lost, gone from the datapath, or the peer offers anew -> `backoff` (wanted and
+ *   the peer online) or forgotten; idle -> removed.
+ * - `backoff`: not set up. `retry` (1 s doubling to maxBackoffMs, ±10 %) -> offer again. With no retry
+ *   scheduled the link is stalled (the peer is offline, or the link not started yet): ensureLink or
+ *   the peer back online -> offer. The peer's offer -> `answering`.
  */
 export type LinkPhase =
   | "queued"
@@ -31,6 +50,21 @@ export type LinkPhase =
   | "connecting"
   | "connected"
   | "backoff";
+
+/** A link's timers (see the table above). */
+export type LinkTimer = "wait" | "retry" | "race" | "grace" | "upgrade" | "overlap";
+const LINK_TIMERS: readonly LinkTimer[] = ["wait", "retry", "race", "grace", "upgrade", "overlap"];
+
+/** Which timers each phase owns; entering a phase clears the others. */
+export const PHASE_TIMERS: Readonly<Record<LinkPhase, readonly LinkTimer[]>> = {
+  queued: [],
+  waiting: ["wait"],
+  offering: ["race"],
+  answering: ["race"],
+  connecting: ["race"],
+  connected: ["grace", "upgrade", "overlap"],
+  backoff: ["retry"],
+};
 
 export interface LinkEvent {
   peer: PeerRef;
@@ -92,14 +126,18 @@ interface Attempt {
   /** Setup id; null for a transport adopted from the datapath at start. */
   setup: string | null;
   role: "offerer" | "answerer";
-  state: "offering" | "answering" | "connecting" | "connected";
-  remoteApplied: boolean;
-  pendingRemote: Candidate[];
+  /**
+   * `offering`/`answering` until the peer's description is applied, then `connecting`, then
+   * `connected`; `failed` when the datapath reported the setup failed (an answerer keeps such an
+   * attempt until the offerer decides; an offerer replaces or removes it at once).
+   */
+  state: "offering" | "answering" | "connecting" | "connected" | "failed";
+  /** The peer's candidates held until its description is applied (bounded); null once applied. */
+  pendingRemote: Candidate[] | null;
   path: LinkPath | null;
   /** When the setup started (a peer's new offer replaces it only MIN_REPLACE_MS later). */
   startedAt: number;
-  /** The datapath reported this transport `failed`. */
-  failed: boolean;
+  /** setupTimeoutSec from link.create / link.accept until the transport connects. */
   setupTimer?: NodeJS.Timeout | undefined;
 }
 
@@ -125,19 +163,8 @@ interface Rec {
   counters: number;
   /** Adopted at start and not yet announced with link-up (peer unknown until presence). */
   unannounced: boolean;
-  /** The link's timers, besides each attempt's setupTimer (see clearTimers). */
-  timers: {
-    /** Next setup after a failure (backoff), or the wait for a pinned peer's offer. */
-    retry?: NodeJS.Timeout | undefined;
-    /** A disconnected carrier's time to recover. */
-    grace?: NodeJS.Timeout | undefined;
-    /** Start of the relay-only attempt racing the direct one. */
-    race?: NodeJS.Timeout | undefined;
-    /** Next direct re-attempt while relayed. */
-    upgrade?: NodeJS.Timeout | undefined;
-    /** Removal of the worse of two connected transports. */
-    overlap?: NodeJS.Timeout | undefined;
-  };
+  /** The link's timers (owned by phases, see PHASE_TIMERS), besides each attempt's setupTimer. */
+  timers: Partial<Record<LinkTimer, NodeJS.Timeout>>;
 }
 
 const MAX_PENDING_CANDIDATES = 64;
@@ -217,7 +244,7 @@ export class LinkManager extends EventEmitter {
   stop(): void {
     if (this.pollTimer) clearInterval(this.pollTimer);
     this.pollTimer = null;
-    for (const rec of this.recs.values()) this.clearTimers(rec, true);
+    for (const rec of this.recs.values()) this.clearTimers(rec);
     for (const u of this.unsubscribe.splice(0)) u();
   }
 
@@ -234,13 +261,13 @@ export class LinkManager extends EventEmitter {
         rec.wanted = true;
         if (opts.pinned !== undefined) rec.pinned = opts.pinned;
         rec.lastActivity = Date.now();
-        if (rec.phase === "backoff" && rec.timers.retry === undefined) await this.offer(rec);
+        if (this.stalled(rec)) await this.offer(rec);
         return;
       }
       rec = this.newRec(peer, true, opts.pinned ?? false);
       this.recs.set(peer.uid, rec);
       if (this.activeCount() > this.opts.links.maxLinks) {
-        rec.phase = "queued";
+        this.enter(rec, "queued");
         this.queue.push(peer.uid);
         this.log.info("link queued: maxLinks reached", {
           peer: peer.bareJid,
@@ -278,9 +305,7 @@ export class LinkManager extends EventEmitter {
       }
       kept = true;
       rec.peer.fullJid = null;
-      clearTimeout(rec.timers.race);
-      clearTimeout(rec.timers.upgrade);
-      rec.timers.race = rec.timers.upgrade = undefined;
+      this.stopTimer(rec, "upgrade");
       for (const a of this.attempts(rec)) if (a.state !== "connected") await this.removeAttempt(rec, a);
       this.log.info("peer offline; its link stays while the datapath keeps it connected", {
         peer: rec.peer.bareJid || peerUid,
@@ -346,7 +371,6 @@ export class LinkManager extends EventEmitter {
         const a = this.newAttempt(info.relayOnly, null, "answerer", "connected");
         a.path = info.path;
         this.setAttempt(rec, a);
-        rec.phase = "connected";
         rec.upSince = Date.now();
         rec.counters = activity(info);
         rec.unannounced = true;
@@ -392,7 +416,7 @@ export class LinkManager extends EventEmitter {
           const wasActive = wasUp || this.attempts(rec).length > 0;
           // A link we cannot signal (peer offline) is left to the datapath's liveness, unless it is gone.
           if (!datapathLost && !(wasActive && rec.peer.fullJid)) return;
-          this.clearTimers(rec, true);
+          this.clearTimers(rec);
           if (datapathLost) rec.full = rec.relay = null;
           if (wasUp) this.emitDown(rec, reason);
           if (!rec.peer.fullJid || (!rec.wanted && !wasActive)) {
@@ -400,7 +424,7 @@ export class LinkManager extends EventEmitter {
             return;
           }
           rec.attempt = 0;
-          rec.phase = "backoff";
+          this.enter(rec, "backoff");
           if (wasActive) await this.offer(rec);
           else await this.begin(rec);
         }),
@@ -441,14 +465,8 @@ export class LinkManager extends EventEmitter {
   private async begin(rec: Rec): Promise<void> {
     if (rec.pinned && this.self > rec.peer.uid && rec.attempt === 0 && rec.phase !== "waiting") {
       // Proactive: the smaller UID offers. Wait for its offer, but not forever.
-      rec.phase = "waiting";
-      const ms = this.opts.links.setupTimeoutSec * 1000;
-      rec.timers.retry = setTimeout(() => {
-        rec.timers.retry = undefined;
-        void this.run(rec.peer.uid, async () => {
-          if (this.recs.get(rec.peer.uid) === rec && rec.phase === "waiting") await this.offer(rec);
-        });
-      }, ms);
+      this.enter(rec, "waiting");
+      this.arm(rec, "wait", this.opts.links.setupTimeoutSec * 1000, () => this.offer(rec));
       return;
     }
     await this.offer(rec);
@@ -456,10 +474,10 @@ export class LinkManager extends EventEmitter {
 
   /** A fresh setup of the link: whatever exists is removed, then a direct attempt (raced by the relay). */
   private async offer(rec: Rec): Promise<void> {
-    this.clearTimers(rec, false);
+    this.clearTimers(rec);
     for (const a of this.attempts(rec)) await this.removeAttempt(rec, a);
     if (!rec.peer.fullJid) {
-      rec.phase = "backoff"; // peer not online: ensureLink/updatePeer restarts it
+      this.enter(rec, "backoff"); // peer not online: stalled until ensureLink/updatePeer restarts it
       return;
     }
     await this.offerAttempt(rec, false);
@@ -503,15 +521,11 @@ export class LinkManager extends EventEmitter {
   private armRace(rec: Rec): void {
     if (!this.opts.hasTurn || rec.relay || rec.phase === "connected" || rec.timers.race) return;
     const delay = rec.relayNeeded ? 0 : this.opts.links.relayFallbackSec * 1000;
-    rec.timers.race = setTimeout(() => {
-      rec.timers.race = undefined;
-      void this.run(rec.peer.uid, async () => {
-        if (this.recs.get(rec.peer.uid) !== rec || rec.phase === "connected" || rec.relay || !rec.full)
-          return;
-        this.log.info("racing a relay-only attempt against the direct one", { peer: rec.peer.bareJid });
-        await this.offerAttempt(rec, true);
-      });
-    }, delay);
+    this.arm(rec, "race", delay, async () => {
+      if (rec.relay || !rec.full) return;
+      this.log.info("racing a relay-only attempt against the direct one", { peer: rec.peer.bareJid });
+      await this.offerAttempt(rec, true);
+    });
   }
 
   private armSetupTimer(rec: Rec, a: Attempt): void {
@@ -569,25 +583,20 @@ export class LinkManager extends EventEmitter {
       this.settle(rec);
       return;
     }
-    this.clearTimers(rec, false);
     if (rec.wanted) this.scheduleRetry(rec);
     else this.forget(rec);
   }
 
   private scheduleRetry(rec: Rec): void {
-    rec.phase = "backoff";
+    this.enter(rec, "backoff");
     rec.attempt++;
     rec.handshakeRetries = 0;
     const base = Math.min(this.opts.maxBackoffMs ?? 60_000, 1000 * 2 ** (rec.attempt - 1));
     const delay = Math.round(base * (0.9 + 0.2 * Math.random()));
     this.log.debug("link retry scheduled", { peer: rec.peer.bareJid, attempt: rec.attempt, inMs: delay });
-    rec.timers.retry = setTimeout(() => {
-      rec.timers.retry = undefined;
-      void this.run(rec.peer.uid, async () => {
-        if (this.recs.get(rec.peer.uid) === rec && rec.phase === "backoff" && rec.wanted)
-          await this.offer(rec);
-      });
-    }, delay);
+    this.arm(rec, "retry", delay, async () => {
+      if (rec.wanted) await this.offer(rec);
+    });
   }
 
   // ---- the link's transports -----------------------------------------------------------------------
@@ -602,20 +611,14 @@ export class LinkManager extends EventEmitter {
   private settle(rec: Rec): void {
     const carrier = this.carrier(rec);
     if (!carrier) return;
-    rec.phase = "connected";
+    if (rec.phase !== "connected") this.enter(rec, "connected");
     const other = carrier === rec.full ? rec.relay : rec.full;
     if (other?.state === "connected") {
-      if (!rec.timers.overlap) {
-        rec.timers.overlap = setTimeout(() => {
-          rec.timers.overlap = undefined;
-          void this.run(rec.peer.uid, () => this.removeWorse(rec));
-        }, OVERLAP_MS);
-      }
+      if (!rec.timers.overlap) this.arm(rec, "overlap", OVERLAP_MS, () => this.removeWorse(rec));
       return;
     }
     if (!isRelayed(carrier)) {
-      clearTimeout(rec.timers.upgrade);
-      rec.timers.upgrade = undefined;
+      this.stopTimer(rec, "upgrade");
       rec.upgrades = 0;
       if (other) {
         // No bye: the peer removes its own when its direct transport connects (a bye could reach it
@@ -632,10 +635,7 @@ export class LinkManager extends EventEmitter {
       const cap = this.opts.maxUpgradeBackoffMs ?? 300_000;
       const delay = Math.min(cap, FIRST_UPGRADE_MS * 2 ** rec.upgrades);
       this.log.debug("direct re-attempt scheduled", { peer: rec.peer.bareJid, inMs: delay });
-      rec.timers.upgrade = setTimeout(() => {
-        rec.timers.upgrade = undefined;
-        void this.run(rec.peer.uid, () => this.tryDirect(rec));
-      }, delay);
+      this.arm(rec, "upgrade", delay, () => this.tryDirect(rec));
     }
   }
 
@@ -719,17 +719,13 @@ export class LinkManager extends EventEmitter {
       if (existing?.state === "offering")
         this.log.debug("glare: the peer's offer wins (smaller UID)", { peer: peer.bareJid });
       this.updatePeerOf(rec, peer);
-      clearTimeout(rec.timers.retry);
-      rec.timers.retry = undefined;
+      this.stopTimer(rec, "wait");
+      this.stopTimer(rec, "retry");
       if (rec.phase === "queued") this.queue.splice(this.queue.indexOf(peer.uid), 1);
       if (existing) {
         await this.removeAttempt(rec, existing);
-        if (existing.state === "connected" && !this.carrier(rec)) {
-          for (const t of [rec.timers.upgrade, rec.timers.overlap, rec.timers.grace]) clearTimeout(t);
-          rec.timers.upgrade = rec.timers.overlap = rec.timers.grace = undefined;
-          this.emitDown(rec, "peer set the link up again");
-          rec.phase = "backoff";
-        }
+        if (existing.state === "connected" && !this.carrier(rec))
+          this.emitDown(rec, "peer set the link up again"); // -> backoff, the connected timers cleared
       }
     }
     const early = this.takeEarly(peer.uid, s.setup);
@@ -745,8 +741,7 @@ export class LinkManager extends EventEmitter {
         description: s.description,
         relayOnly: s.relayOnly,
       });
-      this.advance(rec, a, "connecting");
-      a.remoteApplied = true;
+      const held = this.remoteApplied(rec, a);
       await this.opts.signals.sendSignal(peer.fullJid ?? "", {
         type: "answer",
         from: this.self,
@@ -754,7 +749,7 @@ export class LinkManager extends EventEmitter {
         setup: s.setup,
         description,
       });
-      await this.flushRemote(rec, a);
+      for (const c of held) await this.addCandidate(rec, a, c);
     } catch (err) {
       this.log.warn("accepting a link failed", { peer: peer.bareJid, error: (err as Error).message });
       await this.attemptFailed(rec, a, "accept failed", true);
@@ -774,9 +769,7 @@ export class LinkManager extends EventEmitter {
         description: s.description,
         relayOnly: a.relayOnly,
       });
-      this.advance(rec, a, "connecting");
-      a.remoteApplied = true;
-      await this.flushRemote(rec, a);
+      for (const c of this.remoteApplied(rec, a)) await this.addCandidate(rec, a, c);
     } catch (err) {
       this.log.warn("completing a link failed", { peer: rec.peer.bareJid, error: (err as Error).message });
       await this.attemptFailed(rec, a, "complete failed", true);
@@ -800,7 +793,7 @@ export class LinkManager extends EventEmitter {
       if (e.cands.length < MAX_PENDING_CANDIDATES) e.cands.push(cand);
       return;
     }
-    if (!a.remoteApplied) {
+    if (a.pendingRemote) {
       if (a.pendingRemote.length < MAX_PENDING_CANDIDATES) a.pendingRemote.push(cand);
       return;
     }
@@ -828,10 +821,12 @@ export class LinkManager extends EventEmitter {
     await this.attemptFailed(rec, a, `peer: ${s.reason ?? "bye"}`, false);
   }
 
-  private async flushRemote(rec: Rec, a: Attempt): Promise<void> {
-    const pending = a.pendingRemote;
-    a.pendingRemote = [];
-    for (const c of pending) await this.addCandidate(rec, a, c);
+  /** The peer's description is applied: the attempt is `connecting`; returns the candidates it held. */
+  private remoteApplied(rec: Rec, a: Attempt): Candidate[] {
+    this.advance(rec, a, "connecting");
+    const held = a.pendingRemote ?? [];
+    a.pendingRemote = null;
+    return held;
   }
 
   private async addCandidate(rec: Rec, a: Attempt, c: Candidate): Promise<void> {
@@ -882,11 +877,11 @@ export class LinkManager extends EventEmitter {
       if (!rec || !a) return;
       switch (p.state) {
         case "connected":
-          if (a === this.carrier(rec)) this.clearGrace(rec);
+          if (a === this.carrier(rec)) this.stopTimer(rec, "grace");
           return this.onAttemptConnected(rec, a, p.path ?? null);
         case "failed":
-          a.failed = true;
           if (a.state === "connected") return this.transportLost(rec, a, "link failed");
+          a.state = "failed";
           return this.onAttemptFailed(rec, a, p.reason);
         case "disconnected":
           if (a.state !== "connected") return;
@@ -895,14 +890,11 @@ export class LinkManager extends EventEmitter {
             return this.transportLost(rec, a, "link disconnected");
           }
           if (!rec.timers.grace) {
-            rec.timers.grace = setTimeout(() => {
-              rec.timers.grace = undefined;
-              void this.run(rec.peer.uid, async () => {
-                if (this.recs.get(rec.peer.uid) !== rec || this.attemptOf(rec, a.relayOnly) !== a) return;
-                this.log.info("link disconnected and did not recover", { peer: rec.peer.bareJid });
-                await this.transportLost(rec, a, "link disconnected");
-              });
-            }, this.opts.disconnectGraceMs ?? 5000);
+            this.arm(rec, "grace", this.opts.disconnectGraceMs ?? 5000, async () => {
+              if (this.attemptOf(rec, a.relayOnly) !== a) return;
+              this.log.info("link disconnected and did not recover", { peer: rec.peer.bareJid });
+              await this.transportLost(rec, a, "link disconnected");
+            });
           }
           return;
         case "closed":
@@ -926,10 +918,7 @@ export class LinkManager extends EventEmitter {
     a.state = "connected";
     if (a.relayOnly) rec.relayNeeded = true;
     if (rec.phase !== "connected") {
-      clearTimeout(rec.timers.race);
-      clearTimeout(rec.timers.retry);
-      rec.timers.race = rec.timers.retry = undefined;
-      rec.phase = "connected";
+      this.enter(rec, "connected");
       rec.attempt = 0;
       rec.handshakeRetries = 0;
       rec.upSince = Date.now();
@@ -971,8 +960,7 @@ export class LinkManager extends EventEmitter {
   private async raceNow(rec: Rec, why: string): Promise<boolean> {
     if (!this.opts.hasTurn) return false;
     if (rec.relay) return true; // under way already
-    clearTimeout(rec.timers.race);
-    rec.timers.race = undefined;
+    this.stopTimer(rec, "race");
     this.log.info("direct link setup failed; starting the relay-only attempt now", {
       peer: rec.peer.bareJid,
       why,
@@ -990,7 +978,7 @@ export class LinkManager extends EventEmitter {
     const wasCarrier = a === this.carrier(rec);
     await this.removeAttempt(rec, a);
     if (this.carrier(rec)) {
-      if (wasCarrier) this.clearGrace(rec);
+      if (wasCarrier) this.stopTimer(rec, "grace");
       this.log.info("a transport of the link closed; the other carries it", {
         peer: rec.peer.bareJid,
         reason,
@@ -998,7 +986,7 @@ export class LinkManager extends EventEmitter {
       this.settle(rec);
       return;
     }
-    this.clearTimers(rec, true);
+    this.clearTimers(rec);
     for (const other of this.attempts(rec)) {
       if (other.setup) await this.sendBye(rec.peer, other.setup, reason);
       await this.removeAttempt(rec, other);
@@ -1037,8 +1025,8 @@ export class LinkManager extends EventEmitter {
         if (found.length === 0) {
           void this.run(rec.peer.uid, async () => {
             if (this.recs.get(rec.peer.uid) !== rec || rec.phase !== "connected") return;
+            this.clearTimers(rec);
             rec.full = rec.relay = null;
-            this.clearTimers(rec, true);
             this.emitDown(rec, "link vanished from the datapath");
             this.retryOrForget(rec);
           });
@@ -1076,7 +1064,7 @@ export class LinkManager extends EventEmitter {
   private async drop(uid: string, reason: string, sayBye: boolean): Promise<void> {
     const rec = this.recs.get(uid);
     if (!rec) return;
-    this.clearTimers(rec, true);
+    this.clearTimers(rec);
     const wasUp = rec.phase === "connected";
     for (const a of this.attempts(rec)) {
       if (sayBye && a.setup) await this.sendBye(rec.peer, a.setup, reason);
@@ -1088,7 +1076,7 @@ export class LinkManager extends EventEmitter {
 
   private forget(rec: Rec): void {
     if (this.recs.get(rec.peer.uid) !== rec) return;
-    this.clearTimers(rec, true);
+    this.clearTimers(rec);
     this.recs.delete(rec.peer.uid);
     const qi = this.queue.indexOf(rec.peer.uid);
     if (qi >= 0) this.queue.splice(qi, 1);
@@ -1099,7 +1087,7 @@ export class LinkManager extends EventEmitter {
 
   /** The peer's setup of this transport is in progress, younger than MIN_REPLACE_MS and not failed. */
   private setupTooRecent(a: Attempt | null): boolean {
-    if (!a || a.failed || (a.state !== "answering" && a.state !== "connecting")) return false;
+    if (!a || (a.state !== "answering" && a.state !== "connecting")) return false;
     return Date.now() - a.startedAt < MIN_REPLACE_MS;
   }
 
@@ -1109,12 +1097,11 @@ export class LinkManager extends EventEmitter {
       const uid = this.queue.shift() as string;
       void this.run(uid, async () => {
         const rec = this.recs.get(uid);
-        if (rec?.phase === "backoff" && this.attempts(rec).length === 0 && rec.timers.retry === undefined)
-          await this.begin(rec);
+        if (rec && this.stalled(rec) && this.attempts(rec).length === 0) await this.begin(rec);
       });
       // begin() runs later; count it now so the loop does not start too many.
       const rec = this.recs.get(uid);
-      if (rec?.phase === "queued") rec.phase = "backoff";
+      if (rec?.phase === "queued") this.enter(rec, "backoff");
     }
   }
 
@@ -1154,7 +1141,7 @@ export class LinkManager extends EventEmitter {
   private emitDown(rec: Rec, reason: string): void {
     this.log.info("link down", { peer: rec.peer.bareJid || rec.peer.uid, reason });
     rec.upSince = null;
-    if (rec.phase === "connected") rec.phase = "backoff";
+    if (rec.phase === "connected") this.enter(rec, "backoff");
     if (rec.unannounced) return;
     this.emit("link-down", { ...this.event(rec), reason });
   }
@@ -1172,15 +1159,9 @@ export class LinkManager extends EventEmitter {
     }
     // Back online while its link stayed up: direct re-attempts of a relayed link may go on.
     if (rec.phase === "connected" && rec.peer.fullJid) this.settle(rec);
-    if (rec.phase === "backoff" && rec.timers.retry === undefined && rec.wanted && rec.peer.fullJid) {
+    if (this.stalled(rec) && rec.wanted && rec.peer.fullJid) {
       void this.run(rec.peer.uid, async () => {
-        if (
-          this.recs.get(rec.peer.uid) === rec &&
-          rec.phase === "backoff" &&
-          rec.timers.retry === undefined
-        ) {
-          await this.offer(rec);
-        }
+        if (this.recs.get(rec.peer.uid) === rec && this.stalled(rec)) await this.offer(rec);
       });
     }
   }
@@ -1205,37 +1186,35 @@ export class LinkManager extends EventEmitter {
     };
   }
 
-  private newAttempt(
+  private newAttempt<S extends Attempt["state"]>(
     relayOnly: boolean,
     setup: string | null,
     role: Attempt["role"],
-    state: Attempt["state"],
-  ): Attempt {
+    state: S,
+  ): Attempt & { state: S } {
     return {
       relayOnly,
       setup,
       role,
       state,
-      remoteApplied: false,
       pendingRemote: [],
       path: null,
       startedAt: Date.now(),
-      failed: false,
     };
   }
 
   /** Adds a transport's attempt; a link not yet connected takes the attempt's phase. */
-  private setAttempt(rec: Rec, a: Attempt): void {
+  private setAttempt(rec: Rec, a: Attempt & { state: "offering" | "answering" | "connected" }): void {
     if (a.relayOnly) rec.relay = a;
     else rec.full = a;
-    if (rec.phase !== "connected") rec.phase = a.state;
+    if (rec.phase !== "connected") this.enter(rec, a.state);
   }
 
   /** An attempt's setup moved on; so does the phase of a link not yet connected. */
-  private advance(rec: Rec, a: Attempt, state: Attempt["state"]): void {
+  private advance(rec: Rec, a: Attempt, state: "connecting"): void {
     if (a.state === "connected") return;
     a.state = state;
-    if (rec.phase !== "connected" && this.attemptOf(rec, a.relayOnly) === a) rec.phase = state;
+    if (rec.phase !== "connected" && this.attemptOf(rec, a.relayOnly) === a) this.enter(rec, state);
   }
 
   private attemptOf(rec: Rec, relayOnly: boolean): Attempt | null {
@@ -1265,21 +1244,48 @@ export class LinkManager extends EventEmitter {
     return (a === rec.full ? rec.relay : rec.full)?.state === "connected";
   }
 
-  private clearGrace(rec: Rec): void {
-    clearTimeout(rec.timers.grace);
-    rec.timers.grace = undefined;
+  // ---- phases and timers (the table at the top of the file) -----------------------------------------
+
+  /** Sets the link's phase (the one place it changes); the timers the new phase does not own stop. */
+  private enter(rec: Rec, phase: LinkPhase): void {
+    const owned = PHASE_TIMERS[phase];
+    for (const t of LINK_TIMERS) if (!owned.includes(t)) this.stopTimer(rec, t);
+    rec.phase = phase;
   }
 
-  /** Clears the link's timers and its attempts' setup timers; `all` also the disconnect grace. */
-  private clearTimers(rec: Rec, all: boolean): void {
-    const t = rec.timers;
-    for (const timer of [t.retry, t.race, t.upgrade, t.overlap]) clearTimeout(timer);
-    t.retry = t.race = t.upgrade = t.overlap = undefined;
+  /**
+   * Arms one of the link's timers; the current phase must own it. `fire` runs in the peer's queue,
+   * and only while the record is current and still in a phase that owns the timer.
+   */
+  private arm(rec: Rec, timer: LinkTimer, ms: number, fire: () => Promise<void>): void {
+    if (!PHASE_TIMERS[rec.phase].includes(timer))
+      throw new Error(`link timer ${timer} armed in phase ${rec.phase}`);
+    clearTimeout(rec.timers[timer]);
+    rec.timers[timer] = setTimeout(() => {
+      rec.timers[timer] = undefined;
+      void this.run(rec.peer.uid, async () => {
+        if (this.recs.get(rec.peer.uid) === rec && PHASE_TIMERS[rec.phase].includes(timer)) await fire();
+      });
+    }, ms);
+  }
+
+  private stopTimer(rec: Rec, timer: LinkTimer): void {
+    clearTimeout(rec.timers[timer]);
+    rec.timers[timer] = undefined;
+  }
+
+  /** Stops every timer of the link and its attempts' setup timers. */
+  private clearTimers(rec: Rec): void {
+    for (const t of LINK_TIMERS) this.stopTimer(rec, t);
     for (const a of this.attempts(rec)) {
       clearTimeout(a.setupTimer);
       a.setupTimer = undefined;
     }
-    if (all) this.clearGrace(rec);
+  }
+
+  /** In backoff with no retry scheduled: the peer was offline, or the link was not started yet. */
+  private stalled(rec: Rec): boolean {
+    return rec.phase === "backoff" && rec.timers.retry === undefined;
   }
 
   /** Runs `fn` after everything queued for this peer; errors are logged, never thrown to callers. */

@@ -126,7 +126,7 @@ describe("XmppSession login", () => {
   });
 });
 
-describe("@xmpp/connection (patched, patches/)", () => {
+describe("@xmpp/connection (patched, xmpp-patches.ts)", () => {
   it("ignores socket data that arrives after the stream parser is gone", () => {
     // disconnect() detaches the parser when closing the stream times out, and the socket may still
     // deliver data: unpatched, that throws from the socket's data handler and kills the process.

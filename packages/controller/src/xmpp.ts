@@ -1,8 +1,5 @@
-import { pbkdf2 } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { readFileSync } from "node:fs";
-import { rootCertificates } from "node:tls";
-import { promisify } from "node:util";
 import {
   describeIssues,
   MAX_SIGNAL_BYTES,
@@ -14,6 +11,7 @@ import {
 import { type Client, client, type Element, jid as parseJid, xml } from "@xmpp/client";
 import type { RosterItem, Subscription } from "./admission.js";
 import type { Log } from "./logger.js";
+import { patchClient } from "./xmpp-patches.js";
 
 const NS_ROSTER = "jabber:iq:roster";
 const NS_PING = "urn:xmpp:ping";
@@ -344,8 +342,7 @@ export class XmppSession extends EventEmitter implements SignalSender {
       ...(opts.resource ? { resource: opts.resource } : {}),
     });
     x.reconnect.stop(); // we reconnect ourselves, on a fresh client
-    if (this.caPem) trustCa(x, this.caPem, opts.domain);
-    useNativeScramKeyDerivation(x);
+    patchClient(x, { domain: opts.domain, caPem: this.caPem });
     if (x.streamManagement) x.streamManagement.requestAckInterval = this.pingIntervalMs;
     this.wire(x);
     return x;
@@ -561,91 +558,6 @@ function describeError(err: Error): string {
   const condition = (err as Error & { condition?: unknown }).condition;
   const text = err.message || (typeof condition === "string" ? condition : "") || err.name;
   return text.length > 200 ? `${text.slice(0, 200)}...` : text;
-}
-
-/**
- * Trusts a private CA for this server name, without turning verification off.
- * @xmpp/starttls upgrades with `tls.connect({socket, host: domain})` and takes no TLS options,
- * so the TLS socket class of @xmpp/tls (used by STARTTLS and by direct TLS) gets `ca` added
- * for connections to this domain. Direct TLS (xmpps://) dials the service host, so its
- * transport also names the domain as the TLS server name. @xmpp's own STARTTLS step runs
- * unchanged (an earlier version answered STARTTLS itself, and a timed-out attempt there could
- * leave the next login with two SASL exchanges on one stream).
- */
-function trustCa(x: Client, caPem: string, domain: string): void {
-  const ca = [...rootCertificates, caPem];
-  type TlsTransport = new () => { socketParameters(s: string): Record<string, unknown> | undefined };
-  const tlsTransport = x.transports.find((t) => {
-    try {
-      return t.prototype.socketParameters("xmpps://localhost:5223") !== undefined;
-    } catch {
-      return false;
-    }
-  });
-  if (!tlsTransport) throw new Error("@xmpp/client has no TLS transport");
-  addCaForServerName(tlsTransport.prototype.Socket as TlsSocketClass, domain, ca);
-  const Base = tlsTransport as unknown as TlsTransport;
-  class CaTlsTransport extends Base {
-    override socketParameters(s: string) {
-      const p = super.socketParameters(s);
-      return p && { ...p, servername: domain };
-    }
-  }
-  x.transports.unshift(CaTlsTransport as unknown as (typeof x.transports)[number]);
-}
-
-const pbkdf2Async = promisify(pbkdf2);
-/** More than any server uses (prosody: 10000); a bound on the work a server can ask of us. */
-const MAX_SCRAM_ITERATIONS = 1_000_000;
-
-interface ScramState {
-  _stage: string;
-  _salt?: Uint8Array;
-  _iterationCount?: number;
-}
-type ScramClass = new () => ScramState & { response(cred: Record<string, unknown>): unknown };
-
-/**
- * SCRAM-SHA-1's key derivation (PBKDF2-HMAC-SHA1, thousands of HMACs) by Node's native crypto off
- * the event loop: sasl-scram-sha-1 runs it as a loop of WebCrypto calls, ~1.4 s of CPU per login
- * here, which made 20 controllers starting together time out. The result goes in through the
- * library's own cached-credentials input (`salt` + `saltedPassword`), so the protocol stays its.
- */
-function useNativeScramKeyDerivation(x: Client): void {
-  const factory = (x as unknown as { saslFactory?: { _mechs?: { name: string; mech: ScramClass }[] } })
-    .saslFactory;
-  const entry = factory?._mechs?.find((m) => m.name === "SCRAM-SHA-1");
-  if (!entry) return;
-  const Base = entry.mech;
-  entry.mech = class NativeScramSha1 extends Base {
-    override async response(cred: Record<string, unknown>): Promise<unknown> {
-      const { _salt: salt, _iterationCount: iterations } = this;
-      if (this._stage !== "challenge" || typeof cred.password !== "string" || !salt || !iterations) {
-        return super.response(cred);
-      }
-      if (!Number.isInteger(iterations) || iterations < 1 || iterations > MAX_SCRAM_ITERATIONS)
-        throw new Error(`SCRAM: the server asked for ${iterations} iterations`);
-      const saltedPassword = new Uint8Array(await pbkdf2Async(cred.password, salt, iterations, 20, "sha1"));
-      return super.response({ ...cred, salt, saltedPassword });
-    }
-  };
-}
-
-type TlsSocketClass = { prototype: { connect(options: Record<string, unknown>): void } };
-const caByServerName = new Map<string, string[]>();
-const patchedSocketClasses = new WeakSet<object>();
-
-/** Makes the @xmpp/tls socket class verify connections to `serverName` against `ca`. */
-function addCaForServerName(Socket: TlsSocketClass, serverName: string, ca: string[]): void {
-  caByServerName.set(serverName.toLowerCase(), ca);
-  if (patchedSocketClasses.has(Socket)) return;
-  patchedSocketClasses.add(Socket);
-  const connect = Socket.prototype.connect;
-  Socket.prototype.connect = function (this: unknown, options: Record<string, unknown>) {
-    const name = String(options.servername ?? options.host ?? "").toLowerCase();
-    const trusted = caByServerName.get(name);
-    return connect.call(this, trusted ? { ...options, servername: name, ca: trusted } : options);
-  };
 }
 
 function sameTincan(a: PresenceTincan, b: PresenceTincan): boolean {
