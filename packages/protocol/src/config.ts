@@ -1,7 +1,11 @@
 import { z } from "zod";
 import { HostPort, Ipv4Cidr, Ipv6Cidr, LogLevel } from "./common.js";
 
-const Log = z.strictObject({ level: LogLevel.default("info") }).default({ level: "info" });
+/**
+ * Sections whose keys all have defaults are optional: `.prefault({})` parses a missing section as `{}`,
+ * so each default is written once, on its key.
+ */
+const Log = z.strictObject({ level: LogLevel.default("info") }).prefault({});
 
 export const DEFAULT_RPC = "127.0.0.1:5800";
 export const DEFAULT_TOKEN_FILE = "/run/tincan/tincan.token";
@@ -29,12 +33,6 @@ const Datapath = z.strictObject({
   /** When the datapath hangs: end it by PID (SIGKILL) so that its supervisor restarts it. */
   restartOnHang: z.boolean().default(false),
 });
-const DATAPATH_DEFAULTS = {
-  rpc: DEFAULT_RPC,
-  tokenFile: DEFAULT_TOKEN_FILE,
-  watchdogSec: 30,
-  restartOnHang: false,
-};
 
 const Xmpp = z
   .strictObject({
@@ -68,7 +66,7 @@ const Ice = z
     stun: z.array(z.string().regex(/^stun:/, 'must start with "stun:"')).default([]),
     turn: z.array(Turn).default([]),
   })
-  .default({ stun: [], turn: [] });
+  .prefault({});
 
 const Links = z
   .strictObject({
@@ -83,13 +81,7 @@ const Links = z
     /** Seconds a setup may take before it is abandoned and retried with backoff. */
     setupTimeoutSec: z.number().min(1).default(10),
   })
-  .default({
-    policy: "on-demand",
-    maxLinks: 64,
-    idleTimeoutSec: 300,
-    relayFallbackSec: 0.3,
-    setupTimeoutSec: 10,
-  });
+  .prefault({});
 
 const Vnic = z.strictObject({
   name: z.string().min(1).max(15).default("tincan0"),
@@ -99,7 +91,7 @@ const Vnic = z.strictObject({
 });
 
 const ControllerBase = {
-  datapath: Datapath.default(DATAPATH_DEFAULTS),
+  datapath: Datapath.prefault({}),
   xmpp: Xmpp,
   vnic: Vnic,
   ice: Ice,
@@ -122,7 +114,7 @@ export const SocialVpnConfig = z
           .default("svpn"),
         listen: HostPort.default("127.0.0.53:5353"),
       })
-      .default({ suffix: "svpn", listen: "127.0.0.53:5353" }),
+      .prefault({}),
   })
   .superRefine((c, ctx) => {
     // SocialVPN derives the IPv6 address from the UID (one overlay-wide ULA /64), so it is not configured.
