@@ -90,21 +90,24 @@ const Vnic = z.strictObject({
   mtu: z.number().int().min(576).max(9000).default(1280),
 });
 
-const ControllerBase = {
+/**
+ * The keys every controller has (what the controller core reads). A controller's config schema is
+ * `ControllerConfig.extend({ ...its own keys })` in its own file (e.g. groupvpn-config.ts).
+ */
+export const ControllerConfig = z.strictObject({
   datapath: Datapath.prefault({}),
   xmpp: Xmpp,
   vnic: Vnic,
   ice: Ice,
   links: Links,
   log: Log,
-};
+});
+export type ControllerConfig = z.infer<typeof ControllerConfig>;
 
-export const GroupVpnConfig = z.strictObject({ ...ControllerBase, group: z.string().min(1) });
-export type GroupVpnConfig = z.infer<typeof GroupVpnConfig>;
-
+/** socialvpn.json: the core keys (spread as ControllerConfig.extend() does) and SocialVPN's own. */
 export const SocialVpnConfig = z
   .strictObject({
-    ...ControllerBase,
+    ...ControllerConfig.shape,
     stateFile: z.string().min(1).optional(),
     dns: z
       .strictObject({
