@@ -15,7 +15,7 @@ const HELP = `Usage: tincan [--config FILE] [--rpc 127.0.0.1:5800] [--token-file
 Runs the TinCan datapath in the foreground: owns the vNIC (TUN) and the peer links, and takes
 orders from a controller over JSON-RPC on a loopback UDP port.
 
-  --config FILE       JSON config ({ "rpc", "tokenFile", "maxLinks", "log": { "level" } }); flags override it
+  --config FILE       JSON config ({ "rpc", "tokenFile", "maxLinks", "log": { "level" }, "tune" }); flags override it
   --rpc HOST:PORT     RPC address on 127.0.0.0/8 (default 127.0.0.1:5800)
   --token-file FILE   where the secret RPC token is written, mode 0600 (default /run/tincan/tincan.token)
   --log-level LEVEL   error | warn | info | debug (default info)
@@ -68,6 +68,7 @@ function loadConfig(): TincanConfig {
       rpc: args.rpc as string | undefined,
       tokenFile: args["token-file"] as string | undefined,
       logLevel: args["log-level"] as string | undefined,
+      tune: process.env.TINCAN_TUNE,
     });
   } catch (err) {
     if (err instanceof TincanConfigError) fail(err.message);
@@ -79,8 +80,8 @@ async function main(): Promise<void> {
   const config = loadConfig();
   const log = createLogger(config.log.level, "tincan");
   const endpointFile = `${config.tokenFile}.controller`;
-  // Benchmark knobs, not configuration: TINCAN_SCTP = libdatachannel SctpSettings (JSON),
-  // TINCAN_TUNE = DatapathOptions overrides (JSON), e.g. {"rtp":false,"offload":false}.
+  // Benchmark knobs, not configuration: TINCAN_SCTP = libdatachannel SctpSettings (JSON). TINCAN_TUNE
+  // (JSON, e.g. {"rtp":false,"offload":false}) overrides the config's `tune` in loadTincanConfig.
   const sctp = envJson("TINCAN_SCTP");
   if (sctp) configureSctp(sctp as Parameters<typeof configureSctp>[0]);
   let rpc: RpcServer | null = null;
@@ -89,7 +90,7 @@ async function main(): Promise<void> {
     logger: log,
     notify: (method, params) => rpc?.notify(method, params),
     maxLinks: config.maxLinks,
-    ...(envJson("TINCAN_TUNE") ?? {}),
+    ...config.tune,
   });
   let token: string;
   try {

@@ -16,12 +16,122 @@ const LoopbackHostPort = HostPort.refine(
   "the RPC address must be on 127.0.0.0/8",
 );
 
+/**
+ * The datapath's tuning knobs (the `tune` section of tincan.json, overridden by the TINCAN_TUNE
+ * environment variable for experiments): for benchmarks and experiments, the defaults are what ships.
+ */
+export const DatapathTune = z.strictObject({
+  underlayMtu: z
+    .number()
+    .int()
+    .min(1280)
+    .max(9000)
+    .default(1400)
+    .describe(
+      "UDP payload size links may use on the underlay (sizes DTLS records, RTP frames and SCTP packets)",
+    ),
+  maxFrameBytes: z
+    .number()
+    .int()
+    .min(1280)
+    .max(262_144)
+    .default(16_384)
+    .describe(
+      "largest frame carrying several packets on a link (data channel; the track takes one datagram)",
+    ),
+  linkQueuePackets: z
+    .number()
+    .int()
+    .min(1)
+    .max(65_536)
+    .default(64)
+    .describe("packets held per link while it connects"),
+  maxBufferedBytes: z
+    .number()
+    .int()
+    .min(1024)
+    .max(1 << 30)
+    .default(1 << 20)
+    .describe(
+      "bytes waiting in a data-channel link's send buffer above which packets are dropped (backpressure)",
+    ),
+  hopLimit: z
+    .number()
+    .int()
+    .min(1)
+    .max(255)
+    .default(4)
+    .describe("hop limit of the frames this datapath sends; each transit node decrements it"),
+  offload: z.boolean().default(true).describe("ask the vNIC for checksum and TCP segmentation offload"),
+  rtp: z
+    .boolean()
+    .default(true)
+    .describe(
+      "offer links as a media track carrying frames as RTP packets, no SCTP; false: offer data channels over SCTP (either kind of offer is accepted)",
+    ),
+  silenceMs: z
+    .number()
+    .min(2000)
+    .max(3_600_000)
+    .default(10_000)
+    .describe(
+      "a connected peer not heard from (probes included) for this long (ms) is reported disconnected",
+    ),
+  rxQueueMs: z
+    .number()
+    .min(0)
+    .max(1000)
+    .default(2)
+    .describe(
+      "CoDel target of the receive queue (ms): the least queueing delay above which RTP frames are dropped (0: never); links raise it to a tenth of their interval",
+    ),
+  rxIntervalMs: z
+    .number()
+    .positive()
+    .max(1000)
+    .default(20)
+    .describe(
+      "least CoDel interval of the receive queue (ms); links use it plus their path's RTT, up to 100",
+    ),
+  txQueueMs: z
+    .number()
+    .min(0)
+    .max(1000)
+    .default(5)
+    .describe(
+      "CoDel target of the send queue between the vNIC and the links (ms; 0: no send queue, packets the datapath cannot send yet wait in the TUN device, unseen)",
+    ),
+  txIntervalMs: z
+    .number()
+    .positive()
+    .max(10_000)
+    .default(100)
+    .describe("CoDel interval of the send queue (ms; it should cover the RTT of the flows inside)"),
+  txQueueBytes: z
+    .number()
+    .int()
+    .min(65_536)
+    .max(1 << 30)
+    .default(2 << 20)
+    .describe("bytes the send queue holds at most"),
+  turnBytes: z
+    .number()
+    .int()
+    .min(1)
+    .default(32 << 10)
+    .describe(
+      "bytes sent per event-loop turn before the vNIC is read again; the rest waits in the send queue",
+    ),
+});
+export type DatapathTune = z.infer<typeof DatapathTune>;
+
 export const TincanConfig = z.strictObject({
   rpc: LoopbackHostPort.default(DEFAULT_RPC),
   tokenFile: z.string().min(1).default(DEFAULT_TOKEN_FILE),
   /** Links the datapath holds at most; link.create / link.accept beyond it get TooManyLinks. */
   maxLinks: z.number().int().min(1).max(65_536).default(4096),
   log: Log,
+  tune: DatapathTune.prefault({}),
 });
 export type TincanConfig = z.infer<typeof TincanConfig>;
 
