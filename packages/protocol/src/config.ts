@@ -5,7 +5,17 @@ import { HostPort, Ipv4Cidr, Ipv6Cidr, LogLevel } from "./common.js";
  * Sections whose keys all have defaults are optional: `.prefault({})` parses a missing section as `{}`,
  * so each default is written once, on its key.
  */
-const Log = z.strictObject({ level: LogLevel.default("info") }).prefault({});
+const Log = z
+  .strictObject({
+    level: LogLevel.default("info").meta({ description: "log level (no per-packet logs at any level)" }),
+  })
+  .prefault({});
+
+/** `$schema`: the file's JSON Schema (schemas/*.schema.json), for editors; ignored. */
+const SchemaRef = z
+  .string()
+  .optional()
+  .meta({ description: "the JSON Schema of this file, for editors (ignored)", "x-type": "URL or path" });
 
 export const DEFAULT_RPC = "127.0.0.1:5800";
 export const DEFAULT_TOKEN_FILE = "/run/tincan/tincan.token";
@@ -118,6 +128,7 @@ export const DatapathTune = z.strictObject({
     .number()
     .int()
     .min(1)
+    .max(1 << 30)
     .default(32 << 10)
     .describe(
       "bytes sent per event-loop turn before the vNIC is read again; the rest waits in the send queue",
@@ -126,35 +137,77 @@ export const DatapathTune = z.strictObject({
 export type DatapathTune = z.infer<typeof DatapathTune>;
 
 export const TincanConfig = z.strictObject({
-  rpc: LoopbackHostPort.default(DEFAULT_RPC),
-  tokenFile: z.string().min(1).default(DEFAULT_TOKEN_FILE),
-  /** Links the datapath holds at most; link.create / link.accept beyond it get TooManyLinks. */
-  maxLinks: z.number().int().min(1).max(65_536).default(4096),
+  $schema: SchemaRef,
+  rpc: LoopbackHostPort.default(DEFAULT_RPC).meta({
+    description: "RPC address (loopback only)",
+    "x-type": '`"127.x.y.z:port"`',
+  }),
+  tokenFile: z.string().min(1).default(DEFAULT_TOKEN_FILE).meta({
+    description:
+      "where the RPC token is written (0600); its directory must not be writable by others (unless sticky) nor owned by another user",
+    "x-type": "path",
+  }),
+  maxLinks: z.number().int().min(1).max(65_536).default(4096).meta({
+    description: "most links the datapath holds; `link.create`/`link.accept` beyond it fail with `-32011`",
+  }),
   log: Log,
   tune: DatapathTune.prefault({}),
 });
 export type TincanConfig = z.infer<typeof TincanConfig>;
 
 const Datapath = z.strictObject({
-  rpc: LoopbackHostPort.default(DEFAULT_RPC),
-  tokenFile: z.string().min(1).default(DEFAULT_TOKEN_FILE),
-  /** Seconds the datapath may leave RPCs unanswered before it counts as hung (logged, shown in status). */
-  watchdogSec: z.number().min(1).max(3600).default(30),
-  /** When the datapath hangs: end it by PID (SIGKILL) so that its supervisor restarts it. */
-  restartOnHang: z.boolean().default(false),
+  rpc: LoopbackHostPort.default(DEFAULT_RPC).meta({
+    description: "how the controller reaches its datapath: the datapath's `rpc`",
+    "x-type": '`"127.x.y.z:port"`',
+  }),
+  tokenFile: z.string().min(1).default(DEFAULT_TOKEN_FILE).meta({
+    description: "how the controller reaches its datapath: the datapath's `tokenFile`",
+    "x-type": "path",
+  }),
+  watchdogSec: z.number().min(1).max(3600).default(30).meta({
+    description:
+      "RPCs left unanswered this long (no answer to anything since the oldest was sent): the datapath counts as hung, logged (warn, with what was pending) and shown by `tincanctl status`",
+  }),
+  restartOnHang: z.boolean().default(false).meta({
+    description:
+      "when hung, end the datapath by its PID (SIGKILL) so that its supervisor restarts it; the controller then re-configures it as after any restart. Needs the controller and the datapath in one PID namespace",
+  }),
 });
 
 const Xmpp = z
   .strictObject({
-    service: z.string().regex(/^xmpps?:\/\/[^/]+$/, 'must look like "xmpp://host:5222"'),
-    domain: z.string().min(1),
-    username: z.string().min(1),
-    password: z.string().min(1).optional(),
-    passwordFile: z.string().min(1).optional(),
-    resource: z.string().min(1).max(64).optional(),
-    caFile: z.string().min(1).optional(),
-    /** Seconds between liveness pings; bounds how long a dead connection goes unnoticed (see README). */
-    pingIntervalSec: z.number().min(1).max(3600).default(60),
+    service: z
+      .string()
+      .regex(/^xmpps?:\/\/[^/]+$/, 'must look like "xmpp://host:5222"')
+      .meta({ description: "XMPP server (STARTTLS required)", "x-type": "`xmpp://host:port`" }),
+    domain: z.string().min(1).meta({ description: "the account: `username@domain`" }),
+    username: z.string().min(1).meta({ description: "the account: `username@domain`" }),
+    password: z
+      .string()
+      .min(1)
+      .optional()
+      .meta({ description: "password, inline (or `passwordFile`)", "x-default": "one of the two required" }),
+    passwordFile: z.string().min(1).optional().meta({
+      description: "password, in a file (or `password`)",
+      "x-type": "path",
+      "x-default": "one of the two required",
+    }),
+    resource: z
+      .string()
+      .min(1)
+      .max(64)
+      .optional()
+      .meta({ description: "XMPP resource", "x-default": "`tincan-<random>`" }),
+    caFile: z.string().min(1).optional().meta({
+      description: "PEM of a private CA that signed the server certificate",
+      "x-type": "path",
+      "x-default": "system CAs",
+    }),
+    pingIntervalSec: z.number().min(1).max(3600).default(60).meta({
+      description:
+        "XMPP ping every interval; unanswered after the interval (at most 15 s), the connection is dropped and logged in again. Also caps the reconnect backoff (half of it) and a login attempt (the interval, within 5-30 s): from 5 s up, logged in again within 2 intervals of the server being reachable again",
+      "x-type": "seconds, 1..3600",
+    }),
   })
   .refine((x) => (x.password === undefined) !== (x.passwordFile === undefined), {
     message: 'give exactly one of "password" or "passwordFile"',
@@ -173,31 +226,59 @@ const Turn = z
 
 const Ice = z
   .strictObject({
-    stun: z.array(z.string().regex(/^stun:/, 'must start with "stun:"')).default([]),
-    turn: z.array(Turn).default([]),
+    stun: z
+      .array(z.string().regex(/^stun:/, 'must start with "stun:"'))
+      .default([])
+      .meta({ description: "STUN servers", "x-type": '`["stun:host:port"]`' }),
+    turn: z.array(Turn).default([]).meta({
+      description: "TURN servers (relay fallback)",
+      "x-type": "`[{urls, username, credential or credentialFile}]`",
+    }),
   })
   .prefault({});
 
 const Links = z
   .strictObject({
-    policy: z.enum(["on-demand", "proactive"]).default("on-demand"),
-    maxLinks: z.number().int().min(1).max(4096).default(64),
-    idleTimeoutSec: z.number().min(1).default(300),
-    /**
-     * Seconds after which a relay-only attempt races a direct setup that has not connected yet
-     * (with TURN servers; 0: both start at once). The first to connect carries the link.
-     */
-    relayFallbackSec: z.number().min(0).default(0.3),
-    /** Seconds a setup may take before it is abandoned and retried with backoff. */
-    setupTimeoutSec: z.number().min(1).default(10),
+    policy: z
+      .enum(["on-demand", "proactive"])
+      .default("on-demand")
+      .meta({ description: "link to every online member, or on first packet" }),
+    maxLinks: z
+      .number()
+      .int()
+      .min(1)
+      .max(4096)
+      .default(64)
+      .meta({ description: "most links at once (more wait in a queue)" }),
+    idleTimeoutSec: z
+      .number()
+      .min(1)
+      .default(300)
+      .meta({ description: "on-demand links idle this long are trimmed", "x-type": "seconds" }),
+    relayFallbackSec: z.number().min(0).default(0.3).meta({
+      description:
+        "with TURN servers, a relay-only attempt races a direct setup not connected by then (0: both at once); the first to connect carries the link",
+      "x-type": "seconds",
+    }),
+    setupTimeoutSec: z
+      .number()
+      .min(1)
+      .default(10)
+      .meta({ description: "a setup not done by then is retried with backoff", "x-type": "seconds" }),
   })
   .prefault({});
 
 const Vnic = z.strictObject({
-  name: z.string().min(1).max(15).default("tincan0"),
-  ipv4: Ipv4Cidr,
-  ipv6: Ipv6Cidr.optional(),
-  mtu: z.number().int().min(576).max(9000).default(1280),
+  name: z.string().min(1).max(15).default("tincan0").meta({ description: "TUN device name" }),
+  ipv4: Ipv4Cidr.meta({
+    description:
+      "own address and the overlay subnet (GroupVPN) or private range (SocialVPN: at most /30, own address not the network/broadcast one)",
+  }),
+  ipv6: Ipv6Cidr.optional().meta({
+    description:
+      "GroupVPN: own IPv6 address (not translated). SocialVPN: must not be set, derived from the JID (`fd53:7670:6e00::/64` + 64 bits of the UID)",
+  }),
+  mtu: z.number().int().min(576).max(9000).default(1280).meta({ description: "vNIC MTU" }),
 });
 
 /**
@@ -205,6 +286,7 @@ const Vnic = z.strictObject({
  * `ControllerConfig.extend({ ...its own keys })` in its own file (e.g. groupvpn-config.ts).
  */
 export const ControllerConfig = z.strictObject({
+  $schema: SchemaRef,
   datapath: Datapath.prefault({}),
   xmpp: Xmpp,
   vnic: Vnic,
@@ -218,14 +300,22 @@ export type ControllerConfig = z.infer<typeof ControllerConfig>;
 export const SocialVpnConfig = z
   .strictObject({
     ...ControllerConfig.shape,
-    stateFile: z.string().min(1).optional(),
+    stateFile: z.string().min(1).optional().meta({
+      description: "buddy -> address map, kept across restarts",
+      "x-type": "path",
+      "x-default": "`<config dir>/socialvpn-state.json`",
+    }),
     dns: z
       .strictObject({
         suffix: z
           .string()
           .regex(/^[a-z0-9-]+(\.[a-z0-9-]+)*$/)
-          .default("svpn"),
-        listen: HostPort.default("127.0.0.53:5353"),
+          .default("svpn")
+          .meta({ description: "buddy names: `<buddy>.<suffix>`" }),
+        listen: HostPort.default("127.0.0.53:5353").meta({
+          description: "buddy names: where their DNS server listens",
+          "x-type": "`host:port`",
+        }),
       })
       .prefault({}),
   })
