@@ -78,8 +78,8 @@ export class Datapath {
 
   constructor(private readonly options: DatapathOptions) {
     this.log = options.logger;
-    this.tune = DatapathTune.parse(tuneOf(options));
-    const tune = this.tune;
+    const tune = DatapathTune.parse(tuneOf(options));
+    this.tune = tune;
     this.unmapped = new UnmappedPackets({
       notifyIntervalMs: 1000,
       holdMs: 10_000,
