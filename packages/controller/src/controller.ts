@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { unlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { type GroupVpnConfig, type RpcParamsOf, type Signal, writeFileAtomic } from "@tincan/protocol";
+import { type ControllerConfig, type RpcParamsOf, type Signal, writeFileAtomic } from "@tincan/protocol";
 import { Admission, type RosterItem } from "./admission.js";
 import type { Loaded } from "./config.js";
 import { DatapathClient, type DatapathHealth, queryAll } from "./datapath-client.js";
@@ -21,8 +21,10 @@ import { RouteTable } from "./route-table.js";
 import { SignalLimiter } from "./signal-limiter.js";
 import { type SignalEvent, XmppSession } from "./xmpp.js";
 
-/** The config keys the core uses (GroupVpnConfig and SocialVpnConfig both have them). */
-export type CoreConfig = Loaded<Pick<GroupVpnConfig, "datapath" | "xmpp" | "vnic" | "ice" | "links" | "log">>;
+/** The config keys the core uses: the core schema every controller extends. */
+export type CoreConfig = Loaded<
+  Pick<ControllerConfig, "datapath" | "xmpp" | "vnic" | "ice" | "links" | "log">
+>;
 
 export interface ControllerOptions {
   /** "groupvpn" / "socialvpn": used in logs and the status file. */

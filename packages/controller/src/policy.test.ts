@@ -1,4 +1,4 @@
-import { GroupVpnConfig, uidForIpv4 } from "@tincan/protocol";
+import { ControllerConfig, uidForIpv4 } from "@tincan/protocol";
 import { describe, expect, it, vi } from "vitest";
 import { Controller } from "./controller.js";
 import type { PeerRef } from "./link-manager.js";
@@ -69,8 +69,8 @@ function notify(ctl: Controller, method: string, params: unknown): void {
 
 describe("Controller and its policy", () => {
   function controller(policy: Policy) {
-    // The core's keys with their defaults (a GroupVPN config without its group key).
-    const config = GroupVpnConfig.omit({ group: true }).parse({
+    // The core schema with its defaults.
+    const config = ControllerConfig.parse({
       datapath: { rpc: "127.0.0.1:1", tokenFile: "/nonexistent/token" },
       xmpp: { service: "xmpp://127.0.0.1:1", domain: "lab", username: "alice", password: "p" },
       vnic: { ipv4: "10.10.0.1/16" },

@@ -22,7 +22,7 @@ const CLI = {
     "log-level": { type: "string" },
   },
   optionHelp: [
-    '  -c, --config FILE     JSON config ({ "rpc", "tokenFile", "tokenGroup", "maxLinks", "log" }); flags override it',
+    '  -c, --config FILE     JSON config ({ "rpc", "tokenFile", "tokenGroup", "maxLinks", "log", "tune" }); flags override it',
     "      --rpc HOST:PORT   RPC address on 127.0.0.0/8 (default 127.0.0.1:5800)",
     "      --token-file FILE where the secret RPC token is written (default /run/tincan/tincan.token)",
     "      --log-level LEVEL error | warn | info | debug (default info)",
@@ -56,6 +56,7 @@ function loadConfig(): { config: TincanConfig; group: TokenGroup | undefined } {
       rpc: args.rpc,
       tokenFile: args["token-file"],
       logLevel: args["log-level"],
+      tune: process.env.TINCAN_TUNE,
     });
     group = config.tokenGroup === undefined ? undefined : resolveTokenGroup(config.tokenGroup);
   } catch (err) {
@@ -71,8 +72,8 @@ async function main(): Promise<void> {
   const { config, group } = loadConfig();
   const log = createLogger(config.log.level, "tincan");
   const endpointFile = `${config.tokenFile}.controller`;
-  // Benchmark knobs, not configuration: TINCAN_SCTP = libdatachannel SctpSettings (JSON),
-  // TINCAN_TUNE = DatapathOptions overrides (JSON), e.g. {"rtp":false,"offload":false}.
+  // Benchmark knobs, not configuration: TINCAN_SCTP = libdatachannel SctpSettings (JSON). TINCAN_TUNE
+  // (JSON, e.g. {"rtp":false,"offload":false}) overrides the config's `tune` in loadTincanConfig.
   const sctp = envJson("TINCAN_SCTP");
   if (sctp) configureSctp(sctp as Parameters<typeof configureSctp>[0]);
   let rpc: RpcServer | null = null;
@@ -81,7 +82,7 @@ async function main(): Promise<void> {
     logger: log,
     notify: (method, params) => rpc?.notify(method, params),
     maxLinks: config.maxLinks,
-    ...(envJson("TINCAN_TUNE") ?? {}),
+    ...config.tune,
   });
   let token: string;
   try {

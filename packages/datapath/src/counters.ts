@@ -1,4 +1,4 @@
-import type { Counters as CounterSnapshot } from "@tincan/protocol";
+import type { Counters as CounterSnapshot, DropReason } from "@tincan/protocol";
 
 /** Packet/byte counters with drops by reason; cheap enough for the packet path. */
 export class Counters {
@@ -6,7 +6,7 @@ export class Counters {
   rxBytes = 0;
   txPackets = 0;
   rxPackets = 0;
-  private readonly drops = new Map<string, number>();
+  private readonly drops = new Map<DropReason, number>();
 
   tx(packets: number, bytes: number): void {
     this.txPackets += packets;
@@ -18,7 +18,7 @@ export class Counters {
     this.rxBytes += bytes;
   }
 
-  drop(reason: string, packets = 1): void {
+  drop(reason: DropReason, packets = 1): void {
     this.drops.set(reason, (this.drops.get(reason) ?? 0) + packets);
   }
 

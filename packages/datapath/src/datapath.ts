@@ -1,4 +1,5 @@
 import {
+  DatapathTune,
   type HelloResult,
   type LinkState,
   MAX_ICC_BYTES,
@@ -23,7 +24,7 @@ import { PrefixTable } from "./routes.js";
 import { bestTransport, type PeerTransports, transportOf } from "./transports.js";
 import { TxQueue } from "./tx-queue.js";
 import { UnmappedPackets } from "./unmapped.js";
-import { DEFAULT_MAX_FRAME_BYTES, FrameBuilders } from "./wire/index.js";
+import { FrameBuilders } from "./wire/index.js";
 
 export { VERSION };
 
@@ -45,48 +46,13 @@ export interface VnicFactory {
   reconfigure(device: VnicDevice, settings: VnicSettings): void;
 }
 
-export interface DatapathOptions {
+/** What the datapath needs, and tuning knobs (DatapathTune: its schema holds their defaults). */
+export interface DatapathOptions extends Partial<DatapathTune> {
   vnicFactory: VnicFactory;
   logger: Logger;
   notify: <M extends NotificationMethod>(method: M, params: NotificationParamsOf<M>) => void;
-  /** UDP payload size links may use on the underlay (sizes DTLS records and SCTP packets). */
-  underlayMtu?: number;
-  /** Largest message carrying several packets on a link. */
-  maxFrameBytes?: number;
-  /** Packets held per link while it connects. */
-  linkQueuePackets?: number;
-  /** Bytes waiting in a link's send buffer above which packets are dropped. */
-  maxBufferedBytes?: number;
-  hopLimit?: number;
-  /** Ask the vNIC for checksum and TCP segmentation offload (default true). */
-  offload?: boolean;
-  /**
-   * Offer links as a media track carrying frames as RTP packets, no SCTP (default true); false:
-   * offer data channels over SCTP. Either kind of offer is accepted.
-   */
-  rtp?: boolean;
-  /** A connected peer not heard from (probes included) for this long is reported disconnected (ms, default 10000). */
-  silenceMs?: number;
-  /**
-   * CoDel target of the receive queue (ms): the least queueing delay above which RTP frames are
-   * dropped (default 2; 0: never). Links raise it to a tenth of their interval.
-   */
-  rxQueueMs?: number;
-  /** Least CoDel interval of that queue (ms, default 20); links use it plus their path's RTT, up to 100. */
-  rxIntervalMs?: number;
-  /**
-   * CoDel target of the send queue between the vNIC and the links (ms, default 5; 0: no send
-   * queue, packets the datapath cannot send yet wait in the TUN device, unseen).
-   */
-  txQueueMs?: number;
-  /** CoDel interval of the send queue (ms, default 100: it should cover the RTT of flows inside). */
-  txIntervalMs?: number;
-  /** Bytes the send queue holds at most (default 2 MiB). */
-  txQueueBytes?: number;
   /** Links held at most; link.create / link.accept beyond it get TooManyLinks (default 4096). */
   maxLinks?: number;
-  /** Bytes sent per event-loop turn before the vNIC is read again (default 32 KiB); the rest waits in the send queue. */
-  turnBytes?: number;
 }
 
 type Handlers = { [M in RpcMethod]: (params: RpcParamsOf<M>) => RpcResults[M] | Promise<RpcResults[M]> };
@@ -112,20 +78,21 @@ export class Datapath {
   private readonly transports = new Map<string, PeerTransports>();
   private readonly timer: NodeJS.Timeout;
   private readonly log: Logger;
+  private readonly tune: DatapathTune;
 
   constructor(private readonly options: DatapathOptions) {
     this.log = options.logger;
+    const tune = DatapathTune.parse(tuneOf(options));
+    this.tune = tune;
     this.unmapped = new UnmappedPackets({
       notifyIntervalMs: 1000,
       holdMs: 10_000,
       maxDestinations: 256,
       packetsPerDestination: 16,
     });
-    this.fib.hopLimit = options.hopLimit ?? 4;
-    this.frames = new FrameBuilders(options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES);
-    const turnBytes = options.turnBytes ?? 32 << 10;
-    if (!(turnBytes > 0)) throw new RangeError(`turnBytes must be above 0, not ${turnBytes}`);
-    const txQueueMs = options.txQueueMs ?? 5;
+    this.fib.hopLimit = tune.hopLimit;
+    this.frames = new FrameBuilders(tune.maxFrameBytes);
+    const { turnBytes, txQueueMs } = tune;
     const txQueue =
       txQueueMs > 0
         ? new TxQueue(
@@ -133,8 +100,8 @@ export class Datapath {
               flows: 1024,
               quantum: 16_384,
               target: Math.round(txQueueMs * 10),
-              interval: Math.round((options.txIntervalMs ?? 100) * 10),
-              maxBytes: options.txQueueBytes ?? 2 << 20,
+              interval: Math.round(tune.txIntervalMs * 10),
+              maxBytes: tune.txQueueBytes,
             },
             (reason, packets) => this.fib.vnicCounters.drop(reason, packets),
           )
@@ -179,7 +146,7 @@ export class Datapath {
         ipv4: p.ipv4 ?? current?.ipv4 ?? null,
         ipv6: p.ipv6 ?? current?.ipv6 ?? null,
         mtu: p.mtu ?? current?.mtu ?? 1280,
-        offload: current?.offload ?? this.options.offload ?? true,
+        offload: current?.offload ?? this.tune.offload,
       };
       const factory = this.options.vnicFactory;
       if (this.fib.vnic) factory.reconfigure(this.fib.vnic, settings);
@@ -360,13 +327,13 @@ export class Datapath {
         peerUid,
         relayOnly,
         ice: this.ice,
-        underlayMtu: this.options.underlayMtu ?? 1400,
-        queuePackets: this.options.linkQueuePackets ?? 64,
-        maxBufferedBytes: this.options.maxBufferedBytes ?? 1 << 20,
-        rtp: this.options.rtp ?? true,
-        silenceMs: this.options.silenceMs ?? 10_000,
-        rxQueueMs: this.options.rxQueueMs ?? 2,
-        rxIntervalMs: this.options.rxIntervalMs ?? 20,
+        underlayMtu: this.tune.underlayMtu,
+        queuePackets: this.tune.linkQueuePackets,
+        maxBufferedBytes: this.tune.maxBufferedBytes,
+        rtp: this.tune.rtp,
+        silenceMs: this.tune.silenceMs,
+        rxQueueMs: this.tune.rxQueueMs,
+        rxIntervalMs: this.tune.rxIntervalMs,
       },
       {
         candidate: (l, candidate, mid) => {
@@ -522,4 +489,11 @@ export class Datapath {
 
 function stripLength(cidr: string | null): string | null {
   return cidr ? (cidr.split("/")[0] ?? null) : null;
+}
+
+/** The tuning knobs among the options (the rest are callbacks and objects the schema does not take). */
+function tuneOf(options: DatapathOptions): Partial<DatapathTune> {
+  const tune: Record<string, unknown> = {};
+  for (const key of Object.keys(DatapathTune.shape) as (keyof DatapathTune)[]) tune[key] = options[key];
+  return tune;
 }

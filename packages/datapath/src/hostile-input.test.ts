@@ -209,10 +209,17 @@ describe("tincan.json under hostile content", () => {
   it(
     `loads ${RUNS} hostile configs or names the problem`,
     () => {
-      const key = fc.constantFrom("rpc", "tokenFile", "maxLinks", "log", ...PROTO_KEYS);
+      const key = fc.constantFrom("rpc", "tokenFile", "maxLinks", "log", "tune", ...PROTO_KEYS);
       const value = fc.oneof(
         hostileJsonText(),
-        fc.constantFrom('"127.0.0.1:5800"', '"/run/t.token"', "64", '{"level":"debug"}', '{"__proto__":{}}'),
+        fc.constantFrom(
+          '"127.0.0.1:5800"',
+          '"/run/t.token"',
+          "64",
+          '{"level":"debug"}',
+          '{"__proto__":{}}',
+          '{"rxQueueMs":0}',
+        ),
       );
       const config = fc
         .array(fc.tuple(key, value), { maxLength: 5 })

@@ -1,8 +1,22 @@
 import { z } from "zod";
 import { Ipv4Cidr, Ipv6Cidr, ListenAddress, LogLevel } from "./common.js";
-import { type Ipv4Range, ipv4Range, isNetworkOrBroadcast } from "./ip.js";
+import { type Ipv4Range, ipv4Range } from "./ip.js";
 
-const Log = z.strictObject({ level: LogLevel.default("info") }).default({ level: "info" });
+/**
+ * Sections whose keys all have defaults are optional: `.prefault({})` parses a missing section as `{}`,
+ * so each default is written once, on its key.
+ */
+const Log = z
+  .strictObject({
+    level: LogLevel.default("info").meta({ description: "log level (no per-packet logs at any level)" }),
+  })
+  .prefault({});
+
+/** `$schema`: the file's JSON Schema (schemas/*.schema.json), for editors; ignored. */
+const SchemaRef = z
+  .string()
+  .optional()
+  .meta({ description: "the JSON Schema of this file, for editors (ignored)", "x-type": "URL or path" });
 
 export const DEFAULT_RPC = "127.0.0.1:5800";
 export const DEFAULT_TOKEN_FILE = "/run/tincan/tincan.token";
@@ -13,46 +27,199 @@ const LoopbackHostPort = ListenAddress.refine(
   "the RPC address must be on 127.0.0.0/8",
 );
 
+/**
+ * The datapath's tuning knobs (the `tune` section of tincan.json, overridden by the TINCAN_TUNE
+ * environment variable for experiments): for benchmarks and experiments, the defaults are what ships.
+ */
+export const DatapathTune = z.strictObject({
+  underlayMtu: z
+    .number()
+    .int()
+    .min(1280)
+    .max(9000)
+    .default(1400)
+    .describe(
+      "UDP payload size links may use on the underlay (sizes DTLS records, RTP frames and SCTP packets)",
+    ),
+  maxFrameBytes: z
+    .number()
+    .int()
+    .min(1280)
+    .max(262_144)
+    .default(16_384)
+    .describe(
+      "largest frame carrying several packets on a link (data channel; the track takes one datagram)",
+    ),
+  linkQueuePackets: z
+    .number()
+    .int()
+    .min(1)
+    .max(65_536)
+    .default(64)
+    .describe("packets held per link while it connects"),
+  maxBufferedBytes: z
+    .number()
+    .int()
+    .min(1024)
+    .max(1 << 30)
+    .default(1 << 20)
+    .describe(
+      "bytes waiting in a data-channel link's send buffer above which packets are dropped (backpressure)",
+    ),
+  hopLimit: z
+    .number()
+    .int()
+    .min(1)
+    .max(255)
+    .default(4)
+    .describe("hop limit of the frames this datapath sends; each transit node decrements it"),
+  offload: z.boolean().default(true).describe("ask the vNIC for checksum and TCP segmentation offload"),
+  rtp: z
+    .boolean()
+    .default(true)
+    .describe(
+      "offer links as a media track carrying frames as RTP packets, no SCTP; false: offer data channels over SCTP (either kind of offer is accepted)",
+    ),
+  silenceMs: z
+    .number()
+    .min(2000)
+    .max(3_600_000)
+    .default(10_000)
+    .describe(
+      "a connected peer not heard from (probes included) for this long (ms) is reported disconnected",
+    ),
+  rxQueueMs: z
+    .number()
+    .min(0)
+    .max(1000)
+    .default(2)
+    .describe(
+      "CoDel target of the receive queue (ms): the least queueing delay above which RTP frames are dropped (0: never); links raise it to a tenth of their interval",
+    ),
+  rxIntervalMs: z
+    .number()
+    .positive()
+    .max(1000)
+    .default(20)
+    .describe(
+      "least CoDel interval of the receive queue (ms); links use it plus their path's RTT, up to 100",
+    ),
+  txQueueMs: z
+    .number()
+    .min(0)
+    .max(1000)
+    .default(5)
+    .describe(
+      "CoDel target of the send queue between the vNIC and the links (ms; 0: no send queue, packets the datapath cannot send yet wait in the TUN device, unseen)",
+    ),
+  txIntervalMs: z
+    .number()
+    .positive()
+    .max(10_000)
+    .default(100)
+    .describe("CoDel interval of the send queue (ms; it should cover the RTT of the flows inside)"),
+  txQueueBytes: z
+    .number()
+    .int()
+    .min(65_536)
+    .max(1 << 30)
+    .default(2 << 20)
+    .describe("bytes the send queue holds at most"),
+  turnBytes: z
+    .number()
+    .int()
+    .min(1)
+    .max(1 << 30)
+    .default(32 << 10)
+    .describe(
+      "bytes sent per event-loop turn before the vNIC is read again; the rest waits in the send queue",
+    ),
+});
+export type DatapathTune = z.infer<typeof DatapathTune>;
+
 export const TincanConfig = z.strictObject({
-  rpc: LoopbackHostPort.default(DEFAULT_RPC),
-  tokenFile: z.string().min(1).default(DEFAULT_TOKEN_FILE),
-  /** Group (name or number) given read access to the token (mode 0640), for controllers and tincanctl. */
+  $schema: SchemaRef,
+  rpc: LoopbackHostPort.default(DEFAULT_RPC).meta({
+    description: "RPC address (loopback only)",
+    "x-type": '`"127.x.y.z:port"`',
+  }),
+  tokenFile: z.string().min(1).default(DEFAULT_TOKEN_FILE).meta({
+    description:
+      "where the RPC token is written (0600, or 0640 with `tokenGroup`; a relative path is relative to the config file's directory); its directory must not be writable by others (unless sticky) nor owned by another user",
+    "x-type": "path",
+  }),
   tokenGroup: z
     .string()
     .regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$/, "must be a group name or number")
-    .optional(),
-  /** Links the datapath holds at most; link.create / link.accept beyond it get TooManyLinks. */
-  maxLinks: z.number().int().min(1).max(65_536).default(4096),
+    .optional()
+    .meta({
+      description:
+        "the token is readable by this group (0640), so controllers and `tincanctl` run as its members; `tincan` must be in it. The package's `/etc/tincan/tincan.json` says `tincan`",
+      "x-type": "group name or number",
+    }),
+  maxLinks: z.number().int().min(1).max(65_536).default(4096).meta({
+    description: "most links the datapath holds; `link.create`/`link.accept` beyond it fail with `-32011`",
+  }),
   log: Log,
+  tune: DatapathTune.prefault({}),
 });
 export type TincanConfig = z.infer<typeof TincanConfig>;
 
 const Datapath = z.strictObject({
-  rpc: LoopbackHostPort.default(DEFAULT_RPC),
-  tokenFile: z.string().min(1).default(DEFAULT_TOKEN_FILE),
-  /** Seconds the datapath may leave RPCs unanswered before it counts as hung (logged, shown in status). */
-  watchdogSec: z.number().min(1).max(3600).default(30),
-  /** When the datapath hangs: end it by PID (SIGKILL) so that its supervisor restarts it. */
-  restartOnHang: z.boolean().default(false),
+  rpc: LoopbackHostPort.default(DEFAULT_RPC).meta({
+    description:
+      "how the controller reaches its datapath: the datapath's `rpc` (an address, not a host name)",
+    "x-type": '`"127.x.y.z:port"`',
+  }),
+  tokenFile: z.string().min(1).default(DEFAULT_TOKEN_FILE).meta({
+    description:
+      "how the controller reaches its datapath: the datapath's `tokenFile` (relative: to this file's directory)",
+    "x-type": "path",
+  }),
+  watchdogSec: z.number().min(1).max(3600).default(30).meta({
+    description:
+      "RPCs left unanswered this long (no answer to anything since the oldest was sent): the datapath counts as hung, logged (warn, with what was pending) and shown by `tincanctl status`",
+  }),
+  restartOnHang: z.boolean().default(false).meta({
+    description:
+      "when hung, end the datapath by its PID (SIGKILL) so that its supervisor restarts it; the controller then re-configures it as after any restart. Needs the controller and the datapath in one PID namespace",
+  }),
 });
-const DATAPATH_DEFAULTS = {
-  rpc: DEFAULT_RPC,
-  tokenFile: DEFAULT_TOKEN_FILE,
-  watchdogSec: 30,
-  restartOnHang: false,
-};
 
 const Xmpp = z
   .strictObject({
-    service: z.string().regex(/^xmpps?:\/\/[^/]+$/, 'must look like "xmpp://host:5222"'),
-    domain: z.string().min(1),
-    username: z.string().min(1),
-    password: z.string().min(1).optional(),
-    passwordFile: z.string().min(1).optional(),
-    resource: z.string().min(1).max(64).optional(),
-    caFile: z.string().min(1).optional(),
-    /** Seconds between liveness pings; bounds how long a dead connection goes unnoticed (see README). */
-    pingIntervalSec: z.number().min(1).max(3600).default(60),
+    service: z
+      .string()
+      .regex(/^xmpps?:\/\/[^/]+$/, 'must look like "xmpp://host:5222"')
+      .meta({ description: "XMPP server (STARTTLS required)", "x-type": "`xmpp://host:port`" }),
+    domain: z.string().min(1).meta({ description: "the account: `username@domain`" }),
+    username: z.string().min(1).meta({ description: "the account: `username@domain`" }),
+    password: z
+      .string()
+      .min(1)
+      .optional()
+      .meta({ description: "password, inline (or `passwordFile`)", "x-default": "one of the two required" }),
+    passwordFile: z.string().min(1).optional().meta({
+      description: "password, in a file (or `password`)",
+      "x-type": "path",
+      "x-default": "one of the two required",
+    }),
+    resource: z
+      .string()
+      .min(1)
+      .max(64)
+      .optional()
+      .meta({ description: "XMPP resource", "x-default": "`tincan-<random>`" }),
+    caFile: z.string().min(1).optional().meta({
+      description: "PEM of a private CA that signed the server certificate",
+      "x-type": "path",
+      "x-default": "system CAs",
+    }),
+    pingIntervalSec: z.number().min(1).max(3600).default(60).meta({
+      description:
+        "XMPP ping every interval; unanswered after the interval (at most 15 s), the connection is dropped and logged in again. Also caps the reconnect backoff (half of it) and a login attempt (the interval, within 5-30 s): from 5 s up, logged in again within 2 intervals of the server being reachable again",
+      "x-type": "seconds, 1..3600",
+    }),
   })
   .refine((x) => (x.password === undefined) !== (x.passwordFile === undefined), {
     message: 'give exactly one of "password" or "passwordFile"',
@@ -71,69 +238,99 @@ const Turn = z
 
 const Ice = z
   .strictObject({
-    stun: z.array(z.string().regex(/^stun:/, 'must start with "stun:"')).default([]),
-    turn: z.array(Turn).default([]),
+    stun: z
+      .array(z.string().regex(/^stun:/, 'must start with "stun:"'))
+      .default([])
+      .meta({ description: "STUN servers", "x-type": '`["stun:host:port"]`' }),
+    turn: z.array(Turn).default([]).meta({
+      description: "TURN servers (relay fallback)",
+      "x-type": "`[{urls, username, credential or credentialFile}]`",
+    }),
   })
-  .default({ stun: [], turn: [] });
+  .prefault({});
 
 const Links = z
   .strictObject({
-    policy: z.enum(["on-demand", "proactive"]).default("on-demand"),
-    maxLinks: z.number().int().min(1).max(4096).default(64),
-    idleTimeoutSec: z.number().min(1).default(300),
-    /**
-     * Seconds after which a relay-only attempt races a direct setup that has not connected yet
-     * (with TURN servers; 0: both start at once). The first to connect carries the link.
-     */
-    relayFallbackSec: z.number().min(0).default(0.3),
-    /** Seconds a setup may take before it is abandoned and retried with backoff. */
-    setupTimeoutSec: z.number().min(1).default(10),
+    policy: z
+      .enum(["on-demand", "proactive"])
+      .default("on-demand")
+      .meta({ description: "link to every online member, or on first packet" }),
+    maxLinks: z
+      .number()
+      .int()
+      .min(1)
+      .max(4096)
+      .default(64)
+      .meta({ description: "most links at once (more wait in a queue)" }),
+    idleTimeoutSec: z
+      .number()
+      .min(1)
+      .default(300)
+      .meta({ description: "on-demand links idle this long are trimmed", "x-type": "seconds" }),
+    relayFallbackSec: z.number().min(0).default(0.3).meta({
+      description:
+        "with TURN servers, a relay-only attempt races a direct setup not connected by then (0: both at once); the first to connect carries the link",
+      "x-type": "seconds",
+    }),
+    setupTimeoutSec: z
+      .number()
+      .min(1)
+      .default(10)
+      .meta({ description: "a setup not done by then is retried with backoff", "x-type": "seconds" }),
   })
-  .default({
-    policy: "on-demand",
-    maxLinks: 64,
-    idleTimeoutSec: 300,
-    relayFallbackSec: 0.3,
-    setupTimeoutSec: 10,
-  });
+  .prefault({});
 
 const Vnic = z.strictObject({
-  name: z.string().min(1).max(15).default("tincan0"),
-  ipv4: Ipv4Cidr,
-  ipv6: Ipv6Cidr.optional(),
-  mtu: z.number().int().min(576).max(9000).default(1280),
+  name: z.string().min(1).max(15).default("tincan0").meta({ description: "TUN device name" }),
+  ipv4: Ipv4Cidr.meta({
+    description:
+      "own address and the overlay subnet (GroupVPN) or private range (SocialVPN: at most /30); the own address is not the network or broadcast address of either",
+  }),
+  ipv6: Ipv6Cidr.optional().meta({
+    description:
+      "GroupVPN: own IPv6 address (not translated). SocialVPN: must not be set, derived from the JID (`fd53:7670:6e00::/64` + 64 bits of the UID)",
+  }),
+  mtu: z.number().int().min(576).max(9000).default(1280).meta({ description: "vNIC MTU" }),
 });
 
-const ControllerBase = {
-  datapath: Datapath.default(DATAPATH_DEFAULTS),
+/**
+ * The keys every controller has (what the controller core reads). A controller's config schema is
+ * `ControllerConfig.extend({ ...its own keys })` in its own file (e.g. groupvpn-config.ts).
+ */
+export const ControllerConfig = z.strictObject({
+  $schema: SchemaRef,
+  datapath: Datapath.prefault({}),
   xmpp: Xmpp,
   vnic: Vnic,
   ice: Ice,
   links: Links,
   log: Log,
-};
+});
+export type ControllerConfig = z.infer<typeof ControllerConfig>;
 
-export const GroupVpnConfig = z
-  .strictObject({ ...ControllerBase, group: z.string().min(1) })
-  .refine((c) => !isNetworkOrBroadcast(c.vnic.ipv4), {
-    path: ["vnic", "ipv4"],
-    message: "the own address must not be the network or broadcast address of the subnet",
-  });
-export type GroupVpnConfig = z.infer<typeof GroupVpnConfig>;
-
+/** socialvpn.json: the core keys (spread as ControllerConfig.extend() does) and SocialVPN's own. */
 export const SocialVpnConfig = z
   .strictObject({
-    ...ControllerBase,
-    stateFile: z.string().min(1).optional(),
+    ...ControllerConfig.shape,
+    stateFile: z.string().min(1).optional().meta({
+      description: "buddy -> address map, kept across restarts",
+      "x-type": "path",
+      "x-default":
+        "`/var/lib/tincan/<config name>-state.json` (root or user tincan), else `$XDG_STATE_HOME/tincan/` (or `~/.local/state/tincan/`)",
+    }),
     dns: z
       .strictObject({
         suffix: z
           .string()
           .regex(/^[a-z0-9-]+(\.[a-z0-9-]+)*$/)
-          .default("svpn"),
-        listen: ListenAddress.default("127.0.0.53:5353"),
+          .default("svpn")
+          .meta({ description: "buddy names: `<buddy>.<suffix>`" }),
+        listen: ListenAddress.default("127.0.0.53:5353").meta({
+          description: "buddy names: where their DNS server listens (an address, not a host name)",
+          "x-type": "`ip:port`",
+        }),
       })
-      .default({ suffix: "svpn", listen: "127.0.0.53:5353" }),
+      .prefault({}),
   })
   .superRefine((c, ctx) => {
     // SocialVPN derives the IPv6 address from the UID (one overlay-wide ULA /64), so it is not configured.

@@ -2,6 +2,8 @@ export * from "./atomic-file.js";
 export * from "./cli.js";
 export * from "./common.js";
 export * from "./config.js";
+export * from "./drops.js";
+export * from "./groupvpn-config.js";
 export * from "./ip.js";
 export * from "./notifications.js";
 export * from "./rpc.js";

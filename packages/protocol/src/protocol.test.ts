@@ -1,9 +1,11 @@
 import { describe, expect, it } from "vitest";
 import {
+  ControllerConfig,
   describeIssues,
   GroupVpnConfig,
   RpcParams,
   Signal,
+  SocialVpnConfig,
   TincanConfig,
   uidForIpv4,
   uidForJid,
@@ -61,6 +63,28 @@ describe("configs", () => {
       xmpp: { service: "xmpp://h:5222", domain: "d", username: "u", password: "p", passwordFile: "/f" },
     });
     expect(r.success).toBe(false);
+  });
+});
+
+describe("controller config schemas", () => {
+  const core = {
+    vnic: { ipv4: "10.10.0.5/16" },
+    xmpp: { service: "xmpp://h:5222", domain: "d", username: "u", password: "p" },
+  };
+
+  it("share the core keys; `group` belongs to GroupVPN alone", () => {
+    const coreKeys = Object.keys(ControllerConfig.shape);
+    expect(coreKeys).not.toContain("group");
+    for (const schema of [GroupVpnConfig, SocialVpnConfig])
+      expect(Object.keys(schema.shape)).toEqual(expect.arrayContaining(coreKeys));
+    expect(ControllerConfig.safeParse(core).success).toBe(true);
+    expect(ControllerConfig.safeParse({ ...core, group: "lab" }).success).toBe(false);
+    expect(SocialVpnConfig.safeParse({ ...core, group: "lab" }).success).toBe(false);
+    expect(GroupVpnConfig.safeParse(core).success).toBe(false);
+    expect(GroupVpnConfig.parse({ ...core, group: "lab" })).toEqual({
+      ...ControllerConfig.parse(core),
+      group: "lab",
+    });
   });
 });
 

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { Ipv4, Ipv4Cidr, Ipv6Cidr, Prefix, Uid } from "./common.js";
+import type { DropCounts } from "./drops.js";
 
 /** JSON-RPC error codes used by the datapath besides the standard ones. */
 export const RpcErrorCode = {
@@ -134,8 +135,8 @@ export interface Counters {
   rxBytes: number;
   txPackets: number;
   rxPackets: number;
-  /** Dropped packets by reason (e.g. "spoofed", "backpressure", "queueFull", "noLink", "malformed"). */
-  drops: Record<string, number>;
+  /** Dropped packets by reason (see DropReason). */
+  drops: DropCounts;
 }
 
 export interface LinkInfo extends Counters {

@@ -1,3 +1,5 @@
+import { DatapathTune } from "@tincan/protocol";
+
 /**
  * Frame type bytes of the link wire format: every frame starts with one. The table with the
  * layouts and who sends each is in index.ts (and packages/protocol/README.md, the contract).
@@ -44,4 +46,4 @@ export const RX_ACK_BYTES = 3;
 export const FRAME_HEADROOM = 12;
 
 /** Largest frame carrying several packets, unless configured (`maxFrameBytes`). */
-export const DEFAULT_MAX_FRAME_BYTES = 16_384;
+export const DEFAULT_MAX_FRAME_BYTES: number = DatapathTune.shape.maxFrameBytes.parse(undefined);
