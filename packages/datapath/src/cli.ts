@@ -3,6 +3,7 @@ import { parseArgs } from "node:util";
 import { type TincanConfig, writeFileAtomic } from "@tincan/protocol";
 import { loadTincanConfig, TincanConfigError } from "./config.js";
 import { Datapath, VERSION } from "./datapath.js";
+import { reportTurnRefusals } from "./ice.js";
 import { configureSctp } from "./link.js";
 import { createLogger } from "./logger.js";
 import { type Endpoint, RpcServer } from "./rpc-server.js";
@@ -78,6 +79,7 @@ function loadConfig(): TincanConfig {
 async function main(): Promise<void> {
   const config = loadConfig();
   const log = createLogger(config.log.level, "tincan");
+  reportTurnRefusals(log);
   const endpointFile = `${config.tokenFile}.controller`;
   // Benchmark knobs, not configuration: TINCAN_SCTP = libdatachannel SctpSettings (JSON),
   // TINCAN_TUNE = DatapathOptions overrides (JSON), e.g. {"rtp":false,"offload":false}.

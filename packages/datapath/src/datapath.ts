@@ -208,8 +208,14 @@ export class Datapath {
     }),
 
     "ice.configure": (p) => {
-      this.ice = { stun: p.stun, turn: p.turn };
-      this.log.info("ice configured", { stun: p.stun, turn: p.turn.map((t) => t.urls) });
+      this.ice = p;
+      this.log.info("ice configured", {
+        stun: p.stun,
+        turn: p.turn.map((t) => t.urls),
+        portRange: p.portRange,
+        udpMux: p.udpMux ?? false,
+        bindAddress: p.bindAddress,
+      });
       return {};
     },
 
@@ -359,6 +365,7 @@ export class Datapath {
         peerUid,
         relayOnly,
         ice: this.ice,
+        ownUid: this.uid,
         underlayMtu: this.options.underlayMtu ?? 1400,
         queuePackets: this.options.linkQueuePackets ?? 64,
         maxBufferedBytes: this.options.maxBufferedBytes ?? 1 << 20,

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { HostPort, Ipv4Cidr, Ipv6Cidr, LogLevel } from "./common.js";
+import { HostPort, IpAddress, Ipv4Cidr, Ipv6Cidr, LogLevel } from "./common.js";
 
 const Log = z.strictObject({ level: LogLevel.default("info") }).default({ level: "info" });
 
@@ -38,7 +38,11 @@ const DATAPATH_DEFAULTS = {
 
 const Xmpp = z
   .strictObject({
-    service: z.string().regex(/^xmpps?:\/\/[^/]+$/, 'must look like "xmpp://host:5222"'),
+    /** Optional: without it the server is found by DNS SRV `_xmpp-client._tcp.<domain>` (else domain:5222). */
+    service: z
+      .string()
+      .regex(/^xmpps?:\/\/[^/]+$/, 'must look like "xmpp://host:5222"')
+      .optional(),
     domain: z.string().min(1),
     username: z.string().min(1),
     password: z.string().min(1).optional(),
@@ -55,20 +59,50 @@ const Xmpp = z
 const Turn = z
   .strictObject({
     urls: z.string().regex(/^turns?:/, 'must start with "turn:"'),
-    username: z.string().min(1),
+    /** With `secret`: the `<uid>` part of the TURN REST user name (default: the node's UID). */
+    username: z.string().min(1).optional(),
     credential: z.string().min(1).optional(),
     credentialFile: z.string().min(1).optional(),
+    /** coturn `static-auth-secret` (TURN REST): a user name and password are derived per link. */
+    secret: z.string().min(1).optional(),
+    secretFile: z.string().min(1).optional(),
+    /** Seconds derived TURN REST credentials stay valid (counted from the link's creation). */
+    ttlSec: z
+      .number()
+      .int()
+      .min(60)
+      .max(30 * 86_400)
+      .default(86_400),
   })
-  .refine((t) => (t.credential === undefined) !== (t.credentialFile === undefined), {
-    message: 'give exactly one of "credential" or "credentialFile"',
+  .refine(
+    (t) =>
+      [t.credential, t.credentialFile, t.secret, t.secretFile].filter((v) => v !== undefined).length === 1,
+    { message: 'give exactly one of "credential", "credentialFile", "secret" or "secretFile"' },
+  )
+  .refine((t) => t.username !== undefined || t.credential === undefined, {
+    message: '"credential" needs a "username"',
+  })
+  .refine((t) => t.username !== undefined || t.credentialFile === undefined, {
+    message: '"credentialFile" needs a "username"',
   });
+
+const IcePort = z.number().int().min(1024, "ports below 1024 are privileged").max(65_535);
 
 const Ice = z
   .strictObject({
     stun: z.array(z.string().regex(/^stun:/, 'must start with "stun:"')).default([]),
     turn: z.array(Turn).default([]),
+    /** Local UDP ports ICE may use, [min, max] inclusive: what the firewall opens (see README "Firewall"). */
+    portRange: z
+      .tuple([IcePort, IcePort])
+      .refine(([min, max]) => min <= max, "min must not be greater than max")
+      .optional(),
+    /** All links share one UDP port (the first of `portRange`; otherwise any). */
+    udpMux: z.boolean().default(false),
+    /** The local address ICE binds to (host candidates are gathered on it only). */
+    bindAddress: IpAddress.optional(),
   })
-  .default({ stun: [], turn: [] });
+  .default({ stun: [], turn: [], udpMux: false });
 
 const Links = z
   .strictObject({
