@@ -40,9 +40,12 @@ function byPriorityAndWeight(records: SrvRecord[], random: () => number): SrvRec
     const left = records.filter((r) => r.priority === p);
     while (left.length > 0) {
       const total = left.reduce((sum, r) => sum + r.weight, 0);
-      let pick = random() * total;
-      let i = left.findIndex((r) => (pick -= r.weight) < 0);
-      if (i < 0) i = 0; // all weights 0
+      const pick = random() * total;
+      let i = 0;
+      for (let sum = 0; i < left.length - 1; i++) {
+        sum += (left[i] as SrvRecord).weight;
+        if (pick < sum) break;
+      }
       out.push(...left.splice(i, 1));
     }
   }
