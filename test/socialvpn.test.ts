@@ -248,7 +248,10 @@ describe("socialvpn command line", () => {
     if (state !== undefined) writeFileSync(join(dir, "socialvpn-state.json"), state);
     return spawnSync(process.execPath, [CLI, "--config", file], { encoding: "utf8", timeout: 10_000 });
   };
-  const base = { xmpp: { service: "xmpp://127.0.0.1:5222", domain: "d", username: "u", password: "p" } };
+  const base = {
+    xmpp: { service: "xmpp://127.0.0.1:5222", domain: "d", username: "u", password: "p" },
+    stateFile: "socialvpn-state.json", // beside the config (the default, as root, is /var/lib/tincan/)
+  };
 
   it("exits 2 naming the field for an IPv6 address (derived) or a range without room", () => {
     const r = run({ ...base, vnic: { ipv4: "10.0.0.1/31", ipv6: "fd00::1/64" } });

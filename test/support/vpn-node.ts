@@ -1,7 +1,7 @@
 // Starts TinCan-TS nodes (tincan datapath + a controller) inside lab hosts, with config files
 // written into the lab dir, and reads their status with `tincanctl status --json`.
 import { mkdirSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import {
   type CoturnHandle,
   type Host,
@@ -43,6 +43,11 @@ export interface NodeOptions {
   ice?: Record<string, unknown>;
   /** Extra keys of the `xmpp` section (e.g. pingIntervalSec). */
   xmpp?: Record<string, unknown>;
+  /**
+   * Commands to run instead of the workspace's (e.g. an installed package's, under setpriv):
+   * argv prefixes that the usual flags are appended to.
+   */
+  commands?: { tincan?: string[]; controller?: string[]; tincanctl?: string[] };
   /** How long the controller may take to log in and run (default 30 s; many nodes start slower), and the datapath (at least 15 s). */
   startTimeoutMs?: number;
 }
@@ -106,7 +111,10 @@ export class VpnNode {
         : { stun: [], turn: [], ...opts.ice },
       links: { ...opts.links },
       log: { level: opts.logLevel ?? "debug" },
-      ...(opts.kind === "socialvpn" ? {} : { group: opts.group ?? "lab" }),
+      // SocialVPN's default stateFile is /var/lib/tincan/ for root: each node keeps its own in its dir.
+      ...(opts.kind === "socialvpn"
+        ? { stateFile: join(dirname(this.configFile), "socialvpn-state.json") }
+        : { group: opts.group ?? "lab" }),
       ...opts.extra,
     };
     writeFileSync(this.configFile, JSON.stringify(config, null, 2));
@@ -119,13 +127,12 @@ export class VpnNode {
   }
 
   async startDatapath(): Promise<void> {
-    this.tincan = this.host.spawn(
-      "node",
-      [...DAEMON_NODE_FLAGS, TINCAN_BIN, "--token-file", this.tokenFile, "--log-level", "debug"],
-      {
-        name: "tincan",
-      },
+    const [file, args] = splitCommand(
+      this.opts.commands?.tincan ?? ["node", ...DAEMON_NODE_FLAGS, TINCAN_BIN],
     );
+    this.tincan = this.host.spawn(file, [...args, "--token-file", this.tokenFile, "--log-level", "debug"], {
+      name: "tincan",
+    });
     await waitFor(
       `tincan ready on ${this.host.name}`,
       () => {
@@ -138,13 +145,12 @@ export class VpnNode {
 
   async startController(): Promise<void> {
     const kind = this.opts.kind ?? "groupvpn";
-    this.controller = this.host.spawn(
-      "node",
-      [...DAEMON_NODE_FLAGS, CONTROLLER_BIN[kind], "--config", this.configFile],
-      {
-        name: kind,
-      },
+    const [file, args] = splitCommand(
+      this.opts.commands?.controller ?? ["node", ...DAEMON_NODE_FLAGS, CONTROLLER_BIN[kind]],
     );
+    this.controller = this.host.spawn(file, [...args, "--config", this.configFile], {
+      name: kind,
+    });
     await waitFor(
       `${kind} running on ${this.host.name}`,
       () => {
@@ -160,8 +166,7 @@ export class VpnNode {
     for (let attempt = 1; ; attempt++) {
       try {
         const out = await this.host.run([
-          "node",
-          TINCANCTL,
+          ...(this.opts.commands?.tincanctl ?? ["node", TINCANCTL]),
           "status",
           "--json",
           "--token-file",
@@ -257,4 +262,11 @@ export function sendRogueOffers(
     ],
     { cwd: join(REPO, "test"), timeoutMs: 30_000 },
   );
+}
+
+/** [file, args] of an argv prefix, for Host.spawn. */
+function splitCommand(argv: string[]): [string, string[]] {
+  const [file, ...args] = argv;
+  if (!file) throw new Error("empty command");
+  return [file, args];
 }

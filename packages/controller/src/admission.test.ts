@@ -13,6 +13,9 @@ function capture(): { log: Log; warnings: string[] } {
   return { log, warnings };
 }
 
+/** GroupVPN's rule, as its policy gives it. */
+const inLab = (i: RosterItem) => (i.groups.includes("lab") ? null : 'not in roster group "lab"');
+
 const roster: RosterItem[] = [
   { jid: "bob@lab.local", subscription: "both", groups: ["lab"] },
   { jid: "carol@lab.local", subscription: "both", groups: ["other"] },
@@ -21,8 +24,8 @@ const roster: RosterItem[] = [
 ];
 
 describe("admission", () => {
-  it("admits mutual subscriptions in the configured group only", () => {
-    const a = new Admission({ group: "lab", log: capture().log });
+  it("admits mutual subscriptions that the policy's rule does not refuse", () => {
+    const a = new Admission({ refuse: inLab, log: capture().log });
     a.setRoster(roster);
     expect(a.isMember("bob@lab.local")).toBe(true);
     expect(a.isMember("BOB@lab.local")).toBe(true);
@@ -32,7 +35,7 @@ describe("admission", () => {
     expect(a.members()).toEqual(["bob@lab.local"]);
   });
 
-  it("without a group (SocialVPN) admits every mutual subscription", () => {
+  it("without a rule (SocialVPN) admits every mutual subscription", () => {
     const a = new Admission({ log: capture().log });
     a.setRoster(roster);
     expect(a.members().sort()).toEqual(["bob@lab.local", "carol@lab.local"]);
@@ -41,7 +44,7 @@ describe("admission", () => {
 
   it("logs a refused JID once, not once per stanza", () => {
     const { log, warnings } = capture();
-    const a = new Admission({ group: "lab", log });
+    const a = new Admission({ refuse: inLab, log });
     a.setRoster(roster);
     for (let i = 0; i < 5; i++) expect(a.allows("mallory@lab.local")).toBe(false);
     for (let i = 0; i < 3; i++) expect(a.allows("dave@lab.local")).toBe(false);
@@ -53,7 +56,7 @@ describe("admission", () => {
 
   it("logs again after a JID was admitted and then refused", () => {
     const { log, warnings } = capture();
-    const a = new Admission({ group: "lab", log });
+    const a = new Admission({ refuse: inLab, log });
     a.setRoster(roster);
     a.allows("dave@lab.local");
     a.setRoster([

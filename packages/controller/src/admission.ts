@@ -12,15 +12,21 @@ export interface RosterItem {
 }
 
 /**
- * Who may link with us: roster items with mutual subscription (`both`) and, when a group is configured
- * (GroupVPN), in that roster group. Everything else is refused, and each refused JID is logged once
- * (until it is admitted again), not once per stanza.
+ * Who may link with us: roster items with mutual subscription (`both`) that the policy's rule does
+ * not refuse (GroupVPN: not in its roster group). Everything else is refused, and each refused JID is
+ * logged once (until it is admitted again), not once per stanza.
  */
 export class Admission {
   private roster = new Map<string, RosterItem>();
   private readonly refusedLogged = new Set<string>();
 
-  constructor(private readonly opts: { group?: string | undefined; log: Log }) {}
+  constructor(
+    private readonly opts: {
+      /** Why an item with mutual subscription is still refused, or null (default: never). */
+      refuse?: ((item: RosterItem) => string | null) | undefined;
+      log: Log;
+    },
+  ) {}
 
   /** Replaces the roster (after a roster fetch or push). */
   setRoster(items: Iterable<RosterItem>): void {
@@ -58,8 +64,6 @@ export class Admission {
     const item = this.roster.get(bareJid.toLowerCase());
     if (!item) return "not on the roster";
     if (item.subscription !== "both") return `subscription is "${item.subscription}", not "both"`;
-    const group = this.opts.group;
-    if (group !== undefined && !item.groups.includes(group)) return `not in roster group "${group}"`;
-    return null;
+    return this.opts.refuse?.(item) ?? null;
   }
 }

@@ -1,62 +1,28 @@
 import { randomBytes } from "node:crypto";
 import { unlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import {
-  type GroupVpnConfig,
-  type NotificationParamsOf,
-  type PresenceTincan,
-  type RpcParamsOf,
-  type Signal,
-  writeFileAtomic,
-} from "@tincan/protocol";
+import { type GroupVpnConfig, type RpcParamsOf, type Signal, writeFileAtomic } from "@tincan/protocol";
 import { Admission, type RosterItem } from "./admission.js";
 import type { Loaded } from "./config.js";
 import { DatapathClient, type DatapathHealth, queryAll } from "./datapath-client.js";
 import { type LinkEvent, LinkManager, type PeerRef } from "./link-manager.js";
 import type { Log, RootLogger } from "./logger.js";
 import { type AddressChange, NetworkWatch } from "./network-watch.js";
+import {
+  type Member,
+  type PeerAddresses,
+  type Policy,
+  type PolicyContext,
+  PolicyLinks,
+  peerRefOf,
+  presenceAddresses,
+} from "./policy.js";
 import { RouteTable } from "./route-table.js";
 import { SignalLimiter } from "./signal-limiter.js";
-import { type PeerPresence, type SignalEvent, XmppSession } from "./xmpp.js";
+import { type SignalEvent, XmppSession } from "./xmpp.js";
 
 /** The config keys the core uses (GroupVpnConfig and SocialVpnConfig both have them). */
 export type CoreConfig = Loaded<Pick<GroupVpnConfig, "datapath" | "xmpp" | "vnic" | "ice" | "links" | "log">>;
-
-/** A peer that is online (tincan presence) and passes admission. */
-export interface Member extends PeerPresence {
-  /** Roster name, if any. */
-  name?: string | undefined;
-}
-
-/** What GroupVPN / SocialVPN plug into the core. Only `uid`, `presence` and `vnic` are required. */
-export interface Policy {
-  /** This node's UID. */
-  readonly uid: string;
-  /** What we announce in presence. */
-  presence(): PresenceTincan;
-  /** vnic.configure params (name/ipv4/ipv6/mtu usually from config; `translate` for SocialVPN). */
-  vnic(): RpcParamsOf<"vnic.configure">;
-  /** Check a peer's presence beyond roster admission (e.g. its UID matches its address or JID). */
-  verifyPeer?(peer: PeerPresence): boolean;
-  onPeerOnline?(peer: Member): void | Promise<void>;
-  /**
-   * The peer is gone: it left the roster/group, or it is offline and has no working link (a peer that
-   * goes offline while its link is connected keeps link and routes until the datapath says the link is
-   * dead). Remove its routes here.
-   */
-  onPeerOffline?(peer: Member): void | Promise<void>;
-  /** A link setup attempt starts (either side): e.g. route the peer via another member meanwhile. */
-  onLinkSetup?(e: LinkEvent): void | Promise<void>;
-  onLinkUp?(e: LinkEvent): void | Promise<void>;
-  onLinkDown?(e: LinkEvent): void | Promise<void>;
-  onPacketUnmapped?(p: NotificationParamsOf<"packet.unmapped">): void | Promise<void>;
-  onIccMessage?(p: NotificationParamsOf<"icc.message">): void | Promise<void>;
-  onRosterChanged?(items: RosterItem[]): void | Promise<void>;
-  /** Addresses of a peer as this node knows it, for the status file (default: those of its presence). */
-  peerAddresses?(peer: Member): { ipv4?: string; ipv6?: string };
-  /** After the datapath restarted and the core re-configured vnic/ice/routes and re-set wanted links. */
-  onDatapathRestarted?(): void | Promise<void>;
-}
 
 export interface ControllerOptions {
   /** "groupvpn" / "socialvpn": used in logs and the status file. */
@@ -64,8 +30,6 @@ export interface ControllerOptions {
   config: CoreConfig;
   logger: RootLogger;
   policy: Policy;
-  /** GroupVPN: the roster group that makes a member. */
-  group?: string | undefined;
   /** Status file for tincanctl; default `<tokenFile dir>/controller-status.json`; null = none. */
   statusFile?: string | null;
 }
@@ -94,9 +58,10 @@ export function defaultStatusFile(tokenFile: string): string {
 /**
  * Wires config, logger, datapath client, XMPP session, admission and link manager, and runs the startup
  * sequence: hello -> vnic.configure -> ice.configure -> sync links/routes -> XMPP login -> presence.
- * The policy decides which links to want (`links.ensureLink`) and which routes to set (`setRoute`).
+ * Links are wanted per `links.policy` (PolicyLinks); the policy sets the routes (`setRoute`) and is
+ * handed this controller as its PolicyContext in every hook.
  */
-export class Controller {
+export class Controller implements PolicyContext {
   readonly datapath: DatapathClient;
   readonly xmpp: XmppSession;
   readonly admission: Admission;
@@ -109,6 +74,7 @@ export class Controller {
   private readonly lingering = new Map<string, Member>();
   private readonly signalLimiter: SignalLimiter;
   private readonly routeTable: RouteTable;
+  private readonly policyLinks: PolicyLinks;
   private readonly statusFile: string | null;
   private statusTimer: NodeJS.Timeout | null = null;
   private stopped = false;
@@ -141,7 +107,10 @@ export class Controller {
       log: logger.component("xmpp"),
     });
     this.network = new NetworkWatch({ ignoreInterfaces: [config.vnic.name] });
-    this.admission = new Admission({ group: opts.group, log: logger.component("admission") });
+    this.admission = new Admission({
+      refuse: (item) => policy.refuse?.(item) ?? null,
+      log: logger.component("admission"),
+    });
     this.signalLimiter = new SignalLimiter(logger.component("signals"));
     this.links = new LinkManager({
       selfUid: policy.uid,
@@ -151,6 +120,12 @@ export class Controller {
       links: config.links,
       hasTurn: config.ice.turn.length > 0,
       admit: (peer) => this.admission.allows(peer.bareJid, "link"),
+    });
+    this.policyLinks = new PolicyLinks({
+      proactive: config.links.policy === "proactive",
+      ensureLink: (peer, o) => this.links.ensureLink(peer, o),
+      peers: () => this.peers(),
+      addressesOf: (m) => this.addressesOf(m),
     });
     this.wire();
   }
@@ -171,7 +146,12 @@ export class Controller {
   /** A PeerRef for the link manager, if the peer is online. */
   peerRef(uid: string): PeerRef | undefined {
     const m = this.members.get(uid);
-    return m && { uid, bareJid: m.bareJid, fullJid: m.fullJid };
+    return m && peerRefOf(m);
+  }
+
+  /** A member's addresses as this node knows it (the policy's view, else those of its presence). */
+  addressesOf(m: Member): PeerAddresses {
+    return this.opts.policy.peerAddresses?.(m) ?? presenceAddresses(m.tincan);
   }
 
   /**
@@ -230,8 +210,13 @@ export class Controller {
     const p = this.opts.policy;
     this.datapath.on("datapath-restarted", () => void this.onDatapathRestarted());
     this.datapath.on("datapath-health", () => this.scheduleStatus());
-    this.datapath.on("packet.unmapped", (n) => this.hook("onPacketUnmapped", () => p.onPacketUnmapped?.(n)));
-    this.datapath.on("icc.message", (n) => this.hook("onIccMessage", () => p.onIccMessage?.(n)));
+    this.datapath.on("packet.unmapped", (n) =>
+      this.hook("onPacketUnmapped", async () => {
+        await this.policyLinks.packetUnmapped(n.dst);
+        await p.onPacketUnmapped?.(n, this);
+      }),
+    );
+    this.datapath.on("icc.message", (n) => this.hook("onIccMessage", () => p.onIccMessage?.(n, this)));
 
     this.xmpp.on("roster", (items: RosterItem[]) => {
       if (!this.adoptedChecked) {
@@ -242,7 +227,7 @@ export class Controller {
       }
       this.admission.setRoster(items);
       this.refreshMembers();
-      this.hook("onRosterChanged", () => p.onRosterChanged?.(items));
+      this.hook("onRosterChanged", () => p.onRosterChanged?.(items, this));
     });
     this.xmpp.on("peer-online", () => this.refreshMembers());
     this.xmpp.on("peer-offline", () => this.refreshMembers());
@@ -263,14 +248,14 @@ export class Controller {
       this.xmpp.reconnectNow("local addresses changed");
     });
 
-    this.links.on("link-setup", (e: LinkEvent) => this.hook("onLinkSetup", () => p.onLinkSetup?.(e)));
+    this.links.on("link-setup", (e: LinkEvent) => this.hook("onLinkSetup", () => p.onLinkSetup?.(e, this)));
     this.links.on("link-up", (e: LinkEvent) => {
       this.scheduleStatus();
-      this.hook("onLinkUp", () => p.onLinkUp?.(e));
+      this.hook("onLinkUp", () => p.onLinkUp?.(e, this));
     });
     this.links.on("link-down", (e: LinkEvent) => {
       this.scheduleStatus();
-      this.hook("onLinkDown", () => p.onLinkDown?.(e));
+      this.hook("onLinkDown", () => p.onLinkDown?.(e, this));
     });
     this.links.on("link-removed", (uid: string) => this.onLinkRemoved(uid));
   }
@@ -284,7 +269,7 @@ export class Controller {
     const old = this.lingering.get(uid);
     if (old) {
       this.lingering.delete(uid);
-      this.hook("onPeerOffline", () => this.opts.policy.onPeerOffline?.(old));
+      this.peerOffline(old);
       return;
     }
     for (const r of this.routeTable.list()) {
@@ -320,7 +305,7 @@ export class Controller {
       if (this.admission.isMember(old.bareJid)) continue; // still offline, still a member
       this.lingering.delete(uid);
       void this.links.peerGone(uid, "peer left the roster");
-      this.hook("onPeerOffline", () => this.opts.policy.onPeerOffline?.(old));
+      this.peerOffline(old);
     }
     for (const [uid, m] of next) {
       const old = this.members.get(uid);
@@ -329,15 +314,24 @@ export class Controller {
         // Back online while its link stayed up, or a link adopted from the datapath at start: the link
         // learns where the peer is now.
         this.lingering.delete(uid);
-        void this.links.updatePeer({ uid, bareJid: m.bareJid, fullJid: m.fullJid });
-        this.hook("onPeerOnline", () => this.opts.policy.onPeerOnline?.(m));
-      } else if (old.fullJid !== m.fullJid)
-        void this.links.updatePeer({ uid, bareJid: m.bareJid, fullJid: m.fullJid });
-      else if (old.tincan.ipv4 !== m.tincan.ipv4 || old.tincan.ipv6 !== m.tincan.ipv6) {
-        this.hook("onPeerOnline", () => this.opts.policy.onPeerOnline?.(m));
-      }
+        void this.links.updatePeer(peerRefOf(m));
+        this.peerOnline(m);
+      } else if (old.fullJid !== m.fullJid) void this.links.updatePeer(peerRefOf(m));
+      else if (old.tincan.ipv4 !== m.tincan.ipv4 || old.tincan.ipv6 !== m.tincan.ipv6) this.peerOnline(m);
     }
     this.scheduleStatus();
+  }
+
+  /** The policy sets the member's routes, then (proactive) the core links to it. */
+  private peerOnline(m: Member): void {
+    this.hook("onPeerOnline", async () => {
+      await this.opts.policy.onPeerOnline?.(m, this);
+      await this.policyLinks.peerOnline(m);
+    });
+  }
+
+  private peerOffline(m: Member): void {
+    this.hook("onPeerOffline", () => this.opts.policy.onPeerOffline?.(m, this));
   }
 
   /**
@@ -350,14 +344,14 @@ export class Controller {
     const uid = old.tincan.uid;
     if (!stillMember) {
       void this.links.peerGone(uid, "peer left the roster");
-      this.hook("onPeerOffline", () => this.opts.policy.onPeerOffline?.(old));
+      this.peerOffline(old);
       return;
     }
     this.lingering.set(uid, old);
     void this.links.peerOffline(uid).then((kept) => {
       if (kept || this.lingering.get(uid) !== old) return;
       this.lingering.delete(uid);
-      this.hook("onPeerOffline", () => this.opts.policy.onPeerOffline?.(old));
+      this.peerOffline(old);
     });
   }
 
@@ -383,10 +377,7 @@ export class Controller {
       this.scheduleStatus();
       return;
     }
-    void this.links.handleSignal(
-      { uid: pres.tincan.uid, bareJid: pres.bareJid, fullJid: pres.fullJid },
-      signal,
-    );
+    void this.links.handleSignal(peerRefOf(member), signal);
   }
 
   private async configureDatapath(): Promise<void> {
@@ -412,7 +403,7 @@ export class Controller {
       await this.configureDatapath();
       await this.routeTable.reapply();
       await this.links.resync();
-      this.hook("onDatapathRestarted", () => this.opts.policy.onDatapathRestarted?.());
+      this.hook("onDatapathRestarted", () => this.opts.policy.onDatapathRestarted?.(this));
     } catch (err) {
       this.log.error("re-sync with the restarted datapath failed", { error: (err as Error).message });
     }
@@ -484,8 +475,7 @@ export class Controller {
       datapath: this.datapath.health(),
     };
     for (const [uid, m] of [...this.members, ...this.lingering]) {
-      const addresses = this.opts.policy.peerAddresses?.(m) ?? pick(m.tincan);
-      status.peers[uid] = { jid: m.bareJid, ...(m.name ? { name: m.name } : {}), ...addresses };
+      status.peers[uid] = { jid: m.bareJid, ...(m.name ? { name: m.name } : {}), ...this.addressesOf(m) };
     }
     try {
       await writeFileAtomic(this.statusFile, `${JSON.stringify(status, null, 2)}\n`, 0o644);
@@ -496,10 +486,6 @@ export class Controller {
       });
     }
   }
-}
-
-function pick(t: PresenceTincan): { ipv4?: string; ipv6?: string } {
-  return { ...(t.ipv4 ? { ipv4: t.ipv4 } : {}), ...(t.ipv6 ? { ipv6: t.ipv6 } : {}) };
 }
 
 /**

@@ -1,6 +1,6 @@
 import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
 import { EventEmitter } from "node:events";
-import { readFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import {
   describeIssues,
   type HelloResult,
@@ -364,7 +364,7 @@ export class DatapathClient implements DatapathApi {
       this.token = (await readFile(this.opts.tokenFile, "utf8")).trim();
     } catch (err) {
       throw new Error(
-        `cannot read the datapath token file ${this.opts.tokenFile}: ${(err as Error).message} (is tincan running?)`,
+        `cannot read the datapath token file ${this.opts.tokenFile}: ${await tokenProblem(err)}`,
       );
     }
   }
@@ -438,4 +438,15 @@ export class DatapathClient implements DatapathApi {
       }
     }
   }
+}
+
+/** Why the token could not be read, with what to do: start tincan, or join its tokenGroup. */
+async function tokenProblem(err: unknown): Promise<string> {
+  const e = err as NodeJS.ErrnoException;
+  if (e.code !== "EACCES") return `${e.message} (is tincan running?)`;
+  const st = await stat(e.path ?? "").catch(() => null);
+  const mode = st
+    ? `mode 0${(st.mode & 0o777).toString(8)}, uid ${st.uid}, gid ${st.gid}`
+    : "its directory is not searchable by us";
+  return `permission denied (${mode}; we are uid ${process.getuid?.()}, groups ${process.getgroups?.().join(",")}): run as the user tincan runs as, or as a member of the group set as tokenGroup in tincan's config`;
 }

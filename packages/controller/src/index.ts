@@ -5,4 +5,5 @@ export * from "./controller.js";
 export * from "./datapath-client.js";
 export * from "./link-manager.js";
 export * from "./logger.js";
+export * from "./policy.js";
 export * from "./xmpp.js";

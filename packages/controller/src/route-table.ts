@@ -1,5 +1,4 @@
-import { SocketAddress } from "node:net";
-import { type RouteInfo, RpcErrorCode, type RpcParamsOf } from "@tincan/protocol";
+import { canonicalPrefix, type RouteInfo, RpcErrorCode, type RpcParamsOf } from "@tincan/protocol";
 import { type DatapathApi, queryAll, RPC_TIMEOUT, RpcError } from "./datapath-client.js";
 import type { Log } from "./logger.js";
 
@@ -170,12 +169,5 @@ export class RouteTable {
 
 /** `address/length` with the address in canonical text (host bits are not cleared: we set host routes). */
 function canonical(prefix: string): string {
-  const slash = prefix.indexOf("/");
-  const address = prefix.slice(0, slash);
-  try {
-    const family = address.includes(":") ? "ipv6" : "ipv4";
-    return `${new SocketAddress({ address, family }).address}${prefix.slice(slash)}`;
-  } catch {
-    return prefix;
-  }
+  return canonicalPrefix(prefix) ?? prefix;
 }

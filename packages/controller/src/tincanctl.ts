@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 import { readFileSync } from "node:fs";
-import { parseArgs } from "node:util";
 import {
   DEFAULT_RPC,
   DEFAULT_TOKEN_FILE,
   HostPort,
   type LinkInfo,
+  parseCli,
   type RouteInfo,
   type VnicInfo,
 } from "@tincan/protocol";
@@ -14,15 +14,24 @@ import { DatapathClient, queryAll, RPC_TIMEOUT, RpcError } from "./datapath-clie
 import { nullLog } from "./logger.js";
 
 const PROG = "tincanctl";
-const HELP = `Usage: ${PROG} status [--rpc ADDR] [--token-file FILE] [--json]
-
-Shows the links and routes of a running tincan datapath, with peer names when a controller runs.
-
-  --rpc ADDR          datapath RPC address (default ${DEFAULT_RPC})
-  --token-file FILE   datapath token file (default ${DEFAULT_TOKEN_FILE})
-  --json              machine-readable output
-  -h, --help          this text
-`;
+const CLI = {
+  prog: PROG,
+  usage: "status [--rpc ADDR] [--token-file FILE] [--json]",
+  description:
+    "Shows the links and routes of a running tincan datapath, with peer names when a controller runs.\n" +
+    "Needs read access to the token file: its owner, or a member of tincan's tokenGroup.",
+  options: {
+    rpc: { type: "string" },
+    "token-file": { type: "string" },
+    json: { type: "boolean" },
+  },
+  optionHelp: [
+    `      --rpc ADDR        datapath RPC address (default ${DEFAULT_RPC})`,
+    `      --token-file FILE datapath token file (default ${DEFAULT_TOKEN_FILE})`,
+    "      --json            machine-readable output",
+  ].join("\n"),
+  allowPositionals: true,
+} as const;
 
 export interface PeerRow {
   peer: string;
@@ -153,37 +162,7 @@ function fail(code: number, message: string): never {
 }
 
 async function main(argv: string[]): Promise<void> {
-  let parsed: ReturnType<
-    typeof parseArgs<{
-      options: {
-        rpc: { type: "string" };
-        "token-file": { type: "string" };
-        json: { type: "boolean" };
-        help: { type: "boolean"; short: "h" };
-      };
-      allowPositionals: true;
-    }>
-  >;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      options: {
-        rpc: { type: "string" },
-        "token-file": { type: "string" },
-        json: { type: "boolean" },
-        help: { type: "boolean", short: "h" },
-      },
-      allowPositionals: true,
-      strict: true,
-    });
-  } catch (err) {
-    fail(2, `${(err as Error).message}\nTry '${PROG} --help'.`);
-  }
-  const { values, positionals } = parsed;
-  if (values.help) {
-    process.stdout.write(HELP);
-    return;
-  }
+  const { values, positionals } = parseCli(CLI, argv);
   const [command, ...extra] = positionals;
   if (command !== "status")
     fail(2, `${command ? `unknown command "${command}"` : "missing command"}\nTry '${PROG} --help'.`);

@@ -1,6 +1,5 @@
 #!/usr/bin/env node
-import { parseArgs } from "node:util";
-import { type TincanConfig, writeFileAtomic } from "@tincan/protocol";
+import { parseCli, printEffectiveConfig, type TincanConfig, writeFileAtomic } from "@tincan/protocol";
 import { loadTincanConfig, TincanConfigError } from "./config.js";
 import { Datapath, VERSION } from "./datapath.js";
 import { reportTurnRefusals } from "./ice.js";
@@ -8,19 +7,29 @@ import { configureSctp } from "./link.js";
 import { createLogger } from "./logger.js";
 import { type Endpoint, RpcServer } from "./rpc-server.js";
 import { readEndpointFile, UnsafeDirectoryError } from "./secure-files.js";
-import { writeToken } from "./token.js";
+import { resolveTokenGroup, type TokenGroup, writeToken } from "./token.js";
 import { tunFactory } from "./vnic-tun.js";
 
-const HELP = `Usage: tincan [--config FILE] [--rpc 127.0.0.1:5800] [--token-file FILE] [--log-level LEVEL]
-
-Runs the TinCan datapath in the foreground: owns the vNIC (TUN) and the peer links, and takes
-orders from a controller over JSON-RPC on a loopback UDP port.
-
-  --config FILE       JSON config ({ "rpc", "tokenFile", "maxLinks", "log": { "level" } }); flags override it
-  --rpc HOST:PORT     RPC address on 127.0.0.0/8 (default 127.0.0.1:5800)
-  --token-file FILE   where the secret RPC token is written, mode 0600 (default /run/tincan/tincan.token)
-  --log-level LEVEL   error | warn | info | debug (default info)
-  --version, --help`;
+const CLI = {
+  prog: "tincan",
+  usage: "[--config FILE] [--rpc 127.0.0.1:5800] [--token-file FILE] [--log-level LEVEL]",
+  description:
+    "Runs the TinCan datapath in the foreground: owns the vNIC (TUN) and the peer links, and takes\n" +
+    "orders from a controller over JSON-RPC on a loopback UDP port.",
+  options: {
+    config: { type: "string", short: "c" },
+    rpc: { type: "string" },
+    "token-file": { type: "string" },
+    "log-level": { type: "string" },
+  },
+  optionHelp: [
+    '  -c, --config FILE     JSON config ({ "rpc", "tokenFile", "tokenGroup", "maxLinks", "log" }); flags override it',
+    "      --rpc HOST:PORT   RPC address on 127.0.0.0/8 (default 127.0.0.1:5800)",
+    "      --token-file FILE where the secret RPC token is written (default /run/tincan/tincan.token)",
+    "      --log-level LEVEL error | warn | info | debug (default info)",
+  ].join("\n"),
+  checkConfig: true,
+} as const;
 
 function fail(message: string): never {
   process.stderr.write(`tincan: ${message}\n`);
@@ -39,45 +48,28 @@ function envJson(name: string): Record<string, unknown> | null {
   return fail(`${name}: must be a JSON object`);
 }
 
-function loadConfig(): TincanConfig {
-  let args: ReturnType<typeof parseArgs>["values"];
+function loadConfig(): { config: TincanConfig; group: TokenGroup | undefined } {
+  const { values: args, checkConfig } = parseCli(CLI);
+  let config: TincanConfig;
+  let group: TokenGroup | undefined;
   try {
-    ({ values: args } = parseArgs({
-      options: {
-        config: { type: "string" },
-        rpc: { type: "string" },
-        "token-file": { type: "string" },
-        "log-level": { type: "string" },
-        help: { type: "boolean" },
-        version: { type: "boolean" },
-      },
-      strict: true,
-    }));
-  } catch (err) {
-    fail(`${(err as Error).message}\n\n${HELP}`);
-  }
-  if (args.help) {
-    process.stdout.write(`${HELP}\n`);
-    process.exit(0);
-  }
-  if (args.version) {
-    process.stdout.write(`${VERSION}\n`);
-    process.exit(0);
-  }
-  try {
-    return loadTincanConfig(args.config as string | undefined, {
-      rpc: args.rpc as string | undefined,
-      tokenFile: args["token-file"] as string | undefined,
-      logLevel: args["log-level"] as string | undefined,
+    config = loadTincanConfig(args.config, {
+      rpc: args.rpc,
+      tokenFile: args["token-file"],
+      logLevel: args["log-level"],
     });
+    group = config.tokenGroup === undefined ? undefined : resolveTokenGroup(config.tokenGroup);
   } catch (err) {
-    if (err instanceof TincanConfigError) fail(err.message);
-    throw err;
+    fail(
+      err instanceof TincanConfigError ? err.message : `${args.config ?? "flags"}: ${(err as Error).message}`,
+    );
   }
+  if (checkConfig) printEffectiveConfig(config);
+  return { config, group };
 }
 
 async function main(): Promise<void> {
-  const config = loadConfig();
+  const { config, group } = loadConfig();
   const log = createLogger(config.log.level, "tincan");
   reportTurnRefusals(log);
   const endpointFile = `${config.tokenFile}.controller`;
@@ -95,7 +87,9 @@ async function main(): Promise<void> {
   });
   let token: string;
   try {
-    token = await writeToken(config.tokenFile);
+    const written = await writeToken(config.tokenFile, group);
+    token = written.token;
+    if (written.warning) log.warn(written.warning);
   } catch (err) {
     if (err instanceof UnsafeDirectoryError) fail(`refusing to write the token: ${err.message}`);
     fail(`cannot write the token file ${config.tokenFile}: ${(err as Error).message}`);
@@ -122,6 +116,7 @@ async function main(): Promise<void> {
   log.info("ready", {
     rpc: `${address.host}:${address.port}`,
     tokenFile: config.tokenFile,
+    ...(group ? { tokenGroup: group.name } : {}),
     version: VERSION,
   });
 

@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { describeIssues, LogLevel, TincanConfig } from "@tincan/protocol";
 
 /** A tincan config that cannot be used; the message names the file (or "flags") and the field. */
@@ -27,6 +28,10 @@ export function loadTincanConfig(file: string | undefined, flags: TincanFlags = 
     fromFile = json as Record<string, unknown>;
   }
   const merged: Record<string, unknown> = { ...fromFile };
+  // As in every binary: a relative path in a config file is relative to that file's directory
+  // (a relative --token-file flag, like any command-line path, to the working directory).
+  if (file && typeof merged.tokenFile === "string")
+    merged.tokenFile = resolve(dirname(resolve(file)), merged.tokenFile);
   if (flags.rpc) merged.rpc = flags.rpc;
   if (flags.tokenFile) merged.tokenFile = flags.tokenFile;
   if (flags.logLevel) {

@@ -7,6 +7,7 @@ import {
   type RpcMethod,
   type RpcParamsOf,
   type RpcResults,
+  VERSION,
 } from "@tincan/protocol";
 import type { Logger } from "winston";
 import { conflict, invalidParams, notConfigured, notFound, tooManyLinks } from "./errors.js";
@@ -24,7 +25,7 @@ import { TxQueue } from "./tx-queue.js";
 import { UnmappedPackets } from "./unmapped.js";
 import { DEFAULT_MAX_FRAME_BYTES, FrameBuilders } from "./wire/index.js";
 
-export const VERSION = "0.1.0";
+export { VERSION };
 
 export interface VnicSettings {
   name: string;

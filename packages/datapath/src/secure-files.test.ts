@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { writeFileAtomic } from "@tincan/protocol";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { checkSecretDirectory, readEndpointFile, UnsafeDirectoryError } from "./secure-files.js";
-import { writeToken } from "./token.js";
+import { resolveTokenGroup, writeToken } from "./token.js";
 
 let dir: string;
 beforeEach(() => {
@@ -41,7 +41,7 @@ describe("writeFileAtomic", () => {
     const planted = `${file}.${process.pid}.tmp`;
     writeFileSync(planted, "planted\n", { mode: 0o666 });
     chmodSync(planted, 0o666);
-    const token = await writeToken(file);
+    const { token } = await writeToken(file);
     expect(readFileSync(planted, "utf8")).toBe("planted\n");
     expect(readFileSync(file, "utf8")).toBe(`${token}\n`);
     expect(statSync(file).mode & 0o777).toBe(0o600);
@@ -105,5 +105,34 @@ describe("readEndpointFile", () => {
     writeFileSync(file(), JSON.stringify({ host: "127.0.0.1", port: 22 }), { mode: 0o600 });
     chownSync(file(), 4242, 4242);
     expect(await readEndpointFile(file())).toEqual({ problem: "belongs to uid 4242, neither root nor us" });
+  });
+});
+
+describe.skipIf(!isRoot)("writeToken with a tokenGroup", () => {
+  const group = { name: "4243", gid: 4243 };
+
+  it("creates a missing directory 0750 of that group and writes the token 0640 of that group", async () => {
+    const file = join(dir, "run", "t.token");
+    const { token, warning } = await writeToken(file, group);
+    expect(warning).toBeNull();
+    const st = statSync(file);
+    expect([st.mode & 0o777, st.gid]).toEqual([0o640, 4243]);
+    const d = statSync(join(dir, "run"));
+    expect([d.mode & 0o777, d.gid]).toEqual([0o750, 4243]);
+    expect(readFileSync(file, "utf8")).toBe(`${token}\n`);
+  });
+
+  it("warns when the group cannot reach the token through an existing directory", async () => {
+    chmodSync(dir, 0o700);
+    const { warning } = await writeToken(join(dir, "t.token"), group);
+    expect(warning).toMatch(/group 4243 cannot reach the token: .* is mode 0700.*chmod 0750/);
+  });
+});
+
+describe("resolveTokenGroup", () => {
+  it("takes a number as a gid, a name through getent, and refuses an unknown name", () => {
+    expect(resolveTokenGroup("4243")).toEqual({ name: "4243", gid: 4243 });
+    expect(resolveTokenGroup("root")).toEqual({ name: "root", gid: 0 });
+    expect(() => resolveTokenGroup("no-such-group-x")).toThrow(/no group "no-such-group-x"/);
   });
 });

@@ -7,7 +7,7 @@ import {
   parseControllerArgs,
   runController,
 } from "@tincan/controller";
-import { GroupVpnConfig } from "@tincan/protocol";
+import { GroupVpnConfig, printEffectiveConfig } from "@tincan/protocol";
 import { GroupPolicy } from "./policy.js";
 
 const args = parseControllerArgs(
@@ -21,10 +21,10 @@ try {
 } catch (err) {
   exitOnConfigError(err, "groupvpn");
 }
+if (args.checkConfig) printEffectiveConfig({ ...config, log: { level: args.logLevel ?? config.log.level } });
 const logger = createLogger(args.logLevel ?? config.log.level);
 const policy = new GroupPolicy(config);
-const ctl = new Controller({ name: "groupvpn", config, logger, policy, group: config.group });
-policy.attach(ctl);
+const ctl = new Controller({ name: "groupvpn", config, logger, policy });
 logger.component("groupvpn").info("starting", {
   jid: `${config.xmpp.username}@${config.xmpp.domain}`,
   group: config.group,

@@ -1,4 +1,4 @@
-import type { Controller, LinkEvent, Member } from "@tincan/controller";
+import type { LinkEvent, Member, PolicyContext } from "@tincan/controller";
 import { uidForIpv4 } from "@tincan/protocol";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { ANNOUNCE_EVERY_MS, GroupPolicy } from "./policy.js";
@@ -13,13 +13,13 @@ function member(ipv4: string): Member {
   } as unknown as Member;
 }
 
-/** A controller that records the RPCs its policy makes. */
-function fakeController() {
+/** A controller context that records the RPCs its policy makes. */
+function fakeContext() {
   const members = ADDRESSES.map(member);
   const calls: { method: string; params: Record<string, unknown> }[] = [];
   const routes: { prefix: string; peerUid: string; via?: string }[] = [];
   const log = { info: () => {}, warn: () => {}, debug: () => {}, error: () => {} };
-  const ctl = {
+  const ctx: PolicyContext = {
     log,
     peers: () => members,
     peer: (uid: string) => members.find((m) => m.tincan.uid === uid),
@@ -31,19 +31,19 @@ function fakeController() {
       routes.push(r);
     },
     removeRoute: async () => {},
-    links: { ensureLink: async () => {} },
     datapath: {
-      call: async (method: string, params: Record<string, unknown>) => {
+      call: (async (method: string, params: Record<string, unknown>) => {
         calls.push({ method, params });
         return {};
-      },
+      }) as PolicyContext["datapath"]["call"],
     },
   };
-  return { ctl: ctl as unknown as Controller, calls, members };
+  return { ctx, calls, members };
 }
 
 function policy() {
   const p = new GroupPolicy({
+    group: "lab",
     vnic: { name: "tincan0", ipv4: "10.10.0.1/16", mtu: 1280 },
     links: {
       policy: "on-demand",
@@ -53,9 +53,7 @@ function policy() {
       setupTimeoutSec: 10,
     },
   } as ConstructorParameters<typeof GroupPolicy>[0]);
-  const f = fakeController();
-  p.attach(f.ctl);
-  return { p, ...f };
+  return { p, ...fakeContext() };
 }
 
 const event = (m: Member): LinkEvent => ({
@@ -75,8 +73,8 @@ describe("GroupPolicy link announcements", () => {
   });
 
   it("announces the first link change at once and coalesces a burst into one more round", async () => {
-    const { p, calls, members } = policy();
-    for (const m of members.slice(0, 5)) await p.onLinkUp(event(m));
+    const { p, ctx, calls, members } = policy();
+    for (const m of members.slice(0, 5)) await p.onLinkUp(event(m), ctx);
     await flush();
     expect(iccSends(calls)).toBe(1); // the first link, to its one neighbour
     await vi.advanceTimersByTimeAsync(ANNOUNCE_EVERY_MS);
@@ -88,31 +86,67 @@ describe("GroupPolicy link announcements", () => {
   });
 
   it("routes a setup via a neighbour whose announcement arrives after the setup started", async () => {
-    const { p, calls, members } = policy();
+    const { p, ctx, calls, members } = policy();
     const [n, target] = members as [Member, Member];
-    await p.onLinkUp(event(n));
-    await p.onLinkSetup(event(target)); // nobody has announced the target yet
+    await p.onLinkUp(event(n), ctx);
+    await p.onLinkSetup(event(target), ctx); // nobody has announced the target yet
     const via = () => calls.filter((c) => c.method === "route.set" && c.params.via === n.tincan.uid);
     expect(via()).toHaveLength(0);
-    p.onIccMessage({ peerUid: n.tincan.uid, data: { type: "groupvpn.links", uids: [target.tincan.uid] } });
+    p.onIccMessage(
+      { peerUid: n.tincan.uid, data: { type: "groupvpn.links", uids: [target.tincan.uid] } },
+      ctx,
+    );
     await flush();
     expect(via()).toHaveLength(1);
     expect(via()[0]?.params.peerUid).toBe(target.tincan.uid);
   });
 
   it("does not route via for a setup that is over", async () => {
-    const { p, calls, members } = policy();
+    const { p, ctx, calls, members } = policy();
     const [n, target, other] = members as [Member, Member, Member];
-    await p.onLinkUp(event(n));
-    await p.onLinkSetup(event(target));
-    await p.onLinkSetup(event(other));
-    await p.onLinkUp(event(other)); // this one connected directly
+    await p.onLinkUp(event(n), ctx);
+    await p.onLinkSetup(event(target), ctx);
+    await p.onLinkSetup(event(other), ctx);
+    await p.onLinkUp(event(other), ctx); // this one connected directly
     await vi.advanceTimersByTimeAsync(11_000); // and the target's setup timed out
-    p.onIccMessage({
-      peerUid: n.tincan.uid,
-      data: { type: "groupvpn.links", uids: [target.tincan.uid, other.tincan.uid] },
-    });
+    p.onIccMessage(
+      {
+        peerUid: n.tincan.uid,
+        data: { type: "groupvpn.links", uids: [target.tincan.uid, other.tincan.uid] },
+      },
+      ctx,
+    );
     await flush();
     expect(calls.filter((c) => c.method === "route.set" && c.params.via)).toEqual([]);
+  });
+});
+
+describe("GroupPolicy membership", () => {
+  it("refuses roster items outside its group (the core's admission asks)", () => {
+    const { p } = policy();
+    expect(p.refuse({ jid: "a@lab", subscription: "both", groups: ["lab", "x"] })).toBeNull();
+    expect(p.refuse({ jid: "b@lab", subscription: "both", groups: ["other"] })).toBe(
+      'not in roster group "lab"',
+    );
+  });
+
+  it("verifies a member by its address: in our subnet, not ours, UID of the address", () => {
+    const { p } = policy();
+    const ok = (ipv4: string | undefined, uid = ipv4 ? uidForIpv4(ipv4) : "") =>
+      p.verifyPeer({ tincan: { uid, ipv4 } });
+    expect(ok("10.10.3.4")).toBe(true);
+    expect(ok("10.11.0.1")).toBe(false); // outside 10.10.0.0/16
+    expect(ok("10.10.0.1")).toBe(false); // our own
+    expect(ok("10.10.3.4", uidForIpv4("10.10.3.5"))).toBe(false);
+    expect(ok("not an address")).toBe(false);
+    expect(ok(undefined)).toBe(false);
+  });
+
+  it("sets host routes for a member's addresses while it is online", async () => {
+    const { p, ctx, calls } = policy();
+    const m = member("10.10.0.9");
+    m.tincan.ipv6 = "fd00::9";
+    await p.onPeerOnline(m, ctx);
+    expect(calls.map((c) => c.params.prefix)).toEqual(["10.10.0.9/32", "fd00::9/128"]);
   });
 });

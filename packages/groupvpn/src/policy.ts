@@ -1,15 +1,18 @@
-import { BlockList } from "node:net";
-import type { Controller, LinkEvent, Member, Policy } from "@tincan/controller";
+import type { LinkEvent, Member, Policy, PolicyContext, RosterItem } from "@tincan/controller";
 import {
   type GroupVpnConfig,
+  hostPrefix,
+  type IpPrefix,
   type NotificationParamsOf,
   type PresenceTincan,
+  parsePrefix,
+  prefixContains,
   type RpcParamsOf,
   uidForIpv4,
 } from "@tincan/protocol";
 import { NeighborLinks } from "./neighbors.js";
 
-type Config = Pick<GroupVpnConfig, "vnic" | "links">;
+type Config = Pick<GroupVpnConfig, "vnic" | "links" | "group">;
 
 const VIA_COOLDOWN_MS = 60_000;
 /**
@@ -21,12 +24,13 @@ export const ANNOUNCE_EVERY_MS = 1000;
 
 /**
  * GroupVPN: every member of one XMPP roster group owns one address of a shared subnet, and its UID
- * is derived from that address, so a destination address names the node to link to.
+ * is derived from that address, so a destination address names the node to link to. While a link is
+ * set up, the peer is reached via a neighbour that announced a link to it (see onLinkSetup).
  */
 export class GroupPolicy implements Policy {
   readonly uid: string;
   readonly ipv4: string;
-  private readonly subnet = new BlockList();
+  private readonly subnet: IpPrefix;
   private readonly neighbors = new NeighborLinks();
   /** Peers with a connected link (for routing via, and for link announcements). */
   private readonly connected = new Set<string>();
@@ -36,25 +40,15 @@ export class GroupPolicy implements Policy {
   private readonly settingUp = new Map<string, number>();
   private lastAnnouncedAt = Number.NEGATIVE_INFINITY;
   private announceTimer: NodeJS.Timeout | undefined;
-  private ctl: Controller | null = null;
 
   constructor(private readonly config: Config) {
-    const [address, length] = config.vnic.ipv4.split("/") as [string, string];
-    this.ipv4 = address;
-    this.uid = uidForIpv4(address);
-    this.subnet.addSubnet(address, Number(length), "ipv4");
-  }
-
-  attach(ctl: Controller): void {
-    this.ctl = ctl;
-  }
-
-  private get proactive(): boolean {
-    return this.config.links.policy === "proactive";
+    this.subnet = parsePrefix(config.vnic.ipv4);
+    this.ipv4 = this.subnet.address;
+    this.uid = uidForIpv4(this.ipv4);
   }
 
   presence(): PresenceTincan {
-    const ipv6 = this.config.vnic.ipv6?.split("/")[0];
+    const ipv6 = this.config.vnic.ipv6 && parsePrefix(this.config.vnic.ipv6).address;
     return { uid: this.uid, ipv4: this.ipv4, ...(ipv6 ? { ipv6 } : {}) };
   }
 
@@ -63,34 +57,29 @@ export class GroupPolicy implements Policy {
     return { uid: this.uid, name, ipv4, mtu, ...(ipv6 ? { ipv6 } : {}) };
   }
 
+  /** A member is in our roster group. */
+  refuse(item: RosterItem): string | null {
+    return item.groups.includes(this.config.group) ? null : `not in roster group "${this.config.group}"`;
+  }
+
   /** A member must announce an address of our subnet whose UID is its UID (identifier routing). */
   verifyPeer(peer: { tincan: PresenceTincan }): boolean {
     const { ipv4, uid } = peer.tincan;
-    return !!ipv4 && ipv4 !== this.ipv4 && this.subnet.check(ipv4, "ipv4") && uidForIpv4(ipv4) === uid;
+    return !!ipv4 && ipv4 !== this.ipv4 && prefixContains(this.subnet, ipv4) && uidForIpv4(ipv4) === uid;
   }
 
-  async onPeerOnline(peer: Member): Promise<void> {
-    const ctl = this.required();
+  async onPeerOnline(peer: Member, ctx: PolicyContext): Promise<void> {
     // Routes exist from the start: without a link, the datapath holds the packets and reports them
     // as unmapped, which is what sets an on-demand link up.
-    for (const prefix of prefixesOf(peer)) await ctl.setRoute({ prefix, peerUid: peer.tincan.uid });
-    if (this.proactive) await ctl.links.ensureLink(this.ref(peer), { pinned: true });
+    for (const prefix of prefixesOf(peer)) await ctx.setRoute({ prefix, peerUid: peer.tincan.uid });
   }
 
-  async onPeerOffline(peer: Member): Promise<void> {
-    const ctl = this.required();
+  async onPeerOffline(peer: Member, ctx: PolicyContext): Promise<void> {
     this.neighbors.forget(peer.tincan.uid);
     this.connected.delete(peer.tincan.uid);
     this.viaUsedAt.delete(peer.tincan.uid);
     this.settingUp.delete(peer.tincan.uid);
-    for (const prefix of prefixesOf(peer)) await ctl.removeRoute(prefix).catch(() => {});
-  }
-
-  async onPacketUnmapped(p: NotificationParamsOf<"packet.unmapped">): Promise<void> {
-    const ctl = this.required();
-    const member = ctl.peers().find((m) => m.tincan.ipv4 === p.dst || m.tincan.ipv6 === p.dst);
-    if (!member) return; // not a member's address: nothing to link to
-    await ctl.links.ensureLink(this.ref(member), { pinned: this.proactive });
+    for (const prefix of prefixesOf(peer)) await ctx.removeRoute(prefix).catch(() => {});
   }
 
   /**
@@ -99,28 +88,27 @@ export class GroupPolicy implements Policy {
    * VIA_COOLDOWN_MS and only for the setup's duration: then the route goes back to direct.
    * No neighbour may have announced the peer yet: onIccMessage tries again when one does.
    */
-  async onLinkSetup(e: LinkEvent): Promise<void> {
+  async onLinkSetup(e: LinkEvent, ctx: PolicyContext): Promise<void> {
     this.settingUp.set(e.peer.uid, Date.now());
-    await this.routeVia(e.peer.uid);
+    await this.routeVia(e.peer.uid, ctx);
   }
 
-  private async routeVia(uid: string): Promise<void> {
-    const ctl = this.required();
-    const member = ctl.peer(uid);
+  private async routeVia(uid: string, ctx: PolicyContext): Promise<void> {
+    const member = ctx.peer(uid);
     const via = this.neighbors.relayFor(uid, this.connected);
     const last = this.viaUsedAt.get(uid);
     if (!member || !via || (last !== undefined && Date.now() - last < VIA_COOLDOWN_MS)) return;
     this.viaUsedAt.set(uid, Date.now());
-    ctl.log.info("routing via a neighbour while the link is set up", { peer: member.bareJid, via });
-    for (const prefix of prefixesOf(member)) await ctl.setRoute({ prefix, peerUid: uid, via });
+    ctx.log.info("routing via a neighbour while the link is set up", { peer: member.bareJid, via });
+    for (const prefix of prefixesOf(member)) await ctx.setRoute({ prefix, peerUid: uid, via });
     if (this.connected.has(uid)) {
       // The link came up while we set the via route: make sure the direct route is the last one set.
-      for (const prefix of prefixesOf(member)) await ctl.setRoute({ prefix, peerUid: uid });
+      for (const prefix of prefixesOf(member)) await ctx.setRoute({ prefix, peerUid: uid });
       return;
     }
     // Only for what is left of the setup's time (the via may come from a late announcement).
     const setupEnds = this.setupEndsAt(this.settingUp.get(uid) ?? Date.now());
-    const limit = setTimeout(() => void this.endVia(uid, via), Math.max(0, setupEnds - Date.now()));
+    const limit = setTimeout(() => void this.endVia(uid, via, ctx), Math.max(0, setupEnds - Date.now()));
     limit.unref();
   }
 
@@ -130,42 +118,38 @@ export class GroupPolicy implements Policy {
   }
 
   /** The setup took too long: stop relaying through `via` (the route goes back to direct). */
-  private async endVia(uid: string, via: string): Promise<void> {
-    const ctl = this.required();
+  private async endVia(uid: string, via: string, ctx: PolicyContext): Promise<void> {
     if (this.connected.has(uid)) return;
-    for (const r of ctl.routes()) {
+    for (const r of ctx.routes()) {
       if (r.peerUid === uid && r.via === via)
-        await ctl.setRoute({ prefix: r.prefix, peerUid: uid }).catch(() => {});
+        await ctx.setRoute({ prefix: r.prefix, peerUid: uid }).catch(() => {});
     }
   }
 
-  async onLinkUp(e: LinkEvent): Promise<void> {
-    const ctl = this.required();
+  async onLinkUp(e: LinkEvent, ctx: PolicyContext): Promise<void> {
     this.connected.add(e.peer.uid);
     this.settingUp.delete(e.peer.uid);
-    this.announceLinks();
-    const member = ctl.peer(e.peer.uid);
+    this.announceLinks(ctx);
+    const member = ctx.peer(e.peer.uid);
     if (member) {
-      for (const prefix of prefixesOf(member)) await ctl.setRoute({ prefix, peerUid: e.peer.uid });
+      for (const prefix of prefixesOf(member)) await ctx.setRoute({ prefix, peerUid: e.peer.uid });
     }
   }
 
-  async onLinkDown(e: LinkEvent): Promise<void> {
-    const ctl = this.required();
+  async onLinkDown(e: LinkEvent, ctx: PolicyContext): Promise<void> {
     this.connected.delete(e.peer.uid);
     this.settingUp.delete(e.peer.uid);
     this.neighbors.forget(e.peer.uid);
-    this.announceLinks();
+    this.announceLinks(ctx);
     // Routes that went via this peer fall back to direct (held + reported as unmapped).
-    for (const r of ctl.routes()) {
-      if (r.via === e.peer.uid) await ctl.setRoute({ prefix: r.prefix, peerUid: r.peerUid });
+    for (const r of ctx.routes()) {
+      if (r.via === e.peer.uid) await ctx.setRoute({ prefix: r.prefix, peerUid: r.peerUid });
     }
   }
 
-  onIccMessage(p: NotificationParamsOf<"icc.message">): void {
-    const ctl = this.required();
+  onIccMessage(p: NotificationParamsOf<"icc.message">, ctx: PolicyContext): void {
     if (!this.neighbors.update(p.peerUid, p.data)) {
-      ctl.log.debug("ignored a malformed icc message", { peer: p.peerUid });
+      ctx.log.debug("ignored a malformed icc message", { peer: p.peerUid });
       return;
     }
     // Setups that found no neighbour to route via when they started may find this one.
@@ -173,8 +157,8 @@ export class GroupPolicy implements Policy {
     for (const [uid, since] of this.settingUp) {
       if (now > this.setupEndsAt(since)) this.settingUp.delete(uid);
       else if (this.neighbors.relayFor(uid, [p.peerUid]) === p.peerUid) {
-        this.routeVia(uid).catch((err: Error) =>
-          ctl.log.warn("routing via a neighbour failed", { peer: uid, error: err.message }),
+        this.routeVia(uid, ctx).catch((err: Error) =>
+          ctx.log.warn("routing via a neighbour failed", { peer: uid, error: err.message }),
         );
       }
     }
@@ -186,46 +170,33 @@ export class GroupPolicy implements Policy {
   }
 
   /** Our link list to every neighbour: now, or when ANNOUNCE_EVERY_MS since the last one is over. */
-  private announceLinks(): void {
+  private announceLinks(ctx: PolicyContext): void {
     if (this.announceTimer) return;
     const wait = this.lastAnnouncedAt + ANNOUNCE_EVERY_MS - Date.now();
     if (wait <= 0) {
-      this.sendAnnouncement();
+      this.sendAnnouncement(ctx);
       return;
     }
     this.announceTimer = setTimeout(() => {
       this.announceTimer = undefined;
-      this.sendAnnouncement();
+      this.sendAnnouncement(ctx);
     }, wait);
     this.announceTimer.unref();
   }
 
-  private sendAnnouncement(): void {
-    const ctl = this.required();
+  private sendAnnouncement(ctx: PolicyContext): void {
     this.lastAnnouncedAt = Date.now();
     const data = { type: "groupvpn.links", uids: [...this.connected] };
     for (const peerUid of this.connected) {
-      ctl.datapath
+      ctx.datapath
         .call("icc.send", { peerUid, data })
         .catch((err: Error) =>
-          ctl.log.debug("link announcement not sent", { peer: peerUid, error: err.message }),
+          ctx.log.debug("link announcement not sent", { peer: peerUid, error: err.message }),
         );
     }
-  }
-
-  private ref(m: Member) {
-    return { uid: m.tincan.uid, bareJid: m.bareJid, fullJid: m.fullJid };
-  }
-
-  private required(): Controller {
-    if (!this.ctl) throw new Error("GroupPolicy used before attach()");
-    return this.ctl;
   }
 }
 
 function prefixesOf(m: Member): string[] {
-  const out: string[] = [];
-  if (m.tincan.ipv4) out.push(`${m.tincan.ipv4}/32`);
-  if (m.tincan.ipv6) out.push(`${m.tincan.ipv6}/128`);
-  return out;
+  return [m.tincan.ipv4, m.tincan.ipv6].filter((a) => a !== undefined).map(hostPrefix);
 }

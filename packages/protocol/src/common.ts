@@ -22,6 +22,12 @@ export const HostPort = z
     return port > 0 && port < 65536;
   }, "port must be 1..65535");
 
+/** An address to listen on: "ip:port" with an IPv4 address, never a host name (no lookup at bind time). */
+export const ListenAddress = HostPort.refine(
+  (s) => z.ipv4().safeParse(s.slice(0, s.lastIndexOf(":"))).success,
+  'must be "ip:port" with an IPv4 address, not a host name',
+);
+
 export function splitHostPort(s: string): { host: string; port: number } {
   const i = s.lastIndexOf(":");
   return { host: s.slice(0, i), port: Number(s.slice(i + 1)) };

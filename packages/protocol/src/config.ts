@@ -1,5 +1,6 @@
 import { z } from "zod";
-import { HostPort, IpAddress, Ipv4Cidr, Ipv6Cidr, LogLevel } from "./common.js";
+import { IpAddress, Ipv4Cidr, Ipv6Cidr, ListenAddress, LogLevel } from "./common.js";
+import { type Ipv4Range, ipv4Range, isNetworkOrBroadcast } from "./ip.js";
 
 const Log = z.strictObject({ level: LogLevel.default("info") }).default({ level: "info" });
 
@@ -7,7 +8,7 @@ export const DEFAULT_RPC = "127.0.0.1:5800";
 export const DEFAULT_TOKEN_FILE = "/run/tincan/tincan.token";
 
 /** Loopback only: the RPC API must never be reachable from the network. */
-const LoopbackHostPort = HostPort.refine(
+const LoopbackHostPort = ListenAddress.refine(
   (s) => s.startsWith("127."),
   "the RPC address must be on 127.0.0.0/8",
 );
@@ -15,6 +16,11 @@ const LoopbackHostPort = HostPort.refine(
 export const TincanConfig = z.strictObject({
   rpc: LoopbackHostPort.default(DEFAULT_RPC),
   tokenFile: z.string().min(1).default(DEFAULT_TOKEN_FILE),
+  /** Group (name or number) given read access to the token (mode 0640), for controllers and tincanctl. */
+  tokenGroup: z
+    .string()
+    .regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]*\$?$/, "must be a group name or number")
+    .optional(),
   /** Links the datapath holds at most; link.create / link.accept beyond it get TooManyLinks. */
   maxLinks: z.number().int().min(1).max(65_536).default(4096),
   log: Log,
@@ -141,7 +147,12 @@ const ControllerBase = {
   log: Log,
 };
 
-export const GroupVpnConfig = z.strictObject({ ...ControllerBase, group: z.string().min(1) });
+export const GroupVpnConfig = z
+  .strictObject({ ...ControllerBase, group: z.string().min(1) })
+  .refine((c) => !isNetworkOrBroadcast(c.vnic.ipv4), {
+    path: ["vnic", "ipv4"],
+    message: "the own address must not be the network or broadcast address of the subnet",
+  });
 export type GroupVpnConfig = z.infer<typeof GroupVpnConfig>;
 
 export const SocialVpnConfig = z
@@ -154,7 +165,7 @@ export const SocialVpnConfig = z
           .string()
           .regex(/^[a-z0-9-]+(\.[a-z0-9-]+)*$/)
           .default("svpn"),
-        listen: HostPort.default("127.0.0.53:5353"),
+        listen: ListenAddress.default("127.0.0.53:5353"),
       })
       .default({ suffix: "svpn", listen: "127.0.0.53:5353" }),
   })
@@ -168,17 +179,19 @@ export const SocialVpnConfig = z
       });
     }
     // Buddies get addresses of the own range: it needs room besides the own, network and broadcast address.
-    const [addr, len] = c.vnic.ipv4.split("/") as [string, string];
-    const bits = Number(len);
-    const n = addr.split(".").reduce((acc, o) => acc * 256 + Number(o), 0);
-    const size = 2 ** (32 - bits);
-    if (bits > 30) {
+    let range: Ipv4Range;
+    try {
+      range = ipv4Range(c.vnic.ipv4);
+    } catch {
+      return; // malformed: vnic.ipv4 has its own issue already
+    }
+    if (range.length > 30) {
       ctx.addIssue({
         code: "custom",
         path: ["vnic", "ipv4"],
         message: "the range needs room for buddies: use a prefix of /30 or shorter",
       });
-    } else if (n % size === 0 || n % size === size - 1) {
+    } else if (range.address === range.network || range.address === range.broadcast) {
       ctx.addIssue({
         code: "custom",
         path: ["vnic", "ipv4"],

@@ -1,51 +1,10 @@
+import { type Ipv4Range, intToIpv4, ipv4Range, ipv4ToInt } from "@tincan/protocol";
+
 /**
  * Buddy addressing: each user owns a private IPv4 range (`vnic.ipv4`, e.g. 172.31.0.1/16) and gives
  * each buddy a free address of it. The datapath translates on receive, so only this node's numbering
  * matters here; buddies may number us differently.
  */
-
-export function ipv4ToInt(address: string): number {
-  const parts = address.split(".");
-  if (parts.length !== 4) throw new Error(`not an IPv4 address: "${address}"`);
-  let n = 0;
-  for (const p of parts) {
-    if (!/^\d{1,3}$/.test(p) || Number(p) > 255) throw new Error(`not an IPv4 address: "${address}"`);
-    n = n * 256 + Number(p);
-  }
-  return n;
-}
-
-export function intToIpv4(n: number): string {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join(".");
-}
-
-/** The range of an interface address with prefix ("172.31.0.1/16"). */
-export interface Range {
-  own: number;
-  network: number;
-  broadcast: number;
-  prefixLength: number;
-  /** Canonical "network/len". */
-  cidr: string;
-}
-
-export function parseRange(cidr: string): Range {
-  const [addr, len] = cidr.split("/");
-  const prefixLength = Number(len);
-  if (addr === undefined || !/^\d{1,2}$/.test(len ?? "") || prefixLength > 32) {
-    throw new Error(`not an IPv4 address with prefix: "${cidr}"`);
-  }
-  const own = ipv4ToInt(addr);
-  const size = 2 ** (32 - prefixLength);
-  const network = Math.floor(own / size) * size;
-  return {
-    own,
-    network,
-    broadcast: network + size - 1,
-    prefixLength,
-    cidr: `${intToIpv4(network)}/${prefixLength}`,
-  };
-}
 
 export class AddressExhaustedError extends Error {
   constructor(
@@ -83,14 +42,14 @@ export interface DroppedEntry {
  * is full, when the address of the longest-held JID that is no longer a buddy is reused.
  */
 export class AddressBook {
-  readonly range: Range;
+  readonly range: Ipv4Range;
   /** Insertion order = allocation order (oldest first). */
   private readonly byJid = new Map<string, number>();
   private readonly byAddr = new Map<number, string>();
   readonly dropped: DroppedEntry[] = [];
 
   constructor(cidr: string, saved: Record<string, string> = {}) {
-    this.range = parseRange(cidr);
+    this.range = ipv4Range(cidr);
     for (const [rawJid, address] of Object.entries(saved)) {
       const jid = rawJid.toLowerCase();
       let n: number;
@@ -112,7 +71,7 @@ export class AddressBook {
   }
 
   get ownAddress(): string {
-    return intToIpv4(this.range.own);
+    return intToIpv4(this.range.address);
   }
 
   /** The address of `jid`, if it has one. */
@@ -172,7 +131,7 @@ export class AddressBook {
   private unusable(n: number): string | undefined {
     const r = this.range;
     if (n < r.network || n > r.broadcast) return `outside ${r.cidr}`;
-    if (n === r.own) return "our own address";
+    if (n === r.address) return "our own address";
     if (n === r.network || n === r.broadcast) return "network or broadcast address";
     return undefined;
   }
@@ -181,7 +140,7 @@ export class AddressBook {
     const r = this.range;
     // Linear scan: fine for the few hundred buddies a person has; the map makes each step O(1).
     for (let n = r.network + 1; n < r.broadcast; n++) {
-      if (n !== r.own && !this.byAddr.has(n)) return n;
+      if (n !== r.address && !this.byAddr.has(n)) return n;
     }
     return undefined;
   }

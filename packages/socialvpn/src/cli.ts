@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-import { dirname, join, resolve } from "node:path";
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
 import {
   ConfigError,
   Controller,
@@ -9,11 +10,11 @@ import {
   parseControllerArgs,
   runController,
 } from "@tincan/controller";
-import { SocialVpnConfig, splitHostPort } from "@tincan/protocol";
+import { printEffectiveConfig, SocialVpnConfig, splitHostPort } from "@tincan/protocol";
 import { AddressBook } from "./addresses.js";
 import { DnsResponder, NameTable } from "./dns.js";
 import { SocialPolicy } from "./policy.js";
-import { readStateFile, StateFileError, StateWriter } from "./state.js";
+import { defaultStateFile, readStateFile, StateFileError, StateWriter } from "./state.js";
 
 const PROG = "socialvpn";
 const args = parseControllerArgs(
@@ -27,12 +28,24 @@ let stateFile: string;
 let book: AddressBook;
 try {
   config = loadConfig(args.config, SocialVpnConfig);
-  stateFile = config.stateFile ?? join(dirname(resolve(args.config)), "socialvpn-state.json");
+  stateFile = config.stateFile ?? defaultStateFile(args.config);
   book = new AddressBook(config.vnic.ipv4, readStateFile(stateFile).buddies);
+  if (args.checkConfig)
+    printEffectiveConfig({ ...config, stateFile, log: { level: args.logLevel ?? config.log.level } });
 } catch (err) {
   if (err instanceof StateFileError)
     exitOnConfigError(new ConfigError(err.file, err.message.slice(err.file.length + 2)), PROG);
   exitOnConfigError(err, PROG);
+}
+if (config.stateFile === undefined) {
+  try {
+    mkdirSync(dirname(stateFile), { recursive: true, mode: 0o700 });
+  } catch (err) {
+    exitOnConfigError(
+      new ConfigError(stateFile, `cannot create its directory: ${(err as Error).message}`),
+      PROG,
+    );
+  }
 }
 const logger = createLogger(args.logLevel ?? config.log.level);
 const log = logger.component(PROG);
@@ -54,7 +67,6 @@ class SocialController extends Controller {
   }
 }
 const ctl = new SocialController({ name: PROG, config, logger, policy });
-policy.attach(ctl);
 log.info("starting", {
   jid: policy.jid,
   uid: policy.uid,

@@ -1,5 +1,10 @@
-import type { Controller, Member } from "@tincan/controller";
-import { nullLog } from "@tincan/controller";
+import {
+  type Member,
+  nullLog,
+  type PolicyContext,
+  PolicyLinks,
+  type PolicyLinksOptions,
+} from "@tincan/controller";
 import { SocialVpnConfig, uidForJid } from "@tincan/protocol";
 import { describe, expect, it } from "vitest";
 import { AddressBook } from "./addresses.js";
@@ -17,17 +22,28 @@ function member(bareJid: string, tincan: Partial<Member["tincan"]> = {}): Member
   return { bareJid, fullJid: `${bareJid}/r`, tincan: { uid, ipv6: ulaForUid(uid), ...tincan } };
 }
 
-function fakeController(peers: Member[] = []) {
+function fakeContext(peers: Member[] = []) {
   const routes = new Map<string, string>();
-  const ensured: string[] = [];
-  const ctl = {
+  const ctx = {
     log: nullLog,
     peers: () => peers,
     setRoute: async (r: { prefix: string; peerUid: string }) => void routes.set(r.prefix, r.peerUid),
     removeRoute: async (prefix: string) => void routes.delete(prefix),
-    links: { ensureLink: async (p: { uid: string }) => void ensured.push(p.uid) },
-  };
-  return { ctl: ctl as unknown as Controller, routes, ensured };
+  } as Partial<PolicyContext> as PolicyContext;
+  return { ctx, routes };
+}
+
+/** The core's linking, finding buddies by the policy's addresses. */
+function coreLinks(p: SocialPolicy, peers: Member[], proactive = false) {
+  const ensured: string[] = [];
+  const ensureLink: PolicyLinksOptions["ensureLink"] = async (ref) => void ensured.push(ref.uid);
+  const links = new PolicyLinks({
+    proactive,
+    ensureLink,
+    peers: () => peers,
+    addressesOf: (m) => p.peerAddresses(m),
+  });
+  return { links, ensured };
 }
 
 describe("SocialPolicy", () => {
@@ -55,8 +71,8 @@ describe("SocialPolicy", () => {
     const p = new SocialPolicy({ config, book: new AddressBook(config.vnic.ipv4), names, log: nullLog });
     const bob = member("bob@lab.local");
     const carol = member("carol@lab.local");
-    const { ctl, routes, ensured } = fakeController([bob, carol]);
-    p.attach(ctl);
+    const { ctx, routes } = fakeContext([bob, carol]);
+    const { links, ensured } = coreLinks(p, [bob, carol]);
     p.onRosterChanged([
       { jid: "carol@lab.local", subscription: "both", groups: [] },
       { jid: "bob@lab.local", subscription: "both", groups: [] },
@@ -66,17 +82,19 @@ describe("SocialPolicy", () => {
     expect(names.lookup("bob.svpn")?.ipv4).toBe("172.31.0.3");
     expect(names.lookup("alice.svpn")?.ipv4).toBe("172.31.0.1");
     expect(names.lookup("dave.svpn")).toBeUndefined();
-    await p.onPeerOnline(bob);
+    await p.onPeerOnline(bob, ctx);
+    await links.peerOnline(bob);
     expect(Object.fromEntries(routes)).toEqual({
       "172.31.0.3/32": bob.tincan.uid,
       [`${ulaForUid(bob.tincan.uid)}/128`]: bob.tincan.uid,
     });
     expect(ensured).toEqual([]); // on-demand: no link until a packet wants one
-    await p.onPacketUnmapped({ src: "172.31.0.1", dst: "172.31.0.3", proto: 1, length: 84 });
-    await p.onPacketUnmapped({ src: "172.31.0.1", dst: "172.31.0.99", proto: 1, length: 84 });
-    expect(ensured).toEqual([bob.tincan.uid]);
+    await links.packetUnmapped("172.31.0.3");
+    await links.packetUnmapped("172.31.0.99");
+    await links.packetUnmapped(ulaForUid(carol.tincan.uid).toUpperCase());
+    expect(ensured).toEqual([bob.tincan.uid, carol.tincan.uid]);
     expect(p.peerAddresses(bob)).toEqual({ ipv4: "172.31.0.3", ipv6: ulaForUid(bob.tincan.uid) });
-    await p.onPeerOffline(bob);
+    await p.onPeerOffline(bob, ctx);
     expect(routes.size).toBe(0);
   });
 });
@@ -86,9 +104,10 @@ describe("SocialPolicy, proactive", () => {
     const proactive = { ...config, links: { ...config.links, policy: "proactive" as const } };
     const p = new SocialPolicy({ config: proactive, book: new AddressBook(config.vnic.ipv4), log: nullLog });
     const bob = member("bob@lab.local");
-    const { ctl, ensured } = fakeController([bob]);
-    p.attach(ctl);
-    await p.onPeerOnline(bob);
+    const { ctx } = fakeContext([bob]);
+    const { links, ensured } = coreLinks(p, [bob], proactive.links.policy === "proactive");
+    await p.onPeerOnline(bob, ctx);
+    await links.peerOnline(bob);
     expect(ensured).toEqual([bob.tincan.uid]);
   });
 
@@ -118,5 +137,10 @@ describe("SocialVpnConfig", () => {
     expect(issues({ ipv4: "10.0.0.1/31" })?.[0]).toMatch(/^vnic\.ipv4: .*\/30 or shorter/);
     expect(issues({ ipv4: "10.0.0.0/24" })?.[0]).toMatch(/^vnic\.ipv4: .*network or broadcast/);
     expect(issues({ ipv4: "10.0.0.255/24" })?.[0]).toMatch(/^vnic\.ipv4: .*network or broadcast/);
+  });
+
+  it("a malformed vnic.ipv4 gets its one issue, and the range check does not throw", () => {
+    for (const ipv4 of ["junk", "10.0.0.1/40", "10.0.0.1", "fd00::1/64"])
+      expect(issues({ ipv4 }), ipv4).toEqual(["vnic.ipv4: Invalid IPv4 range"]);
   });
 });

@@ -1,6 +1,7 @@
-import type { Controller, Log, Member, Policy, RosterItem } from "@tincan/controller";
+import type { Log, Member, PeerAddresses, Policy, PolicyContext, RosterItem } from "@tincan/controller";
 import {
-  type NotificationParamsOf,
+  canonicalAddress,
+  hostPrefix,
   type PresenceTincan,
   type RpcParamsOf,
   type SocialVpnConfig,
@@ -9,9 +10,9 @@ import {
 import { type AddressBook, AddressExhaustedError } from "./addresses.js";
 import type { NameEntry, NameTable } from "./dns.js";
 import type { StateWriter } from "./state.js";
-import { canonicalIpv6, ulaForUid } from "./ula.js";
+import { ulaForUid } from "./ula.js";
 
-type Config = Pick<SocialVpnConfig, "vnic" | "links" | "xmpp">;
+type Config = Pick<SocialVpnConfig, "vnic" | "xmpp">;
 
 export interface SocialPolicyOptions {
   config: Config;
@@ -37,7 +38,6 @@ export class SocialPolicy implements Policy {
   readonly ipv6: string;
   private readonly book: AddressBook;
   private readonly log: Log;
-  private ctl: Controller | null = null;
   /** Routes we set per buddy UID (removed when it goes). */
   private readonly routesOf = new Map<string, string[]>();
   /** Bare JIDs with mutual subscription (from the last roster). */
@@ -55,14 +55,6 @@ export class SocialPolicy implements Policy {
     this.updateNames();
   }
 
-  attach(ctl: Controller): void {
-    this.ctl = ctl;
-  }
-
-  private get proactive(): boolean {
-    return this.opts.config.links.policy === "proactive";
-  }
-
   /** Only the UID and the overlay IPv6: our IPv4 numbering is private (buddies use their own). */
   presence(): PresenceTincan {
     return { uid: this.uid, ipv6: this.ipv6 };
@@ -78,7 +70,7 @@ export class SocialPolicy implements Policy {
     const { uid, ipv6 } = peer.tincan;
     let why: string | null = null;
     if (uid !== uidForJid(peer.bareJid)) why = "its UID is not the one of its JID";
-    else if (ipv6 !== undefined && canonicalIpv6(ipv6) !== ulaForUid(uid))
+    else if (ipv6 !== undefined && canonicalAddress(ipv6) !== ulaForUid(uid))
       why = "its IPv6 address is not the one of its UID";
     if (why === null) return true;
     if (!this.rejectedLogged.has(peer.fullJid)) {
@@ -88,46 +80,33 @@ export class SocialPolicy implements Policy {
     return false;
   }
 
-  /** Local IPv4 (our numbering) and overlay IPv6 of a buddy, for the status file. */
-  peerAddresses(peer: Member): { ipv4?: string; ipv6?: string } {
+  /** Local IPv4 (our numbering) and overlay IPv6 of a buddy: the core links on packets to them. */
+  peerAddresses(peer: Member): PeerAddresses {
     const ipv4 = this.book.lookup(peer.bareJid);
     return { ...(ipv4 ? { ipv4 } : {}), ipv6: ulaForUid(peer.tincan.uid) };
   }
 
-  async onPeerOnline(peer: Member): Promise<void> {
-    const ctl = this.required();
+  async onPeerOnline(peer: Member, ctx: PolicyContext): Promise<void> {
     const uid = peer.tincan.uid;
     const ipv4 = this.addressFor(peer.bareJid);
-    const prefixes = [...(ipv4 ? [`${ipv4}/32`] : []), `${ulaForUid(uid)}/128`];
+    const prefixes = [...(ipv4 ? [ipv4] : []), ulaForUid(uid)].map(hostPrefix);
     // Routes exist from the start: without a link, the datapath holds the packets and reports them
     // as unmapped, which is what sets an on-demand link up. The /32 also tells the datapath the
     // buddy's local address for translation.
     for (const old of this.routesOf.get(uid) ?? []) {
-      if (!prefixes.includes(old)) await ctl.removeRoute(old).catch(() => {});
+      if (!prefixes.includes(old)) await ctx.removeRoute(old).catch(() => {});
     }
     this.routesOf.set(uid, prefixes);
-    for (const prefix of prefixes) await ctl.setRoute({ prefix, peerUid: uid });
-    ctl.log.info("buddy online", { buddy: peer.bareJid, ipv4, ipv6: ulaForUid(uid) });
-    if (this.proactive) await ctl.links.ensureLink(this.ref(peer), { pinned: true });
+    for (const prefix of prefixes) await ctx.setRoute({ prefix, peerUid: uid });
+    ctx.log.info("buddy online", { buddy: peer.bareJid, ipv4, ipv6: ulaForUid(uid) });
   }
 
-  async onPeerOffline(peer: Member): Promise<void> {
-    const ctl = this.required();
+  async onPeerOffline(peer: Member, ctx: PolicyContext): Promise<void> {
     const uid = peer.tincan.uid;
     const prefixes = this.routesOf.get(uid) ?? [];
     this.routesOf.delete(uid);
-    for (const prefix of prefixes) await ctl.removeRoute(prefix).catch(() => {});
-    ctl.log.info("buddy gone: link and routes removed", { buddy: peer.bareJid });
-  }
-
-  async onPacketUnmapped(p: NotificationParamsOf<"packet.unmapped">): Promise<void> {
-    const ctl = this.required();
-    const dst = p.dst.includes(":") ? canonicalIpv6(p.dst) : p.dst;
-    const member = ctl
-      .peers()
-      .find((m) => this.book.lookup(m.bareJid) === dst || ulaForUid(m.tincan.uid) === dst);
-    if (!member) return; // not a buddy that is online: nothing to link to
-    await ctl.links.ensureLink(this.ref(member), { pinned: this.proactive });
+    for (const prefix of prefixes) await ctx.removeRoute(prefix).catch(() => {});
+    ctx.log.info("buddy gone: link and routes removed", { buddy: peer.bareJid });
   }
 
   /** Every buddy (mutual subscription) gets its address now, so its name resolves even while offline. */
@@ -165,14 +144,5 @@ export class SocialPolicy implements Policy {
       entries.push({ jid, ipv4: this.book.lookup(jid), ipv6: ulaForUid(uidForJid(jid)) });
     }
     this.opts.names.set(entries);
-  }
-
-  private ref(m: Member) {
-    return { uid: m.tincan.uid, bareJid: m.bareJid, fullJid: m.fullJid };
-  }
-
-  private required(): Controller {
-    if (!this.ctl) throw new Error("SocialPolicy used before attach()");
-    return this.ctl;
   }
 }

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { writeFileAtomic } from "@tincan/protocol";
 import { afterEach, describe, expect, it } from "vitest";
-import { readStateFile, StateFileError, StateWriter } from "./state.js";
+import { defaultStateFile, readStateFile, StateFileError, StateWriter } from "./state.js";
 
 const dirs: string[] = [];
 const tmp = () => {
@@ -79,5 +79,31 @@ describe("state file", () => {
     bad.save(() => ({ version: 1, buddies: {} }));
     await bad.flush();
     expect(errors).toHaveLength(1);
+  });
+});
+
+describe("defaultStateFile", () => {
+  const user = (uid: number, username: string) => ({ uid, username, homedir: `/home/${username}` });
+
+  it("is in /var/lib/tincan for root and the tincan user, named after the config", () => {
+    expect(defaultStateFile("/etc/tincan/socialvpn.json", {}, user(0, "root"))).toBe(
+      "/var/lib/tincan/socialvpn-state.json",
+    );
+    expect(defaultStateFile("/etc/tincan/work.json", {}, user(998, "tincan"))).toBe(
+      "/var/lib/tincan/work-state.json",
+    );
+  });
+
+  it("is in the XDG state dir for anyone else, not in the config directory", () => {
+    expect(defaultStateFile("/home/ann/cfg/socialvpn.json", {}, user(1000, "ann"))).toBe(
+      "/home/ann/.local/state/tincan/socialvpn-state.json",
+    );
+    expect(defaultStateFile("socialvpn.json", { XDG_STATE_HOME: "/x/state" }, user(1000, "ann"))).toBe(
+      "/x/state/tincan/socialvpn-state.json",
+    );
+    // A relative XDG_STATE_HOME is invalid by the spec and ignored.
+    expect(defaultStateFile("socialvpn.json", { XDG_STATE_HOME: "rel" }, user(1000, "ann"))).toBe(
+      "/home/ann/.local/state/tincan/socialvpn-state.json",
+    );
   });
 });

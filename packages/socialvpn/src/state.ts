@@ -1,4 +1,6 @@
 import { readFileSync } from "node:fs";
+import { userInfo } from "node:os";
+import { basename, join } from "node:path";
 import { describeIssues, writeFileAtomic } from "@tincan/protocol";
 import { z } from "zod";
 
@@ -9,6 +11,38 @@ export const SocialVpnState = z.strictObject({
   buddies: z.record(z.string().min(3), z.string()),
 });
 export type SocialVpnState = z.infer<typeof SocialVpnState>;
+
+/** Where system services keep state (the package creates it, owned by the tincan user). */
+export const SYSTEM_STATE_DIR = "/var/lib/tincan";
+
+/**
+ * The `stateFile` when the config gives none: `<config name>-state.json` (so `socialvpn@work` keeps its
+ * own) in /var/lib/tincan for a system user (root or the tincan user), else in the XDG state dir
+ * ($XDG_STATE_HOME/tincan, or ~/.local/state/tincan).
+ */
+export function defaultStateFile(
+  configFile: string,
+  env: NodeJS.ProcessEnv = process.env,
+  user: { uid: number; username: string; homedir: string } = currentUser(),
+): string {
+  const name = `${basename(configFile).replace(/\.json$/, "")}-state.json`;
+  if (user.uid === 0 || user.username === "tincan") return join(SYSTEM_STATE_DIR, name);
+  const stateHome = env.XDG_STATE_HOME?.startsWith("/")
+    ? env.XDG_STATE_HOME
+    : join(user.homedir, ".local/state");
+  return join(stateHome, "tincan", name);
+}
+
+function currentUser(): { uid: number; username: string; homedir: string } {
+  const uid = process.getuid?.() ?? -1;
+  try {
+    const u = userInfo();
+    return { uid, username: u.username, homedir: process.env.HOME ?? u.homedir };
+  } catch {
+    // A uid without a passwd entry (e.g. a container's): no name, HOME if set.
+    return { uid, username: "", homedir: process.env.HOME ?? "/" };
+  }
+}
 
 export class StateFileError extends Error {
   constructor(

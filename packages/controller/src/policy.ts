@@ -1,0 +1,125 @@
+import {
+  canonicalAddress,
+  type NotificationParamsOf,
+  type PresenceTincan,
+  type RpcParamsOf,
+} from "@tincan/protocol";
+import type { RosterItem } from "./admission.js";
+import type { DatapathApi } from "./datapath-client.js";
+import type { LinkEvent, PeerRef } from "./link-manager.js";
+import type { Log } from "./logger.js";
+import type { PeerPresence } from "./xmpp.js";
+
+/** A peer that is online (tincan presence) and passes admission. */
+export interface Member extends PeerPresence {
+  /** Roster name, if any. */
+  name?: string | undefined;
+}
+
+/** The addresses of a peer as this node knows it (routes, on-demand links, the status file). */
+export interface PeerAddresses {
+  ipv4?: string;
+  ipv6?: string;
+}
+
+/** What a policy's hooks may use of the controller (handed to every hook that acts). */
+export interface PolicyContext {
+  readonly log: Log;
+  /** For RPCs of the policy's own, e.g. icc.send. */
+  readonly datapath: Pick<DatapathApi, "call">;
+  /** Online peers that pass admission. */
+  peers(): Member[];
+  peer(uid: string): Member | undefined;
+  /** Sets a route; it counts as ours from now on (re-set after a datapath restart). */
+  setRoute(params: RpcParamsOf<"route.set">): Promise<void>;
+  removeRoute(prefix: string): Promise<void>;
+  routes(): RpcParamsOf<"route.set">[];
+}
+
+/**
+ * What GroupVPN / SocialVPN plug into the core. Only `uid`, `presence` and `vnic` are required. The
+ * core sets links up itself (`links.policy`: every member at once, or on a member's first packet)
+ * and finds the member of a destination by `peerAddresses`; the policy sets the routes.
+ */
+export interface Policy {
+  /** This node's UID. */
+  readonly uid: string;
+  /** What we announce in presence. */
+  presence(): PresenceTincan;
+  /** vnic.configure params (name/ipv4/ipv6/mtu usually from config; `translate` for SocialVPN). */
+  vnic(): RpcParamsOf<"vnic.configure">;
+  /**
+   * Why a roster item with mutual subscription is still no member (e.g. GroupVPN: not in the group),
+   * or null when it is one. Default: every mutual subscription is a member.
+   */
+  refuse?(item: RosterItem): string | null;
+  /** Check a peer's presence beyond roster admission (e.g. its UID matches its address or JID). */
+  verifyPeer?(peer: PeerPresence): boolean;
+  /** Addresses of a peer as this node knows it (default: those of its presence). */
+  peerAddresses?(peer: Member): PeerAddresses;
+  /** A member came online, or announced other addresses: set its routes (the core links after). */
+  onPeerOnline?(peer: Member, ctx: PolicyContext): void | Promise<void>;
+  /**
+   * The peer is gone: it left the roster/group, or it is offline and has no working link (a peer that
+   * goes offline while its link is connected keeps link and routes until the datapath says the link is
+   * dead). Remove its routes here.
+   */
+  onPeerOffline?(peer: Member, ctx: PolicyContext): void | Promise<void>;
+  /** A link setup attempt starts (either side): e.g. route the peer via another member meanwhile. */
+  onLinkSetup?(e: LinkEvent, ctx: PolicyContext): void | Promise<void>;
+  onLinkUp?(e: LinkEvent, ctx: PolicyContext): void | Promise<void>;
+  onLinkDown?(e: LinkEvent, ctx: PolicyContext): void | Promise<void>;
+  /** After the core asked for a link to the member of the destination, if there is one. */
+  onPacketUnmapped?(p: NotificationParamsOf<"packet.unmapped">, ctx: PolicyContext): void | Promise<void>;
+  onIccMessage?(p: NotificationParamsOf<"icc.message">, ctx: PolicyContext): void | Promise<void>;
+  onRosterChanged?(items: RosterItem[], ctx: PolicyContext): void | Promise<void>;
+  /** After the datapath restarted and the core re-configured vnic/ice/routes and re-set wanted links. */
+  onDatapathRestarted?(ctx: PolicyContext): void | Promise<void>;
+}
+
+export function peerRefOf(m: Member): PeerRef {
+  return { uid: m.tincan.uid, bareJid: m.bareJid, fullJid: m.fullJid };
+}
+
+export function presenceAddresses(t: PresenceTincan): PeerAddresses {
+  return { ...(t.ipv4 ? { ipv4: t.ipv4 } : {}), ...(t.ipv6 ? { ipv6: t.ipv6 } : {}) };
+}
+
+export interface PolicyLinksOptions {
+  /** `links.policy`: "proactive" links every member at once and pins its link (no idle trimming). */
+  proactive: boolean;
+  ensureLink(peer: PeerRef, opts: { pinned: boolean }): Promise<void>;
+  peers(): Member[];
+  addressesOf(peer: Member): PeerAddresses;
+}
+
+/**
+ * Which links the core wants for its policy. Proactive: one per member as it comes online. On
+ * demand: one when the datapath holds a packet for a member's address without a link (its routes
+ * exist from the start, so the packet is reported as unmapped).
+ */
+export class PolicyLinks {
+  constructor(private readonly opts: PolicyLinksOptions) {}
+
+  async peerOnline(peer: Member): Promise<void> {
+    if (this.opts.proactive) await this.opts.ensureLink(peerRefOf(peer), { pinned: true });
+  }
+
+  async packetUnmapped(dst: string): Promise<void> {
+    const member = this.memberAt(dst);
+    if (member) await this.opts.ensureLink(peerRefOf(member), { pinned: this.opts.proactive });
+  }
+
+  /** The member that has `dst` as one of its addresses (compared in canonical text). */
+  memberAt(dst: string): Member | undefined {
+    const want = canonicalAddress(dst);
+    if (want === null) return undefined;
+    return this.opts.peers().find((m) => {
+      const { ipv4, ipv6 } = this.opts.addressesOf(m);
+      return (
+        (ipv4 !== undefined && canonicalAddress(ipv4) === want) ||
+        (ipv6 !== undefined && canonicalAddress(ipv6) === want)
+      );
+    });
+  }
+}

@@ -1,0 +1,55 @@
+import { describe, expect, it } from "vitest";
+import { describeIssues, GroupVpnConfig, isNetworkOrBroadcast, SocialVpnConfig } from "./index.js";
+
+const base = {
+  xmpp: { service: "xmpp://x.example:5222", domain: "example.org", username: "a", password: "p" },
+  vnic: { ipv4: "10.10.0.5/16" },
+};
+
+function problems(schema: typeof GroupVpnConfig | typeof SocialVpnConfig, config: unknown): string {
+  const r = schema.safeParse(config);
+  return r.success ? "" : describeIssues(r.error);
+}
+
+describe("isNetworkOrBroadcast", () => {
+  it("is true for the first and last address of /30 and wider, never for /31 or /32", () => {
+    expect(
+      ["10.10.0.0/16", "10.10.255.255/16", "192.168.1.4/30", "192.168.1.7/30"].map(isNetworkOrBroadcast),
+    ).toEqual([true, true, true, true]);
+    expect(
+      ["10.10.0.1/16", "10.10.255.254/16", "192.168.1.5/30", "10.0.0.0/31", "10.0.0.1/32"].map(
+        isNetworkOrBroadcast,
+      ),
+    ).toEqual([false, false, false, false, false]);
+  });
+});
+
+describe("GroupVPN config checks", () => {
+  it("accepts a host address of the subnet", () => {
+    expect(problems(GroupVpnConfig, { ...base, group: "lab" })).toBe("");
+  });
+
+  it("refuses the network or broadcast address as the own address", () => {
+    for (const ipv4 of ["10.10.0.0/16", "10.10.255.255/16"]) {
+      expect(problems(GroupVpnConfig, { ...base, group: "lab", vnic: { ipv4 } })).toBe(
+        "vnic.ipv4: the own address must not be the network or broadcast address of the subnet",
+      );
+    }
+  });
+
+  it("refuses a host name in the datapath RPC address", () => {
+    expect(
+      problems(GroupVpnConfig, { ...base, group: "lab", datapath: { rpc: "127.x.example:5800" } }),
+    ).toMatch(/^datapath\.rpc: must be "ip:port" with an IPv4 address, not a host name/);
+  });
+});
+
+describe("SocialVPN *.listen", () => {
+  it("refuses a host name in dns.listen and accepts an address", () => {
+    const svpn = { ...base, vnic: { ipv4: "172.31.0.1/16" } };
+    expect(problems(SocialVpnConfig, { ...svpn, dns: { listen: "localhost:5353" } })).toBe(
+      'dns.listen: must be "ip:port" with an IPv4 address, not a host name',
+    );
+    expect(problems(SocialVpnConfig, { ...svpn, dns: { listen: "127.0.0.53:5353" } })).toBe("");
+  });
+});
