@@ -68,6 +68,11 @@ export interface CoturnOptions {
   maxPort?: number;
   /** Extra raw config lines. */
   extraConfig?: string[];
+  /**
+   * TURN REST (`use-auth-secret` + `static-auth-secret`): clients derive their credentials from this
+   * secret; `user`/`password` are then not accepted.
+   */
+  authSecret?: string;
 }
 
 export interface CoturnHandle {
@@ -82,6 +87,8 @@ export interface CoturnHandle {
   turnUrlWithCredentials: string;
   username: string;
   credential: string;
+  /** Set when started with `authSecret` (TURN REST). */
+  authSecret: string | undefined;
   configFile: string;
   dir: string;
   logFile: string;
@@ -276,8 +283,9 @@ export async function startCoturn(lab: Lab, opts: CoturnOptions): Promise<Coturn
     `min-port=${opts.minPort ?? 49152}`,
     `max-port=${opts.maxPort ?? 65535}`,
     `realm=${realm}`,
-    "lt-cred-mech",
-    `user=${opts.user}:${opts.password}`,
+    ...(opts.authSecret
+      ? ["use-auth-secret", `static-auth-secret=${opts.authSecret}`]
+      : ["lt-cred-mech", `user=${opts.user}:${opts.password}`]),
     // a private sqlite user db, so the system's /var/lib/turn/turndb is never opened
     `userdb=${join(dir, "turndb")}`,
     "no-tls",
@@ -314,6 +322,7 @@ export async function startCoturn(lab: Lab, opts: CoturnOptions): Promise<Coturn
     turnUrlWithCredentials: `turn:${opts.user}:${opts.password}@${place.ip}:${port}?transport=udp`,
     username: opts.user,
     credential: opts.password,
+    authSecret: opts.authSecret,
     configFile,
     dir,
     logFile,

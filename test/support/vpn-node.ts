@@ -39,6 +39,8 @@ export interface NodeOptions {
   logLevel?: string;
   /** Extra config keys (SocialVPN: dns, stateFile). */
   extra?: Record<string, unknown>;
+  /** Keys of the `ice` section over the default (e.g. portRange, udpMux, turn). */
+  ice?: Record<string, unknown>;
   /** Extra keys of the `xmpp` section (e.g. pingIntervalSec). */
   xmpp?: Record<string, unknown>;
   /**
@@ -96,14 +98,17 @@ export class VpnNode {
         ? {
             stun: [opts.coturn.stunUrl],
             turn: [
-              {
-                urls: opts.coturn.turnUrl,
-                username: opts.coturn.username,
-                credential: opts.coturn.credential,
-              },
+              opts.coturn.authSecret
+                ? { urls: opts.coturn.turnUrl, secret: opts.coturn.authSecret }
+                : {
+                    urls: opts.coturn.turnUrl,
+                    username: opts.coturn.username,
+                    credential: opts.coturn.credential,
+                  },
             ],
+            ...opts.ice,
           }
-        : { stun: [], turn: [] },
+        : { stun: [], turn: [], ...opts.ice },
       links: { ...opts.links },
       log: { level: opts.logLevel ?? "debug" },
       // SocialVPN's default stateFile is /var/lib/tincan/ for root: each node keeps its own in its dir.

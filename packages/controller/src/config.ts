@@ -14,13 +14,22 @@ export class ConfigError extends Error {
   }
 }
 
+/** A loaded TURN entry has its secret in `credential` (with `username`) or in `secret`. */
 type TurnOut<T> = T extends { turn: Array<infer U> }
-  ? Omit<T, "turn"> & { turn: Array<U & { credential: string }> }
+  ? Omit<T, "turn"> & {
+      turn: Array<
+        Omit<U, "username" | "credential" | "secret"> &
+          (
+            | { username: string; credential: string; secret?: undefined }
+            | { username?: string; secret: string }
+          )
+      >;
+    }
   : T;
 
 /**
- * A loaded config: secrets given as `passwordFile` / `credentialFile` have been read into
- * `password` / `credential`, so those are always strings.
+ * A loaded config: secrets given as `passwordFile` / `credentialFile` / `secretFile` have been read
+ * into `password` / `credential` / `secret`.
  */
 export type Loaded<T> = {
   [K in keyof T]: K extends "xmpp" ? T[K] & { password: string } : K extends "ice" ? TurnOut<T[K]> : T[K];
@@ -89,6 +98,11 @@ function resolveFiles(file: string, data: unknown): unknown {
       const f = abs(t.credentialFile);
       t.credentialFile = f;
       t.credential = readSecret(`ice.turn.${i}.credentialFile`, f);
+    }
+    if (typeof t.secretFile === "string") {
+      const f = abs(t.secretFile);
+      t.secretFile = f;
+      t.secret = readSecret(`ice.turn.${i}.secretFile`, f);
     }
   });
   const datapath = cfg.datapath as Record<string, unknown> | undefined;

@@ -388,7 +388,14 @@ export class Controller implements PolicyContext {
     this.log.info("vnic configured", { name: vnic.name, mtu: vnic.mtu });
     await this.datapath.call("ice.configure", {
       stun: config.ice.stun,
-      turn: config.ice.turn.map((t) => ({ urls: t.urls, username: t.username, credential: t.credential })),
+      turn: config.ice.turn.map((t) =>
+        t.secret !== undefined
+          ? { urls: t.urls, username: t.username, secret: t.secret, ttlSec: t.ttlSec }
+          : { urls: t.urls, username: t.username, credential: t.credential },
+      ),
+      portRange: config.ice.portRange,
+      udpMux: config.ice.udpMux,
+      bindAddress: config.ice.bindAddress,
     });
   }
 

@@ -32,6 +32,16 @@ describe("signal parsing", () => {
     expect(parsed).toEqual({ ok: true, value: offer });
   });
 
+  it("marks signals not to be archived, stored or copied to other clients (XEP-0334, XEP-0280)", () => {
+    const msg = signalMessage("bob@lab.local/t", offer);
+    expect(msg.getChild("no-store", "urn:xmpp:hints")).toBeDefined();
+    expect(msg.getChild("no-copy", "urn:xmpp:hints")).toBeDefined();
+    expect(msg.getChild("private", "urn:xmpp:carbons:2")).toBeDefined();
+    expect(msg.getChildren("body")).toHaveLength(0);
+    // A received message's hints are ignored: the signal still parses.
+    expect(parseSignalMessage(msg)).toEqual({ ok: true, value: offer });
+  });
+
   it("rejects malformed JSON", () => {
     const r = parseSignalText("{not json");
     expect(r.ok).toBe(false);

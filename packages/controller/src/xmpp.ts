@@ -12,9 +12,12 @@ import { type Client, client, type Element, jid as parseJid, xml } from "@xmpp/c
 import type { RosterItem, Subscription } from "./admission.js";
 import type { Log } from "./logger.js";
 import { patchClient } from "./xmpp-patches.js";
+import { type SrvResolver, xmppClientServices } from "./xmpp-srv.js";
 
 const NS_ROSTER = "jabber:iq:roster";
 const NS_PING = "urn:xmpp:ping";
+const NS_HINTS = "urn:xmpp:hints";
+const NS_CARBONS = "urn:xmpp:carbons:2";
 
 /** A tincan node seen through presence. */
 export interface PeerPresence {
@@ -62,7 +65,16 @@ export function parseSignalMessage(message: Element): ParseResult<Signal> | null
 
 /** Builds the chat message that carries `signal` to `to`. */
 export function signalMessage(to: string, signal: Signal): Element {
-  return xml("message", { type: "chat", to }, xml("signal", { xmlns: SIGNAL_NS }, JSON.stringify(signal)));
+  return xml(
+    "message",
+    { type: "chat", to },
+    xml("signal", { xmlns: SIGNAL_NS }, JSON.stringify(signal)),
+    // Session descriptions are for the addressed client only: no archive (XEP-0313 via XEP-0334
+    // hints, also no offline storage) and no copies to the account's other clients (XEP-0280).
+    xml("no-store", { xmlns: NS_HINTS }),
+    xml("no-copy", { xmlns: NS_HINTS }),
+    xml("private", { xmlns: NS_CARBONS }),
+  );
 }
 
 /** Parses the `<tincan xmlns="urn:tincan:0"/>` child of a presence; `null` when there is none. */
@@ -108,7 +120,10 @@ export function parseRosterItem(item: Element): ParseResult<RosterItem> {
 }
 
 export interface XmppOptions {
-  service: string;
+  /** "xmpp://host:port"; without it the server is found by DNS SRV (see xmpp-srv.ts). */
+  service?: string | undefined;
+  /** Looks up SRV records (tests inject one); default node's dns.resolveSrv. */
+  resolveSrv?: SrvResolver;
   domain: string;
   username: string;
   password: string;
@@ -291,12 +306,26 @@ export class XmppSession extends EventEmitter implements SignalSender {
         ms,
       );
       this.attempt = { client: x, timer, settle: (err) => (err ? reject(err) : resolve()) };
-      x.start().then(
-        () => this.endAttempt(x),
-        // SASLError's message is the server's condition, e.g. "not-authorized".
-        (err: Error) => this.drop(x, "xmpp login failed; reconnecting", describeError(err)),
-      );
+      this.serviceForAttempt()
+        .then((service) => {
+          x.options.service = service;
+          return x.start();
+        })
+        .then(
+          () => this.endAttempt(x),
+          // SASLError's message is the server's condition, e.g. "not-authorized".
+          (err: Error) => this.drop(x, "xmpp login failed; reconnecting", describeError(err)),
+        );
     });
+  }
+
+  /** The configured service, or the next of the domain's SRV targets (one further per failure). */
+  private async serviceForAttempt(): Promise<string> {
+    if (this.opts.service) return this.opts.service;
+    const services = await xmppClientServices(this.opts.domain, this.opts.resolveSrv);
+    const service = services[this.failures % services.length] as string;
+    this.log.info("xmpp server from DNS SRV", { domain: this.opts.domain, service });
+    return service;
   }
 
   /** Settles the promise of `x`'s connection attempt, if it is still pending. */
@@ -335,7 +364,7 @@ export class XmppSession extends EventEmitter implements SignalSender {
   private createClient(): Client {
     const opts = this.opts;
     const x = client({
-      service: opts.service,
+      service: opts.service ?? "", // found by SRV before each attempt
       domain: opts.domain,
       username: opts.username,
       password: opts.password,

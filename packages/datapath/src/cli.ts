@@ -2,6 +2,7 @@
 import { parseCli, printEffectiveConfig, type TincanConfig, writeFileAtomic } from "@tincan/protocol";
 import { loadTincanConfig, TincanConfigError } from "./config.js";
 import { Datapath, VERSION } from "./datapath.js";
+import { reportTurnRefusals } from "./ice.js";
 import { configureSctp } from "./link.js";
 import { createLogger } from "./logger.js";
 import { type Endpoint, RpcServer } from "./rpc-server.js";
@@ -71,6 +72,7 @@ function loadConfig(): { config: TincanConfig; group: TokenGroup | undefined } {
 async function main(): Promise<void> {
   const { config, group } = loadConfig();
   const log = createLogger(config.log.level, "tincan");
+  reportTurnRefusals(log);
   const endpointFile = `${config.tokenFile}.controller`;
   // Benchmark knobs, not configuration: TINCAN_SCTP = libdatachannel SctpSettings (JSON). TINCAN_TUNE
   // (JSON, e.g. {"rtp":false,"offload":false}) overrides the config's `tune` in loadTincanConfig.

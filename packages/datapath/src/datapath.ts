@@ -176,8 +176,14 @@ export class Datapath {
     }),
 
     "ice.configure": (p) => {
-      this.ice = { stun: p.stun, turn: p.turn };
-      this.log.info("ice configured", { stun: p.stun, turn: p.turn.map((t) => t.urls) });
+      this.ice = p;
+      this.log.info("ice configured", {
+        stun: p.stun,
+        turn: p.turn.map((t) => t.urls),
+        portRange: p.portRange,
+        udpMux: p.udpMux ?? false,
+        bindAddress: p.bindAddress,
+      });
       return {};
     },
 
@@ -327,6 +333,7 @@ export class Datapath {
         peerUid,
         relayOnly,
         ice: this.ice,
+        ownUid: this.uid,
         underlayMtu: this.tune.underlayMtu,
         queuePackets: this.tune.linkQueuePackets,
         maxBufferedBytes: this.tune.maxBufferedBytes,

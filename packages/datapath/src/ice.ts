@@ -1,12 +1,38 @@
-import type { IceServer } from "node-datachannel";
+import { createHmac } from "node:crypto";
+import type { IceServer, RtcConfig } from "node-datachannel";
+import ndc from "node-datachannel";
+
+export type TurnServer =
+  | { urls: string; username: string; credential: string }
+  | { urls: string; username?: string; secret: string; ttlSec: number };
 
 export interface IceSettings {
   stun: string[];
-  turn: { urls: string; username: string; credential: string }[];
+  turn: TurnServer[];
+  portRange?: [number, number];
+  udpMux?: boolean;
+  bindAddress?: string;
 }
 
-/** "stun:host:port" / "turn:host:port?transport=udp|tcp" -> node-datachannel's structured form. */
-export function toIceServers(settings: IceSettings, relayOnly: boolean): IceServer[] {
+/**
+ * TURN REST credentials (coturn `use-auth-secret`): user name "<expiry unix time>:<user>", password
+ * base64(HMAC-SHA1(secret, user name)). coturn checks the expiry on every request, refreshes included.
+ */
+export function turnRestCredentials(
+  secret: string,
+  user: string,
+  ttlSec: number,
+  nowMs = Date.now(),
+): { username: string; password: string } {
+  const username = `${Math.floor(nowMs / 1000) + ttlSec}:${user}`;
+  return { username, password: createHmac("sha1", secret).update(username).digest("base64") };
+}
+
+/**
+ * "stun:host:port" / "turn:host:port?transport=udp|tcp" -> node-datachannel's structured form.
+ * `ownUid` names us in derived TURN REST user names.
+ */
+export function toIceServers(settings: IceSettings, relayOnly: boolean, ownUid = ""): IceServer[] {
   const servers: IceServer[] = [];
   if (!relayOnly) {
     for (const url of settings.stun) {
@@ -19,15 +45,31 @@ export function toIceServers(settings: IceSettings, relayOnly: boolean): IceServ
     const [address = "", query = ""] = t.urls.replace(/^turns?:/, "").split("?");
     const { host, port } = hostAndPort(address, tls ? 5349 : 3478);
     const tcp = /transport=tcp/i.test(query);
+    const auth =
+      "secret" in t
+        ? turnRestCredentials(t.secret, t.username ?? ownUid, t.ttlSec)
+        : { username: t.username, password: t.credential };
     servers.push({
       hostname: host,
       port,
-      username: t.username,
-      password: t.credential,
+      username: auth.username,
+      password: auth.password,
       relayType: tls ? "TurnTls" : tcp ? "TurnTcp" : "TurnUdp",
     });
   }
   return servers;
+}
+
+/** The socket settings of ICE: port range, UDP mux, bind address (unset keys: libjuice's defaults). */
+export function iceSocketConfig(settings: IceSettings): Partial<RtcConfig> {
+  const config: Partial<RtcConfig> = {};
+  if (settings.portRange) {
+    config.portRangeBegin = settings.portRange[0];
+    config.portRangeEnd = settings.portRange[1];
+  }
+  if (settings.udpMux) config.enableIceUdpMux = true;
+  if (settings.bindAddress) config.bindAddress = settings.bindAddress;
+  return config;
 }
 
 function hostAndPort(s: string, defaultPort: number): { host: string; port: number } {
@@ -43,4 +85,24 @@ export function parseCandidate(candidate: string): { address: string; port: stri
   const typIndex = parts.indexOf("typ");
   if (!address || typIndex < 0) return null;
   return { address, port: parts[5] ?? "", type: parts[typIndex + 1] ?? "" };
+}
+
+const TURN_REFUSED = /TURN (authentication|allocation) failed|Got TURN \S+ Unauthorized/;
+
+/**
+ * Logs, at most once per `intervalMs`, when libjuice reports that a TURN server refused our
+ * credentials: the link then only fails with "ice", which does not say why.
+ */
+export function reportTurnRefusals(
+  log: { error(msg: string, fields?: Record<string, unknown>): void },
+  intervalMs = 10_000,
+): void {
+  let last = Number.NEGATIVE_INFINITY;
+  ndc.initLogger("Warning", (_level, message) => {
+    if (!TURN_REFUSED.test(message) || performance.now() - last < intervalMs) return;
+    last = performance.now();
+    log.error("a TURN server refused our credentials: check ice.turn (secret, username, credential)", {
+      detail: message,
+    });
+  });
 }

@@ -4,7 +4,7 @@ import ndc from "node-datachannel";
 import { Counters } from "./counters.js";
 import { DelayGate, rtpClock } from "./delay-gate.js";
 import { IccChannel } from "./icc-channel.js";
-import { type IceSettings, parseCandidate, toIceServers } from "./ice.js";
+import { type IceSettings, iceSocketConfig, parseCandidate, toIceServers } from "./ice.js";
 import { PathMtu } from "./path-mtu.js";
 import { PacketQueue } from "./queue.js";
 import {
@@ -86,6 +86,8 @@ export interface LinkOptions {
   peerUid: string;
   relayOnly: boolean;
   ice: IceSettings;
+  /** Our own UID (the user part of derived TURN REST user names). */
+  ownUid: string;
   /** Largest UDP payload the underlay carries: sizes DTLS records / SCTP packets. */
   underlayMtu: number;
   queuePackets: number;
@@ -199,7 +201,8 @@ export class Link implements FrameSink {
     this.rxQueueSettings = { rxQueueMs: options.rxQueueMs, rxIntervalMs: options.rxIntervalMs };
     this.rxGate = new DelayGate(options.rxQueueMs, 5000, options.rxIntervalMs);
     this.pc = new ndc.PeerConnection(options.peerUid.slice(0, 8), {
-      iceServers: toIceServers(options.ice, options.relayOnly),
+      ...iceSocketConfig(options.ice),
+      iceServers: toIceServers(options.ice, options.relayOnly, options.ownUid),
       iceTransportPolicy: options.relayOnly ? "relay" : "all",
       mtu: options.underlayMtu,
       // We say when descriptions are made: automatic negotiation raced adding the answerer's track

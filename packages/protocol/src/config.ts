@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { Ipv4Cidr, Ipv6Cidr, ListenAddress, LogLevel } from "./common.js";
+import { IpAddress, Ipv4Cidr, Ipv6Cidr, ListenAddress, LogLevel } from "./common.js";
 import { type Ipv4Range, ipv4Range } from "./ip.js";
 
 /**
@@ -191,7 +191,13 @@ const Xmpp = z
     service: z
       .string()
       .regex(/^xmpps?:\/\/[^/]+$/, 'must look like "xmpp://host:5222"')
-      .meta({ description: "XMPP server (STARTTLS required)", "x-type": "`xmpp://host:port`" }),
+      .optional()
+      .meta({
+        description:
+          "XMPP server (STARTTLS required). Without it the server is found like any XMPP client does: DNS SRV `_xmpp-client._tcp.<domain>` (by priority and weight, the next target after each failed attempt), else `<domain>:5222` (RFC 6120 3.2)",
+        "x-type": "`xmpp://host:port`",
+        "x-default": "DNS SRV",
+      }),
     domain: z.string().min(1).meta({ description: "the account: `username@domain`" }),
     username: z.string().min(1).meta({ description: "the account: `username@domain`" }),
     password: z
@@ -228,13 +234,34 @@ const Xmpp = z
 const Turn = z
   .strictObject({
     urls: z.string().regex(/^turns?:/, 'must start with "turn:"'),
-    username: z.string().min(1),
+    /** With `secret`: the `<uid>` part of the TURN REST user name (default: the node's UID). */
+    username: z.string().min(1).optional(),
     credential: z.string().min(1).optional(),
     credentialFile: z.string().min(1).optional(),
+    /** coturn `static-auth-secret` (TURN REST): a user name and password are derived per link. */
+    secret: z.string().min(1).optional(),
+    secretFile: z.string().min(1).optional(),
+    /** Seconds derived TURN REST credentials stay valid (counted from the link's creation). */
+    ttlSec: z
+      .number()
+      .int()
+      .min(60)
+      .max(30 * 86_400)
+      .default(86_400),
   })
-  .refine((t) => (t.credential === undefined) !== (t.credentialFile === undefined), {
-    message: 'give exactly one of "credential" or "credentialFile"',
+  .refine(
+    (t) =>
+      [t.credential, t.credentialFile, t.secret, t.secretFile].filter((v) => v !== undefined).length === 1,
+    { message: 'give exactly one of "credential", "credentialFile", "secret" or "secretFile"' },
+  )
+  .refine((t) => t.username !== undefined || t.credential === undefined, {
+    message: '"credential" needs a "username"',
+  })
+  .refine((t) => t.username !== undefined || t.credentialFile === undefined, {
+    message: '"credentialFile" needs a "username"',
   });
+
+const IcePort = z.number().int().min(1024, "ports below 1024 are privileged").max(65_535);
 
 const Ice = z
   .strictObject({
@@ -243,8 +270,26 @@ const Ice = z
       .default([])
       .meta({ description: "STUN servers", "x-type": '`["stun:host:port"]`' }),
     turn: z.array(Turn).default([]).meta({
-      description: "TURN servers (relay fallback)",
-      "x-type": "`[{urls, username, credential or credentialFile}]`",
+      description:
+        "TURN servers (relay fallback). Long-term credentials: `username` and `credential` or `credentialFile`. Or coturn's `static-auth-secret` (`use-auth-secret`, the TURN REST scheme) as `secret` or `secretFile`: each link gets user name `<expiry unix time>:<username or the node's UID>` and password base64(HMAC-SHA1(secret, user name)), valid `ttlSec` (60..2592000, default 86400) from the link's creation (coturn checks it on every request: an older relayed link fails and is set up again); a server that refuses them is logged by `tincan`",
+      "x-type": "`[{urls, username?, credential | credentialFile | secret | secretFile, ttlSec?}]`",
+    }),
+    portRange: z
+      .tuple([IcePort, IcePort])
+      .refine(([min, max]) => min <= max, "min must not be greater than max")
+      .optional()
+      .meta({
+        description: 'local UDP ports ICE binds (inclusive); what the firewall opens (see "Firewall")',
+        "x-type": "`[min, max]`, 1024..65535",
+        "x-default": "any port",
+      }),
+    udpMux: z.boolean().default(false).meta({
+      description: "all links share one UDP port (one of `portRange`, picked at random by libjuice)",
+    }),
+    bindAddress: IpAddress.optional().meta({
+      description: "the local address ICE binds to (host candidates are gathered on it only)",
+      "x-type": "IP address",
+      "x-default": "all addresses",
     }),
   })
   .prefault({});

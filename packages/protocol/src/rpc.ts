@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { Ipv4, Ipv4Cidr, Ipv6Cidr, Prefix, Uid } from "./common.js";
+import { IpAddress, Ipv4, Ipv4Cidr, Ipv6Cidr, Prefix, Uid } from "./common.js";
 import type { DropCounts } from "./drops.js";
 
 /** JSON-RPC error codes used by the datapath besides the standard ones. */
@@ -87,14 +87,33 @@ export const RpcParams = {
       .default([]),
     turn: z
       .array(
-        z.strictObject({
-          urls: z.string().regex(/^turns?:/, 'must start with "turn:" or "turns:"'),
-          username: z.string().min(1).max(256),
-          credential: z.string().min(1).max(256),
-        }),
+        z.union([
+          z.strictObject({
+            urls: z.string().regex(/^turns?:/, 'must start with "turn:" or "turns:"'),
+            username: z.string().min(1).max(256),
+            credential: z.string().min(1).max(256),
+          }),
+          // TURN REST: the datapath derives "<expiry>:<username or own uid>" and its HMAC per link.
+          z.strictObject({
+            urls: z.string().regex(/^turns?:/, 'must start with "turn:" or "turns:"'),
+            username: z.string().min(1).max(200).optional(),
+            secret: z.string().min(1).max(1024),
+            ttlSec: z
+              .number()
+              .int()
+              .min(60)
+              .max(30 * 86_400),
+          }),
+        ]),
       )
       .max(8)
       .default([]),
+    portRange: z
+      .tuple([z.number().int().min(1024).max(65_535), z.number().int().min(1024).max(65_535)])
+      .refine(([min, max]) => min <= max, "min must not be greater than max")
+      .optional(),
+    udpMux: z.boolean().optional(),
+    bindAddress: IpAddress.optional(),
   }),
   "link.create": z.strictObject({ peerUid: Uid, relayOnly: z.boolean().optional() }),
   "link.accept": z.strictObject({
