@@ -8,4 +8,5 @@ export * from "./ip.js";
 export * from "./notifications.js";
 export * from "./rpc.js";
 export * from "./signal.js";
+export * from "./socialvpn-config.js";
 export * from "./uid.js";
