@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PNPM_VERSION=10.34.8
 APT_PACKAGES=(iproute2 iputils-ping fping iperf3 iptables prosody coturn openssl dnsutils procps lua-unbound wireguard-go wireguard-tools nebula
-  podman runc containernetworking-plugins docker-compose debootstrap) # the last five: pnpm test:compose
+  podman runc containernetworking-plugins docker-compose debootstrap mmdebstrap) # the last six: pnpm test:compose
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
