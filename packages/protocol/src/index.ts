@@ -8,4 +8,6 @@ export * from "./ip.js";
 export * from "./notifications.js";
 export * from "./rpc.js";
 export * from "./signal.js";
+export * from "./status.js";
+export * from "./turn-rest.js";
 export * from "./uid.js";
