@@ -1,4 +1,4 @@
-import { type LinkInfo, type RouteInfo, StatusReport, VERSION } from "@tincan/protocol";
+import { type LinkInfo, type RouteInfo, StatusReport, VERSION, type VnicInfo } from "@tincan/protocol";
 import { describe, expect, it } from "vitest";
 import type { ControllerStatus } from "./controller.js";
 import { buildRows, formatController, formatLinkDetails, formatTable, healthLine } from "./tincanctl.js";
@@ -24,6 +24,20 @@ const link: LinkInfo = {
   rxBytes: 10,
   txPackets: 2,
   rxPackets: 1,
+  drops: {},
+};
+const vnic: VnicInfo = {
+  name: "tincan0",
+  uid: null,
+  ipv4: "10.10.0.5/16",
+  ipv6: null,
+  mtu: 1280,
+  translate: false,
+  queued: 0,
+  txBytes: 0,
+  rxBytes: 0,
+  txPackets: 0,
+  rxPackets: 0,
   drops: {},
 };
 const routes: RouteInfo[] = [
@@ -86,23 +100,7 @@ describe("tincanctl status rows", () => {
         drops: {},
       },
     ]);
-    const text = formatTable(
-      {
-        name: "tincan0",
-        uid: null,
-        ipv4: "10.10.0.5/16",
-        ipv6: null,
-        mtu: 1280,
-        translate: false,
-        queued: 0,
-        txBytes: 0,
-        rxBytes: 0,
-        txPackets: 0,
-        rxPackets: 0,
-        drops: { txQueue: 21, multicast: 3, unmappedExpired: 0 },
-      },
-      rows,
-    );
+    const text = formatTable({ ...vnic, drops: { txQueue: 21, multicast: 3, unmappedExpired: 0 } }, rows);
     expect(text).toMatch(
       /Bob \(bob@lab\.local\)\s+aaaaaaaa\s+10\.10\.0\.7\s+connected\s+relay\s+1\.3 ms\s+1315\s+10 B\s+2\.0 KiB\s+5s/,
     );
@@ -135,20 +133,6 @@ describe("tincanctl status: the controller's watchdog", () => {
 });
 
 describe("tincanctl status: the controller's view", () => {
-  const vnic = {
-    name: "tincan0",
-    uid: A,
-    ipv4: "10.10.0.5/16",
-    ipv6: null,
-    mtu: 1280,
-    translate: false,
-    queued: 0,
-    txBytes: 0,
-    rxBytes: 0,
-    txPackets: 0,
-    rxPackets: 0,
-    drops: {},
-  };
   const status: ControllerStatus = {
     controller: "groupvpn",
     pid: 42,
