@@ -193,7 +193,7 @@ describe.skipIf(!can.ok)("tincanctl status, ping and netcheck (alice and bob beh
       expect(help.code).toBe(0);
       expect(help.stdout).toMatch(new RegExp(`^Usage: tincanctl ${cmd.join(" ")}`));
       const version = await ctl(alice, [...cmd, "--version"]);
-      expect(version.stdout).toMatch(/^tincanctl.* \d+\.\d+\.\d+$/m);
+      expect(version.stdout).toMatch(/^tincanctl \d+\.\d+\.\d+\n$/);
     }
   });
 });

@@ -36,11 +36,11 @@ const DATAPATH_HELP = [
 ];
 const TOKEN_NOTE = "Needs read access to the token file: its owner, or a member of tincan's tokenGroup.";
 
-/** One spec per command; `tincanctl COMMAND --help` prints its own. */
+/** One spec per command; `tincanctl COMMAND --help` prints its own (`--version` is the same for all). */
 const COMMANDS = {
   status: {
-    prog: `${PROG} status`,
-    usage: "[--rpc ADDR] [--token-file FILE] [--json]",
+    prog: PROG,
+    usage: "status [--rpc ADDR] [--token-file FILE] [--json]",
     description:
       "Shows the links and routes of a running tincan datapath and, when a controller runs, its XMPP\n" +
       "session, the roster members that are offline or refused, and why a link is relayed or not up.\n" +
@@ -51,8 +51,8 @@ const COMMANDS = {
     ),
   },
   ping: {
-    prog: `${PROG} ping`,
-    usage: "PEER [--count N] [--timeout S] [--rpc ADDR] [--token-file FILE]",
+    prog: PROG,
+    usage: "ping PEER [--count N] [--timeout S] [--rpc ADDR] [--token-file FILE]",
     description:
       "Sends probes over the link to PEER (a JID, a UID or a virtual address) once a second and prints\n" +
       "the path and round-trip time of each reply. Exits 1 when no reply came back.",
@@ -65,8 +65,8 @@ const COMMANDS = {
     allowPositionals: true,
   },
   netcheck: {
-    prog: `${PROG} netcheck`,
-    usage: "--config FILE [--json]",
+    prog: PROG,
+    usage: "netcheck --config FILE [--json]",
     description:
       "Checks what this host's network allows, with the servers of a controller config: UDP out, the NAT's\n" +
       "mapping (symmetric or not, from STUN answers of several servers to one socket), a TURN allocation\n" +
