@@ -776,6 +776,7 @@ export class LinkManager extends EventEmitter {
     }
     const early = this.takeEarly(peer.uid, s.setup);
     const a = this.newAttempt(s.relayOnly, s.setup, "answerer", "answering");
+    if (s.relayOnly) rec.relayWhy = "the peer found no direct path and offered a relay-only transport";
     a.pendingRemote = early;
     const starting = rec.phase !== "connected" && this.attempts(rec).length === 0;
     this.setAttempt(rec, a);
