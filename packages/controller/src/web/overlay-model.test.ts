@@ -1,6 +1,7 @@
 import { type LinkInfo, OverlayMap, uidForIpv4 } from "@tincan/protocol";
 import { describe, expect, it } from "vitest";
 import type { Member } from "../policy.js";
+import { linkInfo } from "../testing.js";
 import { buildOverlay, type OverlaySources } from "./overlay-model.js";
 
 const [a, b, c, d] = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"].map(uidForIpv4) as [
@@ -15,25 +16,7 @@ function member(uid: string, user: string): Member {
 }
 
 function link(peerUid: string, over: Partial<LinkInfo> = {}): LinkInfo {
-  return {
-    peerUid,
-    state: "connected",
-    path: "host",
-    local: null,
-    remote: null,
-    rttMs: 1,
-    pathMtu: null,
-    relayOnly: false,
-    createdAt: 0,
-    lastRxAt: null,
-    lastTxAt: null,
-    txBytes: 100,
-    rxBytes: 50,
-    txPackets: 1,
-    rxPackets: 1,
-    drops: {} as LinkInfo["drops"],
-    ...over,
-  };
+  return linkInfo(peerUid, { txBytes: 100, rxBytes: 50, ...over });
 }
 
 function sources(over: Partial<OverlaySources>): OverlaySources {
