@@ -6,6 +6,7 @@ export * from "./drops.js";
 export * from "./groupvpn-config.js";
 export * from "./ip.js";
 export * from "./notifications.js";
+export * from "./overlay.js";
 export * from "./rpc.js";
 export * from "./signal.js";
 export * from "./socialvpn-config.js";
