@@ -7,7 +7,7 @@ export default defineConfig({
   root: fileURLToPath(new URL("..", import.meta.url)),
   test: {
     include: ["test/**/*.test.ts"],
-    exclude: ["**/node_modules/**", "test/compose.test.ts"], // pnpm test:compose runs it
+    exclude: ["**/node_modules/**", "test/compose.test.ts", "test/systemd.test.ts"], // pnpm test:compose runs them
     testTimeout: 120_000,
     hookTimeout: 120_000,
     teardownTimeout: 60_000,
