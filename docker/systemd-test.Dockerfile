@@ -5,7 +5,7 @@
 ARG BASE=debian:bookworm
 FROM ${BASE}
 RUN apt-get update \
- && apt-get install -y --no-install-recommends systemd systemd-sysv systemd-resolved dbus libpam-systemd \
+ && apt-get install -y --no-install-recommends systemd systemd-sysv systemd-resolved libnss-resolve polkitd dbus libpam-systemd \
       iproute2 iputils-ping procps prosody \
  && rm -rf /var/lib/apt/lists/* \
  # What a container does not need at boot: consoles, udev's triggers, timers.

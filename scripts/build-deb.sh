@@ -2,7 +2,7 @@
 # Builds the Debian package OUT/tincan_<version>_<arch>.deb (OUT: first argument, default out/)
 # from the built workspace (`pnpm run build` first): production dependencies only (`pnpm deploy
 # --prod`), the native TUN addon and node-datachannel's binary prebuilt, wrappers on PATH, systemd
-# units, sample configs as conffiles in /etc/tincan/. Where it is installed, no compiler is needed:
+# units, the polkit rule for SocialVPN's dns.resolved, sample configs as conffiles in /etc/tincan/. Where it is installed, no compiler is needed:
 # only Node.js >= 20 (Depends: nodejs (>= 20)). Prints the path of the .deb on its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,6 +54,7 @@ wrapper tincanctl "@tincan/controller/dist/tincanctl.js" ""
 
 install -d "$ROOT/usr/lib/systemd/system" "$ROOT/etc/tincan" "$ROOT/usr/share/doc/tincan" "$ROOT/var/lib/tincan"
 install -m 0644 packaging/systemd/*.service "$ROOT/usr/lib/systemd/system/"
+install -D -m 0644 packaging/polkit/50-tincan.rules "$ROOT/usr/share/polkit-1/rules.d/50-tincan.rules"
 install -m 0644 configs/tincan.json configs/groupvpn.json configs/socialvpn.json "$ROOT/etc/tincan/"
 install -m 0644 README.md docs/deploy.md "$ROOT/usr/share/doc/tincan/"
 install -m 0644 configs/README.md "$ROOT/usr/share/doc/tincan/configs.md"

@@ -90,6 +90,7 @@ describe.skipIf(!can.ok || !hasDpkg)("the Debian package, installed into a clean
       "./usr/lib/systemd/system/tincan.service",
       "./usr/lib/systemd/system/groupvpn@.service",
       "./usr/lib/systemd/system/socialvpn@.service",
+      "./usr/share/polkit-1/rules.d/50-tincan.rules",
       "./etc/tincan/tincan.json",
       "./usr/share/doc/tincan/deploy.md",
       "/build/Release/tuntap.node",

@@ -5,10 +5,10 @@
 // dpkg -r and --purge. Node.js comes from the host (mounted read-only at /usr/bin/node, with a stub
 // `nodejs` package for the dependency). The container goes when the test ends, also when it is
 // killed (a guard process removes it); the image stays as a cache (`podman rmi localhost/tincan-sysd`).
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { execIn, LabProcess, makeCert, runIn } from "./lab/index.js";
+import { execIn, LabProcess, makeCert, runIn, tail } from "./lab/index.js";
 import { REPO, waitFor } from "./support/datapath-driver.js";
 
 const PREFIX = "sysd";
@@ -51,6 +51,15 @@ async function must(script: string, timeoutMs = 60_000): Promise<string> {
 }
 const isActive = async (unit: string) => (await sh(`systemctl is-active ${unit}`)).stdout.trim();
 const journal = (unit: string) => sh(`journalctl -u ${unit} --no-pager -o cat`).then((r) => r.stdout);
+/** Runs `step`; when it fails, the units' journals go to the log first. */
+async function showingJournal<T>(units: string[], step: () => Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (err) {
+    for (const unit of units) console.log(`--- journal of ${unit}:\n${tail(await journal(unit), 40)}`);
+    throw err;
+  }
+}
 const mainPid = async (unit: string) => Number(await must(`systemctl show -p MainPID --value ${unit}`));
 
 const timings: Record<string, number> = {};
@@ -98,6 +107,27 @@ function groupvpnConfig(): string {
     group: "vpn",
     ice: { stun: [], turn: [] },
   });
+}
+
+/** The sample socialvpn.json with dns.resolved, logging in as alice (buddies bob and carol by the shared group). */
+function socialvpnConfig(): string {
+  const sample = JSON.parse(readFileSync(join(REPO, "configs/socialvpn.json"), "utf8"));
+  return JSON.stringify({
+    ...sample,
+    xmpp: JSON.parse(groupvpnConfig()).xmpp,
+    ice: { stun: [], turn: [] },
+    dns: { ...sample.dns, resolved: true },
+  });
+}
+
+/** A controller config in /etc/tincan/, with the files it names: alice's password (0640 root:tincan), the CA. */
+async function installConfig(name: string, json: string): Promise<void> {
+  writeFileSync(join(DIR, name), json);
+  writeFileSync(join(DIR, "alice.password"), "secret-alice");
+  copyFileSync(join(DIR, "certs/vpn.test.crt"), join(DIR, "vpn.test.crt"));
+  for (const f of [name, "alice.password", "vpn.test.crt"])
+    await run(["podman", "cp", join(DIR, f), `${CONTAINER}:/etc/tincan/${f}`]);
+  await must("chown root:tincan /etc/tincan/alice.password && chmod 0640 /etc/tincan/alice.password");
 }
 
 describe.skipIf(missing !== undefined)(
@@ -243,13 +273,7 @@ describe.skipIf(missing !== undefined)(
     }, 60_000);
 
     it("groupvpn@lab comes up active, logs in to prosody and configures the vNIC", async () => {
-      writeFileSync(join(DIR, "lab.json"), groupvpnConfig());
-      writeFileSync(join(DIR, "alice.password"), "secret-alice");
-      chmodSync(join(DIR, "alice.password"), 0o640);
-      copyFileSync(join(DIR, "certs/vpn.test.crt"), join(DIR, "vpn.test.crt"));
-      for (const f of ["lab.json", "alice.password", "vpn.test.crt"])
-        await run(["podman", "cp", join(DIR, f), `${CONTAINER}:/etc/tincan/${f}`]);
-      await must("chown root:tincan /etc/tincan/alice.password && chmod 0640 /etc/tincan/alice.password");
+      await installConfig("lab.json", groupvpnConfig());
       await timed("groupvpn@lab online", async () => {
         await must("systemctl start groupvpn@lab.service");
         await waitFor(
@@ -284,6 +308,51 @@ describe.skipIf(missing !== undefined)(
       expect((await sh("ip link show tincan0")).code, "tincan0 still exists").not.toBe(0);
       expect((await sh("ss -Hlnu 'sport = :5800'")).stdout.trim(), "the RPC port still bound").toBe("");
     }, 120_000);
+
+    it("dns.resolved: <buddy>.svpn resolves through systemd-resolved (per-link server on the vNIC address), withdrawn on stop", async () => {
+      await installConfig("svpn.json", socialvpnConfig());
+      expect(await isActive("systemd-resolved")).toBe("active");
+      await timed("socialvpn@svpn names registered", () =>
+        showingJournal(["socialvpn@svpn", "tincan"], async () => {
+          await must("systemctl start socialvpn@svpn.service"); // starts tincan.service too (Requires=)
+          await waitFor(
+            "socialvpn@svpn to register its names",
+            async () => (await journal("socialvpn@svpn")).includes("names registered with systemd-resolved"),
+            60_000,
+          );
+        }),
+      );
+      const link = await must("resolvectl dns tincan0; resolvectl domain tincan0");
+      console.log(`systemd: resolved's view of the vNIC: ${link.replace(/\n/g, "; ")}`);
+      expect(link).toContain("172.31.0.1:5353");
+      expect(link).toContain("~svpn");
+      // The buddy's address as the controller handed it out (saved in its state file).
+      const stateFile = await must("cat /var/lib/tincan/svpn-state.json");
+      const bob = (JSON.parse(stateFile) as { buddies: Record<string, string> }).buddies["bob@vpn.test"];
+      expect(bob, stateFile).toMatch(/^172\.31\.0\.\d+$/);
+      let query = "";
+      await waitFor(
+        "resolvectl query bob.svpn",
+        async () => {
+          query = (await sh("resolvectl query --cache=no bob.svpn")).stdout;
+          return query.includes(bob!);
+        },
+        30_000,
+      );
+      console.log(`systemd: ${query.trim().replace(/\n/g, "; ")}`);
+      expect(query, "answered through the vNIC's server").toContain("link: tincan0");
+      // What programs see: glibc through nss-resolve.
+      expect(await must("getent ahostsv4 bob.svpn")).toContain(bob);
+      // The responder at dns.listen still answers (dig @127.0.0.53 -p 5353 works without resolved).
+      expect(await must("ss -Hlnu 'sport = :5353'")).toContain("127.0.0.53:5353");
+
+      await must("systemctl stop socialvpn@svpn.service");
+      expect(await must("resolvectl dns tincan0; true"), "the server after socialvpn stopped").not.toContain(
+        "172.31.0.1",
+      );
+      expect((await sh("resolvectl query --cache=no bob.svpn")).code).not.toBe(0);
+      await must("systemctl stop tincan.service");
+    }, 180_000);
 
     it("dpkg -r removes the package's files and keeps the configs; --purge removes them and the state", async () => {
       await must("dpkg -r tincan", 120_000);

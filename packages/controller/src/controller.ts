@@ -420,6 +420,7 @@ export class Controller implements PolicyContext {
     const { config } = this.opts;
     const vnic = await this.datapath.call("vnic.configure", this.opts.policy.vnic());
     this.log.info("vnic configured", { name: vnic.name, mtu: vnic.mtu });
+    this.hook("onVnicConfigured", () => this.opts.policy.onVnicConfigured?.(vnic, this));
     await this.datapath.call("ice.configure", {
       stun: config.ice.stun,
       turn: config.ice.turn.map((t) =>

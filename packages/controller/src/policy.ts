@@ -3,6 +3,7 @@ import {
   type NotificationParamsOf,
   type PresenceTincan,
   type RpcParamsOf,
+  type RpcResults,
 } from "@tincan/protocol";
 import type { RosterItem } from "./admission.js";
 import type { DatapathApi } from "./datapath-client.js";
@@ -73,6 +74,8 @@ export interface Policy {
   onPacketUnmapped?(p: NotificationParamsOf<"packet.unmapped">, ctx: PolicyContext): void | Promise<void>;
   onIccMessage?(p: NotificationParamsOf<"icc.message">, ctx: PolicyContext): void | Promise<void>;
   onRosterChanged?(items: RosterItem[], ctx: PolicyContext): void | Promise<void>;
+  /** The datapath configured the vNIC (at start and after each datapath restart). */
+  onVnicConfigured?(result: RpcResults["vnic.configure"], ctx: PolicyContext): void | Promise<void>;
   /** After the datapath restarted and the core re-configured vnic/ice/routes and re-set wanted links. */
   onDatapathRestarted?(ctx: PolicyContext): void | Promise<void>;
   /** Which members each direct neighbour announced it links to, by neighbour UID (the overlay map). */

@@ -21,6 +21,7 @@ import { Inside } from "./inside.js";
 import { KEEPALIVE_PERIOD_MS, Link } from "./link.js";
 import { Outside } from "./outside.js";
 import { pageToFit } from "./query-page.js";
+import { type Resolvectl, registerLinkDns } from "./resolved.js";
 import { PrefixTable } from "./routes.js";
 import { bestTransport, type PeerTransports, transportOf } from "./transports.js";
 import { TxQueue } from "./tx-queue.js";
@@ -54,6 +55,8 @@ export interface DatapathOptions extends Partial<DatapathTune> {
   notify: <M extends NotificationMethod>(method: M, params: NotificationParamsOf<M>) => void;
   /** Links held at most; link.create / link.accept beyond it get TooManyLinks (default 4096). */
   maxLinks?: number;
+  /** How `vnic.configure {dns}` reaches systemd-resolved (default: the resolvectl command). */
+  resolvectl?: Resolvectl;
 }
 
 type Handlers = { [M in RpcMethod]: (params: RpcParamsOf<M>) => RpcResults[M] | Promise<RpcResults[M]> };
@@ -162,7 +165,13 @@ export class Datapath {
         offload: this.fib.vnic.offload === true,
         translate: this.fib.translate,
       });
-      return { name: this.fib.vnic.name, mtu: settings.mtu };
+      const result = { name: this.fib.vnic.name, mtu: settings.mtu };
+      if (p.dns === undefined) return result;
+      return registerLinkDns(result.name, p.dns, this.options.resolvectl).then((dns) => {
+        if (dns.error) this.log.warn("vnic dns not registered with systemd-resolved", { error: dns.error });
+        else this.log.info(dns.registered ? "vnic dns registered" : "vnic dns withdrawn", { ...p.dns });
+        return { ...result, dns };
+      });
     },
 
     "vnic.query": () => ({

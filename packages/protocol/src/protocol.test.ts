@@ -25,6 +25,16 @@ describe("RPC params", () => {
     expect(r.success).toBe(false);
   });
 
+  it("vnic.configure dns: an ip:port server and domains that cannot pass for resolvectl options", () => {
+    const uid = uidForIpv4("172.31.0.1");
+    const dns = (d: unknown) => RpcParams["vnic.configure"].safeParse({ uid, dns: d }).success;
+    expect(dns({ server: "172.31.0.1:5353", domains: ["~svpn"] })).toBe(true);
+    expect(dns(null)).toBe(true);
+    expect(dns({ server: "172.31.0.1:5353", domains: ["--interface=eth0"] })).toBe(false);
+    expect(dns({ server: "host.example:53", domains: ["~svpn"] })).toBe(false);
+    expect(dns({ server: "172.31.0.1:5353", domains: [] })).toBe(false);
+  });
+
   it("only lets a controller register a loopback endpoint", () => {
     expect(RpcParams.hello.safeParse({ controller: { host: "10.0.0.1", port: 5801 } }).success).toBe(false);
     expect(RpcParams.hello.safeParse({ controller: { host: "127.0.0.1", port: 5801 } }).success).toBe(true);

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { IpAddress, Ipv4, Ipv4Cidr, Ipv6Cidr, Prefix, Uid } from "./common.js";
+import { IpAddress, Ipv4, Ipv4Cidr, Ipv6Cidr, ListenAddress, Prefix, Uid } from "./common.js";
 import type { DropCounts } from "./drops.js";
 
 /** JSON-RPC error codes used by the datapath besides the standard ones. */
@@ -84,6 +84,20 @@ export const RpcParams = {
     ipv6: Ipv6Cidr.optional(),
     mtu: z.number().int().min(576).max(9000).optional(),
     translate: z.boolean().optional(),
+    /**
+     * Register a DNS server for the vNIC with systemd-resolved (`resolvectl dns`/`domain`, run by the
+     * datapath: it holds CAP_NET_ADMIN, which resolved asks for); null withdraws it (`resolvectl revert`).
+     */
+    dns: z
+      .strictObject({
+        server: ListenAddress,
+        domains: z
+          .array(z.string().regex(/^~?[a-z0-9-]+(\.[a-z0-9-]+)*$/, 'must look like "~svpn"'))
+          .min(1)
+          .max(8),
+      })
+      .nullable()
+      .optional(),
   }),
   "vnic.query": z.strictObject({}),
   "ice.configure": z.strictObject({
@@ -216,7 +230,8 @@ export interface HelloResult {
 /** Result types of every method. */
 export interface RpcResults {
   hello: HelloResult;
-  "vnic.configure": { name: string; mtu: number };
+  /** `dns` when asked for: whether systemd-resolved took the registration, and why not. */
+  "vnic.configure": { name: string; mtu: number; dns?: { registered: boolean; error?: string } };
   "vnic.query": VnicInfo;
   "ice.configure": Record<string, never>;
   "link.create": { description: SessionDescription };

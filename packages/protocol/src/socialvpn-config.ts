@@ -22,6 +22,10 @@ export const SocialVpnConfig = ControllerConfig.extend({
         description: "buddy names: where their DNS server listens (an address, not a host name)",
         "x-type": "`ip:port`",
       }),
+      resolved: z.boolean().default(false).meta({
+        description:
+          "register the names with systemd-resolved: the responder also answers on the vNIC's own IPv4 address (at the port of `dns.listen`; resolved ignores servers at 127.0.0.53/54), and the datapath makes it the vNIC's DNS server for `~<suffix>` (`resolvectl dns`/`domain`), withdrawn when `socialvpn` stops or the vNIC goes",
+      }),
     })
     .prefault({}),
 }).superRefine((c, ctx) => {

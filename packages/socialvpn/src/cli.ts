@@ -55,13 +55,32 @@ const names = new NameTable(config.dns.suffix);
 const state = new StateWriter(stateFile, (err) =>
   log.error("cannot save the state file", { file: stateFile, error: err.message }),
 );
-const policy = new SocialPolicy({ config, book, state, names, log });
-const dns = new DnsResponder({ ...splitHostPort(config.dns.listen), table: names, log });
+const listen = splitHostPort(config.dns.listen);
+// systemd-resolved takes no server at its own 127.0.0.53/54: with dns.resolved the names are also
+// served on the vNIC's address, once the vNIC has it, and the datapath registers that server.
+const resolvedDns = config.dns.resolved
+  ? { server: `${book.ownAddress}:${listen.port}`, domains: [`~${config.dns.suffix}`] }
+  : undefined;
+let vnicDns: DnsResponder | undefined;
+const startVnicDns = () => {
+  if (!resolvedDns || vnicDns) return;
+  vnicDns = new DnsResponder({ host: book.ownAddress, port: listen.port, table: names, log });
+  startResponder(vnicDns, resolvedDns.server).catch(() => {
+    vnicDns = undefined; // tried again when the vNIC is configured next
+  });
+};
+const policy = new SocialPolicy({ config, book, state, names, log, resolvedDns, onVnicReady: startVnicDns });
+const dns = new DnsResponder({ ...listen, table: names, log });
 
-/** The core controller, plus: the DNS responder stops and the state file is written before exit. */
+/** The core controller, plus: the DNS responders stop and the state file is written before exit. */
 class SocialController extends Controller {
   override async stop(): Promise<void> {
+    if (resolvedDns) {
+      // Withdrawn while the datapath is still reachable: resolved would ask a responder that is gone.
+      await this.datapath.call("vnic.configure", { uid: policy.uid, dns: null }).catch(() => {});
+    }
     dns.stop();
+    vnicDns?.stop();
     await super.stop();
     await state.flush();
   }
@@ -77,14 +96,16 @@ log.info("starting", {
   buddiesKnown: book.size,
 });
 
-dns.start().then(
-  (a) =>
-    log.info("dns responder listening", { address: `${a.address}:${a.port}`, suffix: config.dns.suffix }),
-  // Names are a convenience: the VPN runs without them.
-  (err: Error) =>
-    log.error("dns responder cannot listen; names disabled", {
-      listen: config.dns.listen,
-      error: err.message,
-    }),
-);
+/** Starts a responder; names are a convenience: the VPN runs without them. */
+function startResponder(responder: DnsResponder, listen: string): Promise<unknown> {
+  return responder.start().then(
+    (a) =>
+      log.info("dns responder listening", { address: `${a.address}:${a.port}`, suffix: config.dns.suffix }),
+    (err: Error) => {
+      log.error("dns responder cannot listen; names disabled there", { listen, error: err.message });
+      throw err;
+    },
+  );
+}
+startResponder(dns, config.dns.listen).catch(() => {});
 void runController(ctl, log);

@@ -58,6 +58,24 @@ describe("SocialPolicy", () => {
     });
   });
 
+  it("dns.resolved: vnic.configure asks for the registration; a configured vNIC starts the responder on it", () => {
+    const plain = new SocialPolicy({ config, book: new AddressBook(config.vnic.ipv4), log: nullLog });
+    expect(plain.vnic()).not.toHaveProperty("dns");
+    const resolvedDns = { server: "172.31.0.1:5353", domains: ["~svpn"] };
+    let ready = 0;
+    const p = new SocialPolicy({
+      config,
+      book: new AddressBook(config.vnic.ipv4),
+      log: nullLog,
+      resolvedDns,
+      onVnicReady: () => ready++,
+    });
+    expect(p.vnic().dns).toEqual(resolvedDns);
+    p.onVnicConfigured({ name: "tincan0", mtu: 1280, dns: { registered: false, error: "Access denied" } });
+    p.onVnicConfigured({ name: "tincan0", mtu: 1280, dns: { registered: true } });
+    expect(ready).toBe(2);
+  });
+
   it("verifyPeer: UID must be the JID's, an announced IPv6 the UID's", () => {
     const p = new SocialPolicy({ config, book: new AddressBook(config.vnic.ipv4), log: nullLog });
     expect(p.verifyPeer(member("bob@lab.local"))).toBe(true);

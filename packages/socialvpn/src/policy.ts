@@ -4,6 +4,7 @@ import {
   hostPrefix,
   type PresenceTincan,
   type RpcParamsOf,
+  type RpcResults,
   type SocialVpnConfig,
   uidForJid,
 } from "@tincan/protocol";
@@ -22,6 +23,10 @@ export interface SocialPolicyOptions {
   state?: StateWriter | null;
   /** Names for the DNS responder; kept in line with the roster. */
   names?: NameTable | null;
+  /** `dns.resolved`: the DNS server the datapath registers for the vNIC with systemd-resolved. */
+  resolvedDns?: RpcParamsOf<"vnic.configure">["dns"];
+  /** The vNIC has our address now (at start and after each datapath restart). */
+  onVnicReady?: () => void;
   log: Log;
 }
 
@@ -62,7 +67,30 @@ export class SocialPolicy implements Policy {
 
   vnic(): RpcParamsOf<"vnic.configure"> {
     const { name, ipv4, mtu } = this.opts.config.vnic;
-    return { uid: this.uid, name, ipv4, ipv6: `${this.ipv6}/64`, mtu, translate: true };
+    const dns = this.opts.resolvedDns;
+    return {
+      uid: this.uid,
+      name,
+      ipv4,
+      ipv6: `${this.ipv6}/64`,
+      mtu,
+      translate: true,
+      ...(dns ? { dns } : {}),
+    };
+  }
+
+  onVnicConfigured(result: RpcResults["vnic.configure"]): void {
+    if (result.dns?.registered)
+      this.log.info("names registered with systemd-resolved", {
+        link: result.name,
+        ...this.opts.resolvedDns,
+      });
+    else if (result.dns)
+      this.log.warn("names not registered with systemd-resolved", {
+        link: result.name,
+        error: result.dns.error,
+      });
+    this.opts.onVnicReady?.();
   }
 
   /** The UID must be the one of the JID, and an announced IPv6 the one of the UID. */
