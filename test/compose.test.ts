@@ -5,11 +5,12 @@
 // iptables rule or podman service behind, also when the test is killed midway (a guard process does
 // the cleanup when the test process dies). The images stay in podman's store as a cache
 // (`podman rmi localhost/tincan-ts localhost/tincan-lab` removes them).
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type LinkInfo, uidForIpv4 } from "@tincan/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execIn, LabProcess, runIn } from "./lab/index.js";
+import { CONTAINERS_CONF, liveProcess, missingTools, stepTimer } from "./support/containers.js";
 import { REPO, waitFor } from "./support/datapath-driver.js";
 
 const PROJECT = "tincancompose";
@@ -21,12 +22,6 @@ const ENV = {
   DOCKER_HOST: `unix://${SOCKET}`,
   EXTRA_CA_FILE: "/etc/ssl/certs/ca-certificates.crt",
 };
-// This host's podman: crun fails on hybrid cgroups, and the default ulimits exceed the hard limits.
-const CONTAINERS_CONF = `[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-[engine]
-runtime = "runc"
-`;
 const NODES = { alice: "10.214.0.1", bob: "10.214.0.2", carol: "10.214.0.3" } as const;
 type NodeName = keyof typeof NODES;
 const ROUTER_WAN = "10.213.1.2";
@@ -79,29 +74,15 @@ echo "guard: test process gone"
 cleanup
 `;
 
-function missingTools(): string | undefined {
-  if (process.getuid?.() !== 0) return "needs root (rootful podman, debootstrap)";
-  const installed = (tool: string) =>
-    ["/usr/bin", "/usr/sbin", "/usr/local/bin"].some((d) => existsSync(join(d, tool)));
-  for (const tools of [["podman"], ["docker-compose"], ["iptables"], ["mmdebstrap", "debootstrap"]]) {
-    if (!tools.some(installed))
-      return `${tools.join(" or ")} is not installed (scripts/bootstrap.sh installs it)`;
-  }
-  return undefined;
-}
-const missing = missingTools();
+const missing = missingTools("rootful podman, debootstrap", [
+  ["podman"],
+  ["docker-compose"],
+  ["iptables"],
+  ["mmdebstrap", "debootstrap"],
+]);
 if (missing) console.warn(`compose test skipped: ${missing}`);
 
-const timings: Record<string, number> = {};
-async function timed<T>(what: string, step: () => Promise<T>): Promise<T> {
-  const started = Date.now();
-  try {
-    return await step();
-  } finally {
-    timings[what] = (Date.now() - started) / 1000;
-    console.log(`compose: ${what} ${timings[what]!.toFixed(1)} s`);
-  }
-}
+const { timings, timed } = stepTimer("compose");
 
 const run = (argv: string[], timeoutMs = 60_000) =>
   runIn(undefined, argv, { env: ENV, cwd: REPO, timeoutMs });
@@ -130,16 +111,6 @@ async function leftovers(): Promise<string[]> {
 }
 
 let bridges: string[] = [];
-
-/** A live process whose command line contains `marker` (from an earlier run's pid file), if any. */
-function liveProcess(pidFile: string, marker: string): number | undefined {
-  try {
-    const pid = Number(readFileSync(pidFile, "utf8"));
-    return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(marker) ? pid : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 /**
  * podman with CNI forwards between its bridges like a router, so alice could reach carol's LAN

@@ -5,10 +5,11 @@
 // dpkg -r and --purge. Node.js comes from the host (mounted read-only at /usr/bin/node, with a stub
 // `nodejs` package for the dependency). The container goes when the test ends, also when it is
 // killed (a guard process removes it); the image stays as a cache (`podman rmi localhost/tincan-sysd`).
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execIn, LabProcess, makeCert, runIn, tail } from "./lab/index.js";
+import { CONTAINERS_CONF, liveProcess, missingTools, stepTimer } from "./support/containers.js";
 import { REPO, waitFor } from "./support/datapath-driver.js";
 
 const PREFIX = "sysd";
@@ -16,26 +17,15 @@ const DIR = join(REPO, ".lab", PREFIX);
 const CONTAINER = `${PREFIX}-tincan`;
 const IMAGE = "localhost/tincan-sysd:latest";
 const ENV = { CONTAINERS_CONF: join(DIR, "containers.conf") };
-// This host's podman: crun fails on hybrid cgroups, and the default ulimits exceed the hard limits.
-const CONTAINERS_CONF = `[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-[engine]
-runtime = "runc"
-`;
 /** CAP_NET_ADMIN alone (bit 12), as /proc/PID/status prints a capability set. */
 const NET_ADMIN_ONLY = "0000000000001000";
 
-function missingTools(): string | undefined {
-  if (process.getuid?.() !== 0) return "needs root (rootful podman)";
-  const installed = (tool: string) =>
-    ["/usr/bin", "/usr/sbin", "/usr/local/bin"].some((d) => existsSync(join(d, tool)));
-  for (const tools of [["podman"], ["dpkg-deb"], ["openssl"], ["mmdebstrap", "debootstrap"]]) {
-    if (!tools.some(installed))
-      return `${tools.join(" or ")} is not installed (scripts/bootstrap.sh installs it)`;
-  }
-  return undefined;
-}
-const missing = missingTools();
+const missing = missingTools("rootful podman", [
+  ["podman"],
+  ["dpkg-deb"],
+  ["openssl"],
+  ["mmdebstrap", "debootstrap"],
+]);
 if (missing) console.warn(`systemd test skipped: ${missing}`);
 
 const run = (argv: string[], timeoutMs = 60_000) =>
@@ -51,6 +41,11 @@ async function must(script: string, timeoutMs = 60_000): Promise<string> {
 }
 const isActive = async (unit: string) => (await sh(`systemctl is-active ${unit}`)).stdout.trim();
 const journal = (unit: string) => sh(`journalctl -u ${unit} --no-pager -o cat`).then((r) => r.stdout);
+/** `systemctl start UNIT`, then waits for `line` in its journal. */
+async function startUnit(unit: string, line: string, timeoutMs = 60_000): Promise<void> {
+  await must(`systemctl start ${unit}.service`);
+  await waitFor(`${unit} to log "${line}"`, async () => (await journal(unit)).includes(line), timeoutMs);
+}
 /** Runs `step`; when it fails, the units' journals go to the log first. */
 async function showingJournal<T>(units: string[], step: () => Promise<T>): Promise<T> {
   try {
@@ -62,26 +57,7 @@ async function showingJournal<T>(units: string[], step: () => Promise<T>): Promi
 }
 const mainPid = async (unit: string) => Number(await must(`systemctl show -p MainPID --value ${unit}`));
 
-const timings: Record<string, number> = {};
-async function timed<T>(what: string, step: () => Promise<T>): Promise<T> {
-  const started = Date.now();
-  try {
-    return await step();
-  } finally {
-    timings[what] = (Date.now() - started) / 1000;
-    console.log(`systemd: ${what} ${timings[what]!.toFixed(1)} s`);
-  }
-}
-
-/** A live process whose command line contains `marker` (from an earlier run's pid file), if any. */
-function liveProcess(pidFile: string, marker: string): number | undefined {
-  try {
-    const pid = Number(readFileSync(pidFile, "utf8"));
-    return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(marker) ? pid : undefined;
-  } catch {
-    return undefined;
-  }
-}
+const { timings, timed } = stepTimer("systemd");
 
 // Removes the container once the test process (and its parent) is gone, or on SIGTERM.
 const GUARD = `
@@ -251,12 +227,7 @@ describe.skipIf(missing !== undefined)(
     }, 180_000);
 
     it("tincan.service comes up as user tincan with CAP_NET_ADMIN only; the token is 0640 tincan:tincan", async () => {
-      await must("systemctl start tincan.service");
-      await waitFor(
-        "tincan.service to be ready",
-        async () => (await journal("tincan")).includes("ready"),
-        30_000,
-      );
+      await startUnit("tincan", "ready");
       expect(await isActive("tincan")).toBe("active");
       const status = await must(`cat /proc/${await mainPid("tincan")}/status`);
       const field = (name: string) => new RegExp(`^${name}:\\s+(.*)$`, "m").exec(status)?.[1]?.trim();
@@ -274,14 +245,7 @@ describe.skipIf(missing !== undefined)(
 
     it("groupvpn@lab comes up active, logs in to prosody and configures the vNIC", async () => {
       await installConfig("lab.json", groupvpnConfig());
-      await timed("groupvpn@lab online", async () => {
-        await must("systemctl start groupvpn@lab.service");
-        await waitFor(
-          "groupvpn@lab to log in",
-          async () => (await journal("groupvpn@lab")).includes("xmpp online"),
-          60_000,
-        );
-      });
+      await timed("groupvpn@lab online", () => startUnit("groupvpn@lab", "xmpp online"));
       expect(await isActive("groupvpn@lab")).toBe("active");
       const controller = await must(`cat /proc/${await mainPid("groupvpn@lab")}/status`);
       expect(/^CapEff:\s+(\S+)$/m.exec(controller)?.[1]).toBe("0000000000000000");
@@ -313,14 +277,10 @@ describe.skipIf(missing !== undefined)(
       await installConfig("svpn.json", socialvpnConfig());
       expect(await isActive("systemd-resolved")).toBe("active");
       await timed("socialvpn@svpn names registered", () =>
-        showingJournal(["socialvpn@svpn", "tincan"], async () => {
-          await must("systemctl start socialvpn@svpn.service"); // starts tincan.service too (Requires=)
-          await waitFor(
-            "socialvpn@svpn to register its names",
-            async () => (await journal("socialvpn@svpn")).includes("names registered with systemd-resolved"),
-            60_000,
-          );
-        }),
+        showingJournal(["socialvpn@svpn", "tincan"], () =>
+          // Starts tincan.service too (Requires=).
+          startUnit("socialvpn@svpn", "names registered with systemd-resolved"),
+        ),
       );
       const link = await must("resolvectl dns tincan0; resolvectl domain tincan0");
       console.log(`systemd: resolved's view of the vNIC: ${link.replace(/\n/g, "; ")}`);
