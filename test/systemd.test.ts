@@ -306,6 +306,25 @@ describe.skipIf(missing !== undefined)(
       // The responder at dns.listen still answers (dig @127.0.0.53 -p 5353 works without resolved).
       expect(await must("ss -Hlnu 'sport = :5353'")).toContain("127.0.0.53:5353");
 
+      // A crashed datapath (restarted by Restart=on-failure, the controller stays) makes a new vNIC,
+      // which resolved knows nothing of: the controller's re-sync registers it again.
+      const registered = async () => (await journal("tincan")).split("vnic dns registered").length - 1;
+      expect(await registered()).toBe(1);
+      await must("systemctl kill --signal=SIGKILL tincan.service");
+      await timed("names back after a datapath crash", async () => {
+        await waitFor(
+          "the restarted datapath to register the names again",
+          async () => (await registered()) === 2,
+          60_000,
+        );
+        await waitFor(
+          "bob.svpn to resolve again",
+          async () => (await sh("resolvectl query --cache=no bob.svpn")).stdout.includes(bob!),
+          30_000,
+        );
+      });
+      expect(await isActive("socialvpn@svpn"), "the controller outlives the datapath's crash").toBe("active");
+
       await must("systemctl stop socialvpn@svpn.service");
       expect(await must("resolvectl dns tincan0; true"), "the server after socialvpn stopped").not.toContain(
         "172.31.0.1",
