@@ -64,7 +64,14 @@ const resolvedDns = config.dns.resolved
 let vnicDns: DnsResponder | undefined;
 const startVnicDns = () => {
   if (!resolvedDns || vnicDns) return;
-  vnicDns = new DnsResponder({ host: book.ownAddress, port: listen.port, table: names, log });
+  vnicDns = new DnsResponder({
+    host: book.ownAddress,
+    port: listen.port,
+    table: names,
+    log,
+    // resolved asks from the vNIC's own address; buddies reach that address too, and get no answer.
+    acceptFrom: (a) => a === book.ownAddress,
+  });
   startResponder(vnicDns, resolvedDns.server).catch(() => {
     vnicDns = undefined; // tried again when the vNIC is configured next
   });

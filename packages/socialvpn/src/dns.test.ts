@@ -185,6 +185,32 @@ describe("DnsResponder over UDP", () => {
     expect(r.answers?.[0]).toMatchObject({ data: "172.31.0.1" });
   });
 
+  it("acceptFrom: a query from another source address gets no answer", async () => {
+    const picky = new DnsResponder({
+      host: "127.0.0.1",
+      port: 0,
+      table,
+      log: nullLog,
+      acceptFrom: (a) => a === "127.0.0.2",
+    });
+    const own = (await picky.start()).port;
+    const ask = (from: string) =>
+      new Promise<Buffer | null>((resolve) => {
+        const socket = createSocket("udp4");
+        const t = setTimeout(() => done(null), 300);
+        const done = (m: Buffer | null) => {
+          clearTimeout(t);
+          socket.close();
+          resolve(m);
+        };
+        socket.on("message", done);
+        socket.bind(0, from, () => socket.send(query("alice.svpn", "A", 9), own, "127.0.0.1"));
+      });
+    expect(await ask("127.0.0.1")).toBeNull();
+    expect(await ask("127.0.0.2")).not.toBeNull();
+    picky.stop();
+  });
+
   it("fails to start with a clear error when the address is taken", async () => {
     const other = new DnsResponder({ host: "127.0.0.1", port, table, log: nullLog });
     await expect(other.start()).rejects.toThrow(/EADDRINUSE/);

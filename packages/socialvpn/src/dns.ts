@@ -145,14 +145,24 @@ function answer(table: NameTable, msg: Buffer): Buffer | null {
 export class DnsResponder {
   private socket: Socket | null = null;
 
-  constructor(private readonly opts: { host: string; port: number; table: NameTable; log: Log }) {}
+  constructor(
+    private readonly opts: {
+      host: string;
+      port: number;
+      table: NameTable;
+      log: Log;
+      /** Queries from other source addresses get no answer (default: every source). */
+      acceptFrom?: (address: string) => boolean;
+    },
+  ) {}
 
   /** Binds; resolves with the bound address (port 0 picks one, for tests). */
   start(): Promise<{ address: string; port: number }> {
-    const { host, port, table, log } = this.opts;
+    const { host, port, table, log, acceptFrom } = this.opts;
     const socket = createSocket(host.includes(":") ? "udp6" : "udp4");
     this.socket = socket;
     socket.on("message", (msg, rinfo) => {
+      if (acceptFrom && !acceptFrom(rinfo.address)) return;
       const out = answerQuery(table, msg);
       if (out) socket.send(out, rinfo.port, rinfo.address, () => {});
     });
