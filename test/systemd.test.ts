@@ -5,7 +5,7 @@
 // dpkg -r and --purge. Node.js comes from the host (mounted read-only at /usr/bin/node, with a stub
 // `nodejs` package for the dependency). The container goes when the test ends, also when it is
 // killed (a guard process removes it); the image stays as a cache (`podman rmi localhost/tincan-sysd`).
-import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { execIn, LabProcess, makeCert, runIn, tail } from "./lab/index.js";
@@ -98,11 +98,14 @@ function socialvpnConfig(): string {
 
 /** A controller config in /etc/tincan/, with the files it names: alice's password (0640 root:tincan), the CA. */
 async function installConfig(name: string, json: string): Promise<void> {
-  writeFileSync(join(DIR, name), json);
-  writeFileSync(join(DIR, "alice.password"), "secret-alice");
-  copyFileSync(join(DIR, "certs/vpn.test.crt"), join(DIR, "vpn.test.crt"));
-  for (const f of [name, "alice.password", "vpn.test.crt"])
-    await run(["podman", "cp", join(DIR, f), `${CONTAINER}:/etc/tincan/${f}`]);
+  const write = async (file: string, text: string) => {
+    const argv = ["podman", "exec", "-i", CONTAINER, "sh", "-c", `cat >/etc/tincan/${file}`];
+    const r = await execIn(undefined, argv, { env: ENV, input: text });
+    if (r.code !== 0) throw new Error(`writing /etc/tincan/${file} in ${CONTAINER}: ${r.stderr}`);
+  };
+  await write(name, json);
+  await write("alice.password", "secret-alice");
+  await write("vpn.test.crt", readFileSync(join(DIR, "certs/vpn.test.crt"), "utf8"));
   await must("chown root:tincan /etc/tincan/alice.password && chmod 0640 /etc/tincan/alice.password");
 }
 
