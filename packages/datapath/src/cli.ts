@@ -3,6 +3,7 @@ import { parseCli, printEffectiveConfig, type TincanConfig, writeFileAtomic } fr
 import { loadTincanConfig, TincanConfigError } from "./config.js";
 import { Datapath, VERSION } from "./datapath.js";
 import { reportTurnRefusals } from "./ice.js";
+import { ipKernelRoutes } from "./kernel-routes.js";
 import { configureSctp } from "./link.js";
 import { createLogger } from "./logger.js";
 import { type Endpoint, RpcServer } from "./rpc-server.js";
@@ -81,6 +82,7 @@ async function main(): Promise<void> {
   let rpc: RpcServer | null = null;
   const datapath = new Datapath({
     vnicFactory: tunFactory,
+    kernelRoutes: ipKernelRoutes,
     logger: log,
     notify: (method, params) => rpc?.notify(method, params),
     maxLinks: config.maxLinks,
