@@ -1,12 +1,20 @@
 import { randomBytes } from "node:crypto";
 import { unlink } from "node:fs/promises";
+import type { Server } from "node:http";
 import { dirname, join } from "node:path";
-import { type ControllerConfig, type RpcParamsOf, type Signal, writeFileAtomic } from "@tincan/protocol";
+import {
+  type ControllerConfig,
+  handleLogLevelSignals,
+  type RpcParamsOf,
+  type Signal,
+  writeFileAtomic,
+} from "@tincan/protocol";
 import { Admission, type RosterItem } from "./admission.js";
 import type { Loaded } from "./config.js";
 import { DatapathClient, type DatapathHealth, queryAll } from "./datapath-client.js";
 import { type LinkEvent, LinkManager, type PeerRef } from "./link-manager.js";
 import type { Log, RootLogger } from "./logger.js";
+import { ControllerMetrics, serveMetrics } from "./metrics.js";
 import { type AddressChange, NetworkWatch } from "./network-watch.js";
 import {
   type Member,
@@ -24,7 +32,8 @@ import { type SignalEvent, XmppSession } from "./xmpp.js";
 /** The config keys the core uses: the core schema every controller extends. */
 export type CoreConfig = Loaded<
   Pick<ControllerConfig, "datapath" | "xmpp" | "vnic" | "ice" | "links" | "log">
->;
+> &
+  Partial<Pick<ControllerConfig, "metrics">>;
 
 export interface ControllerOptions {
   /** "groupvpn" / "socialvpn": used in logs and the status file. */
@@ -71,6 +80,8 @@ export class Controller implements PolicyContext {
   /** Changes of this host's addresses (roaming); `change` events (AddressChange). */
   readonly network: NetworkWatch;
   readonly log: Log;
+  readonly metrics: ControllerMetrics;
+  private metricsServer: Server | null = null;
   private readonly members = new Map<string, Member>();
   /** Members that went offline while their link stays connected (routes kept; see refreshMembers). */
   private readonly lingering = new Map<string, Member>();
@@ -96,6 +107,7 @@ export class Controller implements PolicyContext {
       log: logger.component("rpc"),
       watchdogSec: config.datapath.watchdogSec,
       restartOnHang: config.datapath.restartOnHang,
+      onCall: (method, seconds, code) => this.metrics.onRpc(method, seconds, code),
     });
     this.routeTable = new RouteTable(this.datapath, logger.component("routes"));
     this.xmpp = new XmppSession({
@@ -129,7 +141,18 @@ export class Controller implements PolicyContext {
       peers: () => this.peers(),
       addressesOf: (m) => this.addressesOf(m),
     });
+    this.metrics = new ControllerMetrics({
+      datapath: this.datapath,
+      links: () => this.links.links(),
+      xmppOnline: () => this.xmpp.isOnline,
+      jidOf: (uid) => (this.members.get(uid) ?? this.lingering.get(uid))?.bareJid,
+    });
     this.wire();
+  }
+
+  /** The process logger (run-time level changes). */
+  get logger(): RootLogger {
+    return this.opts.logger;
   }
 
   get policy(): Policy {
@@ -173,6 +196,8 @@ export class Controller implements PolicyContext {
   }
 
   async start(): Promise<void> {
+    const listen = this.opts.config.metrics?.listen;
+    if (listen) this.metricsServer = await serveMetrics(this.metrics, listen, this.log);
     const hello = await this.waitForDatapath();
     this.log.info("datapath answered", { version: hello.version, startedAt: hello.startedAt });
     await this.configureDatapath();
@@ -202,6 +227,7 @@ export class Controller implements PolicyContext {
     this.routeTable.stop();
     await this.xmpp.stop().catch(() => {});
     this.datapath.close();
+    this.metricsServer?.close();
     if (this.statusTimer) clearTimeout(this.statusTimer);
     if (this.statusFile) await unlink(this.statusFile).catch(() => {});
   }
@@ -260,6 +286,11 @@ export class Controller implements PolicyContext {
       this.hook("onLinkDown", () => p.onLinkDown?.(e, this));
     });
     this.links.on("link-removed", (uid: string) => this.onLinkRemoved(uid));
+    this.links.on("link-setup", (e: LinkEvent) => this.metrics.onLinkSetup(e));
+    this.links.on("link-up", (e: LinkEvent) => this.metrics.onLinkUp(e));
+    this.links.on("link-setup-failed", (e: LinkEvent) => this.metrics.onLinkSetupFailed(e));
+    this.links.on("relay-attempt", () => this.metrics.onRelayAttempt());
+    this.xmpp.on("online", () => this.metrics.onXmppOnline());
   }
 
   /**
@@ -506,6 +537,11 @@ export async function runController(ctl: Controller, log: Log): Promise<void> {
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  const configured = ctl.logger.level;
+  handleLogLevelSignals((level) => {
+    ctl.logger.setLevel(level);
+    log.warn("log level set", { level, by: "signal" });
+  }, configured);
   try {
     await ctl.start();
     log.info("controller running");

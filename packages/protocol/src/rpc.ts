@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { IpAddress, Ipv4, Ipv4Cidr, Ipv6Cidr, Prefix, Uid } from "./common.js";
+import { IpAddress, Ipv4, Ipv4Cidr, Ipv6Cidr, LogLevel, Prefix, Uid } from "./common.js";
 import type { DropCounts } from "./drops.js";
 
 /** JSON-RPC error codes used by the datapath besides the standard ones. */
@@ -143,6 +143,8 @@ export const RpcParams = {
   "route.remove": z.strictObject({ prefix: Prefix }),
   "route.query": z.strictObject({ ...Page }),
   "icc.send": z.strictObject({ peerUid: Uid, data: z.json() }),
+  /** Sets the datapath's log level until restart (or SIGUSR1/SIGUSR2); without `level` only returns it. */
+  "log.level": z.strictObject({ level: LogLevel.optional() }),
 } as const;
 
 export type RpcMethod = keyof typeof RpcParams;
@@ -215,6 +217,7 @@ export interface RpcResults {
   "route.remove": Record<string, never>;
   "route.query": RouteInfo[];
   "icc.send": Record<string, never>;
+  "log.level": { level: LogLevel };
 }
 
 export const Auth = z.string().min(16).max(256);
