@@ -11,14 +11,18 @@ import {
 } from "@tincan/protocol";
 import { type ControllerStatus, defaultStatusFile } from "./controller.js";
 import { DatapathClient, queryAll, RPC_TIMEOUT, RpcError } from "./datapath-client.js";
+import { logLevelCommand, UsageError } from "./log-level-command.js";
 import { nullLog } from "./logger.js";
 
 const PROG = "tincanctl";
 const CLI = {
   prog: PROG,
-  usage: "status [--rpc ADDR] [--token-file FILE] [--json]",
+  usage:
+    "status [--rpc ADDR] [--token-file FILE] [--json]\n       tincanctl log-level [error|warn|info|debug] [--rpc ADDR] [--token-file FILE]",
   description:
     "Shows the links and routes of a running tincan datapath, with peer names when a controller runs.\n" +
+    "log-level sets (or shows) the datapath's log level; a running controller gets SIGUSR1 (debug) or\n" +
+    "SIGUSR2 (back to its configured level).\n" +
     "Needs read access to the token file: its owner, or a member of tincan's tokenGroup.",
   options: {
     rpc: { type: "string" },
@@ -164,9 +168,10 @@ function fail(code: number, message: string): never {
 async function main(argv: string[]): Promise<void> {
   const { values, positionals } = parseCli(CLI, argv);
   const [command, ...extra] = positionals;
-  if (command !== "status")
+  if (command !== "status" && command !== "log-level")
     fail(2, `${command ? `unknown command "${command}"` : "missing command"}\nTry '${PROG} --help'.`);
-  if (extra.length > 0) fail(2, `unexpected argument "${extra[0]}"`);
+  const maxArgs = command === "log-level" ? 1 : 0;
+  if (extra.length > maxArgs) fail(2, `unexpected argument "${extra[maxArgs]}"`);
   const rpc = values.rpc ?? DEFAULT_RPC;
   if (!HostPort.safeParse(rpc).success || !rpc.startsWith("127."))
     fail(2, `--rpc must be "127.x.y.z:PORT" (got "${rpc}")`);
@@ -182,6 +187,11 @@ async function main(argv: string[]): Promise<void> {
   });
   try {
     await client.open();
+    if (command === "log-level") {
+      const lines = await logLevelCommand(client, extra[0], readStatus(defaultStatusFile(tokenFile)));
+      process.stdout.write(`${lines.join("\n")}\n`);
+      return;
+    }
     const vnic = await client.call("vnic.query", {});
     const links = await queryAll(client, "link.query");
     const routes = await queryAll(client, "route.query");
@@ -196,6 +206,7 @@ async function main(argv: string[]): Promise<void> {
       process.stdout.write(`${health ? `${health}\n` : ""}${formatTable(vnic, rows)}`);
     }
   } catch (err) {
+    if (err instanceof UsageError) fail(2, err.message);
     if (err instanceof RpcError && err.code === RPC_TIMEOUT) {
       const health = healthLine(readStatus(defaultStatusFile(tokenFile)));
       fail(1, `no datapath answering at ${rpc} (is tincan running?)${health ? `\n${health}` : ""}`);
