@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PNPM_VERSION=10.34.8
 APT_PACKAGES=(iproute2 iputils-ping fping iperf3 iptables prosody coturn openssl dnsutils procps lua-unbound wireguard-go wireguard-tools nebula
   systemd # systemd-analyze verify of the units (test/deb-package.test.ts)
-  podman runc containernetworking-plugins docker-compose debootstrap) # pnpm test:compose
+  podman runc containernetworking-plugins docker-compose debootstrap mmdebstrap) # pnpm test:compose
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

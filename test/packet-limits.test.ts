@@ -132,8 +132,11 @@ describe.skipIf(!can.ok)("packet limits", () => {
         [true, B6, 48],
       ] as const) {
         for (const size of sizes(headers, pathMtu)) {
-          const df = await pingDf(a, dst, size, v6);
-          const plain = await pingPlain(a, dst, size, v6);
+          // A size the path drops silently loses every try; one lost echo on a loaded host is noise.
+          let df = await pingDf(a, dst, size, v6);
+          for (let retry = 0; retry < 2 && df === "lost"; retry++) df = await pingDf(a, dst, size, v6);
+          let plain = await pingPlain(a, dst, size, v6);
+          if (plain === 0) plain = await pingPlain(a, dst, size, v6);
           rows.push(`${v6 ? "v6" : "v4"} ${String(size).padStart(5)} ${df.padEnd(5)} plain ${plain}/3`);
           if (df === "lost" || plain === 0)
             lost.push(`${v6 ? "v6" : "v4"} ${size} (${df}, plain ${plain}/3)`);

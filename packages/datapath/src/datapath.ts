@@ -1,4 +1,5 @@
 import {
+  addressBytes,
   DatapathTune,
   type HelloResult,
   type LinkState,
@@ -6,6 +7,7 @@ import {
   MAX_ICC_BYTES,
   type NotificationMethod,
   type NotificationParamsOf,
+  prefixBytes,
   type RpcMethod,
   type RpcParamsOf,
   type RpcResults,
@@ -19,7 +21,6 @@ import type { IceSettings } from "./ice.js";
 import { Inside } from "./inside.js";
 import { KEEPALIVE_PERIOD_MS, Link } from "./link.js";
 import { Outside } from "./outside.js";
-import { parseAddress, parsePrefix } from "./packet.js";
 import { pageToFit } from "./query-page.js";
 import { PrefixTable } from "./routes.js";
 import { bestTransport, type PeerTransports, transportOf } from "./transports.js";
@@ -268,7 +269,7 @@ export class Datapath {
     },
 
     "route.set": (p) => {
-      if (p.mapTo && parsePrefix(p.prefix).version !== 4)
+      if (p.mapTo && prefixBytes(p.prefix).version !== 4)
         throw invalidParams("mapTo: only IPv4 routes are translated");
       if (p.via && p.via === p.peerUid) throw invalidParams("via: must differ from peerUid");
       const prefix = this.fib.setRoute(p.prefix, p.peerUid, p.via ?? null, p.mapTo ?? null);
@@ -495,7 +496,7 @@ export class Datapath {
   private isOverlayAddress(address: string): boolean {
     let bytes: Uint8Array;
     try {
-      bytes = parseAddress(address);
+      bytes = addressBytes(address);
     } catch {
       return false;
     }

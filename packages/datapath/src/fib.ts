@@ -1,7 +1,6 @@
-import type { RouteInfo } from "@tincan/protocol";
+import { addressBytes, type RouteInfo } from "@tincan/protocol";
 import { Counters } from "./counters.js";
 import type { Link } from "./link.js";
-import { parseAddress } from "./packet.js";
 import { PrefixTable } from "./routes.js";
 
 export interface RouteEntry {
@@ -44,8 +43,8 @@ export class Fib {
   private readonly peerLocalIpv4 = new Map<string, number>();
 
   setOwnAddresses(ipv4: string | null, ipv6: string | null): void {
-    this.ownV4Bytes = ipv4 ? parseAddress(ipv4) : null;
-    this.ownV6Bytes = ipv6 ? parseAddress(ipv6) : null;
+    this.ownV4Bytes = ipv4 ? addressBytes(ipv4) : null;
+    this.ownV6Bytes = ipv6 ? addressBytes(ipv6) : null;
     this.ownIpv4 = this.ownV4Bytes ? Buffer.from(this.ownV4Bytes).readUInt32BE(0) : null;
   }
 
@@ -91,7 +90,7 @@ export class Fib {
       const text =
         r.value.mapTo ?? (r.prefix.endsWith("/32") && !r.prefix.includes(":") ? r.prefix.slice(0, -3) : null);
       if (text) {
-        this.peerLocalIpv4.set(peerUid, Buffer.from(parseAddress(text)).readUInt32BE(0));
+        this.peerLocalIpv4.set(peerUid, Buffer.from(addressBytes(text)).readUInt32BE(0));
         return;
       }
     }

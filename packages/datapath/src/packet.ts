@@ -1,3 +1,4 @@
+import { addressFromBytes } from "@tincan/protocol";
 /**
  * Allocation-free accessors for IPv4/IPv6 headers in a byte buffer. Every function takes the
  * buffer and the packet's offset, so packets can be read in place inside a batch buffer.
@@ -55,104 +56,7 @@ export function ipv4At(buf: Uint8Array, off: number): number {
 
 /** Text form of the address at `off` (for notifications and logs, not the hot path). */
 export function addressText(buf: Uint8Array, off: number, version: number): string {
-  if (version === 4) return `${buf[off]}.${buf[off + 1]}.${buf[off + 2]}.${buf[off + 3]}`;
-  const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2)
-    groups.push((((buf[off + i] as number) << 8) | (buf[off + i + 1] as number)).toString(16));
-  return compressIpv6(groups);
-}
-
-function compressIpv6(groups: string[]): string {
-  let bestStart = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== "0") {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === "0") j++;
-    if (j - i > bestLen && j - i > 1) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  if (bestStart < 0) return groups.join(":");
-  return `${groups.slice(0, bestStart).join(":")}::${groups.slice(bestStart + bestLen).join(":")}`;
-}
-
-/** Parses an IPv4 or IPv6 address into bytes; throws on malformed text. */
-export function parseAddress(text: string): Uint8Array {
-  if (text.includes(":")) return parseIpv6(text);
-  const parts = text.split(".");
-  if (parts.length !== 4) throw new Error(`not an IPv4 address: ${text}`);
-  const out = new Uint8Array(4);
-  parts.forEach((p, i) => {
-    if (!/^\d{1,3}$/.test(p) || Number(p) > 255) throw new Error(`not an IPv4 address: ${text}`);
-    out[i] = Number(p);
-  });
-  return out;
-}
-
-function parseIpv6(text: string): Uint8Array {
-  const bad = () => new Error(`not an IPv6 address: ${text}`);
-  let head = text;
-  let tail = "";
-  const dbl = text.indexOf("::");
-  if (dbl >= 0) {
-    if (text.indexOf("::", dbl + 1) >= 0) throw bad();
-    head = text.slice(0, dbl);
-    tail = text.slice(dbl + 2);
-  }
-  const parse = (s: string): number[] => {
-    if (s === "") return [];
-    const words: number[] = [];
-    const parts = s.split(":");
-    parts.forEach((p, i) => {
-      if (i === parts.length - 1 && p.includes(".")) {
-        const v4 = parseAddress(p);
-        words.push(
-          ((v4[0] as number) << 8) | (v4[1] as number),
-          ((v4[2] as number) << 8) | (v4[3] as number),
-        );
-        return;
-      }
-      if (!/^[0-9a-fA-F]{1,4}$/.test(p)) throw bad();
-      words.push(Number.parseInt(p, 16));
-    });
-    return words;
-  };
-  const h = parse(head);
-  const t = parse(tail);
-  const fill = 8 - h.length - t.length;
-  if ((dbl < 0 && fill !== 0) || (dbl >= 0 && fill < 1)) throw bad();
-  const words = [...h, ...new Array<number>(dbl >= 0 ? fill : 0).fill(0), ...t];
-  const out = new Uint8Array(16);
-  words.forEach((w, i) => {
-    out[i * 2] = w >> 8;
-    out[i * 2 + 1] = w & 0xff;
-  });
-  return out;
-}
-
-/** Parses "addr/len" into address bytes and prefix length. */
-export function parsePrefix(text: string): { bytes: Uint8Array; length: number; version: 4 | 6 } {
-  const slash = text.indexOf("/");
-  const addr = slash < 0 ? text : text.slice(0, slash);
-  const bytes = parseAddress(addr);
-  const max = bytes.length * 8;
-  const length = slash < 0 ? max : Number(text.slice(slash + 1));
-  if (!Number.isInteger(length) || length < 0 || length > max) throw new Error(`bad prefix length: ${text}`);
-  return { bytes, length, version: bytes.length === 4 ? 4 : 6 };
-}
-
-export function maskedPrefixText(bytes: Uint8Array, length: number, version: 4 | 6): string {
-  const masked = bytes.slice();
-  for (let bit = length; bit < masked.length * 8; bit++) {
-    masked[bit >> 3] = (masked[bit >> 3] as number) & ~(0x80 >> (bit & 7));
-  }
-  return `${addressText(masked, 0, version)}/${length}`;
+  return addressFromBytes(buf.subarray(off, off + (version === 4 ? 4 : 16)));
 }
 
 export function isMulticastDestination(buf: Uint8Array, off: number, version: number): boolean {

@@ -1,6 +1,6 @@
+import { addressBytes as parseAddress, prefixBytes as parsePrefix } from "@tincan/protocol";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { parseAddress, parsePrefix } from "./packet.js";
 import { PrefixTable } from "./routes.js";
 
 function matches(addr: Uint8Array, prefix: Uint8Array, len: number): boolean {

@@ -1,4 +1,4 @@
-import { maskedPrefixText, parsePrefix } from "./packet.js";
+import { prefixBytes } from "@tincan/protocol";
 
 export interface Route<T> {
   prefix: string;
@@ -29,8 +29,8 @@ export class PrefixTable<T> {
 
   /** Inserts or replaces the route for `prefix` ("10.10.0.0/16", "fd00::1/128"). Returns its canonical text. */
   set(prefix: string, value: T): string {
-    const p = parsePrefix(prefix);
-    const canonical = maskedPrefixText(p.bytes, p.length, p.version);
+    const p = prefixBytes(prefix);
+    const canonical = `${p.network}/${p.length}`;
     let node = this.roots[p.version];
     for (let bit = 0; bit < p.length; bit++) {
       const one = ((p.bytes[bit >> 3] as number) & (0x80 >> (bit & 7))) !== 0;
@@ -49,7 +49,7 @@ export class PrefixTable<T> {
 
   /** Removes the exact prefix; returns whether it existed. */
   delete(prefix: string): boolean {
-    const p = parsePrefix(prefix);
+    const p = prefixBytes(prefix);
     const path: TrieNode<T>[] = [];
     let node: TrieNode<T> | null = this.roots[p.version];
     for (let bit = 0; bit < p.length && node; bit++) {
@@ -71,7 +71,7 @@ export class PrefixTable<T> {
 
   /** Exact-match read of a prefix. */
   get(prefix: string): T | undefined {
-    const p = parsePrefix(prefix);
+    const p = prefixBytes(prefix);
     let node: TrieNode<T> | null = this.roots[p.version];
     for (let bit = 0; bit < p.length && node; bit++) {
       node = ((p.bytes[bit >> 3] as number) & (0x80 >> (bit & 7))) !== 0 ? node.one : node.zero;
@@ -94,7 +94,7 @@ export class PrefixTable<T> {
 
   /** Longest-prefix match of an address in text form (control path). */
   lookupText(address: string): Route<T> | null {
-    const p = parsePrefix(address);
+    const p = prefixBytes(address);
     return this.lookup(p.bytes, 0, p.version);
   }
 

@@ -1,6 +1,7 @@
 import { z } from "zod";
-import { ControllerConfig, SocialVpnConfig, TincanConfig } from "./config.js";
+import { ControllerConfig, TincanConfig } from "./config.js";
 import { GroupVpnConfig } from "./groupvpn-config.js";
+import { SocialVpnConfig } from "./socialvpn-config.js";
 
 /**
  * The JSON Schemas of the config files and the README's config table, both generated from the zod

@@ -9,4 +9,5 @@ export * from "./logger.js";
 export * from "./notifications.js";
 export * from "./rpc.js";
 export * from "./signal.js";
+export * from "./socialvpn-config.js";
 export * from "./uid.js";

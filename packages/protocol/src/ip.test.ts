@@ -1,6 +1,8 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
+  addressBytes,
+  addressFromBytes,
   canonicalAddress,
   canonicalPrefix,
   hostPrefix,
@@ -11,6 +13,7 @@ import {
   ipv6FromGroups,
   parseAddress,
   parsePrefix,
+  prefixBytes,
   prefixContains,
 } from "./ip.js";
 
@@ -133,5 +136,30 @@ describe("prefixes", () => {
     });
     expect(() => ipv4Range("1.2.3.4/33")).toThrow(IpTextError);
     expect(() => ipv4Range("fd00::1/64")).toThrow(IpTextError);
+  });
+});
+
+describe("address bytes (the datapath's tries and packet addresses)", () => {
+  it("turns text into bytes and bytes into canonical text, both ways", () => {
+    expect([...addressBytes("10.1.2.3")]).toEqual([10, 1, 2, 3]);
+    expect(addressFromBytes(addressBytes("FD00:0:0::1"))).toBe("fd00::1");
+    expect(addressFromBytes(addressBytes("::ffff:10.0.0.1"))).toBe("::ffff:a00:1");
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 16, maxLength: 16 }), (bytes) => {
+        expect(addressBytes(addressFromBytes(bytes))).toEqual(bytes);
+      }),
+    );
+  });
+
+  it("gives a prefix's network bytes, a bare address as its host prefix", () => {
+    const p = prefixBytes("10.10.7.9/16");
+    expect([p.version, p.length, p.network, [...p.bytes]]).toEqual([4, 16, "10.10.0.0", [10, 10, 0, 0]]);
+    expect(prefixBytes("fd00::5").length).toBe(128);
+  });
+
+  it("refuses bad text and byte counts with IpTextError", () => {
+    for (const bad of ["10.1.2", "010.1.2.3", "fd00::1%eth0", "10.0.0.0/33", ""])
+      expect(() => prefixBytes(bad)).toThrow(IpTextError);
+    expect(() => addressFromBytes(new Uint8Array(5))).toThrow(IpTextError);
   });
 });

@@ -82,6 +82,24 @@ export function parsePrefix(text: string): IpPrefix {
   return { version, address: format(ip), length, network: format(ipaddr.fromByteArray(bytes)) };
 }
 
+/** The 4 or 16 bytes of an address; throws IpTextError. */
+export function addressBytes(text: string): Uint8Array {
+  return Uint8Array.from(parse(text).toByteArray());
+}
+
+/** Canonical text of 4 or 16 address bytes (e.g. read from a packet); throws IpTextError for another length. */
+export function addressFromBytes(bytes: ArrayLike<number>): string {
+  if (bytes.length !== 4 && bytes.length !== 16)
+    throw new IpTextError(`an address has 4 or 16 bytes, not ${bytes.length}`);
+  return format(ipaddr.fromByteArray(Array.from(bytes)));
+}
+
+/** A prefix ("address/length", or a bare address as its host prefix) with its network as bytes, for tries keyed by bits. */
+export function prefixBytes(text: string): IpPrefix & { bytes: Uint8Array } {
+  const p = parsePrefix(typeof text === "string" && !text.includes("/") ? hostPrefix(text) : text);
+  return { ...p, bytes: addressBytes(p.network) };
+}
+
 /** "address/length" with the address in canonical text (host bits kept); null if not a prefix. */
 export function canonicalPrefix(text: string): string | null {
   try {
