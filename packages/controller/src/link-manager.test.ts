@@ -3,6 +3,7 @@ import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { LinkManager, type PeerRef, PHASE_TIMERS } from "./link-manager.js";
 import { type Log, nullLog } from "./logger.js";
+import { linkInfo } from "./testing.js";
 
 const SMALL = `${"0".repeat(31)}1`;
 const LARGE = "f".repeat(32);
@@ -62,23 +63,8 @@ function peer(uid: string, name = "bob"): PeerRef {
 }
 
 function info(peerUid: string, packets: number): LinkInfo {
-  return {
-    peerUid,
-    state: "connected",
-    path: "host",
-    local: null,
-    remote: null,
-    rttMs: 1,
-    relayOnly: false,
-    createdAt: 0,
-    lastRxAt: null,
-    lastTxAt: null,
-    txBytes: packets * 100,
-    rxBytes: packets * 100,
-    txPackets: packets,
-    rxPackets: packets,
-    drops: {},
-  };
+  const bytes = packets * 100;
+  return linkInfo(peerUid, { txBytes: bytes, rxBytes: bytes, txPackets: packets, rxPackets: packets });
 }
 
 function setup(

@@ -2,31 +2,12 @@ import type { LinkInfo, VnicInfo } from "@tincan/protocol";
 import { describe, expect, it } from "vitest";
 import type { LinkEvent } from "./link-manager.js";
 import { ControllerMetrics, type MetricsSources } from "./metrics.js";
+import { linkInfo } from "./testing.js";
 
 const UID_B = "b".repeat(40);
 const UID_C = "c".repeat(40);
 
-function link(peerUid: string, over: Partial<LinkInfo> = {}): LinkInfo {
-  return {
-    peerUid,
-    state: "connected",
-    path: "host",
-    local: null,
-    remote: null,
-    rttMs: 1,
-    pathMtu: null,
-    relayOnly: false,
-    createdAt: 0,
-    lastRxAt: null,
-    lastTxAt: null,
-    rxBytes: 0,
-    txBytes: 0,
-    rxPackets: 0,
-    txPackets: 0,
-    drops: {},
-    ...over,
-  };
-}
+const link = linkInfo;
 
 const vnic: VnicInfo = {
   name: "tincan0",
