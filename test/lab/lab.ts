@@ -21,10 +21,13 @@ import {
 import {
   type CoturnHandle,
   type CoturnOptions,
+  type EjabberdHandle,
   type ProsodyHandle,
   type ProsodyOptions,
   startCoturn,
+  startEjabberd,
   startProsody,
+  type XmppServerOptions,
 } from "./servers.js";
 
 /** The lab's "internet": a /24 from the shared address space 100.64.0.0/10 (RFC 6598). */
@@ -641,6 +644,12 @@ export class Lab {
   startProsody(opts: ProsodyOptions): Promise<ProsodyHandle> {
     this.assertAlive();
     return startProsody(this, opts);
+  }
+
+  /** Start ejabberd and its epmd (see servers.ts). Default: in the internet namespace on 100.64.0.1. */
+  startEjabberd(opts: XmppServerOptions): Promise<EjabberdHandle> {
+    this.assertAlive();
+    return startEjabberd(this, opts);
   }
 
   /** Start coturn (see servers.ts). Default: in the internet namespace on 100.64.0.1. */

@@ -1,5 +1,5 @@
-// prosody (XMPP) and coturn (STUN/TURN) as private, foreground instances inside a lab namespace.
-// Each gets its own config dir under the lab dir; nothing under /etc or /var is touched.
+// prosody and ejabberd (XMPP) and coturn (STUN/TURN) as private, foreground instances inside a lab
+// namespace. Each gets its own config dir under the lab dir; nothing under /etc or /var is touched.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Lab, Netns } from "./lab.js";
@@ -13,24 +13,28 @@ export interface XmppUser {
   password: string;
 }
 
-export interface ProsodyOptions {
-  /** XMPP domain (VirtualHost and certificate CN/SAN). Default "lab.local". */
+export interface XmppServerOptions {
+  /** XMPP domain (virtual host and certificate CN/SAN). Default "lab.local". */
   domain?: string;
   users?: XmppUser[];
-  /** Shared roster groups (mod_groups): group name -> user names (local parts). */
+  /** Shared roster groups: group name -> user names (local parts). Members see each other. */
   groups?: Record<string, string[]>;
   /** Where to run. Default: the lab's internet namespace (100.64.0.1). */
   host?: ServerPlace;
   /** c2s port. Default 5222. */
   port?: number;
-  /** Name of the config dir under the lab dir. Default "prosody". */
+  /** Name of the config dir under the lab dir. Default: the server's name. */
   dirName?: string;
+}
+
+export interface ProsodyOptions extends XmppServerOptions {
   /** Prosody log level for the log file. Default "info" ("debug" logs every stanza). */
   logLevel?: "debug" | "info" | "warn";
 }
 
-export interface ProsodyHandle {
-  /** Address prosody listens on. */
+/** What controllers and test clients need of a lab XMPP server (prosody or ejabberd). */
+export interface XmppServerHandle {
+  /** Address the server listens on. */
   host: string;
   port: number;
   domain: string;
@@ -43,14 +47,17 @@ export interface ProsodyHandle {
   /** Config/data/log dir. */
   dir: string;
   logFile: string;
-  /** The running prosody process (changes on restart()). */
+  /** The running server process (prosody's changes on restart()). */
   readonly process: LabProcess;
   /** "name@domain". */
   jid(user: string): string;
-  /** Register (or re-password) a user with prosodyctl; works while prosody runs. */
+  /** Register (or re-password) a user with the server's own tool; works while it runs. */
   register(user: string, password: string): Promise<void>;
-  /** Stop prosody (SIGTERM, then SIGKILL). */
+  /** Stop the server (SIGTERM, then SIGKILL). */
   stop(): Promise<void>;
+}
+
+export interface ProsodyHandle extends XmppServerHandle {
   /** Kill prosody (SIGKILL, as in a crash; or SIGTERM with graceful) and start it again on the same data. */
   restart(opts?: { graceful?: boolean }): Promise<void>;
 }
@@ -131,6 +138,52 @@ export async function waitListening(
   );
 }
 
+/**
+ * Spawn a server in `place` and wait until it listens on proto place.ip:port (or `addr`:port);
+ * stops it and throws with its log tail when it exits or does not listen in time.
+ */
+async function spawnListening(
+  place: Netns,
+  name: string,
+  argv: string[],
+  listen: { proto: "tcp" | "udp"; addr: string; port: number; timeoutMs?: number },
+  env?: Record<string, string>,
+): Promise<LabProcess> {
+  const [cmd, ...args] = argv as [string, ...string[]];
+  const proc = place.spawn(cmd, args, { name, ...(env ? { env } : {}) });
+  favourCpu(proc.pid);
+  try {
+    await waitListening(place, listen.proto, listen.addr, listen.port, listen.timeoutMs ?? 15_000, proc);
+  } catch (e) {
+    await proc.stop(1000);
+    throw e;
+  }
+  return proc;
+}
+
+/** Where an XMPP server of the lab runs and its certificate (made here, for its domain). */
+async function prepareXmppServer(lab: Lab, opts: XmppServerOptions, name: string) {
+  const place: ServerPlace = opts.host ?? lab.internet;
+  const domain = opts.domain ?? "lab.local";
+  const dir = join(lab.dir, opts.dirName ?? name);
+  const certDir = join(dir, "certs");
+  mkdirSync(certDir, { recursive: true });
+  const { certFile, keyFile } = await makeCert(certDir, domain);
+  const port = opts.port ?? 5222;
+  /** The handle's fields that do not depend on the server kind. */
+  const base = {
+    host: place.ip,
+    port,
+    domain,
+    service: `xmpp://${place.ip}:${port}`,
+    caFile: certFile,
+    keyFile,
+    dir,
+    jid: (user: string) => `${user}@${domain}`,
+  };
+  return { place, domain, port, dir, certDir, certFile, keyFile, base };
+}
+
 function luaString(s: string): string {
   return JSON.stringify(s); // a JSON string literal is a valid Lua string literal for these values
 }
@@ -162,15 +215,13 @@ export async function makeCert(dir: string, domain: string): Promise<{ certFile:
 }
 
 export async function startProsody(lab: Lab, opts: ProsodyOptions): Promise<ProsodyHandle> {
-  const place: ServerPlace = opts.host ?? lab.internet;
-  const domain = opts.domain ?? "lab.local";
-  const port = opts.port ?? 5222;
-  const dir = join(lab.dir, opts.dirName ?? "prosody");
+  const { place, domain, port, dir, certDir, certFile, keyFile, base } = await prepareXmppServer(
+    lab,
+    opts,
+    "prosody",
+  );
   const dataDir = join(dir, "data");
-  const certDir = join(dir, "certs");
   mkdirSync(dataDir, { recursive: true });
-  mkdirSync(certDir, { recursive: true });
-  const { certFile, keyFile } = await makeCert(certDir, domain);
   const logFile = join(dir, "prosody.log");
   const groupsFile = join(dir, "groups.txt");
   const configFile = join(dir, "prosody.cfg.lua");
@@ -219,38 +270,21 @@ VirtualHost ${luaString(domain)}
 
   let proc: LabProcess;
   const start = async () => {
-    proc = place.spawn("prosody", ["--config", configFile, "-F"], { name: "prosody" });
-    favourCpu(proc.pid);
-    try {
-      await waitFor(
-        `prosody listening on ${place.ip}:${port}`,
-        async () => {
-          if (proc.exited) throw new Error(`prosody exited (code ${proc.exitCode}):\n${tail(proc.log())}`);
-          return isListening(place, "tcp", place.ip, port);
-        },
-        15_000,
-      );
-    } catch (e) {
-      await proc.stop(1000);
-      throw e;
-    }
+    proc = await spawnListening(place, "prosody", ["prosody", "--config", configFile, "-F"], {
+      proto: "tcp",
+      addr: place.ip,
+      port,
+    });
   };
   await start();
 
   return {
-    host: place.ip,
-    port,
-    domain,
-    service: `xmpp://${place.ip}:${port}`,
-    caFile: certFile,
-    keyFile,
+    ...base,
     configFile,
-    dir,
     logFile,
     get process() {
       return proc;
     },
-    jid: (user) => `${user}@${domain}`,
     register,
     async stop() {
       await proc.stop(5000);
@@ -262,6 +296,136 @@ VirtualHost ${luaString(domain)}
         await proc.wait();
       }
       await start();
+    },
+  };
+}
+
+export interface EjabberdHandle extends XmppServerHandle {
+  /** The epmd (Erlang port mapper) the node registers with, on 127.0.0.1 of the server's namespace. */
+  readonly epmd: LabProcess;
+  /** Run `ejabberdctl ARGS...` against this node; resolves stdout, throws on a non-zero exit. */
+  ctl(args: string[]): Promise<string>;
+}
+
+/**
+ * ejabberd (Debian 23.01) with its c2s listener on the server's address, STARTTLS required with a
+ * certificate made here, `mod_shared_roster` groups (`ejabberdctl srg_create`/`srg_user_add`, each
+ * group displayed to its own members) and accounts made with `ejabberdctl register`.
+ * Runs as root in the namespace (Debian's ejabberdctl would `su` to the ejabberd user, whose HOME and
+ * cookie are under /var/lib): HOME, spool, logs and the node's epmd are all the lab's own.
+ */
+export async function startEjabberd(lab: Lab, opts: XmppServerOptions): Promise<EjabberdHandle> {
+  const { place, domain, port, dir, certFile, keyFile, base } = await prepareXmppServer(
+    lab,
+    opts,
+    "ejabberd",
+  );
+  const home = join(dir, "home"); // Erlang keeps its cookie in $HOME/.erlang.cookie
+  const spoolDir = join(dir, "spool"); // mnesia: accounts, rosters, shared roster groups
+  const logsDir = join(dir, "logs");
+  for (const d of [home, spoolDir, logsDir]) mkdirSync(d, { recursive: true });
+  const configFile = join(dir, "ejabberd.yml");
+  const yaml = (v: string) => JSON.stringify(v); // a JSON string is a valid YAML scalar
+  writeFileSync(
+    configFile,
+    `# generated by test/lab (private instance; nothing under /etc is used)
+hosts:
+  - ${yaml(domain)}
+loglevel: info
+log_rotate_count: 0
+certfiles:
+  - ${yaml(certFile)}
+  - ${yaml(keyFile)}
+listen:
+  -
+    port: ${port}
+    ip: ${yaml(place.ip)}
+    module: ejabberd_c2s
+    starttls_required: true
+    max_stanza_size: 262144
+auth_method: internal
+acl:
+  local:
+    user_regexp: ""
+access_rules:
+  c2s:
+    allow: all
+modules:
+  mod_admin_extra: {}
+  mod_carboncopy: {}
+  mod_disco: {}
+  mod_ping: {}
+  mod_roster: {}
+  mod_shared_roster: {}
+`,
+  );
+  // ejabberdctl reads ERL_INETRC and the ctl config from --config-dir, and sources the ctl config
+  // after choosing how to run: EXEC_CMD keeps it as the current user (root) instead of `su ejabberd`.
+  writeFileSync(join(dir, "inetrc"), '{lookup,["file","native"]}.\n{host,{127,0,0,1}, ["localhost"]}.\n');
+  writeFileSync(
+    join(dir, "ejabberdctl.cfg"),
+    `EXEC_CMD=as_current_user
+ERLANG_NODE=ejabberd@localhost
+ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0 -kernel inet_dist_use_interface {127,0,0,1}"
+EJABBERD_PID_PATH=${join(dir, "ejabberd.pid")}
+EJABBERD_BYPASS_WARNINGS=true
+`,
+  );
+  const env = { HOME: home };
+  const ctlArgv = ["ejabberdctl", "--config-dir", dir, "--spool", spoolDir, "--logs", logsDir];
+  const ctl = (args: string[]) => place.run([...ctlArgv, ...args], { env, timeoutMs: 60_000 });
+
+  // Our own epmd in the foreground (erl would otherwise start a daemonized one we hold no PID of).
+  const epmd = await spawnListening(place, "epmd", ["epmd", "-address", "127.0.0.1"], {
+    proto: "tcp",
+    addr: "127.0.0.1",
+    port: 4369,
+  });
+  let proc: LabProcess;
+  try {
+    proc = await spawnListening(
+      place,
+      "ejabberd",
+      [...ctlArgv, "foreground"],
+      { proto: "tcp", addr: place.ip, port, timeoutMs: 60_000 },
+      env,
+    );
+  } catch (e) {
+    await epmd.stop(1000);
+    throw e;
+  }
+
+  const register = async (user: string, password: string) => {
+    const r = await place.exec([...ctlArgv, "register", user, domain, password], { env, timeoutMs: 60_000 });
+    if (r.code === 0) return;
+    if (!/already registered/i.test(r.stdout + r.stderr))
+      throw new Error(`ejabberdctl register ${user} failed (exit ${r.code}): ${r.stdout}${r.stderr}`);
+    await ctl(["change_password", user, domain, password]);
+  };
+  try {
+    for (const u of opts.users ?? []) await register(u.name, u.password);
+    for (const [group, members] of Object.entries(opts.groups ?? {})) {
+      // srg_create GROUP HOST LABEL DESCRIPTION DISPLAY: the label is the roster group name clients see
+      await ctl(["srg_create", group, domain, group, "", group]);
+      for (const m of members) await ctl(["srg_user_add", m, domain, group, domain]);
+    }
+  } catch (e) {
+    await proc.stop(10_000);
+    await epmd.stop(1000);
+    throw e;
+  }
+
+  return {
+    ...base,
+    configFile,
+    logFile: join(logsDir, "ejabberd.log"),
+    process: proc,
+    epmd,
+    register,
+    ctl,
+    async stop() {
+      await proc.stop(10_000);
+      await epmd.stop(3000);
     },
   };
 }
@@ -298,21 +462,11 @@ export async function startCoturn(lab: Lab, opts: CoturnOptions): Promise<Coturn
     ...(opts.extraConfig ?? []),
   ];
   writeFileSync(configFile, `${lines.join("\n")}\n`);
-  const proc = place.spawn("turnserver", ["-c", configFile], { name: "turnserver" });
-  favourCpu(proc.pid);
-  try {
-    await waitFor(
-      `coturn listening on udp ${place.ip}:${port}`,
-      async () => {
-        if (proc.exited) throw new Error(`turnserver exited (code ${proc.exitCode}):\n${tail(proc.log())}`);
-        return isListening(place, "udp", place.ip, port);
-      },
-      15_000,
-    );
-  } catch (e) {
-    await proc.stop(1000);
-    throw e;
-  }
+  const proc = await spawnListening(place, "turnserver", ["turnserver", "-c", configFile], {
+    proto: "udp",
+    addr: place.ip,
+    port,
+  });
   return {
     host: place.ip,
     port,

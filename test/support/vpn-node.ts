@@ -7,8 +7,8 @@ import {
   type Host,
   type Lab,
   type LabProcess,
-  type ProsodyHandle,
   sleep,
+  type XmppServerHandle,
 } from "../lab/index.js";
 import { DAEMON_NODE_FLAGS, REPO, TINCAN_BIN, waitFor } from "./datapath-driver.js";
 
@@ -27,7 +27,8 @@ export interface NodeOptions {
   /** vNIC address with prefix, e.g. "10.10.0.1/16". */
   ipv4: string;
   ipv6?: string;
-  prosody: ProsodyHandle;
+  /** The XMPP server (prosody or ejabberd). */
+  prosody: XmppServerHandle;
   coturn?: CoturnHandle;
   group?: string;
   links?: {
@@ -208,7 +209,7 @@ export class VpnNode {
  */
 export async function addGroupNodes(
   lab: Lab,
-  prosody: ProsodyHandle,
+  prosody: XmppServerHandle,
   users: string[],
   subnet: string,
   opts: Partial<Omit<NodeOptions, "user" | "ipv4" | "prosody">> = {},
@@ -239,7 +240,7 @@ export async function fullJidOf(node: VpnNode): Promise<string> {
  */
 export function sendRogueOffers(
   host: Host,
-  prosody: ProsodyHandle,
+  prosody: XmppServerHandle,
   user: string,
   targetJid: string,
   targetUid: string,

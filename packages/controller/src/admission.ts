@@ -56,6 +56,17 @@ export class Admission {
     return [...this.roster.keys()].filter((j) => this.isMember(j));
   }
 
+  /** Roster items that fail admission, and JIDs off the roster that were refused, with the reason. */
+  refusals(): Array<{ jid: string; name?: string; reason: string }> {
+    const out: Array<{ jid: string; name?: string; reason: string }> = [];
+    for (const jid of new Set([...this.roster.keys(), ...this.refusedLogged])) {
+      const reason = this.reason(jid);
+      const name = this.roster.get(jid)?.name;
+      if (reason !== null) out.push({ jid, ...(name ? { name } : {}), reason });
+    }
+    return out;
+  }
+
   item(bareJid: string): RosterItem | undefined {
     return this.roster.get(bareJid.toLowerCase());
   }

@@ -4,14 +4,18 @@ import type { Server } from "node:http";
 import { dirname, join } from "node:path";
 import {
   type ControllerConfig,
+  type ControllerStatus,
+  type HelloResult,
   handleLogLevelSignals,
+  type MemberStatus,
   type RpcParamsOf,
   type Signal,
+  VERSION,
   writeFileAtomic,
 } from "@tincan/protocol";
 import { Admission, type RosterItem } from "./admission.js";
 import type { Loaded } from "./config.js";
-import { DatapathClient, type DatapathHealth, queryAll } from "./datapath-client.js";
+import { DatapathClient, queryAll } from "./datapath-client.js";
 import { type LinkEvent, LinkManager, type PeerRef } from "./link-manager.js";
 import type { Log, RootLogger } from "./logger.js";
 import { ControllerMetrics, serveMetrics } from "./metrics.js";
@@ -45,19 +49,11 @@ export interface ControllerOptions {
   statusFile?: string | null;
 }
 
-/** Written for `tincanctl status` (peer names per UID). */
-export interface ControllerStatus {
-  controller: string;
-  pid: number;
-  jid: string | null;
-  uid: string;
-  updatedAt: number;
-  peers: Record<string, { jid: string; name?: string; ipv4?: string; ipv6?: string }>;
-  /** Incoming signals dropped: over the sender's rate, or an offer while its previous setup runs. */
-  signalDrops?: { rateLimited: number; setupInProgress: number };
-  /** The watchdog's view of the datapath (absent in files of older controllers). */
-  datapath?: DatapathHealth;
-}
+/** Written for `tincanctl status`: the ControllerStatus schema in @tincan/protocol (status.ts). */
+export type { ControllerStatus };
+
+/** The status file is rewritten this often besides on changes, so ages and "retry in" stay fresh. */
+const STATUS_REFRESH_MS = 5000;
 
 /** After the first roster: time for presence to settle before adopted state is checked. */
 const ADOPTED_CHECK_MS = 8000;
@@ -90,6 +86,9 @@ export class Controller implements PolicyContext {
   private readonly policyLinks: PolicyLinks;
   private readonly statusFile: string | null;
   private statusTimer: NodeJS.Timeout | null = null;
+  private statusRefresh: NodeJS.Timeout | null = null;
+  private readonly startedAt = Date.now();
+  private datapathProcess: HelloResult | null = null;
   private stopped = false;
   private readonly unknownSenderLogged = new Set<string>();
   private adoptedChecked = false;
@@ -199,6 +198,7 @@ export class Controller implements PolicyContext {
     const listen = this.opts.config.metrics?.listen;
     if (listen) this.metricsServer = await serveMetrics(this.metrics, listen, this.log);
     const hello = await this.waitForDatapath();
+    this.datapathProcess = hello;
     this.log.info("datapath answered", { version: hello.version, startedAt: hello.startedAt });
     await this.configureDatapath();
     await this.links.sync();
@@ -206,6 +206,8 @@ export class Controller implements PolicyContext {
     await this.xmpp.setPresence(this.policy.presence());
     this.links.start();
     this.network.start();
+    this.statusRefresh = setInterval(() => this.scheduleStatus(), STATUS_REFRESH_MS);
+    this.statusRefresh.unref();
     try {
       await this.xmpp.start();
     } catch (err) {
@@ -229,6 +231,7 @@ export class Controller implements PolicyContext {
     this.datapath.close();
     this.metricsServer?.close();
     if (this.statusTimer) clearTimeout(this.statusTimer);
+    if (this.statusRefresh) clearInterval(this.statusRefresh);
     if (this.statusFile) await unlink(this.statusFile).catch(() => {});
   }
 
@@ -236,7 +239,10 @@ export class Controller implements PolicyContext {
 
   private wire(): void {
     const p = this.opts.policy;
-    this.datapath.on("datapath-restarted", () => void this.onDatapathRestarted());
+    this.datapath.on("datapath-restarted", (hello) => {
+      this.datapathProcess = hello;
+      void this.onDatapathRestarted();
+    });
     this.datapath.on("datapath-health", () => this.scheduleStatus());
     this.datapath.on("packet.unmapped", (n) =>
       this.hook("onPacketUnmapped", async () => {
@@ -495,6 +501,22 @@ export class Controller implements PolicyContext {
     this.statusTimer.unref();
   }
 
+  /** Every roster entry: online or offline members, and refused entries with the reason. */
+  private memberStatus(): MemberStatus[] {
+    const online = new Set([...this.members.values()].map((m) => m.bareJid));
+    const named = (jid: string) => {
+      const name = this.admission.item(jid)?.name;
+      return name ? { name } : {};
+    };
+    const members: MemberStatus[] = this.admission.members().map((jid) => ({
+      jid,
+      ...named(jid),
+      state: online.has(jid) ? "online" : "offline",
+    }));
+    for (const r of this.admission.refusals()) members.push({ ...r, state: "refused" });
+    return members.sort((a, b) => a.jid.localeCompare(b.jid));
+  }
+
   private async writeStatus(): Promise<void> {
     if (!this.statusFile || this.stopped) return;
     const status: ControllerStatus = {
@@ -506,6 +528,16 @@ export class Controller implements PolicyContext {
       peers: {},
       signalDrops: { rateLimited: this.signalLimiter.dropped, setupInProgress: this.links.offersDropped },
       datapath: this.datapath.health(),
+      version: VERSION,
+      startedAt: this.startedAt,
+      datapathProcess: this.datapathProcess && {
+        version: this.datapathProcess.version,
+        startedAt: this.datapathProcess.startedAt,
+        pid: this.datapathProcess.pid,
+      },
+      xmpp: this.xmpp.status(),
+      members: this.memberStatus(),
+      links: this.links.status(),
     };
     for (const [uid, m] of [...this.members, ...this.lingering]) {
       status.peers[uid] = { jid: m.bareJid, ...(m.name ? { name: m.name } : {}), ...this.addressesOf(m) };

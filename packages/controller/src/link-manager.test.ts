@@ -385,6 +385,12 @@ describe("relay as a bridge: race and upgrade", () => {
     const { dp, sig, lm, events } = await relayedLink();
     expect(events).toEqual(["up relay true"]);
     expect(lm.linkState(LARGE)).toBe("connected");
+    // tincanctl status: why the link is relayed, since when, and when the next direct attempt comes.
+    expect(lm.status()[LARGE]).toMatchObject({ phase: "connected", relayedSince: expect.any(Number) });
+    expect(lm.status()[LARGE]?.why).toMatch(
+      /^direct attempt found no path after 2 s; relay since \d\d:\d\d:\d\d$/,
+    );
+    expect(lm.status()[LARGE]?.setupMs).toEqual(expect.any(Number));
     expect(dp.callsOf("link.complete").map((c) => c.params.relayOnly)).toEqual([false, true]);
     dp.notify("link.state", { peerUid: LARGE, relayOnly: false, state: "connected", path: "srflx" });
     await flush();
@@ -395,6 +401,7 @@ describe("relay as a bridge: race and upgrade", () => {
     expect(dp.callsOf("link.remove").map((c) => c.params)).toEqual([{ peerUid: LARGE, relayOnly: true }]);
     expect(events).toEqual(["up relay true"]); // no link-down, no second link-up
     expect(sig.ofType("bye")).toHaveLength(0);
+    expect(lm.status()[LARGE]).toMatchObject({ why: null, relayedSince: null });
     // The relayed transport going away later changes nothing.
     dp.notify("link.state", { peerUid: LARGE, relayOnly: true, state: "closed" });
     await flush();
@@ -447,6 +454,12 @@ describe("relay as a bridge: race and upgrade", () => {
     dp.notify("link.state", { peerUid: LARGE, relayOnly: true, state: "failed" });
     await flush();
     expect(lm.linkState(LARGE)).toBe("backoff");
+    expect(lm.status()[LARGE]).toMatchObject({
+      phase: "backoff",
+      failures: 1,
+      nextAttemptAt: expect.any(Number),
+    });
+    expect(lm.status()[LARGE]?.why).toMatch(/; retry 1 in 1 s$/);
     await vi.advanceTimersByTimeAsync(1200);
     expect(sig.ofType("offer").map((o) => o.relayOnly)).toEqual([false, true, false, true]);
   });

@@ -1,6 +1,13 @@
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
-import type { LinkFailure, LinkInfo, LinkPath, NotificationParamsOf, Signal } from "@tincan/protocol";
+import type {
+  ControllerLinkStatus,
+  LinkFailure,
+  LinkInfo,
+  LinkPath,
+  NotificationParamsOf,
+  Signal,
+} from "@tincan/protocol";
 import { type DatapathApi, queryAll } from "./datapath-client.js";
 import type { Log } from "./logger.js";
 import type { SignalSender } from "./xmpp.js";
@@ -165,6 +172,15 @@ interface Rec {
   unannounced: boolean;
   /** The link's timers (owned by phases, see PHASE_TIMERS), besides each attempt's setupTimer. */
   timers: Partial<Record<LinkTimer, NodeJS.Timeout>>;
+  /** For `tincanctl status` only (nothing decides on these): when each armed timer fires, */
+  due: Partial<Record<LinkTimer, number>>;
+  /** when the current setup started and how long the last one took, */
+  setupStartedAt: number | null;
+  setupMs: number | null;
+  /** since when and why a relay carries the link, and why the last transport failed or went down. */
+  relayedSince: number | null;
+  relayWhy: string | null;
+  lastFailure: string | null;
 }
 
 const MAX_PENDING_CANDIDATES = 64;
@@ -357,6 +373,24 @@ export class LinkManager extends EventEmitter {
     });
   }
 
+  /** Per peer UID: the phase and, when the link is relayed or not up, why (for `tincanctl status`). */
+  status(now = Date.now()): Record<string, ControllerLinkStatus> {
+    const out: Record<string, ControllerLinkStatus> = {};
+    for (const [uid, r] of this.recs) {
+      const nextAttemptAt = r.due.retry ?? r.due.upgrade ?? r.due.wait ?? null;
+      out[uid] = {
+        phase: r.phase,
+        why: whyNotDirect(r, nextAttemptAt, now),
+        upSince: r.upSince,
+        setupMs: r.setupMs,
+        relayedSince: r.relayedSince,
+        failures: r.attempt,
+        nextAttemptAt,
+      };
+    }
+    return out;
+  }
+
   /**
    * At controller start: adopt the datapath's connected links (they keep running; the peer is filled in
    * when its presence arrives) and remove half-set-up ones. link.query lists each peer's transport that
@@ -495,7 +529,10 @@ export class LinkManager extends EventEmitter {
     const a = this.newAttempt(relayOnly, newSetupId(), "offerer", "offering");
     this.setAttempt(rec, a);
     this.log.debug("offering a link", { peer: peer.bareJid, setup: a.setup, relayOnly });
-    if (starting) this.emit("link-setup", this.event(rec, a));
+    if (starting) {
+      rec.setupStartedAt = Date.now();
+      this.emit("link-setup", this.event(rec, a));
+    }
     if (relayOnly) this.emit("relay-attempt", this.event(rec, a));
     try {
       const { description } = await this.opts.datapath.call("link.create", { peerUid: peer.uid, relayOnly });
@@ -526,6 +563,9 @@ export class LinkManager extends EventEmitter {
     const delay = rec.relayNeeded ? 0 : this.opts.links.relayFallbackSec * 1000;
     this.arm(rec, "race", delay, async () => {
       if (rec.relay || !rec.full) return;
+      rec.relayWhy = rec.relayNeeded
+        ? "the peer needed a relay last time"
+        : `direct attempt found no path after ${this.opts.links.relayFallbackSec} s`;
       this.log.info("racing a relay-only attempt against the direct one", { peer: rec.peer.bareJid });
       await this.offerAttempt(rec, true);
     });
@@ -575,6 +615,7 @@ export class LinkManager extends EventEmitter {
    */
   private async attemptFailed(rec: Rec, a: Attempt, reason: string, sayBye: boolean): Promise<void> {
     if (this.attemptOf(rec, a.relayOnly) !== a) return;
+    rec.lastFailure = `${a.relayOnly ? "relay-only" : "direct"} setup: ${reason}`;
     if (sayBye && a.setup) await this.sendBye(rec.peer, a.setup, reason);
     await this.removeAttempt(rec, a);
     this.afterAttempt(rec);
@@ -616,6 +657,11 @@ export class LinkManager extends EventEmitter {
     const carrier = this.carrier(rec);
     if (!carrier) return;
     if (rec.phase !== "connected") this.enter(rec, "connected");
+    if (!isRelayed(carrier)) rec.relayedSince = null;
+    else if (rec.relayedSince === null) {
+      rec.relayedSince = Date.now();
+      if (!carrier.relayOnly) rec.relayWhy = "ICE selected a TURN relay pair";
+    }
     const other = carrier === rec.full ? rec.relay : rec.full;
     if (other?.state === "connected") {
       if (!rec.timers.overlap) this.arm(rec, "overlap", OVERLAP_MS, () => this.removeWorse(rec));
@@ -734,11 +780,15 @@ export class LinkManager extends EventEmitter {
     }
     const early = this.takeEarly(peer.uid, s.setup);
     const a = this.newAttempt(s.relayOnly, s.setup, "answerer", "answering");
+    if (s.relayOnly) rec.relayWhy = "the peer found no direct path and offered a relay-only transport";
     a.pendingRemote = early;
     const starting = rec.phase !== "connected" && this.attempts(rec).length === 0;
     this.setAttempt(rec, a);
     this.armSetupTimer(rec, a);
-    if (starting) this.emit("link-setup", this.event(rec, a));
+    if (starting) {
+      rec.setupStartedAt = Date.now();
+      this.emit("link-setup", this.event(rec, a));
+    }
     try {
       const { description } = await this.opts.datapath.call("link.accept", {
         peerUid: peer.uid,
@@ -927,6 +977,8 @@ export class LinkManager extends EventEmitter {
       rec.handshakeRetries = 0;
       rec.upSince = Date.now();
       rec.lastActivity = Date.now();
+      rec.setupMs = rec.setupStartedAt === null ? null : rec.upSince - rec.setupStartedAt;
+      rec.setupStartedAt = null;
       this.log.info("link up", { peer: rec.peer.bareJid, path: a.path, relayOnly: a.relayOnly });
       this.emit("link-up", this.event(rec, a));
     } else {
@@ -953,7 +1005,9 @@ export class LinkManager extends EventEmitter {
     if (!a.relayOnly && rec.phase !== "connected") {
       if (a.setup) await this.sendBye(rec.peer, a.setup, "ICE failed");
       await this.removeAttempt(rec, a);
-      if (!(await this.raceNow(rec, "ICE failed"))) this.afterAttempt(rec);
+      const why = `ICE found no path after ${((Date.now() - a.startedAt) / 1000).toFixed(1)} s`;
+      rec.lastFailure = `direct setup: ${why}`;
+      if (!(await this.raceNow(rec, why))) this.afterAttempt(rec);
       return;
     }
     this.log.info("link setup failed", { peer: rec.peer.bareJid, relayOnly: a.relayOnly });
@@ -965,6 +1019,7 @@ export class LinkManager extends EventEmitter {
     if (!this.opts.hasTurn) return false;
     if (rec.relay) return true; // under way already
     this.stopTimer(rec, "race");
+    rec.relayWhy = `direct attempt failed: ${why}`;
     this.log.info("direct link setup failed; starting the relay-only attempt now", {
       peer: rec.peer.bareJid,
       why,
@@ -1145,6 +1200,8 @@ export class LinkManager extends EventEmitter {
   private emitDown(rec: Rec, reason: string): void {
     this.log.info("link down", { peer: rec.peer.bareJid || rec.peer.uid, reason });
     rec.upSince = null;
+    rec.relayedSince = null;
+    rec.lastFailure = `link down: ${reason}`;
     if (rec.phase === "connected") this.enter(rec, "backoff");
     if (rec.unannounced) return;
     this.emit("link-down", { ...this.event(rec), reason });
@@ -1187,6 +1244,12 @@ export class LinkManager extends EventEmitter {
       counters: 0,
       unannounced: false,
       timers: {},
+      due: {},
+      setupStartedAt: null,
+      setupMs: null,
+      relayedSince: null,
+      relayWhy: null,
+      lastFailure: null,
     };
   }
 
@@ -1265,8 +1328,10 @@ export class LinkManager extends EventEmitter {
     if (!PHASE_TIMERS[rec.phase].includes(timer))
       throw new Error(`link timer ${timer} armed in phase ${rec.phase}`);
     clearTimeout(rec.timers[timer]);
+    rec.due[timer] = Date.now() + ms;
     rec.timers[timer] = setTimeout(() => {
       rec.timers[timer] = undefined;
+      rec.due[timer] = undefined;
       void this.run(rec.peer.uid, async () => {
         if (this.recs.get(rec.peer.uid) === rec && PHASE_TIMERS[rec.phase].includes(timer)) await fire();
       });
@@ -1276,6 +1341,7 @@ export class LinkManager extends EventEmitter {
   private stopTimer(rec: Rec, timer: LinkTimer): void {
     clearTimeout(rec.timers[timer]);
     rec.timers[timer] = undefined;
+    rec.due[timer] = undefined;
   }
 
   /** Stops every timer of the link and its attempts' setup timers. */
@@ -1303,6 +1369,34 @@ export class LinkManager extends EventEmitter {
       if (this.chains.get(uid) === next) this.chains.delete(uid);
     });
     return next;
+  }
+}
+
+const clock = (t: number): string => new Date(t).toTimeString().slice(0, 8);
+const inSec = (t: number, now: number): string => `${Math.max(0, Math.round((t - now) / 1000))} s`;
+
+/** The status line of a link that is not directly connected (null when it is). */
+function whyNotDirect(r: Rec, nextAttemptAt: number | null, now: number): string | null {
+  switch (r.phase) {
+    case "connected": {
+      if (r.relayedSince === null) return null;
+      const next = r.due.upgrade ? `; next direct attempt in ${inSec(r.due.upgrade, now)}` : "";
+      return `${r.relayWhy ?? "relayed"}; relay since ${clock(r.relayedSince)}${next}`;
+    }
+    case "queued":
+      return "waiting for a free link slot (links.maxLinks)";
+    case "waiting":
+      return "waiting for the peer's offer (the smaller UID offers first)";
+    case "backoff": {
+      const last = r.lastFailure ?? "not set up yet";
+      if (nextAttemptAt !== null) return `${last}; retry ${r.attempt} in ${inSec(nextAttemptAt, now)}`;
+      return `${last}; ${r.peer.fullJid ? "no retry scheduled" : "peer offline, waiting for its presence"}`;
+    }
+    default: {
+      const since = r.setupStartedAt === null ? "" : ` for ${((now - r.setupStartedAt) / 1000).toFixed(1)} s`;
+      const racing = r.relay ? `; relay-only attempt racing (${r.relayWhy ?? "relay fallback"})` : "";
+      return `setting up (${r.phase})${since}${racing}`;
+    }
   }
 }
 

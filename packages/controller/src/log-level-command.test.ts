@@ -1,6 +1,5 @@
-import type { LogLevel } from "@tincan/protocol";
+import type { ControllerStatus, LogLevel } from "@tincan/protocol";
 import { describe, expect, it } from "vitest";
-import type { ControllerStatus } from "./controller.js";
 import type { DatapathApi } from "./datapath-client.js";
 import { logLevelCommand, UsageError } from "./log-level-command.js";
 

@@ -1,5 +1,4 @@
-import { LogLevel } from "@tincan/protocol";
-import type { ControllerStatus } from "./controller.js";
+import { type ControllerStatus, LogLevel } from "@tincan/protocol";
 import type { DatapathApi } from "./datapath-client.js";
 
 /**

@@ -8,6 +8,8 @@ export function linkInfo(peerUid: string, over: Partial<LinkInfo> = {}): LinkInf
     path: "host",
     local: null,
     remote: null,
+    localType: null,
+    remoteType: null,
     rttMs: 1,
     pathMtu: null,
     relayOnly: false,

@@ -1,7 +1,7 @@
-import type { LinkInfo, RouteInfo } from "@tincan/protocol";
+import { type LinkInfo, type RouteInfo, StatusReport, VERSION, type VnicInfo } from "@tincan/protocol";
 import { describe, expect, it } from "vitest";
 import type { ControllerStatus } from "./controller.js";
-import { buildRows, formatTable, healthLine } from "./tincanctl.js";
+import { buildRows, formatController, formatLinkDetails, formatTable, healthLine } from "./tincanctl.js";
 
 const A = "a".repeat(32);
 const B = "b".repeat(32);
@@ -10,8 +10,10 @@ const link: LinkInfo = {
   peerUid: A,
   state: "connected",
   path: "relay",
-  local: null,
-  remote: null,
+  local: "100.64.0.1:50000",
+  remote: "192.168.1.2:40000",
+  localType: "relay",
+  remoteType: "host",
   rttMs: 1.25,
   pathMtu: 1315,
   relayOnly: true,
@@ -22,6 +24,20 @@ const link: LinkInfo = {
   rxBytes: 10,
   txPackets: 2,
   rxPackets: 1,
+  drops: {},
+};
+const vnic: VnicInfo = {
+  name: "tincan0",
+  uid: null,
+  ipv4: "10.10.0.5/16",
+  ipv6: null,
+  mtu: 1280,
+  translate: false,
+  queued: 0,
+  txBytes: 0,
+  rxBytes: 0,
+  txPackets: 0,
+  rxPackets: 0,
   drops: {},
 };
 const routes: RouteInfo[] = [
@@ -57,6 +73,12 @@ describe("tincanctl status rows", () => {
         txBytes: 0,
         idleSec: null,
         relayOnly: false,
+        local: null,
+        remote: null,
+        ageSec: null,
+        setupMs: null,
+        why: null,
+        drops: {},
       },
       {
         peer: "Bob (bob@lab.local)",
@@ -70,25 +92,15 @@ describe("tincanctl status rows", () => {
         txBytes: 2048,
         idleSec: 5,
         relayOnly: true,
+        local: "relay 100.64.0.1:50000",
+        remote: "host 192.168.1.2:40000",
+        ageSec: 100,
+        setupMs: null,
+        why: null,
+        drops: {},
       },
     ]);
-    const text = formatTable(
-      {
-        name: "tincan0",
-        uid: null,
-        ipv4: "10.10.0.5/16",
-        ipv6: null,
-        mtu: 1280,
-        translate: false,
-        queued: 0,
-        txBytes: 0,
-        rxBytes: 0,
-        txPackets: 0,
-        rxPackets: 0,
-        drops: { txQueue: 21, multicast: 3, unmappedExpired: 0 },
-      },
-      rows,
-    );
+    const text = formatTable({ ...vnic, drops: { txQueue: 21, multicast: 3, unmappedExpired: 0 } }, rows);
     expect(text).toMatch(
       /Bob \(bob@lab\.local\)\s+aaaaaaaa\s+10\.10\.0\.7\s+connected\s+relay\s+1\.3 ms\s+1315\s+10 B\s+2\.0 KiB\s+5s/,
     );
@@ -117,5 +129,80 @@ describe("tincanctl status: the controller's watchdog", () => {
     expect(healthLine(status({ responsive: false, unansweredSinceMs: 1000 }), 43_000)).toBe(
       "datapath UNRESPONSIVE: groupvpn got no answer to its RPCs for 42 s",
     );
+  });
+});
+
+describe("tincanctl status: the controller's view", () => {
+  const status: ControllerStatus = {
+    controller: "groupvpn",
+    pid: 42,
+    jid: "alice@lab.local/tincan-1",
+    uid: "c".repeat(32),
+    updatedAt: 100_000,
+    peers: { [A]: { jid: "bob@lab.local", ipv4: "10.10.0.7" } },
+    version: VERSION,
+    startedAt: 40_000,
+    datapathProcess: { version: VERSION, startedAt: 10_000, pid: 41 },
+    xmpp: {
+      server: "xmpp://100.64.0.1:5222",
+      jid: "alice@lab.local/tincan-1",
+      online: true,
+      onlineSince: 50_000,
+      reconnects: 2,
+    },
+    members: [
+      { jid: "bob@lab.local", state: "online" },
+      { jid: "carol@lab.local", state: "offline" },
+      { jid: "eve@lab.local", state: "refused", reason: 'not in group "lab"' },
+    ],
+    links: {
+      [A]: {
+        phase: "connected",
+        why: "direct attempt found no path after 2 s; relay since 14:02:11",
+        upSince: 60_000,
+        setupMs: 2300,
+        relayedSince: 60_000,
+        failures: 0,
+        nextAttemptAt: null,
+      },
+    },
+  };
+
+  it("builds a StatusReport that the documented schema accepts, and the schema rejects a broken one", () => {
+    const rows = buildRows([{ ...link, drops: { txQueue: 4 } }], routes, status, 100_000);
+    const report = {
+      tincanctl: { version: VERSION },
+      vnic,
+      peers: rows,
+      links: [link],
+      routes,
+      controller: status,
+    };
+    expect(StatusReport.safeParse(report).success).toBe(true);
+    expect(rows.find((r) => r.uid === A)).toMatchObject({ setupMs: 2300, why: status.links?.[A]?.why });
+    const broken = { ...report, peers: [{ ...rows[0], path: "carrier-pigeon" }] };
+    expect(StatusReport.safeParse(broken).success).toBe(false);
+    const badDrop = { ...report, links: [{ ...link, drops: { gremlins: 1 } }] };
+    expect(StatusReport.safeParse(badDrop).success).toBe(false);
+  });
+
+  it("prints versions, uptimes, the XMPP session, members not online, and per link why and drops", () => {
+    const text = formatController(status, 100_000);
+    expect(text).toMatch(/^groupvpn \S+ up 1m0s \(pid 42\)\s+tincan \S+ up 1m30s \(pid 41\)$/m);
+    expect(text).toMatch(
+      /^xmpp alice@lab\.local\/tincan-1 via xmpp:\/\/100\.64\.0\.1:5222 online since \d\d:\d\d:\d\d, 2 reconnects$/m,
+    );
+    expect(text).toContain(
+      'members: 1 online; carol@lab.local offline; eve@lab.local refused (not in group "lab")',
+    );
+    const details = formatLinkDetails(
+      buildRows([{ ...link, drops: { txQueue: 4 } }], routes, status, 100_000),
+    );
+    expect(details).toContain(
+      "bob@lab.local: relay 100.64.0.1:50000 <-> host 192.168.1.2:40000, age 1m40s, setup 2300 ms",
+    );
+    expect(details).toContain("  why: direct attempt found no path after 2 s; relay since 14:02:11");
+    expect(details).toContain("  drops: txQueue 4");
+    expect(formatController(null)).toMatch(/none running/);
   });
 });

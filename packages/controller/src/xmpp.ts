@@ -201,6 +201,10 @@ export class XmppSession extends EventEmitter implements SignalSender {
   /** Failed attempts (or lost connections) since the last login. */
   private failures = 0;
   private myFullJid: string | null = null;
+  /** For `tincanctl status`: when the session came online, logins so far, the server of the last attempt. */
+  private onlineSince: number | null = null;
+  private logins = 0;
+  private lastService: string | null = null;
   private readonly pingIntervalMs: number;
   private readonly pingTimeoutMs: number;
   private readonly loginTimeoutMs: number;
@@ -221,6 +225,24 @@ export class XmppSession extends EventEmitter implements SignalSender {
 
   get fullJid(): string | null {
     return this.myFullJid;
+  }
+
+  /** The session as `tincanctl status` shows it. */
+  status(): {
+    server: string | null;
+    jid: string | null;
+    online: boolean;
+    onlineSince: number | null;
+    reconnects: number;
+  } {
+    const online = this.isOnline;
+    return {
+      server: this.lastService,
+      jid: this.myFullJid,
+      online,
+      onlineSince: online ? this.onlineSince : null,
+      reconnects: Math.max(0, this.logins - 1),
+    };
   }
 
   get isOnline(): boolean {
@@ -309,6 +331,7 @@ export class XmppSession extends EventEmitter implements SignalSender {
       this.serviceForAttempt()
         .then((service) => {
           x.options.service = service;
+          this.lastService = service;
           return x.start();
         })
         .then(
@@ -428,6 +451,8 @@ export class XmppSession extends EventEmitter implements SignalSender {
   private async onOnline(x: Client, address: string): Promise<void> {
     this.myFullJid = address;
     this.online = true;
+    this.onlineSince = Date.now();
+    this.logins++;
     this.failures = 0;
     this.log.info("xmpp online", { jid: address });
     this.schedulePing(x);

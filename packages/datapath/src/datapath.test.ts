@@ -342,4 +342,26 @@ describe("Datapath over real node-datachannel links (fake vNICs)", () => {
     await until(() => statesAtA().at(-1) === "connected", 4000);
     expect(statesAtA().slice(base)).toEqual(["disconnected", "connected"]);
   }, 20_000);
+
+  it("link.ping answers with the probe's round trip and the selected candidate pair, or null when unanswered", async () => {
+    const a = makeNode("10.10.0.1");
+    const b = makeNode("10.10.0.2");
+    nodes.push(a, b);
+    await expect(a.dp.methods["link.ping"]({ peerUid: b.uid })).rejects.toThrow(/no link/);
+    await connect(a, b);
+    const pong = await a.dp.methods["link.ping"]({ peerUid: b.uid, timeoutMs: 2000 });
+    expect(pong.rttMs).toBeGreaterThan(0);
+    expect(pong.rttMs).toBeLessThan(2000);
+    // On loopback the pair is host or peer-reflexive, depending on when the trickled candidates came.
+    expect(pong).toMatchObject({ path: linkTo(a, b)?.path, relayOnly: false });
+    expect(["host", "prflx"]).toContain(pong.path);
+    expect(["host", "prflx"]).toContain(pong.remoteType);
+    expect(pong.remote).toMatch(/:\d+$/);
+    expect(linkTo(a, b)).toMatchObject({ localType: pong.localType, remoteType: pong.remoteType });
+    // B stops answering probes: the ping times out with rttMs null.
+    const linkAtB = b.dp.fib.links.get(a.uid) as unknown as { sendControl: unknown };
+    linkAtB.sendControl = () => true;
+    const lost = await a.dp.methods["link.ping"]({ peerUid: b.uid, timeoutMs: 300 });
+    expect(lost.rttMs).toBeNull();
+  });
 });

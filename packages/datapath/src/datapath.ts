@@ -304,6 +304,17 @@ export class Datapath {
       }
       return {};
     },
+
+    "link.ping": async (p) => {
+      const link = this.fib.links.get(p.peerUid);
+      if (!link) throw notFound(`peerUid: no link to ${p.peerUid}`);
+      if (!link.isConnected) throw conflict(`link to ${p.peerUid} is ${link.state}, not connected`);
+      try {
+        return await link.ping(p.timeoutMs ?? 1000);
+      } catch (e) {
+        throw conflict(`ping ${p.peerUid}: ${(e as Error).message}`);
+      }
+    },
   };
 
   helloResult(): HelloResult {

@@ -1,6 +1,9 @@
-import { createHmac } from "node:crypto";
+import { turnRestCredentials } from "@tincan/protocol";
 import type { IceServer, RtcConfig } from "node-datachannel";
 import ndc from "node-datachannel";
+
+/** Moved to @tincan/protocol (tincanctl netcheck derives them too). */
+export { turnRestCredentials };
 
 export type TurnServer =
   | { urls: string; username: string; credential: string }
@@ -12,20 +15,6 @@ export interface IceSettings {
   portRange?: [number, number];
   udpMux?: boolean;
   bindAddress?: string;
-}
-
-/**
- * TURN REST credentials (coturn `use-auth-secret`): user name "<expiry unix time>:<user>", password
- * base64(HMAC-SHA1(secret, user name)). coturn checks the expiry on every request, refreshes included.
- */
-export function turnRestCredentials(
-  secret: string,
-  user: string,
-  ttlSec: number,
-  nowMs = Date.now(),
-): { username: string; password: string } {
-  const username = `${Math.floor(nowMs / 1000) + ttlSec}:${user}`;
-  return { username, password: createHmac("sha1", secret).update(username).digest("base64") };
 }
 
 /**

@@ -1,4 +1,12 @@
-import type { LinkFailure, LinkInfo, LinkPath, LinkState, SessionDescription } from "@tincan/protocol";
+import {
+  CandidateType,
+  type LinkFailure,
+  type LinkInfo,
+  type LinkPath,
+  type LinkState,
+  type PingResult,
+  type SessionDescription,
+} from "@tincan/protocol";
 import type { DataChannel, PeerConnection, Track } from "node-datachannel";
 import ndc from "node-datachannel";
 import { Counters } from "./counters.js";
@@ -57,6 +65,8 @@ export const RX_WINDOW = 4096;
  * and once a second when it took fewer and a packet frame was among them (idle links stay quiet).
  */
 export const RX_ACK_EVERY = 32;
+/** Most `link.ping` probes one link has in flight. */
+const MAX_PINGS_IN_FLIGHT = 16;
 /** A link that sends traffic is probed this often, for its round-trip time. */
 const RTT_PROBE_MS = 5000;
 /**
@@ -124,6 +134,8 @@ export class Link implements FrameSink {
   failure: LinkFailure | null = null;
   local: string | null = null;
   remote: string | null = null;
+  localType: CandidateType | null = null;
+  remoteType: CandidateType | null = null;
   lastRxAt: number | null = null;
   lastTxAt: number | null = null;
   /** The peer announced that it takes offload frames (type 2). */
@@ -175,6 +187,8 @@ export class Link implements FrameSink {
   private baseRttMs: number | null = null;
   /** Descriptions and candidates exchanged with the peer. */
   private readonly negotiation: Negotiation;
+  /** `link.ping` probes in flight, by the clock they carry: each resolves with its RTT (ms) or null. */
+  private readonly pings = new Map<number, (rttMs: number | null) => void>();
 
   constructor(
     options: LinkOptions,
@@ -416,6 +430,38 @@ export class Link implements FrameSink {
     return Math.round(this.srttMs * 100) / 100;
   }
 
+  /**
+   * Sends one liveness probe now and resolves with its round trip and the path it took (rttMs null:
+   * no reply within timeoutMs). The peer answers any probe, so this works with every peer version.
+   */
+  ping(timeoutMs: number): Promise<PingResult> {
+    if (this.pings.size >= MAX_PINGS_IN_FLIGHT) throw new Error(`${MAX_PINGS_IN_FLIGHT} pings in flight`);
+    let clock = microseconds();
+    while (this.pings.has(clock)) clock = (clock + 1) >>> 0;
+    const result = (rttMs: number | null): PingResult => ({
+      rttMs,
+      path: this.path,
+      relayOnly: this.relayOnly,
+      local: this.local,
+      remote: this.remote,
+      localType: this.localType,
+      remoteType: this.remoteType,
+    });
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.pings.delete(clock);
+        resolve(result(null));
+      }, timeoutMs);
+      this.pings.set(clock, (rttMs) => {
+        clearTimeout(timer);
+        resolve(result(rttMs));
+      });
+      this.lastProbeAt = Date.now();
+      const probe = this.control.probe(clock);
+      this.sendControl(probe, probe.length);
+    });
+  }
+
   info(): LinkInfo {
     return {
       peerUid: this.peerUid,
@@ -423,6 +469,8 @@ export class Link implements FrameSink {
       path: this.path,
       local: this.local,
       remote: this.remote,
+      localType: this.localType,
+      remoteType: this.remoteType,
       rttMs: this.rttMs,
       pathMtu: this.pathMtu,
       relayOnly: this.relayOnly,
@@ -437,6 +485,8 @@ export class Link implements FrameSink {
     if (this.closed) return;
     this.closed = true;
     this.pending.clear();
+    for (const ping of this.pings.values()) ping(null);
+    this.pings.clear();
     if (this.pmtuTimer) clearTimeout(this.pmtuTimer);
     this.iccOverRtp?.close();
     try {
@@ -521,6 +571,11 @@ export class Link implements FrameSink {
         const clock = readProbeReply(frame);
         if (clock < 0) break;
         const sample = ((microseconds() - clock) >>> 0) / 1000;
+        const ping = this.pings.get(clock);
+        if (ping) {
+          this.pings.delete(clock);
+          ping(Math.round(sample * 100) / 100);
+        }
         // A reply to a probe from before a long stall is no measure of the path.
         if (sample >= 60_000) return;
         this.srttMs = this.srttMs === null ? sample : this.srttMs * 0.875 + sample * 0.125;
@@ -728,6 +783,8 @@ export class Link implements FrameSink {
     if (remote !== this.remote) this.baseRttMs = null;
     this.local = `${pair.local.address}:${pair.local.port}`;
     this.remote = remote;
+    this.localType = CandidateType.safeParse(pair.local.type).data ?? null;
+    this.remoteType = CandidateType.safeParse(pair.remote.type).data ?? null;
     // Another path may carry other sizes.
     if (moved) this.startPathMtu();
   }

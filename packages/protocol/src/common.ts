@@ -1,6 +1,6 @@
 import { z } from "zod";
 
-/** Node UID: 128 bits as 32 lowercase hex chars (see DESIGN.md "Identities"). */
+/** Node UID: 128 bits as 32 lowercase hex chars (see README.md "Identities and admission"). */
 export const Uid = z.string().regex(/^[0-9a-f]{32}$/, "must be 32 lowercase hex characters");
 export type Uid = z.infer<typeof Uid>;
 

@@ -10,4 +10,6 @@ export * from "./notifications.js";
 export * from "./rpc.js";
 export * from "./signal.js";
 export * from "./socialvpn-config.js";
+export * from "./status.js";
+export * from "./turn-rest.js";
 export * from "./uid.js";

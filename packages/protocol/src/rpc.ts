@@ -28,6 +28,9 @@ export const MAX_RPC_ID_LENGTH = 256;
 /** Most items link.query / route.query return in one page (the datapath may return fewer to fit a datagram). */
 export const MAX_QUERY_PAGE = 1000;
 
+/** Longest `link.ping` wait (default 1000 ms). */
+export const MAX_PING_TIMEOUT_MS = 10_000;
+
 /** Largest inter-controller message (`icc.send` data, JSON-encoded). */
 export const MAX_ICC_BYTES = 16_384;
 
@@ -44,6 +47,9 @@ export const LinkFailure = z.enum(["ice", "handshake"]);
 export type LinkFailure = z.infer<typeof LinkFailure>;
 export const LinkPath = z.enum(["host", "srflx", "prflx", "relay"]);
 export type LinkPath = z.infer<typeof LinkPath>;
+/** An ICE candidate's type, as node-datachannel's getSelectedCandidatePair() names it. */
+export const CandidateType = z.enum(["host", "srflx", "prflx", "relay"]);
+export type CandidateType = z.infer<typeof CandidateType>;
 
 const Candidate = z.string().max(1024);
 const Mid = z.string().max(64);
@@ -145,6 +151,11 @@ export const RpcParams = {
   "icc.send": z.strictObject({ peerUid: Uid, data: z.json() }),
   /** Sets the datapath's log level until restart (or SIGUSR1/SIGUSR2); without `level` only returns it. */
   "log.level": z.strictObject({ level: LogLevel.optional() }),
+  /** One liveness probe over the link that carries the peer's traffic; answers when it returns or times out. */
+  "link.ping": z.strictObject({
+    peerUid: Uid,
+    timeoutMs: z.number().int().min(1).max(MAX_PING_TIMEOUT_MS).optional(),
+  }),
 } as const;
 
 export type RpcMethod = keyof typeof RpcParams;
@@ -166,6 +177,9 @@ export interface LinkInfo extends Counters {
   path: LinkPath | null;
   local: string | null;
   remote: string | null;
+  /** Types of the selected candidate pair's ends (null until ICE selected a pair). */
+  localType: CandidateType | null;
+  remoteType: CandidateType | null;
   rttMs: number | null;
   /** Largest IP packet the link carries in one underlay datagram, as probed (null: not measured). */
   pathMtu: number | null;
@@ -217,7 +231,19 @@ export interface RpcResults {
   "route.remove": Record<string, never>;
   "route.query": RouteInfo[];
   "icc.send": Record<string, never>;
+  "link.ping": PingResult;
   "log.level": { level: LogLevel };
+}
+
+/** `link.ping`: the probe's round trip (null: no reply within timeoutMs) and the path it took. */
+export interface PingResult {
+  rttMs: number | null;
+  path: LinkPath | null;
+  relayOnly: boolean;
+  local: string | null;
+  remote: string | null;
+  localType: CandidateType | null;
+  remoteType: CandidateType | null;
 }
 
 export const Auth = z.string().min(16).max(256);

@@ -1,0 +1,169 @@
+// The contract of `tincanctl status --json` and of the controller's status file it reads
+// (`controller-status.json` next to the datapath's token). Times are ms since the epoch.
+import { z } from "zod";
+import { Uid } from "./common.js";
+import { DropCounts } from "./drops.js";
+import { CandidateType, type LinkInfo, LinkPath, LinkState, type RouteInfo, type VnicInfo } from "./rpc.js";
+
+const Time = z.number();
+const Count = z.number().int().min(0);
+
+const CountersShape = {
+  txBytes: Count,
+  rxBytes: Count,
+  txPackets: Count,
+  rxPackets: Count,
+  drops: DropCounts,
+};
+
+export const LinkInfoSchema = z.strictObject({
+  ...CountersShape,
+  peerUid: Uid,
+  state: LinkState,
+  path: LinkPath.nullable(),
+  local: z.string().nullable(),
+  remote: z.string().nullable(),
+  localType: CandidateType.nullable(),
+  remoteType: CandidateType.nullable(),
+  rttMs: z.number().nullable(),
+  pathMtu: z.number().int().nullable(),
+  relayOnly: z.boolean(),
+  createdAt: Time,
+  lastRxAt: Time.nullable(),
+  lastTxAt: Time.nullable(),
+}) satisfies z.ZodType<LinkInfo>;
+
+export const RouteInfoSchema = z.strictObject({
+  prefix: z.string(),
+  peerUid: Uid,
+  via: Uid.nullable(),
+  mapTo: z.string().nullable(),
+}) satisfies z.ZodType<RouteInfo>;
+
+export const VnicInfoSchema = z.strictObject({
+  ...CountersShape,
+  name: z.string().nullable(),
+  uid: Uid.nullable(),
+  ipv4: z.string().nullable(),
+  ipv6: z.string().nullable(),
+  mtu: z.number().int().nullable(),
+  translate: z.boolean(),
+  queued: Count,
+}) satisfies z.ZodType<VnicInfo>;
+
+/** What the link manager is doing with a peer's link, and why (see the controller's LinkManager). */
+export const LinkPhase = z.enum([
+  "queued",
+  "waiting",
+  "offering",
+  "answering",
+  "connecting",
+  "connected",
+  "backoff",
+]);
+export type LinkPhase = z.infer<typeof LinkPhase>;
+
+export const ControllerLinkStatus = z.strictObject({
+  phase: LinkPhase,
+  /** The link is relayed or not connected: why, in words (null when direct and connected). */
+  why: z.string().nullable(),
+  /** When the current connection came up. */
+  upSince: Time.nullable(),
+  /** From the first offer or answer to the first transport connected, for the current connection. */
+  setupMs: z.number().nullable(),
+  /** When traffic moved to a relay (null: not relayed). */
+  relayedSince: Time.nullable(),
+  /** Failed setups in a row. */
+  failures: Count,
+  /** When the next setup (backoff) or direct re-attempt (relayed) is due. */
+  nextAttemptAt: Time.nullable(),
+});
+export type ControllerLinkStatus = z.infer<typeof ControllerLinkStatus>;
+
+/** A roster entry and why it does or does not take part. */
+export const MemberStatus = z.strictObject({
+  jid: z.string(),
+  name: z.string().optional(),
+  /** online: admitted and announces tincan presence; offline: admitted, no presence; refused: fails admission. */
+  state: z.enum(["online", "offline", "refused"]),
+  reason: z.string().optional(),
+});
+export type MemberStatus = z.infer<typeof MemberStatus>;
+
+export const XmppStatus = z.strictObject({
+  /** The server of the current or last connection ("xmpp://host:port"), null before the first attempt. */
+  server: z.string().nullable(),
+  jid: z.string().nullable(),
+  online: z.boolean(),
+  onlineSince: Time.nullable(),
+  /** Logins after the first one. */
+  reconnects: Count,
+});
+
+export const ProcessInfo = z.strictObject({
+  version: z.string(),
+  startedAt: Time,
+  pid: z.number().int().optional(),
+});
+
+/** The controller's status file (written within 0.5 s of a change, and every 5 s). */
+export const ControllerStatus = z.object({
+  controller: z.string(),
+  pid: z.number().int(),
+  jid: z.string().nullable(),
+  uid: Uid,
+  updatedAt: Time,
+  peers: z.record(
+    z.string(),
+    z.object({
+      jid: z.string(),
+      name: z.string().optional(),
+      ipv4: z.string().optional(),
+      ipv6: z.string().optional(),
+    }),
+  ),
+  signalDrops: z.object({ rateLimited: Count, setupInProgress: Count }).optional(),
+  datapath: z.object({ responsive: z.boolean(), unansweredSinceMs: Time.nullable() }).optional(),
+  /** The rest is absent in files of older controllers. */
+  version: z.string().optional(),
+  startedAt: Time.optional(),
+  datapathProcess: ProcessInfo.nullable().optional(),
+  xmpp: XmppStatus.optional(),
+  members: z.array(MemberStatus).optional(),
+  links: z.record(z.string(), ControllerLinkStatus).optional(),
+});
+export type ControllerStatus = z.infer<typeof ControllerStatus>;
+
+/** One row per peer of `tincanctl status`. */
+export const PeerRow = z.strictObject({
+  peer: z.string(),
+  uid: Uid,
+  virtualIp: z.array(z.string()),
+  state: z.string(),
+  path: LinkPath.nullable(),
+  rttMs: z.number().nullable(),
+  pathMtu: z.number().int().nullable(),
+  rxBytes: Count,
+  txBytes: Count,
+  idleSec: z.number().nullable(),
+  relayOnly: z.boolean(),
+  /** The selected candidate pair ("type address:port"), null until ICE selected one. */
+  local: z.string().nullable(),
+  remote: z.string().nullable(),
+  ageSec: z.number().nullable(),
+  setupMs: z.number().nullable(),
+  why: z.string().nullable(),
+  drops: DropCounts,
+});
+export type PeerRow = z.infer<typeof PeerRow>;
+
+/** `tincanctl status --json`. */
+export const StatusReport = z.strictObject({
+  tincanctl: z.strictObject({ version: z.string() }),
+  vnic: VnicInfoSchema,
+  peers: z.array(PeerRow),
+  links: z.array(LinkInfoSchema),
+  routes: z.array(RouteInfoSchema),
+  controller: ControllerStatus.nullable(),
+});
+export type StatusReport = z.infer<typeof StatusReport>;
