@@ -3,6 +3,7 @@ import {
   DROP_REASONS,
   type DropCounts,
   type LinkInfo,
+  LinkPhase,
   RPC_METHODS,
   type RpcMethod,
   splitHostPort,
@@ -10,7 +11,7 @@ import {
 } from "@tincan/protocol";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import { type DatapathApi, queryAll } from "./datapath-client.js";
-import type { LinkEvent, LinkPhase, LinkSnapshot } from "./link-manager.js";
+import type { LinkEvent, LinkSnapshot } from "./link-manager.js";
 import type { Log } from "./logger.js";
 
 /** What the metrics read at scrape time. */
@@ -28,16 +29,6 @@ export interface DatapathSample {
   vnic: VnicInfo;
   links: LinkInfo[];
 }
-
-const PHASES: readonly LinkPhase[] = [
-  "queued",
-  "waiting",
-  "offering",
-  "answering",
-  "connecting",
-  "connected",
-  "backoff",
-];
 
 /**
  * The controller's Prometheus metrics (prom-client, own registry). Events (setups, fallbacks,
@@ -157,7 +148,7 @@ export class ControllerMetrics {
   async render(): Promise<string> {
     this.xmppOnline.set(this.sources.xmppOnline() ? 1 : 0);
     this.linkPhases.reset();
-    for (const phase of PHASES) this.linkPhases.set({ phase }, 0);
+    for (const phase of LinkPhase.options) this.linkPhases.set({ phase }, 0);
     for (const l of this.sources.links()) this.linkPhases.inc({ phase: l.phase });
     let sample: DatapathSample | null = null;
     try {
