@@ -8,7 +8,8 @@ PNPM_VERSION=10.34.8
 APT_PACKAGES=(iproute2 iputils-ping fping iperf3 iptables prosody coturn openssl dnsutils procps lua-unbound wireguard-go wireguard-tools nebula
   ejabberd # the second XMPP server of the lab (test/ejabberd.test.ts)
   systemd # systemd-analyze verify of the units (test/deb-package.test.ts)
-  podman runc containernetworking-plugins docker-compose debootstrap mmdebstrap) # pnpm test:compose
+  podman runc containernetworking-plugins docker-compose debootstrap mmdebstrap # pnpm test:compose
+  chromium) # the overlay map in a headless browser (test/overlay-map.test.ts)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -8,6 +8,7 @@ import {
   type HelloResult,
   handleLogLevelSignals,
   type MemberStatus,
+  type OverlayMap,
   type RpcParamsOf,
   type Signal,
   VERSION,
@@ -31,11 +32,14 @@ import {
 } from "./policy.js";
 import { RouteTable } from "./route-table.js";
 import { SignalLimiter } from "./signal-limiter.js";
+import { MapServer } from "./web/map-server.js";
+import { buildOverlay } from "./web/overlay-model.js";
 import { type SignalEvent, XmppSession } from "./xmpp.js";
 
 /** The config keys the core uses: the core schema every controller extends. */
 export type CoreConfig = Loaded<
-  Pick<ControllerConfig, "datapath" | "xmpp" | "vnic" | "ice" | "links" | "log">
+  Pick<ControllerConfig, "datapath" | "xmpp" | "vnic" | "ice" | "links" | "log"> &
+    Partial<Pick<ControllerConfig, "web">>
 > &
   Partial<Pick<ControllerConfig, "metrics">>;
 
@@ -78,7 +82,11 @@ export class Controller implements PolicyContext {
   readonly log: Log;
   readonly metrics: ControllerMetrics;
   private metricsServer: Server | null = null;
+  /** The overlay map page (`web.listen`), if configured. */
+  readonly map: MapServer | null;
   private readonly members = new Map<string, Member>();
+  /** Members seen online, by bare JID: the map shows them offline while they stay in the roster. */
+  private readonly seenMembers = new Map<string, Member>();
   /** Members that went offline while their link stays connected (routes kept; see refreshMembers). */
   private readonly lingering = new Map<string, Member>();
   private readonly signalLimiter: SignalLimiter;
@@ -146,6 +154,13 @@ export class Controller implements PolicyContext {
       xmppOnline: () => this.xmpp.isOnline,
       jidOf: (uid) => (this.members.get(uid) ?? this.lingering.get(uid))?.bareJid,
     });
+    this.map = config.web?.listen
+      ? new MapServer({
+          listen: config.web.listen,
+          snapshot: () => this.overlay(),
+          log: logger.component("web"),
+        })
+      : null;
     this.wire();
   }
 
@@ -195,6 +210,7 @@ export class Controller implements PolicyContext {
   }
 
   async start(): Promise<void> {
+    const { config } = this.opts;
     const listen = this.opts.config.metrics?.listen;
     if (listen) this.metricsServer = await serveMetrics(this.metrics, listen, this.log);
     const hello = await this.waitForDatapath();
@@ -208,6 +224,9 @@ export class Controller implements PolicyContext {
     this.network.start();
     this.statusRefresh = setInterval(() => this.scheduleStatus(), STATUS_REFRESH_MS);
     this.statusRefresh.unref();
+    await this.map?.start().catch((err: Error) => {
+      this.log.error("cannot serve the overlay map", { listen: config.web?.listen, error: err.message });
+    });
     try {
       await this.xmpp.start();
     } catch (err) {
@@ -228,6 +247,7 @@ export class Controller implements PolicyContext {
     this.network.stop();
     this.routeTable.stop();
     await this.xmpp.stop().catch(() => {});
+    await this.map?.stop();
     this.datapath.close();
     this.metricsServer?.close();
     if (this.statusTimer) clearTimeout(this.statusTimer);
@@ -250,7 +270,10 @@ export class Controller implements PolicyContext {
         await p.onPacketUnmapped?.(n, this);
       }),
     );
-    this.datapath.on("icc.message", (n) => this.hook("onIccMessage", () => p.onIccMessage?.(n, this)));
+    this.datapath.on("icc.message", (n) => {
+      this.map?.changed();
+      this.hook("onIccMessage", () => p.onIccMessage?.(n, this));
+    });
 
     this.xmpp.on("roster", (items: RosterItem[]) => {
       if (!this.adoptedChecked) {
@@ -493,6 +516,7 @@ export class Controller implements PolicyContext {
   }
 
   private scheduleStatus(): void {
+    this.map?.changed();
     if (!this.statusFile || this.statusTimer || this.stopped) return;
     this.statusTimer = setTimeout(() => {
       this.statusTimer = null;
@@ -515,6 +539,33 @@ export class Controller implements PolicyContext {
     }));
     for (const r of this.admission.refusals()) members.push({ ...r, state: "refused" });
     return members.sort((a, b) => a.jid.localeCompare(b.jid));
+  }
+
+  /** The overlay as this node knows it: members, its links, the links its neighbours announced. */
+  async overlay(): Promise<OverlayMap> {
+    const links = await queryAll(this.datapath, "link.query");
+    for (const m of this.members.values()) this.seenMembers.set(m.bareJid, m);
+    for (const jid of this.seenMembers.keys()) {
+      if (!this.admission.isMember(jid)) this.seenMembers.delete(jid);
+    }
+    const online = [...this.members.values()];
+    const offline = [...this.lingering.values(), ...this.seenMembers.values()].filter(
+      (m) => !this.members.has(m.tincan.uid),
+    );
+    return buildOverlay({
+      controller: this.opts.name,
+      self: {
+        uid: this.policy.uid,
+        jid: this.xmpp.fullJid?.split("/")[0] ?? null,
+        online: this.xmpp.isOnline,
+        ...presenceAddresses(this.policy.presence()),
+      },
+      online,
+      offline,
+      links,
+      neighborLinks: this.policy.neighborLinks?.() ?? new Map(),
+      now: Date.now(),
+    });
   }
 
   private async writeStatus(): Promise<void> {

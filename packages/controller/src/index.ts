@@ -6,4 +6,6 @@ export * from "./datapath-client.js";
 export * from "./link-manager.js";
 export * from "./logger.js";
 export * from "./policy.js";
+export * from "./web/map-server.js";
+export * from "./web/overlay-model.js";
 export * from "./xmpp.js";

@@ -63,8 +63,12 @@ function peer(uid: string, name = "bob"): PeerRef {
 }
 
 function info(peerUid: string, packets: number): LinkInfo {
-  const bytes = packets * 100;
-  return linkInfo(peerUid, { txBytes: bytes, rxBytes: bytes, txPackets: packets, rxPackets: packets });
+  return linkInfo(peerUid, {
+    txBytes: packets * 100,
+    rxBytes: packets * 100,
+    txPackets: packets,
+    rxPackets: packets,
+  });
 }
 
 function setup(

@@ -75,6 +75,8 @@ export interface Policy {
   onRosterChanged?(items: RosterItem[], ctx: PolicyContext): void | Promise<void>;
   /** After the datapath restarted and the core re-configured vnic/ice/routes and re-set wanted links. */
   onDatapathRestarted?(ctx: PolicyContext): void | Promise<void>;
+  /** Which members each direct neighbour announced it links to, by neighbour UID (the overlay map). */
+  neighborLinks?(): ReadonlyMap<string, ReadonlySet<string>>;
 }
 
 export function peerRefOf(m: Member): PeerRef {

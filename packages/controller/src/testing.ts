@@ -1,6 +1,6 @@
 import type { LinkInfo } from "@tincan/protocol";
 
-/** A link.query entry for tests: connected on a host path, no traffic, unless `over` says otherwise. */
+/** For tests: a connected host-path link to `peerUid` with no traffic, `over` laid on top. */
 export function linkInfo(peerUid: string, over: Partial<LinkInfo> = {}): LinkInfo {
   return {
     peerUid,
@@ -16,10 +16,10 @@ export function linkInfo(peerUid: string, over: Partial<LinkInfo> = {}): LinkInf
     createdAt: 0,
     lastRxAt: null,
     lastTxAt: null,
-    rxBytes: 0,
     txBytes: 0,
-    rxPackets: 0,
+    rxBytes: 0,
     txPackets: 0,
+    rxPackets: 0,
     drops: {},
     ...over,
   };

@@ -212,10 +212,12 @@ describe("Datapath over real node-datachannel links (fake vNICs)", () => {
     await until(() => b.vnic.devices[0]!.written.length >= 1);
     expect(b.vnic.devices[0]!.written[0]!.subarray(28).toString()).toBe("waited");
     const listed = a.dp.methods["link.query"]({ peerUid: b.uid });
-    expect(listed.map((l) => [l.relayOnly, l.state])).toEqual([
-      [false, "connected"],
-      [true, expect.not.stringMatching(/connected/)],
-    ]);
+    // The carrying transport is listed first; the relay-only one (no TURN here) is still setting up or,
+    // once ICE gave up on a loaded host, failed and gone.
+    expect(listed.map((l) => [l.relayOnly, l.state])[0]).toEqual([false, "connected"]);
+    for (const l of listed.slice(1))
+      expect([l.relayOnly, l.state]).toEqual([true, expect.not.stringMatching(/connected/)]);
+    expect(listed.length).toBeLessThanOrEqual(2);
     expect(listed.flatMap((l) => Object.keys(l.drops))).toEqual([]);
     expect(a.dp.methods["vnic.query"]({}).drops).toEqual({});
     expect(

@@ -23,6 +23,11 @@ export class NeighborLinks {
     return true;
   }
 
+  /** Every neighbour's last announcement, by neighbour UID. */
+  all(): ReadonlyMap<string, ReadonlySet<string>> {
+    return this.byNeighbor;
+  }
+
   forget(neighbor: string): void {
     this.byNeighbor.delete(neighbor);
   }

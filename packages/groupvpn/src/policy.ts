@@ -164,6 +164,10 @@ export class GroupPolicy implements Policy {
     }
   }
 
+  neighborLinks(): ReadonlyMap<string, ReadonlySet<string>> {
+    return this.neighbors.all();
+  }
+
   async onDatapathRestarted(): Promise<void> {
     this.connected.clear();
     this.settingUp.clear();

@@ -53,3 +53,22 @@ describe("SocialVPN *.listen", () => {
     expect(problems(SocialVpnConfig, { ...svpn, dns: { listen: "127.0.0.53:5353" } })).toBe("");
   });
 });
+
+describe("web.listen (the overlay map)", () => {
+  it("is off by default and accepts a loopback address", () => {
+    const parsed = GroupVpnConfig.parse({ ...base, group: "lab" });
+    expect(parsed.web.listen).toBeUndefined();
+    const on = { ...base, group: "lab", web: { listen: "127.0.0.1:9481" } };
+    expect(problems(GroupVpnConfig, on)).toBe("");
+    expect(problems(SocialVpnConfig, { ...base, web: { listen: "127.0.0.2:9481" } })).toBe("");
+  });
+
+  it("refuses an address that is not loopback, a host name, or a bad port", () => {
+    for (const listen of ["0.0.0.0:9481", "10.0.0.1:9481", "localhost:9481", "127.0.0.1:0", "127.0.0.1"]) {
+      expect(problems(GroupVpnConfig, { ...base, group: "lab", web: { listen } })).toMatch(/web\.listen/);
+    }
+    expect(problems(GroupVpnConfig, { ...base, group: "lab", web: { listen: "0.0.0.0:9481" } })).toMatch(
+      /127\.0\.0\.0\/8/,
+    );
+  });
+});

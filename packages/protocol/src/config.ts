@@ -331,6 +331,19 @@ const Links = z
   })
   .prefault({});
 
+const Web = z
+  .strictObject({
+    listen: ListenAddress.refine((s) => s.startsWith("127."), "the map page must listen on 127.0.0.0/8")
+      .optional()
+      .meta({
+        description:
+          'serve the live overlay map (`/`, `/overlay.json`, `/events`) on this loopback address (see "Overlay map")',
+        "x-type": '`"127.x.y.z:port"`',
+        "x-default": "off",
+      }),
+  })
+  .prefault({});
+
 const Vnic = z.strictObject({
   name: z.string().min(1).max(15).default("tincan0").meta({ description: "TUN device name" }),
   ipv4: Ipv4Cidr.meta({
@@ -367,5 +380,6 @@ export const ControllerConfig = z.strictObject({
         }),
     })
     .prefault({}),
+  web: Web,
 });
 export type ControllerConfig = z.infer<typeof ControllerConfig>;

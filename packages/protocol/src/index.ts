@@ -7,6 +7,7 @@ export * from "./groupvpn-config.js";
 export * from "./ip.js";
 export * from "./logger.js";
 export * from "./notifications.js";
+export * from "./overlay.js";
 export * from "./rpc.js";
 export * from "./signal.js";
 export * from "./socialvpn-config.js";
