@@ -555,6 +555,8 @@ interface UdpResult {
   bestReceivedMbit: number | null;
   /** True when the last (highest) rate still passed: the real limit is higher. */
   capped: boolean;
+  /** True when the last step ended without an iperf3 report (its server may still be busy). */
+  aborted?: boolean;
   overheadPct?: number;
   tries: { rateMbit: number; receivedMbit: number; lossPct: number }[];
 }
@@ -564,7 +566,19 @@ async function udpSearch(a: Host, t: Tunnel): Promise<UdpResult> {
   for (const rate of opts.udpRates) {
     // -w 4M: iperf3's own sockets get a 4 MB buffer, so the loss we see is the tunnel's, not the
     // iperf3 server's 208 KB default receive buffer overflowing whenever it is descheduled.
-    const r = await iperf(a, t, ["-u", "-b", `${rate}M`, "-l", String(UDP_LEN), "-w", "4M"]);
+    let r: IperfRun;
+    try {
+      r = await iperf(a, t, ["-u", "-b", `${rate}M`, "-l", String(UDP_LEN), "-w", "4M"]);
+    } catch (err) {
+      // An overloaded tunnel can starve iperf3's own control connection, so the step ends with no
+      // report: that rate did not pass, and what the lower rates measured still stands.
+      res.tries.push({ rateMbit: rate, receivedMbit: 0, lossPct: 100 });
+      res.aborted = true;
+      log(
+        `${t.label}: UDP ${rate}M: no result (${(err as Error).message.split("\n")[0]}): counted as failed`,
+      );
+      return res;
+    }
     res.tries.push({ rateMbit: rate, receivedMbit: r.mbit, lossPct: r.lossPct ?? 100 });
     log(`${t.label}: UDP ${rate}M: ${r.mbit.toFixed(0)} Mbit/s received, ${r.lossPct?.toFixed(2)}% loss`);
     if ((r.lossPct ?? 100) >= LOSS_LIMIT_PCT) return res;
@@ -652,6 +666,11 @@ async function measure(lab: Lab, a: Host, b: Host, name: SystemName): Promise<Sy
     res.tcp1 = await tcp(a, t, 1);
     res.tcp4 = await tcp(a, t, 4);
     res.udp = await udpSearch(a, t);
+    if (res.udp.aborted) {
+      await server.stop(3000);
+      server = b.spawn("iperf3", ["-s", "-B", t.addrB], { name: `iperf3-s-${name}` });
+      await waitListening(b, "tcp", t.addrB, 5201, 10_000, server);
+    }
     res.rttLoaded = await pingLoaded(a, t);
     log(`${t.label}: RTT loaded median ${res.rttLoaded.medianMs.toFixed(3)} ms`);
     const hwm = (ps: LabProcess[]) => ps.reduce((s, p) => s + (procStats(p.pid)?.hwmBytes ?? 0), 0) / 1e6;

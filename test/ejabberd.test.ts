@@ -50,7 +50,7 @@ describe.skipIf(!can.ok)("GroupVPN over ejabberd with a mod_shared_roster group"
       `ejabberd: first ping alice->bob ${firstMs} ms after start; 20 pings, ${lost}% lost; path ${link?.path}`,
     );
     expect(ping.code).toBe(0);
-    expect(link?.path).toBe("host");
+    expect(["host", "prflx", "srflx"]).toContain(link?.path); // direct (prflx when a check arrived before the candidate)
     expect((await bob.ping(alice.address, 1, 2)).code).toBe(0);
     expect((await carol.ping(alice.address, 1, 1)).code).not.toBe(0);
     expect(await carol.links()).toEqual([]);

@@ -74,7 +74,7 @@ describe.skipIf(!can.ok)("real networks: ICE port range, UDP mux, TURN REST secr
     expect(b.length).toBeGreaterThan(0);
     for (const p of b) expect(p).toBeGreaterThanOrEqual(42000), expect(p).toBeLessThanOrEqual(42019);
     const link = (await alice.connectedLinks())[0];
-    expect(link?.path).toBe("host");
+    expect(["host", "prflx", "srflx"]).toContain(link?.path); // direct (prflx when a check arrived before the candidate)
   });
 
   it("two NATed nodes link through coturn with credentials derived from its static-auth-secret", async () => {
