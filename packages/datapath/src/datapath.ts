@@ -3,6 +3,7 @@ import {
   DatapathTune,
   type HelloResult,
   type LinkState,
+  type LogLevel,
   MAX_ICC_BYTES,
   type NotificationMethod,
   type NotificationParamsOf,
@@ -170,6 +171,14 @@ export class Datapath {
         translate: this.fib.translate,
       });
       return { name: this.fib.vnic.name, mtu: settings.mtu };
+    },
+
+    "log.level": (p) => {
+      if (p.level && p.level !== this.log.level) {
+        this.log.level = p.level;
+        this.log.warn("log level set", { level: p.level, by: "rpc" });
+      }
+      return { level: this.log.level as LogLevel };
     },
 
     "vnic.query": () => ({

@@ -5,6 +5,7 @@ export * from "./config.js";
 export * from "./drops.js";
 export * from "./groupvpn-config.js";
 export * from "./ip.js";
+export * from "./logger.js";
 export * from "./notifications.js";
 export * from "./overlay.js";
 export * from "./prefixes.js";
