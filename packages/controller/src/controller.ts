@@ -34,7 +34,7 @@ import { RouteTable } from "./route-table.js";
 import { SignalLimiter } from "./signal-limiter.js";
 import { MapServer } from "./web/map-server.js";
 import { buildOverlay } from "./web/overlay-model.js";
-import { type SignalEvent, XmppSession } from "./xmpp.js";
+import { type SignalEvent, sameRoutes, XmppSession } from "./xmpp.js";
 
 /** The config keys the core uses: the core schema every controller extends. */
 export type CoreConfig = Loaded<
@@ -147,6 +147,7 @@ export class Controller implements PolicyContext {
       ensureLink: (peer, o) => this.links.ensureLink(peer, o),
       peers: () => this.peers(),
       addressesOf: (m) => this.addressesOf(m),
+      routes: () => this.routes(),
     });
     this.metrics = new ControllerMetrics({
       datapath: this.datapath,
@@ -219,6 +220,7 @@ export class Controller implements PolicyContext {
     await this.configureDatapath();
     await this.links.sync();
     for (const r of await queryAll(this.datapath, "route.query")) this.routeTable.adopt(r);
+    this.hook("onStart", () => this.opts.policy.onStart?.(this));
     await this.xmpp.setPresence(this.policy.presence());
     this.links.start();
     this.network.start();
@@ -379,7 +381,12 @@ export class Controller implements PolicyContext {
         void this.links.updatePeer(peerRefOf(m));
         this.peerOnline(m);
       } else if (old.fullJid !== m.fullJid) void this.links.updatePeer(peerRefOf(m));
-      else if (old.tincan.ipv4 !== m.tincan.ipv4 || old.tincan.ipv6 !== m.tincan.ipv6) this.peerOnline(m);
+      else if (
+        old.tincan.ipv4 !== m.tincan.ipv4 ||
+        old.tincan.ipv6 !== m.tincan.ipv6 ||
+        !sameRoutes(old.tincan, m.tincan)
+      )
+        this.peerOnline(m);
     }
     this.scheduleStatus();
   }
@@ -486,7 +493,12 @@ export class Controller implements PolicyContext {
     if (kept.length > 0)
       this.log.info("adopted links of peers not online stay while they are connected", { peerUids: kept });
     for (const r of this.routeTable.list()) {
-      if (this.members.has(r.peerUid) || this.lingering.has(r.peerUid) || this.links.isConnected(r.peerUid))
+      if (
+        r.peerUid === this.policy.uid ||
+        this.members.has(r.peerUid) ||
+        this.lingering.has(r.peerUid) ||
+        this.links.isConnected(r.peerUid)
+      )
         continue;
       this.log.info("removing an adopted route of a peer that is not online and has no link", {
         prefix: r.prefix,
@@ -589,6 +601,7 @@ export class Controller implements PolicyContext {
       xmpp: this.xmpp.status(),
       members: this.memberStatus(),
       links: this.links.status(),
+      ...(this.opts.policy.routerStatus ? { routes: this.opts.policy.routerStatus() } : {}),
     };
     for (const [uid, m] of [...this.members, ...this.lingering]) {
       status.peers[uid] = { jid: m.bareJid, ...(m.name ? { name: m.name } : {}), ...this.addressesOf(m) };

@@ -2,6 +2,9 @@ import {
   canonicalAddress,
   type NotificationParamsOf,
   type PresenceTincan,
+  parsePrefix,
+  prefixContains,
+  type RouterStatus,
   type RpcParamsOf,
 } from "@tincan/protocol";
 import type { RosterItem } from "./admission.js";
@@ -57,6 +60,10 @@ export interface Policy {
   verifyPeer?(peer: PeerPresence): boolean;
   /** Addresses of a peer as this node knows it (default: those of its presence). */
   peerAddresses?(peer: Member): PeerAddresses;
+  /** After the datapath is configured, before XMPP login: e.g. routes of prefixes behind this node. */
+  onStart?(ctx: PolicyContext): void | Promise<void>;
+  /** Router mode, for `tincanctl status`: prefixes advertised, accepted and ignored. */
+  routerStatus?(): RouterStatus;
   /** A member came online, or announced other addresses: set its routes (the core links after). */
   onPeerOnline?(peer: Member, ctx: PolicyContext): void | Promise<void>;
   /**
@@ -93,6 +100,8 @@ export interface PolicyLinksOptions {
   ensureLink(peer: PeerRef, opts: { pinned: boolean }): Promise<void>;
   peers(): Member[];
   addressesOf(peer: Member): PeerAddresses;
+  /** The routes set (a prefix behind a member, router mode, links to that member like its address). */
+  routes?(): RpcParamsOf<"route.set">[];
 }
 
 /**
@@ -108,8 +117,19 @@ export class PolicyLinks {
   }
 
   async packetUnmapped(dst: string): Promise<void> {
-    const member = this.memberAt(dst);
+    const member = this.memberAt(dst) ?? this.memberRoutedTo(dst);
     if (member) await this.opts.ensureLink(peerRefOf(member), { pinned: this.opts.proactive });
+  }
+
+  /** The member that the longest route containing `dst` goes to (e.g. a router's advertised prefix). */
+  memberRoutedTo(dst: string): Member | undefined {
+    let best: { length: number; peerUid: string } | undefined;
+    for (const r of this.opts.routes?.() ?? []) {
+      const p = parsePrefix(r.prefix);
+      if ((!best || p.length > best.length) && prefixContains(p, dst))
+        best = { length: p.length, peerUid: r.peerUid };
+    }
+    return best && this.opts.peers().find((m) => m.tincan.uid === best.peerUid);
   }
 
   /** The member that has `dst` as one of its addresses (compared in canonical text). */

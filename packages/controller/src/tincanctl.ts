@@ -127,6 +127,7 @@ export function buildRows(
   const uids = new Set<string>([...links.map((l) => l.peerUid), ...routes.map((r) => r.peerUid)]);
   const rows: PeerRow[] = [];
   for (const uid of uids) {
+    if (uid === status?.uid) continue; // prefixes behind this node (router mode): formatController
     const link = links.find((l) => l.peerUid === uid);
     const named = status?.peers[uid];
     const virtualIp = routes
@@ -244,6 +245,12 @@ export function formatController(status: ControllerStatus | null, now = Date.now
     const rest = notOnline.map((m) => `${m.jid} ${m.state}${m.reason ? ` (${m.reason})` : ""}`);
     lines.push(`members: ${online} online${rest.length > 0 ? `; ${rest.join("; ")}` : ""}`);
   }
+  const r = status.routes;
+  if (r && r.advertised.length > 0) lines.push(`routes advertised: ${r.advertised.join(", ")}`);
+  if (r && r.accepted.length > 0)
+    lines.push(`routes accepted: ${r.accepted.map((a) => `${a.prefix} via ${a.jid}`).join(", ")}`);
+  if (r && r.ignored.length > 0)
+    lines.push(`routes ignored: ${r.ignored.map((i) => `${i.prefix} of ${i.jid} (${i.reason})`).join("; ")}`);
   return `${lines.join("\n")}\n`;
 }
 

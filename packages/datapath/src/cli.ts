@@ -10,6 +10,7 @@ import {
 import { loadTincanConfig, TincanConfigError } from "./config.js";
 import { Datapath, VERSION } from "./datapath.js";
 import { reportTurnRefusals } from "./ice.js";
+import { ipKernelRoutes } from "./kernel-routes.js";
 import { configureSctp } from "./link.js";
 import { type Endpoint, RpcServer } from "./rpc-server.js";
 import { readEndpointFile, UnsafeDirectoryError } from "./secure-files.js";
@@ -91,6 +92,7 @@ async function main(): Promise<void> {
   let rpc: RpcServer | null = null;
   const datapath = new Datapath({
     vnicFactory: tunFactory,
+    kernelRoutes: ipKernelRoutes,
     logger: log,
     notify: (method, params) => rpc?.notify(method, params),
     maxLinks: config.maxLinks,

@@ -8,6 +8,7 @@ export * from "./ip.js";
 export * from "./logger.js";
 export * from "./notifications.js";
 export * from "./overlay.js";
+export * from "./prefixes.js";
 export * from "./rpc.js";
 export * from "./signal.js";
 export * from "./socialvpn-config.js";

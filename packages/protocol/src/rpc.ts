@@ -145,6 +145,8 @@ export const RpcParams = {
     peerUid: Uid,
     via: Uid.optional(),
     mapTo: Ipv4.optional(),
+    /** Also route the prefix to the vNIC in the kernel (removed with the route and on exit). */
+    kernel: z.boolean().optional(),
   }),
   "route.remove": z.strictObject({ prefix: Prefix }),
   "route.query": z.strictObject({ ...Page }),
@@ -194,6 +196,8 @@ export interface RouteInfo {
   peerUid: string;
   via: string | null;
   mapTo: string | null;
+  /** A kernel route sends the prefix to the vNIC (`route.set` with `kernel`; absent from older datapaths). */
+  kernel?: boolean;
 }
 
 export interface VnicInfo extends Counters {
