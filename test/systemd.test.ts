@@ -196,6 +196,7 @@ describe.skipIf(missing !== undefined)(
         [certFile, "/tmp/vpn.test.crt"],
         [keyFile, "/tmp/vpn.test.key"],
         [join(REPO, "docker/prosody/prosody.cfg.lua"), "/etc/prosody/prosody.cfg.lua"],
+        [join(REPO, "docker/prosody/common.cfg.lua"), "/etc/prosody/common.cfg.lua"],
         [join(REPO, "docker/prosody/groups.txt"), "/etc/prosody/groups.txt"],
       ])
         await run(["podman", "cp", from, `${CONTAINER}:${to}`]);
