@@ -1,9 +1,9 @@
-import { randomBytes } from "node:crypto";
 import { unlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import {
   type ControllerConfig,
   type ControllerStatus,
+  defaultDeviceName,
   type HelloResult,
   type MemberStatus,
   type OverlayMap,
@@ -115,13 +115,14 @@ export class Controller implements PolicyContext {
       domain: config.xmpp.domain,
       username: config.xmpp.username,
       password: config.xmpp.password,
-      resource: config.xmpp.resource ?? `tincan-${randomBytes(4).toString("hex")}`,
+      resource: config.xmpp.resource ?? defaultDeviceName(),
       caFile: config.xmpp.caFile,
       pingIntervalSec: config.xmpp.pingIntervalSec,
       log: logger.component("xmpp"),
     });
     this.network = new NetworkWatch({ ignoreInterfaces: [config.vnic.name] });
     this.admission = new Admission({
+      ownJid: this.xmpp.bareJid,
       refuse: (item) => policy.refuse?.(item) ?? null,
       log: logger.component("admission"),
     });

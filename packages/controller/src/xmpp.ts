@@ -534,7 +534,8 @@ export class XmppSession extends EventEmitter implements SignalSender {
     } catch {
       return;
     }
-    if (full === this.myFullJid || bare === this.bareJid) return;
+    // Our own account's other resources are our other devices: peers like any other.
+    if (full === this.myFullJid) return;
     const type = stanza.attrs.type;
     if (type === "unavailable" || type === "error") {
       this.dropPeer(full);
