@@ -20,7 +20,7 @@ const PROG = "socialvpn";
 const args = parseControllerArgs(
   PROG,
   "SocialVPN controller: your XMPP buddies (mutual subscription) appear at addresses of your own\n" +
-    "private range, and by name (<buddy>.svpn) through a small DNS responder.\n" +
+    "private range, and by name (<buddy>.svpn, <device>.<buddy>.svpn) through a small DNS responder.\n" +
     "Needs a running datapath (tincan) and the XMPP server named in the config.",
 );
 let config: ReturnType<typeof loadConfig<typeof SocialVpnConfig>>;
@@ -29,7 +29,7 @@ let book: AddressBook;
 try {
   config = loadConfig(args.config, SocialVpnConfig);
   stateFile = config.stateFile ?? defaultStateFile(args.config);
-  book = new AddressBook(config.vnic.ipv4, readStateFile(stateFile).buddies);
+  book = new AddressBook(config.vnic.ipv4, readStateFile(stateFile).devices);
   if (args.checkConfig)
     printEffectiveConfig({ ...config, stateFile, log: { level: args.logLevel ?? config.log.level } });
 } catch (err) {
@@ -69,12 +69,13 @@ class SocialController extends Controller {
 const ctl = new SocialController({ name: PROG, config, logger, policy });
 log.info("starting", {
   jid: policy.jid,
+  device: policy.device,
   uid: policy.uid,
   ipv4: config.vnic.ipv4,
   ipv6: policy.ipv6,
   policy: config.links.policy,
   stateFile,
-  buddiesKnown: book.size,
+  devicesKnown: book.size,
 });
 
 dns.start().then(

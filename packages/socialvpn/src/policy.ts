@@ -1,13 +1,14 @@
 import type { Log, Member, PeerAddresses, Policy, PolicyContext, RosterItem } from "@tincan/controller";
 import {
   canonicalAddress,
+  defaultDeviceName,
   hostPrefix,
   type PresenceTincan,
   type RpcParamsOf,
   type SocialVpnConfig,
-  uidForJid,
+  uidForDevice,
 } from "@tincan/protocol";
-import { type AddressBook, AddressExhaustedError } from "./addresses.js";
+import { type AddressBook, AddressExhaustedError, accountOf, deviceKey, deviceOf } from "./addresses.js";
 import type { NameEntry, NameTable } from "./dns.js";
 import type { StateWriter } from "./state.js";
 import { ulaForUid } from "./ula.js";
@@ -16,7 +17,7 @@ type Config = Pick<SocialVpnConfig, "vnic" | "xmpp">;
 
 export interface SocialPolicyOptions {
   config: Config;
-  /** Buddy -> address map (loaded from the state file). */
+  /** Device -> address map (loaded from the state file). */
   book: AddressBook;
   /** Saves the book; null = keep it in memory only (tests). */
   state?: StateWriter | null;
@@ -25,21 +26,32 @@ export interface SocialPolicyOptions {
   log: Log;
 }
 
+/** The resource of a full JID ("" when it has none). */
+export function resourceOf(fullJid: string): string {
+  const slash = fullJid.indexOf("/");
+  return slash < 0 ? "" : fullJid.slice(slash + 1);
+}
+
 /**
- * SocialVPN: the peers are the XMPP buddies with mutual subscription. Each buddy gets an address of
- * our own private range (kept across restarts) and the datapath translates on receive, so both ends
- * may number each other differently. IPv6 addresses come from the UIDs (see ula.ts) and are not
- * translated. UID = first 128 bits of SHA-256 of the bare JID.
+ * SocialVPN: the peers are the devices of the XMPP buddies with mutual subscription, and our own
+ * account's other devices. Each device gets an address of our own private range (kept across
+ * restarts) and the datapath translates on receive, so both ends may number each other differently.
+ * A device is an XMPP resource; its UID is the first 128 bits of SHA-256 of its full JID
+ * (uidForDevice), and its IPv6 address comes from the UID (see ula.ts) and is not translated.
  */
 export class SocialPolicy implements Policy {
   readonly uid: string;
   readonly jid: string;
+  /** This device's name: its XMPP resource. */
+  readonly device: string;
   readonly ipv4: string;
   readonly ipv6: string;
   private readonly book: AddressBook;
   private readonly log: Log;
-  /** Routes we set per buddy UID (removed when it goes). */
+  /** Routes we set per device UID (removed when it goes). */
   private readonly routesOf = new Map<string, string[]>();
+  /** Device keys of the devices online now, by UID. */
+  private readonly online = new Map<string, string>();
   /** Bare JIDs with mutual subscription (from the last roster). */
   private buddies: string[] = [];
   private readonly rejectedLogged = new Set<string>();
@@ -47,7 +59,8 @@ export class SocialPolicy implements Policy {
   constructor(private readonly opts: SocialPolicyOptions) {
     const { config } = opts;
     this.jid = `${config.xmpp.username}@${config.xmpp.domain}`.toLowerCase();
-    this.uid = uidForJid(this.jid);
+    this.device = config.xmpp.resource ?? defaultDeviceName();
+    this.uid = uidForDevice(this.jid, this.device);
     this.book = opts.book;
     this.log = opts.log;
     this.ipv4 = this.book.ownAddress;
@@ -65,11 +78,12 @@ export class SocialPolicy implements Policy {
     return { uid: this.uid, name, ipv4, ipv6: `${this.ipv6}/64`, mtu, translate: true };
   }
 
-  /** The UID must be the one of the JID, and an announced IPv6 the one of the UID. */
+  /** The UID must be the one of the full JID (the device), and an announced IPv6 the one of the UID. */
   verifyPeer(peer: { bareJid: string; fullJid: string; tincan: PresenceTincan }): boolean {
     const { uid, ipv6 } = peer.tincan;
     let why: string | null = null;
-    if (uid !== uidForJid(peer.bareJid)) why = "its UID is not the one of its JID";
+    if (uid !== uidForDevice(peer.bareJid, resourceOf(peer.fullJid)))
+      why = "its UID is not the one of its JID and resource (a node of before devices?)";
     else if (ipv6 !== undefined && canonicalAddress(ipv6) !== ulaForUid(uid))
       why = "its IPv6 address is not the one of its UID";
     if (why === null) return true;
@@ -80,69 +94,99 @@ export class SocialPolicy implements Policy {
     return false;
   }
 
-  /** Local IPv4 (our numbering) and overlay IPv6 of a buddy: the core links on packets to them. */
+  /** Local IPv4 (our numbering) and overlay IPv6 of a device: the core links on packets to them. */
   peerAddresses(peer: Member): PeerAddresses {
-    const ipv4 = this.book.lookup(peer.bareJid);
+    const ipv4 = this.book.lookup(keyOf(peer));
     return { ...(ipv4 ? { ipv4 } : {}), ipv6: ulaForUid(peer.tincan.uid) };
   }
 
   async onPeerOnline(peer: Member, ctx: PolicyContext): Promise<void> {
     const uid = peer.tincan.uid;
-    const ipv4 = this.addressFor(peer.bareJid);
+    const key = keyOf(peer);
+    const ipv4 = this.addressFor(key);
     const prefixes = [...(ipv4 ? [ipv4] : []), ulaForUid(uid)].map(hostPrefix);
     // Routes exist from the start: without a link, the datapath holds the packets and reports them
     // as unmapped, which is what sets an on-demand link up. The /32 also tells the datapath the
-    // buddy's local address for translation.
+    // device's local address for translation.
     for (const old of this.routesOf.get(uid) ?? []) {
       if (!prefixes.includes(old)) await ctx.removeRoute(old).catch(() => {});
     }
     this.routesOf.set(uid, prefixes);
+    this.online.set(uid, key);
+    this.updateNames();
     for (const prefix of prefixes) await ctx.setRoute({ prefix, peerUid: uid });
-    ctx.log.info("buddy online", { buddy: peer.bareJid, ipv4, ipv6: ulaForUid(uid) });
+    ctx.log.info(peer.bareJid === this.jid ? "own device online" : "buddy device online", {
+      device: key,
+      ipv4,
+      ipv6: ulaForUid(uid),
+    });
   }
 
   async onPeerOffline(peer: Member, ctx: PolicyContext): Promise<void> {
     const uid = peer.tincan.uid;
     const prefixes = this.routesOf.get(uid) ?? [];
     this.routesOf.delete(uid);
+    this.online.delete(uid);
+    this.updateNames();
     for (const prefix of prefixes) await ctx.removeRoute(prefix).catch(() => {});
-    ctx.log.info("buddy gone: link and routes removed", { buddy: peer.bareJid });
+    ctx.log.info("device gone: link and routes removed", { device: keyOf(peer) });
   }
 
-  /** Every buddy (mutual subscription) gets its address now, so its name resolves even while offline. */
+  /** The buddies' names follow the roster (a buddy's devices get addresses when first seen online). */
   onRosterChanged(items: RosterItem[]): void {
     this.buddies = items.filter((i) => i.subscription === "both" && i.jid !== this.jid).map((i) => i.jid);
-    for (const jid of this.buddies) this.addressFor(jid);
     this.updateNames();
   }
 
-  /** The buddy's address of our range, handed out (and saved) on first sight. */
-  private addressFor(jid: string): string | undefined {
+  /** The device's address of our range, handed out (and saved) on first sight. */
+  private addressFor(key: string): string | undefined {
+    const isPeer = (k: string) => accountOf(k) === this.jid || this.buddies.includes(accountOf(k));
     try {
-      const a = this.book.assign(jid, (j) => this.buddies.includes(j));
+      const a = this.book.assign(key, isPeer);
       if (a.created) {
-        this.log.info("buddy address assigned", {
-          buddy: jid,
+        this.log.info("device address assigned", {
+          device: key,
           ipv4: a.address,
           ...(a.reclaimedFrom ? { reclaimedFrom: a.reclaimedFrom } : {}),
+          ...(a.migratedFrom ? { keptFromAccount: a.migratedFrom } : {}),
         });
-        this.opts.state?.save(() => ({ version: 1, buddies: this.book.toRecord() }));
-        this.updateNames();
+        this.opts.state?.save(() => ({ version: 2, devices: this.book.toRecord() }));
       }
       return a.address;
     } catch (err) {
       if (!(err instanceof AddressExhaustedError)) throw err;
-      this.log.error("cannot give a buddy an address", { buddy: jid, error: err.message });
+      this.log.error("cannot give a device an address", { device: key, error: err.message });
       return undefined;
     }
   }
 
+  /** DNS names: ourselves, our other devices, and every buddy's known devices. */
   private updateNames(): void {
     if (!this.opts.names) return;
-    const entries: NameEntry[] = [{ jid: this.jid, ipv4: this.ipv4, ipv6: this.ipv6 }];
-    for (const jid of this.buddies) {
-      entries.push({ jid, ipv4: this.book.lookup(jid), ipv6: ulaForUid(uidForJid(jid)) });
+    const onlineKeys = new Set(this.online.values());
+    const entries: NameEntry[] = [
+      { jid: this.jid, device: this.device, ipv4: this.ipv4, ipv6: this.ipv6, online: true, self: true },
+    ];
+    for (const jid of [this.jid, ...this.buddies]) {
+      const devices = this.book.devicesOf(jid).filter((k) => k !== deviceKey(this.jid, this.device));
+      for (const key of devices) {
+        const device = deviceOf(key) as string;
+        entries.push({
+          jid,
+          device,
+          ipv4: this.book.lookup(key),
+          ipv6: ulaForUid(uidForDevice(jid, device)),
+          online: onlineKeys.has(key),
+        });
+      }
+      // A buddy with no device seen yet: its address of before devices (which its first device
+      // takes over), or a name without addresses.
+      if (devices.length === 0 && jid !== this.jid) entries.push({ jid, ipv4: this.book.lookup(jid) });
     }
     this.opts.names.set(entries);
   }
+}
+
+function keyOf(peer: { bareJid: string; fullJid: string }): string {
+  return deviceKey(peer.bareJid, resourceOf(peer.fullJid));
 }
