@@ -2,7 +2,7 @@
 // tincan + socialvpn on three hosts. Alice-Bob and Bob-Carol are buddies, Alice-Carol are not.
 // Alice and Carol even own the same address; Bob numbers his buddies in his own 172.16.5.0/24.
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { uidForDevice } from "@tincan/protocol";
@@ -10,10 +10,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ulaForUid } from "../packages/socialvpn/src/ula.js";
 import { Lab, type ProsodyHandle, startUdpEcho, udpProbe, udpRefused, waitListening } from "./lab/index.js";
 import { REPO, waitFor } from "./support/datapath-driver.js";
-import { fullJidOf, labUsers, PASSWORD, sendRogueOffers, VpnNode } from "./support/vpn-node.js";
+import { buddyOp as buddyOpIn, dig, stateOf } from "./support/social.js";
+import { fullJidOf, labUsers, sendRogueOffers, VpnNode } from "./support/vpn-node.js";
 
 const can = Lab.canRun();
-const BUDDY = join(REPO, "test/support/xmpp-buddy.mjs");
 const TINCANCTL = join(REPO, "packages/controller/dist/tincanctl.js");
 const jid = (u: string) => `${u}@lab.local`;
 /** Each user runs one device, "pc"; its key in the state file. */
@@ -28,26 +28,7 @@ describe.skipIf(!can.ok)("SocialVPN, Alice-Bob and Bob-Carol buddies", () => {
   let bob: VpnNode;
   let carol: VpnNode;
 
-  async function buddyOp(...args: string[]): Promise<string> {
-    const r = await lab.internet.exec(
-      [process.execPath, BUDDY, prosody.service, prosody.domain, prosody.caFile, PASSWORD, ...args],
-      { timeoutMs: 30_000 },
-    );
-    if (r.code !== 0) throw new Error(`xmpp-buddy ${args.join(" ")}: ${r.stderr}${r.stdout}`);
-    return r.stdout.trim();
-  }
-
-  const stateOf = (n: VpnNode): Record<string, string> =>
-    JSON.parse(readFileSync(join(n.configFile, "..", "socialvpn-state.json"), "utf8")).devices;
-
-  async function dig(n: VpnNode, name: string, type = "A"): Promise<{ status: string; answers: string[] }> {
-    const r = await n.host.exec(["dig", "@127.0.0.53", "-p", "5353", "+time=2", "+tries=1", name, type]);
-    const status = r.stdout.match(/status: (\w+)/)?.[1] ?? `no answer (${r.code})`;
-    const answers = [...r.stdout.matchAll(new RegExp(`^\\S+\\s+\\d+\\s+IN\\s+${type}\\s+(\\S+)$`, "gm"))].map(
-      (m) => m[1] as string,
-    );
-    return { status, answers };
-  }
+  const buddyOp = (...args: string[]) => buddyOpIn(lab, prosody, ...args);
 
   const routesOf = async (n: VpnNode, peerUid: string) =>
     ((await n.status()).routes as Array<{ prefix: string; peerUid: string }>).filter(

@@ -566,7 +566,13 @@ export class Controller implements PolicyContext {
       links: this.links.status(),
     };
     for (const [uid, m] of [...this.members, ...this.lingering]) {
-      status.peers[uid] = { jid: m.bareJid, ...(m.name ? { name: m.name } : {}), ...this.addressesOf(m) };
+      const device = m.fullJid.slice(m.fullJid.indexOf("/") + 1);
+      status.peers[uid] = {
+        jid: m.bareJid,
+        ...(device ? { device } : {}),
+        ...(m.name ? { name: m.name } : {}),
+        ...this.addressesOf(m),
+      };
     }
     try {
       await writeFileAtomic(this.statusFile, `${JSON.stringify(status, null, 2)}\n`, 0o644);

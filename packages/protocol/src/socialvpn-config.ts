@@ -6,7 +6,7 @@ import { type Ipv4Range, ipv4Range } from "./ip.js";
 /** socialvpn.json: the core keys and SocialVPN's own. */
 export const SocialVpnConfig = ControllerConfig.extend({
   stateFile: z.string().min(1).optional().meta({
-    description: "buddy -> address map, kept across restarts",
+    description: "device (`<jid>/<resource>`) -> address map, kept across restarts",
     "x-type": "path",
     "x-default":
       "`/var/lib/tincan/<config name>-state.json` (root or user tincan), else `$XDG_STATE_HOME/tincan/` (or `~/.local/state/tincan/`)",
@@ -17,7 +17,7 @@ export const SocialVpnConfig = ControllerConfig.extend({
         .string()
         .regex(/^[a-z0-9-]+(\.[a-z0-9-]+)*$/)
         .default("svpn")
-        .meta({ description: "buddy names: `<buddy>.<suffix>`" }),
+        .meta({ description: "names: `<buddy>.<suffix>`, `<device>.<buddy>.<suffix>`" }),
       listen: ListenAddress.default("127.0.0.53:5353").meta({
         description: "buddy names: where their DNS server listens (an address, not a host name)",
         "x-type": "`ip:port`",
