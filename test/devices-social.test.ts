@@ -22,12 +22,13 @@ const ulaOf = (n: VpnNode) => ulaForUid(uidOf(n));
 /** `to`'s IPv4 address in `from`'s numbering (its state file) and its overlay IPv6. */
 const addressesAt = (from: VpnNode, to: VpnNode) => {
   const ipv4 = stateOrEmpty(from)[keyOf(to)];
-  return [ipv4 ?? "0.0.0.0", ulaOf(to)];
+  return [ipv4 ?? "192.0.2.1", ulaOf(to)]; // not assigned yet: TEST-NET-1, which nothing answers
 };
 
+/** Before the first save the file may be missing, or still of version 1 (no `devices`). */
 function stateOrEmpty(n: VpnNode): Record<string, string> {
   try {
-    return stateOf(n);
+    return stateOf(n) ?? {};
   } catch {
     return {};
   }
