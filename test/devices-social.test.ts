@@ -3,7 +3,7 @@
 // reaches every other at its own address (own devices included), IPv4 translated per device, IPv6 per
 // device; names per device and per account; the laptop's state file is of before devices (bob had
 // 172.31.0.9) and bob's first device keeps that address.
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { uidForDevice } from "@tincan/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -136,5 +136,31 @@ describe.skipIf(!can.ok)("SocialVPN, alice on two devices and her buddy bob on o
     expect((await phone.status()).controller).toMatchObject({ uid: uidOf(phone) });
     await waitAllPairsPing([laptop, phone, bob], addressesAt, 60_000);
     expect({ atBob: stateOf(bob)[keyOf(phone)], atLaptop: stateOf(laptop)[keyOf(phone)] }).toEqual(before);
+  });
+
+  it("social profile: after traffic, the often-used buddy device is linked at once on the next start", async () => {
+    // ~3 MB over the laptop-bob link (on demand: no link to anyone without traffic).
+    const r = await laptop.host.exec(["ping", "-q", "-c", "200", "-s", "8000", "-i", "0.02", "172.31.0.9"]);
+    expect(r.code, r.stdout).toBe(0);
+    await laptop.stop(); // the controller adds the last traffic to the scores and saves them
+    const scores = JSON.parse(readFileSync(join(laptop.configFile, "..", "socialvpn-state.json"), "utf8"))
+      .scores as Record<string, { score: number }>;
+    console.log(
+      `devices-social: laptop's scores after the traffic: ${JSON.stringify(Object.fromEntries(Object.entries(scores).map(([k, v]) => [k, Math.round(v.score)])))}`,
+    );
+    expect(scores[keyOf(bob)]?.score).toBeGreaterThan(1024 * 1024);
+    expect(scores[keyOf(phone)]?.score ?? 0).toBeLessThan(1024 * 1024);
+    await laptop.start();
+    const t0 = Date.now();
+    await waitFor(
+      "the laptop links to bob's desk without traffic",
+      () => laptop.connectedTo(uidOf(bob)),
+      30_000,
+    );
+    console.log(
+      `devices-social: proactive link to bob's desk ${Date.now() - t0} ms after the laptop started`,
+    );
+    // The phone (little traffic) stays on demand.
+    expect((await laptop.links()).map((l) => l.peerUid)).not.toContain(uidOf(phone));
   });
 });

@@ -139,6 +139,7 @@ export class Controller implements PolicyContext {
     this.policyLinks = new PolicyLinks({
       proactive: config.links.policy === "proactive",
       ensureLink: (peer, o) => this.links.ensureLink(peer, o),
+      proactiveFor: (m) => policy.proactiveFor?.(m) ?? false,
       peers: () => this.peers(),
       addressesOf: (m) => this.addressesOf(m),
     });

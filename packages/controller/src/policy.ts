@@ -57,6 +57,11 @@ export interface Policy {
   verifyPeer?(peer: PeerPresence): boolean;
   /** Addresses of a peer as this node knows it (default: those of its presence). */
   peerAddresses?(peer: Member): PeerAddresses;
+  /**
+   * With on-demand links: whether to link to this member at once anyway (pinned), e.g. SocialVPN's
+   * often-used devices. Default: no.
+   */
+  proactiveFor?(peer: Member): boolean;
   /** A member came online, or announced other addresses: set its routes (the core links after). */
   onPeerOnline?(peer: Member, ctx: PolicyContext): void | Promise<void>;
   /**
@@ -91,6 +96,8 @@ export interface PolicyLinksOptions {
   /** `links.policy`: "proactive" links every member at once and pins its link (no idle trimming). */
   proactive: boolean;
   ensureLink(peer: PeerRef, opts: { pinned: boolean }): Promise<void>;
+  /** On demand: members to link to at once all the same (the policy's proactiveFor). */
+  proactiveFor?(peer: Member): boolean;
   peers(): Member[];
   addressesOf(peer: Member): PeerAddresses;
 }
@@ -104,7 +111,8 @@ export class PolicyLinks {
   constructor(private readonly opts: PolicyLinksOptions) {}
 
   async peerOnline(peer: Member): Promise<void> {
-    if (this.opts.proactive) await this.opts.ensureLink(peerRefOf(peer), { pinned: true });
+    if (this.opts.proactive || this.opts.proactiveFor?.(peer))
+      await this.opts.ensureLink(peerRefOf(peer), { pinned: true });
   }
 
   async packetUnmapped(dst: string): Promise<void> {

@@ -8,12 +8,14 @@ import {
   exitOnConfigError,
   loadConfig,
   parseControllerArgs,
+  queryAll,
   runController,
 } from "@tincan/controller";
 import { printEffectiveConfig, SocialVpnConfig, splitHostPort } from "@tincan/protocol";
 import { AddressBook } from "./addresses.js";
 import { DnsResponder, NameTable } from "./dns.js";
 import { SocialPolicy } from "./policy.js";
+import { SocialProfile } from "./profile.js";
 import { defaultStateFile, readStateFile, StateFileError, StateWriter } from "./state.js";
 
 const PROG = "socialvpn";
@@ -26,10 +28,13 @@ const args = parseControllerArgs(
 let config: ReturnType<typeof loadConfig<typeof SocialVpnConfig>>;
 let stateFile: string;
 let book: AddressBook;
+let profile: SocialProfile;
 try {
   config = loadConfig(args.config, SocialVpnConfig);
   stateFile = config.stateFile ?? defaultStateFile(args.config);
-  book = new AddressBook(config.vnic.ipv4, readStateFile(stateFile).devices);
+  const saved = readStateFile(stateFile);
+  book = new AddressBook(config.vnic.ipv4, saved.devices);
+  profile = new SocialProfile(saved.scores);
   if (args.checkConfig)
     printEffectiveConfig({ ...config, stateFile, log: { level: args.logLevel ?? config.log.level } });
 } catch (err) {
@@ -55,15 +60,43 @@ const names = new NameTable(config.dns.suffix);
 const state = new StateWriter(stateFile, (err) =>
   log.error("cannot save the state file", { file: stateFile, error: err.message }),
 );
-const policy = new SocialPolicy({ config, book, state, names, log });
+const policy = new SocialPolicy({ config, book, state, names, profile, log });
 const dns = new DnsResponder({ ...splitHostPort(config.dns.listen), table: names, log });
 
-/** The core controller, plus: the DNS responder stops and the state file is written before exit. */
+/** How often the links' traffic is added to the social profile's scores. */
+const TRAFFIC_SAMPLE_MS = 15_000;
+
+/**
+ * The core controller, plus: the links' traffic is sampled for the social profile; the DNS responder
+ * stops and the state file is written before exit.
+ */
 class SocialController extends Controller {
+  private sampler: NodeJS.Timeout | null = null;
+
+  override async start(): Promise<void> {
+    await super.start();
+    this.sampler = setInterval(() => void this.sampleTraffic(), TRAFFIC_SAMPLE_MS);
+    this.sampler.unref();
+  }
+
   override async stop(): Promise<void> {
+    if (this.sampler) {
+      // Started: the datapath answered; the last minutes of traffic count too.
+      clearInterval(this.sampler);
+      this.sampler = null;
+      await this.sampleTraffic();
+    }
     dns.stop();
     await super.stop();
     await state.flush();
+  }
+
+  private async sampleTraffic(): Promise<void> {
+    try {
+      policy.sampleTraffic(await queryAll(this.datapath, "link.query"));
+    } catch (err) {
+      log.debug("traffic sample failed", { error: (err as Error).message });
+    }
   }
 }
 const ctl = new SocialController({ name: PROG, config, logger, policy });

@@ -10,6 +10,8 @@ import { describe, expect, it } from "vitest";
 import { AddressBook } from "./addresses.js";
 import { NameTable } from "./dns.js";
 import { SocialPolicy } from "./policy.js";
+import { PROACTIVE_MIN_SCORE, type SavedScore, SocialProfile } from "./profile.js";
+import type { StateWriter } from "./state.js";
 import { ulaForUid } from "./ula.js";
 
 const config = SocialVpnConfig.parse({
@@ -48,6 +50,7 @@ function coreLinks(p: SocialPolicy, peers: Member[], proactive = false) {
     ensureLink,
     peers: () => peers,
     addressesOf: (m) => p.peerAddresses(m),
+    proactiveFor: (m) => p.proactiveFor(m),
   });
   return { links, ensured };
 }
@@ -151,6 +154,38 @@ describe("SocialPolicy", () => {
     await p.onPeerOnline(member("bob@lab.local", {}, "desk"), ctx);
     await p.onPeerOnline(member("bob@lab.local", {}, "pi"), ctx);
     expect(book.toRecord()).toEqual({ "bob@lab.local/desk": "172.31.0.7", "bob@lab.local/pi": "172.31.0.2" });
+  });
+});
+
+describe("SocialPolicy, social profile", () => {
+  it("links at once to an often-used device (on-demand policy), and saves its score", async () => {
+    const saved: unknown[] = [];
+    const state = { save: (f: () => unknown) => void saved.push(f()) } as unknown as StateWriter;
+    const p = new SocialPolicy({ config, book: new AddressBook(config.vnic.ipv4), state, log: nullLog });
+    const desk = member("bob@lab.local", {}, "desk");
+    const pi = member("bob@lab.local", {}, "pi");
+    const { ctx } = fakeContext([desk, pi]);
+    await p.onPeerOnline(desk, ctx);
+    await p.onPeerOnline(pi, ctx);
+    p.sampleTraffic([
+      { peerUid: desk.tincan.uid, rxBytes: 3 * PROACTIVE_MIN_SCORE, txBytes: 0 },
+      { peerUid: pi.tincan.uid, rxBytes: 1000, txBytes: 0 },
+    ]);
+    expect(saved.at(-1)).toMatchObject({
+      scores: { "bob@lab.local/desk": { score: 3 * PROACTIVE_MIN_SCORE } },
+    });
+    // The next start: the profile comes from the state file.
+    const record = (saved.at(-1) as { scores: Record<string, SavedScore> }).scores;
+    const q = new SocialPolicy({
+      config,
+      book: new AddressBook(config.vnic.ipv4),
+      profile: new SocialProfile(record),
+      log: nullLog,
+    });
+    const { links, ensured } = coreLinks(q, [desk, pi]);
+    await links.peerOnline(pi);
+    await links.peerOnline(desk);
+    expect(ensured).toEqual([desk.tincan.uid]);
   });
 });
 

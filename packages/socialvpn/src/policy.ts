@@ -10,7 +10,8 @@ import {
 } from "@tincan/protocol";
 import { type AddressBook, AddressExhaustedError, accountOf, deviceKey, deviceOf } from "./addresses.js";
 import type { NameEntry, NameTable } from "./dns.js";
-import type { StateWriter } from "./state.js";
+import { type LinkBytes, SocialProfile } from "./profile.js";
+import type { SocialVpnState, StateWriter } from "./state.js";
 import { ulaForUid } from "./ula.js";
 
 type Config = Pick<SocialVpnConfig, "vnic" | "xmpp">;
@@ -23,6 +24,8 @@ export interface SocialPolicyOptions {
   state?: StateWriter | null;
   /** Names for the DNS responder; kept in line with the roster. */
   names?: NameTable | null;
+  /** Traffic scores (loaded from the state file): often-used devices get proactive links. */
+  profile?: SocialProfile;
   log: Log;
 }
 
@@ -47,6 +50,7 @@ export class SocialPolicy implements Policy {
   readonly ipv4: string;
   readonly ipv6: string;
   private readonly book: AddressBook;
+  private readonly profile: SocialProfile;
   private readonly log: Log;
   /** Routes we set per device UID (removed when it goes). */
   private readonly routesOf = new Map<string, string[]>();
@@ -62,6 +66,7 @@ export class SocialPolicy implements Policy {
     this.device = config.xmpp.resource ?? defaultDeviceName();
     this.uid = uidForDevice(this.jid, this.device);
     this.book = opts.book;
+    this.profile = opts.profile ?? new SocialProfile();
     this.log = opts.log;
     this.ipv4 = this.book.ownAddress;
     this.ipv6 = ulaForUid(this.uid);
@@ -98,6 +103,22 @@ export class SocialPolicy implements Policy {
   peerAddresses(peer: Member): PeerAddresses {
     const ipv4 = this.book.lookup(keyOf(peer));
     return { ...(ipv4 ? { ipv4 } : {}), ipv6: ulaForUid(peer.tincan.uid) };
+  }
+
+  /** With on-demand links, often-used devices (the social profile) are linked at once all the same. */
+  proactiveFor(peer: Member): boolean {
+    return this.profile.isFrequent(keyOf(peer));
+  }
+
+  /** Adds the traffic of the links (`link.query`) to the devices' scores; saved with the state. */
+  sampleTraffic(links: LinkBytes[]): void {
+    if (this.profile.sample(links, (uid) => this.online.get(uid)))
+      this.opts.state?.save(() => this.snapshot());
+  }
+
+  /** What the state file holds. */
+  snapshot(): SocialVpnState {
+    return { version: 2, devices: this.book.toRecord(), scores: this.profile.toRecord() };
   }
 
   async onPeerOnline(peer: Member, ctx: PolicyContext): Promise<void> {
@@ -150,7 +171,7 @@ export class SocialPolicy implements Policy {
           ...(a.reclaimedFrom ? { reclaimedFrom: a.reclaimedFrom } : {}),
           ...(a.migratedFrom ? { keptFromAccount: a.migratedFrom } : {}),
         });
-        this.opts.state?.save(() => ({ version: 2, devices: this.book.toRecord() }));
+        this.opts.state?.save(() => this.snapshot());
       }
       return a.address;
     } catch (err) {

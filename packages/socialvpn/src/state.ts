@@ -3,6 +3,7 @@ import { userInfo } from "node:os";
 import { basename, join } from "node:path";
 import { describeIssues, writeFileAtomic } from "@tincan/protocol";
 import { z } from "zod";
+import { SavedScore } from "./profile.js";
 
 /** `stateFile` of before devices (version 1): one address per buddy account. */
 const SocialVpnStateV1 = z.strictObject({
@@ -19,6 +20,8 @@ export const SocialVpnState = z.strictObject({
    * address from version 1, not yet taken over by a device of that account (see addresses.ts).
    */
   devices: z.record(z.string().min(3), z.string()),
+  /** Device key -> decayed traffic score (the social profile, see profile.ts). */
+  scores: z.record(z.string().min(3), SavedScore).optional(),
 });
 export type SocialVpnState = z.infer<typeof SocialVpnState>;
 
