@@ -292,7 +292,7 @@ const Ice = z
   })
   .prefault({});
 
-const Links = z
+export const Links = z
   .strictObject({
     policy: z
       .enum(["on-demand", "proactive"])

@@ -1,10 +1,18 @@
 import { z } from "zod";
 import { ListenAddress } from "./common.js";
-import { ControllerConfig } from "./config.js";
+import { ControllerConfig, Links } from "./config.js";
 import { type Ipv4Range, ipv4Range } from "./ip.js";
 
 /** socialvpn.json: the core keys and SocialVPN's own. */
 export const SocialVpnConfig = ControllerConfig.extend({
+  links: Links.unwrap()
+    .extend({
+      relayForBuddies: z.boolean().default(false).meta({
+        description:
+          "SocialVPN: offer your buddies (and your own devices) to relay their IPv6 traffic to each other through this device while a direct link between them is set up",
+      }),
+    })
+    .prefault({}),
   stateFile: z.string().min(1).optional().meta({
     description: "device (`<jid>/<resource>`) -> address map, kept across restarts",
     "x-type": "path",

@@ -189,6 +189,64 @@ describe("SocialPolicy, social profile", () => {
   });
 });
 
+describe("SocialPolicy, relaying through a buddy's device", () => {
+  type Route = { prefix: string; peerUid: string; via?: string };
+  function relayContext(peers: Member[]) {
+    const routes = new Map<string, Route>();
+    const sent: Array<{ peerUid: string; data: unknown }> = [];
+    const ctx = {
+      log: nullLog,
+      peers: () => peers,
+      datapath: { call: async (_m: string, p: { peerUid: string; data: unknown }) => void sent.push(p) },
+      setRoute: async (r: Route) => void routes.set(r.prefix, r),
+      removeRoute: async (prefix: string) => void routes.delete(prefix),
+      routes: () => [...routes.values()],
+    } as unknown as PolicyContext;
+    return { ctx, routes, sent };
+  }
+  const event = (m: Member) => ({ peer: { uid: m.tincan.uid } }) as Parameters<SocialPolicy["onLinkUp"]>[0];
+
+  it("routes a device's IPv6 through a neighbour that offered to relay, while its link is set up", async () => {
+    const p = new SocialPolicy({ config, book: new AddressBook(config.vnic.ipv4), log: nullLog });
+    const friend = member("bob@lab.local", {}, "desk");
+    const phone = member("alice@lab.local", {}, "phone");
+    const { ctx, routes } = relayContext([friend, phone]);
+    await p.onPeerOnline(friend, ctx);
+    await p.onPeerOnline(phone, ctx);
+    await p.onLinkUp(event(friend), ctx);
+    const v6 = `${ulaForUid(phone.tincan.uid)}/128`;
+    // No offer yet: direct. The offer comes while the setup runs: through the friend, IPv6 only.
+    await p.onLinkSetup(event(phone), ctx);
+    expect(routes.get(v6)?.via).toBeUndefined();
+    p.onIccMessage(
+      { peerUid: friend.tincan.uid, data: { type: "socialvpn.relay", uids: [phone.tincan.uid] } },
+      ctx,
+    );
+    await new Promise((r) => setImmediate(r));
+    expect(routes.get(v6)).toEqual({ prefix: v6, peerUid: phone.tincan.uid, via: friend.tincan.uid });
+    expect(routes.get("172.31.0.3/32")?.via).toBeUndefined();
+    await p.onLinkUp(event(phone), ctx);
+    expect(routes.get(v6)).toEqual({ prefix: v6, peerUid: phone.tincan.uid });
+  });
+
+  it("offers to relay only when opted in (links.relayForBuddies)", async () => {
+    for (const relayForBuddies of [false, true]) {
+      const links = { relayForBuddies, setupTimeoutSec: 10 };
+      const p = new SocialPolicy({
+        config: { ...config, links },
+        book: new AddressBook(config.vnic.ipv4),
+        log: nullLog,
+      });
+      const friend = member("bob@lab.local", {}, "desk");
+      const { ctx, sent } = relayContext([friend]);
+      await p.onPeerOnline(friend, ctx);
+      await p.onLinkUp(event(friend), ctx);
+      await new Promise((r) => setTimeout(r, 1100));
+      expect(sent.length > 0, String(relayForBuddies)).toBe(relayForBuddies);
+    }
+  });
+});
+
 describe("SocialPolicy, proactive", () => {
   it("links to every buddy that comes online, pinned", async () => {
     const proactive = { ...config, links: { ...config.links, policy: "proactive" as const } };

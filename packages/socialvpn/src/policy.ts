@@ -1,4 +1,12 @@
-import type { Log, Member, PeerAddresses, Policy, PolicyContext, RosterItem } from "@tincan/controller";
+import type {
+  LinkEvent,
+  Log,
+  Member,
+  PeerAddresses,
+  Policy,
+  PolicyContext,
+  RosterItem,
+} from "@tincan/controller";
 import {
   canonicalAddress,
   defaultDeviceName,
@@ -11,10 +19,16 @@ import {
 import { type AddressBook, AddressExhaustedError, accountOf, deviceKey, deviceOf } from "./addresses.js";
 import type { NameEntry, NameTable } from "./dns.js";
 import { type LinkBytes, SocialProfile } from "./profile.js";
+import { RelayOffers } from "./relay.js";
 import type { SocialVpnState, StateWriter } from "./state.js";
 import { ulaForUid } from "./ula.js";
 
-type Config = Pick<SocialVpnConfig, "vnic" | "xmpp">;
+type Config = Pick<SocialVpnConfig, "vnic" | "xmpp"> & {
+  links?: Pick<SocialVpnConfig["links"], "relayForBuddies" | "setupTimeoutSec">;
+};
+
+/** Relay offers go out at most this often (a burst of link changes is one message per neighbour). */
+const RELAY_OFFER_DELAY_MS = 1000;
 
 export interface SocialPolicyOptions {
   config: Config;
@@ -58,6 +72,12 @@ export class SocialPolicy implements Policy {
   private readonly online = new Map<string, string>();
   /** Bare JIDs with mutual subscription (from the last roster). */
   private buddies: string[] = [];
+  /** Devices with a connected link (relaying goes through these). */
+  private readonly connected = new Set<string>();
+  /** Devices whose link setup is under way, and since when (a late relay offer may still help). */
+  private readonly settingUp = new Map<string, number>();
+  private readonly relays = new RelayOffers();
+  private relayOfferTimer: NodeJS.Timeout | null = null;
   private readonly rejectedLogged = new Set<string>();
 
   constructor(private readonly opts: SocialPolicyOptions) {
@@ -151,6 +171,98 @@ export class SocialPolicy implements Policy {
     this.updateNames();
     for (const prefix of prefixes) await ctx.removeRoute(prefix).catch(() => {});
     ctx.log.info("device gone: link and routes removed", { device: keyOf(peer) });
+  }
+
+  /**
+   * While a link is set up, route the device's IPv6 address through a connected neighbour that
+   * offered to relay to it, for the setup's time at most; its link coming up makes the route direct.
+   */
+  async onLinkSetup(e: LinkEvent, ctx: PolicyContext): Promise<void> {
+    this.settingUp.set(e.peer.uid, Date.now());
+    await this.routeViaRelay(e.peer.uid, ctx);
+  }
+
+  async onLinkUp(e: LinkEvent, ctx: PolicyContext): Promise<void> {
+    this.connected.add(e.peer.uid);
+    this.settingUp.delete(e.peer.uid);
+    this.offerRelay(ctx);
+    await this.routeDirect(e.peer.uid, ctx);
+  }
+
+  async onLinkDown(e: LinkEvent, ctx: PolicyContext): Promise<void> {
+    this.connected.delete(e.peer.uid);
+    this.settingUp.delete(e.peer.uid);
+    this.relays.forget(e.peer.uid);
+    this.offerRelay(ctx);
+    // Routes through the device that went fall back to direct (held, reported as unmapped).
+    for (const r of ctx.routes()) {
+      if (r.via === e.peer.uid) await ctx.setRoute({ prefix: r.prefix, peerUid: r.peerUid });
+    }
+  }
+
+  onIccMessage(p: { peerUid: string; data: unknown }, ctx: PolicyContext): void {
+    if (!this.relays.record(p.peerUid, p.data)) {
+      ctx.log.debug("ignored an icc message that is no relay offer", { peer: p.peerUid });
+      return;
+    }
+    // Setups that found no relay when they started may use this one.
+    for (const uid of this.settingUp.keys()) {
+      this.routeViaRelay(uid, ctx).catch((err: Error) =>
+        ctx.log.warn("routing through a relay failed", { peer: uid, error: err.message }),
+      );
+    }
+  }
+
+  async onDatapathRestarted(): Promise<void> {
+    this.connected.clear();
+    this.settingUp.clear();
+  }
+
+  private setupMs(): number {
+    return (this.opts.config.links?.setupTimeoutSec ?? 10) * 1000;
+  }
+
+  private async routeViaRelay(uid: string, ctx: PolicyContext): Promise<void> {
+    const since = this.settingUp.get(uid);
+    if (since === undefined || Date.now() - since > this.setupMs() || this.connected.has(uid)) {
+      this.settingUp.delete(uid);
+      return;
+    }
+    const via = this.relays.via(uid, this.connected);
+    const prefix = hostPrefix(ulaForUid(uid));
+    if (!via || !this.routesOf.get(uid)?.includes(prefix)) return;
+    if (ctx.routes().some((r) => r.prefix === prefix && r.via === via)) return;
+    ctx.log.info("routing IPv6 through a relaying device while the link is set up", {
+      device: this.online.get(uid),
+      via: this.online.get(via) ?? via,
+    });
+    await ctx.setRoute({ prefix, peerUid: uid, via });
+    const left = since + this.setupMs() - Date.now();
+    setTimeout(() => void this.routeDirect(uid, ctx).catch(() => {}), Math.max(0, left)).unref();
+  }
+
+  /** The device's routes that go through a relay go direct again. */
+  private async routeDirect(uid: string, ctx: PolicyContext): Promise<void> {
+    for (const r of ctx.routes()) {
+      if (r.peerUid === uid && r.via) await ctx.setRoute({ prefix: r.prefix, peerUid: uid });
+    }
+  }
+
+  /** Opted in: tell every neighbour, soon, which devices we relay to (those we have links to). */
+  private offerRelay(ctx: PolicyContext): void {
+    if (!this.opts.config.links?.relayForBuddies || this.relayOfferTimer) return;
+    this.relayOfferTimer = setTimeout(() => {
+      this.relayOfferTimer = null;
+      const data = { type: "socialvpn.relay", uids: [...this.connected] };
+      for (const peerUid of this.connected) {
+        ctx.datapath
+          .call("icc.send", { peerUid, data })
+          .catch((err: Error) =>
+            ctx.log.debug("relay offer not sent", { peer: peerUid, error: err.message }),
+          );
+      }
+    }, RELAY_OFFER_DELAY_MS);
+    this.relayOfferTimer.unref();
   }
 
   /** The buddies' names follow the roster (a buddy's devices get addresses when first seen online). */
