@@ -163,4 +163,40 @@ describe.skipIf(!can.ok)("SocialVPN, alice on two devices and her buddy bob on o
     // The phone (little traffic) stays on demand.
     expect((await laptop.links()).map((l) => l.peerUid)).not.toContain(uidOf(phone));
   });
+
+  it("relays IPv6 between alice's devices through bob's desk, only once bob opted in", async () => {
+    // No direct path between the laptop and the phone (UDP dropped both ways, no TURN here).
+    for (const [a, b] of [
+      [laptop, phone],
+      [phone, laptop],
+    ] as const) {
+      await a.host.run(["iptables", "-A", "OUTPUT", "-p", "udp", "-d", b.host.ip, "-j", "DROP"]);
+      await a.host.run(["iptables", "-A", "INPUT", "-p", "udp", "-s", b.host.ip, "-j", "DROP"]);
+    }
+    const bobLinks = async () =>
+      (await bob.ping(ulaOf(laptop), 1, 2)).code === 0 && (await bob.ping(ulaOf(phone), 1, 2)).code === 0;
+    await waitFor("bob's links to both of alice's devices", bobLinks, 30_000);
+    // Bob did not opt in: nothing gets through.
+    const notOptedIn = await laptop.host.exec(["ping", "-6", "-c", "8", "-i", "1", "-W", "1", ulaOf(phone)]);
+    expect(notOptedIn.stdout).toMatch(/ 0 received/);
+    // Bob opts in (links.relayForBuddies) and comes back.
+    await bob.stop();
+    bob.opts.links = { ...bob.opts.links, relayForBuddies: true };
+    await bob.start();
+    await waitFor("bob's links to both of alice's devices again", bobLinks, 30_000);
+    const t0 = Date.now();
+    await waitFor(
+      "the laptop reaches the phone through bob",
+      async () => (await laptop.ping(ulaOf(phone), 1, 2)).code === 0,
+      60_000,
+    );
+    const via = ((await laptop.status()).routes as Array<{ prefix: string; via: string | null }>).find(
+      (r) => r.prefix === `${ulaOf(phone)}/128`,
+    )?.via;
+    console.log(
+      `devices-social: laptop -> phone (IPv6) through bob answered ${Date.now() - t0} ms after bob's links were up; route via ${via}`,
+    );
+    expect(/routing IPv6 through a relaying device/.test(laptop.controller.log())).toBe(true);
+    expect((await laptop.connectedTo(uidOf(phone)))?.state).toBeUndefined();
+  });
 });

@@ -38,6 +38,8 @@ export interface NodeOptions {
     idleTimeoutSec?: number;
     relayFallbackSec?: number;
     maxLinks?: number;
+    /** SocialVPN: relay for buddies while their direct links are set up. */
+    relayForBuddies?: boolean;
   };
   logLevel?: string;
   /** Extra config keys (SocialVPN: dns, stateFile). */

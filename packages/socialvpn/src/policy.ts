@@ -1,11 +1,12 @@
-import type {
-  LinkEvent,
-  Log,
-  Member,
-  PeerAddresses,
-  Policy,
-  PolicyContext,
-  RosterItem,
+import {
+  type LinkEvent,
+  type Log,
+  type Member,
+  NeighborLinks,
+  type PeerAddresses,
+  type Policy,
+  type PolicyContext,
+  type RosterItem,
 } from "@tincan/controller";
 import {
   canonicalAddress,
@@ -19,13 +20,15 @@ import {
 import { type AddressBook, AddressExhaustedError, accountOf, deviceKey, deviceOf } from "./addresses.js";
 import type { NameEntry, NameTable } from "./dns.js";
 import { type LinkBytes, SocialProfile } from "./profile.js";
-import { RelayOffers } from "./relay.js";
 import type { SocialVpnState, StateWriter } from "./state.js";
 import { ulaForUid } from "./ula.js";
 
 type Config = Pick<SocialVpnConfig, "vnic" | "xmpp"> & {
   links?: Pick<SocialVpnConfig["links"], "relayForBuddies" | "setupTimeoutSec">;
 };
+
+/** Inter-controller message of a device that relays (links.relayForBuddies): the devices it links to. */
+export const RELAY_OFFER = "socialvpn.relay";
 
 /** Relay offers go out at most this often (a burst of link changes is one message per neighbour). */
 const RELAY_OFFER_DELAY_MS = 1000;
@@ -76,7 +79,11 @@ export class SocialPolicy implements Policy {
   private readonly connected = new Set<string>();
   /** Devices whose link setup is under way, and since when (a late relay offer may still help). */
   private readonly settingUp = new Map<string, number>();
-  private readonly relays = new RelayOffers();
+  /**
+   * Relay offers of neighbours that opted in: the devices each has links to. IPv4 cannot take this
+   * way (each hop translates it to its own numbering): IPv6 only.
+   */
+  private readonly relays = new NeighborLinks(RELAY_OFFER);
   private relayOfferTimer: NodeJS.Timeout | null = null;
   private readonly rejectedLogged = new Set<string>();
 
@@ -201,7 +208,7 @@ export class SocialPolicy implements Policy {
   }
 
   onIccMessage(p: { peerUid: string; data: unknown }, ctx: PolicyContext): void {
-    if (!this.relays.record(p.peerUid, p.data)) {
+    if (!this.relays.update(p.peerUid, p.data)) {
       ctx.log.debug("ignored an icc message that is no relay offer", { peer: p.peerUid });
       return;
     }
@@ -228,7 +235,7 @@ export class SocialPolicy implements Policy {
       this.settingUp.delete(uid);
       return;
     }
-    const via = this.relays.via(uid, this.connected);
+    const via = this.relays.relayFor(uid, this.connected);
     const prefix = hostPrefix(ulaForUid(uid));
     if (!via || !this.routesOf.get(uid)?.includes(prefix)) return;
     if (ctx.routes().some((r) => r.prefix === prefix && r.via === via)) return;
@@ -253,7 +260,7 @@ export class SocialPolicy implements Policy {
     if (!this.opts.config.links?.relayForBuddies || this.relayOfferTimer) return;
     this.relayOfferTimer = setTimeout(() => {
       this.relayOfferTimer = null;
-      const data = { type: "socialvpn.relay", uids: [...this.connected] };
+      const data = { type: RELAY_OFFER, uids: [...this.connected] };
       for (const peerUid of this.connected) {
         ctx.datapath
           .call("icc.send", { peerUid, data })
