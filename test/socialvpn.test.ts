@@ -141,7 +141,12 @@ describe.skipIf(!can.ok)("SocialVPN, Alice-Bob and Bob-Carol buddies", () => {
     const peers = (
       json.controller as { peers: Record<string, { jid: string; ipv4?: string; ipv6?: string }> }
     ).peers;
-    expect(peers[uid("bob")]).toEqual({ jid: jid("bob"), ipv4: "172.31.0.2", ipv6: ula("bob") });
+    expect(peers[uid("bob")]).toEqual({
+      jid: jid("bob"),
+      device: "pc",
+      ipv4: "172.31.0.2",
+      ipv6: ula("bob"),
+    });
   });
 
   it("keeps Alice and Carol apart: no route, no link, offers refused and logged", async () => {

@@ -79,7 +79,7 @@ export class Controller implements PolicyContext {
   /** The overlay map page (`web.listen`), if configured. */
   readonly map: MapServer | null;
   private readonly members = new Map<string, Member>();
-  /** Members seen online, by bare JID: the map shows them offline while they stay in the roster. */
+  /** Members (devices) seen online, by UID: the map shows them offline while they stay in the roster. */
   private readonly seenMembers = new Map<string, Member>();
   /** Members that went offline while their link stays connected (routes kept; see refreshMembers). */
   private readonly lingering = new Map<string, Member>();
@@ -520,9 +520,13 @@ export class Controller implements PolicyContext {
   /** The overlay as this node knows it: members, its links, the links its neighbours announced. */
   async overlay(): Promise<OverlayMap> {
     const links = await queryAll(this.datapath, "link.query");
-    for (const m of this.members.values()) this.seenMembers.set(m.bareJid, m);
-    for (const jid of this.seenMembers.keys()) {
-      if (!this.admission.isMember(jid)) this.seenMembers.delete(jid);
+    const uidOfDevice = new Map([...this.members.values()].map((m) => [m.fullJid, m.tincan.uid]));
+    for (const m of this.members.values()) this.seenMembers.set(m.tincan.uid, m);
+    for (const [uid, m] of this.seenMembers) {
+      // Gone from the roster, or the same device (resource) is online under another UID now.
+      const now = uidOfDevice.get(m.fullJid);
+      if (!this.admission.isMember(m.bareJid) || (now !== undefined && now !== uid))
+        this.seenMembers.delete(uid);
     }
     const online = [...this.members.values()];
     const offline = [...this.lingering.values(), ...this.seenMembers.values()].filter(
