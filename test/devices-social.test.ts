@@ -11,7 +11,7 @@ import { ulaForUid } from "../packages/socialvpn/src/ula.js";
 import { Lab, type ProsodyHandle } from "./lab/index.js";
 import { waitFor } from "./support/datapath-driver.js";
 import { buddyOp, dig, stateOf } from "./support/social.js";
-import { labUsers, VpnNode, waitAllPairsPing } from "./support/vpn-node.js";
+import { blockUdp, labUsers, VpnNode, waitAllPairsPing } from "./support/vpn-node.js";
 
 const can = Lab.canRun();
 
@@ -166,13 +166,7 @@ describe.skipIf(!can.ok)("SocialVPN, alice on two devices and her buddy bob on o
 
   it("relays IPv6 between alice's devices through bob's desk, only once bob opted in", async () => {
     // No direct path between the laptop and the phone (UDP dropped both ways, no TURN here).
-    for (const [a, b] of [
-      [laptop, phone],
-      [phone, laptop],
-    ] as const) {
-      await a.host.run(["iptables", "-A", "OUTPUT", "-p", "udp", "-d", b.host.ip, "-j", "DROP"]);
-      await a.host.run(["iptables", "-A", "INPUT", "-p", "udp", "-s", b.host.ip, "-j", "DROP"]);
-    }
+    await blockUdp(laptop.host, phone.host, true);
     const bobLinks = async () =>
       (await bob.ping(ulaOf(laptop), 1, 2)).code === 0 && (await bob.ping(ulaOf(phone), 1, 2)).code === 0;
     await waitFor("bob's links to both of alice's devices", bobLinks, 30_000);

@@ -303,3 +303,13 @@ export async function waitAllPairsPing(
     throw new Error(`${err.message}; failing: ${failing.join(", ")}`);
   });
 }
+
+/** Drops UDP between two hosts (both ways, in each host), leaving their traffic to the TURN server alone. */
+export async function blockUdp(a: Host, b: Host, block: boolean): Promise<void> {
+  for (const [from, to] of [
+    [a, b],
+    [b, a],
+  ] as const) {
+    await from.run(["iptables", block ? "-A" : "-D", "OUTPUT", "-p", "udp", "-d", to.ip, "-j", "DROP"]);
+  }
+}
