@@ -564,6 +564,45 @@ export class Lab {
     return host;
   }
 
+  /**
+   * A LAN behind `gateway` (a host's container bridge, say): bridge `lan0` in the gateway with
+   * 192.168.N.1/24 and fd00:N::1/64 (N: the next LAN number), forwarding on, no NAT; one host per
+   * name on it at .2, .3, ... (`fd00:N::2`, ...), default routes via the gateway.
+   */
+  async addLan(gateway: Host, names: string[]): Promise<Host[]> {
+    this.assertAlive();
+    const lanN = this.nextLan++;
+    if (lanN > 254) throw new Error("LAN pool exhausted");
+    const gw = (...a: string[]) => runIn(undefined, ["ip", "-n", gateway.ns, ...a]);
+    await gw("link", "add", "lan0", "type", "bridge");
+    await gw("addr", "add", `${LAN_PREFIX}.${lanN}.1/24`, "dev", "lan0");
+    await gw("-6", "addr", "add", `fd00:${lanN}::1/64`, "dev", "lan0", "nodad");
+    await gw("link", "set", "lan0", "up");
+    await runIn(gateway.ns, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+    await runIn(gateway.ns, ["sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"]);
+    const hosts: Host[] = [];
+    for (const [i, name] of names.entries()) {
+      if (!NAME_RE.test(name)) throw new Error(`host name must match ${NAME_RE}: ${JSON.stringify(name)}`);
+      if (this.hostMap.has(name)) throw new Error(`host ${name} exists already`);
+      const ns = await this.addNetns(name);
+      const port = `lan0p${i + 2}`;
+      const ip = `${LAN_PREFIX}.${lanN}.${i + 2}`;
+      await gw("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns);
+      await gw("link", "set", port, "master", "lan0", "up");
+      const h = (...a: string[]) => runIn(undefined, ["ip", "-n", ns, ...a]);
+      await h("link", "set", "eth0", "up");
+      await h("addr", "add", `${ip}/24`, "dev", "eth0");
+      await h("-6", "addr", "add", `fd00:${lanN}::${i + 2}/64`, "dev", "eth0", "nodad");
+      await h("route", "add", "default", "via", `${LAN_PREFIX}.${lanN}.1`);
+      await h("-6", "route", "add", "default", "via", `fd00:${lanN}::1`);
+      const uplink = { inner: { ns, ifname: "eth0" }, outer: { ns: gateway.ns, ifname: port } };
+      const host = new Host(this, name, ns, ip, gateway.publicIp, 24, uplink);
+      this.hostMap.set(name, host);
+      hosts.push(host);
+    }
+    return hosts;
+  }
+
   /** Two namespaces joined directly by one veth pair on 198.18.N.0/24 (.1 and .2). */
   async addPair(nameA: string, nameB: string, opts: { mtu?: number } = {}): Promise<[Host, Host]> {
     this.assertAlive();

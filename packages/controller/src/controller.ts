@@ -1,10 +1,12 @@
 import { unlink } from "node:fs/promises";
+import type { Server } from "node:http";
 import { dirname, join } from "node:path";
 import {
   type ControllerConfig,
   type ControllerStatus,
   defaultDeviceName,
   type HelloResult,
+  handleLogLevelSignals,
   type MemberStatus,
   type OverlayMap,
   type RpcParamsOf,
@@ -17,6 +19,7 @@ import type { Loaded } from "./config.js";
 import { DatapathClient, queryAll } from "./datapath-client.js";
 import { type LinkEvent, LinkManager, type PeerRef } from "./link-manager.js";
 import type { Log, RootLogger } from "./logger.js";
+import { ControllerMetrics, serveMetrics } from "./metrics.js";
 import { type AddressChange, NetworkWatch } from "./network-watch.js";
 import {
   type Member,
@@ -31,13 +34,14 @@ import { RouteTable } from "./route-table.js";
 import { SignalLimiter } from "./signal-limiter.js";
 import { MapServer } from "./web/map-server.js";
 import { buildOverlay } from "./web/overlay-model.js";
-import { type SignalEvent, XmppSession } from "./xmpp.js";
+import { type SignalEvent, sameRoutes, XmppSession } from "./xmpp.js";
 
 /** The config keys the core uses: the core schema every controller extends. */
 export type CoreConfig = Loaded<
   Pick<ControllerConfig, "datapath" | "xmpp" | "vnic" | "ice" | "links" | "log"> &
     Partial<Pick<ControllerConfig, "web">>
->;
+> &
+  Partial<Pick<ControllerConfig, "metrics">>;
 
 export interface ControllerOptions {
   /** "groupvpn" / "socialvpn": used in logs and the status file. */
@@ -76,6 +80,8 @@ export class Controller implements PolicyContext {
   /** Changes of this host's addresses (roaming); `change` events (AddressChange). */
   readonly network: NetworkWatch;
   readonly log: Log;
+  readonly metrics: ControllerMetrics;
+  private metricsServer: Server | null = null;
   /** The overlay map page (`web.listen`), if configured. */
   readonly map: MapServer | null;
   private readonly members = new Map<string, Member>();
@@ -108,6 +114,7 @@ export class Controller implements PolicyContext {
       log: logger.component("rpc"),
       watchdogSec: config.datapath.watchdogSec,
       restartOnHang: config.datapath.restartOnHang,
+      onCall: (method, seconds, code) => this.metrics.onRpc(method, seconds, code),
     });
     this.routeTable = new RouteTable(this.datapath, logger.component("routes"));
     this.xmpp = new XmppSession({
@@ -142,6 +149,13 @@ export class Controller implements PolicyContext {
       proactiveFor: (m) => policy.proactiveFor?.(m) ?? false,
       peers: () => this.peers(),
       addressesOf: (m) => this.addressesOf(m),
+      routes: () => this.routes(),
+    });
+    this.metrics = new ControllerMetrics({
+      datapath: this.datapath,
+      links: () => this.links.links(),
+      xmppOnline: () => this.xmpp.isOnline,
+      jidOf: (uid) => (this.members.get(uid) ?? this.lingering.get(uid))?.bareJid,
     });
     this.map = config.web?.listen
       ? new MapServer({
@@ -151,6 +165,11 @@ export class Controller implements PolicyContext {
         })
       : null;
     this.wire();
+  }
+
+  /** The process logger (run-time level changes). */
+  get logger(): RootLogger {
+    return this.opts.logger;
   }
 
   get policy(): Policy {
@@ -195,12 +214,15 @@ export class Controller implements PolicyContext {
 
   async start(): Promise<void> {
     const { config } = this.opts;
+    const listen = this.opts.config.metrics?.listen;
+    if (listen) this.metricsServer = await serveMetrics(this.metrics, listen, this.log);
     const hello = await this.waitForDatapath();
     this.datapathProcess = hello;
     this.log.info("datapath answered", { version: hello.version, startedAt: hello.startedAt });
     await this.configureDatapath();
     await this.links.sync();
     for (const r of await queryAll(this.datapath, "route.query")) this.routeTable.adopt(r);
+    this.hook("onStart", () => this.opts.policy.onStart?.(this));
     await this.xmpp.setPresence(this.policy.presence());
     this.links.start();
     this.network.start();
@@ -231,6 +253,7 @@ export class Controller implements PolicyContext {
     await this.xmpp.stop().catch(() => {});
     await this.map?.stop();
     this.datapath.close();
+    this.metricsServer?.close();
     if (this.statusTimer) clearTimeout(this.statusTimer);
     if (this.statusRefresh) clearInterval(this.statusRefresh);
     if (this.statusFile) await unlink(this.statusFile).catch(() => {});
@@ -296,6 +319,11 @@ export class Controller implements PolicyContext {
       this.hook("onLinkDown", () => p.onLinkDown?.(e, this));
     });
     this.links.on("link-removed", (uid: string) => this.onLinkRemoved(uid));
+    this.links.on("link-setup", (e: LinkEvent) => this.metrics.onLinkSetup(e));
+    this.links.on("link-up", (e: LinkEvent) => this.metrics.onLinkUp(e));
+    this.links.on("link-setup-failed", (e: LinkEvent) => this.metrics.onLinkSetupFailed(e));
+    this.links.on("relay-attempt", () => this.metrics.onRelayAttempt());
+    this.xmpp.on("online", () => this.metrics.onXmppOnline());
   }
 
   /**
@@ -355,7 +383,12 @@ export class Controller implements PolicyContext {
         void this.links.updatePeer(peerRefOf(m));
         this.peerOnline(m);
       } else if (old.fullJid !== m.fullJid) void this.links.updatePeer(peerRefOf(m));
-      else if (old.tincan.ipv4 !== m.tincan.ipv4 || old.tincan.ipv6 !== m.tincan.ipv6) this.peerOnline(m);
+      else if (
+        old.tincan.ipv4 !== m.tincan.ipv4 ||
+        old.tincan.ipv6 !== m.tincan.ipv6 ||
+        !sameRoutes(old.tincan, m.tincan)
+      )
+        this.peerOnline(m);
     }
     this.scheduleStatus();
   }
@@ -462,7 +495,12 @@ export class Controller implements PolicyContext {
     if (kept.length > 0)
       this.log.info("adopted links of peers not online stay while they are connected", { peerUids: kept });
     for (const r of this.routeTable.list()) {
-      if (this.members.has(r.peerUid) || this.lingering.has(r.peerUid) || this.links.isConnected(r.peerUid))
+      if (
+        r.peerUid === this.policy.uid ||
+        this.members.has(r.peerUid) ||
+        this.lingering.has(r.peerUid) ||
+        this.links.isConnected(r.peerUid)
+      )
         continue;
       this.log.info("removing an adopted route of a peer that is not online and has no link", {
         prefix: r.prefix,
@@ -569,6 +607,7 @@ export class Controller implements PolicyContext {
       xmpp: this.xmpp.status(),
       members: this.memberStatus(),
       links: this.links.status(),
+      ...(this.opts.policy.routerStatus ? { routes: this.opts.policy.routerStatus() } : {}),
     };
     for (const [uid, m] of [...this.members, ...this.lingering]) {
       const device = m.fullJid.slice(m.fullJid.indexOf("/") + 1);
@@ -606,6 +645,11 @@ export async function runController(ctl: Controller, log: Log): Promise<void> {
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  const configured = ctl.logger.level;
+  handleLogLevelSignals((level) => {
+    ctl.logger.setLevel(level);
+    log.warn("log level set", { level, by: "signal" });
+  }, configured);
   try {
     await ctl.start();
     log.info("controller running");

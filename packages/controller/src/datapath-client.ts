@@ -80,6 +80,7 @@ const IDEMPOTENT: ReadonlySet<RpcMethod> = new Set<RpcMethod>([
   "route.set",
   "route.remove",
   "route.query",
+  "log.level",
 ]);
 
 export type NotificationHandler<N extends NotificationMethod> = (params: NotificationParamsOf<N>) => void;
@@ -115,6 +116,8 @@ export interface DatapathClientOptions {
   restartOnHang?: boolean;
   /** How a hung datapath is ended (tests). Default: SIGKILL (a hung event loop handles no SIGTERM). */
   kill?: (pid: number) => void;
+  /** Told of every request's end (each attempt): its duration, and its error code (null: answered). */
+  onCall?: (method: RpcMethod, seconds: number, errorCode: number | null) => void;
 }
 
 /** The watchdog's view, for the status file: `unansweredSinceMs` is when the oldest unanswered RPC was sent. */
@@ -299,14 +302,18 @@ export class DatapathClient implements DatapathApi {
       createJSONRPCErrorResponse(id, RPC_TIMEOUT, `no answer from the datapath at ${this.opts.rpc}`),
     );
     const call = this.nextCall++;
+    const since = performance.now();
     this.inFlight.set(call, { method, since: Date.now() });
+    let errorCode: number | null = null;
     try {
       return (await requester.request(method, { ...(params as object), auth: this.token })) as RpcResults[M];
     } catch (err) {
+      errorCode = err instanceof JSONRPCErrorException ? err.code : RPC_TIMEOUT;
       if (err instanceof JSONRPCErrorException) throw new RpcError(method, err.code, err.message, err.data);
       throw new RpcError(method, RPC_TIMEOUT, err instanceof Error ? err.message : String(err));
     } finally {
       this.inFlight.delete(call);
+      this.opts.onCall?.(method, (performance.now() - since) / 1000, errorCode);
     }
   }
 

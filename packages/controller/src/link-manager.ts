@@ -219,7 +219,9 @@ const isRelayed = (a: Attempt): boolean => a.relayOnly || a.path === "relay";
  * peer leaves (peerGone).
  *
  * Events: `link-setup` (LinkEvent: a setup starts, as offerer or answerer), `link-up` (LinkEvent: the
- * first transport connected), `link-down` (LinkEvent with reason: no transport left connected),
+ * first transport connected), `link-setup-failed` (LinkEvent: the setup ended with no transport
+ * connected), `relay-attempt` (LinkEvent: a relay-only transport is offered), `link-down` (LinkEvent
+ * with reason: no transport left connected),
  * `link-removed` (peer UID: the manager forgot the peer's record, also for an adopted link that was
  * never announced).
  */
@@ -531,6 +533,7 @@ export class LinkManager extends EventEmitter {
       rec.setupStartedAt = Date.now();
       this.emit("link-setup", this.event(rec, a));
     }
+    if (relayOnly) this.emit("relay-attempt", this.event(rec, a));
     try {
       const { description } = await this.opts.datapath.call("link.create", { peerUid: peer.uid, relayOnly });
       // The setup's time starts when the datapath has made the offer (a loaded one can take seconds).
@@ -624,6 +627,7 @@ export class LinkManager extends EventEmitter {
       this.settle(rec);
       return;
     }
+    this.emit("link-setup-failed", this.event(rec, null));
     if (rec.wanted) this.scheduleRetry(rec);
     else this.forget(rec);
   }

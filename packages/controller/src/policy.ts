@@ -2,6 +2,9 @@ import {
   canonicalAddress,
   type NotificationParamsOf,
   type PresenceTincan,
+  parsePrefix,
+  prefixContains,
+  type RouterStatus,
   type RpcParamsOf,
 } from "@tincan/protocol";
 import type { RosterItem } from "./admission.js";
@@ -62,6 +65,10 @@ export interface Policy {
    * often-used devices. Default: no.
    */
   proactiveFor?(peer: Member): boolean;
+  /** After the datapath is configured, before XMPP login: e.g. routes of prefixes behind this node. */
+  onStart?(ctx: PolicyContext): void | Promise<void>;
+  /** Router mode, for `tincanctl status`: prefixes advertised, accepted and ignored. */
+  routerStatus?(): RouterStatus;
   /** A member came online, or announced other addresses: set its routes (the core links after). */
   onPeerOnline?(peer: Member, ctx: PolicyContext): void | Promise<void>;
   /**
@@ -100,6 +107,8 @@ export interface PolicyLinksOptions {
   proactiveFor?(peer: Member): boolean;
   peers(): Member[];
   addressesOf(peer: Member): PeerAddresses;
+  /** The routes set (a prefix behind a member, router mode, links to that member like its address). */
+  routes?(): RpcParamsOf<"route.set">[];
 }
 
 /**
@@ -116,8 +125,19 @@ export class PolicyLinks {
   }
 
   async packetUnmapped(dst: string): Promise<void> {
-    const member = this.memberAt(dst);
+    const member = this.memberAt(dst) ?? this.memberRoutedTo(dst);
     if (member) await this.opts.ensureLink(peerRefOf(member), { pinned: this.opts.proactive });
+  }
+
+  /** The member that the longest route containing `dst` goes to (e.g. a router's advertised prefix). */
+  memberRoutedTo(dst: string): Member | undefined {
+    let best: { length: number; peerUid: string } | undefined;
+    for (const r of this.opts.routes?.() ?? []) {
+      const p = parsePrefix(r.prefix);
+      if ((!best || p.length > best.length) && prefixContains(p, dst))
+        best = { length: p.length, peerUid: r.peerUid };
+    }
+    return best && this.opts.peers().find((m) => m.tincan.uid === best.peerUid);
   }
 
   /** The member that has `dst` as one of its addresses (compared in canonical text). */

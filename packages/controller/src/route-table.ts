@@ -64,6 +64,7 @@ export class RouteTable {
     const params: RouteParams = { prefix: r.prefix, peerUid: r.peerUid };
     if (r.via) params.via = r.via;
     if (r.mapTo) params.mapTo = r.mapTo;
+    if (r.kernel) params.kernel = true;
     this.wanted.set(r.prefix, params);
   }
 
@@ -128,7 +129,8 @@ export class RouteTable {
         } else if (
           want.peerUid !== r.peerUid ||
           (want.via ?? null) !== r.via ||
-          (want.mapTo ?? null) !== r.mapTo
+          (want.mapTo ?? null) !== r.mapTo ||
+          (r.kernel !== undefined && (want.kernel ?? false) !== r.kernel)
         ) {
           if (unchanged(want) && (await this.fix("route.set", want))) fixed++;
         }

@@ -22,6 +22,7 @@ import { exitOnConfigError, loadConfig } from "./config.js";
 import { defaultStatusFile } from "./controller.js";
 import { pongLine, resolvePeer } from "./ctl-ping.js";
 import { DatapathClient, queryAll, RPC_TIMEOUT, RpcError } from "./datapath-client.js";
+import { logLevelCommand, UsageError } from "./log-level-command.js";
 import { nullLog } from "./logger.js";
 import { formatChecks, netcheck } from "./netcheck.js";
 
@@ -77,6 +78,16 @@ const COMMANDS = {
       "      --json            machine-readable output",
     ].join("\n"),
   },
+  "log-level": {
+    prog: PROG,
+    usage: "log-level [error|warn|info|debug] [--rpc ADDR] [--token-file FILE]",
+    description:
+      "Shows the datapath's log level, or sets it (RPC log.level) and sends a running controller SIGUSR1\n" +
+      `(debug) or SIGUSR2 (back to its configured level). ${TOKEN_NOTE}`,
+    options: { ...DATAPATH_OPTIONS },
+    optionHelp: DATAPATH_HELP.join("\n"),
+    allowPositionals: true,
+  },
 } as const;
 
 const TOP = {
@@ -87,6 +98,7 @@ const TOP = {
     "  status     links, paths and why, XMPP session, members (--json)",
     "  ping PEER  round trips over the link to PEER, with the path",
     "  netcheck   UDP, NAT mapping, TURN and XMPP reachability from this host",
+    "  log-level  show or set the log level at run time (datapath and controller)",
     `'${PROG} COMMAND --help' describes each.`,
   ].join("\n"),
   options: {},
@@ -115,6 +127,7 @@ export function buildRows(
   const uids = new Set<string>([...links.map((l) => l.peerUid), ...routes.map((r) => r.peerUid)]);
   const rows: PeerRow[] = [];
   for (const uid of uids) {
+    if (uid === status?.uid) continue; // prefixes behind this node (router mode): formatController
     const link = links.find((l) => l.peerUid === uid);
     const named = status?.peers[uid];
     const virtualIp = routes
@@ -254,6 +267,12 @@ export function formatController(status: ControllerStatus | null, now = Date.now
     const rest = notOnline.map((m) => `${m.jid} ${m.state}${m.reason ? ` (${m.reason})` : ""}`);
     lines.push(`members: ${online} online${rest.length > 0 ? `; ${rest.join("; ")}` : ""}`);
   }
+  const r = status.routes;
+  if (r && r.advertised.length > 0) lines.push(`routes advertised: ${r.advertised.join(", ")}`);
+  if (r && r.accepted.length > 0)
+    lines.push(`routes accepted: ${r.accepted.map((a) => `${a.prefix} via ${a.jid}`).join(", ")}`);
+  if (r && r.ignored.length > 0)
+    lines.push(`routes ignored: ${r.ignored.map((i) => `${i.prefix} of ${i.jid} (${i.reason})`).join("; ")}`);
   return `${lines.join("\n")}\n`;
 }
 
@@ -423,6 +442,25 @@ async function netcheckCommand(argv: string[]): Promise<void> {
   process.exit(results.some((r) => r.status === "fail") ? 1 : 0);
 }
 
+async function logLevelCmd(argv: string[]): Promise<void> {
+  const { values, positionals } = parseCli(COMMANDS["log-level"], argv);
+  if (positionals.length > 1) usageError(PROG, `unexpected argument "${positionals[1]}"`);
+  const target = datapathTarget(values);
+  await withDatapath(target, async (client) => {
+    try {
+      const lines = await logLevelCommand(
+        client,
+        positionals[0],
+        readStatus(defaultStatusFile(target.tokenFile)),
+      );
+      process.stdout.write(`${lines.join("\n")}\n`);
+    } catch (err) {
+      if (err instanceof UsageError) usageError(PROG, err.message);
+      throw err;
+    }
+  });
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -432,6 +470,8 @@ async function main(argv: string[]): Promise<void> {
       return pingCommand(rest);
     case "netcheck":
       return netcheckCommand(rest);
+    case "log-level":
+      return logLevelCmd(rest);
     default: {
       parseCli(TOP, argv); // answers --help and --version
       usageError(PROG, command ? `unknown command "${command}"` : "missing command");

@@ -82,7 +82,8 @@ export function parsePresenceTincan(presence: Element): ParseResult<PresenceTinc
   const el = presence.getChild("tincan", PRESENCE_NS);
   if (!el) return null;
   const { xmlns: _ns, ...attrs } = el.attrs;
-  const parsed = PresenceTincan.safeParse(attrs);
+  const routes = el.getChildren("route").map((r) => r.attrs.prefix);
+  const parsed = PresenceTincan.safeParse(routes.length > 0 ? { ...attrs, routes } : attrs);
   if (!parsed.success) return { ok: false, error: describeIssues(parsed.error) };
   return { ok: true, value: parsed.data };
 }
@@ -92,7 +93,8 @@ export function tincanPresence(t: PresenceTincan): Element {
   const attrs: Record<string, string> = { xmlns: PRESENCE_NS, uid: t.uid };
   if (t.ipv4) attrs.ipv4 = t.ipv4;
   if (t.ipv6) attrs.ipv6 = t.ipv6;
-  return xml("presence", null, xml("priority", null, "-1"), xml("tincan", attrs));
+  const routes = (t.routes ?? []).map((prefix) => xml("route", { prefix }));
+  return xml("presence", null, xml("priority", null, "-1"), xml("tincan", attrs, ...routes));
 }
 
 const SUBSCRIPTIONS: ReadonlySet<string> = new Set<Subscription>(["none", "to", "from", "both", "remove"]);
@@ -623,5 +625,10 @@ function describeError(err: Error): string {
 }
 
 function sameTincan(a: PresenceTincan, b: PresenceTincan): boolean {
-  return a.uid === b.uid && a.ipv4 === b.ipv4 && a.ipv6 === b.ipv6;
+  return a.uid === b.uid && a.ipv4 === b.ipv4 && a.ipv6 === b.ipv6 && sameRoutes(a, b);
+}
+
+/** Whether two presences advertise the same prefixes (router mode), in the same order. */
+export function sameRoutes(a: PresenceTincan, b: PresenceTincan): boolean {
+  return (a.routes ?? []).join(" ") === (b.routes ?? []).join(" ");
 }

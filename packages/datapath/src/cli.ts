@@ -1,10 +1,17 @@
 #!/usr/bin/env node
-import { parseCli, printEffectiveConfig, type TincanConfig, writeFileAtomic } from "@tincan/protocol";
+import {
+  createWinston,
+  handleLogLevelSignals,
+  parseCli,
+  printEffectiveConfig,
+  type TincanConfig,
+  writeFileAtomic,
+} from "@tincan/protocol";
 import { loadTincanConfig, TincanConfigError } from "./config.js";
 import { Datapath, VERSION } from "./datapath.js";
 import { reportTurnRefusals } from "./ice.js";
+import { ipKernelRoutes } from "./kernel-routes.js";
 import { configureSctp } from "./link.js";
-import { createLogger } from "./logger.js";
 import { type Endpoint, RpcServer } from "./rpc-server.js";
 import { readEndpointFile, UnsafeDirectoryError } from "./secure-files.js";
 import { resolveTokenGroup, type TokenGroup, writeToken } from "./token.js";
@@ -71,7 +78,11 @@ function loadConfig(): { config: TincanConfig; group: TokenGroup | undefined } {
 
 async function main(): Promise<void> {
   const { config, group } = loadConfig();
-  const log = createLogger(config.log.level, "tincan");
+  const log = createWinston({ level: config.log.level, format: config.log.format, component: "tincan" });
+  handleLogLevelSignals((level) => {
+    log.level = level;
+    log.warn("log level set", { level, by: "signal" });
+  }, config.log.level);
   reportTurnRefusals(log);
   const endpointFile = `${config.tokenFile}.controller`;
   // Benchmark knobs, not configuration: TINCAN_SCTP = libdatachannel SctpSettings (JSON). TINCAN_TUNE
@@ -81,6 +92,7 @@ async function main(): Promise<void> {
   let rpc: RpcServer | null = null;
   const datapath = new Datapath({
     vnicFactory: tunFactory,
+    kernelRoutes: ipKernelRoutes,
     logger: log,
     notify: (method, params) => rpc?.notify(method, params),
     maxLinks: config.maxLinks,

@@ -3,21 +3,24 @@ import {
   DatapathTune,
   type HelloResult,
   type LinkState,
+  type LogLevel,
   MAX_ICC_BYTES,
   type NotificationMethod,
   type NotificationParamsOf,
   prefixBytes,
+  RpcErrorCode,
   type RpcMethod,
   type RpcParamsOf,
   type RpcResults,
   VERSION,
 } from "@tincan/protocol";
 import type { Logger } from "winston";
-import { conflict, invalidParams, notConfigured, notFound, tooManyLinks } from "./errors.js";
+import { conflict, invalidParams, notConfigured, notFound, rpcError, tooManyLinks } from "./errors.js";
 import { Fib, type VnicDevice } from "./fib.js";
 import { IccQueueFull } from "./icc-channel.js";
 import type { IceSettings } from "./ice.js";
 import { Inside } from "./inside.js";
+import type { KernelRoutes } from "./kernel-routes.js";
 import { KEEPALIVE_PERIOD_MS, Link } from "./link.js";
 import { Outside } from "./outside.js";
 import { pageToFit } from "./query-page.js";
@@ -54,6 +57,8 @@ export interface DatapathOptions extends Partial<DatapathTune> {
   notify: <M extends NotificationMethod>(method: M, params: NotificationParamsOf<M>) => void;
   /** Links held at most; link.create / link.accept beyond it get TooManyLinks (default 4096). */
   maxLinks?: number;
+  /** Kernel routes to the vNIC (`route.set` with `kernel`); without it such a route.set fails. */
+  kernelRoutes?: KernelRoutes;
 }
 
 type Handlers = { [M in RpcMethod]: (params: RpcParamsOf<M>) => RpcResults[M] | Promise<RpcResults[M]> };
@@ -77,6 +82,8 @@ export class Datapath {
   private readonly overlay = new PrefixTable<true>();
   /** Each peer's transports; fib.links holds the one carrying its traffic (see bestTransport). */
   private readonly transports = new Map<string, PeerTransports>();
+  /** Prefixes (canonical) with a kernel route to the vNIC, removed with their route and on close. */
+  private readonly kernelPrefixes = new Set<string>();
   private readonly timer: NodeJS.Timeout;
   private readonly log: Logger;
   private readonly tune: DatapathTune;
@@ -153,6 +160,7 @@ export class Datapath {
       if (this.fib.vnic) factory.reconfigure(this.fib.vnic, settings);
       else this.fib.vnic = factory.create(settings, (b, o, l, c) => this.inside.onBatch(b, o, l, c));
       this.uid = p.uid;
+      this.fib.ownUid = p.uid;
       this.vnicSettings = { ...settings, name: this.fib.vnic.name };
       this.fib.translate = p.translate ?? this.fib.translate;
       this.fib.setOwnAddresses(stripLength(settings.ipv4), stripLength(settings.ipv6));
@@ -163,6 +171,14 @@ export class Datapath {
         translate: this.fib.translate,
       });
       return { name: this.fib.vnic.name, mtu: settings.mtu };
+    },
+
+    "log.level": (p) => {
+      if (p.level && p.level !== this.log.level) {
+        this.log.level = p.level;
+        this.log.warn("log level set", { level: p.level, by: "rpc" });
+      }
+      return { level: this.log.level as LogLevel };
     },
 
     "vnic.query": () => ({
@@ -259,10 +275,15 @@ export class Datapath {
       );
     },
 
-    "route.set": (p) => {
+    "route.set": async (p) => {
       if (p.mapTo && prefixBytes(p.prefix).version !== 4)
         throw invalidParams("mapTo: only IPv4 routes are translated");
       if (p.via && p.via === p.peerUid) throw invalidParams("via: must differ from peerUid");
+      if (p.peerUid === this.uid && (p.via || p.mapTo || p.kernel))
+        throw invalidParams(
+          "peerUid: a route to our own uid (a prefix behind this node) takes no via, mapTo or kernel",
+        );
+      await this.setKernelRoute(p.prefix, p.kernel === true);
       const prefix = this.fib.setRoute(p.prefix, p.peerUid, p.via ?? null, p.mapTo ?? null);
       this.log.debug("route set", { prefix, peer: p.peerUid, via: p.via, mapTo: p.mapTo });
       this.inside.resubmitHeld(this.unmapped.takeAll());
@@ -273,12 +294,19 @@ export class Datapath {
       return {};
     },
 
-    "route.remove": (p) => {
-      if (!this.fib.removeRoute(p.prefix)) throw notFound(`prefix: no route for ${p.prefix}`);
+    "route.remove": async (p) => {
+      if (!this.fib.routes.get(p.prefix)) throw notFound(`prefix: no route for ${p.prefix}`);
+      await this.setKernelRoute(p.prefix, false);
+      this.fib.removeRoute(p.prefix);
       return {};
     },
 
-    "route.query": (p) => pageToFit(this.fib.routeList(), p, "routes"),
+    "route.query": (p) =>
+      pageToFit(
+        this.fib.routeList().map((r) => ({ ...r, kernel: this.kernelPrefixes.has(r.prefix) })),
+        p,
+        "routes",
+      ),
 
     "icc.send": (p) => {
       const link = this.fib.links.get(p.peerUid);
@@ -321,10 +349,36 @@ export class Datapath {
 
   close(): void {
     clearInterval(this.timer);
+    const vnic = this.fib.vnic;
+    if (vnic && this.kernelPrefixes.size > 0)
+      this.options.kernelRoutes?.removeAllSync(vnic.name, this.kernelPrefixes);
+    this.kernelPrefixes.clear();
     for (const link of [...this.allLinks()]) this.dropLink(link);
     this.inside.close();
     this.fib.vnic?.close();
     this.fib.vnic = null;
+  }
+
+  /** Adds or removes the kernel route of `prefix` to the vNIC, if that changes anything. */
+  private async setKernelRoute(text: string, wanted: boolean): Promise<void> {
+    const p = prefixBytes(text);
+    const prefix = `${p.network}/${p.length}`;
+    if (this.kernelPrefixes.has(prefix) === wanted) return;
+    const vnic = this.fib.vnic;
+    const kernel = this.options.kernelRoutes;
+    if (!vnic || !kernel) {
+      if (!wanted) return;
+      throw notConfigured(vnic ? "kernel: this datapath has no kernel routes" : "call vnic.configure first");
+    }
+    try {
+      if (wanted) await kernel.add(vnic.name, prefix);
+      else await kernel.remove(vnic.name, prefix);
+    } catch (err) {
+      throw rpcError(RpcErrorCode.Internal, `kernel: ${(err as Error).message}`);
+    }
+    if (wanted) this.kernelPrefixes.add(prefix);
+    else this.kernelPrefixes.delete(prefix);
+    this.log.info(wanted ? "kernel route added" : "kernel route removed", { prefix, dev: vnic.name });
   }
 
   private newLink(peerUid: string, relayOnly: boolean): Link {

@@ -35,6 +35,8 @@ export class Fib {
   translate = false;
   /** Hop limit of frames we send; received frames are clamped to it. */
   hopLimit = 4;
+  /** Our UID: a route to it is a prefix behind this node (router mode), delivered to the vNIC. */
+  ownUid: string | null = null;
   /** Own IPv4 address as a 32-bit number, for translation. */
   ownIpv4: number | null = null;
   private ownV4Bytes: Uint8Array | null = null;

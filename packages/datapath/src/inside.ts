@@ -128,6 +128,11 @@ export class Inside {
       return;
     }
     const route = fib.routes.lookup(buf, off + dstOffset(version), version);
+    if (route && route.value.nextHop === fib.ownUid) {
+      // A prefix behind this node came back from the kernel: no link carries it.
+      fib.vnicCounters.drop("noRoute");
+      return;
+    }
     const link = route ? fib.links.get(route.value.nextHop) : undefined;
     if (!link || link.state === "closed" || link.state === "failed") {
       // Queues copy packets without their offload state: hold them as plain packets.

@@ -85,6 +85,11 @@ export class Outside {
 
   private transit(from: Link, p: PacketView, hops: number, version: number): void {
     const route = this.fib.routes.lookup(p.buf, p.off + dstOffset(version), version);
+    if (route && route.value.nextHop === this.fib.ownUid) {
+      // A prefix behind this node (router mode): the kernel forwards it on.
+      this.writeToVnic(p);
+      return;
+    }
     const next = route ? this.fib.links.get(route.value.nextHop) : undefined;
     if (!next?.isConnected) {
       from.counters.drop("noRoute");

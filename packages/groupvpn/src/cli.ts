@@ -21,8 +21,9 @@ try {
 } catch (err) {
   exitOnConfigError(err, "groupvpn");
 }
-if (args.checkConfig) printEffectiveConfig({ ...config, log: { level: args.logLevel ?? config.log.level } });
-const logger = createLogger(args.logLevel ?? config.log.level);
+if (args.checkConfig)
+  printEffectiveConfig({ ...config, log: { ...config.log, level: args.logLevel ?? config.log.level } });
+const logger = createLogger(args.logLevel ?? config.log.level, { format: config.log.format });
 const policy = new GroupPolicy(config);
 const ctl = new Controller({ name: "groupvpn", config, logger, policy });
 logger.component("groupvpn").info("starting", {

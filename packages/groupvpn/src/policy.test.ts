@@ -52,6 +52,7 @@ function policy() {
       relayFallbackSec: 2,
       setupTimeoutSec: 10,
     },
+    routes: { advertise: [], accept: false },
   } as ConstructorParameters<typeof GroupPolicy>[0]);
   return { p, ...fakeContext() };
 }

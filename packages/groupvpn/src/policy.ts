@@ -7,12 +7,14 @@ import {
   type PresenceTincan,
   parsePrefix,
   prefixContains,
+  type RouterStatus,
   type RpcParamsOf,
   uidForIpv4,
 } from "@tincan/protocol";
 import { NeighborLinks } from "./neighbors.js";
+import { RouterRoutes } from "./router.js";
 
-type Config = Pick<GroupVpnConfig, "vnic" | "links" | "group">;
+type Config = Pick<GroupVpnConfig, "vnic" | "links" | "group" | "routes">;
 
 const VIA_COOLDOWN_MS = 60_000;
 /**
@@ -32,6 +34,7 @@ export class GroupPolicy implements Policy {
   readonly ipv4: string;
   private readonly subnet: IpPrefix;
   private readonly neighbors = new NeighborLinks();
+  private readonly router: RouterRoutes;
   /** Peers with a connected link (for routing via, and for link announcements). */
   private readonly connected = new Set<string>();
   /** When each peer was last routed via a neighbour (see onLinkSetup). */
@@ -45,11 +48,13 @@ export class GroupPolicy implements Policy {
     this.subnet = parsePrefix(config.vnic.ipv4);
     this.ipv4 = this.subnet.address;
     this.uid = uidForIpv4(this.ipv4);
+    this.router = new RouterRoutes(config, this.uid);
   }
 
   presence(): PresenceTincan {
     const ipv6 = this.config.vnic.ipv6 && parsePrefix(this.config.vnic.ipv6).address;
-    return { uid: this.uid, ipv4: this.ipv4, ...(ipv6 ? { ipv6 } : {}) };
+    const routes = this.router.advertised();
+    return { uid: this.uid, ipv4: this.ipv4, ...(ipv6 ? { ipv6 } : {}), ...(routes ? { routes } : {}) };
   }
 
   vnic(): RpcParamsOf<"vnic.configure"> {
@@ -59,6 +64,7 @@ export class GroupPolicy implements Policy {
 
   /** A member is in our roster group. */
   refuse(item: RosterItem): string | null {
+    this.router.noteRosterItem(item);
     return item.groups.includes(this.config.group) ? null : `not in roster group "${this.config.group}"`;
   }
 
@@ -72,6 +78,19 @@ export class GroupPolicy implements Policy {
     // Routes exist from the start: without a link, the datapath holds the packets and reports them
     // as unmapped, which is what sets an on-demand link up.
     for (const prefix of prefixesOf(peer)) await ctx.setRoute({ prefix, peerUid: peer.tincan.uid });
+    await this.router.peerOnline(peer, ctx);
+  }
+
+  async onStart(ctx: PolicyContext): Promise<void> {
+    await this.router.start(ctx);
+  }
+
+  async onRosterChanged(items: RosterItem[], ctx: PolicyContext): Promise<void> {
+    await this.router.rosterChanged(items, ctx);
+  }
+
+  routerStatus(): RouterStatus {
+    return this.router.status();
   }
 
   async onPeerOffline(peer: Member, ctx: PolicyContext): Promise<void> {
@@ -80,6 +99,7 @@ export class GroupPolicy implements Policy {
     this.viaUsedAt.delete(peer.tincan.uid);
     this.settingUp.delete(peer.tincan.uid);
     for (const prefix of prefixesOf(peer)) await ctx.removeRoute(prefix).catch(() => {});
+    await this.router.peerOffline(peer, ctx);
   }
 
   /**

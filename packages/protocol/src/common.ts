@@ -35,6 +35,8 @@ export function splitHostPort(s: string): { host: string; port: number } {
 
 export const LogLevel = z.enum(["error", "warn", "info", "debug"]);
 export type LogLevel = z.infer<typeof LogLevel>;
+export const LogFormat = z.enum(["text", "json"]);
+export type LogFormat = z.infer<typeof LogFormat>;
 
 /** Formats zod issues as "field.path: message; ..." so errors name the field. */
 export function describeIssues(error: z.ZodError, root = ""): string {

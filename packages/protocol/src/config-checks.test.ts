@@ -37,6 +37,27 @@ describe("GroupVPN config checks", () => {
     }
   });
 
+  it("router mode: advertised prefixes are networks, overlap nothing, need a router group, no default route", () => {
+    const routes = (r: unknown) => problems(GroupVpnConfig, { ...base, group: "lab", routes: r });
+    expect(routes({ advertise: ["192.168.5.0/24", "fd00:5::/64"], routerGroup: "r" })).toBe("");
+    expect(routes({ advertise: ["192.168.5.0/24"] })).toBe(
+      "routes.advertise: needs routes.routerGroup (only members of the router group may advertise)",
+    );
+    expect(routes({ advertise: ["192.168.5.1/24"], routerGroup: "r" })).toBe(
+      "routes.advertise.0: host bits set: the network is 192.168.5.0/24",
+    );
+    expect(routes({ advertise: ["192.168.5.0/24", "192.168.5.128/25"], routerGroup: "r" })).toBe(
+      "routes.advertise.1: overlaps 192.168.5.0/24",
+    );
+    expect(routes({ advertise: ["10.10.7.0/24"], routerGroup: "r" })).toBe(
+      "routes.advertise.0: overlaps the overlay subnet 10.10.0.5/16",
+    );
+    expect(routes({ advertise: ["0.0.0.0/0"], routerGroup: "r" })).toMatch(
+      /^routes.advertise.0: the default route \(exit node\) is not supported/,
+    );
+    expect(routes({ advertise: ["300.1.1.0/24"], routerGroup: "r" })).toMatch(/^routes.advertise.0: /);
+  });
+
   it("refuses a host name in the datapath RPC address", () => {
     expect(
       problems(GroupVpnConfig, { ...base, group: "lab", datapath: { rpc: "127.x.example:5800" } }),

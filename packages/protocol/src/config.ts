@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { IpAddress, Ipv4Cidr, Ipv6Cidr, ListenAddress, LogLevel } from "./common.js";
+import { IpAddress, Ipv4Cidr, Ipv6Cidr, ListenAddress, LogFormat, LogLevel } from "./common.js";
 
 /**
  * Sections whose keys all have defaults are optional: `.prefault({})` parses a missing section as `{}`,
@@ -7,7 +7,14 @@ import { IpAddress, Ipv4Cidr, Ipv6Cidr, ListenAddress, LogLevel } from "./common
  */
 const Log = z
   .strictObject({
-    level: LogLevel.default("info").meta({ description: "log level (no per-packet logs at any level)" }),
+    level: LogLevel.default("info").meta({
+      description:
+        "log level (no per-packet logs at any level); at run time SIGUSR1 raises it to `debug`, SIGUSR2 sets it back, `tincanctl log-level` sets it",
+    }),
+    format: LogFormat.default("text").meta({
+      description:
+        "`text`: `time level [component] message {fields}`; `json`: one object per line with `timestamp`, `level`, `component`, `message` and the fields",
+    }),
   })
   .prefault({});
 
@@ -361,6 +368,17 @@ export const ControllerConfig = z.strictObject({
   ice: Ice,
   links: Links,
   log: Log,
+  metrics: z
+    .strictObject({
+      listen: ListenAddress.refine((s) => s.startsWith("127."), "metrics must listen on 127.0.0.0/8")
+        .optional()
+        .meta({
+          description: 'serve Prometheus metrics at `http://<listen>/metrics` (loopback only; see "Metrics")',
+          "x-type": '`"127.x.y.z:port"`',
+          "x-default": "off",
+        }),
+    })
+    .prefault({}),
   web: Web,
 });
 export type ControllerConfig = z.infer<typeof ControllerConfig>;

@@ -1,12 +1,82 @@
 import { z } from "zod";
+import { Prefix } from "./common.js";
 import { ControllerConfig } from "./config.js";
-import { isNetworkOrBroadcast } from "./ip.js";
+import { type IpPrefix, isNetworkOrBroadcast, parsePrefix } from "./ip.js";
+import { overlappingPrefixes } from "./prefixes.js";
 
-/** groupvpn.json: the core keys and the roster group. */
+/** Router mode: prefixes behind this member, who may advertise them, and whether we take others'. */
+const Routes = z
+  .strictObject({
+    advertise: z.array(Prefix).max(32).default([]).meta({
+      description:
+        'prefixes behind this node that it carries for the group (router mode, see "Router mode"): network addresses, not overlapping each other or the overlay subnet; needs `routerGroup`, and this member in that group',
+      "x-type": '`["192.168.50.0/24", "fd00:50::/64"]`',
+    }),
+    routerGroup: z.string().min(1).optional().meta({
+      description:
+        "the roster group whose members may advertise prefixes; advertisements of others are ignored (logged once)",
+      "x-default": "nobody may advertise",
+    }),
+    accept: z.boolean().default(false).meta({
+      description:
+        "route the prefixes routers advertise over the overlay (on-demand links, kernel routes on the vNIC), like `--accept-routes`",
+    }),
+  })
+  .prefault({});
+
+/** groupvpn.json: the core keys, the roster group and router mode. */
 export const GroupVpnConfig = ControllerConfig.extend({
   group: z.string().min(1).meta({ description: "the roster group whose members form the VPN" }),
-}).refine((c) => !isNetworkOrBroadcast(c.vnic.ipv4), {
-  path: ["vnic", "ipv4"],
-  message: "the own address must not be the network or broadcast address of the subnet",
+  routes: Routes,
+}).superRefine((c, ctx) => {
+  if (isNetworkOrBroadcast(c.vnic.ipv4)) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["vnic", "ipv4"],
+      message: "the own address must not be the network or broadcast address of the subnet",
+    });
+  }
+  const { advertise, routerGroup } = c.routes;
+  if (advertise.length > 0 && routerGroup === undefined) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["routes", "advertise"],
+      message: "needs routes.routerGroup (only members of the router group may advertise)",
+    });
+  }
+  for (const [i, text] of advertise.entries()) {
+    const p = prefixOrNull(text);
+    if (!p) continue;
+    if (p.address !== p.network)
+      ctx.addIssue({
+        code: "custom",
+        path: ["routes", "advertise", i],
+        message: `host bits set: the network is ${p.network}/${p.length}`,
+      });
+    else if (p.length === 0)
+      ctx.addIssue({
+        code: "custom",
+        path: ["routes", "advertise", i],
+        message: "the default route (exit node) is not supported",
+      });
+  }
+  const own = [c.vnic.ipv4, ...(c.vnic.ipv6 ? [c.vnic.ipv6] : [])];
+  for (const [a, b] of overlappingPrefixes([...own, ...advertise])) {
+    if (b < own.length) continue;
+    ctx.addIssue({
+      code: "custom",
+      path: ["routes", "advertise", b - own.length],
+      message:
+        a < own.length ? `overlaps the overlay subnet ${own[a]}` : `overlaps ${advertise[a - own.length]}`,
+    });
+  }
 });
 export type GroupVpnConfig = z.infer<typeof GroupVpnConfig>;
+
+function prefixOrNull(text: string): IpPrefix | null {
+  try {
+    return parsePrefix(text);
+  } catch {
+    return null;
+  }
+}

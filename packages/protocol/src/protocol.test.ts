@@ -84,6 +84,7 @@ describe("controller config schemas", () => {
     expect(GroupVpnConfig.parse({ ...core, group: "lab" })).toEqual({
       ...ControllerConfig.parse(core),
       group: "lab",
+      routes: { advertise: [], accept: false },
     });
   });
 });

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { IpAddress, Ipv4, Ipv4Cidr, Ipv6Cidr, Prefix, Uid } from "./common.js";
+import { IpAddress, Ipv4, Ipv4Cidr, Ipv6Cidr, LogLevel, Prefix, Uid } from "./common.js";
 import type { DropCounts } from "./drops.js";
 
 /** JSON-RPC error codes used by the datapath besides the standard ones. */
@@ -145,10 +145,14 @@ export const RpcParams = {
     peerUid: Uid,
     via: Uid.optional(),
     mapTo: Ipv4.optional(),
+    /** Also route the prefix to the vNIC in the kernel (removed with the route and on exit). */
+    kernel: z.boolean().optional(),
   }),
   "route.remove": z.strictObject({ prefix: Prefix }),
   "route.query": z.strictObject({ ...Page }),
   "icc.send": z.strictObject({ peerUid: Uid, data: z.json() }),
+  /** Sets the datapath's log level until restart (or SIGUSR1/SIGUSR2); without `level` only returns it. */
+  "log.level": z.strictObject({ level: LogLevel.optional() }),
   /** One liveness probe over the link that carries the peer's traffic; answers when it returns or times out. */
   "link.ping": z.strictObject({
     peerUid: Uid,
@@ -192,6 +196,8 @@ export interface RouteInfo {
   peerUid: string;
   via: string | null;
   mapTo: string | null;
+  /** A kernel route sends the prefix to the vNIC (`route.set` with `kernel`; absent from older datapaths). */
+  kernel?: boolean;
 }
 
 export interface VnicInfo extends Counters {
@@ -230,6 +236,7 @@ export interface RpcResults {
   "route.query": RouteInfo[];
   "icc.send": Record<string, never>;
   "link.ping": PingResult;
+  "log.level": { level: LogLevel };
 }
 
 /** `link.ping`: the probe's round trip (null: no reply within timeoutMs) and the path it took. */

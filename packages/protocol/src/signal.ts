@@ -1,15 +1,22 @@
 import { z } from "zod";
-import { Ipv4, Ipv6, Uid } from "./common.js";
+import { Ipv4, Ipv6, Prefix, Uid } from "./common.js";
 import { SessionDescription } from "./rpc.js";
 
 export const PRESENCE_NS = "urn:tincan:0";
 export const SIGNAL_NS = "urn:tincan:signal:0";
 
-/** Attributes of the `<tincan xmlns="urn:tincan:0" .../>` presence child. */
+/** Most `<route/>` children a presence may carry (more: the presence is malformed). */
+export const MAX_PRESENCE_ROUTES = 32;
+
+/**
+ * The `<tincan xmlns="urn:tincan:0" .../>` presence child: its attributes, and `routes` from its
+ * `<route prefix="..."/>` children (router mode: prefixes the member carries; older nodes ignore them).
+ */
 export const PresenceTincan = z.strictObject({
   uid: Uid,
   ipv4: Ipv4.optional(),
   ipv6: Ipv6.optional(),
+  routes: z.array(Prefix).min(1).max(MAX_PRESENCE_ROUTES).optional(),
 });
 export type PresenceTincan = z.infer<typeof PresenceTincan>;
 

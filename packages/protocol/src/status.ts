@@ -38,6 +38,8 @@ export const RouteInfoSchema = z.strictObject({
   peerUid: Uid,
   via: Uid.nullable(),
   mapTo: z.string().nullable(),
+  /** Absent from datapaths before router mode. */
+  kernel: z.boolean().optional(),
 }) satisfies z.ZodType<RouteInfo>;
 
 export const VnicInfoSchema = z.strictObject({
@@ -106,6 +108,14 @@ export const ProcessInfo = z.strictObject({
   pid: z.number().int().optional(),
 });
 
+/** Router mode: what this node advertises, what it routes of others' and what it ignored, and why. */
+export const RouterStatus = z.strictObject({
+  advertised: z.array(z.string()),
+  accepted: z.array(z.strictObject({ prefix: z.string(), jid: z.string() })),
+  ignored: z.array(z.strictObject({ prefix: z.string(), jid: z.string(), reason: z.string() })),
+});
+export type RouterStatus = z.infer<typeof RouterStatus>;
+
 /** The controller's status file (written within 0.5 s of a change, and every 5 s). */
 export const ControllerStatus = z.object({
   controller: z.string(),
@@ -133,6 +143,7 @@ export const ControllerStatus = z.object({
   xmpp: XmppStatus.optional(),
   members: z.array(MemberStatus).optional(),
   links: z.record(z.string(), ControllerLinkStatus).optional(),
+  routes: RouterStatus.optional(),
 });
 export type ControllerStatus = z.infer<typeof ControllerStatus>;
 

@@ -36,7 +36,11 @@ try {
   book = new AddressBook(config.vnic.ipv4, saved.devices);
   profile = new SocialProfile(saved.scores);
   if (args.checkConfig)
-    printEffectiveConfig({ ...config, stateFile, log: { level: args.logLevel ?? config.log.level } });
+    printEffectiveConfig({
+      ...config,
+      stateFile,
+      log: { ...config.log, level: args.logLevel ?? config.log.level },
+    });
 } catch (err) {
   if (err instanceof StateFileError)
     exitOnConfigError(new ConfigError(err.file, err.message.slice(err.file.length + 2)), PROG);
@@ -52,7 +56,7 @@ if (config.stateFile === undefined) {
     );
   }
 }
-const logger = createLogger(args.logLevel ?? config.log.level);
+const logger = createLogger(args.logLevel ?? config.log.level, { format: config.log.format });
 const log = logger.component(PROG);
 for (const d of book.dropped) log.warn("state file entry not used", { file: stateFile, ...d });
 
