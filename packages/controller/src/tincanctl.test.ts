@@ -34,6 +34,7 @@ const vnic: VnicInfo = {
   mtu: 1280,
   translate: false,
   queued: 0,
+  txQueue: null,
   txBytes: 0,
   rxBytes: 0,
   txPackets: 0,
