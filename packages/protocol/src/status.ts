@@ -146,6 +146,8 @@ export const ControllerStatus = z.object({
     z.string(),
     z.object({
       jid: z.string(),
+      /** The peer's device: its XMPP resource (peers of one account are its devices). */
+      device: z.string().optional(),
       name: z.string().optional(),
       ipv4: z.string().optional(),
       ipv6: z.string().optional(),
@@ -167,6 +169,8 @@ export type ControllerStatus = z.infer<typeof ControllerStatus>;
 /** One row per peer of `tincanctl status`. */
 export const PeerRow = z.strictObject({
   peer: z.string(),
+  /** The device of the peer's account (rows are grouped by account, then device). */
+  device: z.string().optional(),
   uid: Uid,
   virtualIp: z.array(z.string()),
   state: z.string(),
