@@ -32,6 +32,11 @@ export interface ExitKernel {
   masquerade(from: MasqueradeState | null, to: MasqueradeState | null): Promise<void>;
   /** At exit: synchronous, errors ignored. */
   clearSync(routing: ExitRoutingState | null, nat: MasqueradeState | null): void;
+  /**
+   * What a datapath killed before its cleanup left (SIGKILL): every rule at our priorities, our
+   * table, our iptables rules for this vNIC and overlay. Returns how many it removed.
+   */
+  clearStale(device: string, prefixes: readonly string[]): Promise<number>;
 }
 
 export interface MasqueradeState {
@@ -169,6 +174,28 @@ export const systemExitKernel: ExitKernel = {
     }
     await transition(from ? masqueradeCommands(from) : [], to ? masqueradeCommands(to) : []);
     if (!to && from) restoreForwarding(from);
+  },
+
+  async clearStale(device, prefixes) {
+    let removed = 0;
+    const repeat = async (cmd: string[]) => {
+      // Each call removes one copy (a datapath killed twice may have left two).
+      for (let i = 0; i < 64; i++) {
+        try {
+          await exec(cmd);
+        } catch {
+          return;
+        }
+        removed++;
+      }
+    };
+    for (const fam of ["-4", "-6"]) {
+      for (const pref of [PREF_TABLE, PREF_MAIN, PREF_BYPASS])
+        await repeat([fam, "rule", "del", "pref", `${pref}`]);
+      await exec([fam, "route", "flush", "table", `${EXIT_TABLE}`]).catch(() => {});
+    }
+    for (const cmd of masqueradeCommands({ device, prefixes })) await repeat(undo(cmd));
+    return removed;
   },
 
   clearSync(routing, nat) {

@@ -20,6 +20,7 @@ function setup(failRouting = false) {
     routing: "none",
     nat: null as MasqueradeState | null,
     cleared: false,
+    staleChecks: 0,
   };
   const kernel: ExitKernel = {
     route: async (_from, to) => {
@@ -31,6 +32,10 @@ function setup(failRouting = false) {
     },
     clearSync: () => {
       state.cleared = true;
+    },
+    clearStale: async () => {
+      state.staleChecks++;
+      return 0;
     },
   };
   const view: ExitView = {
@@ -77,6 +82,7 @@ describe("ExitNode", () => {
     expect(state.routing).not.toBe("none");
     await exit.setUse(null);
     expect(state.routing).toBe("none");
+    expect(state.staleChecks).toBe(1); // leftovers of a killed datapath: looked for once
   });
 
   it("a kernel refusal fails exit.use and leaves nothing recorded as installed", async () => {

@@ -31,6 +31,8 @@ export class ExitNode {
   private nat: MasqueradeState | null = null;
   private queue: Promise<void> = Promise.resolve();
   private lastError = "";
+  /** Leftovers of a killed predecessor are removed before the first change (once). */
+  private staleCleared = false;
 
   constructor(
     private readonly kernel: ExitKernel,
@@ -110,8 +112,16 @@ export class ExitNode {
     return { device, families, bypass };
   }
 
+  private async clearStale(): Promise<void> {
+    const device = this.view.device();
+    if (this.staleCleared || !device) return;
+    this.staleCleared = true;
+    const removed = await this.kernel.clearStale(device, this.view.overlayPrefixes());
+    if (removed > 0) this.log.warn("exit node: removed rules an earlier datapath left behind", { removed });
+  }
+
   private enqueue(step: () => Promise<void>): Promise<void> {
-    const next = this.queue.then(step);
+    const next = this.queue.then(() => this.clearStale()).then(step);
     this.queue = next.catch(() => {});
     return next;
   }
