@@ -590,8 +590,9 @@ export class Datapath {
           }),
       defaultFamilies: (peerUid: string) => {
         const out = new Set<Family>();
-        if (this.fib.routes.get("0.0.0.0/0")?.nextHop === peerUid) out.add(4);
-        if (this.fib.routes.get("::/0")?.nextHop === peerUid) out.add(6);
+        // Only families the vNIC has an address of (the kernel needs a source for them).
+        if (this.vnicSettings?.ipv4 && this.fib.routes.get("0.0.0.0/0")?.nextHop === peerUid) out.add(4);
+        if (this.vnicSettings?.ipv6 && this.fib.routes.get("::/0")?.nextHop === peerUid) out.add(6);
         return out;
       },
       isConnected: (peerUid: string) => this.fib.links.get(peerUid)?.isConnected === true,

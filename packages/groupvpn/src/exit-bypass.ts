@@ -7,12 +7,22 @@ const MAX_BYPASS = 32;
 /** The hosts of the XMPP server (its service, else the domain) and of the STUN/TURN servers. */
 export function bypassHosts(config: Pick<GroupVpnConfig, "xmpp" | "ice">): string[] {
   const xmpp = config.xmpp.service
-    ? new URL(config.xmpp.service.replace(/^xmpps?:/, "http:")).hostname
+    ? hostOf(config.xmpp.service.replace(/^xmpps?:\/\//, ""))
     : config.xmpp.domain;
-  const ice = [...config.ice.stun, ...config.ice.turn.map((t) => t.urls)].map(
-    (url) => new URL(`http://${url.replace(/^(stuns?|turns?):/, "").split("?")[0]}`).hostname,
+  const ice = [...config.ice.stun, ...config.ice.turn.map((t) => t.urls)].map((url) =>
+    hostOf(url.replace(/^(stuns?|turns?):/, "").split("?")[0] ?? ""),
   );
-  return [...new Set([xmpp, ...ice].map((h) => h.replace(/^\[|\]$/g, "")))];
+  const hosts = [xmpp, ...ice].filter((h): h is string => !!h);
+  return [...new Set(hosts.map((h) => h.replace(/^\[|\]$/g, "")))];
+}
+
+/** "host:port" -> host (null when it is no host: the config check let it through, ICE will fail). */
+function hostOf(hostPort: string): string | null {
+  try {
+    return new URL(`http://${hostPort}`).hostname || null;
+  } catch {
+    return null;
+  }
 }
 
 /** Their addresses (names resolved now; one that does not resolve is left out and reported). */

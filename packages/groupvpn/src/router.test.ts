@@ -170,6 +170,20 @@ describe("RouterRoutes", () => {
     expect(warnings).toHaveLength(2);
   });
 
+  it("an exit node advertising the default route still takes other routers' prefixes", async () => {
+    const r = new RouterRoutes(
+      {
+        vnic: { name: "tincan0", ipv4: "10.10.0.1/16", mtu: 1280 },
+        routes: { advertise: ["0.0.0.0/0"], routerGroup: "routers", accept: true },
+      },
+      uidForIpv4("10.10.0.1"),
+    );
+    const { ctx, routes } = context([gw]);
+    r.noteRosterItem(item("gw", ["routers"]));
+    await r.peerOnline(gw, ctx);
+    expect([...routes.keys()]).toEqual(["192.168.50.0/24", "fd00:50::/64"]);
+  });
+
   it("sets routes to our own UID for the prefixes we advertise", async () => {
     const r = router();
     const { ctx, routes } = context([]);

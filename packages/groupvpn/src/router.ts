@@ -57,7 +57,10 @@ export class RouterRoutes {
     private readonly bypassHosts: readonly string[] = [],
   ) {
     const { ipv4, ipv6 } = config.vnic;
-    this.own = [ipv4, ...(ipv6 ? [ipv6] : []), ...config.routes.advertise].map(parsePrefix);
+    // Our own default route (exit node) overlaps everything: not a reason to refuse others' prefixes.
+    this.own = [ipv4, ...(ipv6 ? [ipv6] : []), ...config.routes.advertise]
+      .map(parsePrefix)
+      .filter((p) => p.length > 0);
   }
 
   /** What our presence carries (undefined: nothing). */
