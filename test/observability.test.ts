@@ -139,6 +139,35 @@ describe.skipIf(!can.ok)("observability: metrics and logs of a GroupVPN node", (
       expect(DROP_REASONS).toContain(reason.labels?.reason);
   });
 
+  it("the send-queue delay histogram counts the packets sent, and packets wait longer under a flood", async () => {
+    const delay = async () => {
+      const text = await alice.host.run(["curl", "-sf", `http://${METRICS}/metrics`]);
+      const read = (suffix: string) =>
+        Number(
+          new RegExp(`^tincan_send_queue_delay_seconds_${suffix} (\\S+)$`, "m").exec(text)?.[1] ?? Number.NaN,
+        );
+      const count = read("count");
+      return { count, sum: read("sum"), waited: count - read('bucket\\{le="0\\.0005"\\}') };
+    };
+    await waitFor("alice's link to bob connected", async () => {
+      await alice.ping(bob.address, 1, 1);
+      return (await alice.connectedLinks()).length === 1;
+    });
+    const before = await delay();
+    expect(before.count).toBeGreaterThan(0);
+    // 3 s of 1200-byte datagrams as fast as alice's kernel takes them: more than the datapath can
+    // encrypt and send, so they queue (the queue's CoDel drops some, which is fine)
+    const flood = `const s=require("dgram").createSocket("udp4");const b=Buffer.alloc(1200);const end=Date.now()+3000;let n=0;const pump=()=>{while(n<64&&Date.now()<end){n++;s.send(b,9,"${bob.address}",()=>{n--;pump()})}if(n===0)s.close()};pump()`;
+    await alice.host.run(["node", "-e", flood]);
+    const after = await delay();
+    console.log(
+      `send-queue delay: ${after.count - before.count} packets sent in the flood, ${after.waited - before.waited} of them waited > 0.5 ms, mean ${(((after.sum - before.sum) / (after.count - before.count)) * 1000).toFixed(2)} ms`,
+    );
+    expect(after.count - before.count).toBeGreaterThan(1000);
+    expect(after.waited - before.waited).toBeGreaterThan(100);
+    expect(after.sum).toBeGreaterThan(before.sum);
+  });
+
   it("metrics are served on loopback only, and nothing but /metrics", async () => {
     const wan = (await alice.host.run(["ip", "-4", "-o", "addr", "show", "scope", "global"])).match(
       /inet (\d+\.\d+\.\d+\.\d+)/,

@@ -70,9 +70,15 @@ describe.skipIf(!can.ok)("real networks: ICE port range, UDP mux, TURN REST secr
     console.log(`alice (udpMux) ports ${a.join(",")}; bob ports ${b.join(",")}; 20 pings, ${lost}% lost`);
     expect(ping.code).toBe(0);
     expect(a).toHaveLength(1);
-    for (const p of a) expect(p).toBeGreaterThanOrEqual(41000), expect(p).toBeLessThanOrEqual(41009);
+    for (const p of a) {
+      expect(p).toBeGreaterThanOrEqual(41000);
+      expect(p).toBeLessThanOrEqual(41009);
+    }
     expect(b.length).toBeGreaterThan(0);
-    for (const p of b) expect(p).toBeGreaterThanOrEqual(42000), expect(p).toBeLessThanOrEqual(42019);
+    for (const p of b) {
+      expect(p).toBeGreaterThanOrEqual(42000);
+      expect(p).toBeLessThanOrEqual(42019);
+    }
     const link = (await alice.connectedLinks())[0];
     expect(["host", "prflx", "srflx"]).toContain(link?.path); // direct (prflx when a check arrived before the candidate)
   });

@@ -4,7 +4,7 @@ import { uidForIpv4 } from "@tincan/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Host, Lab, type LabProcess, sleep, tail } from "./lab/index.js";
 import { waitFor } from "./support/datapath-driver.js";
-import { labUsers, VpnNode } from "./support/vpn-node.js";
+import { blockUdp, labUsers, VpnNode } from "./support/vpn-node.js";
 
 const can = Lab.canRun();
 
@@ -14,16 +14,6 @@ function replies(out: string): Map<number, number> {
   for (const m of out.matchAll(/icmp_seq=(\d+) ttl=\d+ time=([\d.]+) ms/g))
     got.set(Number(m[1]), Number(m[2]));
   return got;
-}
-
-/** Drops UDP between two hosts (both ways, in each host), leaving their traffic to the TURN server alone. */
-async function blockUdp(a: Host, b: Host, block: boolean): Promise<void> {
-  for (const [from, to] of [
-    [a, b],
-    [b, a],
-  ] as const) {
-    await from.run(["iptables", block ? "-A" : "-D", "OUTPUT", "-p", "udp", "-d", to.ip, "-j", "DROP"]);
-  }
 }
 
 describe.skipIf(!can.ok)("Relay as a bridge: race a relay-only transport, move to a direct path", () => {

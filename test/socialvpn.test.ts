@@ -2,21 +2,23 @@
 // tincan + socialvpn on three hosts. Alice-Bob and Bob-Carol are buddies, Alice-Carol are not.
 // Alice and Carol even own the same address; Bob numbers his buddies in his own 172.16.5.0/24.
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { uidForJid } from "@tincan/protocol";
+import { uidForDevice } from "@tincan/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ulaForUid } from "../packages/socialvpn/src/ula.js";
 import { Lab, type ProsodyHandle, startUdpEcho, udpProbe, udpRefused, waitListening } from "./lab/index.js";
 import { REPO, waitFor } from "./support/datapath-driver.js";
-import { fullJidOf, labUsers, PASSWORD, sendRogueOffers, VpnNode } from "./support/vpn-node.js";
+import { buddyOp as buddyOpIn, dig, stateOf } from "./support/social.js";
+import { fullJidOf, labUsers, sendRogueOffers, VpnNode } from "./support/vpn-node.js";
 
 const can = Lab.canRun();
-const BUDDY = join(REPO, "test/support/xmpp-buddy.mjs");
 const TINCANCTL = join(REPO, "packages/controller/dist/tincanctl.js");
 const jid = (u: string) => `${u}@lab.local`;
-const uid = (u: string) => uidForJid(jid(u));
+/** Each user runs one device, "pc"; its key in the state file. */
+const dev = (u: string) => `${jid(u)}/pc`;
+const uid = (u: string) => uidForDevice(jid(u), "pc");
 const ula = (u: string) => ulaForUid(uid(u));
 
 describe.skipIf(!can.ok)("SocialVPN, Alice-Bob and Bob-Carol buddies", () => {
@@ -26,26 +28,7 @@ describe.skipIf(!can.ok)("SocialVPN, Alice-Bob and Bob-Carol buddies", () => {
   let bob: VpnNode;
   let carol: VpnNode;
 
-  async function buddyOp(...args: string[]): Promise<string> {
-    const r = await lab.internet.exec(
-      [process.execPath, BUDDY, prosody.service, prosody.domain, prosody.caFile, PASSWORD, ...args],
-      { timeoutMs: 30_000 },
-    );
-    if (r.code !== 0) throw new Error(`xmpp-buddy ${args.join(" ")}: ${r.stderr}${r.stdout}`);
-    return r.stdout.trim();
-  }
-
-  const stateOf = (n: VpnNode): Record<string, string> =>
-    JSON.parse(readFileSync(join(n.configFile, "..", "socialvpn-state.json"), "utf8")).buddies;
-
-  async function dig(n: VpnNode, name: string, type = "A"): Promise<{ status: string; answers: string[] }> {
-    const r = await n.host.exec(["dig", "@127.0.0.53", "-p", "5353", "+time=2", "+tries=1", name, type]);
-    const status = r.stdout.match(/status: (\w+)/)?.[1] ?? `no answer (${r.code})`;
-    const answers = [...r.stdout.matchAll(new RegExp(`^\\S+\\s+\\d+\\s+IN\\s+${type}\\s+(\\S+)$`, "gm"))].map(
-      (m) => m[1] as string,
-    );
-    return { status, answers };
-  }
+  const buddyOp = (...args: string[]) => buddyOpIn(lab, prosody, ...args);
 
   const routesOf = async (n: VpnNode, peerUid: string) =>
     ((await n.status()).routes as Array<{ prefix: string; peerUid: string }>).filter(
@@ -60,7 +43,9 @@ describe.skipIf(!can.ok)("SocialVPN, Alice-Bob and Bob-Carol buddies", () => {
     await buddyOp("befriend", "alice", "bob");
     await buddyOp("befriend", "bob", "carol");
     const node = (user: string, ipv4: string) =>
-      lab.addHost(user).then((host) => new VpnNode(lab, host, { kind: "socialvpn", user, ipv4, prosody }));
+      lab
+        .addHost(user)
+        .then((host) => new VpnNode(lab, host, { kind: "socialvpn", user, device: "pc", ipv4, prosody }));
     alice = await node("alice", "172.31.0.1/16");
     bob = await node("bob", "172.16.5.1/24");
     carol = await node("carol", "172.31.0.1/16");
@@ -77,21 +62,21 @@ describe.skipIf(!can.ok)("SocialVPN, Alice-Bob and Bob-Carol buddies", () => {
       try {
         return (
           Object.keys(stateOf(bob)).length === 2 &&
-          !!stateOf(alice)[jid("bob")] &&
-          !!stateOf(carol)[jid("bob")]
+          !!stateOf(alice)[dev("bob")] &&
+          !!stateOf(carol)[dev("bob")]
         );
       } catch {
         return false;
       }
     });
-    expect(stateOf(alice)).toEqual({ [jid("bob")]: "172.31.0.2" });
-    expect(stateOf(carol)).toEqual({ [jid("bob")]: "172.31.0.2" });
+    expect(stateOf(alice)).toEqual({ [dev("bob")]: "172.31.0.2" });
+    expect(stateOf(carol)).toEqual({ [dev("bob")]: "172.31.0.2" });
     expect(Object.values(stateOf(bob)).sort()).toEqual(["172.16.5.2", "172.16.5.3"]);
   });
 
   it("Alice pings Bob at her address for him; Bob sees her at his address for her (UDP echo)", async () => {
     const bobForAlice = "172.31.0.2";
-    const aliceForBob = stateOf(bob)[jid("alice")] as string;
+    const aliceForBob = stateOf(bob)[dev("alice")] as string;
     const t0 = Date.now();
     await waitFor("first ping", async () => (await alice.ping(bobForAlice, 1, 2)).code === 0, 15_000);
     console.log(`socialvpn on-demand: Alice -> Bob answered after ${Date.now() - t0} ms`);
@@ -142,7 +127,7 @@ describe.skipIf(!can.ok)("SocialVPN, Alice-Bob and Bob-Carol buddies", () => {
     expect((await dig(alice, "example.org", "A")).status).toBe("REFUSED");
     expect(await dig(bob, "carol.svpn", "A")).toEqual({
       status: "NOERROR",
-      answers: [stateOf(bob)[jid("carol")]],
+      answers: [stateOf(bob)[dev("carol")]],
     });
   });
 
@@ -156,7 +141,12 @@ describe.skipIf(!can.ok)("SocialVPN, Alice-Bob and Bob-Carol buddies", () => {
     const peers = (
       json.controller as { peers: Record<string, { jid: string; ipv4?: string; ipv6?: string }> }
     ).peers;
-    expect(peers[uid("bob")]).toEqual({ jid: jid("bob"), ipv4: "172.31.0.2", ipv6: ula("bob") });
+    expect(peers[uid("bob")]).toEqual({
+      jid: jid("bob"),
+      device: "pc",
+      ipv4: "172.31.0.2",
+      ipv6: ula("bob"),
+    });
   });
 
   it("keeps Alice and Carol apart: no route, no link, offers refused and logged", async () => {
@@ -196,7 +186,7 @@ describe.skipIf(!can.ok)("SocialVPN, Alice-Bob and Bob-Carol buddies", () => {
     );
     expect(await dig(bob, "alice.svpn", "A")).toEqual({
       status: "NOERROR",
-      answers: [before[jid("alice")]],
+      answers: [before[dev("alice")]],
     });
   });
 
@@ -208,7 +198,7 @@ describe.skipIf(!can.ok)("SocialVPN, Alice-Bob and Bob-Carol buddies", () => {
       n.controller
         .log()
         .split("\n")
-        .filter((l) => l.includes("buddy gone") && l.includes(jid(who)))
+        .filter((l) => l.includes("device gone") && l.includes(dev(who)))
         .map((l) => Date.parse(l.slice(0, l.indexOf(" "))));
     const before = [goneAt(alice, "bob").length, goneAt(bob, "alice").length];
     const { removedAt, subscription } = JSON.parse(await buddyOp("unfriend", "alice", "bob"));
@@ -233,7 +223,7 @@ describe.skipIf(!can.ok)("SocialVPN, Alice-Bob and Bob-Carol buddies", () => {
     expect((await dig(alice, "bob.svpn")).status).toBe("NXDOMAIN");
     // Bob and Carol are unaffected.
     // On demand: this ping may have to set the link up first.
-    const carolAtBob = stateOf(bob)[jid("carol")] as string;
+    const carolAtBob = stateOf(bob)[dev("carol")] as string;
     await waitFor("bob reaches carol", async () => (await bob.ping(carolAtBob, 1, 2)).code === 0, 15_000);
   });
 });

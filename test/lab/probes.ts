@@ -1,4 +1,5 @@
-// Small network probes that run inside a lab namespace (plain Node scripts in ./tools, no deps).
+// Small network probes that run inside a lab namespace (plain Node scripts in ./tools; the STUN/TURN
+// ones use the built packages/controller/dist/stun.js).
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Netns } from "./lab.js";

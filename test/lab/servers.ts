@@ -1,7 +1,8 @@
 // prosody and ejabberd (XMPP) and coturn (STUN/TURN) as private, foreground instances inside a lab
 // namespace. Each gets its own config dir under the lab dir; nothing under /etc or /var is touched.
 import { mkdirSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import type { Lab, Netns } from "./lab.js";
 import { favourCpu, type LabProcess, runIn, tail, waitFor } from "./proc.js";
 
@@ -214,6 +215,12 @@ export async function makeCert(dir: string, domain: string): Promise<{ certFile:
   return { certFile, keyFile };
 }
 
+/** The server settings the compose stack's prosody uses as well (one source for both). */
+const PROSODY_COMMON_CONFIG = join(
+  dirname(fileURLToPath(import.meta.url)),
+  "../../docker/prosody/common.cfg.lua",
+);
+
 export async function startProsody(lab: Lab, opts: ProsodyOptions): Promise<ProsodyHandle> {
   const { place, domain, port, dir, certDir, certFile, keyFile, base } = await prepareXmppServer(
     lab,
@@ -247,15 +254,8 @@ log = {
 interfaces = { ${luaString(place.ip)} }
 local_interfaces = { ${luaString(place.ip)} }
 c2s_ports = { ${port} }
-s2s_ports = { }
-c2s_direct_tls_ports = { }
-modules_enabled = { "roster"; "saslauth"; "tls"; "disco"; "ping"; "posix"; "groups" }
-modules_disabled = { "s2s" }
-c2s_require_encryption = true
-allow_registration = false
-authentication = "internal_hashed"
-storage = "internal"
 groups_file = ${luaString(groupsFile)}
+Include ${luaString(PROSODY_COMMON_CONFIG)}
 
 VirtualHost ${luaString(domain)}
   ssl = { key = ${luaString(keyFile)}; certificate = ${luaString(certFile)} }

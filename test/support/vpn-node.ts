@@ -24,6 +24,8 @@ export interface NodeOptions {
   kind?: "groupvpn" | "socialvpn";
   /** XMPP user (local part). */
   user: string;
+  /** Device name: the XMPP resource (`xmpp.resource`); nodes of one user need different ones. */
+  device?: string;
   /** vNIC address with prefix, e.g. "10.10.0.1/16". */
   ipv4: string;
   ipv6?: string;
@@ -36,6 +38,8 @@ export interface NodeOptions {
     idleTimeoutSec?: number;
     relayFallbackSec?: number;
     maxLinks?: number;
+    /** SocialVPN: relay for buddies while their direct links are set up. */
+    relayForBuddies?: boolean;
   };
   logLevel?: string;
   /** Extra config keys (SocialVPN: dns, stateFile). */
@@ -72,7 +76,7 @@ export class VpnNode {
     readonly opts: NodeOptions,
   ) {
     // One dir per node: the controller's status file for tincanctl lives beside the token.
-    const dir = join(lab.dir, "nodes", opts.user);
+    const dir = join(lab.dir, "nodes", opts.device ? `${opts.user}-${opts.device}` : opts.user);
     mkdirSync(dir, { recursive: true });
     this.tokenFile = join(dir, "tincan.token");
     this.configFile = join(dir, `${opts.kind ?? "groupvpn"}.json`);
@@ -92,6 +96,7 @@ export class VpnNode {
         username: opts.user,
         password: PASSWORD,
         caFile: opts.prosody.caFile,
+        ...(opts.device ? { resource: opts.device } : {}),
         ...opts.xmpp,
       },
       vnic: { ipv4: opts.ipv4, ...(opts.ipv6 ? { ipv6: opts.ipv6 } : {}) },
@@ -227,7 +232,7 @@ export function labUsers(names: string[]): { name: string; password: string }[] 
   return names.map((name) => ({ name, password: PASSWORD }));
 }
 
-/** The controller's own full JID (its resource is random), from `tincanctl status --json`. */
+/** The controller's own full JID, from `tincanctl status --json`. */
 export async function fullJidOf(node: VpnNode): Promise<string> {
   return ((await node.status()).controller as { jid: string }).jid;
 }
@@ -270,4 +275,41 @@ function splitCommand(argv: string[]): [string, string[]] {
   const [file, ...args] = argv;
   if (!file) throw new Error("empty command");
   return [file, args];
+}
+
+/**
+ * Waits until every node pings every other at each of the addresses `addressesOf` gives for it (as
+ * seen from the pinging node); on timeout the error names the pairs that still fail.
+ */
+export async function waitAllPairsPing(
+  nodes: VpnNode[],
+  addressesOf: (from: VpnNode, to: VpnNode) => string[],
+  ms: number,
+): Promise<void> {
+  let failing: string[] = [];
+  const probe = async () => {
+    failing = [];
+    for (const a of nodes) {
+      for (const b of nodes) {
+        if (a === b) continue;
+        for (const address of addressesOf(a, b)) {
+          if ((await a.ping(address, 1, 2)).code !== 0) failing.push(`${a.host.name}->${address}`);
+        }
+      }
+    }
+    return failing.length === 0;
+  };
+  await waitFor("all pairs to ping", probe, ms).catch((err: Error) => {
+    throw new Error(`${err.message}; failing: ${failing.join(", ")}`);
+  });
+}
+
+/** Drops UDP between two hosts (both ways, in each host), leaving their traffic to the TURN server alone. */
+export async function blockUdp(a: Host, b: Host, block: boolean): Promise<void> {
+  for (const [from, to] of [
+    [a, b],
+    [b, a],
+  ] as const) {
+    await from.run(["iptables", block ? "-A" : "-D", "OUTPUT", "-p", "udp", "-d", to.ip, "-j", "DROP"]);
+  }
 }

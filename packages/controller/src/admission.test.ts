@@ -35,6 +35,15 @@ describe("admission", () => {
     expect(a.members()).toEqual(["bob@lab.local"]);
   });
 
+  it("admits the own account's other devices without a roster entry, whatever the rule", () => {
+    const a = new Admission({ ownJid: "alice@lab.local", refuse: inLab, log: capture().log });
+    a.setRoster(roster);
+    expect(a.isMember("Alice@lab.local")).toBe(true);
+    expect(a.allows("alice@lab.local", "presence")).toBe(true);
+    expect(a.isMember("carol@lab.local")).toBe(false);
+    expect(a.members()).toEqual(["bob@lab.local"]);
+  });
+
   it("without a rule (SocialVPN) admits every mutual subscription", () => {
     const a = new Admission({ log: capture().log });
     a.setRoster(roster);

@@ -12,8 +12,8 @@ export interface RosterItem {
 }
 
 /**
- * Who may link with us: roster items with mutual subscription (`both`) that the policy's rule does
- * not refuse (GroupVPN: not in its roster group). Everything else is refused, and each refused JID is
+ * Who may link with us: our own account's other devices (resources), and roster items with mutual
+ * subscription (`both`) that the policy's rule does not refuse (GroupVPN: not in its roster group). Everything else is refused, and each refused JID is
  * logged once (until it is admitted again), not once per stanza.
  */
 export class Admission {
@@ -22,6 +22,8 @@ export class Admission {
 
   constructor(
     private readonly opts: {
+      /** Our own bare JID: its other resources are our own devices, always admitted. */
+      ownJid?: string | undefined;
       /** Why an item with mutual subscription is still refused, or null (default: never). */
       refuse?: ((item: RosterItem) => string | null) | undefined;
       log: Log;
@@ -72,6 +74,8 @@ export class Admission {
   }
 
   private reason(bareJid: string): string | null {
+    if (this.opts.ownJid !== undefined && bareJid.toLowerCase() === this.opts.ownJid.toLowerCase())
+      return null;
     const item = this.roster.get(bareJid.toLowerCase());
     if (!item) return "not on the roster";
     if (item.subscription !== "both") return `subscription is "${item.subscription}", not "both"`;

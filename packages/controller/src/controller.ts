@@ -1,10 +1,10 @@
-import { randomBytes } from "node:crypto";
 import { unlink } from "node:fs/promises";
 import type { Server } from "node:http";
 import { dirname, join } from "node:path";
 import {
   type ControllerConfig,
   type ControllerStatus,
+  defaultDeviceName,
   type HelloResult,
   handleLogLevelSignals,
   type MemberStatus,
@@ -85,7 +85,7 @@ export class Controller implements PolicyContext {
   /** The overlay map page (`web.listen`), if configured. */
   readonly map: MapServer | null;
   private readonly members = new Map<string, Member>();
-  /** Members seen online, by bare JID: the map shows them offline while they stay in the roster. */
+  /** Members (devices) seen online, by UID: the map shows them offline while they stay in the roster. */
   private readonly seenMembers = new Map<string, Member>();
   /** Members that went offline while their link stays connected (routes kept; see refreshMembers). */
   private readonly lingering = new Map<string, Member>();
@@ -122,13 +122,14 @@ export class Controller implements PolicyContext {
       domain: config.xmpp.domain,
       username: config.xmpp.username,
       password: config.xmpp.password,
-      resource: config.xmpp.resource ?? `tincan-${randomBytes(4).toString("hex")}`,
+      resource: config.xmpp.resource ?? defaultDeviceName(),
       caFile: config.xmpp.caFile,
       pingIntervalSec: config.xmpp.pingIntervalSec,
       log: logger.component("xmpp"),
     });
     this.network = new NetworkWatch({ ignoreInterfaces: [config.vnic.name] });
     this.admission = new Admission({
+      ownJid: this.xmpp.bareJid,
       refuse: (item) => policy.refuse?.(item) ?? null,
       log: logger.component("admission"),
     });
@@ -145,6 +146,7 @@ export class Controller implements PolicyContext {
     this.policyLinks = new PolicyLinks({
       proactive: config.links.policy === "proactive",
       ensureLink: (peer, o) => this.links.ensureLink(peer, o),
+      proactiveFor: (m) => policy.proactiveFor?.(m) ?? false,
       peers: () => this.peers(),
       addressesOf: (m) => this.addressesOf(m),
       routes: () => this.routes(),
@@ -560,9 +562,13 @@ export class Controller implements PolicyContext {
   /** The overlay as this node knows it: members, its links, the links its neighbours announced. */
   async overlay(): Promise<OverlayMap> {
     const links = await queryAll(this.datapath, "link.query");
-    for (const m of this.members.values()) this.seenMembers.set(m.bareJid, m);
-    for (const jid of this.seenMembers.keys()) {
-      if (!this.admission.isMember(jid)) this.seenMembers.delete(jid);
+    const uidOfDevice = new Map([...this.members.values()].map((m) => [m.fullJid, m.tincan.uid]));
+    for (const m of this.members.values()) this.seenMembers.set(m.tincan.uid, m);
+    for (const [uid, m] of this.seenMembers) {
+      // Gone from the roster, or the same device (resource) is online under another UID now.
+      const now = uidOfDevice.get(m.fullJid);
+      if (!this.admission.isMember(m.bareJid) || (now !== undefined && now !== uid))
+        this.seenMembers.delete(uid);
     }
     const online = [...this.members.values()];
     const offline = [...this.lingering.values(), ...this.seenMembers.values()].filter(
@@ -608,7 +614,13 @@ export class Controller implements PolicyContext {
       ...(this.opts.policy.routerStatus ? { routes: this.opts.policy.routerStatus() } : {}),
     };
     for (const [uid, m] of [...this.members, ...this.lingering]) {
-      status.peers[uid] = { jid: m.bareJid, ...(m.name ? { name: m.name } : {}), ...this.addressesOf(m) };
+      const device = m.fullJid.slice(m.fullJid.indexOf("/") + 1);
+      status.peers[uid] = {
+        jid: m.bareJid,
+        ...(device ? { device } : {}),
+        ...(m.name ? { name: m.name } : {}),
+        ...this.addressesOf(m),
+      };
     }
     try {
       await writeFileAtomic(this.statusFile, `${JSON.stringify(status, null, 2)}\n`, 0o644);

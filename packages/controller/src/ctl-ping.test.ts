@@ -29,6 +29,24 @@ const result = (r: Partial<PingResult>): PingResult => ({
 });
 
 describe("tincanctl ping", () => {
+  it("a full JID picks one device of the account", () => {
+    const devices: ControllerStatus = {
+      ...status,
+      peers: {
+        [BOB]: { jid: "bob@lab.local", device: "desk", ipv4: "10.10.0.2" },
+        [CAROL]: { jid: "bob@lab.local", device: "phone", ipv4: "10.10.0.3" },
+      },
+    };
+    expect(resolvePeer("bob@lab.local/phone", routes, devices)).toMatchObject({
+      uid: CAROL,
+      address: "10.10.0.3",
+    });
+    expect(resolvePeer("bob@lab.local/desk", routes, devices)).toMatchObject({ uid: BOB });
+    expect(resolvePeer("bob@lab.local/tv", routes, devices)).toBe(
+      'bob@lab.local has no device "tv" online (its devices: desk, phone)',
+    );
+  });
+
   it("finds the peer by JID (bare or full), UID or virtual address", () => {
     const bob = { uid: BOB, label: "bob@lab.local", address: "10.10.0.2" };
     expect(resolvePeer("bob@lab.local", routes, status)).toEqual(bob);

@@ -32,9 +32,22 @@ export function resolvePeer(
   });
   if (/^[0-9a-f]{32}$/.test(peer)) return target(peer);
   if (peer.includes("@")) {
-    const bare = peer.split("/")[0]?.toLowerCase();
-    const found = peers.find(([, p]) => p.jid.toLowerCase() === bare);
+    const [bareText, ...resource] = peer.split("/");
+    const bare = bareText?.toLowerCase();
+    const device = resource.length > 0 ? resource.join("/") : undefined;
+    // A full JID names one device of the account; a bare JID any of its devices (so does a full
+    // JID in the status of a controller that names no devices).
+    const found = peers.find(
+      ([, p]) =>
+        p.jid.toLowerCase() === bare &&
+        (device === undefined || p.device === undefined || p.device === device),
+    );
     if (found) return target(found[0]);
+    if (peers.some(([, p]) => p.jid.toLowerCase() === bare))
+      return `${bare} has no device "${device}" online (its devices: ${peers
+        .filter(([, p]) => p.jid.toLowerCase() === bare)
+        .map(([, p]) => p.device)
+        .join(", ")})`;
     const member = status?.members?.find((m) => m.jid === bare);
     if (member) return `${peer} is ${member.state}${member.reason ? ` (${member.reason})` : ""}`;
     return status ? `${peer} is not a member` : `${peer}: no controller status to look JIDs up in`;

@@ -5,6 +5,7 @@ export * from "./controller.js";
 export * from "./datapath-client.js";
 export * from "./link-manager.js";
 export * from "./logger.js";
+export * from "./neighbor-links.js";
 export * from "./policy.js";
 export * from "./web/map-server.js";
 export * from "./web/overlay-model.js";

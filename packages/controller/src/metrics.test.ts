@@ -17,6 +17,7 @@ const vnic: VnicInfo = {
   mtu: 1280,
   translate: false,
   queued: 3,
+  txQueue: null,
   rxBytes: 0,
   txBytes: 0,
   rxPackets: 0,
@@ -98,6 +99,27 @@ describe("ControllerMetrics", () => {
     links.pop();
     await m.render();
     expect(await value(m, "tincan_peer_bytes_total", { uid: UID_B })).toBeUndefined();
+  });
+
+  it("exports the datapath's send-queue delay buckets as a cumulative histogram", async () => {
+    const txQueue = {
+      packets: 2,
+      bytes: 3000,
+      delay: { bounds: [0.001, 0.01], counts: [5, 3, 2], sumSeconds: 0.5 },
+    };
+    const m = new ControllerMetrics(sources([]));
+    m.setDatapath({ vnic: { ...vnic, txQueue }, links: [] });
+    const text = await m.registry.metrics();
+    expect(text).toContain("# TYPE tincan_send_queue_delay_seconds histogram");
+    expect(text).toContain('tincan_send_queue_delay_seconds_bucket{le="0.001"} 5');
+    expect(text).toContain('tincan_send_queue_delay_seconds_bucket{le="0.01"} 8');
+    expect(text).toContain('tincan_send_queue_delay_seconds_bucket{le="+Inf"} 10');
+    expect(text).toMatch(/^tincan_send_queue_delay_seconds_sum 0\.5$/m);
+    expect(text).toMatch(/^tincan_send_queue_delay_seconds_count 10$/m);
+    expect(await value(m, "tincan_send_queue_bytes")).toBe(3000);
+    // no queue (tune.txQueueMs 0) or no datapath: no series
+    m.setDatapath({ vnic, links: [] });
+    expect(await m.registry.metrics()).not.toMatch(/^tincan_send_queue_delay_seconds_count/m);
   });
 
   it("a datapath that does not answer: up 0 and no datapath series", async () => {

@@ -13,6 +13,7 @@ import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import { type DatapathApi, queryAll } from "./datapath-client.js";
 import type { LinkEvent, LinkSnapshot } from "./link-manager.js";
 import type { Log } from "./logger.js";
+import { SampledHistogram } from "./sampled-histogram.js";
 
 /** What the metrics read at scrape time. */
 export interface MetricsSources {
@@ -102,6 +103,15 @@ export class ControllerMetrics {
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 3, 10],
     registers: [this.registry],
   });
+  private readonly sendQueueDelay = new SampledHistogram(
+    "tincan_send_queue_delay_seconds",
+    "time packets from the vNIC waited in the datapath's send queue before a link took them (0 when sent at once)",
+    this.registry,
+  );
+  private readonly sendQueueBytes = this.gauge(
+    "tincan_send_queue_bytes",
+    "bytes waiting in the datapath's send queue (vnic.query txQueue)",
+  );
   private onlineBefore = false;
 
   constructor(private readonly sources: MetricsSources) {}
@@ -164,7 +174,8 @@ export class ControllerMetrics {
 
   /** Sets the datapath's series from one sample (null: the datapath did not answer). */
   setDatapath(sample: DatapathSample | null): void {
-    for (const m of [this.linksByState, this.heldPackets]) m.reset();
+    for (const m of [this.linksByState, this.heldPackets, this.sendQueueBytes, this.sendQueueDelay])
+      m.reset();
     for (const m of [this.peerBytes, this.peerPackets, this.drops]) m.reset();
     this.datapathUp.set(sample ? 1 : 0);
     if (!sample) return;
@@ -186,6 +197,11 @@ export class ControllerMetrics {
       sample.links.map((l) => l.drops),
     );
     this.heldPackets.set(sample.vnic.queued);
+    const txQueue = sample.vnic.txQueue;
+    if (txQueue) {
+      this.sendQueueBytes.set(txQueue.bytes);
+      this.sendQueueDelay.set(txQueue.delay);
+    }
   }
 
   /** Only reasons of the DropReason union become label values; anything else a datapath sends is ignored. */

@@ -62,6 +62,11 @@ export interface Policy {
   verifyPeer?(peer: PeerPresence): boolean;
   /** Addresses of a peer as this node knows it (default: those of its presence). */
   peerAddresses?(peer: Member): PeerAddresses;
+  /**
+   * With on-demand links: whether to link to this member at once anyway (pinned), e.g. SocialVPN's
+   * often-used devices. Default: no.
+   */
+  proactiveFor?(peer: Member): boolean;
   /** After the datapath is configured, before XMPP login: e.g. routes of prefixes behind this node. */
   onStart?(ctx: PolicyContext): void | Promise<void>;
   /** Router mode, for `tincanctl status`: prefixes advertised, accepted and ignored. */
@@ -100,6 +105,8 @@ export interface PolicyLinksOptions {
   /** `links.policy`: "proactive" links every member at once and pins its link (no idle trimming). */
   proactive: boolean;
   ensureLink(peer: PeerRef, opts: { pinned: boolean }): Promise<void>;
+  /** On demand: members to link to at once all the same (the policy's proactiveFor). */
+  proactiveFor?(peer: Member): boolean;
   peers(): Member[];
   addressesOf(peer: Member): PeerAddresses;
   /** The routes set (a prefix behind a member, router mode, links to that member like its address). */
@@ -115,7 +122,8 @@ export class PolicyLinks {
   constructor(private readonly opts: PolicyLinksOptions) {}
 
   async peerOnline(peer: Member): Promise<void> {
-    if (this.opts.proactive) await this.opts.ensureLink(peerRefOf(peer), { pinned: true });
+    if (this.opts.proactive || this.opts.proactiveFor?.(peer))
+      await this.opts.ensureLink(peerRefOf(peer), { pinned: true });
   }
 
   async packetUnmapped(dst: string): Promise<void> {

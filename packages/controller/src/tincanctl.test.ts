@@ -34,6 +34,7 @@ const vnic: VnicInfo = {
   mtu: 1280,
   translate: false,
   queued: 0,
+  txQueue: null,
   txBytes: 0,
   rxBytes: 0,
   txPackets: 0,
@@ -105,6 +106,36 @@ describe("tincanctl status rows", () => {
       /Bob \(bob@lab\.local\)\s+aaaaaaaa\s+10\.10\.0\.7\s+connected\s+relay\s+1\.3 ms\s+1315\s+10 B\s+2\.0 KiB\s+5s/,
     );
     expect(text).toMatch(/^vnic drops: txQueue 21, multicast 3$/m);
+  });
+
+  it("groups the devices of one account, with a DEVICE column", () => {
+    const C = "c".repeat(32);
+    const rows = buildRows(
+      [link],
+      [...routes, { prefix: "10.10.0.8/32", peerUid: C, via: null, mapTo: null }],
+      {
+        controller: "groupvpn",
+        pid: 1,
+        jid: "alice@lab.local/laptop",
+        uid: "d".repeat(32),
+        updatedAt: 0,
+        peers: {
+          [A]: { jid: "bob@lab.local", device: "phone" },
+          [B]: { jid: "alice@lab.local", device: "desk" },
+          [C]: { jid: "bob@lab.local", device: "desk" },
+        },
+      },
+      100_000,
+    );
+    expect(rows.map((r) => [r.peer, r.device])).toEqual([
+      ["alice@lab.local", "desk"],
+      ["bob@lab.local", "desk"],
+      ["bob@lab.local", "phone"],
+    ]);
+    const text = formatTable(vnic, rows);
+    expect(text).toMatch(/^PEER\s+DEVICE\s+UID\s+VIRTUAL IP/m);
+    expect(text).toMatch(/^bob@lab\.local\s+phone\s+aaaaaaaa\s+10\.10\.0\.7\s+connected/m);
+    expect(StatusReport.shape.peers.element.safeParse(rows[0]).error).toBeUndefined();
   });
 });
 

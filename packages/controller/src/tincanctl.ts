@@ -136,6 +136,7 @@ export function buildRows(
     const last = Math.max(link?.lastRxAt ?? 0, link?.lastTxAt ?? 0);
     rows.push({
       peer: peerLabel(named),
+      ...(named?.device ? { device: named.device } : {}),
       uid,
       virtualIp,
       state: link?.state ?? "no link",
@@ -154,7 +155,13 @@ export function buildRows(
       drops: link?.drops ?? {},
     });
   }
-  return rows.sort((a, b) => a.peer.localeCompare(b.peer) || a.uid.localeCompare(b.uid));
+  // Grouped by account, then device.
+  return rows.sort(
+    (a, b) =>
+      a.peer.localeCompare(b.peer) ||
+      (a.device ?? "").localeCompare(b.device ?? "") ||
+      a.uid.localeCompare(b.uid),
+  );
 }
 
 function candidate(type: string | null | undefined, address: string | null | undefined): string | null {
@@ -174,10 +181,25 @@ function bytes(n: number): string {
 
 export function formatTable(vnic: VnicInfo, rows: PeerRow[]): string {
   const head = `vnic ${vnic.name ?? "-"}  ${[vnic.ipv4, vnic.ipv6].filter(Boolean).join(" ") || "-"}  mtu ${vnic.mtu ?? "-"}  uid ${vnic.uid?.slice(0, 8) ?? "-"}  rx ${bytes(vnic.rxBytes)}  tx ${bytes(vnic.txBytes)}`;
+  // Peers of one account are its devices: a DEVICE column when the controller named any.
+  const devices = rows.some((r) => r.device !== undefined);
   const table = [
-    ["PEER", "UID", "VIRTUAL IP", "STATE", "PATH", "RTT", "PMTU", "RX", "TX", "IDLE"],
+    [
+      "PEER",
+      ...(devices ? ["DEVICE"] : []),
+      "UID",
+      "VIRTUAL IP",
+      "STATE",
+      "PATH",
+      "RTT",
+      "PMTU",
+      "RX",
+      "TX",
+      "IDLE",
+    ],
     ...rows.map((r) => [
       r.peer,
+      ...(devices ? [r.device ?? "-"] : []),
       r.uid.slice(0, 8),
       r.virtualIp.join(",") || "-",
       r.state,

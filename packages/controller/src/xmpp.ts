@@ -457,6 +457,13 @@ export class XmppSession extends EventEmitter implements SignalSender {
     this.logins++;
     this.failures = 0;
     this.log.info("xmpp online", { jid: address });
+    const resource = address.slice(address.indexOf("/") + 1);
+    if (this.opts.resource && resource !== this.opts.resource)
+      // The resource names the device (SocialVPN derives the UID from it): peers check it.
+      this.log.error("the server bound another resource than configured; peers may refuse this device", {
+        configured: this.opts.resource,
+        bound: resource,
+      });
     this.schedulePing(x);
     try {
       const res = await x.iqCaller.request(
@@ -536,7 +543,8 @@ export class XmppSession extends EventEmitter implements SignalSender {
     } catch {
       return;
     }
-    if (full === this.myFullJid || bare === this.bareJid) return;
+    // Our own account's other resources are our other devices: peers like any other.
+    if (full === this.myFullJid) return;
     const type = stanza.attrs.type;
     if (type === "unavailable" || type === "error") {
       this.dropPeer(full);

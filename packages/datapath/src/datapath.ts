@@ -79,6 +79,8 @@ export class Datapath {
   private readonly unmapped: UnmappedPackets;
   /** Each link's frame being built, for packets from the vNIC and in transit alike. */
   private readonly frames: FrameBuilders<Link>;
+  /** The send queue between the vNIC and the links (null: tune.txQueueMs 0). */
+  private readonly txQueue: TxQueue | null;
   private uid: string | null = null;
   private vnicSettings: VnicSettings | null = null;
   private ice: IceSettings = { stun: [], turn: [] };
@@ -106,7 +108,7 @@ export class Datapath {
     this.fib.hopLimit = tune.hopLimit;
     this.frames = new FrameBuilders(tune.maxFrameBytes);
     const { turnBytes, txQueueMs } = tune;
-    const txQueue =
+    this.txQueue =
       txQueueMs > 0
         ? new TxQueue(
             {
@@ -125,7 +127,7 @@ export class Datapath {
       { hopLimit: this.fib.hopLimit, turnBytes },
       this.frames,
       (report) => options.notify("packet.unmapped", report),
-      txQueue,
+      this.txQueue,
     );
     this.outside = new Outside(this.fib, this.frames);
     this.exit = options.exitKernel ? new ExitNode(options.exitKernel, this.exitView(), this.log) : null;
@@ -196,6 +198,11 @@ export class Datapath {
       mtu: this.vnicSettings?.mtu ?? null,
       translate: this.fib.translate,
       queued: this.unmapped.heldPackets,
+      txQueue: this.txQueue && {
+        packets: this.txQueue.queuedPackets,
+        bytes: this.txQueue.queuedBytes,
+        delay: this.txQueue.delay.snapshot(),
+      },
       ...this.fib.vnicCounters.snapshot(),
     }),
 

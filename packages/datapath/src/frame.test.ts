@@ -6,7 +6,13 @@ import type { Link } from "./link.js";
 import { META_GSO_TCP4, META_PARTIAL, META_UDP, type PacketOffload, readVnetHdr } from "./offload.js";
 import { Outside } from "./outside.js";
 import { packetView } from "./testing.js";
-import { Fragmenter, FrameBuilder, Reassembler } from "./wire/index.js";
+import {
+  DEFAULT_MAX_FRAME_BYTES,
+  Fragmenter,
+  FrameBuilder,
+  FrameBuilders,
+  Reassembler,
+} from "./wire/index.js";
 
 const PEER = "b".repeat(32);
 
@@ -72,7 +78,7 @@ function roundTrip(items: Item[], peerOffload: boolean, rtp: boolean, vnicOffloa
   };
   fib.setOwnAddresses("10.0.0.1", null);
   fib.setRoute("10.0.0.2/32", PEER, null, null);
-  const outside = new Outside(fib);
+  const outside = new Outside(fib, new FrameBuilders<Link>(DEFAULT_MAX_FRAME_BYTES));
   const frag = new Fragmenter(12, 1320);
   const reasm = new Reassembler();
   const frames: number[] = [];

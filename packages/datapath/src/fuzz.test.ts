@@ -4,7 +4,7 @@ import { Counters } from "./counters.js";
 import { Fib, type VnicDevice } from "./fib.js";
 import type { Link } from "./link.js";
 import { Outside } from "./outside.js";
-import { FRAME_FRAGMENT, Reassembler } from "./wire/index.js";
+import { DEFAULT_MAX_FRAME_BYTES, FRAME_FRAGMENT, FrameBuilders, Reassembler } from "./wire/index.js";
 
 const PEER = "b".repeat(32);
 
@@ -26,7 +26,10 @@ function outsideWithRoutes(translate: boolean): { outside: Outside; link: Link }
   fib.setRoute("10.10.0.2/32", PEER, null, null);
   fib.setRoute("fd50::2/128", PEER, null, null);
   fib.vnic = strictVnic;
-  return { outside: new Outside(fib), link: { peerUid: PEER, counters: new Counters() } as unknown as Link };
+  return {
+    outside: new Outside(fib, new FrameBuilders<Link>(DEFAULT_MAX_FRAME_BYTES)),
+    link: { peerUid: PEER, counters: new Counters() } as unknown as Link,
+  };
 }
 
 /** Frames that look real enough to get past the first checks: a known type, then packet-ish bytes. */

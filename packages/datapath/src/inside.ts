@@ -57,6 +57,7 @@ export class Inside {
     // Straight through while nothing waits; what is beyond this turn's budget is queued.
     let direct = queue === null ? Number.POSITIVE_INFINITY : queue.isEmpty ? this.options.turnBytes : 0;
     const now = queue === null ? 0 : rtpClock();
+    let immediate = 0;
     for (let i = 0; i < count; i++) {
       const off = offsets[i] as number;
       const len = lengths[i] as number;
@@ -68,13 +69,16 @@ export class Inside {
       }
       if (direct > 0) {
         direct -= len;
+        immediate++;
         this.route(p);
       } else {
         (queue as TxQueue).enqueue(p, now);
       }
     }
     this.frames.flush();
-    if (queue !== null && !queue.isEmpty) this.scheduleDrain();
+    if (queue === null) return;
+    queue.delay.recordImmediate(immediate);
+    if (!queue.isEmpty) this.scheduleDrain();
   }
 
   private scheduleDrain(): void {

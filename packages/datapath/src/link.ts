@@ -13,6 +13,7 @@ import { Counters } from "./counters.js";
 import { DelayGate, rtpClock } from "./delay-gate.js";
 import { IccChannel } from "./icc-channel.js";
 import { type IceSettings, iceSocketConfig, parseCandidate, toIceServers } from "./ice.js";
+import { localTypeOf, pathOf } from "./pair-types.js";
 import { PathMtu } from "./path-mtu.js";
 import { PacketQueue } from "./queue.js";
 import {
@@ -79,6 +80,8 @@ const PROBE_AFTER_MS = 6000;
 /** How often the datapath calls keepAlive on each link. */
 export const KEEPALIVE_PERIOD_MS = 1000;
 const PROBE_REPLY_ROOM_MS = 500;
+/** Server-reflexive addresses kept per link (one per STUN/TURN server and address family is usual). */
+const MAX_REFLEXIVE_ADDRESSES = 8;
 
 /** Underlay headers around an RTP frame: IPv6 40 + UDP 8 + TURN channel 4 + RTP 12 + SRTP tag 16. */
 const RTP_OVERHEAD = 80;
@@ -135,6 +138,8 @@ export class Link implements FrameSink {
   local: string | null = null;
   remote: string | null = null;
   localType: CandidateType | null = null;
+  /** Our addresses as STUN servers saw them (srflx candidates), to name a NATed direct pair. */
+  private readonly reflexiveAddresses = new Set<string>();
   remoteType: CandidateType | null = null;
   lastRxAt: number | null = null;
   lastTxAt: number | null = null;
@@ -227,6 +232,8 @@ export class Link implements FrameSink {
     this.pc.onLocalCandidate((candidate, mid) => {
       const parsed = parseCandidate(candidate);
       if (parsed && this.handlers.excludeAddress(parsed.address)) return;
+      if (parsed?.type === "srflx" && this.reflexiveAddresses.size < MAX_REFLEXIVE_ADDRESSES)
+        this.reflexiveAddresses.add(parsed.address);
       this.handlers.candidate(this, candidate, mid);
     });
     this.pc.onStateChange((s) => this.onPeerState(s));
@@ -769,22 +776,24 @@ export class Link implements FrameSink {
   private readSelectedPath(): void {
     const pair = this.pc.getSelectedCandidatePair();
     if (!pair) return;
-    const types = [pair.local.type, pair.remote.type];
     const remote = `${pair.remote.address}:${pair.remote.port}`;
-    this.path =
-      types.includes("relay") || this.negotiation.remoteRelays.has(remote)
-        ? "relay"
-        : types.includes("prflx")
-          ? "prflx"
-          : types.includes("srflx")
-            ? "srflx"
-            : "host";
+    const reportedLocal = CandidateType.safeParse(pair.local.type).data ?? null;
+    this.localType =
+      reportedLocal &&
+      localTypeOf(
+        reportedLocal,
+        { localAddress: pair.local.address, remoteAddress: pair.remote.address },
+        this.reflexiveAddresses,
+      );
+    this.remoteType = CandidateType.safeParse(pair.remote.type).data ?? null;
+    this.path = pathOf(
+      [this.localType ?? pair.local.type, pair.remote.type],
+      this.negotiation.remoteRelays.has(remote),
+    );
     const moved = this.remote !== null && remote !== this.remote;
     if (remote !== this.remote) this.baseRttMs = null;
     this.local = `${pair.local.address}:${pair.local.port}`;
     this.remote = remote;
-    this.localType = CandidateType.safeParse(pair.local.type).data ?? null;
-    this.remoteType = CandidateType.safeParse(pair.remote.type).data ?? null;
     // Another path may carry other sizes.
     if (moved) this.startPathMtu();
   }

@@ -4,7 +4,7 @@ import { Fib, type VnicDevice } from "./fib.js";
 import type { Link } from "./link.js";
 import { Outside } from "./outside.js";
 import { udp4 } from "./testing.js";
-import { FrameBuilders } from "./wire/index.js";
+import { DEFAULT_MAX_FRAME_BYTES, FrameBuilders } from "./wire/index.js";
 
 const PEER = "a".repeat(32);
 
@@ -15,7 +15,7 @@ function setup(own4: string, own6: string | null, write: VnicDevice["write"]) {
   fib.setRoute("fd50::2/128", PEER, null, null);
   fib.vnic = { name: "t", offload: false, write, close() {} } as VnicDevice;
   const link = { peerUid: PEER, counters: new Counters() } as unknown as Link;
-  return { fib, link, outside: new Outside(fib) };
+  return { fib, link, outside: new Outside(fib, new FrameBuilders<Link>(DEFAULT_MAX_FRAME_BYTES)) };
 }
 
 /** A type-2 frame with one TCP4 super-packet from 10.10.0.2 to 10.10.0.1 and the given offload fields. */

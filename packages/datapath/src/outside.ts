@@ -5,9 +5,8 @@ import { dstOffset, ipVersion, srcOffset } from "./packet.js";
 import { PacketView } from "./packet-view.js";
 import { translateIpv4 } from "./translate.js";
 import {
-  DEFAULT_MAX_FRAME_BYTES,
   FRAME_HEADER,
-  FrameBuilders,
+  type FrameBuilders,
   frameHopLimit,
   isPacketFrame,
   readFramePacket,
@@ -25,10 +24,10 @@ export class Outside {
   /** The packet of the received frame being delivered. */
   private readonly view = new PacketView();
 
-  /** @param frames the links' frame builders, for packets in transit (shared with Inside) */
+  /** @param frames the links' frame builders (tune.maxFrameBytes), for packets in transit; shared with Inside */
   constructor(
     private readonly fib: Fib,
-    private readonly frames: FrameBuilders<Link> = new FrameBuilders(DEFAULT_MAX_FRAME_BYTES),
+    private readonly frames: FrameBuilders<Link>,
   ) {}
 
   onFrame(link: Link, frame: Buffer): void {

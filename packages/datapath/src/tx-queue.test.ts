@@ -42,6 +42,23 @@ describe("TxQueue (FQ-CoDel between the vNIC and the links)", () => {
     expect(q.isEmpty).toBe(true);
   });
 
+  it("counts how long each packet handed on waited, in seconds buckets", () => {
+    const { q } = queue({ target: 0 }); // no CoDel drops: every packet is handed on
+    put(q, bulk(0), 0);
+    put(q, bulk(1), 0);
+    put(q, bulk(2), 0);
+    take(q, 1, 3); // 0.3 ms
+    take(q, 1, 30 * MS);
+    take(q, 1, 2000 * MS); // above every bound
+    q.delay.recordImmediate(2);
+    const d = q.delay.snapshot();
+    expect(d.counts).toHaveLength(d.bounds.length + 1);
+    expect(d.counts[0]).toBe(3); // 0.3 ms and the two sent at once
+    expect(d.counts[d.bounds.indexOf(0.05)]).toBe(1); // 30 ms: in (0.025, 0.05]
+    expect(d.counts.at(-1)).toBe(1);
+    expect(d.sumSeconds).toBeCloseTo(0.0003 + 0.03 + 2, 6);
+  });
+
   it("serves a flow that just became active before a backlogged bulk flow", () => {
     const { q } = queue();
     for (let i = 0; i < 100; i++) put(q, bulk(i), 0);

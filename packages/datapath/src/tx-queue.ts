@@ -16,6 +16,7 @@
  * Packets are copied in; order within a flow is kept.
  */
 import { CoDel } from "./codel.js";
+import { DelayHistogram } from "./delay-histogram.js";
 import { IPPROTO_TCP, IPPROTO_UDP } from "./packet.js";
 import { PacketView } from "./packet-view.js";
 
@@ -131,6 +132,8 @@ export class TxQueue {
   private readonly mask: number;
   private bytes = 0;
   private packets = 0;
+  /** How long the packets handed on waited (those sent straight through are added by the caller). */
+  readonly delay = new DelayHistogram();
 
   constructor(
     private readonly options: TxQueueOptions,
@@ -233,8 +236,12 @@ export class TxQueue {
       const e = flow.shift();
       this.bytes -= e.buf.length;
       this.packets--;
-      const sojourn = flow.bytes < MIN_BACKLOG ? 0 : (now - e.at) | 0;
-      if (flow.codel.pass(now, sojourn)) return e;
+      const waited = (now - e.at) | 0;
+      const sojourn = flow.bytes < MIN_BACKLOG ? 0 : waited;
+      if (flow.codel.pass(now, sojourn)) {
+        this.delay.record(waited);
+        return e;
+      }
       this.onDrop("txQueue", 1);
     }
     return undefined;

@@ -216,12 +216,11 @@ const Xmpp = z
       "x-type": "path",
       "x-default": "one of the two required",
     }),
-    resource: z
-      .string()
-      .min(1)
-      .max(64)
-      .optional()
-      .meta({ description: "XMPP resource", "x-default": "`tincan-<random>`" }),
+    resource: z.string().min(1).max(64).optional().meta({
+      description:
+        "XMPP resource: names this device (SocialVPN: its UID, addresses and `<device>.<user>.svpn` name follow from it). Each device of an account needs its own",
+      "x-default": "host name (lowercase, other than `[a-z0-9-]` as `-`)",
+    }),
     caFile: z.string().min(1).optional().meta({
       description: "PEM of a private CA that signed the server certificate",
       "x-type": "path",
@@ -300,7 +299,7 @@ const Ice = z
   })
   .prefault({});
 
-const Links = z
+export const Links = z
   .strictObject({
     policy: z
       .enum(["on-demand", "proactive"])

@@ -215,6 +215,20 @@ export interface VnicInfo extends Counters {
   mtu: number | null;
   translate: boolean;
   queued: number;
+  /** The send queue between the vNIC and the links (null: tune.txQueueMs is 0, no queue). */
+  txQueue: TxQueueInfo | null;
+}
+
+/** What waits in the datapath's send queue now, and how long packets waited in it since start. */
+export interface TxQueueInfo {
+  packets: number;
+  bytes: number;
+  /**
+   * Per packet handed to a link: counts[i] waited at most bounds[i] seconds and more than
+   * bounds[i - 1] (not cumulative; the last count is above every bound). Packets sent at once,
+   * without queueing, count in the first bucket. sumSeconds is the total time waited.
+   */
+  delay: { bounds: number[]; counts: number[]; sumSeconds: number };
 }
 
 export interface HelloResult {

@@ -1,12 +1,20 @@
 import { z } from "zod";
 import { ListenAddress } from "./common.js";
-import { ControllerConfig } from "./config.js";
+import { ControllerConfig, Links } from "./config.js";
 import { type Ipv4Range, ipv4Range } from "./ip.js";
 
 /** socialvpn.json: the core keys and SocialVPN's own. */
 export const SocialVpnConfig = ControllerConfig.extend({
+  links: Links.unwrap()
+    .extend({
+      relayForBuddies: z.boolean().default(false).meta({
+        description:
+          "SocialVPN: offer your buddies (and your own devices) to relay their IPv6 traffic to each other through this device while a direct link between them is set up",
+      }),
+    })
+    .prefault({}),
   stateFile: z.string().min(1).optional().meta({
-    description: "buddy -> address map, kept across restarts",
+    description: "device (`<jid>/<resource>`) -> address map, kept across restarts",
     "x-type": "path",
     "x-default":
       "`/var/lib/tincan/<config name>-state.json` (root or user tincan), else `$XDG_STATE_HOME/tincan/` (or `~/.local/state/tincan/`)",
@@ -17,7 +25,7 @@ export const SocialVpnConfig = ControllerConfig.extend({
         .string()
         .regex(/^[a-z0-9-]+(\.[a-z0-9-]+)*$/)
         .default("svpn")
-        .meta({ description: "buddy names: `<buddy>.<suffix>`" }),
+        .meta({ description: "names: `<buddy>.<suffix>`, `<device>.<buddy>.<suffix>`" }),
       listen: ListenAddress.default("127.0.0.53:5353").meta({
         description: "buddy names: where their DNS server listens (an address, not a host name)",
         "x-type": "`ip:port`",

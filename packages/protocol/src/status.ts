@@ -3,7 +3,15 @@
 import { z } from "zod";
 import { Uid } from "./common.js";
 import { DropCounts } from "./drops.js";
-import { CandidateType, type LinkInfo, LinkPath, LinkState, type RouteInfo, type VnicInfo } from "./rpc.js";
+import {
+  CandidateType,
+  type LinkInfo,
+  LinkPath,
+  LinkState,
+  type RouteInfo,
+  type TxQueueInfo,
+  type VnicInfo,
+} from "./rpc.js";
 
 const Time = z.number();
 const Count = z.number().int().min(0);
@@ -42,6 +50,16 @@ export const RouteInfoSchema = z.strictObject({
   kernel: z.boolean().optional(),
 }) satisfies z.ZodType<RouteInfo>;
 
+export const TxQueueInfoSchema = z.strictObject({
+  packets: Count,
+  bytes: Count,
+  delay: z.strictObject({
+    bounds: z.array(z.number()),
+    counts: z.array(Count),
+    sumSeconds: z.number().min(0),
+  }),
+}) satisfies z.ZodType<TxQueueInfo>;
+
 export const VnicInfoSchema = z.strictObject({
   ...CountersShape,
   name: z.string().nullable(),
@@ -51,6 +69,7 @@ export const VnicInfoSchema = z.strictObject({
   mtu: z.number().int().nullable(),
   translate: z.boolean(),
   queued: Count,
+  txQueue: TxQueueInfoSchema.nullable(),
 }) satisfies z.ZodType<VnicInfo>;
 
 /** What the link manager is doing with a peer's link, and why (see the controller's LinkManager). */
@@ -135,6 +154,8 @@ export const ControllerStatus = z.object({
     z.string(),
     z.object({
       jid: z.string(),
+      /** The peer's device: its XMPP resource (peers of one account are its devices). */
+      device: z.string().optional(),
       name: z.string().optional(),
       ipv4: z.string().optional(),
       ipv6: z.string().optional(),
@@ -156,6 +177,8 @@ export type ControllerStatus = z.infer<typeof ControllerStatus>;
 /** One row per peer of `tincanctl status`. */
 export const PeerRow = z.strictObject({
   peer: z.string(),
+  /** The device of the peer's account (rows are grouped by account, then device). */
+  device: z.string().optional(),
   uid: Uid,
   virtualIp: z.array(z.string()),
   state: z.string(),

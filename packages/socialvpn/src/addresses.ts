@@ -1,10 +1,36 @@
 import { type Ipv4Range, intToIpv4, ipv4Range, ipv4ToInt } from "@tincan/protocol";
 
 /**
- * Buddy addressing: each user owns a private IPv4 range (`vnic.ipv4`, e.g. 172.31.0.1/16) and gives
- * each buddy a free address of it. The datapath translates on receive, so only this node's numbering
- * matters here; buddies may number us differently.
+ * Device addressing: each user owns a private IPv4 range (`vnic.ipv4`, e.g. 172.31.0.1/16) and gives
+ * each device of each buddy (and each of the user's own other devices) a free address of it. The
+ * datapath translates on receive, so only this node's numbering matters here; buddies may number us
+ * differently.
+ *
+ * Keys are device keys, `<bare JID>/<resource>`. A key without a resource is an account's address
+ * from a state file of before devices: the first device of that account seen takes it over.
  */
+
+/** The book's key of one device: the bare JID lowercased, "/", the resource as it is. */
+export function deviceKey(bareJid: string, resource: string): string {
+  return `${bareJid.toLowerCase()}/${resource}`;
+}
+
+/** The bare JID of a key (device key or account key). */
+export function accountOf(key: string): string {
+  const slash = key.indexOf("/");
+  return (slash < 0 ? key : key.slice(0, slash)).toLowerCase();
+}
+
+/** The resource of a device key; undefined for an account key (of before devices). */
+export function deviceOf(key: string): string | undefined {
+  const slash = key.indexOf("/");
+  return slash < 0 ? undefined : key.slice(slash + 1);
+}
+
+function normalKey(key: string): string {
+  const device = deviceOf(key);
+  return device === undefined ? accountOf(key) : deviceKey(accountOf(key), device);
+}
 
 export class AddressExhaustedError extends Error {
   constructor(
@@ -24,8 +50,10 @@ export interface Assignment {
   address: string;
   /** The address was handed out just now (the state should be saved). */
   created: boolean;
-  /** The address was taken back from this JID, which is no longer a buddy (range was full). */
+  /** The address was taken back from this key, which is no longer a buddy (range was full). */
   reclaimedFrom?: string;
+  /** The device took over its account's address of before devices (state file migration). */
+  migratedFrom?: string;
 }
 
 /** A saved entry that was not taken over (address outside the range, own address, duplicate...). */
@@ -36,7 +64,7 @@ export interface DroppedEntry {
 }
 
 /**
- * bare JID -> address of our range. Addresses are handed out lowest-free-first (so with own address
+ * device key -> address of our range. Addresses are handed out lowest-free-first (so with own address
  * .1, buddies get .2, .3, ... in the order they appear), never the own, network or broadcast
  * address. Kept forever (a buddy removed and added again gets its old address back) unless the range
  * is full, when the address of the longest-held JID that is no longer a buddy is reused.
@@ -50,8 +78,8 @@ export class AddressBook {
 
   constructor(cidr: string, saved: Record<string, string> = {}) {
     this.range = ipv4Range(cidr);
-    for (const [rawJid, address] of Object.entries(saved)) {
-      const jid = rawJid.toLowerCase();
+    for (const [rawKey, address] of Object.entries(saved)) {
+      const jid = normalKey(rawKey);
       let n: number;
       try {
         n = ipv4ToInt(address);
@@ -74,9 +102,9 @@ export class AddressBook {
     return intToIpv4(this.range.address);
   }
 
-  /** The address of `jid`, if it has one. */
-  lookup(jid: string): string | undefined {
-    const n = this.byJid.get(jid.toLowerCase());
+  /** The address of `key`, if it has one. */
+  lookup(key: string): string | undefined {
+    const n = this.byJid.get(normalKey(key));
     return n === undefined ? undefined : intToIpv4(n);
   }
 
@@ -93,15 +121,29 @@ export class AddressBook {
     return this.byJid.size;
   }
 
+  /** Device keys of `bareJid`'s devices that have an address, oldest first. */
+  devicesOf(bareJid: string): string[] {
+    const account = bareJid.toLowerCase();
+    return [...this.byJid.keys()].filter((k) => deviceOf(k) !== undefined && accountOf(k) === account);
+  }
+
   /**
-   * The address of `jid`, handing out the lowest free one if it has none. When the range is full and
-   * `isBuddy` is given, the address of the oldest entry that is not a buddy any more is reused.
-   * Throws AddressExhaustedError when nothing is free.
+   * The address of `key`, handing out the lowest free one if it has none. A device without an
+   * address takes over its account's address of before devices, if there is one. When the range is
+   * full and `isBuddy` is given, the address of the oldest entry that is not a buddy any more is
+   * reused. Throws AddressExhaustedError when nothing is free.
    */
-  assign(rawJid: string, isBuddy?: (jid: string) => boolean): Assignment {
-    const jid = rawJid.toLowerCase();
+  assign(rawKey: string, isBuddy?: (key: string) => boolean): Assignment {
+    const jid = normalKey(rawKey);
     const have = this.byJid.get(jid);
     if (have !== undefined) return { address: intToIpv4(have), created: false };
+    const account = accountOf(jid);
+    const legacy = deviceOf(jid) === undefined ? undefined : this.byJid.get(account);
+    if (legacy !== undefined) {
+      this.byJid.delete(account);
+      this.put(jid, legacy);
+      return { address: intToIpv4(legacy), created: true, migratedFrom: account };
+    }
     const free = this.lowestFree();
     if (free !== undefined) {
       this.put(jid, free);
@@ -118,7 +160,7 @@ export class AddressBook {
     throw new AddressExhaustedError(jid, this.range.cidr, this.byJid.size);
   }
 
-  /** The state file's `buddies` object (allocation order). */
+  /** The state file's `devices` object (allocation order). */
   toRecord(): Record<string, string> {
     return Object.fromEntries([...this.byJid].map(([jid, n]) => [jid, intToIpv4(n)]));
   }

@@ -8,28 +8,33 @@ import {
   exitOnConfigError,
   loadConfig,
   parseControllerArgs,
+  queryAll,
   runController,
 } from "@tincan/controller";
 import { printEffectiveConfig, SocialVpnConfig, splitHostPort } from "@tincan/protocol";
 import { AddressBook } from "./addresses.js";
 import { DnsResponder, NameTable } from "./dns.js";
 import { SocialPolicy } from "./policy.js";
+import { SocialProfile } from "./profile.js";
 import { defaultStateFile, readStateFile, StateFileError, StateWriter } from "./state.js";
 
 const PROG = "socialvpn";
 const args = parseControllerArgs(
   PROG,
   "SocialVPN controller: your XMPP buddies (mutual subscription) appear at addresses of your own\n" +
-    "private range, and by name (<buddy>.svpn) through a small DNS responder.\n" +
+    "private range, and by name (<buddy>.svpn, <device>.<buddy>.svpn) through a small DNS responder.\n" +
     "Needs a running datapath (tincan) and the XMPP server named in the config.",
 );
 let config: ReturnType<typeof loadConfig<typeof SocialVpnConfig>>;
 let stateFile: string;
 let book: AddressBook;
+let profile: SocialProfile;
 try {
   config = loadConfig(args.config, SocialVpnConfig);
   stateFile = config.stateFile ?? defaultStateFile(args.config);
-  book = new AddressBook(config.vnic.ipv4, readStateFile(stateFile).buddies);
+  const saved = readStateFile(stateFile);
+  book = new AddressBook(config.vnic.ipv4, saved.devices);
+  profile = new SocialProfile(saved.scores);
   if (args.checkConfig)
     printEffectiveConfig({
       ...config,
@@ -59,26 +64,55 @@ const names = new NameTable(config.dns.suffix);
 const state = new StateWriter(stateFile, (err) =>
   log.error("cannot save the state file", { file: stateFile, error: err.message }),
 );
-const policy = new SocialPolicy({ config, book, state, names, log });
+const policy = new SocialPolicy({ config, book, state, names, profile, log });
 const dns = new DnsResponder({ ...splitHostPort(config.dns.listen), table: names, log });
 
-/** The core controller, plus: the DNS responder stops and the state file is written before exit. */
+/** How often the links' traffic is added to the social profile's scores. */
+const TRAFFIC_SAMPLE_MS = 15_000;
+
+/**
+ * The core controller, plus: the links' traffic is sampled for the social profile; the DNS responder
+ * stops and the state file is written before exit.
+ */
 class SocialController extends Controller {
+  private sampler: NodeJS.Timeout | null = null;
+
+  override async start(): Promise<void> {
+    await super.start();
+    this.sampler = setInterval(() => void this.sampleTraffic(), TRAFFIC_SAMPLE_MS);
+    this.sampler.unref();
+  }
+
   override async stop(): Promise<void> {
+    if (this.sampler) {
+      // Started: the datapath answered; the last minutes of traffic count too.
+      clearInterval(this.sampler);
+      this.sampler = null;
+      await this.sampleTraffic();
+    }
     dns.stop();
     await super.stop();
     await state.flush();
+  }
+
+  private async sampleTraffic(): Promise<void> {
+    try {
+      policy.sampleTraffic(await queryAll(this.datapath, "link.query"));
+    } catch (err) {
+      log.debug("traffic sample failed", { error: (err as Error).message });
+    }
   }
 }
 const ctl = new SocialController({ name: PROG, config, logger, policy });
 log.info("starting", {
   jid: policy.jid,
+  device: policy.device,
   uid: policy.uid,
   ipv4: config.vnic.ipv4,
   ipv6: policy.ipv6,
   policy: config.links.policy,
   stateFile,
-  buddiesKnown: book.size,
+  devicesKnown: book.size,
 });
 
 dns.start().then(

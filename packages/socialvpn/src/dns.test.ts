@@ -39,6 +39,55 @@ describe("NameTable", () => {
   });
 });
 
+describe("NameTable with devices", () => {
+  const t = new NameTable("svpn");
+  t.set([
+    {
+      jid: "alice@lab.local",
+      device: "laptop",
+      ipv4: "172.31.0.1",
+      ipv6: "fd53::1",
+      online: true,
+      self: true,
+    },
+    { jid: "alice@lab.local", device: "phone", ipv4: "172.31.0.3", ipv6: "fd53::3", online: true },
+    { jid: "bob@lab.local", device: "Desk", ipv4: "172.31.0.2", ipv6: "fd53::2", online: true },
+    { jid: "bob@lab.local", device: "pi", ipv4: "172.31.0.4", ipv6: "fd53::4", online: true },
+    { jid: "bob@lab.local", device: "old", ipv4: "172.31.0.5", ipv6: "fd53::5", online: false },
+    { jid: "carol@lab.local", device: "a", ipv4: "172.31.0.6", online: false },
+    { jid: "carol@lab.local", device: "b", ipv4: "172.31.0.7", online: false },
+    // Two resources that make the same label: neither gets the name.
+    { jid: "dave@lab.local", device: "x y", ipv4: "172.31.0.8", online: true },
+    { jid: "dave@lab.local", device: "x.y", ipv4: "172.31.0.9", online: true },
+  ]);
+
+  it("names each device under its account, and the account answers with its online devices", () => {
+    expect(t.lookup("desk.bob.svpn")).toEqual({
+      jid: "bob@lab.local",
+      device: "Desk",
+      ipv4: ["172.31.0.2"],
+      ipv6: ["fd53::2"],
+    });
+    expect(t.lookup("old.bob.lab-local.svpn")?.ipv4).toEqual(["172.31.0.5"]);
+    expect(t.lookup("bob.svpn")?.ipv4).toEqual(["172.31.0.2", "172.31.0.4"]);
+    // None online: every known device.
+    expect(t.lookup("carol.svpn")?.ipv4).toEqual(["172.31.0.6", "172.31.0.7"]);
+    expect(t.lookup("dave.svpn")?.ipv4).toEqual(["172.31.0.8", "172.31.0.9"]);
+    expect(t.lookup("x-y.dave.svpn")).toBeUndefined();
+  });
+
+  it("the own account's name is this device; the other own devices are named under it", () => {
+    expect(t.lookup("alice.svpn")?.ipv4).toEqual(["172.31.0.1"]);
+    expect(t.lookup("phone.alice.svpn")?.ipv4).toEqual(["172.31.0.3"]);
+    expect(t.lookup("laptop.alice.svpn")?.ipv6).toEqual(["fd53::1"]);
+  });
+
+  it("answers an account's name with one record per device", () => {
+    const r = dnsPacket.decode(answerQuery(t, query("bob.svpn", "A")) as Buffer);
+    expect(r.answers?.map((a) => a.data)).toEqual(["172.31.0.2", "172.31.0.4"]);
+  });
+});
+
 describe("answerQuery", () => {
   it("answers A with the buddy's local address, authoritative, echoing id, question and RD", () => {
     const r = ask(query("alice.svpn"));

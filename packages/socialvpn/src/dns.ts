@@ -2,19 +2,34 @@ import { createSocket, type Socket } from "node:dgram";
 import type { Log } from "@tincan/controller";
 import dnsPacket, { type Answer, type Question } from "dns-packet";
 
-/** A name's addresses: a buddy's local IPv4 (our numbering) and overlay IPv6, or our own. */
+/** One device's addresses: a buddy's device (local IPv4 in our numbering, overlay IPv6), or our own. */
 export interface NameEntry {
   /** Bare JID, e.g. "bob@lab.local". */
   jid: string;
+  /** The device (its XMPP resource); none for an account known only by its address of before devices. */
+  device?: string | undefined;
   ipv4?: string | undefined;
   ipv6?: string | undefined;
+  /** The device is online now. */
+  online?: boolean | undefined;
+  /** This node itself: the own account's name answers with this device alone. */
+  self?: boolean | undefined;
+}
+
+/** What a name answers with: one device, or the devices of an account. */
+export interface NameAnswer {
+  jid: string;
+  /** Set for a device's name. */
+  device?: string;
+  ipv4: string[];
+  ipv6: string[];
 }
 
 export const DNS_TTL = 60;
 
 const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
 
-/** A DNS label from a JID part: lowercase, anything but [a-z0-9-] becomes "-". */
+/** A DNS label from a JID part or resource: lowercase, anything but [a-z0-9-] becomes "-". */
 function label(s: string): string {
   return (
     s
@@ -24,41 +39,73 @@ function label(s: string): string {
   );
 }
 
+/** The devices an account's name answers with: ourselves; else the online ones; else all known. */
+function accountDevices(entries: NameEntry[]): NameEntry[] {
+  const self = entries.filter((e) => e.self);
+  if (self.length > 0) return self;
+  const online = entries.filter((e) => e.online);
+  return online.length > 0 ? online : entries;
+}
+
+function answerOf(jid: string, entries: NameEntry[], device?: string): NameAnswer {
+  const pick = (f: (e: NameEntry) => string | undefined) =>
+    entries.map(f).filter((a): a is string => a !== undefined);
+  return {
+    jid,
+    ...(device !== undefined ? { device } : {}),
+    ipv4: pick((e) => e.ipv4),
+    ipv6: pick((e) => e.ipv6),
+  };
+}
+
 /**
- * Names of buddies under the suffix (default "svpn"):
- * - `<localpart>.<suffix>` (bob.svpn) when exactly one entry (buddies and ourselves) has that local part;
- * - `<localpart>.<domain with dots as dashes>.<suffix>` (bob.lab-local.svpn) always, so two buddies
- *   with the same local part on different servers both have a name.
- * Names are case-insensitive; a name two entries would share is given to neither.
+ * Names of accounts and their devices under the suffix (default "svpn"):
+ * - `<localpart>.<suffix>` (bob.svpn) when exactly one account (buddies and ourselves) has that local
+ *   part, and `<localpart>.<domain with dots as dashes>.<suffix>` (bob.lab-local.svpn) always, so two
+ *   buddies with the same local part on different servers both have a name. An account's name
+ *   answers with all its online devices (all it has known ones while none is online); our own
+ *   account's name answers with this device alone;
+ * - `<device>.<account name>` (phone.bob.svpn, phone.bob.lab-local.svpn) for each device.
+ * Names are case-insensitive; a name two accounts or devices would share is given to neither.
  */
 export class NameTable {
-  private names = new Map<string, NameEntry>();
+  private names = new Map<string, NameAnswer>();
 
   constructor(readonly suffix: string) {}
 
   /** Replaces the table. */
   set(entries: NameEntry[]): void {
-    const candidates = new Map<string, NameEntry[]>();
-    const add = (name: string, e: NameEntry) => candidates.set(name, [...(candidates.get(name) ?? []), e]);
-    for (const e of entries) {
-      const at = e.jid.indexOf("@");
-      const local = label(at > 0 ? e.jid.slice(0, at) : e.jid);
-      const domain = at > 0 ? label(e.jid.slice(at + 1).replace(/\./g, "-")) : "-";
-      add(`${local}.${this.suffix}`, e);
-      add(`${local}.${domain}.${this.suffix}`, e);
+    const byJid = new Map<string, NameEntry[]>();
+    for (const e of entries) byJid.set(e.jid, [...(byJid.get(e.jid) ?? []), e]);
+    const candidates = new Map<string, Array<{ target: string; answer: NameAnswer }>>();
+    const add = (name: string, target: string, answer: NameAnswer) =>
+      candidates.set(name, [...(candidates.get(name) ?? []), { target, answer }]);
+    for (const [jid, list] of byJid) {
+      const at = jid.indexOf("@");
+      const local = label(at > 0 ? jid.slice(0, at) : jid);
+      const domain = at > 0 ? label(jid.slice(at + 1).replace(/\./g, "-")) : "-";
+      const accountNames = [`${local}.${this.suffix}`, `${local}.${domain}.${this.suffix}`];
+      const account = answerOf(jid, accountDevices(list));
+      for (const name of accountNames) add(name, jid, account);
+      for (const e of list) {
+        if (e.device === undefined) continue;
+        const device = answerOf(jid, [e], e.device);
+        for (const name of accountNames) add(`${label(e.device)}.${name}`, `${jid}/${e.device}`, device);
+      }
     }
     this.names = new Map();
     for (const [name, list] of candidates) {
-      if (new Set(list.map((e) => e.jid)).size === 1) this.names.set(name, list[0] as NameEntry);
+      if (new Set(list.map((c) => c.target)).size === 1)
+        this.names.set(name, (list[0] as { answer: NameAnswer }).answer);
     }
   }
 
-  lookup(name: string): NameEntry | undefined {
+  lookup(name: string): NameAnswer | undefined {
     return this.names.get(name.toLowerCase().replace(/\.$/, ""));
   }
 
   /** Every name (for logs and docs). */
-  all(): Array<[string, NameEntry]> {
+  all(): Array<[string, NameAnswer]> {
     return [...this.names];
   }
 }
@@ -133,8 +180,9 @@ function answer(table: NameTable, msg: Buffer): Buffer | null {
   const answers: Answer[] = [];
   const wantA = q.type === "A" || (q.type as string) === "ANY";
   const wantAAAA = q.type === "AAAA" || (q.type as string) === "ANY";
-  if (wantA && entry.ipv4) answers.push({ name: q.name, type: "A", ttl: DNS_TTL, data: entry.ipv4 });
-  if (wantAAAA && entry.ipv6) answers.push({ name: q.name, type: "AAAA", ttl: DNS_TTL, data: entry.ipv6 });
+  if (wantA) for (const data of entry.ipv4) answers.push({ name: q.name, type: "A", ttl: DNS_TTL, data });
+  if (wantAAAA)
+    for (const data of entry.ipv6) answers.push({ name: q.name, type: "AAAA", ttl: DNS_TTL, data });
   return reply(RCODE.NOERROR, answers.length > 0 ? { aa: true, answers } : { aa: true, authorities: [soa] });
 }
 

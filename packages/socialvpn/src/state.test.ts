@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { writeFileAtomic } from "@tincan/protocol";
 import { afterEach, describe, expect, it } from "vitest";
+import { AddressBook } from "./addresses.js";
 import { defaultStateFile, readStateFile, StateFileError, StateWriter } from "./state.js";
 
 const dirs: string[] = [];
@@ -17,7 +18,7 @@ afterEach(() => {
 
 describe("state file", () => {
   it("a missing file is an empty state", () => {
-    expect(readStateFile(join(tmp(), "none.json"))).toEqual({ version: 1, buddies: {} });
+    expect(readStateFile(join(tmp(), "none.json"))).toEqual({ version: 2, devices: {} });
   });
 
   it("rejects a file that is not JSON or not the expected shape, naming the file and field", () => {
@@ -27,8 +28,32 @@ describe("state file", () => {
     expect(() => readStateFile(join(d, "a.json"))).toThrow(/a\.json: not valid JSON/);
     writeFileSync(join(d, "b.json"), JSON.stringify({ version: 1, buddies: { "bob@x": 7 } }));
     expect(() => readStateFile(join(d, "b.json"))).toThrow(/b\.json: buddies\.bob@x: /);
-    writeFileSync(join(d, "c.json"), JSON.stringify({ version: 2, buddies: {} }));
+    writeFileSync(join(d, "c.json"), JSON.stringify({ version: 3, devices: {} }));
     expect(() => readStateFile(join(d, "c.json"))).toThrow(/version/);
+  });
+
+  it("reads a state file of before devices (version 1) as account addresses for the first device", () => {
+    const f = join(tmp(), "old.json");
+    writeFileSync(
+      f,
+      JSON.stringify({ version: 1, buddies: { "bob@x": "172.31.0.2", "carol@x": "172.31.0.3" } }),
+    );
+    const state = readStateFile(f);
+    expect(state).toEqual({ version: 2, devices: { "bob@x": "172.31.0.2", "carol@x": "172.31.0.3" } });
+    const book = new AddressBook("172.31.0.1/16", state.devices);
+    // bob's first device keeps his address, the second gets a new one; carol keeps hers for later.
+    expect(book.assign("bob@x/phone")).toEqual({
+      address: "172.31.0.2",
+      created: true,
+      migratedFrom: "bob@x",
+    });
+    expect(book.assign("bob@x/laptop").address).toBe("172.31.0.4");
+    expect(book.toRecord()).toEqual({
+      "carol@x": "172.31.0.3",
+      "bob@x/phone": "172.31.0.2",
+      "bob@x/laptop": "172.31.0.4",
+    });
+    expect(book.assign("carol@x/desk").address).toBe("172.31.0.3");
   });
 
   it("writes atomically: the new content replaces the old, no temp file stays", async () => {
@@ -66,17 +91,17 @@ describe("state file", () => {
       w.save(() => {
         calls++;
         return {
-          version: 1,
-          buddies: Object.fromEntries([...Array(n)].map((_, k) => [`u${k}@x`, `10.0.0.${k + 2}`])),
+          version: 2,
+          devices: Object.fromEntries([...Array(n)].map((_, k) => [`u${k}@x/d`, `10.0.0.${k + 2}`])),
         };
       });
     }
     await w.flush();
     expect(calls).toBeLessThanOrEqual(2);
-    expect(Object.keys(readStateFile(f).buddies)).toHaveLength(20);
+    expect(Object.keys(readStateFile(f).devices)).toHaveLength(20);
     const errors: Error[] = [];
     const bad = new StateWriter(join(d, "missing", "s.json"), (e) => errors.push(e));
-    bad.save(() => ({ version: 1, buddies: {} }));
+    bad.save(() => ({ version: 2, devices: {} }));
     await bad.flush();
     expect(errors).toHaveLength(1);
   });

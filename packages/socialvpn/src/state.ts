@@ -3,14 +3,36 @@ import { userInfo } from "node:os";
 import { basename, join } from "node:path";
 import { describeIssues, writeFileAtomic } from "@tincan/protocol";
 import { z } from "zod";
+import { SavedScore } from "./profile.js";
 
-/** `stateFile`: which address of our range each buddy has, kept across restarts. */
-export const SocialVpnState = z.strictObject({
+/** `stateFile` of before devices (version 1): one address per buddy account. */
+const SocialVpnStateV1 = z.strictObject({
   version: z.literal(1),
   /** bare JID -> IPv4 address, in allocation order. */
   buddies: z.record(z.string().min(3), z.string()),
 });
+
+/** `stateFile`: which address of our range each device has, kept across restarts. */
+export const SocialVpnState = z.strictObject({
+  version: z.literal(2),
+  /**
+   * `<bare JID>/<resource>` -> IPv4 address, in allocation order. A key without "/" is an account's
+   * address from version 1, not yet taken over by a device of that account (see addresses.ts).
+   */
+  devices: z.record(z.string().min(3), z.string()),
+  /** Device key -> decayed traffic score (the social profile, see profile.ts). */
+  scores: z.record(z.string().min(3), SavedScore).optional(),
+});
 export type SocialVpnState = z.infer<typeof SocialVpnState>;
+
+/** Version 1 read as version 2: each account's address waits for the account's first device. */
+function parseState(json: unknown) {
+  const v1 = typeof json === "object" && json !== null && (json as { version?: unknown }).version === 1;
+  if (!v1) return SocialVpnState.safeParse(json);
+  const parsed = SocialVpnStateV1.safeParse(json);
+  if (!parsed.success) return parsed;
+  return { success: true as const, data: { version: 2 as const, devices: parsed.data.buddies } };
+}
 
 /** Where system services keep state (the package creates it, owned by the tincan user). */
 export const SYSTEM_STATE_DIR = "/var/lib/tincan";
@@ -64,7 +86,7 @@ export function readStateFile(file: string): SocialVpnState {
   try {
     text = readFileSync(file, "utf8");
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return { version: 1, buddies: {} };
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return { version: 2, devices: {} };
     throw new StateFileError(file, `cannot read the state file: ${(err as Error).message}`);
   }
   let json: unknown;
@@ -73,7 +95,7 @@ export function readStateFile(file: string): SocialVpnState {
   } catch (err) {
     throw new StateFileError(file, `not valid JSON: ${(err as Error).message}`);
   }
-  const parsed = SocialVpnState.safeParse(json);
+  const parsed = parseState(json);
   if (!parsed.success) throw new StateFileError(file, describeIssues(parsed.error));
   return parsed.data;
 }

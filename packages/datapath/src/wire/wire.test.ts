@@ -59,7 +59,7 @@ describe("link wire format (bytes pinned)", () => {
     b.append(packetView(PKT, META_PARTIAL | META_UDP, 20));
     b.append(packetView(PKT, META_PARTIAL | META_GSO_TCP4, 20, 1200));
     b.flush();
-    expect(s.frames).toEqual([`0203` + `00${PKT_HEX}` + `030014${PKT_HEX}` + `05001404b0${PKT_HEX}`]);
+    expect(s.frames).toEqual([["0203", `00${PKT_HEX}`, `030014${PKT_HEX}`, `05001404b0${PKT_HEX}`].join("")]);
   });
 
   it("a frame reads back packet by packet", () => {
