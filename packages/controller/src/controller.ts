@@ -212,6 +212,10 @@ export class Controller implements PolicyContext {
     return this.routeTable.list();
   }
 
+  async ensureLink(peer: Member, opts: { pinned: boolean }): Promise<void> {
+    await this.links.ensureLink(peerRefOf(peer), opts);
+  }
+
   async start(): Promise<void> {
     const { config } = this.opts;
     const listen = this.opts.config.metrics?.listen;

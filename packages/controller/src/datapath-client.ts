@@ -80,6 +80,8 @@ const IDEMPOTENT: ReadonlySet<RpcMethod> = new Set<RpcMethod>([
   "route.set",
   "route.remove",
   "route.query",
+  "exit.serve",
+  "exit.use",
   "log.level",
 ]);
 

@@ -38,6 +38,8 @@ export interface PolicyContext {
   setRoute(params: RpcParamsOf<"route.set">): Promise<void>;
   removeRoute(prefix: string): Promise<void>;
   routes(): RpcParamsOf<"route.set">[];
+  /** Sets up a link to the member now (e.g. to an exit node, which no packet reaches before it). */
+  ensureLink?(peer: Member, opts: { pinned: boolean }): Promise<void>;
 }
 
 /**

@@ -273,6 +273,10 @@ export function formatController(status: ControllerStatus | null, now = Date.now
     lines.push(`routes accepted: ${r.accepted.map((a) => `${a.prefix} via ${a.jid}`).join(", ")}`);
   if (r && r.ignored.length > 0)
     lines.push(`routes ignored: ${r.ignored.map((i) => `${i.prefix} of ${i.jid} (${i.reason})`).join("; ")}`);
+  if (r?.exitNode)
+    lines.push(
+      `exit node: ${r.exitNode.jid} ${r.exitNode.state}${r.exitNode.reason ? ` (${r.exitNode.reason})` : ""}`,
+    );
   return `${lines.join("\n")}\n`;
 }
 

@@ -9,6 +9,7 @@ import {
 } from "@tincan/protocol";
 import { loadTincanConfig, TincanConfigError } from "./config.js";
 import { Datapath, VERSION } from "./datapath.js";
+import { systemExitKernel } from "./exit-kernel.js";
 import { reportTurnRefusals } from "./ice.js";
 import { ipKernelRoutes } from "./kernel-routes.js";
 import { configureSctp } from "./link.js";
@@ -93,6 +94,7 @@ async function main(): Promise<void> {
   const datapath = new Datapath({
     vnicFactory: tunFactory,
     kernelRoutes: ipKernelRoutes,
+    exitKernel: systemExitKernel,
     logger: log,
     notify: (method, params) => rpc?.notify(method, params),
     maxLinks: config.maxLinks,

@@ -16,6 +16,8 @@ import {
 } from "@tincan/protocol";
 import type { Logger } from "winston";
 import { conflict, invalidParams, notConfigured, notFound, rpcError, tooManyLinks } from "./errors.js";
+import type { ExitKernel, Family } from "./exit-kernel.js";
+import { ExitNode } from "./exit-node.js";
 import { Fib, type VnicDevice } from "./fib.js";
 import { IccQueueFull } from "./icc-channel.js";
 import type { IceSettings } from "./ice.js";
@@ -62,6 +64,8 @@ export interface DatapathOptions extends Partial<DatapathTune> {
   kernelRoutes?: KernelRoutes;
   /** How `vnic.configure {dns}` reaches systemd-resolved (default: the resolvectl command). */
   resolvectl?: Resolvectl;
+  /** Exit nodes (`exit.serve`, `exit.use`); without it those fail. */
+  exitKernel?: ExitKernel;
 }
 
 type Handlers = { [M in RpcMethod]: (params: RpcParamsOf<M>) => RpcResults[M] | Promise<RpcResults[M]> };
@@ -89,6 +93,7 @@ export class Datapath {
   private readonly transports = new Map<string, PeerTransports>();
   /** Prefixes (canonical) with a kernel route to the vNIC, removed with their route and on close. */
   private readonly kernelPrefixes = new Set<string>();
+  private readonly exit: ExitNode | null;
   private readonly timer: NodeJS.Timeout;
   private readonly log: Logger;
   private readonly tune: DatapathTune;
@@ -128,6 +133,7 @@ export class Datapath {
       this.txQueue,
     );
     this.outside = new Outside(this.fib, this.frames);
+    this.exit = options.exitKernel ? new ExitNode(options.exitKernel, this.exitView(), this.log) : null;
     this.timer = setInterval(() => {
       const now = Date.now();
       const expired = this.unmapped.expire(now);
@@ -139,6 +145,7 @@ export class Datapath {
         if (link.refreshPath()) this.onLinkState(link, "connected");
         link.keepAlive(now);
       }
+      this.exit?.sync();
     }, KEEPALIVE_PERIOD_MS);
     this.timer.unref();
   }
@@ -299,8 +306,11 @@ export class Datapath {
         throw invalidParams(
           "peerUid: a route to our own uid (a prefix behind this node) takes no via, mapTo or kernel",
         );
+      if (p.kernel && prefixBytes(p.prefix).length === 0)
+        throw invalidParams("kernel: a default route takes the kernel through exit.use, not the main table");
       await this.setKernelRoute(p.prefix, p.kernel === true);
       const prefix = this.fib.setRoute(p.prefix, p.peerUid, p.via ?? null, p.mapTo ?? null);
+      this.exit?.sync();
       this.log.debug("route set", { prefix, peer: p.peerUid, via: p.via, mapTo: p.mapTo });
       this.inside.resubmitHeld(this.unmapped.takeAll());
       // Packets waiting for the direct link to connect take the new way via another node.
@@ -314,6 +324,29 @@ export class Datapath {
       if (!this.fib.routes.get(p.prefix)) throw notFound(`prefix: no route for ${p.prefix}`);
       await this.setKernelRoute(p.prefix, false);
       this.fib.removeRoute(p.prefix);
+      this.exit?.sync();
+      return {};
+    },
+
+    "exit.serve": async (p) => {
+      if (!this.exit) throw notConfigured("exit: this datapath has no exit-node support");
+      if (p.on && !this.fib.vnic) throw notConfigured("call vnic.configure first");
+      try {
+        await this.exit.setServe(p.on);
+      } catch (err) {
+        throw rpcError(RpcErrorCode.Internal, `exit.serve: ${(err as Error).message}`);
+      }
+      return {};
+    },
+
+    "exit.use": async (p) => {
+      if (!this.exit) throw notConfigured("exit: this datapath has no exit-node support");
+      if (p.peerUid !== null && p.peerUid === this.uid) throw invalidParams("peerUid: is our own uid");
+      try {
+        await this.exit.setUse(p.peerUid === null ? null : { peerUid: p.peerUid, bypass: p.bypass });
+      } catch (err) {
+        throw rpcError(RpcErrorCode.Internal, `exit.use: ${(err as Error).message}`);
+      }
       return {};
     },
 
@@ -365,6 +398,7 @@ export class Datapath {
 
   close(): void {
     clearInterval(this.timer);
+    this.exit?.close();
     const vnic = this.fib.vnic;
     if (vnic && this.kernelPrefixes.size > 0)
       this.options.kernelRoutes?.removeAllSync(vnic.name, this.kernelPrefixes);
@@ -538,6 +572,7 @@ export class Datapath {
       this.log.info(`link ${state}`, { peer: link.peerUid, relayOnly: link.relayOnly });
     }
     if (state !== "connected") this.selectTransport(link.peerUid);
+    this.exit?.sync();
     if (state === "new") return;
     this.options.notify("link.state", {
       peerUid: link.peerUid,
@@ -557,6 +592,35 @@ export class Datapath {
       return;
     }
     this.options.notify("icc.message", { peerUid: link.peerUid, data: data as never });
+  }
+
+  private exitView() {
+    return {
+      device: () => this.fib.vnic?.name ?? null,
+      overlayPrefixes: () =>
+        [this.vnicSettings?.ipv4, this.vnicSettings?.ipv6]
+          .filter((c): c is string => !!c)
+          .map((c) => {
+            const p = prefixBytes(c);
+            return `${p.network}/${p.length}`;
+          }),
+      defaultFamilies: (peerUid: string) => {
+        const out = new Set<Family>();
+        // Only families the vNIC has an address of (the kernel needs a source for them).
+        if (this.vnicSettings?.ipv4 && this.fib.routes.get("0.0.0.0/0")?.nextHop === peerUid) out.add(4);
+        if (this.vnicSettings?.ipv6 && this.fib.routes.get("::/0")?.nextHop === peerUid) out.add(6);
+        return out;
+      },
+      isConnected: (peerUid: string) => this.fib.links.get(peerUid)?.isConnected === true,
+      linkRemotes: () => {
+        const out: string[] = [];
+        for (const link of this.allLinks()) {
+          const remote = link.isConnected ? link.remote : null;
+          if (remote) out.push(remote.slice(0, remote.lastIndexOf(":")).replace(/^\[|\]$/g, ""));
+        }
+        return out;
+      },
+    };
   }
 
   private refreshOverlay(): void {

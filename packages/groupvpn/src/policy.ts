@@ -11,6 +11,7 @@ import {
   type RpcParamsOf,
   uidForIpv4,
 } from "@tincan/protocol";
+import { bypassHosts } from "./exit-bypass.js";
 import { NeighborLinks } from "./neighbors.js";
 import { RouterRoutes } from "./router.js";
 
@@ -44,11 +45,15 @@ export class GroupPolicy implements Policy {
   private lastAnnouncedAt = Number.NEGATIVE_INFINITY;
   private announceTimer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly config: Config) {
+  constructor(private readonly config: Config & Partial<Pick<GroupVpnConfig, "xmpp" | "ice">>) {
     this.subnet = parsePrefix(config.vnic.ipv4);
     this.ipv4 = this.subnet.address;
     this.uid = uidForIpv4(this.ipv4);
-    this.router = new RouterRoutes(config, this.uid);
+    this.router = new RouterRoutes(
+      config,
+      this.uid,
+      config.xmpp && config.ice ? bypassHosts({ xmpp: config.xmpp, ice: config.ice }) : [],
+    );
   }
 
   presence(): PresenceTincan {
@@ -188,9 +193,10 @@ export class GroupPolicy implements Policy {
     return this.neighbors.all();
   }
 
-  async onDatapathRestarted(): Promise<void> {
+  async onDatapathRestarted(ctx: PolicyContext): Promise<void> {
     this.connected.clear();
     this.settingUp.clear();
+    await this.router.start(ctx); // exit.serve / exit.use again (the core re-sets the routes)
   }
 
   /** Our link list to every neighbour: now, or when ANNOUNCE_EVERY_MS since the last one is over. */

@@ -6,10 +6,14 @@ import {
   prefixesOverlap,
   type RouterStatus,
 } from "@tincan/protocol";
+import { bypassAddresses } from "./exit-bypass.js";
 
 type Config = Pick<GroupVpnConfig, "vnic" | "routes">;
 
 const ACCEPT_OFF = "routes.accept is off";
+const NOT_OUR_EXIT = "a default route: routes.exitNode does not name this router";
+/** Reasons that are our own choice, not the advertiser's fault: logged at debug. */
+const OUR_CHOICE = new Set([ACCEPT_OFF, NOT_OUR_EXIT]);
 /** Refusals remembered as logged (beyond it, further ones are not logged: a bound, not a goal). */
 const MAX_LOGGED = 4096;
 
@@ -18,6 +22,8 @@ interface Accepted {
   peerUid: string;
   jid: string;
 }
+
+type ExitStatus = NonNullable<RouterStatus["exitNode"]>;
 
 interface Ignored {
   prefix: string;
@@ -40,13 +46,21 @@ export class RouterRoutes {
   private readonly ignored = new Map<string, Ignored>();
   /** "jid prefix reason" logged already: once per controller run, whatever presence does. */
   private readonly logged = new Set<string>();
+  /** routes.exitNode: what the datapath was told to use (its UID), and why not when it is none. */
+  private exitUid: string | null = null;
+  private exit: ExitStatus | undefined;
 
+  /** `bypassHosts`: kept outside the tunnel of an exit node (XMPP, STUN/TURN servers). */
   constructor(
     private readonly config: Config,
     private readonly uid: string,
+    private readonly bypassHosts: readonly string[] = [],
   ) {
     const { ipv4, ipv6 } = config.vnic;
-    this.own = [ipv4, ...(ipv6 ? [ipv6] : []), ...config.routes.advertise].map(parsePrefix);
+    // Our own default route (exit node) overlaps everything: not a reason to refuse others' prefixes.
+    this.own = [ipv4, ...(ipv6 ? [ipv6] : []), ...config.routes.advertise]
+      .map(parsePrefix)
+      .filter((p) => p.length > 0);
   }
 
   /** What our presence carries (undefined: nothing). */
@@ -57,6 +71,14 @@ export class RouterRoutes {
   /** Packets from links to our advertised prefixes go to the kernel (which forwards them on). */
   async start(ctx: PolicyContext): Promise<void> {
     for (const prefix of this.config.routes.advertise) await ctx.setRoute({ prefix, peerUid: this.uid });
+    // Also when off: a datapath that outlived a controller with another config stops serving.
+    const serve = this.config.routes.advertise.some((p) => parsePrefix(p).length === 0);
+    await ctx.datapath.call("exit.serve", { on: serve }).catch((err: Error) => {
+      if (serve) ctx.log.error("cannot serve as an exit node (masquerade)", { error: err.message });
+    });
+    this.exitUid = null;
+    await ctx.datapath.call("exit.use", { peerUid: null, bypass: [] }).catch(() => {});
+    await this.updateExit(ctx);
   }
 
   /**
@@ -94,16 +116,19 @@ export class RouterRoutes {
       }
       keep.add(prefix);
       if (this.accepted.get(prefix)?.peerUid === uid) continue;
-      await ctx.setRoute({ prefix, peerUid: uid, kernel: true });
+      // The exit's default route is the datapath's alone: the kernel gets it by exit.use.
+      await ctx.setRoute({ prefix, peerUid: uid, ...(p.length > 0 ? { kernel: true } : {}) });
       this.accepted.set(prefix, { prefix, peerUid: uid, jid: peer.bareJid });
       ctx.log.info("routing a prefix to the router that advertises it", { prefix, router: peer.bareJid });
     }
     await this.withdraw(uid, keep, ctx);
+    await this.updateExit(ctx);
   }
 
   async peerOffline(peer: Member, ctx: PolicyContext): Promise<void> {
     await this.withdraw(peer.tincan.uid, new Set(), ctx);
     for (const [key, i] of this.ignored) if (i.jid === peer.bareJid) this.ignored.delete(key);
+    await this.updateExit(ctx);
   }
 
   status(): RouterStatus {
@@ -111,7 +136,59 @@ export class RouterRoutes {
       advertised: [...this.config.routes.advertise],
       accepted: [...this.accepted.values()].map(({ prefix, jid }) => ({ prefix, jid })),
       ignored: [...this.ignored.values()],
+      ...(this.exit ? { exitNode: { ...this.exit } } : {}),
     };
+  }
+
+  /**
+   * routes.exitNode: when the named member is online, a router and its default route accepted, the
+   * datapath sends all traffic to it (exit.use: policy routing while its link is up) and a pinned
+   * link is set up at once; otherwise normal routing, and why in the status (refusals logged once).
+   */
+  private async updateExit(ctx: PolicyContext): Promise<void> {
+    const jid = this.config.routes.exitNode;
+    if (jid === undefined) return;
+    const peer = ctx.peers().find((m) => m.bareJid === jid);
+    let next: ExitStatus;
+    if (!peer) next = { jid, state: "waiting", reason: "not online" };
+    else if (!this.routers.has(jid)) {
+      next = { jid, state: "refused", reason: "routes.exitNode names a member that is not a router" };
+      this.logOnce(`exit ${jid} ${next.reason}`, () =>
+        ctx.log.warn("routes.exitNode refused (logged once)", { jid, reason: next.reason }),
+      );
+    } else if (![...this.accepted.values()].some((a) => a.jid === jid && parsePrefix(a.prefix).length === 0))
+      next = { jid, state: "waiting", reason: "it advertises no default route" };
+    else next = { jid, state: "in use" };
+    this.exit = next;
+    const uid = next.state === "in use" && peer ? peer.tincan.uid : null;
+    if (uid === this.exitUid) return;
+    const bypass =
+      uid === null
+        ? []
+        : await bypassAddresses(this.bypassHosts, (host, err) =>
+            ctx.log.warn("exit node: a server name does not resolve; it is not kept outside the tunnel", {
+              host,
+              error: err.message,
+            }),
+          );
+    try {
+      await ctx.datapath.call("exit.use", { peerUid: uid, bypass });
+      this.exitUid = uid;
+    } catch (err) {
+      this.exit = { jid, state: "refused", reason: `the datapath refused: ${(err as Error).message}` };
+      ctx.log.error("exit node: exit.use failed", { jid, error: (err as Error).message });
+      return;
+    }
+    if (uid !== null && peer) {
+      ctx.log.info("exit node in use: all traffic goes through it while its link is up", { jid, bypass });
+      await ctx.ensureLink?.(peer, { pinned: true });
+    } else ctx.log.info("exit node not in use: normal routing", { jid, reason: next.reason });
+  }
+
+  private logOnce(key: string, log: () => void): void {
+    if (this.logged.has(key) || this.logged.size >= MAX_LOGGED) return;
+    this.logged.add(key);
+    log();
   }
 
   /** Why we do not route `p` to `peer`, or null. */
@@ -122,11 +199,12 @@ export class RouterRoutes {
         ? "no routes.routerGroup: nobody may advertise"
         : `not in the router group "${routerGroup}"`;
     if (!accept) return ACCEPT_OFF;
-    if (p.length === 0) return "the default route (exit node) is not supported";
+    // The default route overlaps everything (longest-prefix match keeps the rest apart).
+    if (p.length === 0) return this.config.routes.exitNode === peer.bareJid ? null : NOT_OUR_EXIT;
     const mine = this.own.find((o) => prefixesOverlap(o, p));
     if (mine) return `overlaps our own ${mine.network}/${mine.length}`;
     const other = [...this.accepted.values()].find(
-      (a) => a.peerUid !== peer.tincan.uid && prefixesOverlap(a.prefix, p),
+      (a) => a.peerUid !== peer.tincan.uid && !a.prefix.endsWith("/0") && prefixesOverlap(a.prefix, p),
     );
     if (other) return `overlaps ${other.prefix}, routed to ${other.jid}`;
     return null;
@@ -134,12 +212,10 @@ export class RouterRoutes {
 
   private ignore(jid: string, prefix: string, reason: string, ctx: PolicyContext): void {
     this.ignored.set(`${jid} ${prefix}`, { prefix, jid, reason });
-    const key = `${jid} ${prefix} ${reason}`;
-    if (this.logged.has(key) || this.logged.size >= MAX_LOGGED) return;
-    this.logged.add(key);
-    // Not taking routes is a choice of ours, not the advertiser's fault.
-    if (reason === ACCEPT_OFF) ctx.log.debug("not taking an advertised prefix", { jid, prefix, reason });
-    else ctx.log.warn("ignored an advertised prefix (logged once)", { jid, prefix, reason });
+    this.logOnce(`${jid} ${prefix} ${reason}`, () => {
+      if (OUR_CHOICE.has(reason)) ctx.log.debug("not taking an advertised prefix", { jid, prefix, reason });
+      else ctx.log.warn("ignored an advertised prefix (logged once)", { jid, prefix, reason });
+    });
   }
 
   private async withdraw(uid: string, keep: ReadonlySet<string>, ctx: PolicyContext): Promise<void> {

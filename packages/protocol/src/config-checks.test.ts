@@ -37,7 +37,7 @@ describe("GroupVPN config checks", () => {
     }
   });
 
-  it("router mode: advertised prefixes are networks, overlap nothing, need a router group, no default route", () => {
+  it("router mode: advertised prefixes are networks, overlap nothing, need a router group; a router may advertise the default route; exitNode needs accept", () => {
     const routes = (r: unknown) => problems(GroupVpnConfig, { ...base, group: "lab", routes: r });
     expect(routes({ advertise: ["192.168.5.0/24", "fd00:5::/64"], routerGroup: "r" })).toBe("");
     expect(routes({ advertise: ["192.168.5.0/24"] })).toBe(
@@ -52,9 +52,16 @@ describe("GroupVPN config checks", () => {
     expect(routes({ advertise: ["10.10.7.0/24"], routerGroup: "r" })).toBe(
       "routes.advertise.0: overlaps the overlay subnet 10.10.0.5/16",
     );
-    expect(routes({ advertise: ["0.0.0.0/0"], routerGroup: "r" })).toMatch(
-      /^routes.advertise.0: the default route \(exit node\) is not supported/,
+    // A router may advertise the default route (an exit node), beside its LAN.
+    expect(routes({ advertise: ["0.0.0.0/0", "::/0", "192.168.5.0/24"], routerGroup: "r" })).toBe("");
+    expect(routes({ advertise: ["0.0.0.0/0"] })).toBe(
+      "routes.advertise: needs routes.routerGroup (only members of the router group may advertise)",
     );
+    expect(routes({ exitNode: "gw@lab", routerGroup: "r" })).toBe(
+      "routes.exitNode: needs routes.accept: true (an exit node's default route is an accepted route)",
+    );
+    expect(routes({ exitNode: "gw@lab", routerGroup: "r", accept: true })).toBe("");
+    expect(routes({ exitNode: "not a jid", accept: true })).toMatch(/^routes.exitNode: must be a bare JID/);
     expect(routes({ advertise: ["300.1.1.0/24"], routerGroup: "r" })).toMatch(/^routes.advertise.0: /);
   });
 

@@ -21,6 +21,18 @@ const Routes = z
       description:
         "route the prefixes routers advertise over the overlay (on-demand links, kernel routes on the vNIC), like `--accept-routes`",
     }),
+    exitNode: z
+      .string()
+      .min(3)
+      .max(3071)
+      .regex(/^[^@/\s]+@[^@/\s]+$/, "must be a bare JID (user@domain)")
+      .optional()
+      .meta({
+        description:
+          'send all traffic through this router (its JID), which advertises the default route (`0.0.0.0/0`, `::/0`) and masquerades it; the XMPP server, STUN/TURN servers and the underlay of our links stay outside (see "Exit node"); needs `accept`',
+        "x-type": '`"gw@example.org"`',
+        "x-default": "none",
+      }),
   })
   .prefault({});
 
@@ -53,16 +65,20 @@ export const GroupVpnConfig = ControllerConfig.extend({
         path: ["routes", "advertise", i],
         message: `host bits set: the network is ${p.network}/${p.length}`,
       });
-    else if (p.length === 0)
-      ctx.addIssue({
-        code: "custom",
-        path: ["routes", "advertise", i],
-        message: "the default route (exit node) is not supported",
-      });
+  }
+  if (c.routes.exitNode !== undefined && !c.routes.accept) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["routes", "exitNode"],
+      message: "needs routes.accept: true (an exit node's default route is an accepted route)",
+    });
   }
   const own = [c.vnic.ipv4, ...(c.vnic.ipv6 ? [c.vnic.ipv6] : [])];
-  for (const [a, b] of overlappingPrefixes([...own, ...advertise])) {
-    if (b < own.length) continue;
+  const all = [...own, ...advertise];
+  // The default route (exit node) contains everything: longest-prefix match keeps the rest apart.
+  const isDefault = (i: number) => prefixOrNull(all[i] as string)?.length === 0;
+  for (const [a, b] of overlappingPrefixes(all)) {
+    if (b < own.length || isDefault(a) || isDefault(b)) continue;
     ctx.addIssue({
       code: "custom",
       path: ["routes", "advertise", b - own.length],

@@ -163,6 +163,13 @@ export const RpcParams = {
     kernel: z.boolean().optional(),
   }),
   "route.remove": z.strictObject({ prefix: Prefix }),
+  /** Exit side: masquerade the overlay out of the uplinks (iptables), or stop (`on: false`). */
+  "exit.serve": z.strictObject({ on: z.boolean() }),
+  /**
+   * Member side: all traffic to the vNIC (policy routing) while the link to `peerUid` is connected
+   * and a default route goes to it; `bypass` (and our links' underlay) keep the main table. null: off.
+   */
+  "exit.use": z.strictObject({ peerUid: Uid.nullable(), bypass: z.array(IpAddress).max(32).default([]) }),
   "route.query": z.strictObject({ ...Page }),
   "icc.send": z.strictObject({ peerUid: Uid, data: z.json() }),
   /** Sets the datapath's log level until restart (or SIGUSR1/SIGUSR2); without `level` only returns it. */
@@ -263,6 +270,8 @@ export interface RpcResults {
   "route.set": Record<string, never>;
   "route.remove": Record<string, never>;
   "route.query": RouteInfo[];
+  "exit.serve": Record<string, never>;
+  "exit.use": Record<string, never>;
   "icc.send": Record<string, never>;
   "link.ping": PingResult;
   "log.level": { level: LogLevel };

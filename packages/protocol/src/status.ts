@@ -132,6 +132,14 @@ export const RouterStatus = z.strictObject({
   advertised: z.array(z.string()),
   accepted: z.array(z.strictObject({ prefix: z.string(), jid: z.string() })),
   ignored: z.array(z.strictObject({ prefix: z.string(), jid: z.string(), reason: z.string() })),
+  /** `routes.exitNode`: "in use" (all traffic goes through it while its link is up), else why not. */
+  exitNode: z
+    .strictObject({
+      jid: z.string(),
+      state: z.enum(["in use", "waiting", "refused"]),
+      reason: z.string().optional(),
+    })
+    .optional(),
 });
 export type RouterStatus = z.infer<typeof RouterStatus>;
 
