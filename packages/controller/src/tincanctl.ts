@@ -141,6 +141,7 @@ export function buildRows(
       virtualIp,
       state: link?.state ?? "no link",
       path: link?.path ?? null,
+      ...(link?.transport ? { transport: link.transport } : {}),
       rttMs: link?.rttMs ?? null,
       pathMtu: link?.pathMtu ?? null,
       rxBytes: link?.rxBytes ?? 0,
@@ -203,7 +204,9 @@ export function formatTable(vnic: VnicInfo, rows: PeerRow[]): string {
       r.uid.slice(0, 8),
       r.virtualIp.join(",") || "-",
       r.state,
-      r.path ? `${r.path}${r.relayOnly && r.path !== "relay" ? "*" : ""}` : "-",
+      r.path
+        ? `${r.path}${r.relayOnly && r.path !== "relay" ? "*" : ""}${r.transport === "fast" ? "+fast" : ""}`
+        : "-",
       r.rttMs === null ? "-" : `${r.rttMs.toFixed(1)} ms`,
       r.pathMtu === null ? "-" : String(r.pathMtu),
       bytes(r.rxBytes),

@@ -38,7 +38,7 @@ describe("tincan.json tune section and TINCAN_TUNE", () => {
       turnBytes: 32 << 10,
       rtp: true,
     });
-    expect(Object.keys(DEFAULTS)).toHaveLength(14);
+    expect(Object.keys(DEFAULTS)).toHaveLength(17);
   });
 
   it("takes the knobs of the file's tune section, the rest at their defaults", () => {

@@ -18,6 +18,8 @@ import type { Logger } from "winston";
 import { conflict, invalidParams, notConfigured, notFound, rpcError, tooManyLinks } from "./errors.js";
 import type { ExitKernel, Family } from "./exit-kernel.js";
 import { ExitNode } from "./exit-node.js";
+import type { FastSocketFactory } from "./fast/socket.js";
+import { FastTransport } from "./fast/transport.js";
 import { Fib, type VnicDevice } from "./fib.js";
 import { IccQueueFull } from "./icc-channel.js";
 import type { IceSettings } from "./ice.js";
@@ -66,6 +68,8 @@ export interface DatapathOptions extends Partial<DatapathTune> {
   resolvectl?: Resolvectl;
   /** Exit nodes (`exit.serve`, `exit.use`); without it those fail. */
   exitKernel?: ExitKernel;
+  /** Opens fast-path sockets (@tincan/tuntap's FastSocket); without it links stay on node-datachannel. */
+  fastSocket?: FastSocketFactory;
 }
 
 type Handlers = { [M in RpcMethod]: (params: RpcParamsOf<M>) => RpcResults[M] | Promise<RpcResults[M]> };
@@ -94,6 +98,8 @@ export class Datapath {
   /** Prefixes (canonical) with a kernel route to the vNIC, removed with their route and on close. */
   private readonly kernelPrefixes = new Set<string>();
   private readonly exit: ExitNode | null;
+  /** The fast-path sockets (null: tune.fastPath off or no socket factory). */
+  private readonly fast: FastTransport | null;
   private readonly timer: NodeJS.Timeout;
   private readonly log: Logger;
   private readonly tune: DatapathTune;
@@ -134,10 +140,20 @@ export class Datapath {
     );
     this.outside = new Outside(this.fib, this.frames);
     this.exit = options.exitKernel ? new ExitNode(options.exitKernel, this.exitView(), this.log) : null;
+    this.fast =
+      tune.fastPath && options.fastSocket
+        ? new FastTransport({
+            factory: options.fastSocket,
+            port: tune.fastPathPort,
+            excludeAddress: (address) => this.isOverlayAddress(address),
+            warn: (message, fields) => this.log.warn(message, fields),
+          })
+        : null;
     this.timer = setInterval(() => {
       const now = Date.now();
       const expired = this.unmapped.expire(now);
       if (expired) this.fib.vnicCounters.drop("unmappedExpired", expired);
+      this.fast?.countDrops(this.fib.vnicCounters);
       for (const link of this.allLinks()) {
         if (link.isConnected) link.fitRxQueue();
         // A path that changed after connecting (e.g. found to be relayed) is announced like a new
@@ -199,21 +215,24 @@ export class Datapath {
       return { level: this.log.level as LogLevel };
     },
 
-    "vnic.query": () => ({
-      name: this.vnicSettings?.name ?? null,
-      uid: this.uid,
-      ipv4: this.vnicSettings?.ipv4 ?? null,
-      ipv6: this.vnicSettings?.ipv6 ?? null,
-      mtu: this.vnicSettings?.mtu ?? null,
-      translate: this.fib.translate,
-      queued: this.unmapped.heldPackets,
-      txQueue: this.txQueue && {
-        packets: this.txQueue.queuedPackets,
-        bytes: this.txQueue.queuedBytes,
-        delay: this.txQueue.delay.snapshot(),
-      },
-      ...this.fib.vnicCounters.snapshot(),
-    }),
+    "vnic.query": () => {
+      this.fast?.countDrops(this.fib.vnicCounters);
+      return {
+        name: this.vnicSettings?.name ?? null,
+        uid: this.uid,
+        ipv4: this.vnicSettings?.ipv4 ?? null,
+        ipv6: this.vnicSettings?.ipv6 ?? null,
+        mtu: this.vnicSettings?.mtu ?? null,
+        translate: this.fib.translate,
+        queued: this.unmapped.heldPackets,
+        txQueue: this.txQueue && {
+          packets: this.txQueue.queuedPackets,
+          bytes: this.txQueue.queuedBytes,
+          delay: this.txQueue.delay.snapshot(),
+        },
+        ...this.fib.vnicCounters.snapshot(),
+      };
+    },
 
     "ice.configure": (p) => {
       this.ice = p;
@@ -404,6 +423,7 @@ export class Datapath {
       this.options.kernelRoutes?.removeAllSync(vnic.name, this.kernelPrefixes);
     this.kernelPrefixes.clear();
     for (const link of [...this.allLinks()]) this.dropLink(link);
+    this.fast?.close();
     this.inside.close();
     this.fib.vnic?.close();
     this.fib.vnic = null;
@@ -457,6 +477,8 @@ export class Datapath {
         silenceMs: this.tune.silenceMs,
         rxQueueMs: this.tune.rxQueueMs,
         rxIntervalMs: this.tune.rxIntervalMs,
+        fast: this.fast,
+        fastRekeyMs: this.tune.fastRekeyMs,
       },
       {
         candidate: (l, candidate, mid) => {
@@ -472,6 +494,7 @@ export class Datapath {
         frame: (l, frame) => this.outside.onFrame(l, frame),
         icc: (l, text) => this.onIcc(l, text),
         excludeAddress: (address) => this.isOverlayAddress(address),
+        log: (_l, level, message, fields) => this.log.log(level, message, fields),
       },
     );
     if (relayOnly) transports.relay = link;
@@ -615,8 +638,8 @@ export class Datapath {
       linkRemotes: () => {
         const out: string[] = [];
         for (const link of this.allLinks()) {
-          const remote = link.isConnected ? link.remote : null;
-          if (remote) out.push(remote.slice(0, remote.lastIndexOf(":")).replace(/^\[|\]$/g, ""));
+          const remote = link.isConnected ? link.remoteAddress : null;
+          if (remote) out.push(remote);
         }
         return out;
       },

@@ -11,6 +11,9 @@ import type { DataChannel, PeerConnection, Track } from "node-datachannel";
 import ndc from "node-datachannel";
 import { Counters } from "./counters.js";
 import { DelayGate, rtpClock } from "./delay-gate.js";
+import { type FastLinkView, FastPath } from "./fast/fast-path.js";
+import { decodeFastHello } from "./fast/offer.js";
+import type { FastReceiver, FastTransport } from "./fast/transport.js";
 import { IccChannel } from "./icc-channel.js";
 import { type IceSettings, iceSocketConfig, parseCandidate, toIceServers } from "./ice.js";
 import { localTypeOf, pathOf } from "./pair-types.js";
@@ -23,12 +26,15 @@ import {
   ourCaps,
   PKT_MID,
   readCaps,
+  readFingerprint,
   withCaps,
   withSetupRole,
 } from "./session-description.js";
 import {
   ControlFrames,
   FRAME_CONTROL,
+  FRAME_FAST_ACCEPT,
+  FRAME_FAST_OFFER,
   FRAME_FRAGMENT,
   FRAME_HEADER,
   FRAME_ICC,
@@ -41,6 +47,7 @@ import {
   Fragmenter,
   type FrameSink,
   isMtuAck,
+  microseconds,
   mtuAckRound,
   mtuAckSize,
   Reassembler,
@@ -93,6 +100,7 @@ export interface LinkHandlers {
   icc(link: Link, text: string): void;
   /** Whether a candidate address must never carry the link (e.g. inside the overlay itself). */
   excludeAddress(address: string): boolean;
+  log?(link: Link, level: "info" | "debug" | "warn", message: string, fields?: Record<string, unknown>): void;
 }
 
 export interface LinkOptions {
@@ -116,6 +124,10 @@ export interface LinkOptions {
   /** Drop RTP frames that waited longer than this in our receive queue (0: never). */
   rxQueueMs: number;
   rxIntervalMs: number;
+  /** The datapath's fast-path sockets (null: tune.fastPath off, links stay on node-datachannel). */
+  fast?: FastTransport | null;
+  /** tune.fastRekeyMs. */
+  fastRekeyMs?: number;
 }
 
 /**
@@ -126,6 +138,7 @@ export interface LinkOptions {
  */
 export class Link implements FrameSink {
   readonly peerUid: string;
+  readonly ownUid: string;
   readonly relayOnly: boolean;
   readonly createdAt = Date.now();
   readonly counters = new Counters();
@@ -153,6 +166,10 @@ export class Link implements FrameSink {
   peerPmtu = false;
   /** The peer acknowledges the RTP packets it takes: we keep within its window. */
   peerRxWindow = false;
+  /** The peer takes the fast path. */
+  peerFast = false;
+  /** The link's fast path (null: the datapath has none); frames go on it while it is up. */
+  readonly fast: FastPath | null;
 
   private readonly pc: PeerConnection;
   private pkt: DataChannel | null = null;
@@ -175,6 +192,11 @@ export class Link implements FrameSink {
   private rxUnacked = 0;
   private rxDataUnacked = false;
   private readonly reassembler = new Reassembler();
+  private readonly fastReassembler = new Reassembler();
+  private readonly fastTransport: FastTransport | null;
+  private readonly fastReceiver: FastReceiver | null = null;
+  private localFingerprint: string | null = null;
+  private remoteFingerprint: string | null = null;
   private readonly rxGate: DelayGate;
   private readonly rxQueueSettings: { rxQueueMs: number; rxIntervalMs: number };
   private readonly maxBufferedBytes: number;
@@ -200,6 +222,7 @@ export class Link implements FrameSink {
     private readonly handlers: LinkHandlers,
   ) {
     this.peerUid = options.peerUid;
+    this.ownUid = options.ownUid;
     this.relayOnly = options.relayOnly;
     this.pending = new PacketQueue(options.queuePackets);
     this.maxBufferedBytes = options.maxBufferedBytes;
@@ -229,6 +252,14 @@ export class Link implements FrameSink {
       disableAutoNegotiation: true,
     });
     this.negotiation = new Negotiation(this.pc, handlers.excludeAddress, () => this.closed);
+    this.fastTransport = options.fast ?? null;
+    this.fast = this.fastTransport
+      ? new FastPath(this.fastView(), this.fastTransport, options.fastRekeyMs ?? 120_000)
+      : null;
+    if (this.fast && this.fastTransport) {
+      this.fastReceiver = { fast: this.fast, deliverFast: this.onFastFrame };
+      this.fastTransport.attach(this.fastReceiver);
+    }
     this.pc.onLocalCandidate((candidate, mid) => {
       const parsed = parseCandidate(candidate);
       if (parsed && this.handlers.excludeAddress(parsed.address)) return;
@@ -256,7 +287,10 @@ export class Link implements FrameSink {
     //   for its relay address, i.e. after we applied its answer and candidate and sent our own
     //   check; it connects on its next (triggered, paced ~50 ms) check, after us: it is the client.
     const role = this.relayOnly ? "passive" : "active";
-    return description.then((d) => ({ type: d.type, sdp: this.withOurCaps(withSetupRole(d.sdp, role)) }));
+    return description.then((d) => {
+      this.localFingerprint = readFingerprint(d.sdp);
+      return { type: d.type, sdp: this.withOurCaps(withSetupRole(d.sdp, role)) };
+    });
   }
 
   /** Applies a remote offer and resolves with the local answer. */
@@ -273,7 +307,10 @@ export class Link implements FrameSink {
     this.pc.setLocalDescription("answer");
     const description = this.negotiation.localDescription("answer");
     this.negotiation.addDescriptionCandidates(candidates);
-    return description.then((d) => ({ type: d.type, sdp: this.withOurCaps(d.sdp) }));
+    return description.then((d) => {
+      this.localFingerprint = readFingerprint(d.sdp);
+      return { type: d.type, sdp: this.withOurCaps(d.sdp) };
+    });
   }
 
   /** Applies the remote answer (offering side). */
@@ -297,6 +334,12 @@ export class Link implements FrameSink {
     const path = this.path;
     this.readSelectedPath();
     return this.path !== path;
+  }
+
+  /** The address (no port, no brackets) of the peer's end of the selected pair. */
+  get remoteAddress(): string | null {
+    const remote = this.remote;
+    return remote ? remote.slice(0, remote.lastIndexOf(":")).replace(/^\[|\]$/g, "") : null;
   }
 
   get isConnected(): boolean {
@@ -337,6 +380,13 @@ export class Link implements FrameSink {
       this.counters.drop("notConnected", packets);
       return;
     }
+    if (this.fast?.sending) {
+      if (this.sendOverFast(buf, end)) {
+        this.counters.tx(packets, payloadBytes);
+        this.lastTxAt = Date.now();
+      } else this.counters.drop("sendError", packets);
+      return;
+    }
     if (!this.usesRtp) {
       this.sendOnChannel(buf.subarray(RTP_HEADER, end), packets, payloadBytes);
       return;
@@ -361,6 +411,18 @@ export class Link implements FrameSink {
       ? this.sendRtp(buf, 0, end)
       : this.fragmenter.send(buf, RTP_HEADER, end, this.sendRtp, max);
   }
+
+  /** Sends the frame at buf[RTP_HEADER..end) on the fast path: one datagram, or fragments if larger. */
+  private sendOverFast(buf: Buffer, end: number): boolean {
+    const max = this.maxFrame;
+    return end - RTP_HEADER <= max
+      ? (this.fast as FastPath).send(buf, RTP_HEADER, end, Date.now())
+      : this.fragmenter.send(buf, RTP_HEADER, end, this.sendFastFragment, max);
+  }
+
+  /** A fragment at buf[start+12..end) (the RTP headroom is not sent on the fast path). */
+  private readonly sendFastFragment = (buf: Buffer, start: number, end: number): boolean =>
+    (this.fast as FastPath).send(buf, start + RTP_HEADER, end, Date.now());
 
   /** Sends buf[start+12..end) as one RTP packet, its header written over buf[start..start+12). */
   private readonly sendRtp = (buf: Buffer, start: number, end: number): boolean => {
@@ -414,6 +476,10 @@ export class Link implements FrameSink {
     if (silent >= this.probeAfterMs || (busy && now - this.lastProbeAt >= RTT_PROBE_MS)) this.sendProbe(now);
     if (this.rxDataUnacked) this.sendRxAck();
     if (this.state === "connected" && this.usesRtp && this.peerPmtu) this.stepPathMtu(now, busy);
+    if (this.fast) {
+      this.startFast(now);
+      this.fast.tick(now);
+    }
     if (silent >= this.silenceMs && !this.silenced) {
       this.silenced = true;
       this.setState("disconnected");
@@ -484,6 +550,8 @@ export class Link implements FrameSink {
       createdAt: this.createdAt,
       lastRxAt: this.lastRxAt,
       lastTxAt: this.lastTxAt,
+      transport: this.fast?.sending ? "fast" : "datachannel",
+      ...(this.fast ? { fast: this.fast.info() } : {}),
       ...this.counters.snapshot(),
     };
   }
@@ -495,6 +563,7 @@ export class Link implements FrameSink {
     for (const ping of this.pings.values()) ping(null);
     this.pings.clear();
     if (this.pmtuTimer) clearTimeout(this.pmtuTimer);
+    if (this.fastReceiver) this.fastTransport?.detach(this.fastReceiver);
     this.iccOverRtp?.close();
     try {
       this.pkt?.close();
@@ -507,10 +576,13 @@ export class Link implements FrameSink {
     this.setState("closed");
   }
 
-  /** Hands a received frame on; a frame that still trips the code is dropped, never fatal. */
-  private deliverFrame(frame: Buffer): void {
+  /**
+   * Hands a received frame on; a frame that still trips the code is dropped, never fatal.
+   * `fastIndex`: the fast-path session it came on (0: node-datachannel).
+   */
+  private deliverFrame(frame: Buffer, fastIndex = 0): void {
     if ((frame[0] as number) >= FRAME_CONTROL) {
-      this.onControlFrame(frame);
+      this.onControlFrame(frame, fastIndex);
       return;
     }
     this.lastRxAt = this.heardAt;
@@ -554,7 +626,7 @@ export class Link implements FrameSink {
   }
 
   private withOurCaps(sdp: string): string {
-    return withCaps(sdp, ourCaps(this.track !== null));
+    return withCaps(sdp, ourCaps(this.track !== null, this.fast !== null));
   }
 
   private readPeerCaps(sdp: string): void {
@@ -563,20 +635,25 @@ export class Link implements FrameSink {
     this.peerRtp = caps.rtp;
     this.peerPmtu = caps.pmtu;
     this.peerRxWindow = caps.rxWindow;
+    this.peerFast = caps.fast && this.fast !== null;
+    this.remoteFingerprint = readFingerprint(sdp);
   }
 
-  /** A frame of the link's own: icc over the track, probes. */
-  private onControlFrame(frame: Buffer): void {
+  /** A frame of the link's own: icc over the track, probes, fast-path agreement. */
+  private onControlFrame(frame: Buffer, fastIndex: number): void {
     switch (frame[0]) {
       case FRAME_PROBE: {
         const reply = this.control.probeReply(frame);
         if (!reply) break;
-        this.sendControl(reply, reply.length);
+        // A probe on the fast path is answered on the session it came on: that proves the path.
+        if (fastIndex !== 0) this.fast?.sendOn(fastIndex, reply, RTP_HEADER, reply.length);
+        else this.sendControl(reply, reply.length);
         return;
       }
       case FRAME_PROBE_REPLY: {
         const clock = readProbeReply(frame);
         if (clock < 0) break;
+        if (fastIndex !== 0) this.fast?.probeAnswered(fastIndex, Date.now());
         const sample = ((microseconds() - clock) >>> 0) / 1000;
         const ping = this.pings.get(clock);
         if (ping) {
@@ -613,12 +690,30 @@ export class Link implements FrameSink {
       case FRAME_ICC_ACK:
         if (this.iccOverRtp?.onFrame(frame)) return;
         break;
+      case FRAME_FAST_OFFER:
+      case FRAME_FAST_ACCEPT: {
+        if (!this.fast || !this.peerFast) break;
+        const hello = decodeFastHello(frame);
+        if (typeof hello === "string") {
+          this.handlers.log?.(this, "debug", "fast hello refused", { error: hello });
+          break;
+        }
+        this.fast.onHello(hello, Date.now());
+        return;
+      }
     }
     this.counters.drop("badFrame");
   }
 
   /** Sends the frame at buf[RTP_HEADER..end) of the link's own, whatever the link's state. */
   private readonly sendControl = (buf: Buffer, end: number): boolean => {
+    if (this.closed) return false;
+    if (this.fast?.sending) return this.sendOverFast(buf, end);
+    return this.sendSlowControl(buf, end);
+  };
+
+  /** Sends the frame at buf[RTP_HEADER..end) of the link's own on node-datachannel. */
+  private readonly sendSlowControl = (buf: Buffer, end: number): boolean => {
     if (this.closed) return false;
     try {
       if (this.usesRtp) return this.sendOverTrack(buf, end);
@@ -634,6 +729,10 @@ export class Link implements FrameSink {
   private readonly sendMtuProbe = (round: number, bytes: number): void => {
     if (this.closed || !this.usesRtp) return;
     const b = this.control.mtuProbe(round);
+    if (this.fast?.sending) {
+      this.fast.send(b, RTP_HEADER, RTP_HEADER + bytes, Date.now());
+      return;
+    }
     this.rtpTime = rtpClock();
     this.sendRtp(b, 0, RTP_HEADER + bytes);
   };
@@ -749,6 +848,58 @@ export class Link implements FrameSink {
     this.readSelectedPath();
     this.setState("connected");
     this.sendProbe(this.heardAt);
+    this.startFast(this.heardAt);
+  }
+
+  /** Starts the fast path once the link is connected on a direct path to a peer that takes it. */
+  private startFast(now: number): void {
+    if (this.fast?.phase !== "off" || !this.peerFast || !this.usesRtp || this.relayOnly) return;
+    if (this.state !== "connected" || this.path === null || this.path === "relay") return;
+    this.fast.start(now);
+  }
+
+  /** A frame received on the fast path (session `localIndex`); the buffer is reused after this. */
+  private readonly onFastFrame = (frame: Buffer, localIndex: number): void => {
+    if (this.closed || frame.length === 0) return;
+    this.heard(Date.now());
+    if (frame[0] !== FRAME_FRAGMENT) {
+      this.deliverFrame(frame, localIndex);
+      return;
+    }
+    const r = this.fastReassembler;
+    const lost = r.lost;
+    const malformed = r.malformed;
+    const whole = r.push(frame, 0);
+    if (r.lost !== lost) this.counters.drop("fragmentLost");
+    if (r.malformed !== malformed) this.counters.drop("badFrame");
+    if (whole) this.deliverFrame(whole, localIndex);
+  };
+
+  /** What the fast path sees of the link. */
+  private fastView(): FastLinkView {
+    const link = this;
+    return {
+      get ownUid() {
+        return link.ownUid;
+      },
+      peerUid: this.peerUid,
+      get localFingerprint() {
+        return link.localFingerprint;
+      },
+      get remoteFingerprint() {
+        return link.remoteFingerprint;
+      },
+      get peerAddress() {
+        return link.remoteAddress;
+      },
+      sendHello: (buf) => this.sendSlowControl(buf, buf.length),
+      switched: () => {
+        this.baseRttMs = null;
+        this.startPathMtu();
+      },
+      log: (level, message, fields) =>
+        this.handlers.log?.(this, level, message, { peer: this.peerUid, ...fields }),
+    };
   }
 
   private onTransportClosed(): void {
@@ -803,11 +954,6 @@ export class Link implements FrameSink {
     this.state = state;
     this.handlers.state(this, state);
   }
-}
-
-/** A microsecond clock that wraps at 2^32 (differences of u32 values stay right). */
-function microseconds(): number {
-  return Math.floor(performance.now() * 1000) >>> 0;
 }
 
 /** Process-wide SCTP tuning of libdatachannel; applies to connections created afterwards. */

@@ -29,17 +29,24 @@ export const CAPS_PMTU = 0x04;
 /** Caps flag: acknowledges RTP packets taken (FRAME_RX_ACK) and honours the peer's. */
 export const CAPS_RX_WINDOW = 0x08;
 
+/** Caps flag: takes the fast path (FAST_OFFER / FAST_ACCEPT on the track, fast/). */
+export const CAPS_FAST = 0x10;
+
 /** What a peer announced it takes (all false without the attribute). */
 export interface PeerCaps {
   offload: boolean;
   rtp: boolean;
   pmtu: boolean;
   rxWindow: boolean;
+  fast: boolean;
 }
 
-/** Our caps: offload frames always; the track's frames, probes and window when we have the track. */
-export const ourCaps = (withTrack: boolean): number =>
-  CAPS_OFFLOAD | (withTrack ? CAPS_RTP | CAPS_PMTU | CAPS_RX_WINDOW : 0);
+/**
+ * Our caps: offload frames always; the track's frames, probes and window when we have the track;
+ * the fast path when we have the track and a fast-path transport.
+ */
+export const ourCaps = (withTrack: boolean, fast = false): number =>
+  CAPS_OFFLOAD | (withTrack ? CAPS_RTP | CAPS_PMTU | CAPS_RX_WINDOW | (fast ? CAPS_FAST : 0) : 0);
 
 /** Adds our caps as a session-level attribute (after the t= line) of a description we send. */
 export function withCaps(sdp: string, caps: number): string {
@@ -56,7 +63,14 @@ export function readCaps(sdp: string, withTrack: boolean): PeerCaps {
     rtp,
     pmtu: rtp && (caps & CAPS_PMTU) !== 0,
     rxWindow: rtp && (caps & CAPS_RX_WINDOW) !== 0,
+    fast: rtp && (caps & CAPS_FAST) !== 0,
   };
+}
+
+/** The DTLS certificate fingerprint of a description ("sha-256 AB:CD:..."), null without one. */
+export function readFingerprint(sdp: string): string | null {
+  const m = /^a=fingerprint:(\S+) ([0-9A-Fa-f:]+)\s*$/m.exec(sdp);
+  return m ? `${m[1]?.toLowerCase()} ${m[2]?.toUpperCase()}` : null;
 }
 
 /** Whether an offer has the packet track, and whether it has data channels. */

@@ -140,6 +140,28 @@ export const DatapathTune = z.strictObject({
     .describe(
       "bytes sent per event-loop turn before the vNIC is read again; the rest waits in the send queue",
     ),
+  fastPath: z
+    .boolean()
+    .default(true)
+    .describe(
+      "move a connected direct link's frames to the fast path (own UDP socket, keys agreed over the link's DTLS channel) when the peer offers it; false: links stay on the media track",
+    ),
+  fastPathPort: z
+    .number()
+    .int()
+    .min(0)
+    .max(65_535)
+    .default(0)
+    .describe(
+      "UDP port of the fast path's sockets, one per address family (0: any free port; a fixed one lets firewall rules name it)",
+    ),
+  fastRekeyMs: z
+    .number()
+    .int()
+    .min(1000)
+    .max(3_600_000)
+    .default(120_000)
+    .describe("fast-path keys are replaced this often (ms), and after 2^32 packets"),
 });
 export type DatapathTune = z.infer<typeof DatapathTune>;
 

@@ -210,6 +210,31 @@ export interface LinkInfo extends Counters {
   createdAt: number;
   lastRxAt: number | null;
   lastTxAt: number | null;
+  /** What carries the link's frames now (absent from datapaths before the fast path). */
+  transport?: LinkTransport;
+  /** The fast path's state (absent: no fast path on this link's datapath). */
+  fast?: FastPathInfo;
+}
+
+/** "fast": the datapath's own UDP socket; "datachannel": node-datachannel (media track or data channels). */
+export const LinkTransport = z.enum(["fast", "datachannel"]);
+export type LinkTransport = z.infer<typeof LinkTransport>;
+
+/**
+ * off: not tried (peer without it, relayed path, turned off); negotiating: keys offered; probing:
+ * keys agreed, the peer's endpoints probed; up: carrying frames; down: fell back (retried later).
+ */
+export const FastPhase = z.enum(["off", "negotiating", "probing", "up", "down"]);
+export type FastPhase = z.infer<typeof FastPhase>;
+
+export interface FastPathInfo {
+  phase: FastPhase;
+  /** The peer's fast-path address:port in use (null: none yet). */
+  endpoint: string | null;
+  /** Times the link fell back to node-datachannel (silent fast path, or no probe answered). */
+  fallbacks: number;
+  /** Key agreements completed (the first one included). */
+  rekeys: number;
 }
 
 export interface RouteInfo {

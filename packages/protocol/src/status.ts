@@ -5,9 +5,11 @@ import { Uid } from "./common.js";
 import { DropCounts } from "./drops.js";
 import {
   CandidateType,
+  FastPhase,
   type LinkInfo,
   LinkPath,
   LinkState,
+  LinkTransport,
   type RouteInfo,
   type TxQueueInfo,
   type VnicInfo,
@@ -39,6 +41,10 @@ export const LinkInfoSchema = z.strictObject({
   createdAt: Time,
   lastRxAt: Time.nullable(),
   lastTxAt: Time.nullable(),
+  transport: LinkTransport.optional(),
+  fast: z
+    .strictObject({ phase: FastPhase, endpoint: z.string().nullable(), fallbacks: Count, rekeys: Count })
+    .optional(),
 }) satisfies z.ZodType<LinkInfo>;
 
 export const RouteInfoSchema = z.strictObject({
@@ -183,6 +189,8 @@ export const PeerRow = z.strictObject({
   virtualIp: z.array(z.string()),
   state: z.string(),
   path: LinkPath.nullable(),
+  /** What carries the link's frames (absent: an older datapath). */
+  transport: LinkTransport.optional(),
   rttMs: z.number().nullable(),
   pathMtu: z.number().int().nullable(),
   rxBytes: Count,

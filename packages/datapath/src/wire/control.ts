@@ -79,3 +79,8 @@ export const mtuAckSize = (frame: Buffer): number => frame.readUInt16BE(3);
 /** The RTP sequence number a FRAME_RX_ACK acknowledges; -1 when too short. */
 export const readRxAck = (frame: Buffer): number =>
   frame.length < RX_ACK_BYTES ? -1 : frame.readUInt16BE(1);
+
+/** The probes' clock: microseconds, wrapping at 2^32 (differences of u32 values stay right). */
+export function microseconds(): number {
+  return Math.floor(performance.now() * 1000) >>> 0;
+}

@@ -16,6 +16,8 @@
  * | 0x14 | MTU probe    | [0x14][round u16][padding to the size probed]              | Link (PathMtu): track, peer caps bit 2   |
  * | 0x15 | MTU ack      | [0x15][round u16][frame bytes received u16]                | Link, for each MTU probe                 |
  * | 0x16 | rx ack       | [0x16][RTP sequence number u16]                            | Link: track, peer caps bit 3, every 32   |
+ * | 0x17 | fast offer   | [0x17][1][index u32][0 u32][port u16][key 32][candidates]  | FastPath: track, peer caps bit 4         |
+ * | 0x18 | fast accept  | [0x18][1][index u32][offer index u32][port][key][cands]    | FastPath, for each offer it takes        |
  *
  * Types 1 and 2 carry tunnelled packets (frame-builder.ts, frame-reader.ts); from 0x10 up
  * (FRAME_CONTROL) they are the link's own (control.ts, icc-channel.ts) and never reach the

@@ -28,6 +28,10 @@ export const FRAME_MTU_PROBE = 0x14;
 export const FRAME_MTU_ACK = 0x15;
 /** [0x16][RTP sequence number u16]: the last RTP packet the receiver's event loop took. */
 export const FRAME_RX_ACK = 0x16;
+/** [0x17][version][index u32][0 u32][port u16][X25519 key 32][candidates]: fast-path key offer (fast/offer.ts). */
+export const FRAME_FAST_OFFER = 0x17;
+/** [0x18][version][index u32][offer's index u32][port u16][X25519 key 32][candidates]: answers FAST_OFFER. */
+export const FRAME_FAST_ACCEPT = 0x18;
 
 /** Type byte and hop limit in front of the packets of a type 1 or 2 frame. */
 export const FRAME_HEADER = 2;

@@ -1,0 +1,448 @@
+import type { FastPathInfo, FastPhase } from "@tincan/protocol";
+import { ControlFrames, FRAME_HEADROOM, microseconds, PROBE_BYTES } from "../wire/index.js";
+import { deriveFastKeys, type FastKeyPair, newFastKeyPair, wipeKeys } from "./keys.js";
+import { encodeFastHello, type FastEndpoint, type FastHello } from "./offer.js";
+import type { FastSocketLike } from "./socket.js";
+
+/** Probes to the peer's candidates (and then to the endpoint found) are this far apart. */
+export const FAST_PROBE_SPACING_MS = 50;
+/** An agreement whose path answers no probe within this long has failed. */
+export const FAST_PROBE_FOR_MS = 3000;
+/** Frames sent on the fast path and nothing heard on it for this long: probed every tick. */
+export const FAST_QUIET_MS = 1000;
+/** ... and for this long: back to node-datachannel. */
+export const FAST_SILENT_MS = 3000;
+/** Waits before trying the fast path again after the 1st, 2nd, 3rd and later failures. */
+export const FAST_RETRY_MS = [10_000, 30_000, 60_000];
+/** A replaced session still takes datagrams this long (those in flight, the peer switching later). */
+export const FAST_GRACE_MS = 5000;
+/** Packets sent under one key before it is replaced. */
+export const FAST_REKEY_PACKETS = 2 ** 32;
+/** An offer unanswered this long is given up. */
+const OFFER_TIMEOUT_MS = 5000;
+/** Up this long, a path's failure count starts over. */
+const STABLE_MS = 60_000;
+
+/** What a link's fast path needs of the datapath: the socket, receiver indexes, our addresses. */
+export interface FastHost {
+  socketFor(family: 4 | 6): FastSocketLike | null;
+  /** A receiver index no other session of the datapath uses; frames to it come to `path`. */
+  newIndex(path: FastPath): number;
+  releaseIndex(index: number): void;
+  /** Our endpoints of the family (host addresses with the socket's port, STUN-mapped ones). */
+  localCandidates(family: 4 | 6): FastEndpoint[];
+  /** The socket has pending datagrams: flush it before the event loop turns. */
+  scheduleFlush(socket: FastSocketLike): void;
+}
+
+/** What a fast path needs of its link. */
+export interface FastLinkView {
+  readonly ownUid: string;
+  readonly peerUid: string;
+  /** DTLS fingerprints from our SDP and the peer's (null until both descriptions were seen). */
+  readonly localFingerprint: string | null;
+  readonly remoteFingerprint: string | null;
+  /** The peer's address on the ICE-selected pair (null: none). */
+  readonly peerAddress: string | null;
+  /** Sends a frame at buf[FRAME_HEADROOM..) on node-datachannel (DTLS-protected). */
+  sendHello(buf: Buffer): boolean;
+  /** Frames now go on the fast path (true) or back on node-datachannel (false). */
+  switched(fast: boolean): void;
+  log(level: "info" | "debug" | "warn", message: string, fields?: Record<string, unknown>): void;
+}
+
+type SessionState = "probing" | "ready" | "sending" | "retiring";
+
+interface Session {
+  localIndex: number;
+  remoteIndex: number;
+  createdAt: number;
+  state: SessionState;
+  candidates: FastEndpoint[];
+  /** Something authenticated came on it (the socket roamed its endpoint there). */
+  heard: boolean;
+  retireAt: number;
+}
+
+interface PendingOffer {
+  keyPair: FastKeyPair;
+  index: number;
+  sentAt: number;
+}
+
+/**
+ * A link's fast path: agrees keys with the peer over the link's DTLS channel (FAST_OFFER /
+ * FAST_ACCEPT), finds a path by probing the peer's candidates with authenticated probes, and
+ * carries the link's frames once a probe was answered on it. Falls back to node-datachannel when
+ * the path goes silent (retried after 10 s, 30 s, 60 s...), and replaces its keys every rekeyMs.
+ * Only a path both sides have proven carries frames: a key mismatch never black-holes a link.
+ */
+export class FastPath {
+  phase: FastPhase = "off";
+  fallbacks = 0;
+  rekeys = 0;
+  /** The session frames go on (phase "up"). */
+  sending: Session | null = null;
+  private socket: FastSocketLike | null = null;
+  private readonly sessions: Session[] = [];
+  private offer: PendingOffer | null = null;
+  private failures = 0;
+  private retryAt = 0;
+  private upSince = 0;
+  /** First send on the fast path not yet followed by anything heard on it (0: none). */
+  private unansweredSince = 0;
+  private probeTimer: NodeJS.Timeout | null = null;
+  private probingUntil = 0;
+  private loggedFallback = false;
+  private closed = false;
+  private readonly control = new ControlFrames(PROBE_BYTES);
+
+  constructor(
+    private readonly link: FastLinkView,
+    private readonly host: FastHost,
+    private readonly rekeyMs: number,
+  ) {}
+
+  /** We open the agreement: the lower UID does, so both sides never race at connect. */
+  get opens(): boolean {
+    return this.link.ownUid < this.link.peerUid;
+  }
+
+  /** The link connected on a direct path with a peer that takes the fast path. */
+  start(now: number): void {
+    if (this.closed || this.phase !== "off") return;
+    const socket = this.socketForPeer();
+    if (!socket) return;
+    this.phase = "down";
+    this.retryAt = this.opens ? now : Number.POSITIVE_INFINITY;
+    if (this.opens) this.sendOffer(now);
+  }
+
+  /** Sends a frame at buf[start..end) on the sending session; false when it could not. */
+  send(buf: Uint8Array, start: number, end: number, now: number): boolean {
+    const s = this.sending as Session;
+    const socket = this.socket as FastSocketLike;
+    if (this.unansweredSince === 0) this.unansweredSince = now;
+    if (!socket.send(s.localIndex, buf, start, end)) return false;
+    this.host.scheduleFlush(socket);
+    return true;
+  }
+
+  /** Sends on the session that received `localIndex` (a probe's reply goes back the way it came). */
+  sendOn(localIndex: number, buf: Uint8Array, start: number, end: number): boolean {
+    const socket = this.socket;
+    if (!socket || !this.sessionOf(localIndex)) return false;
+    if (!socket.send(localIndex, buf, start, end)) return false;
+    this.host.scheduleFlush(socket);
+    return true;
+  }
+
+  /** An authenticated frame came on our session `localIndex`. */
+  heard(localIndex: number): void {
+    const s = this.sessionOf(localIndex);
+    if (!s) return;
+    this.unansweredSince = 0;
+    if (s.heard) return;
+    s.heard = true;
+    // The peer sends on the session we made for its offer: it has our accept; ours can follow.
+    if (s.state === "ready") this.switchTo(s, Date.now());
+  }
+
+  /** A probe reply came on `localIndex`: the peer takes what we send there. */
+  probeAnswered(localIndex: number, now: number): void {
+    const s = this.sessionOf(localIndex);
+    if (s && (s.state === "probing" || s.state === "ready")) this.switchTo(s, now);
+  }
+
+  /** FAST_OFFER or FAST_ACCEPT from the peer (decoded). */
+  onHello(hello: FastHello, now: number): void {
+    if (this.closed || this.phase === "off") return;
+    if (hello.type === "offer") this.onOffer(hello, now);
+    else this.onAccept(hello, now);
+  }
+
+  /** Once a second: silence, retries, rekeying, retiring old sessions. */
+  tick(now: number): void {
+    if (this.closed || this.phase === "off") return;
+    for (const s of [...this.sessions]) if (s.state === "retiring" && now >= s.retireAt) this.drop(s);
+    if (this.offer && now - this.offer.sentAt >= OFFER_TIMEOUT_MS) {
+      this.dropOffer();
+      if (this.phase === "negotiating") this.fail(now, "no answer to the offer");
+    }
+    const s = this.sending;
+    if (s && this.phase === "up") {
+      if (this.unansweredSince > 0 && now - this.unansweredSince >= FAST_SILENT_MS) {
+        this.fallBack(now);
+        return;
+      }
+      if (this.unansweredSince > 0 && now - this.unansweredSince >= FAST_QUIET_MS) this.probe(s);
+      if (this.upSince > 0 && now - this.upSince >= STABLE_MS) this.failures = 0;
+      const counter = this.socket?.sessionStats(s.localIndex)?.sendCounter ?? 0;
+      if (!this.offer && (now - s.createdAt >= this.rekeyMs || counter >= FAST_REKEY_PACKETS))
+        this.sendOffer(now);
+      return;
+    }
+    if (this.phase === "down" && !this.offer && now >= this.retryAt) this.sendOffer(now);
+  }
+
+  info(): FastPathInfo {
+    const s = this.sending ?? this.sessions.at(-1);
+    const ep = s && this.socket?.sessionStats(s.localIndex)?.endpoint;
+    return {
+      phase: this.phase,
+      endpoint: ep ? endpointText(ep) : null,
+      fallbacks: this.fallbacks,
+      rekeys: this.rekeys,
+    };
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.stopProbing();
+    this.dropOffer();
+    for (const s of [...this.sessions]) this.drop(s);
+    this.sending = null;
+    this.phase = "off";
+  }
+
+  private socketForPeer(): FastSocketLike | null {
+    if (this.socket) return this.socket;
+    const address = this.link.peerAddress;
+    if (!address || !this.link.localFingerprint || !this.link.remoteFingerprint) return null;
+    this.socket = this.host.socketFor(address.includes(":") ? 6 : 4);
+    return this.socket;
+  }
+
+  private get family(): 4 | 6 {
+    return this.link.peerAddress?.includes(":") ? 6 : 4;
+  }
+
+  private sendOffer(now: number): void {
+    const socket = this.socket;
+    if (!socket) return;
+    const index = this.host.newIndex(this);
+    const keyPair = newFastKeyPair();
+    this.offer = { keyPair, index, sentAt: now };
+    if (this.phase !== "up") this.phase = "negotiating";
+    const frame = encodeFastHello({
+      type: "offer",
+      index,
+      echo: 0,
+      port: socket.port,
+      publicKey: keyPair.publicKey,
+      candidates: this.host.localCandidates(this.family),
+    });
+    if (!this.link.sendHello(frame)) this.link.log("debug", "fast path offer not sent (link busy)");
+  }
+
+  private onOffer(hello: FastHello, now: number): void {
+    const socket = this.socketForPeer();
+    if (!socket) return;
+    // Offers crossed: the lower UID's stands.
+    if (this.offer) {
+      if (this.opens) return;
+      this.dropOffer();
+    }
+    const keyPair = newFastKeyPair();
+    const index = this.host.newIndex(this);
+    if (!this.install(keyPair, index, hello, now)) {
+      this.host.releaseIndex(index);
+      return;
+    }
+    const frame = encodeFastHello({
+      type: "accept",
+      index,
+      echo: hello.index,
+      port: socket.port,
+      publicKey: keyPair.publicKey,
+      candidates: this.host.localCandidates(this.family),
+    });
+    this.link.sendHello(frame);
+  }
+
+  private onAccept(hello: FastHello, now: number): void {
+    const offer = this.offer;
+    if (!offer || hello.echo !== offer.index) return;
+    this.offer = null;
+    if (!this.install(offer.keyPair, offer.index, hello, now)) {
+      this.host.releaseIndex(offer.index);
+      if (this.phase === "negotiating") this.fail(now, "keys not agreed");
+    }
+  }
+
+  /**
+   * Derives the keys of an agreement and gives the socket the session. With a path up, the new
+   * session takes its endpoint (a rekey); else the peer's candidates are probed.
+   */
+  private install(keyPair: FastKeyPair, index: number, hello: FastHello, now: number): boolean {
+    const socket = this.socket as FastSocketLike;
+    const link = this.link;
+    let keys: ReturnType<typeof deriveFastKeys>;
+    try {
+      keys = deriveFastKeys(
+        keyPair.privateKey,
+        {
+          uid: link.ownUid,
+          fingerprint: link.localFingerprint ?? "",
+          receiverIndex: index,
+          publicKey: keyPair.publicKey,
+        },
+        {
+          uid: link.peerUid,
+          fingerprint: link.remoteFingerprint ?? "",
+          receiverIndex: hello.index,
+          publicKey: hello.publicKey,
+        },
+      );
+    } catch (err) {
+      link.log("warn", "fast path keys not agreed", { error: (err as Error).message });
+      return false;
+    }
+    const current = this.sending;
+    const endpoint = current ? (socket.sessionStats(current.localIndex)?.endpoint ?? null) : null;
+    socket.setSession(index, hello.index, keys.sendKey, keys.recvKey, endpoint);
+    wipeKeys(keys);
+    const candidates = uniqueEndpoints([
+      ...hello.candidates.filter((c) => c.address.includes(":") === (this.family === 6)),
+      ...(link.peerAddress ? [{ address: link.peerAddress, port: hello.port }] : []),
+    ]);
+    const s: Session = {
+      localIndex: index,
+      remoteIndex: hello.index,
+      createdAt: now,
+      state: "probing",
+      candidates,
+      heard: false,
+      retireAt: 0,
+    };
+    // An agreement not yet on a path is superseded by this one.
+    for (const old of this.sessions)
+      if (old.state === "probing" || old.state === "ready") this.retire(old, now);
+    this.sessions.push(s);
+    if (current && endpoint) {
+      s.state = "ready";
+      // The offering side switches at once (the peer holds the session already); the peer when it
+      // hears from us on it.
+      if (hello.type === "accept") this.switchTo(s, now);
+    } else {
+      this.phase = "probing";
+      this.startProbing(s, now);
+    }
+    return true;
+  }
+
+  private switchTo(s: Session, now: number): void {
+    const previous = this.sending;
+    if (previous === s) return;
+    this.stopProbing();
+    s.state = "sending";
+    this.sending = s;
+    this.rekeys++;
+    this.unansweredSince = 0;
+    if (previous) this.retire(previous, now);
+    const wasUp = this.phase === "up";
+    this.phase = "up";
+    if (!wasUp) {
+      this.upSince = now;
+      this.link.log("info", "fast path up", { endpoint: this.info().endpoint });
+      this.link.switched(true);
+    }
+    // Let the peer hear from the new session at once (it switches when it does).
+    this.probe(s);
+  }
+
+  private fallBack(now: number): void {
+    this.fallbacks++;
+    const s = this.sending;
+    this.sending = null;
+    if (s) this.retire(s, now);
+    this.link.switched(false);
+    this.fail(now, "fast path silent", !this.loggedFallback);
+    this.loggedFallback = true;
+  }
+
+  /** Back to node-datachannel; tried again after the next backoff step. */
+  private fail(now: number, why: string, loud = false): void {
+    this.stopProbing();
+    for (const s of this.sessions) if (s.state !== "retiring") this.retire(s, now);
+    const wait = FAST_RETRY_MS[Math.min(this.failures, FAST_RETRY_MS.length - 1)] as number;
+    this.failures++;
+    this.retryAt = now + wait;
+    this.phase = "down";
+    this.unansweredSince = 0;
+    this.link.log(loud ? "info" : "debug", "fast path down", { why, retryInMs: wait });
+  }
+
+  private startProbing(s: Session, now: number): void {
+    this.stopProbing();
+    this.probingUntil = now + FAST_PROBE_FOR_MS;
+    const step = () => {
+      const t = Date.now();
+      if (this.closed || s.state !== "probing") return this.stopProbing();
+      if (t >= this.probingUntil) return this.fail(t, "no probe answered");
+      if (s.heard) this.probe(s);
+      else this.spray(s);
+    };
+    step();
+    this.probeTimer = setInterval(step, FAST_PROBE_SPACING_MS);
+    this.probeTimer.unref();
+  }
+
+  private stopProbing(): void {
+    if (this.probeTimer) clearInterval(this.probeTimer);
+    this.probeTimer = null;
+  }
+
+  /** One probe to each of the peer's candidates (until one answers, the socket roams there). */
+  private spray(s: Session): void {
+    const socket = this.socket as FastSocketLike;
+    const probe = this.control.probe(microseconds());
+    for (const c of s.candidates) {
+      socket.setEndpoint(s.localIndex, c);
+      socket.send(s.localIndex, probe, FRAME_HEADROOM, FRAME_HEADROOM + PROBE_BYTES);
+      socket.flush();
+    }
+  }
+
+  private probe(s: Session): void {
+    const probe = this.control.probe(microseconds());
+    this.sendOn(s.localIndex, probe, FRAME_HEADROOM, FRAME_HEADROOM + PROBE_BYTES);
+  }
+
+  private retire(s: Session, now: number): void {
+    s.state = "retiring";
+    s.retireAt = now + FAST_GRACE_MS;
+  }
+
+  private drop(s: Session): void {
+    const i = this.sessions.indexOf(s);
+    if (i >= 0) this.sessions.splice(i, 1);
+    this.socket?.removeSession(s.localIndex);
+    this.host.releaseIndex(s.localIndex);
+  }
+
+  private dropOffer(): void {
+    if (!this.offer) return;
+    this.host.releaseIndex(this.offer.index);
+    this.offer = null;
+  }
+
+  private sessionOf(localIndex: number): Session | undefined {
+    for (const s of this.sessions) if (s.localIndex === localIndex) return s;
+    return undefined;
+  }
+}
+
+export const endpointText = (e: FastEndpoint): string =>
+  e.address.includes(":") ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
+
+function uniqueEndpoints(list: FastEndpoint[]): FastEndpoint[] {
+  const seen = new Set<string>();
+  return list.filter((e) => {
+    const key = endpointText(e);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}

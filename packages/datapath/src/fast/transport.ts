@@ -1,0 +1,151 @@
+import { randomBytes } from "node:crypto";
+import { networkInterfaces } from "node:os";
+import type { Counters } from "../counters.js";
+import type { FastHost, FastPath } from "./fast-path.js";
+import { type FastEndpoint, MAX_FAST_CANDIDATES } from "./offer.js";
+import type { FastSocketFactory, FastSocketLike } from "./socket.js";
+
+/** Where a fast path's received frames go: its link (frame, and the session it came on). */
+export interface FastReceiver {
+  readonly fast: FastPath;
+  deliverFast(frame: Buffer, localIndex: number): void;
+}
+
+export interface FastTransportOptions {
+  factory: FastSocketFactory;
+  /** tune.fastPathPort (0: any). */
+  port: number;
+  /** Addresses never announced (our overlay addresses). */
+  excludeAddress: (address: string) => boolean;
+  warn: (message: string, fields: Record<string, unknown>) => void;
+}
+
+/**
+ * The datapath's fast-path sockets, one per address family (opened at first use, on the
+ * wildcard address), and the receiver index of every session: received frames go to the link
+ * whose session they name; unknown indexes are the socket's counted drops.
+ */
+export class FastTransport implements FastHost {
+  private readonly sockets = new Map<4 | 6, FastSocketLike | null>();
+  private readonly receivers = new Map<number, FastReceiver>();
+  private readonly byPath = new Map<FastPath, FastReceiver>();
+  private readonly dirty = new Set<FastSocketLike>();
+  private flushQueued = false;
+  private dropsSeen = { short: 0, unknownIndex: 0, badTag: 0, replay: 0 };
+
+  constructor(private readonly options: FastTransportOptions) {}
+
+  /** A link takes part: its fast path's indexes deliver to it. */
+  attach(receiver: FastReceiver): void {
+    this.byPath.set(receiver.fast, receiver);
+  }
+
+  detach(receiver: FastReceiver): void {
+    receiver.fast.close();
+    this.byPath.delete(receiver.fast);
+  }
+
+  socketFor(family: 4 | 6): FastSocketLike | null {
+    if (this.sockets.has(family)) return this.sockets.get(family) ?? null;
+    let socket: FastSocketLike | null = null;
+    const address = family === 4 ? "0.0.0.0" : "::";
+    try {
+      socket = this.options.factory({ address, port: this.options.port });
+      socket.onBatch((indexes, buf, offsets, lengths, count) => {
+        for (let i = 0; i < count; i++) {
+          const index = indexes[i] as number;
+          const r = this.receivers.get(index);
+          if (!r) continue;
+          const off = offsets[i] as number;
+          r.fast.heard(index);
+          r.deliverFast(buf.subarray(off, off + (lengths[i] as number)), index);
+        }
+      });
+    } catch (err) {
+      this.options.warn("fast path socket not opened: links stay on node-datachannel", {
+        address,
+        port: this.options.port,
+        error: (err as Error).message,
+      });
+    }
+    this.sockets.set(family, socket);
+    return socket;
+  }
+
+  newIndex(path: FastPath): number {
+    const receiver = this.byPath.get(path);
+    if (!receiver) throw new Error("fast path of a link that is not attached");
+    for (;;) {
+      const index = randomBytes(4).readUInt32LE(0);
+      if (index === 0 || this.receivers.has(index)) continue;
+      this.receivers.set(index, receiver);
+      return index;
+    }
+  }
+
+  releaseIndex(index: number): void {
+    this.receivers.delete(index);
+  }
+
+  localCandidates(family: 4 | 6): FastEndpoint[] {
+    const port = this.sockets.get(family)?.port;
+    if (!port) return [];
+    const out: FastEndpoint[] = [];
+    for (const list of Object.values(networkInterfaces())) {
+      for (const a of list ?? []) {
+        if (a.internal || a.family !== (family === 4 ? "IPv4" : "IPv6")) continue;
+        // Link-local IPv6 needs a scope the peer cannot know.
+        if (family === 6 && /^fe[89ab]/i.test(a.address)) continue;
+        if (this.options.excludeAddress(a.address)) continue;
+        if (out.length < MAX_FAST_CANDIDATES) out.push({ address: a.address, port });
+      }
+    }
+    return out;
+  }
+
+  scheduleFlush(socket: FastSocketLike): void {
+    this.dirty.add(socket);
+    if (this.flushQueued) return;
+    this.flushQueued = true;
+    // After the current batch (vNIC read, received datagrams, timer): one sendmmsg per turn.
+    queueMicrotask(this.flush);
+  }
+
+  /**
+   * Adds what the sockets dropped since the last call to `counters` (the vNIC's: a datagram no
+   * link could be named for). Replayed and too-old datagrams are both `fastReplay`.
+   */
+  countDrops(counters: Pick<Counters, "drop">): void {
+    let short = 0;
+    let unknownIndex = 0;
+    let badTag = 0;
+    let replay = 0;
+    for (const socket of this.sockets.values()) {
+      if (!socket) continue;
+      const d = socket.stats().drops;
+      short += d.short;
+      unknownIndex += d.unknownIndex;
+      badTag += d.badTag;
+      replay += d.replay + d.tooOld;
+    }
+    const seen = this.dropsSeen;
+    if (short > seen.short) counters.drop("fastShort", short - seen.short);
+    if (unknownIndex > seen.unknownIndex) counters.drop("fastUnknownIndex", unknownIndex - seen.unknownIndex);
+    if (badTag > seen.badTag) counters.drop("fastBadTag", badTag - seen.badTag);
+    if (replay > seen.replay) counters.drop("fastReplay", replay - seen.replay);
+    this.dropsSeen = { short, unknownIndex, badTag, replay };
+  }
+
+  close(): void {
+    for (const r of [...this.byPath.values()]) this.detach(r);
+    for (const socket of this.sockets.values()) socket?.close();
+    this.sockets.clear();
+    this.receivers.clear();
+  }
+
+  private readonly flush = (): void => {
+    this.flushQueued = false;
+    for (const socket of this.dirty) socket.flush();
+    this.dirty.clear();
+  };
+}
