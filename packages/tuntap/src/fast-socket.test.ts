@@ -19,8 +19,12 @@ afterEach(() => {
   }
 });
 
-function fast(cipher?: FastCipher): FastSocket {
-  const s = new FastSocket({ address: HOST, ...(cipher ? { cipher } : {}) });
+function fast(cipher?: FastCipher, udpOffload?: boolean): FastSocket {
+  const s = new FastSocket({
+    address: HOST,
+    ...(cipher ? { cipher } : {}),
+    ...(udpOffload === undefined ? {} : { udpOffload }),
+  });
   open.push(s);
   return s;
 }
@@ -193,6 +197,40 @@ describe("FastSocket", () => {
     expect(a.stats().txDatagrams).toBe(500);
     expect(a.stats().drops.sendFailed).toBe(0);
   });
+
+  for (const udpOffload of [true, false]) {
+    it(`carries runs of same-size frames, with udpOffload ${udpOffload} (GSO/GRO: fewer kernel messages)`, async () => {
+      const a = fast(undefined, udpOffload);
+      const b = fast(undefined, udpOffload);
+      const k1 = randomBytes(32);
+      const k2 = randomBytes(32);
+      a.setSession(A_INDEX, B_INDEX, k1, k2, { address: HOST, port: b.port });
+      b.setSession(B_INDEX, A_INDEX, k2, k1, { address: HOST, port: a.port });
+      const atB = collect(b);
+      const sent: Buffer[] = [];
+      for (let i = 0; i < 300; i++) {
+        // runs of 1400-byte frames with a shorter one now and then (it ends a GSO run)
+        const f = randomBytes(i % 50 === 49 ? 333 : 1400);
+        sent.push(f);
+        a.send(A_INDEX, f, 0, f.length);
+      }
+      a.flush();
+      await until("300 frames", () => atB.length === 300);
+      expect(atB.map((f) => f.data)).toEqual(sent);
+      const sa = a.stats();
+      const sb = b.stats();
+      expect(sa).toMatchObject({ txDatagrams: 300, udpGso: udpOffload });
+      expect(sb).toMatchObject({ rxDatagrams: 300, udpGro: udpOffload });
+      if (udpOffload) {
+        expect(sa.txMessages).toBeLessThanOrEqual(300 / 10);
+        expect(sb.rxMessages).toBeLessThan(300);
+      } else {
+        expect(sa.txMessages).toBe(300);
+        expect(sb.rxMessages).toBe(300);
+      }
+      expect(Object.values(sb.drops).every((n) => n === 0)).toBe(true);
+    });
+  }
 
   it("drops tampered ciphertext, tag and header (badTag) and changes nothing", async () => {
     const { a, b, kAB, cipher } = pair();

@@ -20,6 +20,11 @@ export interface FastSocketOptions {
   cipher?: FastCipher;
   /** SO_RCVBUF/SO_SNDBUF (the *FORCE variants are tried first, for root). Default 4 MiB. */
   socketBufferBytes?: number;
+  /**
+   * UDP GSO on send (runs of same-size datagrams to one endpoint leave as one super-datagram
+   * the kernel cuts) and UDP GRO on receive. Same datagrams on the wire. Default true.
+   */
+  udpOffload?: boolean;
 }
 
 export interface FastEndpoint {
@@ -69,11 +74,20 @@ export interface FastDrops {
 export interface FastSocketStats {
   rxDatagrams: number;
   txDatagrams: number;
+  /** Datagrams as the kernel handed them (one GRO super-datagram counts once). */
+  rxMessages: number;
+  /** Messages given to sendmmsg/sendto (one GSO run counts once). */
+  txMessages: number;
+  /** UDP GSO in use for sending (off when `udpOffload: false` or the kernel refused it). */
+  udpGso: boolean;
+  /** UDP GRO enabled on the socket. */
+  udpGro: boolean;
   drops: FastDrops;
 }
 
 /**
- * Called once per received batch with the frames that authenticated. Frame i is
+ * Called once per received batch with the frames that authenticated (up to batchSize * 64 of
+ * them with UDP GRO: use `count`, not the arrays' length). Frame i is
  * `buf.subarray(offsets[i], offsets[i] + lengths[i])` of session `indexes[i]` (its local
  * index), for i < count. All four objects are reused and overwritten by the next batch:
  * consume or copy the frames before returning. Frames may be modified in place.
@@ -96,6 +110,8 @@ export const FAST_MAX_FRAME = 65507 - FAST_OVERHEAD;
 export const FAST_REPLAY_WINDOW = 8128;
 /** A session's send counter stops here: `send` returns false (keyExhausted). */
 export const FAST_COUNTER_LIMIT = 2 ** 60;
+/** Most datagrams in one GRO super-datagram: a batch holds up to batchSize times this many frames. */
+export const FAST_MAX_SEGMENTS = 64;
 /** STUN-looking datagrams handed to onRaw per wake-up; more are dropped (batchFull). */
 export const FAST_MAX_RAW_PER_WAKE = 4;
 /** AES-256-GCM: the faster of the two on this project's machines (AES-NI); see README.md. */
@@ -139,6 +155,7 @@ interface NativeModule {
     batchSize: number,
     cipher: FastCipher,
     socketBufferBytes: number,
+    udpOffload: boolean,
   ) => NativeFastSocket;
 }
 
@@ -194,8 +211,10 @@ export class FastSocket {
       0,
       0x7fffffff,
     );
+    const udpOffload = options.udpOffload ?? true;
+    if (typeof udpOffload !== "boolean") throw invalid("udpOffload must be a boolean");
     const mod = loadNative<NativeModule>();
-    this.#native = new mod.NativeFastSocket(address, port, batchSize, cipher, sockBuf);
+    this.#native = new mod.NativeFastSocket(address, port, batchSize, cipher, sockBuf, udpOffload);
     this.port = this.#native.port;
     this.address = this.#native.address;
     this.batchSize = batchSize;
@@ -203,9 +222,11 @@ export class FastSocket {
     // One 64 KiB slot per datagram of a batch; only the touched pages are ever backed.
     const ab = new ArrayBuffer(batchSize * RX_SLOT);
     this.#rxBuffer = Buffer.from(ab);
-    this.#rxIndexes = new Uint32Array(batchSize);
-    this.#rxOffsets = new Uint32Array(batchSize);
-    this.#rxLengths = new Uint32Array(batchSize);
+    // With GRO one datagram read may hold up to FAST_MAX_SEGMENTS frames.
+    const frames = batchSize * FAST_MAX_SEGMENTS;
+    this.#rxIndexes = new Uint32Array(frames);
+    this.#rxOffsets = new Uint32Array(frames);
+    this.#rxLengths = new Uint32Array(frames);
     this.#native.setReader(this.#onRead, ab, this.#rxIndexes, this.#rxOffsets, this.#rxLengths);
   }
 

@@ -27,6 +27,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -60,8 +61,12 @@ constexpr size_t kWindowWords = 128;
 constexpr uint64_t kWindowSize = kWindowWords * 64 - 64;
 // STUN-looking datagrams handed to JS per wake-up; more are dropped (batchFull).
 constexpr int kMaxRawPerWake = 4;
-constexpr uint32_t kStunMagic = 0x2112A442;
 constexpr size_t kStunHeader = 20;
+// UDP GSO/GRO: at most this many datagrams per super-datagram (the kernel's UDP_MAX_SEGMENTS
+// / UDP_GRO_CNT_MAX on older kernels) and this many payload bytes.
+constexpr uint32_t kMaxSegments = 64;
+constexpr size_t kMaxGsoBytes = 65000;
+constexpr size_t kCtrlBytes = 64;  // room for one UDP_SEGMENT / UDP_GRO cmsg
 
 enum Drop {
   kDropShort,
@@ -257,7 +262,8 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
   }
 
   // new NativeFastSocket(address: string, port: number, batchSize: number,
-  //                      cipher: "aes-256-gcm" | "chacha20-poly1305", socketBufferBytes: number)
+  //                      cipher: "aes-256-gcm" | "chacha20-poly1305", socketBufferBytes: number,
+  //                      udpOffload: boolean)
   explicit NativeFastSocket(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeFastSocket>(info) {
     Napi::Env env = info.Env();
     env_ = env;
@@ -278,6 +284,7 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
     }
     size_t sockBuf = ToIndex(env, info[4], "socketBufferBytes");
     if (sockBuf > 0x7fffffff) throw ArgError(env, "socketBufferBytes must be below 2 GiB", true);
+    bool udpOffload = info[5].ToBoolean().Value();
 
     sockaddr_storage bindAddr{};
     socklen_t bindLen = 0;
@@ -302,6 +309,13 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
       }
     }
+    if (udpOffload) {
+      // GRO: the kernel may hand us up to 64 same-size datagrams of one sender as one, with
+      // their size in a cmsg. GSO (UDP_SEGMENT per send) needs no socket option.
+      int on = 1;
+      gro_ = setsockopt(fd, IPPROTO_UDP, UDP_GRO, &on, sizeof on) == 0;
+      gso_ = true;
+    }
     if (bind(fd, reinterpret_cast<sockaddr*>(&bindAddr), bindLen) < 0) {
       int err = errno;
       close(fd);
@@ -320,12 +334,16 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
       Shutdown();
       throw Napi::Error::New(env, "tuntap: cannot allocate the fast-path send buffer");
     }
-    txMsgs_.resize(batch_);
     txIov_.resize(batch_);
     txAddr_.resize(batch_);
+    txNameLen_.resize(batch_);
+    outMsgs_.resize(batch_);
+    outFirst_.resize(batch_);
+    outCtrl_.resize(static_cast<size_t>(batch_) * kCtrlBytes / sizeof(uint64_t));
     rxMsgs_.resize(batch_);
     rxIov_.resize(batch_);
     rxAddr_.resize(batch_);
+    rxCtrl_.resize(static_cast<size_t>(batch_) * kCtrlBytes / sizeof(uint64_t));
 
     uv_loop_t* loop = nullptr;
     if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
@@ -582,6 +600,10 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
     Napi::Object o = Napi::Object::New(env);
     o.Set("rxDatagrams", Napi::Number::New(env, static_cast<double>(rxDatagrams_)));
     o.Set("txDatagrams", Napi::Number::New(env, static_cast<double>(txDatagrams_)));
+    o.Set("rxMessages", Napi::Number::New(env, static_cast<double>(rxMessages_)));
+    o.Set("txMessages", Napi::Number::New(env, static_cast<double>(txMessages_)));
+    o.Set("udpGso", Napi::Boolean::New(env, gso_));
+    o.Set("udpGro", Napi::Boolean::New(env, gro_));
     Napi::Object d = Napi::Object::New(env);
     for (int i = 0; i < kDropCount; i++) d.Set(kDropNames[i], Napi::Number::New(env, static_cast<double>(drops_[i])));
     o.Set("drops", d);
@@ -652,12 +674,7 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
     txIov_[i].iov_base = out;
     txIov_[i].iov_len = len;
     memcpy(&txAddr_[i], &s.endpoint.addr, s.endpoint.len);
-    msghdr& h = txMsgs_[i].msg_hdr;
-    memset(&h, 0, sizeof h);
-    h.msg_name = &txAddr_[i];
-    h.msg_namelen = s.endpoint.len;
-    h.msg_iov = &txIov_[i];
-    h.msg_iovlen = 1;
+    txNameLen_[i] = s.endpoint.len;
     txOff_ += (len + 15) & ~static_cast<size_t>(15);
     s.txPackets++;
     s.txBytes += n;
@@ -665,27 +682,109 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
     return true;
   }
 
-  // sendmmsg everything pending. A datagram the kernel refuses (EAGAIN: the rest) is dropped
-  // and counted (sendFailed).
+  // sendmmsg everything pending. With GSO, runs of datagrams to the same endpoint of the same
+  // size (the last may be shorter) go as one message with a UDP_SEGMENT cmsg: the kernel cuts
+  // it into the same datagrams after one pass through the stack. A datagram the kernel refuses
+  // is dropped and counted (sendFailed; on EAGAIN, all the rest).
   void Flush() {
-    uint32_t i = 0;
-    while (i < pending_ && fd_ >= 0) {
-      int r = sendmmsg(fd_, txMsgs_.data() + i, pending_ - i, MSG_DONTWAIT);
+    if (pending_ == 0 || fd_ < 0) {
+      pending_ = 0;
+      txOff_ = 0;
+      return;
+    }
+    uint32_t nout = 0;
+    for (uint32_t i = 0; i < pending_;) {
+      uint32_t j = i + 1;
+      size_t seg = txIov_[i].iov_len;
+      if (gso_) {
+        size_t total = seg;
+        while (j < pending_ && j - i < kMaxSegments && txIov_[j].iov_len <= seg &&
+               total + txIov_[j].iov_len <= kMaxGsoBytes && txNameLen_[j] == txNameLen_[i] &&
+               memcmp(&txAddr_[j], &txAddr_[i], txNameLen_[i]) == 0) {
+          total += txIov_[j].iov_len;
+          bool shorter = txIov_[j].iov_len < seg;
+          j++;
+          if (shorter) break;
+        }
+      }
+      BuildMessage(nout, i, j - i, seg);
+      nout++;
+      i = j;
+    }
+    uint32_t k = 0;
+    while (k < nout) {
+      int r = sendmmsg(fd_, outMsgs_.data() + k, nout - k, MSG_DONTWAIT);
       if (r > 0) {
-        txDatagrams_ += static_cast<uint64_t>(r);
-        i += static_cast<uint32_t>(r);
+        for (int x = 0; x < r; x++) txDatagrams_ += outMsgs_[k + x].msg_hdr.msg_iovlen;
+        txMessages_ += static_cast<uint64_t>(r);
+        k += static_cast<uint32_t>(r);
         continue;
       }
-      if (r < 0 && errno == EINTR) continue;
-      if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        drops_[kDropSendFailed] += pending_ - i;
+      int err = r < 0 ? errno : EIO;
+      if (err == EINTR) continue;
+      if (err == EAGAIN || err == EWOULDBLOCK) {
+        for (uint32_t x = k; x < nout; x++) drops_[kDropSendFailed] += outMsgs_[x].msg_hdr.msg_iovlen;
         break;
       }
-      drops_[kDropSendFailed]++;  // this datagram failed (unreachable, ...): skip it
-      i++;
+      // This message failed. A GSO one may fail only for being GSO (e.g. a segment larger than
+      // the route's MTU: EINVAL; a device without checksum offload: EIO): send its datagrams
+      // one by one instead.
+      uint32_t n = static_cast<uint32_t>(outMsgs_[k].msg_hdr.msg_iovlen);
+      if (n > 1) {
+        if (err == EIO || err == EOPNOTSUPP || err == ENOPROTOOPT) gso_ = false;
+        SendEach(outFirst_[k], n);
+      } else {
+        drops_[kDropSendFailed]++;
+      }
+      k++;
     }
     pending_ = 0;
     txOff_ = 0;
+  }
+
+  // outMsgs_[out] := datagrams [first, first + n) as one message (GSO when n > 1).
+  void BuildMessage(uint32_t out, uint32_t first, uint32_t n, size_t seg) {
+    msghdr& h = outMsgs_[out].msg_hdr;
+    memset(&h, 0, sizeof h);
+    h.msg_name = &txAddr_[first];
+    h.msg_namelen = txNameLen_[first];
+    h.msg_iov = &txIov_[first];
+    h.msg_iovlen = n;
+    outFirst_[out] = first;
+    if (n > 1) {
+      auto* ctrl = reinterpret_cast<uint8_t*>(outCtrl_.data()) + static_cast<size_t>(out) * kCtrlBytes;
+      h.msg_control = ctrl;
+      h.msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+      memset(ctrl, 0, h.msg_controllen);
+      cmsghdr* c = CMSG_FIRSTHDR(&h);
+      c->cmsg_level = IPPROTO_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      uint16_t size = static_cast<uint16_t>(seg);
+      memcpy(CMSG_DATA(c), &size, sizeof size);
+    }
+  }
+
+  // Fallback for a refused GSO message: its datagrams as plain messages.
+  void SendEach(uint32_t first, uint32_t n) {
+    for (uint32_t x = 0; x < n; x++) {
+      msghdr h;
+      memset(&h, 0, sizeof h);
+      h.msg_name = &txAddr_[first + x];
+      h.msg_namelen = txNameLen_[first + x];
+      h.msg_iov = &txIov_[first + x];
+      h.msg_iovlen = 1;
+      ssize_t w;
+      do {
+        w = sendmsg(fd_, &h, MSG_DONTWAIT);
+      } while (w < 0 && errno == EINTR);
+      if (w >= 0) {
+        txDatagrams_++;
+        txMessages_++;
+      } else {
+        drops_[kDropSendFailed]++;
+      }
+    }
   }
 
   Napi::Value FlushJs(const Napi::CallbackInfo& info) {
@@ -712,6 +811,7 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
       ssize_t w = sendto(fd_, data, len, MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&ep.addr), ep.len);
       if (w >= 0) {
         txDatagrams_++;
+        txMessages_++;
         return Napi::Boolean::New(env, true);
       }
       if (errno == EINTR) continue;
@@ -733,8 +833,9 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
     U32Data(env, info[2], "rx indexes", &nIdx);
     U32Data(env, info[3], "rx offsets", &nOff);
     U32Data(env, info[4], "rx lengths", &nLen);
-    if (nIdx < batch_ || nOff < batch_ || nLen < batch_) {
-      throw ArgError(env, "rx indexes/offsets/lengths must hold batchSize entries", true);
+    size_t frames = static_cast<size_t>(batch_) * kMaxSegments;
+    if (nIdx < frames || nOff < frames || nLen < frames) {
+      throw ArgError(env, "rx indexes/offsets/lengths must hold batchSize * 64 entries", true);
     }
     if (info[1].As<Napi::ArrayBuffer>().ByteLength() < batch_ * kRxSlot) {
       throw ArgError(env, "rx buffer must hold batchSize * 65536 bytes", true);
@@ -775,23 +876,118 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
            d[7] == 0x42;
   }
 
+  // Per-wake-up state of Drain, shared with Receive.
+  struct RxBatch {
+    Napi::Env env;
+    uint8_t* base;
+    uint32_t* idxp;
+    uint32_t* offp;
+    uint32_t* lenp;
+    uint32_t cap;  // entries of idxp/offp/lenp
+    uint32_t count = 0;
+    int raws = 0;
+    napi_value rawArr = nullptr;
+    uint64_t now = 0;
+  };
+
+  // One datagram d[0, len) from `from`: opened in place and listed for JS, or dropped and
+  // counted. Nothing changes before the datagram authenticated.
+  void Receive(RxBatch& rx, uint8_t* d, size_t len, const sockaddr_storage& from, socklen_t fromLen) {
+    rxDatagrams_++;
+    // Data: 0x01 and three zero bytes. Anything else may be STUN: a Binding Success
+    // response (type 0x0101) starts with 0x01 too, but its second byte is not zero.
+    bool data = len >= 4 && d[0] == kTypeData && (d[1] | d[2] | d[3]) == 0;
+    if (!data) {
+      if (LooksLikeStun(d, len)) {
+        if (rx.raws >= kMaxRawPerWake) {
+          drops_[kDropBatchFull]++;
+          return;
+        }
+        if (rx.rawArr == nullptr) napi_create_array(rx.env, &rx.rawArr);
+        std::string address;
+        uint16_t port = 0;
+        FormatAddress(from, &address, &port);
+        Napi::Array arr(rx.env, rx.rawArr);
+        uint32_t at = static_cast<uint32_t>(rx.raws * 3);
+        arr.Set(at, Napi::Buffer<uint8_t>::Copy(rx.env, d, len));
+        arr.Set(at + 1, Napi::String::New(rx.env, address));
+        arr.Set(at + 2, Napi::Number::New(rx.env, port));
+        rx.raws++;
+      } else {
+        drops_[len < kOverhead && len > 0 && d[0] == kTypeData ? kDropShort : kDropBadType]++;
+      }
+      return;
+    }
+    if (len < kOverhead) {
+      drops_[kDropShort]++;
+      return;
+    }
+    if (rx.count >= rx.cap) {
+      drops_[kDropBatchFull]++;
+      return;
+    }
+    uint32_t index = LoadU32(d + 4);
+    auto it = sessions_.find(index);
+    if (it == sessions_.end()) {
+      drops_[kDropUnknownIndex]++;
+      return;
+    }
+    Session& s = *it->second;
+    uint64_t counter = LoadU64(d + 8);
+    if (counter >= kCounterLimit) {
+      drops_[kDropTooOld]++;
+      return;
+    }
+    ReplayWindow::Verdict v = s.replay.Check(counter);
+    if (v != ReplayWindow::kOk) {
+      drops_[v == ReplayWindow::kReplay ? kDropReplay : kDropTooOld]++;
+      return;
+    }
+    if (!s.dec.Open(counter, d, len)) {
+      drops_[kDropBadTag]++;
+      return;
+    }
+    // Authenticated: only now may the datagram change state.
+    if (s.replay.Commit(counter)) {
+      // Roaming: the newest authenticated datagram says where the peer is.
+      if (fromLen <= sizeof(sockaddr_storage) &&
+          (fromLen != s.endpoint.len || memcmp(&s.endpoint.addr, &from, fromLen) != 0)) {
+        memset(&s.endpoint.addr, 0, sizeof s.endpoint.addr);
+        memcpy(&s.endpoint.addr, &from, fromLen);
+        s.endpoint.len = fromLen;
+      }
+    }
+    size_t n = len - kOverhead;
+    s.rxPackets++;
+    s.rxBytes += n;
+    s.lastRxNs = rx.now;
+    rx.idxp[rx.count] = index;
+    rx.offp[rx.count] = static_cast<uint32_t>(d - rx.base + kHeader);
+    rx.lenp[rx.count] = static_cast<uint32_t>(n);
+    rx.count++;
+  }
+
   void Drain(int status) {
     if (fd_ < 0 || !polling_ || reader_.IsEmpty()) return;
     Napi::Env env = env_;
     Napi::HandleScope scope(env);
 
     Napi::ArrayBuffer ab = rxBuf_.Value();
-    uint8_t* base = static_cast<uint8_t*>(ab.Data());
-    uint32_t* idxp = rxIndexes_.Value().Data();
-    uint32_t* offp = rxOffsets_.Value().Data();
-    uint32_t* lenp = rxLengths_.Value().Data();
+    Napi::Uint32Array idx = rxIndexes_.Value();
+    Napi::Uint32Array off = rxOffsets_.Value();
+    Napi::Uint32Array len = rxLengths_.Value();
+    RxBatch rx{env, static_cast<uint8_t*>(ab.Data()), idx.Data(), off.Data(), len.Data(), 0};
+    size_t cap = idx.ElementLength();
+    if (off.ElementLength() < cap) cap = off.ElementLength();
+    if (len.ElementLength() < cap) cap = len.ElementLength();
+    rx.cap = static_cast<uint32_t>(cap);
 
     int err = status < 0 ? -status : 0;
-    if (err == 0 && (base == nullptr || ab.ByteLength() < batch_ * kRxSlot)) err = EFAULT;
+    if (err == 0 && (rx.base == nullptr || ab.ByteLength() < batch_ * kRxSlot || rx.cap < batch_)) err = EFAULT;
     int got = 0;
     if (err == 0) {
       for (uint32_t i = 0; i < batch_; i++) {
-        rxIov_[i].iov_base = base + static_cast<size_t>(i) * kRxSlot;
+        rxIov_[i].iov_base = rx.base + static_cast<size_t>(i) * kRxSlot;
         rxIov_[i].iov_len = kRxSlot;
         msghdr& h = rxMsgs_[i].msg_hdr;
         memset(&h, 0, sizeof h);
@@ -799,6 +995,10 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
         h.msg_namelen = sizeof(sockaddr_storage);
         h.msg_iov = &rxIov_[i];
         h.msg_iovlen = 1;
+        if (gro_) {
+          h.msg_control = reinterpret_cast<uint8_t*>(rxCtrl_.data()) + static_cast<size_t>(i) * kCtrlBytes;
+          h.msg_controllen = kCtrlBytes;
+        }
       }
       got = recvmmsg(fd_, rxMsgs_.data(), batch_, MSG_DONTWAIT, nullptr);
       if (got < 0) {
@@ -813,86 +1013,36 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
       }
     }
 
-    uint64_t now = NowNs();
-    uint32_t count = 0;
-    int raws = 0;
-    napi_value rawArr = nullptr;
+    rx.now = NowNs();
+    rxMessages_ += static_cast<uint64_t>(got);
     for (int i = 0; i < got; i++) {
-      rxDatagrams_++;
-      uint8_t* d = base + static_cast<size_t>(i) * kRxSlot;
-      size_t len = rxMsgs_[i].msg_len;
-      if (len == 0) {
-        drops_[kDropShort]++;
-        continue;
-      }
-      // Data: 0x01 and three zero bytes. Anything else may be STUN: a Binding Success
-      // response (type 0x0101) starts with 0x01 too, but its second byte is not zero.
-      bool data = len >= 4 && d[0] == kTypeData && (d[1] | d[2] | d[3]) == 0;
-      if (!data) {
-        if (LooksLikeStun(d, len)) {
-          if (raws >= kMaxRawPerWake) {
-            drops_[kDropBatchFull]++;
-            continue;
+      const msghdr& h = rxMsgs_[i].msg_hdr;
+      uint8_t* d = rx.base + static_cast<size_t>(i) * kRxSlot;
+      size_t n = rxMsgs_[i].msg_len;
+      // With GRO, one message may hold several datagrams of `seg` bytes (the last shorter).
+      size_t seg = n;
+      if (gro_ && h.msg_controllen > 0) {
+        for (cmsghdr* c = CMSG_FIRSTHDR(const_cast<msghdr*>(&h)); c != nullptr;
+             c = CMSG_NXTHDR(const_cast<msghdr*>(&h), c)) {
+          if (c->cmsg_level == IPPROTO_UDP && c->cmsg_type == UDP_GRO) {
+            int size = 0;
+            memcpy(&size, CMSG_DATA(c), sizeof size);
+            if (size > 0 && static_cast<size_t>(size) < n) seg = static_cast<size_t>(size);
           }
-          if (rawArr == nullptr) napi_create_array(env, &rawArr);
-          std::string address;
-          uint16_t port = 0;
-          FormatAddress(rxAddr_[i], &address, &port);
-          Napi::Array arr(env, rawArr);
-          arr.Set(static_cast<uint32_t>(raws * 3), Napi::Buffer<uint8_t>::Copy(env, d, len));
-          arr.Set(static_cast<uint32_t>(raws * 3 + 1), Napi::String::New(env, address));
-          arr.Set(static_cast<uint32_t>(raws * 3 + 2), Napi::Number::New(env, port));
-          raws++;
-        } else {
-          drops_[len < kOverhead && len > 0 && d[0] == kTypeData ? kDropShort : kDropBadType]++;
         }
-        continue;
       }
-      if (len < kOverhead) {
+      if (n == 0 || (h.msg_flags & MSG_TRUNC) != 0) {
+        rxDatagrams_++;
         drops_[kDropShort]++;
         continue;
       }
-      uint32_t index = LoadU32(d + 4);
-      auto it = sessions_.find(index);
-      if (it == sessions_.end()) {
-        drops_[kDropUnknownIndex]++;
-        continue;
+      for (size_t at = 0; at < n; at += seg) {
+        Receive(rx, d + at, seg < n - at ? seg : n - at, rxAddr_[i], h.msg_namelen);
       }
-      Session& s = *it->second;
-      uint64_t counter = LoadU64(d + 8);
-      if (counter >= kCounterLimit) {
-        drops_[kDropTooOld]++;
-        continue;
-      }
-      ReplayWindow::Verdict v = s.replay.Check(counter);
-      if (v != ReplayWindow::kOk) {
-        drops_[v == ReplayWindow::kReplay ? kDropReplay : kDropTooOld]++;
-        continue;
-      }
-      if (!s.dec.Open(counter, d, len)) {
-        drops_[kDropBadTag]++;
-        continue;
-      }
-      // Authenticated: only now may the datagram change state.
-      if (s.replay.Commit(counter)) {
-        // Roaming: the newest authenticated datagram says where the peer is.
-        socklen_t alen = rxMsgs_[i].msg_hdr.msg_namelen;
-        if (alen <= sizeof(sockaddr_storage) &&
-            (alen != s.endpoint.len || memcmp(&s.endpoint.addr, &rxAddr_[i], alen) != 0)) {
-          memset(&s.endpoint.addr, 0, sizeof s.endpoint.addr);
-          memcpy(&s.endpoint.addr, &rxAddr_[i], alen);
-          s.endpoint.len = alen;
-        }
-      }
-      size_t n = len - kOverhead;
-      s.rxPackets++;
-      s.rxBytes += n;
-      s.lastRxNs = now;
-      idxp[count] = index;
-      offp[count] = static_cast<uint32_t>(static_cast<size_t>(i) * kRxSlot + kHeader);
-      lenp[count] = static_cast<uint32_t>(n);
-      count++;
     }
+    uint32_t count = rx.count;
+    int raws = rx.raws;
+    napi_value rawArr = rx.rawArr;
 
     if (count == 0 && raws == 0 && err == 0) return;
     napi_value args[3];
@@ -937,12 +1087,19 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
   uint8_t* txBuf_ = nullptr;
   size_t txOff_ = 0;
   uint32_t pending_ = 0;
-  std::vector<mmsghdr> txMsgs_;
   std::vector<iovec> txIov_;
   std::vector<sockaddr_storage> txAddr_;
+  std::vector<socklen_t> txNameLen_;
+  // What Flush hands to sendmmsg: one message per datagram or per GSO run.
+  std::vector<mmsghdr> outMsgs_;
+  std::vector<uint32_t> outFirst_;
+  std::vector<uint64_t> outCtrl_;  // kCtrlBytes per message (uint64_t: cmsg alignment)
+  bool gso_ = false;
+  bool gro_ = false;
   std::vector<mmsghdr> rxMsgs_;
   std::vector<iovec> rxIov_;
   std::vector<sockaddr_storage> rxAddr_;
+  std::vector<uint64_t> rxCtrl_;
 
   Napi::FunctionReference reader_;
   Napi::Reference<Napi::ArrayBuffer> rxBuf_;
@@ -951,7 +1108,7 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
   Napi::Reference<Napi::Uint32Array> rxLengths_;
   std::unique_ptr<Napi::AsyncContext> asyncCtx_;
 
-  uint64_t rxDatagrams_ = 0, txDatagrams_ = 0;
+  uint64_t rxDatagrams_ = 0, txDatagrams_ = 0, rxMessages_ = 0, txMessages_ = 0;
   uint64_t drops_[kDropCount] = {};
 };
 
@@ -964,6 +1121,7 @@ void InitFastSocket(Napi::Env env, Napi::Object exports) {
   exports.Set("fastRxSlot", Napi::Number::New(env, static_cast<double>(kRxSlot)));
   exports.Set("fastReplayWindow", Napi::Number::New(env, static_cast<double>(kWindowSize)));
   exports.Set("fastMaxBatch", Napi::Number::New(env, kMaxBatch));
+  exports.Set("fastMaxSegments", Napi::Number::New(env, kMaxSegments));
 }
 
 }  // namespace tuntap
