@@ -12,6 +12,9 @@
 #include <napi.h>
 #include <uv.h>
 
+#include "fast_socket.h"
+#include "napi_util.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +35,12 @@
 
 namespace {
 
+using tuntap::ArgError;
+using tuntap::GetBytes;
+using tuntap::SysError;
+using tuntap::ToIndex;
+using tuntap::U32Data;
+
 // Room reserved for each read: the largest packet a TUN device can hand us (MTU <= 65535).
 constexpr size_t kReadSlot = 65536;
 constexpr size_t kAlign = 8;
@@ -46,71 +55,6 @@ struct In6Ifreq {
   uint32_t ifr6_prefixlen;
   int ifr6_ifindex;
 };
-
-std::string ErrName(int err) {
-  // libuv error codes are -errno on Unix; uv_err_name gives "EACCES" etc.
-  const char* n = uv_err_name(-err);
-  if (n == nullptr || strncmp(n, "Unknown", 7) == 0) return "E" + std::to_string(err);
-  return n;
-}
-
-// "tuntap: <what>: Permission denied (EACCES)", with errno (negative, like Node's own system
-// errors), code and syscall properties.
-Napi::Error SysError(Napi::Env env, int err, const std::string& what, const char* syscall) {
-  std::string code = ErrName(err);
-  std::string msg = "tuntap: " + what + ": " + strerror(err) + " (" + code + ")";
-  Napi::Error e = Napi::Error::New(env, msg);
-  e.Set("errno", Napi::Number::New(env, -err));
-  e.Set("code", Napi::String::New(env, code));
-  e.Set("syscall", Napi::String::New(env, syscall));
-  return e;
-}
-
-Napi::Error ArgError(Napi::Env env, const std::string& msg, bool range) {
-  Napi::Error e = range ? static_cast<Napi::Error>(Napi::RangeError::New(env, "tuntap: " + msg))
-                        : static_cast<Napi::Error>(Napi::TypeError::New(env, "tuntap: " + msg));
-  e.Set("code", Napi::String::New(env, range ? "ERR_OUT_OF_RANGE" : "ERR_INVALID_ARG_VALUE"));
-  return e;
-}
-
-// A non-negative integer (array index / byte count) from a JS number.
-size_t ToIndex(Napi::Env env, const Napi::Value& v, const char* what) {
-  if (!v.IsNumber()) throw ArgError(env, std::string(what) + " must be a number", false);
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= 0) || std::floor(d) != d || d > 9007199254740991.0) {
-    throw ArgError(env, std::string(what) + " must be a non-negative integer", true);
-  }
-  return static_cast<size_t>(d);
-}
-
-// Bytes of a Buffer / TypedArray / DataView / ArrayBuffer.
-void GetBytes(Napi::Env env, const Napi::Value& v, uint8_t** data, size_t* len) {
-  if (v.IsTypedArray()) {
-    Napi::TypedArray ta = v.As<Napi::TypedArray>();
-    *data = static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
-    *len = ta.ByteLength();
-  } else if (v.IsDataView()) {
-    Napi::DataView dv = v.As<Napi::DataView>();
-    *data = static_cast<uint8_t*>(dv.ArrayBuffer().Data()) + dv.ByteOffset();
-    *len = dv.ByteLength();
-  } else if (v.IsArrayBuffer()) {
-    Napi::ArrayBuffer ab = v.As<Napi::ArrayBuffer>();
-    *data = static_cast<uint8_t*>(ab.Data());
-    *len = ab.ByteLength();
-  } else {
-    throw ArgError(env, "buffer must be a Buffer, Uint8Array or ArrayBuffer", false);
-  }
-  if (*data == nullptr && *len > 0) throw ArgError(env, "buffer is detached", false);
-}
-
-uint32_t* U32Data(Napi::Env env, const Napi::Value& v, const char* what, size_t* count) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
-    throw ArgError(env, std::string(what) + " must be a Uint32Array", false);
-  }
-  Napi::Uint32Array a = v.As<Napi::Uint32Array>();
-  *count = a.ElementLength();
-  return a.Data();
-}
 
 class Socket {
  public:
@@ -712,6 +656,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("readSlot", Napi::Number::New(env, static_cast<double>(kReadSlot)));
   exports.Set("maxBatch", Napi::Number::New(env, kMaxBatch));
   exports.Set("vnetHdrBytes", Napi::Number::New(env, static_cast<double>(kVnetHdr)));
+  tuntap::InitFastSocket(env, exports);
   return exports;
 }
 
