@@ -7,6 +7,7 @@ import {
   type TincanConfig,
   writeFileAtomic,
 } from "@tincan/protocol";
+import { FastSocket } from "@tincan/tuntap";
 import { loadTincanConfig, TincanConfigError } from "./config.js";
 import { Datapath, VERSION } from "./datapath.js";
 import { systemExitKernel } from "./exit-kernel.js";
@@ -95,6 +96,7 @@ async function main(): Promise<void> {
     vnicFactory: tunFactory,
     kernelRoutes: ipKernelRoutes,
     exitKernel: systemExitKernel,
+    fastSocket: (options) => new FastSocket(options),
     logger: log,
     notify: (method, params) => rpc?.notify(method, params),
     maxLinks: config.maxLinks,

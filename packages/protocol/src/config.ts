@@ -153,7 +153,7 @@ export const DatapathTune = z.strictObject({
     .max(65_535)
     .default(0)
     .describe(
-      "UDP port of the fast path's sockets, one per address family (0: any free port; a fixed one lets firewall rules name it)",
+      "UDP port of the fast path's socket (one per datapath, on :: for both families; 0: any free port; a fixed one lets firewall rules name it)",
     ),
   fastRekeyMs: z
     .number()

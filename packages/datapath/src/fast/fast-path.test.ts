@@ -202,7 +202,7 @@ describe("fast path state machine", () => {
       for (let i = 0; i < 5; i++) {
         if (a.sendData(`a${sent}`) && b.sendData(`b${sent}`)) sent++;
       }
-    }, 5);
+    }, 20);
     await vi.advanceTimersByTimeAsync(9000);
     clearInterval(load);
     await vi.advanceTimersByTimeAsync(50);

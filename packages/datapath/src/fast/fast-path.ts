@@ -8,7 +8,7 @@ import type { FastSocketLike } from "./socket.js";
 export const FAST_PROBE_SPACING_MS = 50;
 /** An agreement whose path answers no probe within this long has failed. */
 export const FAST_PROBE_FOR_MS = 3000;
-/** Frames sent on the fast path and nothing heard on it for this long: probed every tick. */
+/** Frames sent on the fast path and no probe answered for this long: probed every tick. */
 export const FAST_QUIET_MS = 1000;
 /** ... and for this long: back to node-datachannel. */
 export const FAST_SILENT_MS = 3000;
@@ -89,7 +89,7 @@ export class FastPath {
   private failures = 0;
   private retryAt = 0;
   private upSince = 0;
-  /** First send on the fast path not yet followed by anything heard on it (0: none). */
+  /** First send on the fast path since the last probe reply on it (0: none). */
   private unansweredSince = 0;
   private probeTimer: NodeJS.Timeout | null = null;
   private probingUntil = 0;
@@ -140,18 +140,20 @@ export class FastPath {
   /** An authenticated frame came on our session `localIndex`. */
   heard(localIndex: number): void {
     const s = this.sessionOf(localIndex);
-    if (!s) return;
-    this.unansweredSince = 0;
-    if (s.heard) return;
+    if (!s || s.heard) return;
     s.heard = true;
     // The peer sends on the session we made for its offer: it has our accept; ours can follow.
     if (s.state === "ready") this.switchTo(s, Date.now());
   }
 
-  /** A probe reply came on `localIndex`: the peer takes what we send there. */
+  /**
+   * A probe reply came on `localIndex`: the peer takes what we send there. Only a reply proves
+   * that: frames from the peer do not (a path may be open one way only).
+   */
   probeAnswered(localIndex: number, now: number): void {
     const s = this.sessionOf(localIndex);
-    if (s && (s.state === "probing" || s.state === "ready")) this.switchTo(s, now);
+    if (s && s === this.sending) this.unansweredSince = 0;
+    else if (s && (s.state === "probing" || s.state === "ready")) this.switchTo(s, now);
   }
 
   /** FAST_OFFER or FAST_ACCEPT from the peer (decoded). */

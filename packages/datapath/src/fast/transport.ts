@@ -21,12 +21,14 @@ export interface FastTransportOptions {
 }
 
 /**
- * The datapath's fast-path sockets, one per address family (opened at first use, on the
- * wildcard address), and the receiver index of every session: received frames go to the link
+ * The datapath's fast-path socket (opened at first use on "::", which takes IPv4 too, so one fixed
+ * port serves both families; "0.0.0.0" where IPv6 is off), and the receiver index of every session: received frames go to the link
  * whose session they name; unknown indexes are the socket's counted drops.
  */
 export class FastTransport implements FastHost {
-  private readonly sockets = new Map<4 | 6, FastSocketLike | null>();
+  /** One socket for both families (undefined: not opened yet; null: could not be). */
+  private socket: FastSocketLike | null | undefined = undefined;
+  private ipv4Only = false;
   private readonly receivers = new Map<number, FastReceiver>();
   private readonly byPath = new Map<FastPath, FastReceiver>();
   private readonly dirty = new Set<FastSocketLike>();
@@ -46,11 +48,20 @@ export class FastTransport implements FastHost {
   }
 
   socketFor(family: 4 | 6): FastSocketLike | null {
-    if (this.sockets.has(family)) return this.sockets.get(family) ?? null;
-    let socket: FastSocketLike | null = null;
-    const address = family === 4 ? "0.0.0.0" : "::";
+    if (this.socket === undefined) {
+      this.socket = this.open("::");
+      if (!this.socket) {
+        this.socket = this.open("0.0.0.0");
+        this.ipv4Only = true;
+      }
+    }
+    return family === 6 && this.ipv4Only ? null : this.socket;
+  }
+
+  /** A socket on the wildcard address (on "::" it takes IPv4 too, v4-mapped), or null. */
+  private open(address: string): FastSocketLike | null {
     try {
-      socket = this.options.factory({ address, port: this.options.port });
+      const socket = this.options.factory({ address, port: this.options.port });
       socket.onBatch((indexes, buf, offsets, lengths, count) => {
         for (let i = 0; i < count; i++) {
           const index = indexes[i] as number;
@@ -61,15 +72,16 @@ export class FastTransport implements FastHost {
           r.deliverFast(buf.subarray(off, off + (lengths[i] as number)), index);
         }
       });
+      return socket;
     } catch (err) {
-      this.options.warn("fast path socket not opened: links stay on node-datachannel", {
-        address,
-        port: this.options.port,
-        error: (err as Error).message,
-      });
+      this.options.warn(
+        address === "::"
+          ? "fast path socket not opened on ::, trying 0.0.0.0"
+          : "fast path socket not opened: links stay on node-datachannel",
+        { address, port: this.options.port, error: (err as Error).message },
+      );
+      return null;
     }
-    this.sockets.set(family, socket);
-    return socket;
   }
 
   newIndex(path: FastPath): number {
@@ -88,7 +100,7 @@ export class FastTransport implements FastHost {
   }
 
   localCandidates(family: 4 | 6): FastEndpoint[] {
-    const port = this.sockets.get(family)?.port;
+    const port = this.socket?.port;
     if (!port) return [];
     const out: FastEndpoint[] = [];
     for (const list of Object.values(networkInterfaces())) {
@@ -120,9 +132,8 @@ export class FastTransport implements FastHost {
     let unknownIndex = 0;
     let badTag = 0;
     let replay = 0;
-    for (const socket of this.sockets.values()) {
-      if (!socket) continue;
-      const d = socket.stats().drops;
+    if (this.socket) {
+      const d = this.socket.stats().drops;
       short += d.short;
       unknownIndex += d.unknownIndex;
       badTag += d.badTag;
@@ -138,8 +149,8 @@ export class FastTransport implements FastHost {
 
   close(): void {
     for (const r of [...this.byPath.values()]) this.detach(r);
-    for (const socket of this.sockets.values()) socket?.close();
-    this.sockets.clear();
+    this.socket?.close();
+    this.socket = null;
     this.receivers.clear();
   }
 
