@@ -21,6 +21,28 @@ async function startWithTune(lab: Lab, host: Host, tune: Record<string, unknown>
   return DatapathHandle.start(lab, host, { args: ["--config", file] });
 }
 
+/**
+ * Datapaths on two hosts with overlay addresses `${net}.1` and `${net}.2`, routed to each other, and
+ * their link set up (after `beforeLink`, e.g. a firewall rule).
+ */
+async function linkedPair(
+  lab: Lab,
+  [ha, hb]: [Host, Host],
+  net: string,
+  tune: Record<string, unknown>,
+  beforeLink: (b: DatapathHandle) => Promise<unknown> = async () => {},
+): Promise<[DatapathHandle, DatapathHandle]> {
+  const a = await startWithTune(lab, ha, tune);
+  const b = await startWithTune(lab, hb, tune);
+  await a.configure(uidForIpv4(`${net}.1`), `${net}.1/24`);
+  await b.configure(uidForIpv4(`${net}.2`), `${net}.2/24`);
+  await a.call("route.set", { prefix: `${net}.2/32`, peerUid: b.uid });
+  await b.call("route.set", { prefix: `${net}.1/32`, peerUid: a.uid });
+  await beforeLink(b);
+  await connectLink(a, b);
+  return [a, b];
+}
+
 async function linkOf(from: DatapathHandle, to: DatapathHandle): Promise<any> {
   return (await from.call("link.query", { peerUid: to.uid }))[0];
 }
@@ -114,13 +136,7 @@ describe.skipIf(!can.ok)("fast path: two hosts and an attacker on one underlay",
     const ha = await lab.addHost("a");
     const hb = await lab.addHost("b");
     c = await lab.addHost("c");
-    a = await startWithTune(lab, ha, { fastPathPort: FAST_PORT });
-    b = await startWithTune(lab, hb, { fastPathPort: FAST_PORT });
-    await a.configure(uidForIpv4("10.79.0.1"), "10.79.0.1/24");
-    await b.configure(uidForIpv4("10.79.0.2"), "10.79.0.2/24");
-    await a.call("route.set", { prefix: "10.79.0.2/32", peerUid: b.uid });
-    await b.call("route.set", { prefix: "10.79.0.1/32", peerUid: a.uid });
-    await connectLink(a, b);
+    [a, b] = await linkedPair(lab, [ha, hb], "10.79.0", { fastPathPort: FAST_PORT });
   }, 60_000);
 
   afterAll(async () => {
@@ -265,13 +281,7 @@ describe.skipIf(!can.ok)("fast path: rekey under load", () => {
   beforeAll(async () => {
     const pair = await Lab.pair({ prefix: "tfr" });
     lab = pair.lab;
-    a = await startWithTune(lab, pair.a, { fastRekeyMs: 2000 });
-    b = await startWithTune(lab, pair.b, { fastRekeyMs: 2000 });
-    await a.configure(uidForIpv4("10.79.1.1"), "10.79.1.1/24");
-    await b.configure(uidForIpv4("10.79.1.2"), "10.79.1.2/24");
-    await a.call("route.set", { prefix: "10.79.1.2/32", peerUid: b.uid });
-    await b.call("route.set", { prefix: "10.79.1.1/32", peerUid: a.uid });
-    await connectLink(a, b);
+    [a, b] = await linkedPair(lab, [pair.a, pair.b], "10.79.1", { fastRekeyMs: 2000 });
     await waitTransport(a, b, "fast");
   }, 60_000);
 
@@ -309,14 +319,9 @@ describe.skipIf(!can.ok)("fast path: port blocked from the start", () => {
   beforeAll(async () => {
     const pair = await Lab.pair({ prefix: "tfb" });
     lab = pair.lab;
-    a = await startWithTune(lab, pair.a, { fastPathPort: FAST_PORT });
-    b = await startWithTune(lab, pair.b, { fastPathPort: FAST_PORT });
-    await b.host.run(["iptables", "-I", "INPUT", "-p", "udp", "--dport", String(FAST_PORT), "-j", "DROP"]);
-    await a.configure(uidForIpv4("10.79.2.1"), "10.79.2.1/24");
-    await b.configure(uidForIpv4("10.79.2.2"), "10.79.2.2/24");
-    await a.call("route.set", { prefix: "10.79.2.2/32", peerUid: b.uid });
-    await b.call("route.set", { prefix: "10.79.2.1/32", peerUid: a.uid });
-    await connectLink(a, b);
+    [a, b] = await linkedPair(lab, [pair.a, pair.b], "10.79.2", { fastPathPort: FAST_PORT }, (b) =>
+      b.host.run(["iptables", "-I", "INPUT", "-p", "udp", "--dport", String(FAST_PORT), "-j", "DROP"]),
+    );
   }, 60_000);
 
   afterAll(async () => {

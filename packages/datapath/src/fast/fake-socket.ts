@@ -50,7 +50,7 @@ export class FakeFastSocket implements FastSocketLike {
   readonly sessions = new Map<number, FakeSession>();
   private handler: FastBatchHandler = () => {};
   private readonly pending: FakeDatagram[] = [];
-  readonly drops = {
+  readonly drops: FastSocketStats["drops"] = {
     short: 0,
     unknownIndex: 0,
     badTag: 0,
@@ -59,6 +59,9 @@ export class FakeFastSocket implements FastSocketLike {
     sendFailed: 0,
     noEndpoint: 0,
     batchFull: 0,
+    badType: 0,
+    noSession: 0,
+    keyExhausted: 0,
   };
   closed = false;
 
@@ -138,7 +141,8 @@ export class FakeFastSocket implements FastSocketLike {
   }
 
   stats(): FastSocketStats {
-    return { rxDatagrams: 0, txDatagrams: 0, drops: { ...this.drops } };
+    const zero = { rxDatagrams: 0, txDatagrams: 0, rxMessages: 0, txMessages: 0 };
+    return { ...zero, udpGso: false, udpGro: false, drops: { ...this.drops } };
   }
 
   close(): void {

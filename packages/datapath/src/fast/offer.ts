@@ -1,4 +1,5 @@
 import { addressBytes, addressFromBytes } from "@tincan/protocol";
+import type { FastEndpoint } from "@tincan/tuntap";
 import { FRAME_FAST_ACCEPT, FRAME_FAST_OFFER, FRAME_HEADROOM } from "../wire/index.js";
 import { X25519_PUBLIC_BYTES } from "./keys.js";
 
@@ -15,10 +16,7 @@ export const FAST_VERSION = 1;
 export const MAX_FAST_CANDIDATES = 8;
 const FIXED_BYTES = 1 + 1 + 4 + 4 + 2 + X25519_PUBLIC_BYTES + 1;
 
-export interface FastEndpoint {
-  address: string;
-  port: number;
-}
+export type { FastEndpoint };
 
 export interface FastHello {
   type: "offer" | "accept";
