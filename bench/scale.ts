@@ -4,18 +4,25 @@
 // and CPU seconds of all tincan and groupvpn processes. `ownMachineMbPerNode` is what one node would
 // take on a machine of its own: both processes' anonymous memory plus the file pages (the node binary,
 // its libraries and addons: ~34 MB for a bare Node process) counted once.
+// The XMPP server's side (issue #18, bench/xmpp-cost.ts): bytes per node, stanzas and server CPU from the
+// start until all pairs ping ("join"), then over `--idle` seconds of idle.
 //   node --import tsx bench/scale.ts [--nodes 20] [--timeout 180] [--log-level info]
+//     [--xmpp prosody|ejabberd|ejabberd-cluster] [--idle 0]
 //   (--timeout: seconds to wait for all pairs; KEEP_LAB=1 keeps the lab dir with every node's logs)
 import { readFileSync } from "node:fs";
+import { loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { Lab } from "../test/lab/index.js";
 import { addGroupNodes, labUsers } from "../test/support/vpn-node.js";
+import { startXmppUnderTest, XMPP_SERVER_KINDS, XmppMeter, type XmppServerKind } from "./xmpp-cost.js";
 
 const { values } = parseArgs({
   options: {
     nodes: { type: "string", default: "20" },
     timeout: { type: "string", default: "180" },
     "log-level": { type: "string", default: "info" },
+    xmpp: { type: "string", default: "prosody" },
+    idle: { type: "string", default: "0" },
   },
 });
 const N = Number(values.nodes);
@@ -23,6 +30,10 @@ if (!["error", "warn", "info", "debug"].includes(values["log-level"])) {
   throw new Error(`--log-level must be error, warn, info or debug, not ${values["log-level"]}`);
 }
 const TIMEOUT_MS = Number(values.timeout) * 1000;
+const XMPP = values.xmpp as XmppServerKind;
+if (!XMPP_SERVER_KINDS.includes(XMPP))
+  throw new Error(`--xmpp must be one of ${XMPP_SERVER_KINDS.join(", ")}`);
+const IDLE_SEC = Number(values.idle);
 
 interface ProcStats {
   rssMb: number;
@@ -76,13 +87,16 @@ function perNode(s: ProcStats) {
 const lab = await Lab.create({ prefix: "bsc" });
 try {
   const names = Array.from({ length: N }, (_, i) => `n${i + 1}`);
-  const prosody = await lab.startProsody({ users: labUsers(names), groups: { lab: names } });
-  const nodes = await addGroupNodes(lab, prosody, names, "10.10.4", {
+  const xmpp = await startXmppUnderTest(lab, XMPP, labUsers(names));
+  const nodes = await addGroupNodes(lab, xmpp.servers[0]!, names, "10.10.4", {
     links: { policy: "proactive", maxLinks: 256 },
     logLevel: values["log-level"],
     // 2N Node processes start at once on 2 cores: logging in takes a while.
     startTimeoutMs: 180_000,
   });
+  for (const [i, n] of nodes.entries()) n.opts.prosody = xmpp.servers[i % xmpp.servers.length]!;
+  const meter = await XmppMeter.install(xmpp);
+  const xmppAtStart = await meter.sample();
   const t0 = Date.now();
   await Promise.all(nodes.map((n) => n.start()));
   const running = Date.now();
@@ -104,6 +118,9 @@ try {
     await new Promise((r) => setTimeout(r, Math.max(0, 1000 - (Date.now() - round))));
   }
   const allPairs = Date.now();
+  const xmppAtAllPairs = await meter.sample();
+  await new Promise((r) => setTimeout(r, IDLE_SEC * 1000));
+  const xmppAtEnd = await meter.sample();
   const died = nodes.flatMap((n) => [n.tincan, n.controller]).filter((p) => p.exited);
   for (const p of died) {
     console.error(
@@ -129,6 +146,12 @@ try {
         ),
         tincan: perNode(tincan),
         groupvpn: perNode(ctl),
+        xmpp: {
+          server: XMPP,
+          join: meter.cost(xmppAtStart, xmppAtAllPairs, N),
+          ...(IDLE_SEC > 0 ? { idle: meter.cost(xmppAtAllPairs, xmppAtEnd, N) } : {}),
+        },
+        loadAvg: loadavg().map((l) => Math.round(l * 100) / 100),
       },
       null,
       2,
