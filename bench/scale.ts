@@ -5,9 +5,10 @@
 // take on a machine of its own: both processes' anonymous memory plus the file pages (the node binary,
 // its libraries and addons: ~34 MB for a bare Node process) counted once.
 // The XMPP server's side (issue #18, bench/xmpp-cost.ts): bytes per node, stanzas and server CPU from the
-// start until all pairs ping ("join"), then over `--idle` seconds of idle.
+// start until all pairs ping ("join"), then over `--idle` seconds of idle, then while `--churn` nodes'
+// controllers restart one after the other (each logs out and in again: presence to and from all others).
 //   node --import tsx bench/scale.ts [--nodes 20] [--timeout 180] [--log-level info]
-//     [--xmpp prosody|ejabberd|ejabberd-cluster] [--idle 0]
+//     [--xmpp prosody|ejabberd|ejabberd-cluster] [--idle 0] [--churn 0]
 //   (--timeout: seconds to wait for all pairs; KEEP_LAB=1 keeps the lab dir with every node's logs)
 import { readFileSync } from "node:fs";
 import { loadavg } from "node:os";
@@ -23,6 +24,7 @@ const { values } = parseArgs({
     "log-level": { type: "string", default: "info" },
     xmpp: { type: "string", default: "prosody" },
     idle: { type: "string", default: "0" },
+    churn: { type: "string", default: "0" },
   },
 });
 const N = Number(values.nodes);
@@ -34,6 +36,7 @@ const XMPP = values.xmpp as XmppServerKind;
 if (!XMPP_SERVER_KINDS.includes(XMPP))
   throw new Error(`--xmpp must be one of ${XMPP_SERVER_KINDS.join(", ")}`);
 const IDLE_SEC = Number(values.idle);
+const CHURN = Number(values.churn);
 
 interface ProcStats {
   rssMb: number;
@@ -121,6 +124,15 @@ try {
   const xmppAtAllPairs = await meter.sample();
   await new Promise((r) => setTimeout(r, IDLE_SEC * 1000));
   const xmppAtEnd = await meter.sample();
+  for (const n of nodes.slice(0, CHURN)) {
+    const logins = () => (n.controller.log().match(/xmpp online/g) ?? []).length;
+    const before = logins();
+    await n.controller.stop(5000);
+    await n.startController();
+    while (logins() === before) await new Promise((r) => setTimeout(r, 100));
+  }
+  await new Promise((r) => setTimeout(r, CHURN > 0 ? 5000 : 0)); // presence and signals settle
+  const xmppAfterChurn = await meter.sample();
   const died = nodes.flatMap((n) => [n.tincan, n.controller]).filter((p) => p.exited);
   for (const p of died) {
     console.error(
@@ -150,6 +162,7 @@ try {
           server: XMPP,
           join: meter.cost(xmppAtStart, xmppAtAllPairs, N),
           ...(IDLE_SEC > 0 ? { idle: meter.cost(xmppAtAllPairs, xmppAtEnd, N) } : {}),
+          ...(CHURN > 0 ? { churn: { restarts: CHURN, ...meter.cost(xmppAtEnd, xmppAfterChurn, N) } } : {}),
         },
         loadAvg: loadavg().map((l) => Math.round(l * 100) / 100),
       },
