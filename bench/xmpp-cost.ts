@@ -31,7 +31,7 @@ export async function startXmppUnderTest(
     return {
       kind,
       servers: cluster.nodes,
-      places: cluster.nodes.map((n) => lab.host(`xmpp${cluster.nodes.indexOf(n) + 1}`)),
+      places: cluster.hosts,
       stop: () => cluster.stop(),
     };
   }

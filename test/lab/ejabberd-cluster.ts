@@ -3,7 +3,7 @@
 // groups) is replicated and a user may log in to any node.
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import type { Lab } from "./lab.js";
+import type { Host, Lab } from "./lab.js";
 import { type LabProcess, pidAlive, waitFor } from "./proc.js";
 import {
   type EjabberdHandle,
@@ -41,6 +41,8 @@ export interface EjabberdClusterHandle {
   /** The certificate every node presents (trust it as the CA). */
   caFile: string;
   nodes: EjabberdClusterNode[];
+  /** The lab host each node runs on (same order). */
+  hosts: Host[];
   /** The cluster's running nodes as `nodeIndex` sees them (`ejabberdctl list_cluster`). */
   listCluster(nodeIndex?: number): Promise<string[]>;
   /** Stops every running node, by PID. */
@@ -58,10 +60,11 @@ export async function startEjabberdCluster(
   const cert = await makeCert(join(lab.dir, "ejabberd-cluster-certs"), domain);
   const cookie = randomBytes(16).toString("hex");
   const nodes: EjabberdClusterNode[] = [];
-  const hostNameOf = (n: EjabberdClusterNode) => hostNames[nodes.indexOf(n)] as string;
+  const hosts: Host[] = [];
   try {
     for (const hostName of hostNames.slice(0, count)) {
       const host = await lab.addHost(hostName);
+      hosts.push(host);
       const { place, port, dir, base } = await prepareXmppServer(
         lab,
         { ...opts, host, dirName: `ejabberd-${hostName}` },
@@ -116,16 +119,18 @@ export async function startEjabberdCluster(
       });
     }
     const first = nodes[0] as EjabberdClusterNode;
-    for (const n of nodes.slice(1)) {
+    for (const [i, n] of nodes.entries()) {
+      if (i === 0) continue;
       // The joining node drops its own Mnesia schema, copies the tables from `first` and restarts its
       // ejabberd application (the VM keeps running): wait until its c2s listens again.
       await n.ctl(["join_cluster", first.node]);
-      await waitListening(lab.host(hostNameOf(n)), "tcp", n.host, n.port, 60_000);
+      await waitListening(hosts[i] as Host, "tcp", n.host, n.port, 60_000);
     }
     const cluster: EjabberdClusterHandle = {
       domain,
       caFile: cert.certFile,
       nodes,
+      hosts,
       async listCluster(nodeIndex = 0) {
         const out = await (nodes[nodeIndex] as EjabberdClusterNode).ctl(["list_cluster"]);
         return out
