@@ -113,7 +113,9 @@ try {
       [...pending].map(async ([a, targets]) => {
         if (targets.size === 0) return;
         const r = await a.host.exec(["fping", "-a", "-r", "0", "-t", "1000", ...targets]);
-        // fping exits 1 when some target did not answer; more means it could not run at all
+        // fping exits 1 when some target did not answer; more means it could not run at all, except
+        // 124: killed after exec's 60 s on a machine so loaded that it could not finish; next round
+        if (r.code === 124) return;
         if (r.code > 1) throw new Error(`fping failed (exit ${r.code}): ${r.stderr.trim()}`);
         for (const alive of r.stdout.split("\n")) targets.delete(alive.trim());
       }),
