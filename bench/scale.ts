@@ -127,11 +127,9 @@ try {
   await new Promise((r) => setTimeout(r, IDLE_SEC * 1000));
   const xmppAtEnd = await meter.sample();
   for (const n of nodes.slice(0, CHURN)) {
-    const logins = () => (n.controller.log().match(/xmpp online/g) ?? []).length;
-    const before = logins();
     await n.controller.stop(5000);
-    await n.startController();
-    while (logins() === before) await new Promise((r) => setTimeout(r, 100));
+    await n.startController(); // a new process, with a log file of its own
+    await n.controller.waitForLog(/xmpp online/, 120_000);
   }
   await new Promise((r) => setTimeout(r, CHURN > 0 ? 5000 : 0)); // presence and signals settle
   const xmppAfterChurn = await meter.sample();
