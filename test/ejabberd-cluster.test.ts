@@ -72,7 +72,7 @@ describe.skipIf(!can.ok)("GroupVPN on a 2-node ejabberd cluster", () => {
       })),
     );
     for (const [i, n] of nodes.entries()) undoResolvers.push(useResolver(n.host, i < 2 ? dns1.ip : dns2.ip));
-  });
+  }, 300_000); // every ejabberdctl command starts an Erlang VM: ~3 s each, far more on a loaded machine
 
   afterAll(async () => {
     for (const n of nodes) await n.stop().catch(() => {});
