@@ -118,9 +118,9 @@ function unseal(
 }
 
 /** Two sockets with crossed keys: A (local index A_INDEX) <-> B (local index B_INDEX). */
-function pair(cipher?: FastCipher) {
-  const a = fast(cipher);
-  const b = fast(cipher);
+function pair(cipher?: FastCipher, udpOffload?: boolean) {
+  const a = fast(cipher, udpOffload);
+  const b = fast(cipher, udpOffload);
   const kAB = randomBytes(32);
   const kBA = randomBytes(32);
   a.setSession(A_INDEX, B_INDEX, kAB, kBA, { address: HOST, port: b.port });
@@ -200,12 +200,7 @@ describe("FastSocket", () => {
 
   for (const udpOffload of [true, false]) {
     it(`carries runs of same-size frames, with udpOffload ${udpOffload} (GSO/GRO: fewer kernel messages)`, async () => {
-      const a = fast(undefined, udpOffload);
-      const b = fast(undefined, udpOffload);
-      const k1 = randomBytes(32);
-      const k2 = randomBytes(32);
-      a.setSession(A_INDEX, B_INDEX, k1, k2, { address: HOST, port: b.port });
-      b.setSession(B_INDEX, A_INDEX, k2, k1, { address: HOST, port: a.port });
+      const { a, b } = pair(undefined, udpOffload);
       const atB = collect(b);
       const sent: Buffer[] = [];
       for (let i = 0; i < 300; i++) {
