@@ -2,9 +2,10 @@
 // `ip netns exec NS node child.mjs SCENARIO`) and prints one JSON line with what it saw.
 // The assertions live in src/tuntap.test.ts. The scenarios end by release()ing the device
 // and closing sockets, never with process.exit: a leaked handle shows up as a timeout.
+
+import { execFileSync } from "node:child_process";
 import dgram from "node:dgram";
 import { existsSync } from "node:fs";
-import { execFileSync } from "node:child_process";
 import { FastSocket, Tun } from "../dist/index.js";
 import { icmp4Echo, inetChecksum, parsePacket, udp4Packet, udp6Packet } from "./packets.mjs";
 
