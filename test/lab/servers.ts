@@ -31,6 +31,8 @@ export interface XmppServerOptions {
 export interface ProsodyOptions extends XmppServerOptions {
   /** Prosody log level for the log file. Default "info" ("debug" logs every stanza). */
   logLevel?: "debug" | "info" | "warn";
+  /** More modules for the virtual host (on top of docker/prosody/common.cfg.lua's), e.g. "mam". */
+  modules?: string[];
 }
 
 /** What controllers and test clients need of a lab XMPP server (prosody or ejabberd). */
@@ -267,7 +269,7 @@ Include ${luaString(PROSODY_COMMON_CONFIG)}
 
 VirtualHost ${luaString(domain)}
   ssl = { key = ${luaString(keyFile)}; certificate = ${luaString(certFile)} }
-`;
+${opts.modules?.length ? `  modules_enabled = { ${opts.modules.map(luaString).join("; ")} }\n` : ""}`;
   writeFileSync(configFile, config);
 
   const register = async (user: string, password: string) => {
