@@ -118,9 +118,9 @@ function unseal(
 }
 
 /** Two sockets with crossed keys: A (local index A_INDEX) <-> B (local index B_INDEX). */
-function pair(cipher?: FastCipher) {
-  const a = fast(cipher);
-  const b = fast(cipher);
+function pair(cipher?: FastCipher, udpOffload?: boolean) {
+  const a = fast(cipher, udpOffload);
+  const b = fast(cipher, udpOffload);
   const kAB = randomBytes(32);
   const kBA = randomBytes(32);
   a.setSession(A_INDEX, B_INDEX, kAB, kBA, { address: HOST, port: b.port });
@@ -200,12 +200,7 @@ describe("FastSocket", () => {
 
   for (const udpOffload of [true, false]) {
     it(`carries runs of same-size frames, with udpOffload ${udpOffload} (GSO/GRO: fewer kernel messages)`, async () => {
-      const a = fast(undefined, udpOffload);
-      const b = fast(undefined, udpOffload);
-      const k1 = randomBytes(32);
-      const k2 = randomBytes(32);
-      a.setSession(A_INDEX, B_INDEX, k1, k2, { address: HOST, port: b.port });
-      b.setSession(B_INDEX, A_INDEX, k2, k1, { address: HOST, port: a.port });
+      const { a, b } = pair(undefined, udpOffload);
       const atB = collect(b);
       const sent: Buffer[] = [];
       for (let i = 0; i < 300; i++) {
@@ -409,6 +404,71 @@ describe("FastSocket", () => {
     expect(b.sessionStats(B_INDEX)?.rxPackets).toBe(1);
     expect(atB[1]?.data.toString()).toBe("new key");
     expect(kAB.equals(k2)).toBe(false);
+  });
+
+  it("rekeys under load without loss: new indexes and keys, the old session kept for a grace time", async () => {
+    const { a, b } = pair();
+    const atB = collect(b);
+    const A2 = A_INDEX + 1;
+    const B2 = B_INDEX + 1;
+    const k2AB = randomBytes(32);
+    const k2BA = randomBytes(32);
+    let sent = 0;
+    const burst = (index: number) => {
+      for (let i = 0; i < 50; i++) {
+        const f = Buffer.alloc(200);
+        f.writeUInt32BE(sent++, 0);
+        expect(a.send(index, f, 0, f.length)).toBe(true);
+      }
+    };
+    burst(A_INDEX);
+    // The receiver installs the new session first; the sender switches while old frames are in flight.
+    b.setSession(B2, A2, k2BA, k2AB, { address: HOST, port: a.port });
+    burst(A_INDEX);
+    a.setSession(A2, B2, k2AB, k2BA, { address: HOST, port: b.port });
+    burst(A2);
+    a.flush();
+    burst(A2);
+    await until("all frames", () => atB.length === sent);
+    b.removeSession(B_INDEX);
+    a.removeSession(A_INDEX);
+    burst(A2);
+    await until("frames after the old session is gone", () => atB.length === sent);
+    expect(atB.map((f) => f.data.readUInt32BE(0))).toEqual([...Array(sent).keys()]);
+    expect(atB.slice(0, 100).every((f) => f.index === B_INDEX)).toBe(true);
+    expect(atB.slice(100).every((f) => f.index === B2)).toBe(true);
+    expect(Object.values(b.stats().drops).every((n) => n === 0)).toBe(true);
+  });
+
+  it("survives random datagrams: every one is counted, none delivered, the session still works", async () => {
+    const { a, b } = pair();
+    const atB = collect(b);
+    const x = await plain();
+    const junk: Buffer[] = [];
+    for (let i = 0; i < 400; i++) {
+      const d = randomBytes(i % 3 === 0 ? i % 40 : 1 + ((i * 131) % 1500));
+      if (i % 2 === 0 && d.length >= 8) {
+        d[0] = 1; // looks like data: sometimes our index, sometimes a STUN cookie
+        d.fill(0, 1, 4);
+        if (i % 4 === 0) d.writeUInt32LE(B_INDEX, 4);
+      }
+      if (i % 10 === 5 && d.length >= 20) d.writeUInt32BE(0x2112a442, 4);
+      junk.push(d);
+    }
+    let raws = 0;
+    b.onRaw(() => raws++);
+    sendTo(x, b.port, ...junk);
+    await until("all received", () => b.stats().rxDatagrams === 400);
+    const st = b.stats();
+    const dropped = Object.values(st.drops).reduce((n, v) => n + v, 0);
+    // Whatever is not dropped went to onRaw (STUN-looking), never to onBatch.
+    expect(dropped + raws).toBe(400);
+    expect(dropped).toBeGreaterThan(300);
+    expect(st.drops.badTag).toBeGreaterThan(0);
+    await settle();
+    expect(atB).toHaveLength(0);
+    a.send(A_INDEX, Buffer.from("after the storm"), 0, 15);
+    await until("real frame", () => atB.length === 1);
   });
 
   it("hands STUN-looking datagrams to onRaw (at most 4 per wake-up) and sends raw ones", async () => {

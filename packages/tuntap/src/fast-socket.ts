@@ -121,9 +121,21 @@ const MAX_BATCH = 1024;
 const RX_SLOT = 65536;
 const DEFAULT_SOCKET_BUFFER = 4 * 1024 * 1024;
 
-interface NativeFastSocket {
-  readonly port: number;
-  readonly address: string;
+/** The addon's object: FastSocket's own methods, plus the reader set up once. */
+type NativeFastSocket = Pick<
+  FastSocket,
+  | "port"
+  | "address"
+  | "setSession"
+  | "removeSession"
+  | "setEndpoint"
+  | "send"
+  | "flush"
+  | "sendRaw"
+  | "sessionStats"
+  | "stats"
+  | "close"
+> & {
   setReader(
     cb: (count: number, raw: Array<Buffer | string | number> | undefined, err?: Error) => void,
     rx: ArrayBuffer,
@@ -131,22 +143,7 @@ interface NativeFastSocket {
     offsets: Uint32Array,
     lengths: Uint32Array,
   ): void;
-  setSession(
-    localIndex: number,
-    remoteIndex: number,
-    sendKey: Uint8Array,
-    recvKey: Uint8Array,
-    endpoint: FastEndpoint | null,
-  ): void;
-  removeSession(localIndex: number): void;
-  setEndpoint(localIndex: number, endpoint: FastEndpoint): void;
-  send(localIndex: number, buf: Uint8Array, start: number, end: number): boolean;
-  flush(): void;
-  sendRaw(endpoint: FastEndpoint, buf: Uint8Array): boolean;
-  sessionStats(localIndex: number): FastSessionStats | null;
-  stats(): FastSocketStats;
-  close(): void;
-}
+};
 
 interface NativeModule {
   NativeFastSocket: new (

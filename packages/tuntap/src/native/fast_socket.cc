@@ -350,7 +350,6 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
       Shutdown();
       throw Napi::Error::New(env, "tuntap: cannot get the event loop");
     }
-    loop_ = loop;
     // Flush hooks: prepare runs before the loop blocks in poll, check right after poll
     // callbacks. Unreferenced: they never keep the process alive.
     prepare_ = new uv_prepare_t;
@@ -368,15 +367,10 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
     });
     uv_unref(reinterpret_cast<uv_handle_t*>(check_));
 
-    napi_add_env_cleanup_hook(env, &NativeFastSocket::EnvCleanup, this);
-    cleanupHook_ = true;
+    cleanup_.Add(env, [](void* self) { static_cast<NativeFastSocket*>(self)->Shutdown(); }, this);
   }
 
-  ~NativeFastSocket() override {
-    if (cleanupHook_) napi_remove_env_cleanup_hook(env_, &NativeFastSocket::EnvCleanup, this);
-    cleanupHook_ = false;
-    Shutdown();
-  }
+  ~NativeFastSocket() override { Shutdown(); }
 
  private:
   // ---- addresses --------------------------------------------------------------------------
@@ -469,12 +463,6 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
 
   // ---- lifecycle ----------------------------------------------------------------------------
 
-  static void EnvCleanup(void* arg) {
-    auto* self = static_cast<NativeFastSocket*>(arg);
-    self->cleanupHook_ = false;
-    self->Shutdown();
-  }
-
   template <typename H>
   static void CloseHandle(H*& h) {
     if (h == nullptr) return;
@@ -485,10 +473,9 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
 
   // Stops everything, wipes all keys, closes the fd. Never calls into JS.
   void Shutdown() {
-    CloseHandle(poll_);
+    poll_.Close();
     CloseHandle(prepare_);
     CloseHandle(check_);
-    polling_ = false;
     sessions_.clear();  // ~CipherCtx wipes the key schedules
     pending_ = 0;
     txOff_ = 0;
@@ -503,25 +490,18 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
   }
 
   void CheckOpen(Napi::Env env) {
-    if (fd_ < 0) {
-      Napi::Error e = Napi::Error::New(env, "tuntap: fast socket is closed");
-      e.Set("code", Napi::String::New(env, "ERR_FAST_SOCKET_CLOSED"));
-      throw e;
-    }
+    if (fd_ < 0) throw CodedError(env, "tuntap: fast socket is closed", "ERR_FAST_SOCKET_CLOSED");
   }
 
+  // Sends what is pending, then as Shutdown, and lets JS collect this object.
   Napi::Value Close(const Napi::CallbackInfo& info) {
     if (fd_ >= 0) Flush();
     Shutdown();
-    if (refed_) {
-      Unref();
-      refed_ = false;
-    }
-    reader_.Reset();
+    for (auto* ref : {&rxIndexes_, &rxOffsets_, &rxLengths_}) ref->Reset();
     rxBuf_.Reset();
-    rxIndexes_.Reset();
-    rxOffsets_.Reset();
-    rxLengths_.Reset();
+    reader_.Reset();
+    if (refed_) Unref();
+    refed_ = false;
     return info.Env().Undefined();
   }
 
@@ -584,28 +564,28 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
     if (it == sessions_.end()) return env.Null();
     const Session& s = *it->second;
     Napi::Object o = Napi::Object::New(env);
-    o.Set("txPackets", Napi::Number::New(env, static_cast<double>(s.txPackets)));
-    o.Set("txBytes", Napi::Number::New(env, static_cast<double>(s.txBytes)));
-    o.Set("rxPackets", Napi::Number::New(env, static_cast<double>(s.rxPackets)));
-    o.Set("rxBytes", Napi::Number::New(env, static_cast<double>(s.rxBytes)));
+    SetCount(o, "txPackets", s.txPackets);
+    SetCount(o, "txBytes", s.txBytes);
+    SetCount(o, "rxPackets", s.rxPackets);
+    SetCount(o, "rxBytes", s.rxBytes);
     o.Set("endpoint", s.endpoint.len == 0 ? env.Null() : static_cast<Napi::Value>(EndpointObject(env, s.endpoint.addr)));
     o.Set("lastRxMs", Napi::Number::New(env, s.lastRxNs == 0 ? -1.0
                                                               : static_cast<double>((NowNs() - s.lastRxNs) / 1000000)));
-    o.Set("sendCounter", Napi::Number::New(env, static_cast<double>(s.sendCounter)));
+    SetCount(o, "sendCounter", s.sendCounter);
     return o;
   }
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Napi::Object o = Napi::Object::New(env);
-    o.Set("rxDatagrams", Napi::Number::New(env, static_cast<double>(rxDatagrams_)));
-    o.Set("txDatagrams", Napi::Number::New(env, static_cast<double>(txDatagrams_)));
-    o.Set("rxMessages", Napi::Number::New(env, static_cast<double>(rxMessages_)));
-    o.Set("txMessages", Napi::Number::New(env, static_cast<double>(txMessages_)));
+    SetCount(o, "rxDatagrams", rxDatagrams_);
+    SetCount(o, "txDatagrams", txDatagrams_);
+    SetCount(o, "rxMessages", rxMessages_);
+    SetCount(o, "txMessages", txMessages_);
     o.Set("udpGso", Napi::Boolean::New(env, gso_));
     o.Set("udpGro", Napi::Boolean::New(env, gro_));
     Napi::Object d = Napi::Object::New(env);
-    for (int i = 0; i < kDropCount; i++) d.Set(kDropNames[i], Napi::Number::New(env, static_cast<double>(drops_[i])));
+    for (int i = 0; i < kDropCount; i++) SetCount(d, kDropNames[i], drops_[i]);
     o.Set("drops", d);
     return o;
   }
@@ -846,29 +826,15 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
     rxOffsets_ = Napi::Persistent(info[3].As<Napi::Uint32Array>());
     rxLengths_ = Napi::Persistent(info[4].As<Napi::Uint32Array>());
     if (!asyncCtx_) asyncCtx_ = std::make_unique<Napi::AsyncContext>(env, "FastSocketRead", Value());
-    if (poll_ == nullptr) {
-      poll_ = new uv_poll_t;
-      int rc = uv_poll_init(loop_, poll_, fd_);
-      if (rc < 0) {
-        delete poll_;
-        poll_ = nullptr;
-        throw SysError(env, -rc, "cannot poll the fast-path socket", "uv_poll_init");
-      }
-      poll_->data = this;
-      rc = uv_poll_start(poll_, UV_READABLE, &NativeFastSocket::OnPoll);
-      if (rc < 0) throw SysError(env, -rc, "cannot poll the fast-path socket", "uv_poll_start");
-      polling_ = true;
+    if (!poll_.active()) {
+      poll_.Start(env, fd_, this, [](void* self, int status) { static_cast<NativeFastSocket*>(self)->Drain(status); },
+                  "the fast-path socket");
       if (!refed_) {
         Ref();  // keep this object alive while the loop may call it
         refed_ = true;
       }
     }
     return env.Undefined();
-  }
-
-  static void OnPoll(uv_poll_t* h, int status, int /*events*/) {
-    auto* self = static_cast<NativeFastSocket*>(h->data);
-    if (self != nullptr) self->Drain(status);
   }
 
   static bool LooksLikeStun(const uint8_t* d, size_t len) {
@@ -968,7 +934,7 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
   }
 
   void Drain(int status) {
-    if (fd_ < 0 || !polling_ || reader_.IsEmpty()) return;
+    if (fd_ < 0 || !poll_.active() || reader_.IsEmpty()) return;
     Napi::Env env = env_;
     Napi::HandleScope scope(env);
 
@@ -1051,33 +1017,25 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
     size_t argc = 2;
     if (err != 0) {
       // Stop first: JS learns of it through the error and must not be woken again.
-      if (poll_ != nullptr) uv_poll_stop(poll_);
-      polling_ = false;
+      poll_.Stop();
       args[2] = SysError(env, err, "cannot read from the fast-path socket", "recvmmsg").Value();
       argc = 3;
     }
-    Napi::Function fn = reader_.Value();
-    try {
-      fn.MakeCallback(Value(), argc, args, *asyncCtx_);
-    } catch (const Napi::Error& e) {
-      napi_fatal_exception(env, e.Value());
-    }
+    CallReader(env, reader_, Value(), argc, args, *asyncCtx_);
     // Do not touch `this` here: the callback may have closed the socket.
   }
 
   napi_env env_ = nullptr;
-  uv_loop_t* loop_ = nullptr;
   int fd_ = -1;
   int family_ = AF_INET;
   std::string address_;
   uint16_t port_ = 0;
   uint32_t batch_ = 0;
   Cipher cipher_ = Cipher::kAes256Gcm;
-  bool cleanupHook_ = false;
-  uv_poll_t* poll_ = nullptr;
+  EnvCleanupHook cleanup_;
+  ReadPoll poll_;
   uv_prepare_t* prepare_ = nullptr;
   uv_check_t* check_ = nullptr;
-  bool polling_ = false;
   bool refed_ = false;
 
   std::unordered_map<uint32_t, std::unique_ptr<Session>> sessions_;

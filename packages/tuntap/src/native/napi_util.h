@@ -39,6 +39,18 @@ inline Napi::Error ArgError(Napi::Env env, const std::string& msg, bool range) {
   return e;
 }
 
+// An Error with a `code` property, e.g. ERR_TUNTAP_RELEASED.
+inline Napi::Error CodedError(Napi::Env env, const std::string& msg, const char* code) {
+  Napi::Error e = Napi::Error::New(env, msg);
+  e.Set("code", Napi::String::New(env, code));
+  return e;
+}
+
+// o[key] = v (counters: exact up to 2^53).
+inline void SetCount(Napi::Object o, const char* key, uint64_t v) {
+  o.Set(key, Napi::Number::New(o.Env(), static_cast<double>(v)));
+}
+
 // A non-negative integer (array index / byte count) from a JS number.
 inline size_t ToIndex(Napi::Env env, const Napi::Value& v, const char* what) {
   if (!v.IsNumber()) throw ArgError(env, std::string(what) + " must be a number", false);
@@ -76,6 +88,112 @@ inline uint32_t* U32Data(Napi::Env env, const Napi::Value& v, const char* what, 
   Napi::Uint32Array a = v.As<Napi::Uint32Array>();
   *count = a.ElementLength();
   return a.Data();
+}
+
+// A uv_poll_t watching an fd for readability on the Node event loop, for an addon object that
+// reads batches: Start/Stop as often as needed; Close before closing the fd (uv_close takes the
+// fd out of epoll at once; the handle itself is freed later by libuv).
+class ReadPoll {
+ public:
+  using Callback = void (*)(void* owner, int status);
+
+  ReadPoll() = default;
+  ReadPoll(const ReadPoll&) = delete;
+  ReadPoll& operator=(const ReadPoll&) = delete;
+  ~ReadPoll() { Close(); }
+
+  bool active() const { return active_; }
+
+  // Calls cb(owner, status) on each wake-up until Stop/Close. Throws a SysError about `what`.
+  void Start(Napi::Env env, int fd, void* owner, Callback cb, const std::string& what) {
+    if (h_ == nullptr) {
+      uv_loop_t* loop = nullptr;
+      if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
+        throw Napi::Error::New(env, "tuntap: cannot get the event loop");
+      }
+      auto* h = new Handle{};
+      int rc = uv_poll_init(loop, &h->poll, fd);
+      if (rc < 0) {
+        delete h;
+        throw SysError(env, -rc, "cannot poll " + what, "uv_poll_init");
+      }
+      h->poll.data = h;
+      h_ = h;
+    }
+    h_->owner = owner;
+    h_->cb = cb;
+    int rc = uv_poll_start(&h_->poll, UV_READABLE, [](uv_poll_t* p, int status, int /*events*/) {
+      auto* h = static_cast<Handle*>(p->data);
+      if (h != nullptr && h->owner != nullptr) h->cb(h->owner, status);
+    });
+    if (rc < 0) throw SysError(env, -rc, "cannot poll " + what, "uv_poll_start");
+    active_ = true;
+  }
+
+  void Stop() {
+    if (h_ != nullptr && active_) uv_poll_stop(&h_->poll);
+    active_ = false;
+  }
+
+  void Close() {
+    active_ = false;
+    if (h_ == nullptr) return;
+    h_->owner = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(&h_->poll),
+             [](uv_handle_t* x) { delete reinterpret_cast<Handle*>(x); });
+    h_ = nullptr;
+  }
+
+ private:
+  struct Handle {
+    uv_poll_t poll;  // first: the uv_handle_t* libuv gives back is the Handle*
+    void* owner;
+    Callback cb;
+  };
+  Handle* h_ = nullptr;
+  bool active_ = false;
+};
+
+// Runs `fn(arg)` when the Node environment shuts down (process or worker exit), unless this is
+// destroyed first.
+class EnvCleanupHook {
+ public:
+  EnvCleanupHook() = default;
+  EnvCleanupHook(const EnvCleanupHook&) = delete;
+  EnvCleanupHook& operator=(const EnvCleanupHook&) = delete;
+  ~EnvCleanupHook() {
+    if (env_ != nullptr) napi_remove_env_cleanup_hook(env_, &EnvCleanupHook::Fire, this);
+  }
+
+  void Add(napi_env env, void (*fn)(void*), void* arg) {
+    fn_ = fn;
+    arg_ = arg;
+    env_ = env;
+    napi_add_env_cleanup_hook(env, &EnvCleanupHook::Fire, this);
+  }
+
+ private:
+  static void Fire(void* self) {
+    auto* hook = static_cast<EnvCleanupHook*>(self);
+    hook->env_ = nullptr;
+    hook->fn_(hook->arg_);
+  }
+  napi_env env_ = nullptr;
+  void (*fn_)(void*) = nullptr;
+  void* arg_ = nullptr;
+};
+
+// Calls a reader callback from a libuv callback: MakeCallback runs process.nextTick and
+// microtasks queued by it; an exception it throws is reported like any uncaught exception
+// (process 'uncaughtException'). The caller must not touch its object afterwards unless it
+// knows it is still alive (the callback may have closed it).
+inline void CallReader(Napi::Env env, const Napi::FunctionReference& fn, napi_value recv, size_t argc,
+                       const napi_value* args, Napi::AsyncContext& ctx) {
+  try {
+    fn.Value().MakeCallback(recv, argc, args, ctx);
+  } catch (const Napi::Error& e) {
+    napi_fatal_exception(env, e.Value());
+  }
 }
 
 }  // namespace tuntap
