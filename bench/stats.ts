@@ -62,37 +62,24 @@ const diff = (x?: number, y?: number) => (x !== undefined && y !== undefined ? x
  * references (highest rate, lowest RTT), as the issue's goals are stated.
  */
 export function ratioRows(tincan: Figures, refs: Figures[]): RatioRow[] {
-  const rows: RatioRow[] = refs.map((r) => ({
+  const row = (r: Figures): RatioRow => ({
     reference: r.label,
     tcp1: div(tincan.tcp1, r.tcp1),
     tcp4: div(tincan.tcp4, r.tcp4),
     udp: div(tincan.udp, r.udp),
     rttIdleDiffMs: diff(tincan.rttIdleMs, r.rttIdleMs),
-  }));
-  if (refs.length > 1) {
-    const best = (f: (r: Figures) => number | undefined, pick: (...xs: number[]) => number) => {
-      const xs = refs.map(f).filter((x): x is number => x !== undefined);
-      return xs.length ? pick(...xs) : undefined;
-    };
-    rows.push({
-      reference: "the faster reference",
-      tcp1: div(
-        tincan.tcp1,
-        best((r) => r.tcp1, Math.max),
-      ),
-      tcp4: div(
-        tincan.tcp4,
-        best((r) => r.tcp4, Math.max),
-      ),
-      udp: div(
-        tincan.udp,
-        best((r) => r.udp, Math.max),
-      ),
-      rttIdleDiffMs: diff(
-        tincan.rttIdleMs,
-        best((r) => r.rttIdleMs, Math.min),
-      ),
-    });
-  }
-  return rows;
+  });
+  if (refs.length < 2) return refs.map(row);
+  const best = (f: (r: Figures) => number | undefined, pick: (...xs: number[]) => number) => {
+    const xs = refs.map(f).filter((x): x is number => x !== undefined);
+    return xs.length ? pick(...xs) : undefined;
+  };
+  const faster: Figures = {
+    label: "the faster reference",
+    tcp1: best((r) => r.tcp1, Math.max),
+    tcp4: best((r) => r.tcp4, Math.max),
+    udp: best((r) => r.udp, Math.max),
+    rttIdleMs: best((r) => r.rttIdleMs, Math.min),
+  };
+  return [...refs.map(row), row(faster)];
 }
