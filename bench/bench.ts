@@ -183,9 +183,9 @@ function readOr(file: string, fallback = ""): string {
  * One CPU cgroup (v1 `cpu` controller, or cgroup2 with `cpu` enabled) for the driver and so for every
  * process it starts. The lab starts each process in a session of its own (setsid), and with
  * autogroup scheduling (kernel.sched_autogroup_enabled=1, the default here) each session is then a
- * scheduling group of its own: the two tunnel ends and the two iperf3 ends become four groups that
- * the scheduler balances as groups, which cost the multi-threaded references 30-45 % of their TCP
- * rate in the lab and TinCan-TS little (bench/RESULTS.md, 2026-12-07). A task inside a cgroup other
+ * scheduling group of its own: the two tunnel ends and the iperf3 server become groups of their own
+ * (the iperf3 client runs in the driver's), which the scheduler balances as groups; that cost the references 27-37 % of their TCP rate against a
+ * one-session shell harness (bench/two-ns.sh, bench/RESULTS.md 2026-12-07). A task inside a cgroup other
  * than the root is outside autogroup, so in one cgroup all threads compete as they do on a machine
  * without autogroup and in a shell harness that starts everything from one session.
  */
