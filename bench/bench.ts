@@ -744,6 +744,8 @@ interface SystemResult {
   notes: string[];
   processes?: { a: string[]; b: string[] };
   rounds: RoundResult[];
+  /** Rounds that failed and were run again. */
+  failedRounds: RoundResult[];
   idle?: IdleResult;
   idleError?: string;
 }
@@ -989,13 +991,6 @@ async function main(): Promise<void> {
     commit: gitDescribe(),
     loadavgAtStart: os.loadavg().map((x) => Number(x.toFixed(2))),
   };
-  const group = opts.cpuGroup ? cpuGroup.enter() : undefined;
-  const sched = group
-    ? `one CPU cgroup (${group})`
-    : `a session (autogroup) per process${opts.cpuGroup ? ": NO writable CPU cgroup here" : ""}`;
-  log(
-    `mode ${opts.mode}: ${opts.runs} round(s), ${opts.seconds} s per iperf3 test, warm-up ${opts.warmupSeconds} s, idle ${opts.idleSeconds} s, systems ${opts.only.join(",")}, ${sched}`,
-  );
   const { lab, a, b } = await Lab.pair({ prefix: "bench" });
   // The lab's own handlers (installed first, so they run first) SIGKILL everything it started and
   // delete the namespaces; then this one removes what is left outside the lab dir and exits.
@@ -1008,11 +1003,32 @@ async function main(): Promise<void> {
       process.exit(sig === "SIGINT" ? 130 : 143);
     });
   }
-  const results: SystemResult[] = opts.only.map((name) => ({ name, label: name, notes: [], rounds: [] }));
+  // after the lab exists (a prefix in use throws before anything is to undo)
+  const group = opts.cpuGroup ? cpuGroup.enter() : undefined;
+  process.once("exit", () => cpuGroup.leave());
+  const sched = group
+    ? `one CPU cgroup (${group})`
+    : `a session (autogroup) per process${opts.cpuGroup ? ": NO writable CPU cgroup here" : ""}`;
+  log(
+    `mode ${opts.mode}: ${opts.runs} round(s), ${opts.seconds} s per iperf3 test, warm-up ${opts.warmupSeconds} s, idle ${opts.idleSeconds} s, systems ${opts.only.join(",")}, ${sched}`,
+  );
+  const results: SystemResult[] = opts.only.map((name) => ({
+    name,
+    label: name,
+    notes: [],
+    rounds: [],
+    failedRounds: [],
+  }));
   try {
     for (const [round, order] of roundOrder(results, opts.runs).entries()) {
       for (const [position, res] of order.entries()) {
-        res.rounds.push(await measureRound(lab, a, b, res, round, position));
+        let rr = await measureRound(lab, a, b, res, round, position);
+        // once more after a failure (on a loaded machine a setup can time out); both are in the JSON
+        if (rr.error) {
+          res.failedRounds.push(rr);
+          rr = await measureRound(lab, a, b, res, round, position);
+        }
+        res.rounds.push(rr);
       }
     }
     for (const res of results) await measureIdle(lab, a, b, res);
@@ -1024,6 +1040,13 @@ async function main(): Promise<void> {
   const loadavgAtEnd = os.loadavg().map((x) => Number(x.toFixed(2)));
   const started = new Date(t0);
   const rs = ratios(results);
+  const retried = results.flatMap((r) =>
+    r.failedRounds.map((x) => `- ${r.label} round ${x.round + 1} failed once and ran again: ${x.error}`),
+  );
+  const partial = results
+    .map((r) => ({ r, ok: summarize(r).roundsOk }))
+    .filter(({ ok }) => ok < opts.runs)
+    .map(({ r, ok }) => `- ${r.label}: medians and ratios over ${ok} of ${opts.runs} rounds`);
   const failed = results.flatMap((r) => [
     ...r.rounds.filter((x) => x.error).map((x) => `- ${r.label} round ${x.round + 1}: FAILED: ${x.error}`),
     ...(r.idleError ? [`- ${r.label} idle: FAILED: ${r.idleError}`] : []),
@@ -1037,7 +1060,9 @@ async function main(): Promise<void> {
     "",
     ratioTable(rs),
     "",
+    ...partial,
     ...failed,
+    ...retried,
     ...results.filter((r) => r.notes.length).map((r) => `- ${r.label}: ${r.notes.join("; ")}`),
     `- load average (1 min) at each setup: ${results.map((r) => `${r.label} ${r.rounds.map((x) => x.loadavg.toFixed(1)).join(", ")}`).join("; ")}`,
     `- total time ${((Date.now() - t0) / 1000).toFixed(0)} s`,
