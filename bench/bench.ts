@@ -184,7 +184,7 @@ function readOr(file: string, fallback = ""): string {
  * process it starts. The lab starts each process in a session of its own (setsid), and with
  * autogroup scheduling (kernel.sched_autogroup_enabled=1, the default here) each session is then a
  * scheduling group of its own: the two tunnel ends and the iperf3 server become groups of their own
- * (the iperf3 client runs in the driver's), which the scheduler balances as groups; that cost the references 27-37 % of their TCP rate against a
+ * (the iperf3 client runs in the driver's), which the scheduler balances as groups; that cost nebula ~30 % of its TCP rate (wireguard-go up to 37 %) against a
  * one-session shell harness (bench/two-ns.sh, bench/RESULTS.md 2026-12-07). A task inside a cgroup other
  * than the root is outside autogroup, so in one cgroup all threads compete as they do on a machine
  * without autogroup and in a shell harness that starts everything from one session.
