@@ -193,6 +193,16 @@ describe("Symphony long-distance links", () => {
     expect(longDistanceCount(1)).toBe(1);
     expect(longDistanceCount(1000)).toBe(10);
     expect(estimateRingSize(uidOf("alone"), [], [])).toBe(1);
+    // From 2 successors and 2 predecessors, log2 of the estimate is right to about one on average.
+    const ring = new Ring(Array.from({ length: 1000 }, (_, i) => uidOf(`member-${i}`)));
+    const counts = ring
+      .members()
+      .map((member) =>
+        longDistanceCount(estimateRingSize(member, ring.successors(member, 2), ring.predecessors(member, 2))),
+      );
+    const mean = counts.reduce((sum, count) => sum + count, 0) / counts.length;
+    console.log(`ring N=1000 k=2: long-distance links per node mean ${mean.toFixed(2)} (log2 N = 9.97)`);
+    expect(Math.abs(mean - Math.log2(1000))).toBeLessThan(1);
   });
 });
 
