@@ -115,8 +115,10 @@ describe.skipIf(!can.ok)("Relay as a bridge: race a relay-only transport, move t
       }
       return pingStart + (seq - 1) * 100;
     };
-    // The switch: from 1 s before flat1's direct transport connected (its traffic moves at once) until 1 s after the
-    // relay-only transports were removed on both sides (or the other way round, if one was removed first).
+    // The switch: from 0.3 s before flat1's direct transport connected (its traffic moves at once; the margin
+    // covers the estimate of when a lost ping was sent) until 1 s after the relay-only transports were removed on
+    // both sides (or the other way round, if one was removed first). A ping lost earlier went while both sides
+    // still sent on the relay, where this loaded machine drops one now and then (counted below, as elsewhere).
     const logged = (n: VpnNode, re: RegExp) =>
       n.tincan
         .log()
@@ -129,7 +131,7 @@ describe.skipIf(!can.ok)("Relay as a bridge: race a relay-only transport, move t
     );
     const relayGone = [flat1, flat2].flatMap((n) => logged(n, /link removed .*"relayOnly":true/));
     const relayGoneAt = relayGone.length > 0 ? Math.max(...relayGone) : movedAt;
-    const [from, to] = [Math.min(movedAt, relayGoneAt) - 1000, Math.max(movedAt, relayGoneAt) + 1000];
+    const [from, to] = [Math.min(movedAt, relayGoneAt) - 300, Math.max(movedAt, relayGoneAt) + 1000];
     const inSwitch = missing.filter((seq) => sentAt(seq) >= from && sentAt(seq) <= to);
     const path = (await flat1.connectedTo(peer))?.path;
     console.log(

@@ -1,4 +1,5 @@
 // Network lab for TinCan-TS system tests, demos and benchmarks. See README.md.
+export * from "./dns.js";
 export * from "./lab.js";
 export * from "./probes.js";
 export * from "./proc.js";

@@ -96,6 +96,13 @@ export interface Policy {
   neighborLinks?(): ReadonlyMap<string, ReadonlySet<string>>;
 }
 
+/** Routes that went via a neighbour whose link is gone fall back to direct (held, reported as unmapped). */
+export async function routeDirectWhatWentVia(neighbourUid: string, ctx: PolicyContext): Promise<void> {
+  for (const r of ctx.routes()) {
+    if (r.via === neighbourUid) await ctx.setRoute({ prefix: r.prefix, peerUid: r.peerUid });
+  }
+}
+
 export function peerRefOf(m: Member): PeerRef {
   return { uid: m.tincan.uid, bareJid: m.bareJid, fullJid: m.fullJid };
 }

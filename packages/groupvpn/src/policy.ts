@@ -1,4 +1,11 @@
-import type { LinkEvent, Member, Policy, PolicyContext, RosterItem } from "@tincan/controller";
+import {
+  type LinkEvent,
+  type Member,
+  type Policy,
+  type PolicyContext,
+  type RosterItem,
+  routeDirectWhatWentVia,
+} from "@tincan/controller";
 import {
   type GroupVpnConfig,
   hostPrefix,
@@ -166,10 +173,7 @@ export class GroupPolicy implements Policy {
     this.settingUp.delete(e.peer.uid);
     this.neighbors.forget(e.peer.uid);
     this.announceLinks(ctx);
-    // Routes that went via this peer fall back to direct (held + reported as unmapped).
-    for (const r of ctx.routes()) {
-      if (r.via === e.peer.uid) await ctx.setRoute({ prefix: r.prefix, peerUid: r.peerUid });
-    }
+    await routeDirectWhatWentVia(e.peer.uid, ctx);
   }
 
   onIccMessage(p: NotificationParamsOf<"icc.message">, ctx: PolicyContext): void {

@@ -7,6 +7,7 @@ import {
   type Policy,
   type PolicyContext,
   type RosterItem,
+  routeDirectWhatWentVia,
 } from "@tincan/controller";
 import {
   canonicalAddress,
@@ -229,10 +230,7 @@ export class SocialPolicy implements Policy {
     this.settingUp.delete(e.peer.uid);
     this.relays.forget(e.peer.uid);
     this.offerRelay(ctx);
-    // Routes through the device that went fall back to direct (held, reported as unmapped).
-    for (const r of ctx.routes()) {
-      if (r.via === e.peer.uid) await ctx.setRoute({ prefix: r.prefix, peerUid: r.peerUid });
-    }
+    await routeDirectWhatWentVia(e.peer.uid, ctx);
   }
 
   onIccMessage(p: { peerUid: string; data: unknown }, ctx: PolicyContext): void {
