@@ -1,10 +1,7 @@
 import { type Member, type PolicyContext, queryAll } from "@tincan/controller";
-import type { GroupVpnConfig, RouteInfo } from "@tincan/protocol";
+import type { GroupVpnConfig, LinkRole, RouteInfo } from "@tincan/protocol";
 import type { Clock } from "./clock.js";
 import { estimateRingSize, longDistanceCount, Ring, ringDistance, ringPosition } from "./ring.js";
-
-/** Why this node holds a link, for `tincanctl status`. `incoming`: another member's choice. */
-export type LinkRole = "successor" | "predecessor" | "long" | "shortcut" | "incoming";
 
 /** How often route counters are read and links kept, shortcuts, penalties and the incoming cap decided. */
 export const MAINTAIN_EVERY_MS = 5000;
