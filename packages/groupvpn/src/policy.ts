@@ -239,6 +239,7 @@ export class GroupPolicy implements Policy {
   }
 
   onIccMessage(p: NotificationParamsOf<"icc.message">, ctx: PolicyContext): void {
+    if (this.structured?.onIccMessage(p)) return;
     if (!this.neighbors.update(p.peerUid, p.data)) {
       ctx.log.debug("ignored a malformed icc message", { peer: p.peerUid });
       return;

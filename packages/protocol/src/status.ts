@@ -48,6 +48,10 @@ export const RouteInfoSchema = z.strictObject({
   mapTo: z.string().nullable(),
   /** Absent from datapaths before router mode. */
   kernel: z.boolean().optional(),
+  /** Absent from datapaths before the structured overlay. */
+  txPackets: Count.optional(),
+  txBytes: Count.optional(),
+  rxPackets: Count.optional(),
 }) satisfies z.ZodType<RouteInfo>;
 
 export const TxQueueInfoSchema = z.strictObject({
