@@ -597,6 +597,7 @@ export class Controller implements PolicyContext {
       offline,
       links,
       neighborLinks: this.policy.neighborLinks?.() ?? new Map(),
+      refused: this.admission.refusals(),
       now: Date.now(),
     });
   }
