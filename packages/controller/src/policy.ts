@@ -1,5 +1,6 @@
 import {
   canonicalAddress,
+  type LinkRole,
   type NotificationParamsOf,
   type PresenceTincan,
   parsePrefix,
@@ -40,6 +41,8 @@ export interface PolicyContext {
   routes(): RpcParamsOf<"route.set">[];
   /** Sets up a link to the member now (e.g. to an exit node, which no packet reaches before it). */
   ensureLink?(peer: Member, opts: { pinned: boolean }): Promise<void>;
+  /** Tears the link down (bye to the peer with `reason`) and forgets it. */
+  removeLink?(peerUid: string, reason: string): Promise<void>;
 }
 
 /**
@@ -92,6 +95,8 @@ export interface Policy {
   onVnicConfigured?(result: RpcResults["vnic.configure"], ctx: PolicyContext): void | Promise<void>;
   /** After the datapath restarted and the core re-configured vnic/ice/routes and re-set wanted links. */
   onDatapathRestarted?(ctx: PolicyContext): void | Promise<void>;
+  /** Structured overlay: why this node holds each link, by peer UID (`tincanctl status`). */
+  linkRoles?(): ReadonlyMap<string, LinkRole>;
   /** Which members each direct neighbour announced it links to, by neighbour UID (the overlay map). */
   neighborLinks?(): ReadonlyMap<string, ReadonlySet<string>>;
 }
@@ -114,6 +119,12 @@ export function presenceAddresses(t: PresenceTincan): PeerAddresses {
 export interface PolicyLinksOptions {
   /** `links.policy`: "proactive" links every member at once and pins its link (no idle trimming). */
   proactive: boolean;
+  /**
+   * On demand, a packet for a member's own address links to it (default). Off for a policy that
+   * routes members over other links itself (GroupVPN `structured`); prefixes behind a member
+   * (router mode) still link on demand.
+   */
+  linkMembersOnDemand?: boolean;
   ensureLink(peer: PeerRef, opts: { pinned: boolean }): Promise<void>;
   /** On demand: members to link to at once all the same (the policy's proactiveFor). */
   proactiveFor?(peer: Member): boolean;
@@ -137,7 +148,9 @@ export class PolicyLinks {
   }
 
   async packetUnmapped(dst: string): Promise<void> {
-    const member = this.memberAt(dst) ?? this.memberRoutedTo(dst);
+    const own = this.memberAt(dst);
+    if (own && this.opts.linkMembersOnDemand === false && !this.opts.proactive) return;
+    const member = own ?? this.memberRoutedTo(dst);
     if (member) await this.opts.ensureLink(peerRefOf(member), { pinned: this.opts.proactive });
   }
 

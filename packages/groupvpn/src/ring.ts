@@ -1,0 +1,181 @@
+import { createHash } from "node:crypto";
+import { Uid } from "@tincan/protocol";
+
+/**
+ * The structured overlay's ring (issue #18): a UID (32 hex chars) is a position on a ring of 2^128.
+ * Pure logic, no I/O: the structured link policy and the simulator build on it.
+ */
+
+export const RING_BITS = 128;
+export const RING_SIZE = 1n << BigInt(RING_BITS);
+const RING_MASK = RING_SIZE - 1n;
+
+/** The ring position of a UID; throws on anything that is not a UID. */
+export function ringPosition(uid: string): bigint {
+  if (!Uid.safeParse(uid).success)
+    throw new Error(`not a UID (32 lowercase hex characters): ${JSON.stringify(uid)}`);
+  return BigInt(`0x${uid}`);
+}
+
+/** How far `to` is from `from` going clockwise (towards larger positions, wrapping at 2^128). */
+export function clockwiseDistance(from: bigint, to: bigint): bigint {
+  return (to - from) & RING_MASK;
+}
+
+/** How far apart two ring positions are, the shorter way round. */
+export function ringDistance(a: bigint, b: bigint): bigint {
+  const clockwise = clockwiseDistance(a, b);
+  return clockwise * 2n <= RING_SIZE ? clockwise : RING_SIZE - clockwise;
+}
+
+/** About log2(N) long-distance links for a ring of about `estimatedSize` nodes (at least 1). */
+export function longDistanceCount(estimatedSize: number): number {
+  return Math.max(1, Math.round(Math.log2(Math.max(2, estimatedSize))));
+}
+
+/**
+ * Ring size seen from one node: its successors and predecessors cover an arc of the ring cut into
+ * that many segments, so N ~ segments * 2^128 / arc (Symphony's estimate; noisy with few neighbours,
+ * which is good enough for log2(N)).
+ */
+export function estimateRingSize(
+  self: string,
+  successors: readonly string[],
+  predecessors: readonly string[],
+): number {
+  const segments = successors.length + predecessors.length;
+  if (segments === 0) return 1;
+  const position = ringPosition(self);
+  const ahead =
+    successors.length > 0 ? clockwiseDistance(position, ringPosition(successors.at(-1) as string)) : 0n;
+  const behind =
+    predecessors.length > 0 ? clockwiseDistance(ringPosition(predecessors.at(-1) as string), position) : 0n;
+  const arc = ahead + behind;
+  if (arc === 0n) return 1;
+  return Math.max(segments, Math.round((segments * Number(RING_SIZE)) / Number(arc)));
+}
+
+/**
+ * A reproducible random source in [0, 1): SHA-256 of the seed and a counter. The simulator and the
+ * tests pass one; a live node may pass Math.random.
+ */
+export function seededRandom(seed: string): () => number {
+  let counter = 0;
+  return () => {
+    const digest = createHash("sha256").update(`${seed}:${counter++}`).digest();
+    return digest.readUIntBE(0, 6) / 2 ** 48;
+  };
+}
+
+/**
+ * Greedy next hop towards `destination` among our linked `neighbours`: the one closest to it going
+ * clockwise that lies between us and it (never past it), so every hop shortens the clockwise distance
+ * and a route cannot loop. Null when we are the destination or no neighbour is closer than ourselves.
+ */
+export function nextHop(self: string, destination: string, neighbours: Iterable<string>): string | null {
+  const target = ringPosition(destination);
+  let best: string | null = null;
+  let bestDistance = clockwiseDistance(ringPosition(self), target);
+  for (const neighbour of neighbours) {
+    const distance = clockwiseDistance(ringPosition(neighbour), target);
+    if (distance < bestDistance) {
+      best = neighbour;
+      bestDistance = distance;
+    }
+  }
+  return best;
+}
+
+/** A member set in ring order; answers who follows whom. Members are deduplicated. */
+export class Ring {
+  private readonly uids: string[];
+  private readonly positions: bigint[];
+
+  constructor(members: Iterable<string>) {
+    // Lowercase hex of a fixed length sorts as its number does.
+    this.uids = [...new Set(members)].sort();
+    this.positions = this.uids.map(ringPosition);
+  }
+
+  get size(): number {
+    return this.uids.length;
+  }
+
+  members(): readonly string[] {
+    return this.uids;
+  }
+
+  /** The first member at or clockwise after `point` (the owner of that point). */
+  owner(point: bigint): string | undefined {
+    if (this.uids.length === 0) return undefined;
+    return this.uids[this.indexAtOrAfter(point) % this.uids.length];
+  }
+
+  /** Up to k members following `self` clockwise, nearest first (`self` need not be a member). */
+  successors(self: string, k: number): string[] {
+    const others = this.othersThan(self);
+    const start = this.indexAtOrAfter(ringPosition(self) + 1n);
+    return this.walk(start, 1, Math.min(k, others), self);
+  }
+
+  /** Up to k members preceding `self` counter-clockwise, nearest first. */
+  predecessors(self: string, k: number): string[] {
+    const others = this.othersThan(self);
+    const start = this.indexAtOrAfter(ringPosition(self)) - 1;
+    return this.walk(start, -1, Math.min(k, others), self);
+  }
+
+  /**
+   * Symphony long-distance link targets of `self`: `count` draws of a clockwise distance from the
+   * harmonic distribution on [1/N, 1) of the ring (density 1/(x ln N)), each linked to the owner of
+   * the point it lands on. Members in `exclude` (e.g. the ring neighbours) and repeats are drawn again,
+   * at most 4*count draws in all, so fewer targets come back from a small ring.
+   */
+  longDistanceTargets(
+    self: string,
+    options: { count: number; estimatedSize: number; random: () => number; exclude?: ReadonlySet<string> },
+  ): string[] {
+    const origin = ringPosition(self);
+    const logSize = Math.log(Math.max(2, options.estimatedSize));
+    const targets = new Set<string>();
+    for (let draw = 0; draw < 4 * options.count && targets.size < options.count; draw++) {
+      const fraction = Math.exp(logSize * (options.random() - 1));
+      const distance = BigInt(Math.floor(fraction * 2 ** 53)) << BigInt(RING_BITS - 53);
+      const target = this.owner((origin + distance) & RING_MASK);
+      if (target === undefined || target === self || options.exclude?.has(target)) continue;
+      targets.add(target);
+    }
+    return [...targets];
+  }
+
+  private othersThan(self: string): number {
+    return this.uids.length - (this.contains(self) ? 1 : 0);
+  }
+
+  private contains(uid: string): boolean {
+    const index = this.indexAtOrAfter(ringPosition(uid));
+    return this.uids[index] === uid;
+  }
+
+  private walk(start: number, step: 1 | -1, count: number, skip: string): string[] {
+    const size = this.uids.length;
+    const found: string[] = [];
+    for (let i = start; found.length < count; i += step) {
+      const uid = this.uids[((i % size) + size) % size] as string;
+      if (uid !== skip) found.push(uid);
+    }
+    return found;
+  }
+
+  /** Index of the first position >= point, or size when none (binary search). */
+  private indexAtOrAfter(point: bigint): number {
+    let low = 0;
+    let high = this.positions.length;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      if ((this.positions[middle] as bigint) < point) low = middle + 1;
+      else high = middle;
+    }
+    return low;
+  }
+}
