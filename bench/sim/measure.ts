@@ -31,7 +31,14 @@ export function ringGaps(live: readonly SimNode[]): number {
   return gaps;
 }
 
-export type TraceResult = { ok: true; hops: number } | { ok: false; why: string; hops: number };
+export interface TraceResult {
+  ok: boolean;
+  /** Why it stops short (noRoute, noLink, loop, hopLimit, linkDead). */
+  why?: string;
+  hops: number;
+  /** UIDs of the nodes it passes, from the source on. */
+  path: string[];
+}
 
 /**
  * Where a packet from `src` to `dst` would go now, by the routes and connected links of each node on
@@ -42,20 +49,22 @@ export function trace(net: SimNetwork, src: SimNode, dst: SimNode): TraceResult 
   let hopLimit = net.params.hopLimit;
   let hops = 0;
   let from: string | null = null;
+  const path = [src.uid];
+  const fail = (why: string): TraceResult => ({ ok: false, why, hops, path });
   for (;;) {
     const next = at.dp.nextHopFor(dst.ipv4);
-    if (next === undefined) return { ok: false, why: "noRoute", hops };
-    if (!at.dp.isConnected(next)) return { ok: false, why: from ? "noRoute" : "noLink", hops };
-    if (next === from) return { ok: false, why: "loop", hops };
+    if (next === undefined) return fail("noRoute");
+    if (!at.dp.isConnected(next)) return fail(from ? "noRoute" : "noLink");
+    if (next === from) return fail("loop");
     if (from !== null) {
-      if (hopLimit <= 1) return { ok: false, why: "hopLimit", hops };
+      if (hopLimit <= 1) return fail("hopLimit");
       hopLimit--;
     }
     const peer = net.nodes.get(next);
-    if (!peer?.up || !net.reachable(at, peer) || !peer.dp.isConnected(at.uid))
-      return { ok: false, why: "linkDead", hops };
+    if (!peer?.up || !net.reachable(at, peer) || !peer.dp.isConnected(at.uid)) return fail("linkDead");
     hops++;
-    if (peer === dst) return { ok: true, hops };
+    path.push(peer.uid);
+    if (peer === dst) return { ok: true, hops, path };
     from = at.uid;
     at = peer;
   }

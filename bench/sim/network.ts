@@ -68,6 +68,7 @@ export class SimNetwork {
   readonly packets: PacketStats = { sent: 0, delivered: 0, hops: [], drops: new Map() };
   private readonly sdpPadding: string;
   private readonly candidateText: string;
+  private readonly sizes = new WeakMap<object, number>();
 
   constructor(
     readonly clock: VirtualClock,
@@ -232,7 +233,7 @@ export class SimNetwork {
   }
 
   icc(dp: FakeDatapath, peerUid: string, data: unknown): void {
-    const bytes = JSON.stringify(data).length + 8;
+    const bytes = this.iccBytes(data);
     const from = this.nodes.get(dp.uid);
     const to = this.nodes.get(peerUid);
     if (!from || !to) return;
@@ -242,6 +243,16 @@ export class SimNetwork {
       countIcc(to.traffic, bytes);
       to.dp.emit("icc.message", { peerUid: dp.uid, data: data as never });
     });
+  }
+
+  /** Payload size of an icc message (one announcement goes to every neighbour: sized once). */
+  private iccBytes(data: unknown): number {
+    if (typeof data !== "object" || data === null) return JSON.stringify(data).length + 8;
+    const known = this.sizes.get(data);
+    if (known !== undefined) return known;
+    const bytes = JSON.stringify(data).length + 8;
+    this.sizes.set(data, bytes);
+    return bytes;
   }
 
   // ---- packets ---------------------------------------------------------------------------------------
