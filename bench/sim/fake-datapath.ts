@@ -33,6 +33,9 @@ export interface SimPacket {
 
 type Handler = (params: unknown) => void;
 
+/** A route and the counters route.query reports (packets from the vNIC it routed, packets from its peer). */
+type CountedRoute = RouteInfo & { txPackets: number; txBytes: number; rxPackets: number };
+
 const MAX_HELD_PER_DESTINATION = 16;
 /** Held packets older than this are dropped when the held queue is looked at (the datapath's hold time). */
 export const HOLD_MS = 10_000;
@@ -44,7 +47,7 @@ export const HOLD_MS = 10_000;
  */
 export class FakeDatapath implements Pick<DatapathApi, "call" | "on"> {
   readonly links = new Map<string, FakeLink>();
-  readonly routes = new Map<string, RouteInfo>();
+  readonly routes = new Map<string, CountedRoute>();
   private readonly handlers = new Map<string, Set<Handler>>();
   private readonly held = new Map<string, SimPacket[]>();
   private tokens = 0;
@@ -85,13 +88,22 @@ export class FakeDatapath implements Pick<DatapathApi, "call" | "on"> {
 
   /** The next hop of a packet to `dst` by the route table (host route first, then longest prefix). */
   nextHopFor(dst: string): string | undefined {
-    const r = this.routes.get(hostPrefix(dst)) ?? this.net.longestMatch(this.routes, dst);
+    const r = this.routeFor(dst);
     return r ? (r.via ?? r.peerUid) : undefined;
+  }
+
+  private routeFor(address: string): CountedRoute | undefined {
+    return this.routes.get(hostPrefix(address)) ?? this.net.longestMatch(this.routes, address);
   }
 
   /** A packet from the vNIC: send on the next hop's link, or hold it and report it unmapped. */
   fromVnic(p: SimPacket): void {
-    const next = this.nextHopFor(p.dst);
+    const route = this.routeFor(p.dst);
+    if (route && p.hops === 0) {
+      route.txPackets++;
+      route.txBytes += p.bytes;
+    }
+    const next = route ? (route.via ?? route.peerUid) : undefined;
     if (next !== undefined && this.isConnected(next)) {
       this.net.carry(this, next, p);
       return;
@@ -101,6 +113,14 @@ export class FakeDatapath implements Pick<DatapathApi, "call" | "on"> {
 
   /** A packet from a link: ours, or forwarded while the hop limit lasts. */
   fromLink(from: string, p: SimPacket): void {
+    // The source check of outside.ts: a member routed over its own link must come on it; one routed
+    // via a neighbour may come on any link.
+    const source = this.routeFor(p.src);
+    if (!source || ((source.via ?? source.peerUid) !== from && !source.via)) {
+      this.net.dropped(p, "spoofed");
+      return;
+    }
+    source.rxPackets++;
     if (p.dst === this.ipv4) {
       this.net.delivered(p);
       return;
@@ -182,7 +202,18 @@ export class FakeDatapath implements Pick<DatapathApi, "call" | "on"> {
       }
       case "route.set": {
         const r = params as unknown as RouteInfo;
-        this.routes.set(r.prefix, { prefix: r.prefix, peerUid: r.peerUid, via: r.via ?? null, mapTo: null });
+        const old = this.routes.get(r.prefix);
+        const counters =
+          old?.peerUid === r.peerUid
+            ? { txPackets: old.txPackets, txBytes: old.txBytes, rxPackets: old.rxPackets }
+            : { txPackets: 0, txBytes: 0, rxPackets: 0 };
+        this.routes.set(r.prefix, {
+          prefix: r.prefix,
+          peerUid: r.peerUid,
+          via: r.via ?? null,
+          mapTo: null,
+          ...counters,
+        });
         this.resubmitHeld();
         return {};
       }

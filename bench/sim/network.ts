@@ -296,8 +296,8 @@ export class SimNetwork {
   }
 
   /** Longest-prefix match for routes that are not host routes (router mode prefixes). */
-  longestMatch(routes: ReadonlyMap<string, RouteInfo>, dst: string): RouteInfo | undefined {
-    let best: { len: number; r: RouteInfo } | undefined;
+  longestMatch<R extends RouteInfo>(routes: ReadonlyMap<string, R>, dst: string): R | undefined {
+    let best: { len: number; r: R } | undefined;
     for (const r of routes.values()) {
       const p = parsePrefix(r.prefix);
       if (p.length === 32 || (best && p.length <= best.len)) continue;
