@@ -36,12 +36,17 @@ import { MapServer } from "./web/map-server.js";
 import { buildOverlay } from "./web/overlay-model.js";
 import { type SignalEvent, sameRoutes, XmppSession } from "./xmpp.js";
 
-/** The config keys the core uses: the core schema every controller extends. */
+/**
+ * The config keys the core uses: the core schema every controller extends. A controller may add link
+ * policies of its own (GroupVPN: `structured`): the core then sets no member links up itself.
+ */
 export type CoreConfig = Loaded<
-  Pick<ControllerConfig, "datapath" | "xmpp" | "vnic" | "ice" | "links" | "log"> &
+  Pick<ControllerConfig, "datapath" | "xmpp" | "vnic" | "ice" | "log"> &
     Partial<Pick<ControllerConfig, "web">>
 > &
-  Partial<Pick<ControllerConfig, "metrics">>;
+  Partial<Pick<ControllerConfig, "metrics">> & {
+    links: Omit<ControllerConfig["links"], "policy"> & { policy: string };
+  };
 
 export interface ControllerOptions {
   /** "groupvpn" / "socialvpn": used in logs and the status file. */
@@ -145,6 +150,7 @@ export class Controller implements PolicyContext {
     });
     this.policyLinks = new PolicyLinks({
       proactive: config.links.policy === "proactive",
+      linkMembersOnDemand: config.links.policy === "on-demand",
       ensureLink: (peer, o) => this.links.ensureLink(peer, o),
       proactiveFor: (m) => policy.proactiveFor?.(m) ?? false,
       peers: () => this.peers(),
@@ -214,6 +220,10 @@ export class Controller implements PolicyContext {
 
   async ensureLink(peer: Member, opts: { pinned: boolean }): Promise<void> {
     await this.links.ensureLink(peerRefOf(peer), opts);
+  }
+
+  async removeLink(peerUid: string, reason: string): Promise<void> {
+    await this.links.removeLink(peerUid, reason);
   }
 
   async start(): Promise<void> {

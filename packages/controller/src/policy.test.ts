@@ -13,10 +13,11 @@ function member(ipv4: string, ipv6?: string): Member {
 const bob = member("10.10.0.2", "fd00::2");
 const carol = member("10.10.0.3", "FD00:0::0003"); // as a peer may write it
 
-function links(proactive: boolean, peers: Member[] = [bob, carol]) {
+function links(proactive: boolean, peers: Member[] = [bob, carol], linkMembersOnDemand = true) {
   const ensured: { ref: PeerRef; pinned: boolean }[] = [];
   const l = new PolicyLinks({
     proactive,
+    linkMembersOnDemand,
     ensureLink: async (ref, o) => void ensured.push({ ref, pinned: o.pinned }),
     peers: () => peers,
     addressesOf: (m) => presenceAddresses(m.tincan),
@@ -33,6 +34,13 @@ describe("PolicyLinks (links.policy in the core)", () => {
     expect(ensured).toEqual([
       { ref: { uid: carol.tincan.uid, bareJid: carol.bareJid, fullJid: carol.fullJid }, pinned: false },
     ]);
+  });
+
+  it("a policy that routes members itself (structured): no link on a packet to a member's address", async () => {
+    const { l, ensured } = links(false, [bob, carol], false);
+    await l.packetUnmapped("10.10.0.3");
+    await l.peerOnline(bob);
+    expect(ensured).toEqual([]);
   });
 
   it("proactive: a pinned link to every member that comes online, and on packets too", async () => {

@@ -40,6 +40,8 @@ export interface PolicyContext {
   routes(): RpcParamsOf<"route.set">[];
   /** Sets up a link to the member now (e.g. to an exit node, which no packet reaches before it). */
   ensureLink?(peer: Member, opts: { pinned: boolean }): Promise<void>;
+  /** Tears the link down (bye to the peer with `reason`) and forgets it. */
+  removeLink?(peerUid: string, reason: string): Promise<void>;
 }
 
 /**
@@ -114,6 +116,12 @@ export function presenceAddresses(t: PresenceTincan): PeerAddresses {
 export interface PolicyLinksOptions {
   /** `links.policy`: "proactive" links every member at once and pins its link (no idle trimming). */
   proactive: boolean;
+  /**
+   * On demand, a packet for a member's own address links to it (default). Off for a policy that
+   * routes members over other links itself (GroupVPN `structured`); prefixes behind a member
+   * (router mode) still link on demand.
+   */
+  linkMembersOnDemand?: boolean;
   ensureLink(peer: PeerRef, opts: { pinned: boolean }): Promise<void>;
   /** On demand: members to link to at once all the same (the policy's proactiveFor). */
   proactiveFor?(peer: Member): boolean;
@@ -137,7 +145,9 @@ export class PolicyLinks {
   }
 
   async packetUnmapped(dst: string): Promise<void> {
-    const member = this.memberAt(dst) ?? this.memberRoutedTo(dst);
+    const own = this.memberAt(dst);
+    if (own && this.opts.linkMembersOnDemand === false && !this.opts.proactive) return;
+    const member = own ?? this.memberRoutedTo(dst);
     if (member) await this.opts.ensureLink(peerRefOf(member), { pinned: this.opts.proactive });
   }
 

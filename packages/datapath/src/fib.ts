@@ -9,6 +9,11 @@ export interface RouteEntry {
   /** UID of the link packets for this prefix leave on (via, or the peer itself). */
   nextHop: string;
   mapTo: string | null;
+  /** Packets from the vNIC routed by this prefix (sent, queued or held), and their bytes. */
+  txPackets: number;
+  txBytes: number;
+  /** Packets received from a link whose source this prefix routes (accepted, for us or in transit). */
+  rxPackets: number;
 }
 
 /** A device that moves IP packets in and out of the kernel (the TUN, or a fake in tests). */
@@ -58,8 +63,14 @@ export class Fib {
     return true;
   }
 
+  /** Sets a route; its counters carry on when only its next hop changes (the same prefix and peer). */
   setRoute(prefix: string, peerUid: string, via: string | null, mapTo: string | null): string {
-    const canonical = this.routes.set(prefix, { peerUid, via, nextHop: via ?? peerUid, mapTo });
+    const old = this.routes.get(prefix);
+    const counters =
+      old?.peerUid === peerUid
+        ? { txPackets: old.txPackets, txBytes: old.txBytes, rxPackets: old.rxPackets }
+        : { txPackets: 0, txBytes: 0, rxPackets: 0 };
+    const canonical = this.routes.set(prefix, { peerUid, via, nextHop: via ?? peerUid, mapTo, ...counters });
     this.refreshPeerLocal(peerUid);
     return canonical;
   }
@@ -81,6 +92,9 @@ export class Fib {
       peerUid: r.value.peerUid,
       via: r.value.via,
       mapTo: r.value.mapTo,
+      txPackets: r.value.txPackets,
+      txBytes: r.value.txBytes,
+      rxPackets: r.value.rxPackets,
     }));
   }
 

@@ -137,6 +137,10 @@ export class Inside {
       fib.vnicCounters.drop("noRoute");
       return;
     }
+    if (route) {
+      route.value.txPackets++;
+      route.value.txBytes += len;
+    }
     const link = route ? fib.links.get(route.value.nextHop) : undefined;
     if (!link || link.state === "closed" || link.state === "failed") {
       // Queues copy packets without their offload state: hold them as plain packets.

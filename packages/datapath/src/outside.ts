@@ -70,11 +70,14 @@ export class Outside {
       return;
     }
 
+    // A source routed over its own link must come on it; one routed `via` a neighbour is a member
+    // reached over the overlay, whose packets may come on any link (routes need not be symmetric).
     const source = fib.routes.lookup(buf, off + srcOffset(version), version);
-    if (!source || source.value.nextHop !== link.peerUid) {
+    if (!source || (source.value.nextHop !== link.peerUid && source.value.via === null)) {
       link.counters.drop("spoofed");
       return;
     }
+    source.value.rxPackets++;
     if (fib.isOwnAddress(buf, off + dstOffset(version), version)) {
       this.writeToVnic(p);
       return;

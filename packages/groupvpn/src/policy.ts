@@ -7,6 +7,7 @@ import {
   routeDirectWhatWentVia,
 } from "@tincan/controller";
 import {
+  canonicalAddress,
   type GroupVpnConfig,
   hostPrefix,
   type IpPrefix,
@@ -18,9 +19,11 @@ import {
   type RpcParamsOf,
   uidForIpv4,
 } from "@tincan/protocol";
+import { type Clock, systemClock } from "./clock.js";
 import { bypassHosts } from "./exit-bypass.js";
 import { NeighborLinks } from "./neighbors.js";
 import { RouterRoutes } from "./router.js";
+import { type LinkRole, StructuredLinks } from "./structured.js";
 
 type Config = Pick<GroupVpnConfig, "vnic" | "links" | "group" | "routes">;
 
@@ -31,6 +34,13 @@ const VIA_COOLDOWN_MS = 60_000;
  * node at 50 nodes), which queued the datapath's other RPCs behind them.
  */
 export const ANNOUNCE_EVERY_MS = 1000;
+
+export interface GroupPolicyOptions {
+  /** Time and timers (default: the wall clock); the simulator passes virtual time. */
+  clock?: Clock;
+  /** Draws of the structured overlay's long-distance targets (default: Math.random). */
+  random?: () => number;
+}
 
 /**
  * GroupVPN: every member of one XMPP roster group owns one address of a shared subnet, and its UID
@@ -50,12 +60,31 @@ export class GroupPolicy implements Policy {
   /** Peers whose link setup is under way, and since when (a late announcement may offer a via). */
   private readonly settingUp = new Map<string, number>();
   private lastAnnouncedAt = Number.NEGATIVE_INFINITY;
-  private announceTimer: NodeJS.Timeout | undefined;
+  private announceTimer: (() => void) | undefined;
+  private readonly clock: Clock;
+  /** `links.policy: "structured"`: the ring overlay decides links and routes (null otherwise). */
+  readonly structured: StructuredLinks | null;
 
-  constructor(private readonly config: Config & Partial<Pick<GroupVpnConfig, "xmpp" | "ice">>) {
+  constructor(
+    private readonly config: Config & Partial<Pick<GroupVpnConfig, "xmpp" | "ice">>,
+    options: GroupPolicyOptions = {},
+  ) {
     this.subnet = parsePrefix(config.vnic.ipv4);
     this.ipv4 = this.subnet.address;
     this.uid = uidForIpv4(this.ipv4);
+    this.clock = options.clock ?? systemClock;
+    this.structured =
+      config.links.policy === "structured"
+        ? new StructuredLinks({
+            self: this.uid,
+            links: config.links,
+            clock: this.clock,
+            random: options.random ?? Math.random,
+            connected: this.connected,
+            neighborLinks: () => this.neighbors.all(),
+            prefixesOf,
+          })
+        : null;
     this.router = new RouterRoutes(
       config,
       this.uid,
@@ -87,14 +116,23 @@ export class GroupPolicy implements Policy {
   }
 
   async onPeerOnline(peer: Member, ctx: PolicyContext): Promise<void> {
-    // Routes exist from the start: without a link, the datapath holds the packets and reports them
-    // as unmapped, which is what sets an on-demand link up.
-    for (const prefix of prefixesOf(peer)) await ctx.setRoute({ prefix, peerUid: peer.tincan.uid });
+    if (this.structured) await this.structured.membersChanged(ctx);
+    else {
+      // Routes exist from the start: without a link, the datapath holds the packets and reports them
+      // as unmapped, which is what sets an on-demand link up.
+      for (const prefix of prefixesOf(peer)) await ctx.setRoute({ prefix, peerUid: peer.tincan.uid });
+    }
     await this.router.peerOnline(peer, ctx);
   }
 
   async onStart(ctx: PolicyContext): Promise<void> {
+    this.structured?.start(ctx);
     await this.router.start(ctx);
+  }
+
+  /** Structured overlay: why this node holds each link (successor, predecessor, long, shortcut, incoming). */
+  linkRoles(): ReadonlyMap<string, LinkRole> {
+    return this.structured?.linkRoles() ?? new Map();
   }
 
   async onRosterChanged(items: RosterItem[], ctx: PolicyContext): Promise<void> {
@@ -112,6 +150,10 @@ export class GroupPolicy implements Policy {
     this.settingUp.delete(peer.tincan.uid);
     for (const prefix of prefixesOf(peer)) await ctx.removeRoute(prefix).catch(() => {});
     await this.router.peerOffline(peer, ctx);
+    if (this.structured) {
+      this.structured.forget(peer.tincan.uid);
+      await this.structured.membersChanged(ctx);
+    }
   }
 
   /**
@@ -121,7 +163,9 @@ export class GroupPolicy implements Policy {
    * No neighbour may have announced the peer yet: onIccMessage tries again when one does.
    */
   async onLinkSetup(e: LinkEvent, ctx: PolicyContext): Promise<void> {
-    this.settingUp.set(e.peer.uid, Date.now());
+    // Structured: the member is routed over the ring meanwhile already.
+    if (this.structured) return;
+    this.settingUp.set(e.peer.uid, this.clock.now());
     await this.routeVia(e.peer.uid, ctx);
   }
 
@@ -129,8 +173,9 @@ export class GroupPolicy implements Policy {
     const member = ctx.peer(uid);
     const via = this.neighbors.relayFor(uid, this.connected);
     const last = this.viaUsedAt.get(uid);
-    if (!member || !via || (last !== undefined && Date.now() - last < VIA_COOLDOWN_MS)) return;
-    this.viaUsedAt.set(uid, Date.now());
+    const now = this.clock.now();
+    if (!member || !via || (last !== undefined && now - last < VIA_COOLDOWN_MS)) return;
+    this.viaUsedAt.set(uid, now);
     ctx.log.info("routing via a neighbour while the link is set up", { peer: member.bareJid, via });
     for (const prefix of prefixesOf(member)) await ctx.setRoute({ prefix, peerUid: uid, via });
     if (this.connected.has(uid)) {
@@ -139,9 +184,8 @@ export class GroupPolicy implements Policy {
       return;
     }
     // Only for what is left of the setup's time (the via may come from a late announcement).
-    const setupEnds = this.setupEndsAt(this.settingUp.get(uid) ?? Date.now());
-    const limit = setTimeout(() => void this.endVia(uid, via, ctx), Math.max(0, setupEnds - Date.now()));
-    limit.unref();
+    const setupEnds = this.setupEndsAt(this.settingUp.get(uid) ?? now);
+    this.clock.setTimer(() => void this.endVia(uid, via, ctx), Math.max(0, setupEnds - now));
   }
 
   /** When a link setup that started at `since` gives up (the link manager's setup timeout). */
@@ -162,6 +206,10 @@ export class GroupPolicy implements Policy {
     this.connected.add(e.peer.uid);
     this.settingUp.delete(e.peer.uid);
     this.announceLinks(ctx);
+    if (this.structured) {
+      await this.structured.linkUp(e.peer.uid, ctx);
+      return;
+    }
     const member = ctx.peer(e.peer.uid);
     if (member) {
       for (const prefix of prefixesOf(member)) await ctx.setRoute({ prefix, peerUid: e.peer.uid });
@@ -173,7 +221,20 @@ export class GroupPolicy implements Policy {
     this.settingUp.delete(e.peer.uid);
     this.neighbors.forget(e.peer.uid);
     this.announceLinks(ctx);
-    await routeDirectWhatWentVia(e.peer.uid, ctx);
+    if (this.structured) await this.structured.linkDown(e.peer.uid, e.reason, ctx);
+    else await routeDirectWhatWentVia(e.peer.uid, ctx);
+  }
+
+  /** Structured: a member's packet found no usable route (on-demand links are set up by the core). */
+  async onPacketUnmapped(p: NotificationParamsOf<"packet.unmapped">, ctx: PolicyContext): Promise<void> {
+    if (!this.structured) return;
+    const dst = canonicalAddress(p.dst);
+    const member = ctx
+      .peers()
+      .find((m) =>
+        [m.tincan.ipv4, m.tincan.ipv6].some((a) => a !== undefined && canonicalAddress(a) === dst),
+      );
+    if (member) await this.structured.packetUnmapped(member, ctx);
   }
 
   onIccMessage(p: NotificationParamsOf<"icc.message">, ctx: PolicyContext): void {
@@ -182,7 +243,7 @@ export class GroupPolicy implements Policy {
       return;
     }
     // Setups that found no neighbour to route via when they started may find this one.
-    const now = Date.now();
+    const now = this.clock.now();
     for (const [uid, since] of this.settingUp) {
       if (now > this.setupEndsAt(since)) this.settingUp.delete(uid);
       else if (this.neighbors.relayFor(uid, [p.peerUid]) === p.peerUid) {
@@ -200,26 +261,26 @@ export class GroupPolicy implements Policy {
   async onDatapathRestarted(ctx: PolicyContext): Promise<void> {
     this.connected.clear();
     this.settingUp.clear();
+    this.structured?.reset();
     await this.router.start(ctx); // exit.serve / exit.use again (the core re-sets the routes)
   }
 
   /** Our link list to every neighbour: now, or when ANNOUNCE_EVERY_MS since the last one is over. */
   private announceLinks(ctx: PolicyContext): void {
     if (this.announceTimer) return;
-    const wait = this.lastAnnouncedAt + ANNOUNCE_EVERY_MS - Date.now();
+    const wait = this.lastAnnouncedAt + ANNOUNCE_EVERY_MS - this.clock.now();
     if (wait <= 0) {
       this.sendAnnouncement(ctx);
       return;
     }
-    this.announceTimer = setTimeout(() => {
+    this.announceTimer = this.clock.setTimer(() => {
       this.announceTimer = undefined;
       this.sendAnnouncement(ctx);
     }, wait);
-    this.announceTimer.unref();
   }
 
   private sendAnnouncement(ctx: PolicyContext): void {
-    this.lastAnnouncedAt = Date.now();
+    this.lastAnnouncedAt = this.clock.now();
     const data = { type: "groupvpn.links", uids: [...this.connected] };
     for (const peerUid of this.connected) {
       ctx.datapath

@@ -22,6 +22,12 @@ export function clockwiseDistance(from: bigint, to: bigint): bigint {
   return (to - from) & RING_MASK;
 }
 
+/** How far apart two ring positions are, the shorter way round. */
+export function ringDistance(a: bigint, b: bigint): bigint {
+  const clockwise = clockwiseDistance(a, b);
+  return clockwise * 2n <= RING_SIZE ? clockwise : RING_SIZE - clockwise;
+}
+
 /** About log2(N) long-distance links for a ring of about `estimatedSize` nodes (at least 1). */
 export function longDistanceCount(estimatedSize: number): number {
   return Math.max(1, Math.round(Math.log2(Math.max(2, estimatedSize))));

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { Prefix } from "./common.js";
-import { ControllerConfig } from "./config.js";
+import { ControllerConfig, Links } from "./config.js";
 import { type IpPrefix, isNetworkOrBroadcast, parsePrefix } from "./ip.js";
 import { overlappingPrefixes } from "./prefixes.js";
 
@@ -36,8 +36,35 @@ const Routes = z
   })
   .prefault({});
 
+/** The core link keys, plus the structured overlay (issue #18): a ring by UID with long-distance links. */
+const GroupLinks = Links.unwrap()
+  .extend({
+    policy: z.enum(["on-demand", "proactive", "structured"]).default("on-demand").meta({
+      description:
+        'link to every online member (`proactive`), on first packet (`on-demand`), or keep a ring by UID with long-distance links and route the rest over it (`structured`, see "Structured overlay")',
+    }),
+    successors: z.number().int().min(1).max(8).default(2).meta({
+      description: "`structured`: links to this many ring successors and as many predecessors",
+    }),
+    longDistance: z
+      .union([z.literal("auto"), z.number().int().min(0).max(32)])
+      .default("auto")
+      .meta({
+        description:
+          "`structured`: long-distance links (Symphony: harmonic over the ring); `auto` = round(log2(N)) with N estimated from the ring neighbours",
+        "x-type": "`auto` or 0..32",
+      }),
+    shortcutBytesPerSec: z.number().int().min(0).default(8192).meta({
+      description:
+        "`structured`: a member we send more than this to (bytes/s, over 5 s) gets a direct shortcut link; 0: never (trimmed when idle, as on-demand links)",
+      "x-type": "bytes/s",
+    }),
+  })
+  .prefault({});
+
 /** groupvpn.json: the core keys, the roster group and router mode. */
 export const GroupVpnConfig = ControllerConfig.extend({
+  links: GroupLinks,
   group: z.string().min(1).meta({ description: "the roster group whose members form the VPN" }),
   routes: Routes,
 }).superRefine((c, ctx) => {

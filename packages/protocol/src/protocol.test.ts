@@ -91,11 +91,22 @@ describe("controller config schemas", () => {
     expect(ControllerConfig.safeParse({ ...core, group: "lab" }).success).toBe(false);
     expect(SocialVpnConfig.safeParse({ ...core, group: "lab" }).success).toBe(false);
     expect(GroupVpnConfig.safeParse(core).success).toBe(false);
+    const coreParsed = ControllerConfig.parse(core);
     expect(GroupVpnConfig.parse({ ...core, group: "lab" })).toEqual({
-      ...ControllerConfig.parse(core),
+      ...coreParsed,
+      links: { ...coreParsed.links, successors: 2, longDistance: "auto", shortcutBytesPerSec: 8192 },
       group: "lab",
       routes: { advertise: [], accept: false },
     });
+  });
+
+  it("GroupVPN alone has the structured link policy and its keys", () => {
+    const structured = { ...core, group: "lab", links: { policy: "structured", longDistance: 3 } };
+    expect(GroupVpnConfig.parse(structured).links).toMatchObject({ policy: "structured", longDistance: 3 });
+    expect(SocialVpnConfig.safeParse({ ...core, links: { policy: "structured" } }).success).toBe(false);
+    expect(ControllerConfig.safeParse({ ...core, links: { successors: 2 } }).success).toBe(false);
+    for (const bad of [{ successors: 0 }, { longDistance: "many" }, { shortcutBytesPerSec: -1 }])
+      expect(GroupVpnConfig.safeParse({ ...core, group: "lab", links: bad }).success).toBe(false);
   });
 });
 

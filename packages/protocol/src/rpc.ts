@@ -219,6 +219,13 @@ export interface RouteInfo {
   mapTo: string | null;
   /** A kernel route sends the prefix to the vNIC (`route.set` with `kernel`; absent from older datapaths). */
   kernel?: boolean;
+  /**
+   * Packets from the vNIC this route took and their bytes, and packets received whose source it
+   * routes; kept while `route.set` changes only the next hop (absent from older datapaths).
+   */
+  txPackets?: number;
+  txBytes?: number;
+  rxPackets?: number;
 }
 
 export interface VnicInfo extends Counters {

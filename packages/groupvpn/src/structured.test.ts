@@ -1,0 +1,410 @@
+import type { LinkEvent, Member, PolicyContext } from "@tincan/controller";
+import { hostPrefix, type RouteInfo, type RpcParamsOf, uidForIpv4 } from "@tincan/protocol";
+import { describe, expect, it } from "vitest";
+import type { Clock } from "./clock.js";
+import { GroupPolicy } from "./policy.js";
+import { ringDistance, ringPosition, seededRandom } from "./ring.js";
+import { INCOMING_FULL, MAINTAIN_EVERY_MS, PENALTY_MS } from "./structured.js";
+
+/** Virtual time: timers fire only when the test advances the clock. */
+class ManualClock implements Clock {
+  private time = 1_000_000;
+  private timers: { at: number; fire: () => void }[] = [];
+  now(): number {
+    return this.time;
+  }
+  setTimer(fire: () => void, ms: number): () => void {
+    const t = { at: this.time + ms, fire };
+    this.timers.push(t);
+    return () => {
+      this.timers = this.timers.filter((x) => x !== t);
+    };
+  }
+  /** Moves time on without firing timers (the tests call maintain() themselves). */
+  skip(ms: number): void {
+    this.time += ms;
+  }
+}
+
+function member(n: number): Member {
+  const ipv4 = `10.10.${Math.floor(n / 250)}.${(n % 250) + 2}`;
+  return {
+    bareJid: `m${n}@lab`,
+    fullJid: `m${n}@lab/r`,
+    tincan: { uid: uidForIpv4(ipv4), ipv4 },
+  } as unknown as Member;
+}
+
+const SELF_IPV4 = "10.10.0.1";
+const uidOf = (m: Member) => m.tincan.uid;
+const prefixOf = (m: Member) => hostPrefix(m.tincan.ipv4 as string);
+
+/** A controller as the policy sees it: members, routes (with datapath counters), links asked for. */
+function node(
+  selfIpv4: string,
+  members: Member[],
+  links: { successors?: number; longDistance?: number | "auto"; shortcutBytesPerSec?: number } = {},
+) {
+  const clock = new ManualClock();
+  const routes = new Map<string, RpcParamsOf<"route.set">>();
+  const counters = new Map<string, { txPackets: number; txBytes: number; rxPackets: number }>();
+  const ensured: string[] = [];
+  const removed: { uid: string; reason: string }[] = [];
+  const online = [...members];
+  const ctx: PolicyContext = {
+    log: {
+      info: () => {},
+      warn: () => {},
+      debug: () => {},
+      error: () => {},
+    } as unknown as PolicyContext["log"],
+    peers: () => online,
+    peer: (uid) => online.find((m) => uidOf(m) === uid),
+    routes: () => [...routes.values()],
+    setRoute: async (r) => void routes.set(r.prefix, r),
+    removeRoute: async (prefix) => void routes.delete(prefix),
+    ensureLink: async (m) => void ensured.push(uidOf(m)),
+    removeLink: async (uid, reason) => void removed.push({ uid, reason }),
+    datapath: {
+      call: (async (method: string) => {
+        if (method !== "route.query") return {};
+        return [...routes.values()].map(
+          (r): RouteInfo => ({
+            prefix: r.prefix,
+            peerUid: r.peerUid,
+            via: r.via ?? null,
+            mapTo: null,
+            ...(counters.get(r.prefix) ?? { txPackets: 0, txBytes: 0, rxPackets: 0 }),
+          }),
+        );
+      }) as PolicyContext["datapath"]["call"],
+    },
+  };
+  const policy = new GroupPolicy(
+    {
+      group: "lab",
+      vnic: { name: "tincan0", ipv4: `${selfIpv4}/16`, mtu: 1280 },
+      links: {
+        policy: "structured",
+        maxLinks: 64,
+        idleTimeoutSec: 300,
+        relayFallbackSec: 2,
+        setupTimeoutSec: 10,
+        successors: links.successors ?? 1,
+        longDistance: links.longDistance ?? 0,
+        shortcutBytesPerSec: links.shortcutBytesPerSec ?? 1000,
+      },
+      routes: { advertise: [], accept: false },
+    } as ConstructorParameters<typeof GroupPolicy>[0],
+    { clock, random: seededRandom(selfIpv4) },
+  );
+  const structured = policy.structured;
+  if (!structured) throw new Error("structured policy expected");
+  const event = (uid: string, reason?: string): LinkEvent => ({
+    peer: { uid, bareJid: "", fullJid: null },
+    path: null,
+    relayOnly: false,
+    ...(reason ? { reason } : {}),
+  });
+  return {
+    policy,
+    structured,
+    ctx,
+    clock,
+    routes,
+    counters,
+    ensured,
+    removed,
+    online,
+    up: (uid: string) => policy.onLinkUp(event(uid), ctx),
+    down: (uid: string, reason?: string) => policy.onLinkDown(event(uid, reason), ctx),
+    /** Counts traffic to (tx) and from (rx) a member as the datapath would. */
+    traffic(m: Member, tx: { packets: number; bytes: number }, rxPackets = 0) {
+      const c = counters.get(prefixOf(m)) ?? { txPackets: 0, txBytes: 0, rxPackets: 0 };
+      c.txPackets += tx.packets;
+      c.txBytes += tx.bytes;
+      c.rxPackets += rxPackets;
+      counters.set(prefixOf(m), c);
+    },
+    viaOf: (m: Member) => routes.get(prefixOf(m))?.via,
+  };
+}
+
+const self = uidForIpv4(SELF_IPV4);
+const byRing = (members: Member[]) =>
+  [...members].sort((a, b) => (ringPosition(uidOf(a)) < ringPosition(uidOf(b)) ? -1 : 1));
+
+/** Members in ring order starting after us, and us: [succ1, succ2, ..., pred1]. */
+function ringAfterSelf(members: Member[]): Member[] {
+  const sorted = byRing(members);
+  const after = sorted.filter((m) => ringPosition(uidOf(m)) > ringPosition(self));
+  const before = sorted.filter((m) => ringPosition(uidOf(m)) < ringPosition(self));
+  return [...after, ...before];
+}
+
+/** Reference: the neighbour nearest to `dst` on the ring if nearer than we are (either way round). */
+function greedy(dst: Member, neighbours: string[]): string | undefined {
+  const target = ringPosition(uidOf(dst));
+  let best: string | undefined;
+  let bestDistance = ringDistance(ringPosition(self), target);
+  for (const n of neighbours) {
+    const d = ringDistance(ringPosition(n), target);
+    if (d < bestDistance) [best, bestDistance] = [n, d];
+  }
+  return best;
+}
+
+describe("structured GroupVPN policy: ring links", () => {
+  it("wants its successor and predecessor (k=1, no long-distance links) and routes the rest via them", async () => {
+    const members = Array.from({ length: 6 }, (_, i) => member(i + 1));
+    const n = node(SELF_IPV4, members);
+    await n.policy.onPeerOnline(members[0] as Member, n.ctx);
+    const order = ringAfterSelf(members);
+    const successor = order[0] as Member;
+    const predecessor = order.at(-1) as Member;
+    expect(new Set(n.ensured)).toEqual(new Set([uidOf(successor), uidOf(predecessor)]));
+    expect(n.structured.roleOf(uidOf(successor))).toBe("successor");
+    expect(n.structured.roleOf(uidOf(predecessor))).toBe("predecessor");
+    // No link yet: routes are direct (the datapath holds the packets).
+    expect(members.every((m) => n.viaOf(m) === undefined)).toBe(true);
+
+    await n.up(uidOf(successor));
+    await n.up(uidOf(predecessor));
+    for (const m of members) {
+      if (m === successor || m === predecessor) {
+        expect(n.routes.get(prefixOf(m))).toEqual({ prefix: prefixOf(m), peerUid: uidOf(m) });
+        continue;
+      }
+      // Via whichever ring neighbour is closer to it on the ring.
+      const target = ringPosition(uidOf(m));
+      const closer = [successor, predecessor].sort((a, b) =>
+        ringDistance(ringPosition(uidOf(a)), target) < ringDistance(ringPosition(uidOf(b)), target) ? -1 : 1,
+      )[0] as Member;
+      expect(n.viaOf(m)).toBe(uidOf(closer));
+    }
+  });
+
+  it("relinks around a crashed successor: the next member becomes the successor, routes move off the dead link", async () => {
+    const members = Array.from({ length: 6 }, (_, i) => member(i + 1));
+    const n = node(SELF_IPV4, members);
+    await n.policy.onPeerOnline(members[0] as Member, n.ctx);
+    const order = ringAfterSelf(members);
+    const [s1, s2] = order as [Member, Member];
+    const predecessor = order.at(-1) as Member;
+    await n.up(uidOf(s1));
+    await n.up(uidOf(predecessor));
+    expect(n.viaOf(s2)).toBe(uidOf(s1));
+    // s1 crashes: its presence goes, then the datapath says its link is dead.
+    n.online.splice(n.online.indexOf(s1), 1);
+    n.ensured.length = 0;
+    await n.down(uidOf(s1), "link failed");
+    await n.policy.onPeerOffline(s1, n.ctx);
+    expect(n.ensured).toContain(uidOf(s2));
+    expect(n.structured.roleOf(uidOf(s2))).toBe("successor");
+    // Until s2's link is up no neighbour is closer to it: direct (held), never via the dead link.
+    expect(n.viaOf(s2)).toBeUndefined();
+    await n.up(uidOf(s2));
+    expect(n.routes.get(prefixOf(s2))?.via).toBeUndefined();
+    expect([...n.routes.values()].some((r) => r.via === uidOf(s1))).toBe(false);
+  });
+
+  it("keeps its ring links alive every round, and not a shortcut whose traffic stopped", async () => {
+    const members = Array.from({ length: 6 }, (_, i) => member(i + 1));
+    const n = node(SELF_IPV4, members);
+    await n.policy.onPeerOnline(members[0] as Member, n.ctx);
+    const order = ringAfterSelf(members);
+    const [s1] = order as [Member];
+    const predecessor = order.at(-1) as Member;
+    const far = order[2] as Member;
+    await n.up(uidOf(s1));
+    await n.up(uidOf(predecessor));
+    await n.structured.maintain(n.ctx); // first sample
+    n.clock.skip(MAINTAIN_EVERY_MS);
+    n.traffic(far, { packets: 50, bytes: 50_000 }, 50); // 10 kB/s > 1000 B/s
+    n.ensured.length = 0;
+    await n.structured.maintain(n.ctx);
+    expect(n.ensured).toContain(uidOf(far)); // the shortcut is set up
+    expect(n.structured.roleOf(uidOf(far))).toBe("shortcut");
+    expect(n.viaOf(far)).toBeDefined(); // still over the ring until it connects
+    await n.up(uidOf(far));
+    expect(n.viaOf(far)).toBeUndefined();
+    expect(n.routes.get(prefixOf(far))?.peerUid).toBe(uidOf(far));
+
+    // Traffic stops: the ring links are still marked wanted each round, the shortcut is not (idle trim).
+    n.clock.skip(MAINTAIN_EVERY_MS);
+    n.ensured.length = 0;
+    await n.structured.maintain(n.ctx);
+    expect(n.ensured).toEqual(expect.arrayContaining([uidOf(s1), uidOf(predecessor)]));
+    expect(n.ensured).not.toContain(uidOf(far));
+  });
+
+  it("no shortcut below the threshold", async () => {
+    const members = Array.from({ length: 6 }, (_, i) => member(i + 1));
+    const n = node(SELF_IPV4, members);
+    await n.policy.onPeerOnline(members[0] as Member, n.ctx);
+    const order = ringAfterSelf(members);
+    await n.up(uidOf(order[0] as Member));
+    await n.up(uidOf(order.at(-1) as Member));
+    const far = order[2] as Member;
+    await n.structured.maintain(n.ctx);
+    n.clock.skip(MAINTAIN_EVERY_MS);
+    n.traffic(far, { packets: 4, bytes: 4000 }, 4); // 800 B/s
+    n.ensured.length = 0;
+    await n.structured.maintain(n.ctx);
+    expect(n.ensured).not.toContain(uidOf(far));
+    expect(n.structured.roleOf(uidOf(far))).toBeNull();
+  });
+});
+
+describe("structured GroupVPN policy: routes that do not deliver", () => {
+  it("a neighbour that takes a destination's packets with no answer within the setup time is not used for it a while", async () => {
+    const members = Array.from({ length: 8 }, (_, i) => member(i + 1));
+    const n = node(SELF_IPV4, members, { successors: 2 });
+    await n.policy.onPeerOnline(members[0] as Member, n.ctx);
+    const order = ringAfterSelf(members);
+    const neighbours = [order[0], order[1], order.at(-1), order.at(-2)] as Member[];
+    for (const m of neighbours) await n.up(uidOf(m));
+    const [dst, other] = order.slice(2, 4) as [Member, Member]; // no ring neighbours with k=2 of 8
+    const first = n.viaOf(dst);
+    expect(first).toBe(greedy(dst, neighbours.map(uidOf)));
+    await n.structured.maintain(n.ctx);
+    n.traffic(dst, { packets: 5, bytes: 500 }, 0); // sent, nothing came back
+    n.clock.skip(11_000);
+    await n.structured.maintain(n.ctx);
+    const second = n.viaOf(dst);
+    expect(second).not.toBe(first);
+    expect(second).toBe(
+      greedy(
+        dst,
+        neighbours.map(uidOf).filter((u) => u !== first),
+      ),
+    );
+    // A destination that answers keeps its route.
+    const viaOther = n.viaOf(other);
+    n.traffic(other, { packets: 5, bytes: 500 }, 5);
+    n.clock.skip(11_000);
+    await n.structured.maintain(n.ctx);
+    expect(n.viaOf(other)).toBe(viaOther);
+    // The penalty ends.
+    n.traffic(dst, { packets: 0, bytes: 0 }, 1);
+    n.clock.skip(PENALTY_MS);
+    await n.structured.maintain(n.ctx);
+    expect(n.viaOf(dst)).toBe(first);
+  });
+
+  it("a member no neighbour is closer to gets a direct link when its packet is unmapped", async () => {
+    const members = Array.from({ length: 6 }, (_, i) => member(i + 1));
+    const n = node(SELF_IPV4, members);
+    await n.policy.onPeerOnline(members[0] as Member, n.ctx);
+    n.ensured.length = 0;
+    const far = ringAfterSelf(members)[2] as Member;
+    await n.policy.onPacketUnmapped(
+      { src: SELF_IPV4, dst: far.tincan.ipv4 as string, proto: 1, length: 84 },
+      n.ctx,
+    );
+    expect(n.ensured).toEqual([uidOf(far)]);
+    expect(n.structured.roleOf(uidOf(far))).toBe("shortcut");
+  });
+});
+
+describe("structured GroupVPN policy: long-distance links", () => {
+  it("trims incoming links beyond the cap with a reason the other side understands, which then draws another target", async () => {
+    const members = Array.from({ length: 40 }, (_, i) => member(i + 1));
+    const n = node(SELF_IPV4, members, { successors: 2, longDistance: 1 });
+    await n.policy.onPeerOnline(members[0] as Member, n.ctx);
+    const wanted = new Set(n.structured.targets().keys());
+    expect(wanted.size).toBe(5); // 2 + 2 + 1
+    for (const uid of wanted) await n.up(uid);
+    const strangers = members.filter((m) => !wanted.has(uidOf(m))).slice(0, 5);
+    for (const m of strangers) {
+      n.clock.skip(1);
+      await n.up(uidOf(m));
+    }
+    await n.structured.maintain(n.ctx);
+    // Cap: 2x the long-distance count (1) = 2; the three newest go.
+    expect(n.removed.map((r) => r.uid)).toEqual(strangers.slice(2).map(uidOf));
+    expect(n.removed.every((r) => r.reason === INCOMING_FULL)).toBe(true);
+
+    const long = [...n.structured.targets()].find(([, role]) => role === "long")?.[0] as string;
+    await n.down(long, `peer: ${INCOMING_FULL}`);
+    const next = [...n.structured.targets()].find(([, role]) => role === "long")?.[0];
+    expect(next).toBeDefined();
+    expect(next).not.toBe(long);
+    expect(n.ensured).toContain(next);
+  });
+
+  it("auto: about log2(N)/2 long-distance links of its own (as many come in from others)", async () => {
+    const members = Array.from({ length: 200 }, (_, i) => member(i + 1));
+    const n = node(SELF_IPV4, members, { successors: 2, longDistance: "auto" });
+    await n.policy.onPeerOnline(members[0] as Member, n.ctx);
+    const long = [...n.structured.targets().values()].filter((r) => r === "long").length;
+    expect(long).toBeGreaterThanOrEqual(3);
+    expect(long).toBeLessThanOrEqual(5);
+  });
+});
+
+describe("structured GroupVPN policy: the overlay of many nodes", () => {
+  it("every node's routes deliver to every member over the links the nodes chose, without loops", async () => {
+    const all = Array.from({ length: 50 }, (_, i) => member(i));
+    const nodes = new Map(
+      all.map((m) => {
+        const others = all.filter((o) => o !== m);
+        return [uidOf(m), node(m.tincan.ipv4 as string, others, { successors: 2, longDistance: "auto" })];
+      }),
+    );
+    for (const n of nodes.values()) await n.policy.onPeerOnline(n.online[0] as Member, n.ctx);
+    // A link is set up when either end wants it.
+    const links = new Set<string>();
+    for (const [uid, n] of nodes)
+      for (const target of n.structured.targets().keys()) links.add([uid, target].sort().join(" "));
+    for (const pair of links) {
+      const [a, b] = pair.split(" ") as [string, string];
+      await nodes.get(a)?.up(b);
+      await nodes.get(b)?.up(a);
+    }
+    const linked = (uid: string) =>
+      [...links].filter((l) => l.includes(uid)).map((l) => l.replace(uid, "").trim());
+    const degrees = [...nodes.keys()].map((uid) => linked(uid).length);
+    /** Follows each node's routes from every member to every other; fails on a loop or a dead end. */
+    const walk = () => {
+      let hops = 0;
+      let maxHops = 0;
+      for (const src of all) {
+        for (const dst of all) {
+          if (src === dst) continue;
+          let at = uidOf(src);
+          const path = [at];
+          while (at !== uidOf(dst)) {
+            const route = nodes.get(at)?.routes.get(prefixOf(dst));
+            const next = route?.via ?? route?.peerUid;
+            if (!next || path.includes(next))
+              throw new Error(`no route or a loop: ${path.join(" > ")} > ${next}`);
+            path.push(next);
+            at = next;
+          }
+          hops += path.length - 1;
+          maxHops = Math.max(maxHops, path.length - 1);
+        }
+      }
+      return { mean: hops / (all.length * (all.length - 1)), max: maxHops };
+    };
+    const greedyOnly = walk();
+    // Neighbours announce their links (groupvpn.links): a destination one of them links to is 2 hops.
+    for (const [uid, n] of nodes) {
+      for (const neighbour of linked(uid))
+        n.policy.onIccMessage(
+          { peerUid: neighbour, data: { type: "groupvpn.links", uids: linked(neighbour) } },
+          n.ctx,
+        );
+      await n.structured.maintain(n.ctx);
+    }
+    const announced = walk();
+    console.log(
+      `structured overlay of 50: links per node mean ${(degrees.reduce((a, b) => a + b, 0) / degrees.length).toFixed(1)} max ${Math.max(...degrees)}; hops greedy mean ${greedyOnly.mean.toFixed(2)} max ${greedyOnly.max}, with announced links mean ${announced.mean.toFixed(2)} max ${announced.max}`,
+    );
+    expect(greedyOnly.mean).toBeLessThanOrEqual(Math.log2(50));
+    expect(greedyOnly.max).toBeLessThanOrEqual(8); // a path takes at most tune.hopLimit (default 8) links
+    // Issue #18: about 2k + log2(N) links per node, under a quarter of the full mesh's 49.
+    expect(degrees.reduce((a, b) => a + b, 0) / degrees.length).toBeLessThan(49 / 4);
+  });
+});

@@ -1,0 +1,404 @@
+import { type Member, type PolicyContext, queryAll } from "@tincan/controller";
+import type { GroupVpnConfig, RouteInfo } from "@tincan/protocol";
+import type { Clock } from "./clock.js";
+import { estimateRingSize, longDistanceCount, Ring, ringDistance, ringPosition } from "./ring.js";
+
+/** Why this node holds a link, for `tincanctl status`. `incoming`: another member's choice. */
+export type LinkRole = "successor" | "predecessor" | "long" | "shortcut" | "incoming";
+
+/** How often route counters are read and links kept, shortcuts, penalties and the incoming cap decided. */
+export const MAINTAIN_EVERY_MS = 5000;
+/** A neighbour that took packets for a destination and no answer came back is not used for it this long. */
+export const PENALTY_MS = 60_000;
+/** A long-distance target that refused our link (its incoming links were full) is not asked again this long. */
+export const REFUSED_MS = 300_000;
+/** The bye reason of a link trimmed because our incoming long-distance links are full (Symphony's cap). */
+export const INCOMING_FULL = "incoming long-distance links full";
+/** Ring positions cached at most (UIDs seen); the cache starts over beyond. */
+const MAX_POSITIONS = 65_536;
+
+export interface StructuredOptions {
+  self: string;
+  links: Pick<
+    GroupVpnConfig["links"],
+    "successors" | "longDistance" | "shortcutBytesPerSec" | "setupTimeoutSec"
+  >;
+  clock: Clock;
+  /** Draws of the long-distance targets (seeded in the simulator and in tests). */
+  random: () => number;
+  /** Members with a connected link (the policy keeps it from link events). */
+  connected: ReadonlySet<string>;
+  /** The members each neighbour announced links to (one hop to them). */
+  neighborLinks(): ReadonlyMap<string, ReadonlySet<string>>;
+  /** The host prefixes of a member (its routes). */
+  prefixesOf(m: Member): string[];
+}
+
+interface Sample {
+  txBytes: number;
+  txPackets: number;
+  rxPackets: number;
+}
+
+/** A destination routed via a neighbour since `since`, and its counters then. */
+interface ViaWatch {
+  via: string;
+  since: number;
+  txPackets: number;
+  rxPackets: number;
+}
+
+const NO_TRAFFIC: Sample = { txBytes: 0, txPackets: 0, rxPackets: 0 };
+
+/**
+ * GroupVPN `links.policy: "structured"` (issue #18): links to the k ring successors and predecessors
+ * by UID and about log2(N) Symphony long-distance links among the online members, kept alive while
+ * they are wanted (the rest is trimmed when idle, as on-demand links); every other member is routed
+ * greedily `via` the linked neighbour closest to it on the ring (each hop gets closer, so a route
+ * cannot loop; the datapath's hop limit stops stale ones). A member we send more than
+ * `shortcutBytesPerSec` to gets a direct shortcut link, and its route moves to it once it connects.
+ * A neighbour that took a destination's packets and no answer came back within the setup time is not
+ * used for that destination for PENALTY_MS. Incoming links beyond 2x the long-distance count are
+ * refused (bye INCOMING_FULL); the refused side draws another target.
+ *
+ * Time and timers come from the injected clock only (the simulator runs this on virtual time).
+ */
+export class StructuredLinks {
+  /** The ring links we want: successor / predecessor / long, by member UID. */
+  private readonly roles = new Map<string, LinkRole>();
+  private long: string[] = [];
+  private readonly refusedUntil = new Map<string, number>();
+  /** Members we set a shortcut link up to (traffic above the threshold). */
+  private readonly shortcuts = new Set<string>();
+  /** `${destination} ${via}` -> until when that neighbour is not used for that destination. */
+  private readonly penalties = new Map<string, number>();
+  private readonly watches = new Map<string, ViaWatch>();
+  /** Route counters summed per member at the last sample, and bytes/s sent to each since the one before. */
+  private samples = new Map<string, Sample>();
+  private sampledAt: number | null = null;
+  private readonly rates = new Map<string, number>();
+  private readonly upAt = new Map<string, number>();
+  private readonly positions = new Map<string, bigint>();
+  private cancelTick: (() => void) | null = null;
+  private routing: Promise<void> | null = null;
+  private routeAgain = false;
+
+  constructor(private readonly opts: StructuredOptions) {}
+
+  /** Starts the maintenance round every MAINTAIN_EVERY_MS. */
+  start(ctx: PolicyContext): void {
+    if (this.cancelTick) return;
+    const tick = () => {
+      this.cancelTick = this.opts.clock.setTimer(() => {
+        this.maintain(ctx)
+          .catch((err: Error) =>
+            ctx.log.warn("structured overlay maintenance failed", { error: err.message }),
+          )
+          .finally(() => {
+            if (this.cancelTick) tick();
+          });
+      }, MAINTAIN_EVERY_MS);
+    };
+    tick();
+  }
+
+  stop(): void {
+    this.cancelTick?.();
+    this.cancelTick = null;
+  }
+
+  /** Why we hold (or want) a link to `uid`; null when we neither want nor hold one. */
+  roleOf(uid: string): LinkRole | null {
+    const role = this.roles.get(uid);
+    if (role) return role;
+    if (this.shortcuts.has(uid)) return "shortcut";
+    return this.opts.connected.has(uid) ? "incoming" : null;
+  }
+
+  /** Every link held or wanted, with its role. */
+  linkRoles(): Map<string, LinkRole> {
+    const out = new Map<string, LinkRole>();
+    for (const uid of [...this.roles.keys(), ...this.shortcuts, ...this.opts.connected]) {
+      const role = this.roleOf(uid);
+      if (role) out.set(uid, role);
+    }
+    return out;
+  }
+
+  /** The ring links we want now (successors, predecessors, long-distance). */
+  targets(): ReadonlyMap<string, LinkRole> {
+    return this.roles;
+  }
+
+  /** Members came or went (joins, leaves, crashes, a healed partition): new ring targets and routes. */
+  async membersChanged(ctx: PolicyContext): Promise<void> {
+    this.chooseTargets(ctx);
+    await this.keepLinks(ctx, [...this.roles.keys()]);
+    await this.updateRoutes(ctx);
+  }
+
+  async linkUp(uid: string, ctx: PolicyContext): Promise<void> {
+    this.upAt.set(uid, this.opts.clock.now());
+    await this.updateRoutes(ctx);
+  }
+
+  /** A link is down: routes via it move to other neighbours; a long-distance target that refused us is replaced. */
+  async linkDown(uid: string, reason: string | undefined, ctx: PolicyContext): Promise<void> {
+    this.upAt.delete(uid);
+    this.shortcuts.delete(uid);
+    if (reason?.includes(INCOMING_FULL) && this.roles.get(uid) === "long") {
+      ctx.log.info("a long-distance target refused our link (its incoming links are full); drawing another", {
+        peerUid: uid,
+      });
+      this.refusedUntil.set(uid, this.opts.clock.now() + REFUSED_MS);
+      this.chooseTargets(ctx);
+      await this.keepLinks(ctx, [...this.roles.keys()]);
+    }
+    await this.updateRoutes(ctx);
+  }
+
+  /** A member went away for good: forget what we measured of it. */
+  forget(uid: string): void {
+    this.shortcuts.delete(uid);
+    this.watches.delete(uid);
+    this.samples.delete(uid);
+    this.rates.delete(uid);
+    this.upAt.delete(uid);
+  }
+
+  /** The datapath lost every link: nothing is connected now. */
+  reset(): void {
+    this.upAt.clear();
+    this.watches.clear();
+    this.samples.clear();
+    this.sampledAt = null;
+  }
+
+  /**
+   * A packet for a member had no usable route (no neighbour was closer, or the one it went via is
+   * gone): route it via a neighbour now, or link to it directly when none can take it.
+   */
+  async packetUnmapped(member: Member, ctx: PolicyContext): Promise<void> {
+    const uid = member.tincan.uid;
+    await this.updateRoutes(ctx);
+    if (this.opts.connected.has(uid) || this.nextHop(uid, this.opts.clock.now()) !== null) return;
+    ctx.log.info("no neighbour is closer to the destination; linking to it directly", {
+      peer: member.bareJid,
+    });
+    this.shortcuts.add(uid);
+    await ctx.ensureLink?.(member, { pinned: false });
+  }
+
+  /**
+   * The greedy next hop to `destination` among connected neighbours it is not penalised for: one that
+   * announced a link to it, else the one closest to it on the ring (either way round), if closer than us.
+   */
+  nextHop(destination: string, now: number): string | null {
+    const usable = (n: string) =>
+      n !== destination && this.opts.connected.has(n) && !this.penalised(destination, n, now);
+    for (const [neighbour, linked] of this.opts.neighborLinks()) {
+      if (linked.has(destination) && usable(neighbour)) return neighbour;
+    }
+    const target = this.position(destination);
+    let best: string | null = null;
+    let bestDistance = ringDistance(this.position(this.opts.self), target);
+    for (const neighbour of this.opts.connected) {
+      if (!usable(neighbour)) continue;
+      const distance = ringDistance(this.position(neighbour), target);
+      if (distance < bestDistance) {
+        best = neighbour;
+        bestDistance = distance;
+      }
+    }
+    return best;
+  }
+
+  /** One maintenance round (MAINTAIN_EVERY_MS; exposed for tests and the simulator). */
+  async maintain(ctx: PolicyContext): Promise<void> {
+    const now = this.opts.clock.now();
+    for (const [key, until] of this.penalties) if (until <= now) this.penalties.delete(key);
+    await this.sampleTraffic(ctx, now);
+    this.judgeVias(ctx, now);
+    this.chooseTargets(ctx);
+    const threshold = this.opts.links.shortcutBytesPerSec;
+    const busy = (uid: string) => threshold > 0 && (this.rates.get(uid) ?? 0) > threshold;
+    for (const uid of this.rates.keys()) {
+      if (!busy(uid) || this.roles.has(uid) || this.shortcuts.has(uid) || !ctx.peer(uid)) continue;
+      ctx.log.info("shortcut link: traffic to the member is above links.shortcutBytesPerSec", {
+        peerUid: uid,
+        bytesPerSec: Math.round(this.rates.get(uid) ?? 0),
+      });
+      this.shortcuts.add(uid);
+    }
+    const incoming = [...this.opts.connected]
+      .filter((uid) => !this.roles.has(uid) && !this.shortcuts.has(uid) && !busy(uid))
+      .sort((a, b) => (this.upAt.get(a) ?? 0) - (this.upAt.get(b) ?? 0));
+    const cap = this.incomingCap();
+    for (const uid of incoming.slice(cap)) {
+      ctx.log.info("trimming an incoming link beyond the cap", { peerUid: uid, cap });
+      await ctx.removeLink?.(uid, INCOMING_FULL);
+    }
+    // Links not kept here are trimmed by the link manager once idle (links.idleTimeoutSec).
+    const shortcuts = [...this.shortcuts].filter(busy);
+    await this.keepLinks(ctx, [...this.roles.keys(), ...shortcuts, ...incoming.slice(0, cap)]);
+    await this.updateRoutes(ctx);
+  }
+
+  private incomingCap(): number {
+    return Math.max(2, 2 * this.long.length);
+  }
+
+  private async sampleTraffic(ctx: PolicyContext, now: number): Promise<void> {
+    let routes: RouteInfo[];
+    try {
+      routes = await queryAll(ctx.datapath, "route.query");
+    } catch (err) {
+      ctx.log.debug("route.query failed; no traffic sample this round", { error: (err as Error).message });
+      return;
+    }
+    const next = new Map<string, Sample>();
+    for (const r of routes) {
+      const s = next.get(r.peerUid) ?? { ...NO_TRAFFIC };
+      s.txBytes += r.txBytes ?? 0;
+      s.txPackets += r.txPackets ?? 0;
+      s.rxPackets += r.rxPackets ?? 0;
+      next.set(r.peerUid, s);
+    }
+    this.rates.clear();
+    if (this.sampledAt !== null && now > this.sampledAt) {
+      const seconds = (now - this.sampledAt) / 1000;
+      for (const [uid, s] of next) {
+        const before = this.samples.get(uid) ?? NO_TRAFFIC;
+        this.rates.set(uid, Math.max(0, s.txBytes - before.txBytes) / seconds);
+      }
+    }
+    this.samples = next;
+    this.sampledAt = now;
+  }
+
+  /** Destinations sent to via a neighbour for the setup time with no packet back: that neighbour is penalised. */
+  private judgeVias(ctx: PolicyContext, now: number): void {
+    const waitMs = this.opts.links.setupTimeoutSec * 1000;
+    for (const [dst, w] of this.watches) {
+      if (now - w.since < waitMs) continue;
+      const s = this.samples.get(dst) ?? NO_TRAFFIC;
+      if (s.rxPackets > w.rxPackets) {
+        this.watches.delete(dst);
+      } else if (s.txPackets > w.txPackets) {
+        ctx.log.info("no answer through a neighbour; not routing that destination via it for a while", {
+          peerUid: dst,
+          via: w.via,
+          forSec: PENALTY_MS / 1000,
+        });
+        this.penalties.set(`${dst} ${w.via}`, now + PENALTY_MS);
+        this.watches.delete(dst);
+      } else {
+        // Nothing sent yet: nothing to judge; watch from now.
+        this.watches.set(dst, { via: w.via, since: now, txPackets: s.txPackets, rxPackets: s.rxPackets });
+      }
+    }
+  }
+
+  private penalised(destination: string, via: string, now: number): boolean {
+    const until = this.penalties.get(`${destination} ${via}`);
+    return until !== undefined && until > now;
+  }
+
+  /** Successors, predecessors and long-distance targets among the online members. */
+  private chooseTargets(ctx: PolicyContext): void {
+    const now = this.opts.clock.now();
+    for (const [uid, until] of this.refusedUntil) if (until <= now) this.refusedUntil.delete(uid);
+    const { self } = this.opts;
+    const online = new Set(ctx.peers().map((m) => m.tincan.uid));
+    const ring = new Ring([...online, self]);
+    const k = this.opts.links.successors;
+    const successors = ring.successors(self, k);
+    const predecessors = ring.predecessors(self, k);
+    const neighbours = new Set([...successors, ...predecessors]);
+    const estimatedSize = estimateRingSize(self, successors, predecessors);
+    const wanted = this.opts.links.longDistance;
+    const count = wanted === "auto" ? (ring.size > 2 * k + 1 ? autoLongDistance(estimatedSize) : 0) : wanted;
+    this.long = this.long
+      .filter((uid) => online.has(uid) && !neighbours.has(uid) && !this.refusedUntil.has(uid))
+      .slice(0, count);
+    if (this.long.length < count) {
+      const exclude = new Set([...neighbours, ...this.long, ...this.refusedUntil.keys()]);
+      const more = ring.longDistanceTargets(self, {
+        count: count - this.long.length,
+        estimatedSize,
+        random: this.opts.random,
+        exclude,
+      });
+      this.long.push(...more);
+    }
+    this.roles.clear();
+    for (const uid of this.long) this.roles.set(uid, "long");
+    for (const uid of predecessors) this.roles.set(uid, "predecessor");
+    for (const uid of successors) this.roles.set(uid, "successor");
+  }
+
+  /** Sets up (or marks as wanted now, so it is not trimmed as idle) the link to each member. */
+  private async keepLinks(ctx: PolicyContext, uids: string[]): Promise<void> {
+    await Promise.all(
+      [...new Set(uids)].map((uid) => {
+        const m = ctx.peer(uid);
+        return m ? ctx.ensureLink?.(m, { pinned: false }) : undefined;
+      }),
+    );
+  }
+
+  /** Sets every member's routes (one pass at a time; a pass asked for meanwhile runs after). */
+  private updateRoutes(ctx: PolicyContext): Promise<void> {
+    if (this.routing) {
+      this.routeAgain = true;
+      return this.routing;
+    }
+    this.routing = (async () => {
+      do {
+        this.routeAgain = false;
+        await this.applyRoutes(ctx);
+      } while (this.routeAgain);
+    })().finally(() => {
+      this.routing = null;
+    });
+    return this.routing;
+  }
+
+  /** Direct to a linked member; else via the greedy next hop; else direct (held and reported unmapped). */
+  private async applyRoutes(ctx: PolicyContext): Promise<void> {
+    const now = this.opts.clock.now();
+    const current = new Map(ctx.routes().map((r) => [r.prefix, r]));
+    if (this.positions.size > MAX_POSITIONS) this.positions.clear();
+    for (const m of ctx.peers()) {
+      const uid = m.tincan.uid;
+      const via = this.opts.connected.has(uid) ? null : this.nextHop(uid, now);
+      for (const prefix of this.opts.prefixesOf(m)) {
+        const r = current.get(prefix);
+        if (r && r.peerUid === uid && (r.via ?? null) === via) continue;
+        await ctx.setRoute(via ? { prefix, peerUid: uid, via } : { prefix, peerUid: uid });
+      }
+      if (via === null) this.watches.delete(uid);
+      else if (this.watches.get(uid)?.via !== via) {
+        const s = this.samples.get(uid) ?? NO_TRAFFIC;
+        this.watches.set(uid, { via, since: now, txPackets: s.txPackets, rxPackets: s.rxPackets });
+      }
+    }
+  }
+
+  private position(uid: string): bigint {
+    let p = this.positions.get(uid);
+    if (p === undefined) {
+      p = ringPosition(uid);
+      this.positions.set(uid, p);
+    }
+    return p;
+  }
+}
+
+/**
+ * `links.longDistance: "auto"`: half of log2(N) links of our own, as about as many come in from
+ * others (capped at twice our own), so a node holds about log2(N) long-distance links in all.
+ */
+export function autoLongDistance(estimatedSize: number): number {
+  return Math.max(1, Math.round(longDistanceCount(estimatedSize) / 2));
+}
