@@ -239,10 +239,10 @@ export class FakeDatapath implements Pick<DatapathApi, "call" | "on"> {
     this.links.set(link.peerUid, link);
   }
 
-  /** Removes a link; a connected one closes at the peer too (the DTLS close reaches it). */
+  /** Removes a link; the peer's side, if connected to it, sees it close (the DTLS close reaches it). */
   private removeLink(link: FakeLink): void {
     this.links.delete(link.peerUid);
-    if (link.state === "connected") this.net.closedBy(this, link);
+    this.net.closedBy(this, link);
   }
 }
 

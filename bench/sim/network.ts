@@ -32,7 +32,7 @@ export const DEFAULT_PARAMS: SimParams = {
   xmppDeadAfterMs: 30_000,
   descriptionBytes: 600,
   candidates: 2,
-  hopLimit: 4,
+  hopLimit: 8,
 };
 
 /** Message and byte counters of one node (XMPP: stanzas through the server; icc: over links). */
@@ -215,7 +215,7 @@ export class SimNetwork {
 
   /** The node shut down: its datapath closes its links, its XMPP session says unavailable. */
   left(node: SimNode): void {
-    for (const link of node.dp.links.values()) if (link.state === "connected") this.closedBy(node.dp, link);
+    for (const link of node.dp.links.values()) this.closedBy(node.dp, link);
     this.logout(node, this.params.signalLatencyMs);
   }
 

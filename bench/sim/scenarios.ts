@@ -87,7 +87,7 @@ export async function runScenario(o: ScenarioOptions): Promise<Report> {
     for (const step of steps) {
       if (step === "join") await newNodeReachable(sim, put, note, sample);
       if (step === "traffic") await traffic(sim, put, sample);
-      if (step === "crash" || step === "leave") await churn(sim, put, step, o.nodes);
+      if (step === "crash" || step === "leave") await churn(sim, put, step, o.nodes, sample);
       if (step === "partition") await partition(sim, put);
       log(`${step} done at ${sec(sim)} s virtual`);
     }
@@ -151,21 +151,46 @@ async function traffic(sim: Simulation, put: Put, sample: number): Promise<void>
   put("links per node after traffic, max", links.max, 0);
 }
 
-/** 10 % of the nodes crash (or leave): seconds until every live node links to its live successor. */
-async function churn(sim: Simulation, put: Put, how: "crash" | "leave", nodes: number): Promise<void> {
-  const victims = sim.pick(Math.max(1, Math.round(nodes / 10)));
+/**
+ * 10 % of the nodes crash (or leave): seconds until every live node links to its live successor, and
+ * until sampled pairs of survivors are routable again as often as before.
+ */
+async function churn(
+  sim: Simulation,
+  put: Put,
+  how: "crash" | "leave",
+  nodes: number,
+  sample: number,
+): Promise<void> {
+  const victims = new Set(sim.pick(Math.max(1, Math.round(nodes / 10))));
+  const survivors = sim.live().filter((n) => !victims.has(n));
+  const pairs = randomPairs(sim, survivors, sample);
+  const before = routablePercent(sim, pairs);
   const start = sim.now();
   for (const v of victims) how === "crash" ? v.crash() : v.leave();
-  const t = await untilOr(sim, GIVE_UP_SEC, () => ringGaps(sim.live()) === 0);
+  put(`pairs routable right after ${how}, %`, routablePercent(sim, pairs), 1);
+  const seconds = (t: number | null) => (t === null ? Number.POSITIVE_INFINITY : (t - start) / SEC);
+  const healed = await untilOr(sim, GIVE_UP_SEC, () => ringGaps(sim.live()) === 0);
   const label = how === "crash" ? "ring healed after 10 % crash, s" : "ring healed after 10 % leave, s";
-  put(
-    label,
-    t === null ? Number.POSITIVE_INFINITY : (t - start) / SEC,
-    1,
-    how === "crash" ? "<= 60" : undefined,
-  );
-  const hops = traceHops(sim, 500);
-  put(`pairs routable after ${how}, %`, hops.okPercent, 1);
+  put(label, seconds(healed), 1, how === "crash" ? "<= 60" : undefined);
+  const routable = await untilOr(sim, GIVE_UP_SEC, () => routablePercent(sim, pairs) >= before);
+  put(`pairs routable as before (${before.toFixed(0)} %) after ${how}, s`, seconds(routable), 1);
+}
+
+function randomPairs(sim: Simulation, nodes: readonly SimNode[], count: number): Array<[SimNode, SimNode]> {
+  const pairs: Array<[SimNode, SimNode]> = [];
+  if (nodes.length < 2) return pairs;
+  for (let i = 0; i < count; i++) {
+    const a = nodes[Math.floor(sim.random() * nodes.length)] as SimNode;
+    const b = nodes[Math.floor(sim.random() * nodes.length)] as SimNode;
+    if (a !== b) pairs.push([a, b]);
+  }
+  return pairs;
+}
+
+function routablePercent(sim: Simulation, pairs: ReadonlyArray<[SimNode, SimNode]>): number {
+  const ok = pairs.filter(([a, b]) => trace(sim.net, a, b).ok).length;
+  return pairs.length ? (100 * ok) / pairs.length : 100;
 }
 
 /** Two random halves cannot signal or link for 60 s; then seconds until the one ring is back. */

@@ -24,6 +24,8 @@ export interface SimNodeOptions {
   policy: Policy;
   /** links.policy "proactive": PolicyLinks links every member at once. */
   proactive: boolean;
+  /** links.policy "on-demand": a packet for a member links to it (structured routes it over the ring). */
+  linkMembersOnDemand: boolean;
   links: LinkTimings;
   /** Counts errors thrown by policy hooks (they are bugs: the simulator reports them). */
   onHookError(hook: string, err: Error): void;
@@ -75,6 +77,7 @@ export class SimNode implements PolicyContext {
     });
     this.policyLinks = new PolicyLinks({
       proactive: opts.proactive,
+      linkMembersOnDemand: opts.linkMembersOnDemand,
       ensureLink: (peer, o) => this.links.ensureLink(peer, o),
       proactiveFor: (m) => this.policy.proactiveFor?.(m) ?? false,
       peers: () => this.peers(),
@@ -134,6 +137,10 @@ export class SimNode implements PolicyContext {
 
   async ensureLink(peer: Member, opts: { pinned: boolean }): Promise<void> {
     await this.links.ensureLink(peerRefOf(peer), opts);
+  }
+
+  async removeLink(peerUid: string, reason: string): Promise<void> {
+    await this.links.removeLink(peerUid, reason);
   }
 
   // ---- from the network --------------------------------------------------------------------------------

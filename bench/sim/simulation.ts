@@ -5,7 +5,7 @@ import { DEFAULT_PARAMS, SimNetwork, type SimParams, type Traffic } from "./netw
 import { SimNode } from "./sim-node.js";
 import { VirtualClock } from "./virtual-clock.js";
 
-export const POLICIES = ["proactive", "on-demand"] as const;
+export const POLICIES = ["proactive", "on-demand", "structured"] as const;
 export type PolicyName = (typeof POLICIES)[number];
 
 export interface SimulationOptions {
@@ -14,10 +14,24 @@ export interface SimulationOptions {
   params?: Partial<SimParams>;
   /** links.maxLinks (default: enough for a full mesh of `expectedNodes`). */
   maxLinks?: number;
+  /** Structured overlay keys (defaults as in the GroupVPN config schema). */
+  structured?: Partial<StructuredKeys>;
   expectedNodes: number;
 }
 
 const SUBNET_BITS = 16;
+
+export interface StructuredKeys {
+  successors: number;
+  longDistance: number | "auto";
+  shortcutBytesPerSec: number;
+}
+
+const STRUCTURED_DEFAULTS: StructuredKeys = {
+  successors: 2,
+  longDistance: "auto",
+  shortcutBytesPerSec: 8192,
+};
 
 /** The GroupVPN address of the i-th node (1-based) in 10.10.0.0/16. */
 export function addressOf(i: number): string {
@@ -70,6 +84,7 @@ export class Simulation {
       ipv4,
       policy: this.makePolicy(ipv4),
       proactive: this.opts.policy === "proactive",
+      linkMembersOnDemand: this.opts.policy === "on-demand",
       links: this.timings,
       onHookError: (hook, err) => {
         const key = `${hook}: ${err.message}`;
@@ -109,12 +124,30 @@ export class Simulation {
   }
 
   private makePolicy(ipv4: string): Policy {
-    const links = { policy: this.opts.policy, ...this.timings };
-    return new GroupPolicy({
-      group: "sim",
-      vnic: { name: "tincan0", ipv4: `${ipv4}/${SUBNET_BITS}`, mtu: 1280 },
-      links,
-      routes: { advertise: [], accept: false },
-    } as unknown as ConstructorParameters<typeof GroupPolicy>[0]);
+    const links = {
+      policy: this.opts.policy,
+      ...this.timings,
+      ...STRUCTURED_DEFAULTS,
+      ...this.opts.structured,
+    };
+    const clock = this.clock;
+    return new GroupPolicy(
+      {
+        group: "sim",
+        vnic: { name: "tincan0", ipv4: `${ipv4}/${SUBNET_BITS}`, mtu: 1280 },
+        links,
+        routes: { advertise: [], accept: false },
+      } as unknown as ConstructorParameters<typeof GroupPolicy>[0],
+      {
+        clock: {
+          now: () => clock.now(),
+          setTimer: (fire, ms) => {
+            const timer = clock.at(ms, fire);
+            return () => clock.cancel(timer);
+          },
+        },
+        random: seededRandom(`${this.opts.seed}:${ipv4}`),
+      },
+    );
   }
 }

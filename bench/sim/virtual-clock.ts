@@ -91,6 +91,8 @@ const real = {
   random: Math.random,
 };
 
+let installedClock: VirtualClock | null = null;
+
 /** Lets every pending promise settle (one real macrotask turn). */
 export const settle = (): Promise<void> => new Promise((resolve) => real.setImmediate(resolve));
 
@@ -126,7 +128,9 @@ export class VirtualClock {
    */
   install(random: () => number): void {
     if (this.installed) return;
-    if (Date.now !== real.now) throw new Error("another virtual clock is installed");
+    // One simulation at a time: one that was not closed (a test that timed out) gives way.
+    installedClock?.uninstall();
+    installedClock = this;
     this.installed = true;
     const g = globalThis as Record<string, unknown>;
     Date.now = () => this.nowMs;
@@ -141,6 +145,7 @@ export class VirtualClock {
   uninstall(): void {
     if (!this.installed) return;
     this.installed = false;
+    installedClock = null;
     const g = globalThis as Record<string, unknown>;
     Date.now = real.now;
     g.setTimeout = real.setTimeout;
