@@ -4,18 +4,27 @@
 // and CPU seconds of all tincan and groupvpn processes. `ownMachineMbPerNode` is what one node would
 // take on a machine of its own: both processes' anonymous memory plus the file pages (the node binary,
 // its libraries and addons: ~34 MB for a bare Node process) counted once.
+// The XMPP server's side (issue #18, bench/xmpp-cost.ts): bytes per node, stanzas and server CPU from the
+// start until all pairs ping ("join"), then over `--idle` seconds of idle, then while `--churn` nodes'
+// controllers restart one after the other (each logs out and in again: presence to and from all others).
 //   node --import tsx bench/scale.ts [--nodes 20] [--timeout 180] [--log-level info]
+//     [--xmpp prosody|ejabberd|ejabberd-cluster] [--idle 0] [--churn 0]
 //   (--timeout: seconds to wait for all pairs; KEEP_LAB=1 keeps the lab dir with every node's logs)
 import { readFileSync } from "node:fs";
+import { loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { Lab } from "../test/lab/index.js";
 import { addGroupNodes, labUsers } from "../test/support/vpn-node.js";
+import { startXmppUnderTest, XMPP_SERVER_KINDS, XmppMeter, type XmppServerKind } from "./xmpp-cost.js";
 
 const { values } = parseArgs({
   options: {
     nodes: { type: "string", default: "20" },
     timeout: { type: "string", default: "180" },
     "log-level": { type: "string", default: "info" },
+    xmpp: { type: "string", default: "prosody" },
+    idle: { type: "string", default: "0" },
+    churn: { type: "string", default: "0" },
   },
 });
 const N = Number(values.nodes);
@@ -23,6 +32,11 @@ if (!["error", "warn", "info", "debug"].includes(values["log-level"])) {
   throw new Error(`--log-level must be error, warn, info or debug, not ${values["log-level"]}`);
 }
 const TIMEOUT_MS = Number(values.timeout) * 1000;
+const XMPP = values.xmpp as XmppServerKind;
+if (!XMPP_SERVER_KINDS.includes(XMPP))
+  throw new Error(`--xmpp must be one of ${XMPP_SERVER_KINDS.join(", ")}`);
+const IDLE_SEC = Number(values.idle);
+const CHURN = Number(values.churn);
 
 interface ProcStats {
   rssMb: number;
@@ -76,13 +90,16 @@ function perNode(s: ProcStats) {
 const lab = await Lab.create({ prefix: "bsc" });
 try {
   const names = Array.from({ length: N }, (_, i) => `n${i + 1}`);
-  const prosody = await lab.startProsody({ users: labUsers(names), groups: { lab: names } });
-  const nodes = await addGroupNodes(lab, prosody, names, "10.10.4", {
+  const xmpp = await startXmppUnderTest(lab, XMPP, labUsers(names));
+  const nodes = await addGroupNodes(lab, xmpp.servers[0]!, names, "10.10.4", {
     links: { policy: "proactive", maxLinks: 256 },
     logLevel: values["log-level"],
     // 2N Node processes start at once on 2 cores: logging in takes a while.
     startTimeoutMs: 180_000,
   });
+  for (const [i, n] of nodes.entries()) n.opts.prosody = xmpp.servers[i % xmpp.servers.length]!;
+  const meter = await XmppMeter.install(xmpp);
+  const xmppAtStart = await meter.sample();
   const t0 = Date.now();
   await Promise.all(nodes.map((n) => n.start()));
   const running = Date.now();
@@ -96,7 +113,9 @@ try {
       [...pending].map(async ([a, targets]) => {
         if (targets.size === 0) return;
         const r = await a.host.exec(["fping", "-a", "-r", "0", "-t", "1000", ...targets]);
-        // fping exits 1 when some target did not answer; more means it could not run at all
+        // fping exits 1 when some target did not answer; more means it could not run at all, except
+        // 124: killed after exec's 60 s on a machine so loaded that it could not finish; next round
+        if (r.code === 124) return;
         if (r.code > 1) throw new Error(`fping failed (exit ${r.code}): ${r.stderr.trim()}`);
         for (const alive of r.stdout.split("\n")) targets.delete(alive.trim());
       }),
@@ -104,6 +123,16 @@ try {
     await new Promise((r) => setTimeout(r, Math.max(0, 1000 - (Date.now() - round))));
   }
   const allPairs = Date.now();
+  const xmppAtAllPairs = await meter.sample();
+  await new Promise((r) => setTimeout(r, IDLE_SEC * 1000));
+  const xmppAtEnd = await meter.sample();
+  for (const n of nodes.slice(0, CHURN)) {
+    await n.controller.stop(5000);
+    await n.startController(); // a new process, with a log file of its own
+    await n.controller.waitForLog(/xmpp online/, 120_000);
+  }
+  await new Promise((r) => setTimeout(r, CHURN > 0 ? 5000 : 0)); // presence and signals settle
+  const xmppAfterChurn = await meter.sample();
   const died = nodes.flatMap((n) => [n.tincan, n.controller]).filter((p) => p.exited);
   for (const p of died) {
     console.error(
@@ -129,6 +158,13 @@ try {
         ),
         tincan: perNode(tincan),
         groupvpn: perNode(ctl),
+        xmpp: {
+          server: XMPP,
+          join: meter.cost(xmppAtStart, xmppAtAllPairs, N),
+          ...(IDLE_SEC > 0 ? { idle: meter.cost(xmppAtAllPairs, xmppAtEnd, N) } : {}),
+          ...(CHURN > 0 ? { churn: { restarts: CHURN, ...meter.cost(xmppAtEnd, xmppAfterChurn, N) } } : {}),
+        },
+        loadAvg: loadavg().map((l) => Math.round(l * 100) / 100),
       },
       null,
       2,

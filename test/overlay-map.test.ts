@@ -6,8 +6,9 @@ import { join } from "node:path";
 import { type OverlayMap, uidForIpv4 } from "@tincan/protocol";
 import { type BrowserContext, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { Lab } from "./lab/index.js";
+import { Lab, type ProsodyHandle } from "./lab/index.js";
 import { REPO, waitFor } from "./support/datapath-driver.js";
+import { buddyOp } from "./support/social.js";
 import { addGroupNodes, labUsers, type VpnNode } from "./support/vpn-node.js";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -52,11 +53,16 @@ describe.skipIf(!can.ok || !existsSync(CHROMIUM))(
     const nodes: VpnNode[] = [];
     let browser: BrowserContext | undefined;
     let page: Page;
+    let prosody: ProsodyHandle;
 
     beforeAll(async () => {
       lab = await Lab.create({ prefix: "omap" });
       const names = ["alice", "bob", "carol"];
-      const prosody = await lab.startProsody({ users: labUsers(names), groups: { lab: names } });
+      // mallory has an account but is in no group: alice's buddy, refused as a member.
+      prosody = await lab.startProsody({
+        users: labUsers([...names, "mallory"]),
+        groups: { lab: names },
+      });
       nodes.push(
         ...(await addGroupNodes(lab, prosody, names, "10.40.0", { links: { policy: "proactive" } })),
       );
@@ -141,6 +147,15 @@ describe.skipIf(!can.ok || !existsSync(CHROMIUM))(
       const shot = join(mkdtempSync(join(tmpdir(), "overlay-map-")), "overlay-map.png");
       await page.screenshot({ path: shot });
       console.log(`overlay map screenshot: ${shot}`);
+    });
+
+    it("lists a buddy outside the group as refused, with the reason, and draws no node for it", async () => {
+      await buddyOp(lab, prosody, "befriend", "alice", "mallory");
+      const item = page.locator(`#refused li[data-jid="${prosody.jid("mallory")}"]`);
+      await item.waitFor({ timeout: 15_000 });
+      expect(await item.textContent()).toMatch(/mallory@lab\.local: not in roster group "lab"/);
+      expect(await page.locator("#refused").isVisible()).toBe(true);
+      expect(await drawnNodes(page)).toHaveLength(3);
     });
 
     it("shows a member going offline, and a removed link disappears within 5 s", async () => {

@@ -4,7 +4,7 @@
       "target_name": "tuntap",
       "conditions": [
         ["OS=='linux'", {
-          "sources": ["src/native/tun.cc"],
+          "sources": ["src/native/tun.cc", "src/native/fast_socket.cc"],
           "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
           "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],
           "cflags!": ["-fno-exceptions"],

@@ -1,5 +1,6 @@
 // Network lab for TinCan-TS system tests, demos and benchmarks. See README.md.
 export * from "./dns.js";
+export * from "./ejabberd-cluster.js";
 export * from "./lab.js";
 export * from "./probes.js";
 export * from "./proc.js";

@@ -6,6 +6,11 @@ import { existsSync, mkdirSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
+  type EjabberdClusterHandle,
+  type EjabberdClusterOptions,
+  startEjabberdCluster,
+} from "./ejabberd-cluster.js";
+import {
   type ExecOptions,
   type ExecResult,
   execIn,
@@ -689,6 +694,15 @@ export class Lab {
   startEjabberd(opts: XmppServerOptions): Promise<EjabberdHandle> {
     this.assertAlive();
     return startEjabberd(this, opts);
+  }
+
+  /**
+   * Start an ejabberd cluster (see ejabberd-cluster.ts): each node on a new host of its own
+   * ("xmpp1", "xmpp2", ...), joined into one Mnesia cluster, then the users and groups made.
+   */
+  startEjabberdCluster(opts: EjabberdClusterOptions = {}): Promise<EjabberdClusterHandle> {
+    this.assertAlive();
+    return startEjabberdCluster(this, opts);
   }
 
   /** Start coturn (see servers.ts). Default: in the internet namespace on 100.64.0.1. */

@@ -31,6 +31,8 @@ export interface XmppServerOptions {
 export interface ProsodyOptions extends XmppServerOptions {
   /** Prosody log level for the log file. Default "info" ("debug" logs every stanza). */
   logLevel?: "debug" | "info" | "warn";
+  /** More modules for the virtual host (on top of docker/prosody/common.cfg.lua's), e.g. "mam". */
+  modules?: string[];
 }
 
 /** What controllers and test clients need of a lab XMPP server (prosody or ejabberd). */
@@ -162,14 +164,22 @@ async function spawnListening(
   return proc;
 }
 
-/** Where an XMPP server of the lab runs and its certificate (made here, for its domain). */
-async function prepareXmppServer(lab: Lab, opts: XmppServerOptions, name: string) {
+/**
+ * Where an XMPP server of the lab runs and its certificate (made here for its domain, unless `cert`
+ * is given: the nodes of a cluster share one).
+ */
+export async function prepareXmppServer(
+  lab: Lab,
+  opts: XmppServerOptions,
+  name: string,
+  cert?: { certFile: string; keyFile: string },
+) {
   const place: ServerPlace = opts.host ?? lab.internet;
   const domain = opts.domain ?? "lab.local";
   const dir = join(lab.dir, opts.dirName ?? name);
   const certDir = join(dir, "certs");
   mkdirSync(certDir, { recursive: true });
-  const { certFile, keyFile } = await makeCert(certDir, domain);
+  const { certFile, keyFile } = cert ?? (await makeCert(certDir, domain));
   const port = opts.port ?? 5222;
   /** The handle's fields that do not depend on the server kind. */
   const base = {
@@ -259,7 +269,7 @@ Include ${luaString(PROSODY_COMMON_CONFIG)}
 
 VirtualHost ${luaString(domain)}
   ssl = { key = ${luaString(keyFile)}; certificate = ${luaString(certFile)} }
-`;
+${opts.modules?.length ? `  modules_enabled = { ${opts.modules.map(luaString).join("; ")} }\n` : ""}`;
   writeFileSync(configFile, config);
 
   const register = async (user: string, password: string) => {
@@ -320,6 +330,64 @@ export async function startEjabberd(lab: Lab, opts: XmppServerOptions): Promise<
     opts,
     "ejabberd",
   );
+  const node = writeEjabberdNode(dir, { place, domain, port, certFile, keyFile });
+  const { proc, epmd } = await launchEjabberdNode(place, node, port);
+  try {
+    await provisionEjabberd(node, domain, opts);
+  } catch (e) {
+    await proc.stop(10_000);
+    await epmd.stop(1000);
+    throw e;
+  }
+  return {
+    ...base,
+    configFile: node.configFile,
+    logFile: node.logFile,
+    process: proc,
+    epmd,
+    register: node.register,
+    ctl: node.ctl,
+    async stop() {
+      await proc.stop(10_000);
+      await epmd.stop(3000);
+    },
+  };
+}
+
+/** One ejabberd node's files and how to run `ejabberdctl` against it (see writeEjabberdNode). */
+export interface EjabberdNodeFiles {
+  place: ServerPlace;
+  /** Erlang node name, e.g. "ejabberd@localhost" or "ejabberd@100.64.0.10". */
+  name: string;
+  configFile: string;
+  logFile: string;
+  /** `ejabberdctl --config-dir ... --spool ... --logs ...` (append a command). */
+  ctlArgv: string[];
+  env: Record<string, string>;
+  /** The addresses its epmd listens on (comma-separated, as `epmd -address` takes them). */
+  epmdAddresses: string;
+  ctl(args: string[]): Promise<string>;
+  register(user: string, password: string): Promise<void>;
+}
+
+/**
+ * Writes an ejabberd node's config (`ejabberd.yml`, `ejabberdctl.cfg`, `inetrc`) and dirs under `dir`.
+ * Alone (no `cluster`): node `ejabberd@localhost`, Erlang distribution on 127.0.0.1 only. In a cluster:
+ * node `ejabberd@<its address>` (a long name, so no host name has to resolve), epmd and distribution
+ * (a port epmd hands out) on that address too, and the cluster's shared Erlang cookie.
+ */
+export function writeEjabberdNode(
+  dir: string,
+  o: {
+    place: ServerPlace;
+    domain: string;
+    port: number;
+    certFile: string;
+    keyFile: string;
+    cluster?: { cookie: string };
+  },
+): EjabberdNodeFiles {
+  const { place, domain, port, certFile, keyFile, cluster } = o;
   const home = join(dir, "home"); // Erlang keeps its cookie in $HOME/.erlang.cookie
   const spoolDir = join(dir, "spool"); // mnesia: accounts, rosters, shared roster groups
   const logsDir = join(dir, "logs");
@@ -359,14 +427,18 @@ modules:
   mod_shared_roster: {}
 `,
   );
+  const distIp = cluster ? place.ip : "127.0.0.1";
+  const name = cluster ? `ejabberd@${place.ip}` : "ejabberd@localhost";
+  const erlIp = `{${distIp.split(".").join(",")}}`;
+  if (cluster) writeFileSync(join(home, ".erlang.cookie"), cluster.cookie, { mode: 0o400 });
   // ejabberdctl reads ERL_INETRC and the ctl config from --config-dir, and sources the ctl config
   // after choosing how to run: EXEC_CMD keeps it as the current user (root) instead of `su ejabberd`.
   writeFileSync(join(dir, "inetrc"), '{lookup,["file","native"]}.\n{host,{127,0,0,1}, ["localhost"]}.\n');
   writeFileSync(
     join(dir, "ejabberdctl.cfg"),
     `EXEC_CMD=as_current_user
-ERLANG_NODE=ejabberd@localhost
-ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0 -kernel inet_dist_use_interface {127,0,0,1}"
+ERLANG_NODE=${name}
+ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0 -kernel inet_dist_use_interface ${erlIp}"
 EJABBERD_PID_PATH=${join(dir, "ejabberd.pid")}
 EJABBERD_BYPASS_WARNINGS=true
 `,
@@ -374,27 +446,6 @@ EJABBERD_BYPASS_WARNINGS=true
   const env = { HOME: home };
   const ctlArgv = ["ejabberdctl", "--config-dir", dir, "--spool", spoolDir, "--logs", logsDir];
   const ctl = (args: string[]) => place.run([...ctlArgv, ...args], { env, timeoutMs: 60_000 });
-
-  // Our own epmd in the foreground (erl would otherwise start a daemonized one we hold no PID of).
-  const epmd = await spawnListening(place, "epmd", ["epmd", "-address", "127.0.0.1"], {
-    proto: "tcp",
-    addr: "127.0.0.1",
-    port: 4369,
-  });
-  let proc: LabProcess;
-  try {
-    proc = await spawnListening(
-      place,
-      "ejabberd",
-      [...ctlArgv, "foreground"],
-      { proto: "tcp", addr: place.ip, port, timeoutMs: 60_000 },
-      env,
-    );
-  } catch (e) {
-    await epmd.stop(1000);
-    throw e;
-  }
-
   const register = async (user: string, password: string) => {
     const r = await place.exec([...ctlArgv, "register", user, domain, password], { env, timeoutMs: 60_000 });
     if (r.code === 0) return;
@@ -402,32 +453,61 @@ EJABBERD_BYPASS_WARNINGS=true
       throw new Error(`ejabberdctl register ${user} failed (exit ${r.code}): ${r.stdout}${r.stderr}`);
     await ctl(["change_password", user, domain, password]);
   };
+  return {
+    place,
+    name,
+    configFile,
+    logFile: join(logsDir, "ejabberd.log"),
+    ctlArgv,
+    env,
+    epmdAddresses: cluster ? `127.0.0.1,${place.ip}` : "127.0.0.1",
+    ctl,
+    register,
+  };
+}
+
+/**
+ * Starts the node's own epmd in the foreground (erl would otherwise start a daemonized one we hold
+ * no PID of), then `ejabberdctl foreground`, and waits until c2s listens (7-17 s; longer while a
+ * cluster node waits for its tables from the others).
+ */
+export async function launchEjabberdNode(
+  place: ServerPlace,
+  node: EjabberdNodeFiles,
+  c2sPort = 5222,
+): Promise<{ proc: LabProcess; epmd: LabProcess }> {
+  const epmd = await spawnListening(place, "epmd", ["epmd", "-address", node.epmdAddresses], {
+    proto: "tcp",
+    addr: "127.0.0.1",
+    port: 4369,
+  });
   try {
-    for (const u of opts.users ?? []) await register(u.name, u.password);
-    for (const [group, members] of Object.entries(opts.groups ?? {})) {
-      // srg_create GROUP HOST LABEL DESCRIPTION DISPLAY: the label is the roster group name clients see
-      await ctl(["srg_create", group, domain, group, "", group]);
-      for (const m of members) await ctl(["srg_user_add", m, domain, group, domain]);
-    }
+    const proc = await spawnListening(
+      place,
+      "ejabberd",
+      [...node.ctlArgv, "foreground"],
+      { proto: "tcp", addr: place.ip, port: c2sPort, timeoutMs: 60_000 },
+      node.env,
+    );
+    return { proc, epmd };
   } catch (e) {
-    await proc.stop(10_000);
     await epmd.stop(1000);
     throw e;
   }
+}
 
-  return {
-    ...base,
-    configFile,
-    logFile: join(logsDir, "ejabberd.log"),
-    process: proc,
-    epmd,
-    register,
-    ctl,
-    async stop() {
-      await proc.stop(10_000);
-      await epmd.stop(3000);
-    },
-  };
+/** Registers the users and makes each shared roster group (displayed to its own members). */
+export async function provisionEjabberd(
+  node: Pick<EjabberdNodeFiles, "ctl" | "register">,
+  domain: string,
+  opts: Pick<XmppServerOptions, "users" | "groups">,
+): Promise<void> {
+  for (const u of opts.users ?? []) await node.register(u.name, u.password);
+  for (const [group, members] of Object.entries(opts.groups ?? {})) {
+    // srg_create GROUP HOST LABEL DESCRIPTION DISPLAY: the label is the roster group name clients see
+    await node.ctl(["srg_create", group, domain, group, "", group]);
+    for (const m of members) await node.ctl(["srg_user_add", m, domain, group, domain]);
+  }
 }
 
 export async function startCoturn(lab: Lab, opts: CoturnOptions): Promise<CoturnHandle> {

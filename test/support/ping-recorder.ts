@@ -19,11 +19,10 @@ export class PingRecorder {
     private readonly intervalSec: number,
   ) {}
 
-  /** Pings `address` from `host` every `intervalSec` until stop(). */
-  static start(host: Host, address: string, intervalSec = 0.1): PingRecorder {
-    const proc = host.spawn("ping", ["-D", "-n", "-i", String(intervalSec), "-W", "1", address], {
-      name: "ping",
-    });
+  /** Pings `address` from `host` every `intervalSec` (with `size` bytes of payload) until stop(). */
+  static start(host: Host, address: string, intervalSec = 0.1, size = 56): PingRecorder {
+    const args = ["-D", "-n", "-i", String(intervalSec), "-W", "1", "-s", String(size), address];
+    const proc = host.spawn("ping", args, { name: "ping" });
     return new PingRecorder(proc, intervalSec);
   }
 

@@ -34,8 +34,12 @@ export interface NodeOptions {
   coturn?: CoturnHandle;
   group?: string;
   links?: {
-    policy?: "proactive" | "on-demand";
+    policy?: "proactive" | "on-demand" | "structured";
     idleTimeoutSec?: number;
+    /** Structured overlay (GroupVPN). */
+    successors?: number;
+    longDistance?: number | "auto";
+    shortcutBytesPerSec?: number;
     relayFallbackSec?: number;
     maxLinks?: number;
     /** SocialVPN: relay for buddies while their direct links are set up. */

@@ -38,6 +38,9 @@ describe("loadConfig", () => {
       idleTimeoutSec: 300,
       relayFallbackSec: 0.3,
       setupTimeoutSec: 10,
+      successors: 2,
+      longDistance: "auto",
+      shortcutBytesPerSec: 8192,
     });
     expect(c.vnic.mtu).toBe(1280);
     expect(c.datapath.rpc).toBe("127.0.0.1:5800");

@@ -597,8 +597,19 @@ export class Controller implements PolicyContext {
       offline,
       links,
       neighborLinks: this.policy.neighborLinks?.() ?? new Map(),
+      refused: this.admission.refusals(),
       now: Date.now(),
     });
+  }
+
+  /** The link manager's view of each link, with the policy's role for it (structured overlay). */
+  private linkStatus(): ControllerStatus["links"] {
+    const links = this.links.status();
+    for (const [uid, role] of this.opts.policy.linkRoles?.() ?? []) {
+      const link = links[uid];
+      if (link) link.role = role;
+    }
+    return links;
   }
 
   private async writeStatus(): Promise<void> {
@@ -621,7 +632,7 @@ export class Controller implements PolicyContext {
       },
       xmpp: this.xmpp.status(),
       members: this.memberStatus(),
-      links: this.links.status(),
+      links: this.linkStatus(),
       ...(this.opts.policy.routerStatus ? { routes: this.opts.policy.routerStatus() } : {}),
     };
     for (const [uid, m] of [...this.members, ...this.lingering]) {

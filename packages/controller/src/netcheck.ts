@@ -213,7 +213,7 @@ export async function xmppCheck(x: NetcheckInput["xmpp"], timeoutMs: number): Pr
   let service = x.service;
   if (!service) {
     try {
-      service = (await xmppClientServices(x.domain))[0];
+      service = (await xmppClientServices(x.domain)).services[0];
     } catch (err) {
       return {
         check: "xmpp",

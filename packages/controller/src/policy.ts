@@ -1,5 +1,6 @@
 import {
   canonicalAddress,
+  type LinkRole,
   type NotificationParamsOf,
   type PresenceTincan,
   parsePrefix,
@@ -94,6 +95,8 @@ export interface Policy {
   onVnicConfigured?(result: RpcResults["vnic.configure"], ctx: PolicyContext): void | Promise<void>;
   /** After the datapath restarted and the core re-configured vnic/ice/routes and re-set wanted links. */
   onDatapathRestarted?(ctx: PolicyContext): void | Promise<void>;
+  /** Structured overlay: why this node holds each link, by peer UID (`tincanctl status`). */
+  linkRoles?(): ReadonlyMap<string, LinkRole>;
   /** Which members each direct neighbour announced it links to, by neighbour UID (the overlay map). */
   neighborLinks?(): ReadonlyMap<string, ReadonlySet<string>>;
 }

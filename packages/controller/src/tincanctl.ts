@@ -152,6 +152,7 @@ export function buildRows(
       ageSec: link ? Math.max(0, Math.round((now - link.createdAt) / 1000)) : null,
       setupMs: status?.links?.[uid]?.setupMs ?? null,
       why: status?.links?.[uid]?.why ?? null,
+      ...(status?.links?.[uid]?.role ? { role: status.links[uid].role } : {}),
       drops: link?.drops ?? {},
     });
   }
@@ -288,7 +289,8 @@ export function formatLinkDetails(rows: PeerRow[]): string {
     const pair = r.local || r.remote ? `${r.local ?? "-"} <-> ${r.remote ?? "-"}` : "no candidate pair";
     const age = r.ageSec === null ? "" : `, age ${duration(r.ageSec * 1000)}`;
     const setup = r.setupMs === null ? "" : `, setup ${r.setupMs} ms`;
-    lines.push(`${r.peer === "-" ? r.uid.slice(0, 8) : r.peer}: ${pair}${age}${setup}`);
+    const role = r.role ? ` [${r.role}]` : "";
+    lines.push(`${r.peer === "-" ? r.uid.slice(0, 8) : r.peer}${role}: ${pair}${age}${setup}`);
     if (r.why) lines.push(`  why: ${r.why}`);
     const drops = Object.entries(r.drops).filter(([, n]) => (n ?? 0) > 0);
     if (drops.length > 0) lines.push(`  drops: ${drops.map(([k, n]) => `${k} ${n}`).join(", ")}`);

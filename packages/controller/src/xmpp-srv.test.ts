@@ -17,11 +17,10 @@ describe("xmppClientServices (RFC 6120 3.2)", () => {
       return [srv("b.example.org.", 5223, 20), srv("a.example.org", 5222, 10), srv("2001:db8::1", 5222, 30)];
     });
     expect(asked).toEqual(["_xmpp-client._tcp.example.org"]);
-    expect(services).toEqual([
-      "xmpp://a.example.org:5222",
-      "xmpp://b.example.org:5223",
-      "xmpp://[2001:db8::1]:5222",
-    ]);
+    expect(services).toEqual({
+      services: ["xmpp://a.example.org:5222", "xmpp://b.example.org:5223", "xmpp://[2001:db8::1]:5222"],
+      fromSrv: true,
+    });
   });
 
   it("picks by weight within one priority", async () => {
@@ -31,23 +30,22 @@ describe("xmppClientServices (RFC 6120 3.2)", () => {
         "d",
         async () => records.map((r) => ({ ...r })),
         () => 0.5,
-      ),
+      ).then((r) => r.services),
     ).toEqual(["xmpp://heavy:2", "xmpp://light:1"]);
     expect(
       await xmppClientServices(
         "d",
         async () => records.map((r) => ({ ...r })),
         () => 0,
-      ),
+      ).then((r) => r.services),
     ).toEqual(["xmpp://light:1", "xmpp://heavy:2"]);
   });
 
   it("falls back to the domain on port 5222 when the lookup fails or finds nothing", async () => {
     const notFound = Object.assign(new Error("queryNothing ENOTFOUND"), { code: "ENOTFOUND" });
-    expect(await xmppClientServices("example.org", () => Promise.reject(notFound))).toEqual([
-      "xmpp://example.org:5222",
-    ]);
-    expect(await xmppClientServices("example.org", async () => [])).toEqual(["xmpp://example.org:5222"]);
+    const fallback = { services: ["xmpp://example.org:5222"], fromSrv: false };
+    expect(await xmppClientServices("example.org", () => Promise.reject(notFound))).toEqual(fallback);
+    expect(await xmppClientServices("example.org", async () => [])).toEqual(fallback);
   });
 
   it('refuses a domain whose only target is "." (no service)', async () => {

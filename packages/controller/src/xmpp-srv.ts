@@ -3,6 +3,12 @@ import { isIPv6 } from "node:net";
 
 export type SrvResolver = (name: string) => Promise<SrvRecord[]>;
 
+/** Where to connect, in order, and whether the list came from SRV records or is the fallback. */
+export interface XmppClientServices {
+  services: string[];
+  fromSrv: boolean;
+}
+
 /**
  * The client services of an XMPP domain, in the order to try them (RFC 6120 3.2): the targets of
  * `_xmpp-client._tcp.<domain>` by priority, weighted-random within a priority (RFC 2782); when the
@@ -13,20 +19,21 @@ export async function xmppClientServices(
   domain: string,
   resolveSrv: SrvResolver = (name) => dns.resolveSrv(name),
   random: () => number = Math.random,
-): Promise<string[]> {
+): Promise<XmppClientServices> {
   let records: SrvRecord[];
   try {
     records = await resolveSrv(`_xmpp-client._tcp.${domain}`);
   } catch {
     records = [];
   }
-  if (records.length === 0) return [service(domain, 5222)];
+  if (records.length === 0) return { services: [service(domain, 5222)], fromSrv: false };
   if (records.length === 1 && records[0]?.name === ".")
     throw new Error(`${domain} publishes no XMPP client service (SRV target ".")`);
-  return byPriorityAndWeight(
+  const services = byPriorityAndWeight(
     records.filter((r) => r.name !== "."),
     random,
   ).map((r) => service(r.name.replace(/\.$/, ""), r.port));
+  return { services, fromSrv: true };
 }
 
 function service(host: string, port: number): string {

@@ -347,9 +347,14 @@ export class XmppSession extends EventEmitter implements SignalSender {
   /** The configured service, or the next of the domain's SRV targets (one further per failure). */
   private async serviceForAttempt(): Promise<string> {
     if (this.opts.service) return this.opts.service;
-    const services = await xmppClientServices(this.opts.domain, this.opts.resolveSrv);
+    const { services, fromSrv } = await xmppClientServices(this.opts.domain, this.opts.resolveSrv);
     const service = services[this.failures % services.length] as string;
-    this.log.info("xmpp server from DNS SRV", { domain: this.opts.domain, service });
+    if (fromSrv) this.log.info("xmpp server from DNS SRV", { domain: this.opts.domain, service });
+    else
+      this.log.info("no DNS SRV record for the domain; trying the domain itself", {
+        domain: this.opts.domain,
+        service,
+      });
     return service;
   }
 

@@ -78,7 +78,7 @@ function setup(turnBytes: number, withQueue = true) {
       packets.length,
     );
   };
-  return { link, queue, inside, read, drops };
+  return { fib, link, queue, inside, read, drops };
 }
 
 const nextTurn = () => new Promise((r) => setImmediate(r));
@@ -132,5 +132,15 @@ describe("Inside with a link whose path MTU is known", () => {
     expect(vnic.written).toHaveLength(1);
     const icmp = vnic.written[0] as Buffer;
     expect([icmp[20], icmp[21], icmp.readUInt16BE(26)]).toEqual([3, 4, 1200]);
+  });
+});
+
+describe("Inside route counters", () => {
+  it("counts the packets and bytes each route took (route.query), for the structured overlay's shortcuts", () => {
+    const { fib, read } = setup(1 << 20, false);
+    read(...Array.from({ length: 3 }, bulk));
+    const route = fib.routeList().find((r) => r.prefix === "10.0.0.0/24");
+    expect(route?.txPackets).toBe(3);
+    expect(route?.txBytes).toBe(3 * 1028);
   });
 });

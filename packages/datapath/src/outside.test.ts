@@ -108,3 +108,30 @@ describe("Outside with hostile frames from a member", () => {
     expect(next.counters.snapshot().drops).toEqual({});
   });
 });
+
+describe("Outside: sources of members reached over the overlay", () => {
+  it("takes a packet from a source routed via a neighbour on any link, counts it on that route; a direct source only on its own link", () => {
+    const written: number[] = [];
+    const { fib, link, outside } = setup("10.10.0.1", null, (_b, _o, n) => {
+      written.push(n);
+      return true;
+    });
+    const FAR = "f".repeat(32);
+    const OTHER = "e".repeat(32);
+    fib.setRoute("10.10.0.9/32", FAR, OTHER, null); // reached via another neighbour than PEER
+    fib.setRoute("10.10.0.7/32", OTHER, null, null); // a member with its own link
+    const frame = (src: string) => Buffer.concat([Buffer.from([1, 4]), udp4(src, "10.10.0.1", "hi")]);
+    outside.onFrame(link, frame("10.10.0.9"));
+    outside.onFrame(link, frame("10.10.0.7"));
+    expect(written).toHaveLength(1);
+    expect(link.counters.snapshot().drops).toEqual({ spoofed: 1 });
+    const routes = new Map(fib.routeList().map((r) => [r.prefix, r]));
+    expect(routes.get("10.10.0.9/32")?.rxPackets).toBe(1);
+    expect(routes.get("10.10.0.7/32")?.rxPackets).toBe(0);
+    // Counters carry on while only the next hop changes, and start over for another peer.
+    fib.setRoute("10.10.0.9/32", FAR, null, null);
+    expect(fib.routeList().find((r) => r.prefix === "10.10.0.9/32")?.rxPackets).toBe(1);
+    fib.setRoute("10.10.0.9/32", OTHER, null, null);
+    expect(fib.routeList().find((r) => r.prefix === "10.10.0.9/32")?.rxPackets).toBe(0);
+  });
+});

@@ -11,6 +11,7 @@ import {
   type GroupVpnConfig,
   hostPrefix,
   type IpPrefix,
+  type LinkRole,
   type NotificationParamsOf,
   type PresenceTincan,
   parsePrefix,
@@ -23,7 +24,7 @@ import { type Clock, systemClock } from "./clock.js";
 import { bypassHosts } from "./exit-bypass.js";
 import { NeighborLinks } from "./neighbors.js";
 import { RouterRoutes } from "./router.js";
-import { type LinkRole, StructuredLinks } from "./structured.js";
+import { StructuredLinks } from "./structured.js";
 
 type Config = Pick<GroupVpnConfig, "vnic" | "links" | "group" | "routes">;
 
@@ -238,6 +239,7 @@ export class GroupPolicy implements Policy {
   }
 
   onIccMessage(p: NotificationParamsOf<"icc.message">, ctx: PolicyContext): void {
+    if (this.structured?.onIccMessage(p)) return;
     if (!this.neighbors.update(p.peerUid, p.data)) {
       ctx.log.debug("ignored a malformed icc message", { peer: p.peerUid });
       return;

@@ -319,8 +319,16 @@ describe("structured GroupVPN policy: long-distance links", () => {
     for (const m of strangers) {
       n.clock.skip(1);
       await n.up(uidOf(m));
+      n.policy.onIccMessage({ peerUid: uidOf(m), data: { type: "groupvpn.keep", keep: true } }, n.ctx);
     }
+    // One more link that neither end wants (left from an earlier ring): not kept, not counted.
+    const leftover = members.find((m) => !wanted.has(uidOf(m)) && !strangers.includes(m)) as Member;
+    await n.up(uidOf(leftover));
+    n.policy.onIccMessage({ peerUid: uidOf(leftover), data: { type: "groupvpn.keep", keep: false } }, n.ctx);
+    n.ensured.length = 0;
     await n.structured.maintain(n.ctx);
+    expect(n.ensured).not.toContain(uidOf(leftover));
+    expect(n.ensured).toEqual(expect.arrayContaining([...wanted, ...strangers.slice(0, 2).map(uidOf)]));
     // Cap: 2x the long-distance count (1) = 2; the three newest go.
     expect(n.removed.map((r) => r.uid)).toEqual(strangers.slice(2).map(uidOf));
     expect(n.removed.every((r) => r.reason === INCOMING_FULL)).toBe(true);

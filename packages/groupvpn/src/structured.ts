@@ -1,10 +1,8 @@
 import { type Member, type PolicyContext, queryAll } from "@tincan/controller";
-import type { GroupVpnConfig, RouteInfo } from "@tincan/protocol";
+import type { GroupVpnConfig, LinkRole, NotificationParamsOf, RouteInfo } from "@tincan/protocol";
+import { z } from "zod";
 import type { Clock } from "./clock.js";
 import { estimateRingSize, longDistanceCount, Ring, ringDistance, ringPosition } from "./ring.js";
-
-/** Why this node holds a link, for `tincanctl status`. `incoming`: another member's choice. */
-export type LinkRole = "successor" | "predecessor" | "long" | "shortcut" | "incoming";
 
 /** How often route counters are read and links kept, shortcuts, penalties and the incoming cap decided. */
 export const MAINTAIN_EVERY_MS = 5000;
@@ -14,6 +12,11 @@ export const PENALTY_MS = 60_000;
 export const REFUSED_MS = 300_000;
 /** The bye reason of a link trimmed because our incoming long-distance links are full (Symphony's cap). */
 export const INCOMING_FULL = "incoming long-distance links full";
+/**
+ * Inter-controller message: whether the sender wants the link it is sent over (a ring or long-distance
+ * target, or a busy shortcut). A link neither end wants is left to idle trimming.
+ */
+export const KeepMessage = z.strictObject({ type: z.literal("groupvpn.keep"), keep: z.boolean() });
 /** Ring positions cached at most (UIDs seen); the cache starts over beyond. */
 const MAX_POSITIONS = 65_536;
 
@@ -78,6 +81,9 @@ export class StructuredLinks {
   private sampledAt: number | null = null;
   private readonly rates = new Map<string, number>();
   private readonly upAt = new Map<string, number>();
+  /** What each neighbour said of the link between us (KeepMessage), and what we last said. */
+  private readonly peerWants = new Map<string, boolean>();
+  private readonly toldWants = new Map<string, boolean>();
   private readonly positions = new Map<string, bigint>();
   private cancelTick: (() => void) | null = null;
   private routing: Promise<void> | null = null;
@@ -134,18 +140,31 @@ export class StructuredLinks {
   async membersChanged(ctx: PolicyContext): Promise<void> {
     this.chooseTargets(ctx);
     await this.keepLinks(ctx, [...this.roles.keys()]);
+    this.tellNeighbours(ctx);
     await this.updateRoutes(ctx);
   }
 
   async linkUp(uid: string, ctx: PolicyContext): Promise<void> {
     this.upAt.set(uid, this.opts.clock.now());
+    this.toldWants.delete(uid);
+    this.tellNeighbours(ctx);
     await this.updateRoutes(ctx);
+  }
+
+  /** A KeepMessage from a neighbour: true when it was one (handled), false for other messages. */
+  onIccMessage(p: NotificationParamsOf<"icc.message">): boolean {
+    const parsed = KeepMessage.safeParse(p.data);
+    if (!parsed.success) return false;
+    this.peerWants.set(p.peerUid, parsed.data.keep);
+    return true;
   }
 
   /** A link is down: routes via it move to other neighbours; a long-distance target that refused us is replaced. */
   async linkDown(uid: string, reason: string | undefined, ctx: PolicyContext): Promise<void> {
     this.upAt.delete(uid);
     this.shortcuts.delete(uid);
+    this.peerWants.delete(uid);
+    this.toldWants.delete(uid);
     if (reason?.includes(INCOMING_FULL) && this.roles.get(uid) === "long") {
       ctx.log.info("a long-distance target refused our link (its incoming links are full); drawing another", {
         peerUid: uid,
@@ -169,6 +188,8 @@ export class StructuredLinks {
   /** The datapath lost every link: nothing is connected now. */
   reset(): void {
     this.upAt.clear();
+    this.peerWants.clear();
+    this.toldWants.clear();
     this.watches.clear();
     this.samples.clear();
     this.sampledAt = null;
@@ -230,8 +251,11 @@ export class StructuredLinks {
       });
       this.shortcuts.add(uid);
     }
+    for (const uid of this.shortcuts)
+      if (!busy(uid) && !this.opts.connected.has(uid)) this.shortcuts.delete(uid);
+    // Links the other end wants and we do not: another member's long-distance (or ring) link to us.
     const incoming = [...this.opts.connected]
-      .filter((uid) => !this.roles.has(uid) && !this.shortcuts.has(uid) && !busy(uid))
+      .filter((uid) => !this.wants(uid, busy) && this.peerWants.get(uid) === true)
       .sort((a, b) => (this.upAt.get(a) ?? 0) - (this.upAt.get(b) ?? 0));
     const cap = this.incomingCap();
     for (const uid of incoming.slice(cap)) {
@@ -241,7 +265,28 @@ export class StructuredLinks {
     // Links not kept here are trimmed by the link manager once idle (links.idleTimeoutSec).
     const shortcuts = [...this.shortcuts].filter(busy);
     await this.keepLinks(ctx, [...this.roles.keys(), ...shortcuts, ...incoming.slice(0, cap)]);
+    this.tellNeighbours(ctx, busy);
     await this.updateRoutes(ctx);
+  }
+
+  /** We want the link to `uid`: a ring target, or a shortcut that carries traffic above the threshold. */
+  private wants(uid: string, busy: (uid: string) => boolean): boolean {
+    return this.roles.has(uid) || (this.shortcuts.has(uid) && busy(uid));
+  }
+
+  /** Tells each linked neighbour whether we want the link, when that changed (KeepMessage). */
+  private tellNeighbours(ctx: PolicyContext, busy: (uid: string) => boolean = () => true): void {
+    for (const uid of this.opts.connected) {
+      const keep = this.wants(uid, busy);
+      if (this.toldWants.get(uid) === keep) continue;
+      this.toldWants.set(uid, keep);
+      ctx.datapath
+        .call("icc.send", { peerUid: uid, data: { type: "groupvpn.keep", keep } })
+        .catch((err: Error) => {
+          this.toldWants.delete(uid);
+          ctx.log.debug("keep message not sent", { peerUid: uid, error: err.message });
+        });
+    }
   }
 
   private incomingCap(): number {

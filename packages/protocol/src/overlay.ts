@@ -37,6 +37,14 @@ export const OverlayEdge = z.strictObject({
 });
 export type OverlayEdge = z.infer<typeof OverlayEdge>;
 
+/** A roster contact this controller refuses to link with, and why (e.g. not in the group). */
+export const OverlayRefused = z.strictObject({
+  jid: z.string(),
+  name: z.string().optional(),
+  reason: z.string(),
+});
+export type OverlayRefused = z.infer<typeof OverlayRefused>;
+
 export const OverlayMap = z.strictObject({
   /** This node's UID. */
   self: Uid,
@@ -44,5 +52,7 @@ export const OverlayMap = z.strictObject({
   updatedAt: z.number(),
   nodes: z.array(OverlayNode),
   edges: z.array(OverlayEdge),
+  /** Roster contacts that are no members: drawn as a list, not as nodes (they have no UID here). */
+  refused: z.array(OverlayRefused),
 });
 export type OverlayMap = z.infer<typeof OverlayMap>;

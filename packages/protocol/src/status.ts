@@ -48,6 +48,10 @@ export const RouteInfoSchema = z.strictObject({
   mapTo: z.string().nullable(),
   /** Absent from datapaths before router mode. */
   kernel: z.boolean().optional(),
+  /** Absent from datapaths before the structured overlay. */
+  txPackets: Count.optional(),
+  txBytes: Count.optional(),
+  rxPackets: Count.optional(),
 }) satisfies z.ZodType<RouteInfo>;
 
 export const TxQueueInfoSchema = z.strictObject({
@@ -84,8 +88,14 @@ export const LinkPhase = z.enum([
 ]);
 export type LinkPhase = z.infer<typeof LinkPhase>;
 
+/** Why a structured GroupVPN overlay holds a link (`incoming`: another member's choice). */
+export const LinkRole = z.enum(["successor", "predecessor", "long", "shortcut", "incoming"]);
+export type LinkRole = z.infer<typeof LinkRole>;
+
 export const ControllerLinkStatus = z.strictObject({
   phase: LinkPhase,
+  /** Structured overlay (GroupVPN `links.policy: "structured"`): the link's role. */
+  role: LinkRole.optional(),
   /** The link is relayed or not connected: why, in words (null when direct and connected). */
   why: z.string().nullable(),
   /** When the current connection came up. */
@@ -195,6 +205,8 @@ export const PeerRow = z.strictObject({
   ageSec: z.number().nullable(),
   setupMs: z.number().nullable(),
   why: z.string().nullable(),
+  /** Structured overlay: the link's role (see ControllerLinkStatus). */
+  role: LinkRole.optional(),
   drops: DropCounts,
 });
 export type PeerRow = z.infer<typeof PeerRow>;

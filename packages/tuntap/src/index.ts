@@ -5,8 +5,10 @@
 // writes are synchronous non-blocking write(2) calls. See README.md.
 
 import { EventEmitter } from "node:events";
-import { createRequire } from "node:module";
 import { isIPv4, isIPv6 } from "node:net";
+import { codedError, invalid, loadNative, outOfRange } from "./native.js";
+
+export * from "./fast-socket.js";
 
 /** Options of {@link Tun}'s constructor. */
 export interface TunOptions {
@@ -109,40 +111,6 @@ export const MAX_BATCH = 1024;
 const DEFAULT_BATCH = 64;
 const IFNAMSIZ = 16;
 
-let native: NativeModule | undefined;
-
-function codedError<E extends Error>(err: E, code: string, extra?: Record<string, unknown>): E {
-  return Object.assign(err, { code }, extra);
-}
-
-function invalid(message: string): TypeError {
-  return codedError(new TypeError(`tuntap: ${message}`), "ERR_INVALID_ARG_VALUE");
-}
-
-function outOfRange(message: string): RangeError {
-  return codedError(new RangeError(`tuntap: ${message}`), "ERR_OUT_OF_RANGE");
-}
-
-function loadNative(): NativeModule {
-  if (native) return native;
-  if (process.platform !== "linux") {
-    throw codedError(new Error("tuntap: Linux only"), "ERR_TUNTAP_UNSUPPORTED_PLATFORM");
-  }
-  const require = createRequire(import.meta.url);
-  try {
-    native = require("../build/Release/tuntap.node") as NativeModule;
-  } catch (e) {
-    throw codedError(
-      new Error(
-        `tuntap: cannot load the native addon (build it with \`pnpm --filter @tincan/tuntap run build\`): ${(e as Error).message}`,
-      ),
-      "ERR_TUNTAP_NOT_BUILT",
-      { cause: e },
-    );
-  }
-  return native;
-}
-
 /** True when this platform can create TUN devices with this package (Linux). */
 export function isSupported(): boolean {
   return process.platform === "linux";
@@ -205,7 +173,7 @@ export class Tun extends EventEmitter<TunEvents> {
 
   constructor(options: TunOptions = {}) {
     super();
-    const mod = loadNative();
+    const mod = loadNative<NativeModule>();
     const name = options.name ?? "";
     if (typeof name !== "string") throw invalid("name must be a string");
     if (Buffer.byteLength(name) >= IFNAMSIZ) {

@@ -244,4 +244,9 @@ describe.skipIf(!canRun)("Tun in a network namespace", () => {
     const r = await scenario("packet-event");
     expect(r.payloads).toEqual(["first", "second", "third-overwrites"]);
   });
+
+  it("FastSocket: datagrams larger than the route MTU leave one by one when GSO is refused", async () => {
+    const r = await scenario("fast-gso-mtu");
+    expect(r).toEqual({ big: 50, small: 50, bigMessages: 50, smallMessages: 1, udpGso: true, sendFailed: 0 });
+  });
 });

@@ -2,9 +2,11 @@
 // `ip netns exec NS node child.mjs SCENARIO`) and prints one JSON line with what it saw.
 // The assertions live in src/tuntap.test.ts. The scenarios end by release()ing the device
 // and closing sockets, never with process.exit: a leaked handle shows up as a timeout.
+
+import { execFileSync } from "node:child_process";
 import dgram from "node:dgram";
 import { existsSync } from "node:fs";
-import { Tun } from "../dist/index.js";
+import { FastSocket, Tun } from "../dist/index.js";
 import { icmp4Echo, inetChecksum, parsePacket, udp4Packet, udp6Packet } from "./packets.mjs";
 
 const scenario = process.argv[2];
@@ -434,6 +436,42 @@ const scenarios = {
     rx.close();
     tun.release();
     return { flags, header, packet: hex(packet), partialOk, plainOk, messages };
+  },
+
+  // FastSocket over a loopback with MTU 1000: a GSO run of 1432-byte datagrams is refused by the
+  // kernel (segment larger than the route's MTU) and must go one by one (fragmented); a run of
+  // 532-byte ones goes as GSO.
+  "fast-gso-mtu": async () => {
+    execFileSync("ip", ["link", "set", "lo", "mtu", "1000"]);
+    const a = new FastSocket({ address: "127.0.0.1" });
+    const b = new FastSocket({ address: "127.0.0.1" });
+    const k1 = Buffer.alloc(32, 1);
+    const k2 = Buffer.alloc(32, 2);
+    a.setSession(1, 2, k1, k2, { address: "127.0.0.1", port: b.port });
+    b.setSession(2, 1, k2, k1, { address: "127.0.0.1", port: a.port });
+    const sizes = [];
+    b.onBatch((_indexes, _buf, _offsets, lengths, count) => {
+      for (let i = 0; i < count; i++) sizes.push(lengths[i]);
+    });
+    const big = Buffer.alloc(1400, 7);
+    for (let i = 0; i < 50; i++) a.send(1, big, 0, big.length);
+    a.flush();
+    const bigStats = a.stats();
+    const small = Buffer.alloc(500, 7);
+    for (let i = 0; i < 50; i++) a.send(1, small, 0, small.length);
+    a.flush();
+    await waitFor(() => sizes.length >= 100);
+    const stats = a.stats();
+    a.close();
+    b.close();
+    return {
+      big: sizes.filter((n) => n === 1400).length,
+      small: sizes.filter((n) => n === 500).length,
+      bigMessages: bigStats.txMessages,
+      smallMessages: stats.txMessages - bigStats.txMessages,
+      udpGso: stats.udpGso,
+      sendFailed: stats.drops.sendFailed,
+    };
   },
 };
 

@@ -5,7 +5,7 @@ import { createLogger } from "../logger.js";
 import { MAX_MAP_CLIENTS, MapServer } from "./map-server.js";
 
 const UID = "0".repeat(32);
-let model: OverlayMap = { self: UID, controller: "test", updatedAt: 0, nodes: [], edges: [] };
+let model: OverlayMap = { self: UID, controller: "test", updatedAt: 0, nodes: [], edges: [], refused: [] };
 const servers: MapServer[] = [];
 
 async function serve(): Promise<{ server: MapServer; port: number }> {

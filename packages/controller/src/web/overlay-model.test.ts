@@ -27,6 +27,7 @@ function sources(over: Partial<OverlaySources>): OverlaySources {
     offline: [],
     links: [],
     neighborLinks: new Map(),
+    refused: [],
     now: 1,
     ...over,
   };
@@ -77,5 +78,19 @@ describe("buildOverlay", () => {
     const map = buildOverlay(sources({ links: [link(d, { state: "connecting", path: null })] }));
     expect(map.nodes.find((n) => n.uid === d)).toMatchObject({ online: false, jid: null });
     expect(map.edges).toEqual([expect.objectContaining({ state: "connecting", path: null })]);
+  });
+
+  it("lists refused roster contacts by JID, with the reason, and draws no node for them", () => {
+    const map = buildOverlay(
+      sources({
+        refused: [
+          { jid: "zed@lab", reason: 'not in roster group "lab"' },
+          { jid: "mallory@lab", name: "M", reason: 'not in roster group "lab"' },
+        ],
+      }),
+    );
+    expect(map.refused.map((r) => r.jid)).toEqual(["mallory@lab", "zed@lab"]);
+    expect(map.refused[0]).toEqual({ jid: "mallory@lab", name: "M", reason: 'not in roster group "lab"' });
+    expect(map.nodes).toHaveLength(1);
   });
 });

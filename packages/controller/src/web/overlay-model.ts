@@ -1,4 +1,11 @@
-import type { LinkInfo, LinkState, OverlayEdge, OverlayMap, OverlayNode } from "@tincan/protocol";
+import type {
+  LinkInfo,
+  LinkState,
+  OverlayEdge,
+  OverlayMap,
+  OverlayNode,
+  OverlayRefused,
+} from "@tincan/protocol";
 import type { Member } from "../policy.js";
 
 /** What the overlay map is drawn from: the controller's view at one moment. */
@@ -13,6 +20,8 @@ export interface OverlaySources {
   links: LinkInfo[];
   /** What each neighbour announced it links to, by neighbour UID. */
   neighborLinks: ReadonlyMap<string, ReadonlySet<string>>;
+  /** Roster contacts the policy refuses, with the reason. */
+  refused: OverlayRefused[];
   now: number;
 }
 
@@ -89,6 +98,7 @@ export function buildOverlay(s: OverlaySources): OverlayMap {
     updatedAt: s.now,
     nodes: [...nodes.values()].sort((x, y) => x.uid.localeCompare(y.uid)),
     edges: [...edges.values()].sort((x, y) => pairKey(x.a, x.b).localeCompare(pairKey(y.a, y.b))),
+    refused: [...s.refused].sort((x, y) => x.jid.localeCompare(y.jid)),
   };
 }
 

@@ -12,6 +12,9 @@
 #include <napi.h>
 #include <uv.h>
 
+#include "fast_socket.h"
+#include "napi_util.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +35,15 @@
 
 namespace {
 
+using tuntap::ArgError;
+using tuntap::CallReader;
+using tuntap::CodedError;
+using tuntap::SetCount;
+using tuntap::GetBytes;
+using tuntap::SysError;
+using tuntap::ToIndex;
+using tuntap::U32Data;
+
 // Room reserved for each read: the largest packet a TUN device can hand us (MTU <= 65535).
 constexpr size_t kReadSlot = 65536;
 constexpr size_t kAlign = 8;
@@ -46,71 +58,6 @@ struct In6Ifreq {
   uint32_t ifr6_prefixlen;
   int ifr6_ifindex;
 };
-
-std::string ErrName(int err) {
-  // libuv error codes are -errno on Unix; uv_err_name gives "EACCES" etc.
-  const char* n = uv_err_name(-err);
-  if (n == nullptr || strncmp(n, "Unknown", 7) == 0) return "E" + std::to_string(err);
-  return n;
-}
-
-// "tuntap: <what>: Permission denied (EACCES)", with errno (negative, like Node's own system
-// errors), code and syscall properties.
-Napi::Error SysError(Napi::Env env, int err, const std::string& what, const char* syscall) {
-  std::string code = ErrName(err);
-  std::string msg = "tuntap: " + what + ": " + strerror(err) + " (" + code + ")";
-  Napi::Error e = Napi::Error::New(env, msg);
-  e.Set("errno", Napi::Number::New(env, -err));
-  e.Set("code", Napi::String::New(env, code));
-  e.Set("syscall", Napi::String::New(env, syscall));
-  return e;
-}
-
-Napi::Error ArgError(Napi::Env env, const std::string& msg, bool range) {
-  Napi::Error e = range ? static_cast<Napi::Error>(Napi::RangeError::New(env, "tuntap: " + msg))
-                        : static_cast<Napi::Error>(Napi::TypeError::New(env, "tuntap: " + msg));
-  e.Set("code", Napi::String::New(env, range ? "ERR_OUT_OF_RANGE" : "ERR_INVALID_ARG_VALUE"));
-  return e;
-}
-
-// A non-negative integer (array index / byte count) from a JS number.
-size_t ToIndex(Napi::Env env, const Napi::Value& v, const char* what) {
-  if (!v.IsNumber()) throw ArgError(env, std::string(what) + " must be a number", false);
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= 0) || std::floor(d) != d || d > 9007199254740991.0) {
-    throw ArgError(env, std::string(what) + " must be a non-negative integer", true);
-  }
-  return static_cast<size_t>(d);
-}
-
-// Bytes of a Buffer / TypedArray / DataView / ArrayBuffer.
-void GetBytes(Napi::Env env, const Napi::Value& v, uint8_t** data, size_t* len) {
-  if (v.IsTypedArray()) {
-    Napi::TypedArray ta = v.As<Napi::TypedArray>();
-    *data = static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
-    *len = ta.ByteLength();
-  } else if (v.IsDataView()) {
-    Napi::DataView dv = v.As<Napi::DataView>();
-    *data = static_cast<uint8_t*>(dv.ArrayBuffer().Data()) + dv.ByteOffset();
-    *len = dv.ByteLength();
-  } else if (v.IsArrayBuffer()) {
-    Napi::ArrayBuffer ab = v.As<Napi::ArrayBuffer>();
-    *data = static_cast<uint8_t*>(ab.Data());
-    *len = ab.ByteLength();
-  } else {
-    throw ArgError(env, "buffer must be a Buffer, Uint8Array or ArrayBuffer", false);
-  }
-  if (*data == nullptr && *len > 0) throw ArgError(env, "buffer is detached", false);
-}
-
-uint32_t* U32Data(Napi::Env env, const Napi::Value& v, const char* what, size_t* count) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
-    throw ArgError(env, std::string(what) + " must be a Uint32Array", false);
-  }
-  Napi::Uint32Array a = v.As<Napi::Uint32Array>();
-  *count = a.ElementLength();
-  return a.Data();
-}
 
 class Socket {
  public:
@@ -196,36 +143,17 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
     fd_ = fd;
     ifindex_ = static_cast<int>(if_nametoindex(name_.c_str()));
 
-    napi_add_env_cleanup_hook(env, &NativeTun::EnvCleanup, this);
-    cleanupHook_ = true;
+    cleanup_.Add(env, [](void* self) { static_cast<NativeTun*>(self)->Shutdown(); }, this);
   }
 
-  ~NativeTun() override {
-    if (cleanupHook_) napi_remove_env_cleanup_hook(env_, &NativeTun::EnvCleanup, this);
-    cleanupHook_ = false;
-    Shutdown();
-  }
+  ~NativeTun() override { Shutdown(); }
 
  private:
   // ---- lifecycle ----------------------------------------------------------------------
 
-  static void EnvCleanup(void* arg) {
-    auto* self = static_cast<NativeTun*>(arg);
-    self->cleanupHook_ = false;
-    self->Shutdown();
-  }
-
-  static void OnPollClosed(uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); }
-
   // Stop polling, close the poll handle and the fd. Never calls into JS.
   void Shutdown() {
-    if (poll_ != nullptr) {
-      poll_->data = nullptr;
-      // uv_close removes the fd from epoll synchronously, so closing the fd after is safe.
-      uv_close(reinterpret_cast<uv_handle_t*>(poll_), &NativeTun::OnPollClosed);
-      poll_ = nullptr;
-    }
-    polling_ = false;
+    poll_.Close();
     if (fd_ >= 0) {
       close(fd_);
       fd_ = -1;
@@ -233,11 +161,7 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
   }
 
   void CheckOpen(Napi::Env env) {
-    if (fd_ < 0) {
-      Napi::Error e = Napi::Error::New(env, "tuntap: device " + name_ + " was released");
-      e.Set("code", Napi::String::New(env, "ERR_TUNTAP_RELEASED"));
-      throw e;
-    }
+    if (fd_ < 0) throw CodedError(env, "tuntap: device " + name_ + " was released", "ERR_TUNTAP_RELEASED");
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
@@ -466,24 +390,8 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
     Napi::Env env = info.Env();
     CheckOpen(env);
     if (reader_.IsEmpty()) throw Napi::Error::New(env, "tuntap: start() before setReader()");
-    if (polling_) return env.Undefined();
-    if (poll_ == nullptr) {
-      uv_loop_t* loop = nullptr;
-      if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
-        throw Napi::Error::New(env, "tuntap: cannot get the event loop");
-      }
-      poll_ = new uv_poll_t;
-      int rc = uv_poll_init(loop, poll_, fd_);
-      if (rc < 0) {
-        delete poll_;
-        poll_ = nullptr;
-        throw SysError(env, -rc, "cannot poll " + name_, "uv_poll_init");
-      }
-      poll_->data = this;
-    }
-    int rc = uv_poll_start(poll_, UV_READABLE, &NativeTun::OnPoll);
-    if (rc < 0) throw SysError(env, -rc, "cannot poll " + name_, "uv_poll_start");
-    polling_ = true;
+    if (poll_.active()) return env.Undefined();
+    poll_.Start(env, fd_, this, [](void* self, int status) { static_cast<NativeTun*>(self)->Drain(status); }, name_);
     if (!refed_) {
       Ref();  // keep this object alive while the loop may call it
       refed_ = true;
@@ -491,13 +399,8 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
     return env.Undefined();
   }
 
-  void StopPolling() {
-    if (poll_ != nullptr && polling_) uv_poll_stop(poll_);
-    polling_ = false;
-  }
-
   Napi::Value Stop(const Napi::CallbackInfo& info) {
-    StopPolling();
+    poll_.Stop();
     if (refed_) {
       Unref();
       refed_ = false;
@@ -505,13 +408,8 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
     return info.Env().Undefined();
   }
 
-  static void OnPoll(uv_poll_t* h, int status, int /*events*/) {
-    auto* self = static_cast<NativeTun*>(h->data);
-    if (self != nullptr) self->Drain(status);
-  }
-
   void Drain(int status) {
-    if (fd_ < 0 || !polling_ || reader_.IsEmpty()) return;
+    if (fd_ < 0 || !poll_.active() || reader_.IsEmpty()) return;
     Napi::Env env = env_;
     Napi::HandleScope scope(env);
 
@@ -557,20 +455,13 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
     args[0] = Napi::Number::New(env, static_cast<double>(count));
     if (err != 0) {
       // Stop first: the JS side learns of it through the error and must not get woken again.
-      StopPolling();
+      poll_.Stop();
       args[1] = SysError(env, err, "cannot read from " + name_, "read").Value();
       argc = 2;
     } else if (count == 0) {
       return;  // spurious wake-up
     }
-    Napi::Function fn = reader_.Value();
-    try {
-      // MakeCallback runs process.nextTick and microtasks queued by the callback.
-      fn.MakeCallback(Value(), argc, args, *asyncCtx_);
-    } catch (const Napi::Error& e) {
-      // The callback threw: report it like any uncaught exception (process 'uncaughtException').
-      napi_fatal_exception(env, e.Value());
-    }
+    CallReader(env, reader_, Value(), argc, args, *asyncCtx_);
     // Do not touch `this` here: the callback may have released the device.
   }
 
@@ -678,11 +569,11 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
   Napi::Value Stats(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Napi::Object o = Napi::Object::New(env);
-    o.Set("rxPackets", Napi::Number::New(env, static_cast<double>(rxPackets_)));
-    o.Set("rxBytes", Napi::Number::New(env, static_cast<double>(rxBytes_)));
-    o.Set("txPackets", Napi::Number::New(env, static_cast<double>(txPackets_)));
-    o.Set("txBytes", Napi::Number::New(env, static_cast<double>(txBytes_)));
-    o.Set("txDropsEagain", Napi::Number::New(env, static_cast<double>(txDropsEagain_)));
+    SetCount(o, "rxPackets", rxPackets_);
+    SetCount(o, "rxBytes", rxBytes_);
+    SetCount(o, "txPackets", txPackets_);
+    SetCount(o, "txBytes", txBytes_);
+    SetCount(o, "txDropsEagain", txDropsEagain_);
     return o;
   }
 
@@ -690,11 +581,10 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
   int fd_ = -1;
   int ifindex_ = 0;
   std::string name_;
-  bool cleanupHook_ = false;
+  tuntap::EnvCleanupHook cleanup_;
   bool vnet_ = false;
   bool offload_ = false;
-  uv_poll_t* poll_ = nullptr;
-  bool polling_ = false;
+  tuntap::ReadPoll poll_;
   bool refed_ = false;
   Napi::FunctionReference reader_;
   Napi::Reference<Napi::ArrayBuffer> rxBuf_;
@@ -712,6 +602,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   exports.Set("readSlot", Napi::Number::New(env, static_cast<double>(kReadSlot)));
   exports.Set("maxBatch", Napi::Number::New(env, kMaxBatch));
   exports.Set("vnetHdrBytes", Napi::Number::New(env, static_cast<double>(kVnetHdr)));
+  tuntap::InitFastSocket(env, exports);
   return exports;
 }
 

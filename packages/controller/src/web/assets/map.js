@@ -7,6 +7,7 @@ const svg = document.getElementById("map");
 const edgeLayer = svg.querySelector("g.edges");
 const nodeLayer = svg.querySelector("g.nodes");
 const statusEl = document.getElementById("status");
+const refusedEl = document.getElementById("refused");
 
 /** Positions survive updates, by UID. */
 const positions = new Map();
@@ -89,8 +90,24 @@ function render(next) {
       return g;
     }),
   );
+  renderRefused(next.refused ?? []);
   frames = 300;
   place();
+}
+
+/** Roster contacts that are no members, with the policy's reason (names come from XMPP: text only). */
+function renderRefused(refused) {
+  refusedEl.hidden = refused.length === 0;
+  refusedEl.querySelector("ul").replaceChildren(
+    ...refused.map((r) => {
+      const li = document.createElement("li");
+      li.dataset.jid = r.jid;
+      const who = document.createElement("strong");
+      who.textContent = r.name ? `${r.name} (${r.jid})` : r.jid;
+      li.append(who, document.createTextNode(`: ${r.reason}`));
+      return li;
+    }),
+  );
 }
 
 /** One step of the force layout: edges pull, nodes push apart, a weak pull to the centre. */
