@@ -1,11 +1,5 @@
 import { type Member, type PolicyContext, queryAll } from "@tincan/controller";
-import type {
-  GroupVpnConfig,
-  LinkRole,
-  NotificationParamsOf,
-  RouteInfo,
-  RpcParamsOf,
-} from "@tincan/protocol";
+import type { GroupVpnConfig, LinkRole, NotificationParamsOf, RouteInfo } from "@tincan/protocol";
 import { z } from "zod";
 import type { Clock } from "./clock.js";
 import { estimateRingSize, longDistanceCount, Ring, ringDistance, ringPosition } from "./ring.js";
