@@ -1,38 +1,56 @@
 // Side-by-side performance of plain veth, wireguard-go, nebula and TinCan-TS between two network
-// namespaces over one veth pair, measured in one run (issues #4 and #7). See bench/README.md.
+// namespaces over one veth pair, measured in one run (issues #4, #7 and #19). See bench/README.md.
 //
 //   ns A (client, sender)  eth0 198.18.1.1/24 <== veth ==> eth0 198.18.1.2/24  ns B (server)
 //   tunnel interface per system: wg-a/wg-b, neb-a/neb-b, tincan0/tincan0
 //
-// Each system is set up, measured and torn down before the next one, so they never share the CPU.
-// Every process is started through the lab (ended by PID on teardown, on error and on Ctrl-C) and
-// the lab deletes both namespaces at the end.
+// The systems take turns: every round sets up each system once (the first one rotating), measures it
+// after a discarded warm-up transfer and tears it down before the next, so they never share the CPU
+// and none is always first or always after the heaviest load; the table shows medians over rounds.
+// Idle cost is measured last, per system, over a longer window. Every process is started through
+// the lab (ended by PID on teardown, on error and on Ctrl-C), all of them in one CPU cgroup of the
+// bench (see cpuGroup below), and the lab deletes both namespaces at the end.
 //
 // Usage: npx tsx bench/bench.ts [--quick | --full] [--runs N] [--seconds S] [--idle S]
 //          [--pings N] [--only veth,wireguard,nebula,tincan] [--udp-rates 100,200,400,800,1600]
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { uidForIpv4 } from "../packages/protocol/dist/index.js";
 import { type Host, Lab, type LabProcess, waitListening } from "../test/lab/index.js";
 import { connectLink, DatapathHandle, REPO } from "../test/support/datapath-driver.js";
+import {
+  cpuSecondsPerGB,
+  type Figures,
+  median,
+  medianOf,
+  percentile,
+  type RatioRow,
+  ratioRows,
+  roundOrder,
+} from "./stats.js";
 
 // ---------------------------------------------------------------------------------------------
 // Flags
 
 const HELP = `Usage: bash bench/run [flags]   (or: npx tsx bench/bench.ts [flags])
 
-  --quick            1 run per TCP test, idle 30 s (default)
-  --full             3 runs per TCP test (medians), idle 120 s
-  --runs N           runs per TCP test; the table shows the median
+  --quick            1 round, idle 30 s (default)
+  --full             3 rounds (medians), idle 120 s
+  --runs N           rounds: each system measured N times, interleaved; the table shows medians
   --seconds S        length of each iperf3 test (default 5)
-  --idle S           idle-cost window (default 30, --full: 120)
+  --warmup S         discarded TCP transfer after each setup, seconds (default 3; 0: none)
+  --idle S           idle-cost window per system (default 30, --full: 120)
   --pings N          pings per RTT test (default 200)
   --ping-interval S  seconds between pings (default 0.01; this VM's wake-up from idle shows at longer ones)
   --only LIST        systems to run, comma separated: veth,wireguard,nebula,tincan (default all)
   --udp-rates LIST   UDP rates in Mbit/s tried in order until loss >= 1% (default 25,50,100,200,400,800,1600)
+  --nebula-routines N  nebula's routines (default 1: its docs recommend at most half the cores, and
+                     both ends share this machine's)
+  --sessions         leave each process in its own scheduler autogroup (the lab's setsid) instead of
+                     one CPU cgroup for the whole bench: how bench/ ran before 2026-12-07
   --out DIR          where results-<timestamp>.json goes (default bench/out)
   --help`;
 
@@ -42,11 +60,14 @@ const { values: flags } = parseArgs({
     full: { type: "boolean" },
     runs: { type: "string" },
     seconds: { type: "string" },
+    warmup: { type: "string" },
     idle: { type: "string" },
     pings: { type: "string" },
     "ping-interval": { type: "string" },
     only: { type: "string" },
     "udp-rates": { type: "string" },
+    "nebula-routines": { type: "string" },
+    sessions: { type: "boolean" },
     out: { type: "string" },
     help: { type: "boolean" },
   },
@@ -59,12 +80,14 @@ if (flags.help) {
 
 const SYSTEMS = ["veth", "wireguard", "nebula", "tincan"] as const;
 type SystemName = (typeof SYSTEMS)[number];
+/** The systems TinCan-TS is compared with. */
+const REFERENCES: readonly SystemName[] = ["wireguard", "nebula"];
 
-function posInt(name: string, v: string | undefined, def: number): number {
+function posInt(name: string, v: string | undefined, def: number, min = 1): number {
   if (v === undefined) return def;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) {
-    console.error(`--${name}: a positive integer, got ${JSON.stringify(v)}`);
+  if (!Number.isInteger(n) || n < min) {
+    console.error(`--${name}: an integer >= ${min}, got ${JSON.stringify(v)}`);
     process.exit(2);
   }
   return n;
@@ -84,6 +107,7 @@ const opts = {
   mode: full ? "full" : "quick",
   runs: posInt("runs", flags.runs, full ? 3 : 1),
   seconds: posInt("seconds", flags.seconds, 5),
+  warmupSeconds: posInt("warmup", flags.warmup, 3, 0),
   idleSeconds: posInt("idle", flags.idle, full ? 120 : 30),
   pings: posInt("pings", flags.pings, 200),
   pingInterval: pingInterval(flags["ping-interval"]),
@@ -91,6 +115,8 @@ const opts = {
     .split(",")
     .map((r) => posInt("udp-rates", r, 0)),
   only: (flags.only ?? SYSTEMS.join(",")).split(",").map((s) => s.trim()) as SystemName[],
+  nebulaRoutines: posInt("nebula-routines", flags["nebula-routines"], 1),
+  cpuGroup: flags.sessions !== true,
   outDir: flags.out ?? join(REPO, "bench/out"),
 };
 for (const s of opts.only) {
@@ -99,9 +125,14 @@ for (const s of opts.only) {
     process.exit(2);
   }
 }
+opts.only = SYSTEMS.filter((s) => opts.only.includes(s));
 
 const LOSS_LIMIT_PCT = 1;
 const UDP_LEN = 1200;
+/** After a teardown, before the next setup: the kernel finishes removing devices and sockets. */
+const SETTLE_MS = 2000;
+/** Before the idle window: the fresh tunnel interface's IPv6 autoconfiguration (RS, MLD) is over. */
+const IDLE_SETTLE_MS = 10_000;
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
@@ -110,18 +141,6 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const t0 = Date.now();
 const log = (msg: string) =>
   console.error(`[bench ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)}s] ${msg}`);
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
-}
-
-/** Nearest-rank percentile. */
-function percentile(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))] as number;
-}
 
 async function readCounters(h: Host, ifs: string[]): Promise<Record<string, { tx: number; rx: number }>> {
   const files = ifs.flatMap((i) => [
@@ -152,6 +171,63 @@ function procStats(pid: number): { cpuS: number; hwmBytes: number; rssBytes: num
 }
 const CLK_TCK = 100; // sysconf(_SC_CLK_TCK) on Linux/x86-64 and arm64
 
+function readOr(file: string, fallback = ""): string {
+  try {
+    return readFileSync(file, "utf8");
+  } catch {
+    return fallback;
+  }
+}
+
+/**
+ * One CPU cgroup (v1 `cpu` controller, or cgroup2 with `cpu` enabled) for the driver and so for every
+ * process it starts. The lab starts each process in a session of its own (setsid), and with
+ * autogroup scheduling (kernel.sched_autogroup_enabled=1, the default here) each session is then a
+ * scheduling group of its own: the two tunnel ends and the iperf3 server become groups of their own
+ * (the iperf3 client runs in the driver's), which the scheduler balances as groups; that cost nebula ~30 % of its TCP rate (wireguard-go up to 37 %) against a
+ * one-session shell harness (bench/two-ns.sh, bench/RESULTS.md 2026-12-07). A task inside a cgroup other
+ * than the root is outside autogroup, so in one cgroup all threads compete as they do on a machine
+ * without autogroup and in a shell harness that starts everything from one session.
+ */
+const cpuGroup = {
+  dir: undefined as string | undefined,
+  /** The cgroup's directory, or undefined when no CPU controller is writable here. */
+  enter(): string | undefined {
+    const v2 = "/sys/fs/cgroup";
+    const roots = [
+      "/sys/fs/cgroup/cpu", // v1 (hybrid hierarchy, as on this machine kind)
+      ...(readOr(join(v2, "cgroup.subtree_control")).split(/\s+/).includes("cpu") ? [v2] : []),
+    ];
+    for (const root of roots) {
+      const dir = join(root, `tincan-bench-${process.pid}`);
+      try {
+        mkdirSync(dir);
+        writeFileSync(join(dir, "cgroup.procs"), String(process.pid));
+        this.dir = dir;
+        return dir;
+      } catch {
+        try {
+          rmdirSync(dir);
+        } catch {
+          // not made here
+        }
+      }
+    }
+    return undefined;
+  },
+  /** Moves the driver back to the root group and removes the (then empty) directory. */
+  leave(): void {
+    if (!this.dir) return;
+    try {
+      writeFileSync(join(this.dir, "..", "cgroup.procs"), String(process.pid));
+      rmdirSync(this.dir);
+    } catch {
+      // a process of ours is still inside: the lab's teardown ends it; the empty dir is harmless
+    }
+    this.dir = undefined;
+  },
+};
+
 // ---------------------------------------------------------------------------------------------
 // Systems under test
 
@@ -167,6 +243,8 @@ interface Tunnel {
   /** Processes whose CPU and memory are measured, per side. */
   procs: { a: LabProcess[]; b: LabProcess[] };
   notes: string[];
+  /** TinCan-TS: which path carries the link now, both ends (`transport` from link.query, else the ICE path). */
+  links?(): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -276,6 +354,7 @@ async function setupWireguard(lab: Lab, a: Host, b: Host): Promise<Tunnel> {
 
 async function setupNebula(lab: Lab, a: Host, b: Host): Promise<Tunnel> {
   const dir = join(lab.dir, "nebula");
+  rmSync(dir, { recursive: true, force: true }); // fresh CA and certs per setup
   mkdirSync(dir, { recursive: true });
   const run = (args: string[]) => a.run(["nebula-cert", ...args], { cwd: dir });
   await run(["ca", "-name", "bench", "-out-crt", join(dir, "ca.crt"), "-out-key", join(dir, "ca.key")]);
@@ -331,6 +410,7 @@ tun:
   drop_multicast: false
   tx_queue: 500
   mtu: 1300
+routines: ${opts.nebulaRoutines}
 logging:
   level: warning
   format: text
@@ -366,7 +446,11 @@ firewall:
     ifA: "neb-a",
     ifB: "neb-b",
     procs: { a: [procs[0] as LabProcess], b: [procs[1] as LabProcess] },
-    notes: ["tun MTU 1300", "A is the lighthouse, static host map, punchy and relays off"],
+    notes: [
+      "tun MTU 1300 (nebula's default)",
+      `routines ${opts.nebulaRoutines}`,
+      "A is the lighthouse, static host map, punchy and relays off",
+    ],
     async stop() {
       for (const p of procs) await p.stop(3000);
     },
@@ -391,7 +475,6 @@ async function setupTincan(lab: Lab, a: Host, b: Host): Promise<Tunnel> {
     await da.stop();
     throw e;
   }
-  const [link] = await da.call("link.query", { peerUid: db.uid });
   const mtu = (await a.run(["cat", "/sys/class/net/tincan0/mtu"])).trim();
   const pkg = JSON.parse(readFileSync(join(REPO, "packages/datapath/package.json"), "utf8")) as {
     version: string;
@@ -405,7 +488,24 @@ async function setupTincan(lab: Lab, a: Host, b: Host): Promise<Tunnel> {
     ifA: "tincan0",
     ifB: "tincan0",
     procs: { a: [da.proc], b: [dbh.proc] },
-    notes: [`vnic MTU ${mtu}`, `link path ${link?.path ?? "?"}`],
+    notes: [`vnic MTU ${mtu}`],
+    // Both ends' view: `transport` ("fast" | "datachannel") where the datapath reports it, and the
+    // selected ICE pair's type (host, srflx, prflx, relay).
+    async links() {
+      const out: string[] = [];
+      for (const [side, h, peer] of [
+        ["A", da, dbh],
+        ["B", dbh, da],
+      ] as const) {
+        const [l] = (await h.call("link.query", { peerUid: peer.uid })) as {
+          transport?: string;
+          path?: string | null;
+        }[];
+        const ice = `ICE ${l?.path ?? "?"}`;
+        out.push(`${side}: ${l?.transport ? `${l.transport} (${ice})` : ice}`);
+      }
+      return out.join(", ");
+    },
     async stop() {
       await da.stop();
       await dbh.stop();
@@ -460,34 +560,38 @@ async function pingRtt(a: Host, addr: string): Promise<RttStats> {
 interface IperfJson {
   error?: string;
   end: {
-    sum_received?: { bits_per_second: number };
+    sum_received?: { bits_per_second: number; bytes: number };
     sum_sent?: { retransmits?: number };
-    sum: { bits_per_second: number; lost_percent: number };
+    /** UDP only */
+    sum?: { bits_per_second: number; bytes: number; lost_percent: number };
   };
 }
 
 interface IperfRun {
   mbit: number;
-  retransmits?: number;
+  /** Bytes the receiver got. */
+  bytes: number;
   lossPct?: number;
-  /** Bytes out of A's veth / bytes out of A's tunnel interface - 1, in percent. */
+  retransmits?: number;
   overheadPct?: number;
-  /** CPU seconds of the measured processes during the run, and that as % of one core. */
+  /** utime+stime of the tunnel processes over the run, seconds per side, and % of a core. */
   cpu: { a: number; b: number; aPct: number; bPct: number };
+  /** Both ends' CPU seconds per GB received. */
+  cpuSPerGB?: number;
 }
 
 function cpuOf(ps: LabProcess[]): number {
   return ps.reduce((s, p) => s + (procStats(p.pid)?.cpuS ?? 0), 0);
 }
 
-async function iperf(a: Host, t: Tunnel, extra: string[]): Promise<IperfRun> {
+async function iperf(a: Host, t: Tunnel, extra: string[], seconds = opts.seconds): Promise<IperfRun> {
   const ifs = t.ifA === "eth0" ? ["eth0"] : ["eth0", t.ifA];
   const c0 = await readCounters(a, ifs);
   const cpuA0 = cpuOf(t.procs.a);
   const cpuB0 = cpuOf(t.procs.b);
   const w0 = Date.now();
-  const r = await a.exec(["iperf3", "-c", t.addrB, "-t", String(opts.seconds), "-J", ...extra], {
-    timeoutMs: opts.seconds * 1000 + 30_000,
+  const r = await a.exec(["iperf3", "-c", t.addrB, "-t", String(seconds), "-J", ...extra], {
+    timeoutMs: seconds * 1000 + 30_000,
   });
   const wall = (Date.now() - w0) / 1000;
   const cpuA = cpuOf(t.procs.a) - cpuA0;
@@ -503,49 +607,23 @@ async function iperf(a: Host, t: Tunnel, extra: string[]): Promise<IperfRun> {
   const veth = (c1.eth0?.tx ?? 0) - (c0.eth0?.tx ?? 0);
   const inner = t.ifA === "eth0" ? veth : (c1[t.ifA]?.tx ?? 0) - (c0[t.ifA]?.tx ?? 0);
   const udp = extra.includes("-u");
+  const lossPct = j.end.sum?.lost_percent ?? 0;
+  // What the receiver got (iperf3 3.12 has end.sum_received for UDP too; older ones only end.sum).
+  const got = j.end.sum_received ?? {
+    bytes: (j.end.sum?.bytes ?? 0) * (1 - lossPct / 100),
+    bits_per_second: (j.end.sum?.bits_per_second ?? 0) * (1 - lossPct / 100),
+  };
+  const bytes = got.bytes;
   const run: IperfRun = {
-    // What the receiver got (iperf3 3.12 has end.sum_received for UDP too; older ones only end.sum).
-    mbit:
-      (j.end.sum_received?.bits_per_second ??
-        j.end.sum.bits_per_second * (1 - j.end.sum.lost_percent / 100)) / 1e6,
+    mbit: got.bits_per_second / 1e6,
+    bytes,
     cpu: { a: cpuA, b: cpuB, aPct: (100 * cpuA) / wall, bPct: (100 * cpuB) / wall },
   };
-  if (udp) run.lossPct = j.end.sum.lost_percent;
+  if (t.procs.a.length) run.cpuSPerGB = cpuSecondsPerGB(cpuA + cpuB, bytes);
+  if (udp) run.lossPct = lossPct;
   else run.retransmits = j.end.sum_sent?.retransmits;
   if (t.ifA !== "eth0" && inner > 0) run.overheadPct = (100 * veth) / inner - 100;
   return run;
-}
-
-interface TcpResult {
-  mbit: number;
-  runsMbit: number[];
-  overheadPct?: number;
-  cpu: { a: number; b: number; aPct: number; bPct: number };
-  retransmits: number;
-}
-
-async function tcp(a: Host, t: Tunnel, streams: number): Promise<TcpResult> {
-  const runs: IperfRun[] = [];
-  for (let i = 0; i < opts.runs; i++) {
-    runs.push(await iperf(a, t, streams > 1 ? ["-P", String(streams)] : []));
-    log(`${t.label}: TCP x${streams} run ${i + 1}/${opts.runs}: ${runs.at(-1)?.mbit.toFixed(0)} Mbit/s`);
-  }
-  const m = (f: (r: IperfRun) => number | undefined) => {
-    const xs = runs.map(f).filter((x): x is number => x !== undefined);
-    return xs.length ? median(xs) : undefined;
-  };
-  return {
-    mbit: m((r) => r.mbit) as number,
-    runsMbit: runs.map((r) => r.mbit),
-    overheadPct: m((r) => r.overheadPct),
-    cpu: {
-      a: m((r) => r.cpu.a) as number,
-      b: m((r) => r.cpu.b) as number,
-      aPct: m((r) => r.cpu.aPct) as number,
-      bPct: m((r) => r.cpu.bPct) as number,
-    },
-    retransmits: m((r) => r.retransmits) ?? 0,
-  };
 }
 
 interface UdpResult {
@@ -618,13 +696,45 @@ async function pingLoaded(a: Host, t: Tunnel): Promise<RttStats & { loadMbit?: n
   }
 }
 
-/** Bytes per second on A's veth (both directions) with the tunnel up and nothing sent. */
-async function idleCost(a: Host): Promise<{ bytesPerSec: number; seconds: number }> {
-  await sleep(2000); // let the last ping's echo and any handshake settle
+/** Bytes on the wire between the namespaces with the tunnel up and nothing sent, per direction. */
+interface IdleResult {
+  seconds: number;
+  /** Both directions: A's veth tx + rx (a veth pair: what A sends is what B receives). */
+  bytesPerSec: number;
+  aToBBytesPerSec: number;
+  bToABytesPerSec: number;
+}
+
+async function idleCost(a: Host): Promise<IdleResult> {
   const c0 = (await readCounters(a, ["eth0"])).eth0 as { tx: number; rx: number };
   await sleep(opts.idleSeconds * 1000);
   const c1 = (await readCounters(a, ["eth0"])).eth0 as { tx: number; rx: number };
-  return { bytesPerSec: (c1.tx - c0.tx + c1.rx - c0.rx) / opts.idleSeconds, seconds: opts.idleSeconds };
+  const s = opts.idleSeconds;
+  return {
+    seconds: s,
+    bytesPerSec: (c1.tx - c0.tx + c1.rx - c0.rx) / s,
+    aToBBytesPerSec: (c1.tx - c0.tx) / s,
+    bToABytesPerSec: (c1.rx - c0.rx) / s,
+  };
+}
+
+/** One round of one system: set up, warm up (discarded), measure, tear down. */
+interface RoundResult {
+  round: number;
+  /** 0 = this round's first system. */
+  position: number;
+  error?: string;
+  warmupMbit?: number;
+  rttIdle?: RttStats;
+  tcp1?: IperfRun;
+  tcp4?: IperfRun;
+  udp?: UdpResult;
+  rttLoaded?: RttStats & { loadMbit?: number };
+  /** Peak RSS (VmHWM) of the measured processes at the end of the throughput tests, MB per side. */
+  peakRssMB?: { a: number; b: number };
+  /** TinCan-TS: which path carried the link, read after the TCP 1-stream test. */
+  links?: string;
+  loadavg: number;
 }
 
 interface SystemResult {
@@ -632,57 +742,154 @@ interface SystemResult {
   label: string;
   version?: string;
   notes: string[];
-  error?: string;
-  rttIdle?: RttStats;
-  idle?: { bytesPerSec: number; seconds: number };
-  tcp1?: TcpResult;
-  tcp4?: TcpResult;
-  udp?: UdpResult;
-  rttLoaded?: RttStats & { loadMbit?: number };
-  /** Peak RSS (VmHWM) of the measured processes at the end of the throughput tests, MB per side. */
-  peakRssMB?: { a: number; b: number };
   processes?: { a: string[]; b: string[] };
+  rounds: RoundResult[];
+  /** Rounds that failed and were run again. */
+  failedRounds: RoundResult[];
+  idle?: IdleResult;
+  idleError?: string;
 }
 
-async function measure(lab: Lab, a: Host, b: Host, name: SystemName): Promise<SystemResult> {
-  const res: SystemResult = { name, label: name, notes: [] };
+/** Sets the system up with an iperf3 server in B, runs `body`, tears both down and lets the kernel settle. */
+async function withTunnel<T>(
+  lab: Lab,
+  a: Host,
+  b: Host,
+  res: SystemResult,
+  body: (t: Tunnel, restartServer: () => Promise<void>) => Promise<T>,
+): Promise<T> {
   let t: Tunnel | undefined;
   let server: LabProcess | undefined;
+  const startServer = async (tn: Tunnel) => {
+    await server?.stop(3000);
+    server = b.spawn("iperf3", ["-s", "-B", tn.addrB], { name: `iperf3-s-${tn.name}` });
+    await waitListening(b, "tcp", tn.addrB, 5201, 10_000, server);
+  };
   try {
-    log(`${name}: setting up`);
-    t = await SETUP[name](lab, a, b);
+    t = await SETUP[res.name](lab, a, b);
     Object.assign(res, { label: t.label, version: t.version, notes: t.notes });
     res.processes = {
-      a: t.procs.a.map((p) => `${p.argv.join(" ")} (pid ${p.pid})`),
-      b: t.procs.b.map((p) => `${p.argv.join(" ")} (pid ${p.pid})`),
+      a: t.procs.a.map((p) => p.argv.join(" ")),
+      b: t.procs.b.map((p) => p.argv.join(" ")),
     };
-    server = b.spawn("iperf3", ["-s", "-B", t.addrB], { name: `iperf3-s-${name}` });
-    await waitListening(b, "tcp", t.addrB, 5201, 10_000, server);
-    await a.exec(["ping", "-n", "-q", "-c", "5", "-i", "0.05", t.addrB]); // warm up
-    res.rttIdle = await pingRtt(a, t.addrB);
-    log(`${t.label}: RTT idle median ${res.rttIdle.medianMs.toFixed(3)} ms`);
-    res.idle = await idleCost(a);
-    log(`${t.label}: idle ${res.idle.bytesPerSec.toFixed(1)} B/s`);
-    res.tcp1 = await tcp(a, t, 1);
-    res.tcp4 = await tcp(a, t, 4);
-    res.udp = await udpSearch(a, t);
-    if (res.udp.aborted) {
-      await server.stop(3000);
-      server = b.spawn("iperf3", ["-s", "-B", t.addrB], { name: `iperf3-s-${name}` });
-      await waitListening(b, "tcp", t.addrB, 5201, 10_000, server);
-    }
-    res.rttLoaded = await pingLoaded(a, t);
-    log(`${t.label}: RTT loaded median ${res.rttLoaded.medianMs.toFixed(3)} ms`);
-    const hwm = (ps: LabProcess[]) => ps.reduce((s, p) => s + (procStats(p.pid)?.hwmBytes ?? 0), 0) / 1e6;
-    if (t.procs.a.length) res.peakRssMB = { a: hwm(t.procs.a), b: hwm(t.procs.b) };
-  } catch (e) {
-    res.error = (e as Error).message;
-    log(`${name}: FAILED: ${res.error}`);
+    await startServer(t);
+    await a.exec(["ping", "-n", "-q", "-c", "5", "-i", "0.05", t.addrB]);
+    const tn = t;
+    return await body(t, () => startServer(tn));
   } finally {
     await server?.stop(3000);
     await t?.stop();
+    // A setup that failed half-way leaves its first processes running (e.g. A's datapath when B's
+    // never got ready): end whatever the lab still runs, so the next setup starts from nothing.
+    for (const p of lab.running) await p.stop(3000);
+    await sleep(SETTLE_MS);
   }
-  return res;
+}
+
+async function measureRound(
+  lab: Lab,
+  a: Host,
+  b: Host,
+  res: SystemResult,
+  round: number,
+  position: number,
+): Promise<RoundResult> {
+  const rr: RoundResult = { round, position, loadavg: os.loadavg()[0] as number };
+  const tag = `${res.name} round ${round + 1}/${opts.runs}`;
+  log(`${tag}: setting up (load ${rr.loadavg.toFixed(1)})`);
+  try {
+    await withTunnel(lab, a, b, res, async (t, restartServer) => {
+      if (opts.warmupSeconds > 0) {
+        rr.warmupMbit = (await iperf(a, t, [], opts.warmupSeconds)).mbit;
+        log(`${tag}: warm-up ${rr.warmupMbit.toFixed(0)} Mbit/s (discarded)`);
+      }
+      rr.rttIdle = await pingRtt(a, t.addrB);
+      log(`${tag}: RTT idle median ${rr.rttIdle.medianMs.toFixed(3)} ms`);
+      rr.tcp1 = await iperf(a, t, []);
+      log(`${tag}: TCP x1 ${rr.tcp1.mbit.toFixed(0)} Mbit/s, ${f1(rr.tcp1.cpuSPerGB)} CPU s/GB`);
+      if (t.links) rr.links = await t.links();
+      rr.tcp4 = await iperf(a, t, ["-P", "4"]);
+      log(`${tag}: TCP x4 ${rr.tcp4.mbit.toFixed(0)} Mbit/s`);
+      rr.udp = await udpSearch(a, t);
+      // an overloaded step can leave the server's control connection hanging
+      if (rr.udp.aborted) await restartServer();
+      rr.rttLoaded = await pingLoaded(a, t);
+      log(`${tag}: RTT loaded median ${rr.rttLoaded.medianMs.toFixed(3)} ms`);
+      const hwm = (ps: LabProcess[]) => ps.reduce((s, p) => s + (procStats(p.pid)?.hwmBytes ?? 0), 0) / 1e6;
+      if (t.procs.a.length) rr.peakRssMB = { a: hwm(t.procs.a), b: hwm(t.procs.b) };
+    });
+  } catch (e) {
+    rr.error = (e as Error).message;
+    log(`${tag}: FAILED: ${rr.error}`);
+  }
+  return rr;
+}
+
+async function measureIdle(lab: Lab, a: Host, b: Host, res: SystemResult): Promise<void> {
+  log(`${res.name}: idle cost over ${opts.idleSeconds} s`);
+  try {
+    await withTunnel(lab, a, b, res, async () => {
+      await sleep(IDLE_SETTLE_MS);
+      res.idle = await idleCost(a);
+    });
+    log(`${res.label}: idle ${f1(res.idle?.bytesPerSec)} B/s`);
+  } catch (e) {
+    res.idleError = (e as Error).message;
+    log(`${res.name}: idle FAILED: ${res.idleError}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Medians over rounds
+
+interface Summary {
+  tcp1?: number;
+  tcp4?: number;
+  tcp1Runs: number[];
+  tcp4Runs: number[];
+  udp?: number;
+  udpRate?: number;
+  udpCapped: boolean;
+  rttIdle?: { min?: number; med?: number; p99?: number };
+  rttLoaded?: { min?: number; med?: number; p99?: number };
+  overheadTcp?: number;
+  overheadUdp?: number;
+  cpuPct?: { a?: number; b?: number };
+  cpuSPerGB?: { tcp1?: number; tcp4?: number };
+  peakRssMB?: { a: number; b: number };
+  links: string[];
+  roundsOk: number;
+}
+
+function summarize(r: SystemResult): Summary {
+  const ok = r.rounds.filter((x) => !x.error);
+  const m = (f: (x: RoundResult) => number | null | undefined) => medianOf(ok.map(f));
+  const rtt = (f: (x: RoundResult) => RttStats | undefined) => ({
+    min: m((x) => f(x)?.minMs),
+    med: m((x) => f(x)?.medianMs),
+    p99: m((x) => f(x)?.p99Ms),
+  });
+  const rss = ok.map((x) => x.peakRssMB).filter((x): x is { a: number; b: number } => x !== undefined);
+  return {
+    tcp1: m((x) => x.tcp1?.mbit),
+    tcp4: m((x) => x.tcp4?.mbit),
+    tcp1Runs: ok.flatMap((x) => (x.tcp1 ? [x.tcp1.mbit] : [])),
+    tcp4Runs: ok.flatMap((x) => (x.tcp4 ? [x.tcp4.mbit] : [])),
+    udp: m((x) => x.udp?.bestReceivedMbit),
+    udpRate: m((x) => x.udp?.bestRateMbit),
+    udpCapped: ok.some((x) => x.udp?.capped),
+    rttIdle: rtt((x) => x.rttIdle),
+    rttLoaded: rtt((x) => x.rttLoaded),
+    overheadTcp: m((x) => x.tcp1?.overheadPct),
+    overheadUdp: m((x) => x.udp?.overheadPct),
+    cpuPct: { a: m((x) => x.tcp1?.cpu.aPct), b: m((x) => x.tcp1?.cpu.bPct) },
+    cpuSPerGB: { tcp1: m((x) => x.tcp1?.cpuSPerGB), tcp4: m((x) => x.tcp4?.cpuSPerGB) },
+    peakRssMB: rss.length
+      ? { a: Math.max(...rss.map((x) => x.a)), b: Math.max(...rss.map((x) => x.b)) }
+      : undefined,
+    links: [...new Set(ok.flatMap((x) => (x.links ? [x.links] : [])))],
+    roundsOk: ok.length,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -691,60 +898,62 @@ async function measure(lab: Lab, a: Host, b: Host, name: SystemName): Promise<Sy
 const f0 = (x: number | undefined | null) => (x === undefined || x === null ? "-" : x.toFixed(0));
 const f1 = (x: number | undefined | null) => (x === undefined || x === null ? "-" : x.toFixed(1));
 const f2 = (x: number | undefined | null) => (x === undefined || x === null ? "-" : x.toFixed(2));
-const rttCell = (r?: RttStats) => (r ? `${f2(r.minMs)} / ${f2(r.medianMs)} / ${f2(r.p99Ms)}` : "-");
+const rttCell = (r?: { min?: number; med?: number; p99?: number }) =>
+  r?.med !== undefined ? `${f2(r.min)} / ${f2(r.med)} / ${f2(r.p99)}` : "-";
+const runsCell = (med: number | undefined, runs: number[]) =>
+  runs.length > 1 ? `${f0(med)} (${runs.map((x) => x.toFixed(0)).join(", ")})` : f0(med);
 
-function udpCell(u?: UdpResult): string {
-  if (!u) return "-";
-  if (u.bestRateMbit === null) return `- (${opts.udpRates[0]}M lost >= 1%)`;
-  return `${f0(u.bestReceivedMbit)} (${u.capped ? "all passed, up to " : ""}${u.bestRateMbit}M offered)`;
+function udpCell(s: Summary): string {
+  if (s.udp === undefined) return s.roundsOk ? `- (${opts.udpRates[0]}M lost >= 1%)` : "-";
+  return `${f0(s.udp)} (${s.udpCapped ? "all passed, up to " : ""}${f0(s.udpRate)}M offered)`;
 }
 
 function table(results: SystemResult[]): string {
   const rows = [
-    "| system | TCP 1 stream Mbit/s | TCP 4 streams Mbit/s | UDP Mbit/s received, < 1% loss | RTT idle min / med / p99 ms | RTT under TCP load min / med / p99 ms | overhead TCP % | overhead UDP % | idle B/s | peak RSS A / B MB | CPU % of a core A / B (TCP 1) |",
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| system | TCP 1 stream Mbit/s (runs) | TCP 4 streams Mbit/s (runs) | UDP Mbit/s received, < 1% loss | RTT idle min / med / p99 ms | RTT under TCP load min / med / p99 ms | overhead TCP % | overhead UDP % | idle B/s A->B + B->A | peak RSS A / B MB | CPU % of a core A / B (TCP 1) | CPU s per GB TCP 1 / TCP 4 | path |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
   ];
   for (const r of results) {
-    if (r.error) {
-      rows.push(`| ${r.label} | not measured: ${r.error.split("\n")[0]?.replace(/\|/g, "/")} |||||||||||`);
+    const s = summarize(r);
+    const isVeth = r.name === "veth";
+    if (s.roundsOk === 0) {
+      const err = r.rounds.find((x) => x.error)?.error ?? "no round ran";
+      rows.push(`| ${r.label} | not measured: ${err.split("\n")[0]?.replace(/\|/g, "/")} ||||||||||||`);
       continue;
     }
-    const isVeth = r.name === "veth";
+    const idle = r.idle
+      ? `${f1(r.idle.bytesPerSec)} = ${f1(r.idle.aToBBytesPerSec)} + ${f1(r.idle.bToABytesPerSec)}`
+      : "-";
+    const path = isVeth ? "-" : r.name === "tincan" ? s.links.join("; ") || "?" : "direct UDP";
     rows.push(
-      `| ${r.label} ${r.version ? `(${r.version.replace(/^kernel /, "")})` : ""} | ${f0(r.tcp1?.mbit)} | ${f0(r.tcp4?.mbit)} | ${udpCell(r.udp)} | ${rttCell(r.rttIdle)} | ${rttCell(r.rttLoaded)} | ${isVeth ? "0 (ref)" : f1(r.tcp1?.overheadPct)} | ${isVeth ? "0 (ref)" : f1(r.udp?.overheadPct)} | ${f1(r.idle?.bytesPerSec)} | ${r.peakRssMB ? `${f0(r.peakRssMB.a)} / ${f0(r.peakRssMB.b)}` : "-"} | ${r.peakRssMB ? `${f0(r.tcp1?.cpu.aPct)} / ${f0(r.tcp1?.cpu.bPct)}` : "-"} |`,
+      `| ${r.label} ${r.version ? `(${r.version.replace(/^kernel /, "")})` : ""} | ${runsCell(s.tcp1, s.tcp1Runs)} | ${runsCell(s.tcp4, s.tcp4Runs)} | ${udpCell(s)} | ${rttCell(s.rttIdle)} | ${rttCell(s.rttLoaded)} | ${isVeth ? "0 (ref)" : f1(s.overheadTcp)} | ${isVeth ? "0 (ref)" : f1(s.overheadUdp)} | ${idle} | ${s.peakRssMB ? `${f0(s.peakRssMB.a)} / ${f0(s.peakRssMB.b)}` : "-"} | ${isVeth ? "-" : `${f0(s.cpuPct?.a)} / ${f0(s.cpuPct?.b)}`} | ${isVeth ? "-" : `${f1(s.cpuSPerGB?.tcp1)} / ${f1(s.cpuSPerGB?.tcp4)}`} | ${path} |`,
     );
   }
   return rows.join("\n");
 }
 
-interface Ratio {
-  reference: string;
-  tcp1?: number;
-  tcp4?: number;
-  udp?: number;
+function figures(r: SystemResult): Figures {
+  const s = summarize(r);
+  return { label: r.label, tcp1: s.tcp1, tcp4: s.tcp4, udp: s.udp, rttIdleMs: s.rttIdle?.med };
 }
 
-function ratios(results: SystemResult[]): Ratio[] {
-  const tc = results.find((r) => r.name === "tincan" && !r.error);
+function ratios(results: SystemResult[]): RatioRow[] {
+  const tc = results.find((r) => r.name === "tincan");
   if (!tc) return [];
-  const div = (x?: number | null, y?: number | null) => (x && y ? x / y : undefined);
-  return results
-    .filter((r) => r.name !== "tincan" && !r.error)
-    .map((r) => ({
-      reference: r.label,
-      tcp1: div(tc.tcp1?.mbit, r.tcp1?.mbit),
-      tcp4: div(tc.tcp4?.mbit, r.tcp4?.mbit),
-      udp: div(tc.udp?.bestReceivedMbit, r.udp?.bestReceivedMbit),
-    }));
+  const refs = results.filter((r) => REFERENCES.includes(r.name) && summarize(r).roundsOk > 0);
+  return refs.length ? ratioRows(figures(tc), refs.map(figures)) : [];
 }
 
-function ratioTable(rs: Ratio[]): string {
+function ratioTable(rs: RatioRow[]): string {
   if (rs.length === 0) return "(no ratios: TinCan-TS or the references were not measured)";
-  const pct = (x?: number) => (x === undefined ? "-" : `${x.toFixed(2)} (${(100 * x).toFixed(0)} %)`);
+  const x = (v?: number) => (v === undefined ? "-" : `${v.toFixed(2)}x`);
+  const ms = (v?: number) => (v === undefined ? "-" : `${v >= 0 ? "+" : ""}${v.toFixed(2)}`);
   return [
-    "| TinCan-TS / reference | TCP 1 stream | TCP 4 streams | UDP (received at max < 1% loss rate) |",
-    "|---|---:|---:|---:|",
-    ...rs.map((r) => `| ${r.reference} | ${pct(r.tcp1)} | ${pct(r.tcp4)} | ${pct(r.udp)} |`),
+    "| TinCan-TS / reference | TCP 1 stream | TCP 4 streams | UDP < 1% loss | idle RTT difference ms |",
+    "|---|---:|---:|---:|---:|",
+    ...rs.map(
+      (r) => `| ${r.reference} | ${x(r.tcp1)} | ${x(r.tcp4)} | ${x(r.udp)} | ${ms(r.rttIdleDiffMs)} |`,
+    ),
   ].join("\n");
 }
 
@@ -782,9 +991,6 @@ async function main(): Promise<void> {
     commit: gitDescribe(),
     loadavgAtStart: os.loadavg().map((x) => Number(x.toFixed(2))),
   };
-  log(
-    `mode ${opts.mode}: runs ${opts.runs}, ${opts.seconds} s per iperf3 test, idle ${opts.idleSeconds} s, systems ${opts.only.join(",")}`,
-  );
   const { lab, a, b } = await Lab.pair({ prefix: "bench" });
   // The lab's own handlers (installed first, so they run first) SIGKILL everything it started and
   // delete the namespaces; then this one removes what is left outside the lab dir and exits.
@@ -792,22 +998,61 @@ async function main(): Promise<void> {
     process.once(sig, () => {
       lab.destroySync();
       removeStrayFiles();
+      cpuGroup.leave();
       console.error(`[bench] ${sig}: stopped, lab torn down`);
       process.exit(sig === "SIGINT" ? 130 : 143);
     });
   }
-  const results: SystemResult[] = [];
+  // after the lab exists (a prefix in use throws before anything is to undo)
+  const group = opts.cpuGroup ? cpuGroup.enter() : undefined;
+  process.once("exit", () => cpuGroup.leave());
+  const sched = group
+    ? `one CPU cgroup (${group})`
+    : `a session (autogroup) per process${opts.cpuGroup ? ": NO writable CPU cgroup here" : ""}`;
+  log(
+    `mode ${opts.mode}: ${opts.runs} round(s), ${opts.seconds} s per iperf3 test, warm-up ${opts.warmupSeconds} s, idle ${opts.idleSeconds} s, systems ${opts.only.join(",")}, ${sched}`,
+  );
+  const results: SystemResult[] = opts.only.map((name) => ({
+    name,
+    label: name,
+    notes: [],
+    rounds: [],
+    failedRounds: [],
+  }));
   try {
-    for (const name of SYSTEMS) if (opts.only.includes(name)) results.push(await measure(lab, a, b, name));
+    for (const [round, order] of roundOrder(results, opts.runs).entries()) {
+      for (const [position, res] of order.entries()) {
+        let rr = await measureRound(lab, a, b, res, round, position);
+        // once more after a failure (on a loaded machine a setup can time out); both are in the JSON
+        if (rr.error) {
+          res.failedRounds.push(rr);
+          rr = await measureRound(lab, a, b, res, round, position);
+        }
+        res.rounds.push(rr);
+      }
+    }
+    for (const res of results) await measureIdle(lab, a, b, res);
   } finally {
     await lab.destroy();
     removeStrayFiles();
+    cpuGroup.leave();
   }
   const loadavgAtEnd = os.loadavg().map((x) => Number(x.toFixed(2)));
   const started = new Date(t0);
   const rs = ratios(results);
+  const retried = results.flatMap((r) =>
+    r.failedRounds.map((x) => `- ${r.label} round ${x.round + 1} failed once and ran again: ${x.error}`),
+  );
+  const partial = results
+    .map((r) => ({ r, ok: summarize(r).roundsOk }))
+    .filter(({ ok }) => ok < opts.runs)
+    .map(({ r, ok }) => `- ${r.label}: medians and ratios over ${ok} of ${opts.runs} rounds`);
+  const failed = results.flatMap((r) => [
+    ...r.rounds.filter((x) => x.error).map((x) => `- ${r.label} round ${x.round + 1}: FAILED: ${x.error}`),
+    ...(r.idleError ? [`- ${r.label} idle: FAILED: ${r.idleError}`] : []),
+  ]);
   const md = [
-    `## TinCan-TS bench, ${started.toISOString()} (${opts.mode}: ${opts.runs} run(s) per TCP test, ${opts.seconds} s each, idle ${opts.idleSeconds} s, pings ${opts.pingInterval} s apart)`,
+    `## TinCan-TS bench, ${started.toISOString()} (${opts.mode}: ${opts.runs} round(s), systems interleaved, ${opts.warmupSeconds} s warm-up discarded, ${opts.seconds} s per test, idle ${opts.idleSeconds} s, pings ${opts.pingInterval} s apart, ${sched})`,
     "",
     `Machine: ${machine.cores} cores (${machine.cpu}), ${machine.memGB} GB, kernel ${machine.kernel}, node ${machine.node}, ${machine.iperf3}, tree ${machine.commit}; load average (1/5/15 min) ${machine.loadavgAtStart.join(" ")} at start, ${loadavgAtEnd.join(" ")} at end`,
     "",
@@ -815,19 +1060,23 @@ async function main(): Promise<void> {
     "",
     ratioTable(rs),
     "",
-    ...results.filter((r) => r.error).map((r) => `- ${r.label}: NOT MEASURED: ${r.error}`),
-    ...results.filter((r) => !r.error && r.notes.length).map((r) => `- ${r.label}: ${r.notes.join("; ")}`),
+    ...partial,
+    ...failed,
+    ...retried,
+    ...results.filter((r) => r.notes.length).map((r) => `- ${r.label}: ${r.notes.join("; ")}`),
+    `- load average (1 min) at each setup: ${results.map((r) => `${r.label} ${r.rounds.map((x) => x.loadavg.toFixed(1)).join(", ")}`).join("; ")}`,
     `- total time ${((Date.now() - t0) / 1000).toFixed(0)} s`,
   ].join("\n");
   console.log(md);
   mkdirSync(opts.outDir, { recursive: true });
   const file = join(opts.outDir, `results-${started.toISOString().replace(/[:.]/g, "-")}.json`);
+  const summaries = Object.fromEntries(results.map((r) => [r.name, summarize(r)]));
   writeFileSync(
     file,
-    `${JSON.stringify({ started: started.toISOString(), options: opts, machine: { ...machine, loadavgAtEnd }, results, ratios: rs, markdown: md }, null, 2)}\n`,
+    `${JSON.stringify({ started: started.toISOString(), options: opts, machine: { ...machine, loadavgAtEnd }, results, summaries, ratios: rs, markdown: md }, null, 2)}\n`,
   );
   log(`wrote ${file}`);
-  if (results.some((r) => r.error)) process.exitCode = 1;
+  if (failed.length) process.exitCode = 1;
 }
 
 await main();
