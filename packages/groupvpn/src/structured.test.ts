@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import type { Clock } from "./clock.js";
 import { GroupPolicy } from "./policy.js";
 import { ringDistance, ringPosition, seededRandom } from "./ring.js";
-import { INCOMING_FULL, MAINTAIN_EVERY_MS, PENALTY_MS } from "./structured.js";
+import { INCOMING_FULL, MAINTAIN_EVERY_MS, PENALTY_MS, UNWANTED } from "./structured.js";
 
 /** Virtual time: timers fire only when the test advances the clock. */
 class ManualClock implements Clock {
@@ -305,9 +305,97 @@ describe("structured GroupVPN policy: routes that do not deliver", () => {
     expect(n.ensured).toEqual([uidOf(far)]);
     expect(n.structured.roleOf(uidOf(far))).toBe("shortcut");
   });
+  it("a neighbour that announced a link to the destination but is farther from it than we are is not the next hop", async () => {
+    const members = Array.from({ length: 12 }, (_, i) => member(i + 1));
+    const n = node(SELF_IPV4, members);
+    await n.policy.onPeerOnline(members[0] as Member, n.ctx);
+    const order = ringAfterSelf(members);
+    const neighbours = [order[0], order.at(-1)] as Member[];
+    for (const m of neighbours) await n.up(uidOf(m));
+    // A destination one of our neighbours is farther from than we are (a stale announcement would loop).
+    const pick = order
+      .slice(1, -1)
+      .flatMap((dst) => neighbours.filter((x) => greedy(dst, [uidOf(x)]) === undefined).map((x) => [dst, x]))
+      .find(([dst]) => greedy(dst as Member, neighbours.map(uidOf)) !== undefined) as [Member, Member];
+    expect(pick).toBeDefined();
+    const [dst, farther] = pick;
+    n.policy.onIccMessage(
+      { peerUid: uidOf(farther), data: { type: "groupvpn.links", uids: [uidOf(dst)] } },
+      n.ctx,
+    );
+    await n.structured.maintain(n.ctx);
+    expect(n.viaOf(dst)).toBe(greedy(dst, neighbours.map(uidOf)));
+    expect(n.viaOf(dst)).not.toBe(uidOf(farther));
+  });
+
+  it("a member no neighbour is closer to goes via a neighbour linked to it (not a held direct route) until its own link is up", async () => {
+    const members = Array.from({ length: 6 }, (_, i) => member(i + 1));
+    const n = node(SELF_IPV4, members);
+    await n.policy.onPeerOnline(members[0] as Member, n.ctx);
+    const order = ringAfterSelf(members);
+    const [successor, predecessor] = [order[0], order.at(-1)] as [Member, Member];
+    await n.up(uidOf(predecessor));
+    expect(greedy(successor, [uidOf(predecessor)])).toBeUndefined();
+    expect(n.viaOf(successor)).toBeUndefined();
+    // The predecessor has a link to our successor: the successor's packets may come to us through it,
+    // which the datapath accepts only with a via route (a direct route's source must come on its link).
+    n.ensured.length = 0;
+    n.policy.onIccMessage(
+      { peerUid: uidOf(predecessor), data: { type: "groupvpn.links", uids: [uidOf(successor)] } },
+      n.ctx,
+    );
+    await n.structured.maintain(n.ctx);
+    expect(n.viaOf(successor)).toBe(uidOf(predecessor));
+    expect(n.ensured).toContain(uidOf(successor));
+    await n.up(uidOf(successor));
+    expect(n.routes.get(prefixOf(successor))).toEqual({
+      prefix: prefixOf(successor),
+      peerUid: uidOf(successor),
+    });
+  });
 });
 
 describe("structured GroupVPN policy: long-distance links", () => {
+  it("a long-distance link the target closes (`link closed`, its bye still on the way) counts as a refusal", async () => {
+    const members = Array.from({ length: 40 }, (_, i) => member(i + 1));
+    const n = node(SELF_IPV4, members, { successors: 2, longDistance: 1 });
+    await n.policy.onPeerOnline(members[0] as Member, n.ctx);
+    const longOf = () => [...n.structured.targets()].find(([, role]) => role === "long")?.[0];
+    const long = longOf() as string;
+    await n.up(long);
+    n.ensured.length = 0;
+    await n.down(long, "link closed");
+    const next = longOf();
+    expect(next).toBeDefined();
+    expect(next).not.toBe(long);
+    expect(n.ensured).toContain(next);
+    // The link manager would set the old link up again after the close: it is removed instead.
+    expect(n.removed).toContainEqual({ uid: long, reason: UNWANTED });
+    n.clock.skip(MAINTAIN_EVERY_MS);
+    await n.structured.maintain(n.ctx);
+    expect(n.structured.roleOf(long)).toBeNull();
+  });
+
+  it("a link neither end wants any more is trimmed at the next round, not after the idle timeout", async () => {
+    const members = Array.from({ length: 40 }, (_, i) => member(i + 1));
+    const n = node(SELF_IPV4, members, { successors: 2, longDistance: 1 });
+    await n.policy.onPeerOnline(members[0] as Member, n.ctx);
+    const wanted = new Set(n.structured.targets().keys());
+    const [unwanted, wantedByPeer] = members.filter((m) => !wanted.has(uidOf(m))) as [Member, Member];
+    for (const [m, keep] of [
+      [unwanted, false],
+      [wantedByPeer, true],
+    ] as const) {
+      await n.up(uidOf(m));
+      n.policy.onIccMessage({ peerUid: uidOf(m), data: { type: "groupvpn.keep", keep } }, n.ctx);
+    }
+    await n.structured.maintain(n.ctx);
+    expect(n.removed).toEqual([]); // just up: not judged yet
+    n.clock.skip(MAINTAIN_EVERY_MS);
+    await n.structured.maintain(n.ctx);
+    expect(n.removed).toEqual([{ uid: uidOf(unwanted), reason: UNWANTED }]);
+  });
+
   it("trims incoming links beyond the cap with a reason the other side understands, which then draws another target", async () => {
     const members = Array.from({ length: 40 }, (_, i) => member(i + 1));
     const n = node(SELF_IPV4, members, { successors: 2, longDistance: 1 });

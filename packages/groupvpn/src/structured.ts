@@ -12,6 +12,8 @@ export const PENALTY_MS = 60_000;
 export const REFUSED_MS = 300_000;
 /** The bye reason of a link trimmed because our incoming long-distance links are full (Symphony's cap). */
 export const INCOMING_FULL = "incoming long-distance links full";
+/** The bye reason of a link neither end wants any more (trimmed at once, not after the idle timeout). */
+export const UNWANTED = "link wanted by neither end";
 /**
  * Inter-controller message: whether the sender wants the link it is sent over (a ring or long-distance
  * target, or a busy shortcut). A link neither end wants is left to idle trimming.
@@ -165,14 +167,19 @@ export class StructuredLinks {
     this.shortcuts.delete(uid);
     this.peerWants.delete(uid);
     this.toldWants.delete(uid);
-    if (reason?.includes(INCOMING_FULL) && this.roles.get(uid) === "long") {
-      ctx.log.info("a long-distance target refused our link (its incoming links are full); drawing another", {
+    // Any close of a long-distance link counts as a refusal: the bye saying INCOMING_FULL comes over
+    // XMPP and often after the link's own close, and re-picking the same target would only churn.
+    if (this.roles.get(uid) === "long") {
+      ctx.log.info("a long-distance link went down (refused, or lost); drawing another target", {
         peerUid: uid,
+        reason,
       });
       this.refusedUntil.set(uid, this.opts.clock.now() + REFUSED_MS);
       this.chooseTargets(ctx);
       await this.keepLinks(ctx, [...this.roles.keys()]);
     }
+    // The link manager sets a link it was once asked for up again after a close: not one we no longer want.
+    if (!this.roles.has(uid) && !this.shortcuts.has(uid)) await ctx.removeLink?.(uid, UNWANTED);
     await this.updateRoutes(ctx);
   }
 
@@ -211,18 +218,23 @@ export class StructuredLinks {
   }
 
   /**
-   * The greedy next hop to `destination` among connected neighbours it is not penalised for: one that
-   * announced a link to it, else the one closest to it on the ring (either way round), if closer than us.
+   * The greedy next hop to `destination` among connected neighbours closer to it on the ring than us
+   * (either way round) and not penalised for it: one that announced a link to it, else the closest.
    */
   nextHop(destination: string, now: number): string | null {
+    const target = this.position(destination);
+    const ours = ringDistance(this.position(this.opts.self), target);
+    // Only strict progress on the ring: an announcement may be stale, and greedy progress cannot loop.
     const usable = (n: string) =>
-      n !== destination && this.opts.connected.has(n) && !this.penalised(destination, n, now);
+      n !== destination &&
+      this.opts.connected.has(n) &&
+      !this.penalised(destination, n, now) &&
+      ringDistance(this.position(n), target) < ours;
     for (const [neighbour, linked] of this.opts.neighborLinks()) {
       if (linked.has(destination) && usable(neighbour)) return neighbour;
     }
-    const target = this.position(destination);
     let best: string | null = null;
-    let bestDistance = ringDistance(this.position(this.opts.self), target);
+    let bestDistance = ours;
     for (const neighbour of this.opts.connected) {
       if (!usable(neighbour)) continue;
       const distance = ringDistance(this.position(neighbour), target);
@@ -262,6 +274,17 @@ export class StructuredLinks {
       ctx.log.info("trimming an incoming link beyond the cap", { peerUid: uid, cap });
       await ctx.removeLink?.(uid, INCOMING_FULL);
     }
+    // Neither end wants it (both said so) and nothing was sent to the member this round: a former
+    // long-distance or shortcut link. Waiting for links.idleTimeoutSec would keep such links for minutes.
+    const unwanted = [...this.opts.connected].filter(
+      (uid) =>
+        !this.wants(uid, busy) &&
+        this.peerWants.get(uid) === false &&
+        this.toldWants.get(uid) === false &&
+        now - (this.upAt.get(uid) ?? now) >= MAINTAIN_EVERY_MS &&
+        (this.rates.get(uid) ?? 0) === 0,
+    );
+    for (const uid of unwanted) await ctx.removeLink?.(uid, UNWANTED);
     // Links not kept here are trimmed by the link manager once idle (links.idleTimeoutSec).
     const shortcuts = [...this.shortcuts].filter(busy);
     await this.keepLinks(ctx, [...this.roles.keys(), ...shortcuts, ...incoming.slice(0, cap)]);
@@ -416,7 +439,9 @@ export class StructuredLinks {
     if (this.positions.size > MAX_POSITIONS) this.positions.clear();
     for (const m of ctx.peers()) {
       const uid = m.tincan.uid;
-      const via = this.opts.connected.has(uid) ? null : this.nextHop(uid, now);
+      const via = this.opts.connected.has(uid)
+        ? null
+        : (this.nextHop(uid, now) ?? this.relayWhileLinking(m, now, ctx));
       for (const prefix of this.opts.prefixesOf(m)) {
         const r = current.get(prefix);
         if (r && r.peerUid === uid && (r.via ?? null) === via) continue;
@@ -428,6 +453,30 @@ export class StructuredLinks {
         this.watches.set(uid, { via, since: now, txPackets: s.txPackets, rxPackets: s.rxPackets });
       }
     }
+  }
+
+  /**
+   * No neighbour is closer to a member we hold no link to (it is about to be our ring neighbour, or
+   * the closer ones are penalised): route it via a neighbour that announced a link to it while we link
+   * to it. A direct route would be held until then, and the member's packets that still come over the
+   * overlay would fail the datapath's source check (`spoofed`: a direct route's source must arrive
+   * on its own link).
+   */
+  private relayWhileLinking(m: Member, now: number, ctx: PolicyContext): string | null {
+    const uid = m.tincan.uid;
+    for (const [neighbour, linked] of this.opts.neighborLinks()) {
+      if (neighbour === uid || !linked.has(uid) || !this.opts.connected.has(neighbour)) continue;
+      if (this.penalised(uid, neighbour, now)) continue;
+      this.shortcuts.add(uid);
+      ctx.ensureLink?.(m, { pinned: false })?.catch((err: Error) =>
+        ctx.log.debug("link to a member routed via a relay not set up", {
+          peerUid: uid,
+          error: err.message,
+        }),
+      );
+      return neighbour;
+    }
+    return null;
   }
 
   private position(uid: string): bigint {
