@@ -17,7 +17,8 @@ const FAST_PORT = 51900;
 /** Starts tincan on `host` with these tune keys (a config file: the driver passes no environment). */
 async function startWithTune(lab: Lab, host: Host, tune: Record<string, unknown>): Promise<DatapathHandle> {
   const file = join(lab.dir, `${host.name}-tincan.json`);
-  writeFileSync(file, JSON.stringify({ tune }));
+  // The fast path is off by default: these tests turn it on.
+  writeFileSync(file, JSON.stringify({ tune: { fastPath: true, ...tune } }));
   return DatapathHandle.start(lab, host, { args: ["--config", file] });
 }
 

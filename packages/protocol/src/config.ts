@@ -144,9 +144,9 @@ export const DatapathTune = z.strictObject({
     ),
   fastPath: z
     .boolean()
-    .default(true)
+    .default(false)
     .describe(
-      "move a connected direct link's frames to the fast path (own UDP socket, keys agreed over the link's DTLS channel) when the peer offers it; false: links stay on the media track",
+      "move a connected direct link's frames to the fast path (own UDP socket, keys agreed over the link's DTLS channel) when the peer offers it (off by default for now: the fast socket's port is outside ice.portRange unless fastPathPort names one, and it does not set DF yet, so path MTU probing overestimates); false: links stay on the media track",
     ),
   fastPathPort: z
     .number()
