@@ -49,6 +49,8 @@ const HELP = `Usage: bash bench/run [flags]   (or: npx tsx bench/bench.ts [flags
   --udp-rates LIST   UDP rates in Mbit/s tried in order until loss >= 1% (default 25,50,100,200,400,800,1600)
   --nebula-routines N  nebula's routines (default 1: its docs recommend at most half the cores, and
                      both ends share this machine's)
+  --fast-path        TinCan-TS with tune.fastPath on (its own UDP socket, AEAD below node-datachannel;
+                     off by default in the product for now)
   --sessions         leave each process in its own scheduler autogroup (the lab's setsid) instead of
                      one CPU cgroup for the whole bench: how bench/ ran before 2026-12-07
   --out DIR          where results-<timestamp>.json goes (default bench/out)
@@ -68,6 +70,7 @@ const { values: flags } = parseArgs({
     "udp-rates": { type: "string" },
     "nebula-routines": { type: "string" },
     sessions: { type: "boolean" },
+    "fast-path": { type: "boolean" },
     out: { type: "string" },
     help: { type: "boolean" },
   },
@@ -117,6 +120,7 @@ const opts = {
   only: (flags.only ?? SYSTEMS.join(",")).split(",").map((s) => s.trim()) as SystemName[],
   nebulaRoutines: posInt("nebula-routines", flags["nebula-routines"], 1),
   cpuGroup: flags.sessions !== true,
+  fastPath: flags["fast-path"] === true,
   outDir: flags.out ?? join(REPO, "bench/out"),
 };
 for (const s of opts.only) {
@@ -459,10 +463,13 @@ firewall:
 
 async function setupTincan(lab: Lab, a: Host, b: Host): Promise<Tunnel> {
   // log level info: the driver waits for the " ready " line, which is logged at info.
-  const da = await DatapathHandle.start(lab, a);
+  const config = join(lab.dir, "tincan-bench.json");
+  writeFileSync(config, JSON.stringify({ tune: { fastPath: opts.fastPath } }));
+  const start = { args: ["--config", config] };
+  const da = await DatapathHandle.start(lab, a, start);
   let db: DatapathHandle | undefined;
   try {
-    db = await DatapathHandle.start(lab, b);
+    db = await DatapathHandle.start(lab, b, start);
     await da.configure(uidForIpv4("10.77.0.1"), "10.77.0.1/24");
     await db.configure(uidForIpv4("10.77.0.2"), "10.77.0.2/24");
     await da.call("route.set", { prefix: "10.77.0.2/32", peerUid: db.uid });
@@ -482,7 +489,7 @@ async function setupTincan(lab: Lab, a: Host, b: Host): Promise<Tunnel> {
   const dbh = db;
   return {
     name: "tincan",
-    label: "TinCan-TS",
+    label: opts.fastPath ? "TinCan-TS (fast path)" : "TinCan-TS",
     version: pkg.version,
     addrB: "10.77.0.2",
     ifA: "tincan0",
