@@ -85,6 +85,7 @@ interface NativeTun {
     lengths: Uint32Array,
     count: number,
   ): number;
+  readNow(): number;
   stats(): TunStats;
   close(): void;
 }
@@ -165,6 +166,7 @@ export class Tun extends EventEmitter<TunEvents> {
   #released = false;
   #paused = false;
   #polling = false;
+  #reading = false;
   #handler: PacketBatchHandler | null = null;
   readonly #rxBuffer: Buffer;
   readonly #rxOffsets: Uint32Array;
@@ -303,6 +305,21 @@ export class Tun extends EventEmitter<TunEvents> {
   }
 
   /**
+   * Reads what the device holds now and hands it to the readers before returning, instead of
+   * on the event loop's next wake-up: e.g. right after writing packets the kernel answers at
+   * once (a ping's echo reply, TCP ACKs), so the answer leaves in the same turn. Returns the
+   * number of packets handed on: 0 when none were queued, while not reading (paused, no
+   * reader, released), or when called from a reader. A read error is left to the next wake-up.
+   */
+  readNow(): number {
+    if (!this.#polling || this.#reading || this.#released) return 0;
+    const count = this.#native.readNow();
+    if (count <= 0) return 0;
+    this.#onRead(count);
+    return count;
+  }
+
+  /**
    * Writes one IP packet (`buf[offset, offset+length)`, default all of `buf`) with a
    * non-blocking write(2). Returns true when written, false when the kernel said EAGAIN (the
    * packet is dropped and counted in `stats.txDropsEagain`). Throws on other errors (e.g. EIO
@@ -360,19 +377,26 @@ export class Tun extends EventEmitter<TunEvents> {
     this.#polling = want;
   }
 
+  #deliver(count: number): void {
+    const handler = this.#handler;
+    if (handler) handler(this.#rxBuffer, this.#rxOffsets, this.#rxLengths, count);
+    if (this.listenerCount("packet") > 0) {
+      for (let i = 0; i < count; i++) {
+        const off = this.#rxOffsets[i] as number;
+        // Buffer.from(buffer) copies: listeners may keep the packet.
+        this.emit("packet", Buffer.from(this.#rxBuffer.subarray(off, off + (this.#rxLengths[i] as number))));
+      }
+    }
+  }
+
   #onRead = (count: number, err?: Error): void => {
     if (count > 0) {
-      const handler = this.#handler;
-      if (handler) handler(this.#rxBuffer, this.#rxOffsets, this.#rxLengths, count);
-      if (this.listenerCount("packet") > 0) {
-        for (let i = 0; i < count; i++) {
-          const off = this.#rxOffsets[i] as number;
-          // Buffer.from(buffer) copies: listeners may keep the packet.
-          this.emit(
-            "packet",
-            Buffer.from(this.#rxBuffer.subarray(off, off + (this.#rxLengths[i] as number))),
-          );
-        }
+      // The rx arrays are in use until the readers return: readNow() must not refill them.
+      this.#reading = true;
+      try {
+        this.#deliver(count);
+      } finally {
+        this.#reading = false;
       }
     }
     if (err) {

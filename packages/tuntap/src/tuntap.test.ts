@@ -245,6 +245,17 @@ describe.skipIf(!canRun)("Tun in a network namespace", () => {
     expect(r.payloads).toEqual(["first", "second", "third-overwrites"]);
   });
 
+  it("readNow hands what the device holds to the reader before returning (0 when empty, paused, released, nested)", async () => {
+    const r = await scenario("read-now");
+    expect(r.idle).toBe(0);
+    expect(r.fromReadNow).toBe(1);
+    expect(r.fromWakeUp).toBe(0);
+    expect(r.returned).toBeGreaterThanOrEqual(1);
+    expect(r.nested).toBe(0);
+    expect(r.paused).toBe(0);
+    expect(r.released).toBe(0);
+  });
+
   it("FastSocket: datagrams larger than the route MTU leave one by one when GSO is refused", async () => {
     const r = await scenario("fast-gso-mtu");
     expect(r).toEqual({ big: 50, small: 50, bigMessages: 50, smallMessages: 1, udpGso: true, sendFailed: 0 });

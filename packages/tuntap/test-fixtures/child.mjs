@@ -380,6 +380,42 @@ const scenarios = {
     return { payloads: got.map((p) => parsePacket(p).udp.data.toString()) };
   },
 
+  async "read-now"() {
+    const tun = up4();
+    const isReply = (q) => q.version === 4 && q.protocol === 1 && q.icmp.type === 0;
+    let inReadNow = false;
+    let fromReadNow = 0;
+    let fromWakeUp = 0;
+    let nested = null;
+    tun.onPackets((batch, offsets, lengths, count) => {
+      if (nested === null) nested = tun.readNow();
+      for (let i = 0; i < count; i++) {
+        const q = parsePacket(batch.subarray(offsets[i], offsets[i] + lengths[i]));
+        if (!isReply(q)) continue;
+        if (inReadNow) fromReadNow++;
+        else fromWakeUp++;
+      }
+    });
+    await sleep(100); // what the new interface sends first (IPv6 autoconfiguration) is read now
+    while (tun.readNow() > 0) {}
+    const idle = tun.readNow();
+    tun.write(
+      icmp4Echo({ src: "10.99.0.2", dst: "10.99.0.1", id: 0xbeef, seq: 1, data: Buffer.from("now") }),
+    );
+    // The kernel answers while we write; softirq work deferred to ksoftirqd may take a moment.
+    const until = Date.now() + 2000;
+    let returned = 0;
+    while (fromReadNow === 0 && Date.now() < until) {
+      inReadNow = true;
+      returned += tun.readNow();
+      inReadNow = false;
+    }
+    tun.pause();
+    const paused = tun.readNow();
+    tun.release();
+    return { idle, returned, fromReadNow, fromWakeUp, nested, paused, released: tun.readNow() };
+  },
+
   async offload() {
     const tun = up4({ offload: true });
     const flags = { vnetHdr: tun.vnetHdr, offload: tun.offload };

@@ -3,7 +3,8 @@
 // One NativeTun owns one /dev/net/tun file descriptor (non-blocking). Reads happen on the
 // Node event loop: a uv_poll_t watches the fd, and on every wake-up we drain up to a batch of
 // packets into a JS-owned ArrayBuffer (packed, 8-byte aligned) and call JS once with the
-// count; offsets and lengths go into two JS-owned Uint32Arrays. Writes are plain
+// count; offsets and lengths go into two JS-owned Uint32Arrays (readNow() does the same read
+// synchronously for JS, e.g. right after a write the kernel answered). Writes are plain
 // non-blocking write(2) calls made synchronously from JS (one N-API call per packet or per
 // batch). No libuv thread-pool work, no per-packet allocation.
 //
@@ -90,6 +91,7 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
                            InstanceMethod<&NativeTun::SetReader>("setReader"),
                            InstanceMethod<&NativeTun::Start>("start"),
                            InstanceMethod<&NativeTun::Stop>("stop"),
+                           InstanceMethod<&NativeTun::ReadNow>("readNow"),
                            InstanceMethod<&NativeTun::Write>("write"),
                            InstanceMethod<&NativeTun::WriteBatch>("writeBatch"),
                            InstanceMethod<&NativeTun::Stats>("stats"),
@@ -412,8 +414,37 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
     if (fd_ < 0 || !poll_.active() || reader_.IsEmpty()) return;
     Napi::Env env = env_;
     Napi::HandleScope scope(env);
+    size_t count = 0;
+    int err = status < 0 ? -status : ReadBatch(&count);
 
-    // Fetch the pointers afresh on every wake-up: cheap, and safe if JS detached a buffer.
+    napi_value args[2];
+    size_t argc = 1;
+    args[0] = Napi::Number::New(env, static_cast<double>(count));
+    if (err != 0) {
+      // Stop first: the JS side learns of it through the error and must not get woken again.
+      poll_.Stop();
+      args[1] = SysError(env, err, "cannot read from " + name_, "read").Value();
+      argc = 2;
+    } else if (count == 0) {
+      return;  // spurious wake-up
+    }
+    CallReader(env, reader_, Value(), argc, args, *asyncCtx_);
+    // Do not touch `this` here: the callback may have released the device.
+  }
+
+  // readNow(): what Drain reads, read now from JS (the reader is not called): the number of
+  // packets in the rx arrays, or -errno when reading failed (the next wake-up reports it).
+  Napi::Value ReadNow(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (fd_ < 0 || reader_.IsEmpty()) return Napi::Number::New(env, 0);
+    size_t count = 0;
+    int err = ReadBatch(&count);
+    return Napi::Number::New(env, err != 0 && count == 0 ? -static_cast<double>(err) : static_cast<double>(count));
+  }
+
+  // Reads up to a batch of packets into the rx arrays; returns 0 or the errno that ended it.
+  int ReadBatch(size_t* countOut) {
+    // Fetch the pointers afresh on every read: cheap, and safe if JS detached a buffer.
     Napi::ArrayBuffer ab = rxBuf_.Value();
     Napi::Uint32Array offs = rxOffsets_.Value();
     Napi::Uint32Array lens = rxLengths_.Value();
@@ -423,8 +454,8 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
     uint32_t* offp = offs.Data();
     uint32_t* lenp = lens.Data();
 
-    int err = status < 0 ? -status : 0;
-    if (err == 0 && (cap < kReadSlot || max == 0 || offp == nullptr || lenp == nullptr)) err = EFAULT;
+    int err = 0;
+    if (cap < kReadSlot || max == 0 || offp == nullptr || lenp == nullptr) err = EFAULT;
     size_t count = 0, off = 0;
     // With a vnet header, it is read into the 10 bytes before the packet: offsets[i] still
     // points at the IP header and the virtio_net_hdr is at offsets[i] - 10.
@@ -449,20 +480,8 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
       rxBytes_ += static_cast<uint64_t>(n);
       off += (static_cast<size_t>(n) + kAlign - 1) & ~(kAlign - 1);
     }
-
-    napi_value args[2];
-    size_t argc = 1;
-    args[0] = Napi::Number::New(env, static_cast<double>(count));
-    if (err != 0) {
-      // Stop first: the JS side learns of it through the error and must not get woken again.
-      poll_.Stop();
-      args[1] = SysError(env, err, "cannot read from " + name_, "read").Value();
-      argc = 2;
-    } else if (count == 0) {
-      return;  // spurious wake-up
-    }
-    CallReader(env, reader_, Value(), argc, args, *asyncCtx_);
-    // Do not touch `this` here: the callback may have released the device.
+    *countOut = count;
+    return err;
   }
 
   // ---- writing ----------------------------------------------------------------------------
