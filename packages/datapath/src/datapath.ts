@@ -147,6 +147,7 @@ export class Datapath {
             port: tune.fastPathPort,
             excludeAddress: (address) => this.isOverlayAddress(address),
             warn: (message, fields) => this.log.warn(message, fields),
+            afterBatch: () => this.outside.readReplies(),
           })
         : null;
     this.timer = setInterval(() => {

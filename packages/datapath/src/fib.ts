@@ -25,6 +25,8 @@ export interface VnicDevice {
   readonly offload?: boolean;
   /** Writes one packet; `vnetHdr` (10 bytes) only on a device with `offload`. */
   write(buf: Uint8Array, off: number, len: number, vnetHdr?: Uint8Array): boolean;
+  /** Reads what the device holds now and hands it to the reader before returning (see Outside.readReplies). */
+  readNow?(): number;
   close(): void;
 }
 

@@ -135,3 +135,28 @@ describe("Outside: sources of members reached over the overlay", () => {
     expect(fib.routeList().find((r) => r.prefix === "10.10.0.9/32")?.rxPackets).toBe(0);
   });
 });
+
+describe("Outside reading the kernel's replies", () => {
+  it("reads the vNIC at the end of a batch that wrote to it, once, and not after one that did not", () => {
+    const order: string[] = [];
+    const { fib, link, outside } = setup("10.10.0.1", null, () => {
+      order.push("write");
+      return true;
+    });
+    (fib.vnic as { readNow?: () => number }).readNow = () => {
+      order.push("readNow");
+      return 1;
+    };
+    const frame = (src: string, dst: string) => Buffer.concat([Buffer.from([1, 4]), udp4(src, dst, "hi")]);
+    outside.onFrame(link, frame("10.10.0.2", "10.10.0.1"));
+    outside.onFrame(link, frame("10.10.0.2", "10.10.0.1"));
+    expect(order).toEqual(["write", "write"]);
+    outside.readReplies();
+    outside.readReplies();
+    expect(order).toEqual(["write", "write", "readNow"]);
+    // Nothing for us (spoofed source): nothing written, nothing to read.
+    outside.onFrame(link, frame("10.10.0.66", "10.10.0.1"));
+    outside.readReplies();
+    expect(order).toEqual(["write", "write", "readNow"]);
+  });
+});

@@ -21,6 +21,8 @@ import {
  */
 export class Outside {
   private readonly vnetHdr = new Uint8Array(VNET_HDR_BYTES);
+  /** Packets were written to the vNIC since the last readReplies(). */
+  private wroteVnic = false;
   /** The packet of the received frame being delivered. */
   private readonly view = new PacketView();
 
@@ -50,6 +52,17 @@ export class Outside {
       else link.counters.drop("malformed");
     }
     this.frames.flush();
+  }
+
+  /**
+   * Ends a batch of received frames: when it wrote to the vNIC, reads the vNIC at once. The
+   * kernel answers a packet while we write it (a ping's echo reply, TCP ACKs), so the answer
+   * leaves in this turn instead of the next event-loop iteration's.
+   */
+  readReplies(): void {
+    if (!this.wroteVnic) return;
+    this.wroteVnic = false;
+    this.fib.vnic?.readNow?.();
   }
 
   private deliver(link: Link, p: PacketView, hops: number): void {
@@ -136,8 +149,10 @@ export class Outside {
       counters.drop("vnicRejected");
       return;
     }
-    if (ok) counters.tx(1, p.len);
-    else counters.drop("vnicFull");
+    if (ok) {
+      counters.tx(1, p.len);
+      this.wroteVnic = true;
+    } else counters.drop("vnicFull");
   }
 
   private readonly writePlain = (buf: Uint8Array, off: number, len: number): void => {
@@ -151,7 +166,9 @@ export class Outside {
       counters.drop("vnicRejected");
       return;
     }
-    if (ok) counters.tx(1, len);
-    else counters.drop("vnicFull");
+    if (ok) {
+      counters.tx(1, len);
+      this.wroteVnic = true;
+    } else counters.drop("vnicFull");
   };
 }

@@ -21,6 +21,10 @@ class TunDevice implements VnicDevice {
     return this.tun.write(buf, off, len, vnetHdr);
   }
 
+  readNow(): number {
+    return this.tun.readNow();
+  }
+
   close(): void {
     this.tun.release();
   }

@@ -15,6 +15,8 @@ interface Side {
   transport: FastTransport;
   socket: () => FakeFastSocket;
   delivered: string[];
+  /** delivered.length at each end of a received batch (FastTransport's afterBatch). */
+  batchEnds: number[];
   offers: number[];
   switches: boolean[];
   /** Sends a data frame the way Link.sendFrame does while the fast path is up. */
@@ -41,9 +43,15 @@ function makePair(opts: { rekeyMs?: number; wrongFingerprintAtB?: boolean } = {}
       port: 0,
       excludeAddress: () => false,
       warn: () => {},
+      afterBatch: () => side.batchEnds.push(side.delivered.length),
     });
     transport.localCandidates = () => [{ address: "203.0.113.99", port: 5000 }];
-    const side = { delivered: [] as string[], offers: [] as number[], switches: [] as boolean[] } as Side;
+    const side = {
+      delivered: [] as string[],
+      batchEnds: [] as number[],
+      offers: [] as number[],
+      switches: [] as boolean[],
+    } as Side;
     const view: FastLinkView = {
       ownUid: uid,
       peerUid,
@@ -137,6 +145,17 @@ describe("fast path state machine", () => {
     await vi.advanceTimersByTimeAsync(10);
     expect(b.delivered).toEqual(["to b"]);
     expect(a.delivered).toEqual(["to a"]);
+  });
+
+  it("ends every received batch with afterBatch, after its frames were delivered", async () => {
+    const { a, b } = makePair();
+    start(a, b);
+    await vi.advanceTimersByTimeAsync(500);
+    const before = b.batchEnds.length;
+    expect(a.sendData("to b")).toBe(true);
+    await vi.advanceTimersByTimeAsync(10);
+    expect(b.delivered).toEqual(["to b"]);
+    expect(b.batchEnds.slice(before)).toEqual([1]);
   });
 
   it("a key mismatch never switches a link: it stays on node-datachannel and retries after 10 s", async () => {

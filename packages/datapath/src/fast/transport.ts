@@ -18,6 +18,8 @@ export interface FastTransportOptions {
   /** Addresses never announced (our overlay addresses). */
   excludeAddress: (address: string) => boolean;
   warn: (message: string, fields: Record<string, unknown>) => void;
+  /** Called after each received batch was delivered (the datapath reads the vNIC's replies). */
+  afterBatch?: () => void;
 }
 
 /**
@@ -71,6 +73,7 @@ export class FastTransport implements FastHost {
           r.fast.heard(index);
           r.deliverFast(buf.subarray(off, off + (lengths[i] as number)), index);
         }
+        this.options.afterBatch?.();
       });
       return socket;
     } catch (err) {
