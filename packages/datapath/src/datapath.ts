@@ -30,6 +30,7 @@ import { Outside } from "./outside.js";
 import { pageToFit } from "./query-page.js";
 import { type Resolvectl, registerLinkDns } from "./resolved.js";
 import { PrefixTable } from "./routes.js";
+import { RxWatchdog } from "./rx-watchdog.js";
 import { bestTransport, type PeerTransports, transportOf } from "./transports.js";
 import { TxQueue } from "./tx-queue.js";
 import { UnmappedPackets } from "./unmapped.js";
@@ -101,6 +102,8 @@ export class Datapath {
   /** The fast-path sockets (null: tune.fastPath off or no socket factory). */
   private readonly fast: FastTransport | null;
   private readonly timer: NodeJS.Timeout;
+  /** Closes a link whose node-datachannel receive queue outgrows tune.rxRssLimitMb (null: 0, off). */
+  private readonly rxWatchdog: RxWatchdog<Link> | null;
   private readonly log: Logger;
   private readonly tune: DatapathTune;
 
@@ -149,8 +152,11 @@ export class Datapath {
             warn: (message, fields) => this.log.warn(message, fields),
           })
         : null;
+    this.rxWatchdog =
+      tune.rxRssLimitMb > 0 ? new RxWatchdog({ rssLimitBytes: tune.rxRssLimitMb << 20 }) : null;
     this.timer = setInterval(() => {
       const now = Date.now();
+      this.checkRxOverload();
       const expired = this.unmapped.expire(now);
       if (expired) this.fib.vnicCounters.drop("unmappedExpired", expired);
       this.fast?.countDrops(this.fib.vnicCounters);
@@ -417,6 +423,7 @@ export class Datapath {
 
   close(): void {
     clearInterval(this.timer);
+    this.rxWatchdog?.close();
     this.exit?.close();
     const vnic = this.fib.vnic;
     if (vnic && this.kernelPrefixes.size > 0)
@@ -604,6 +611,20 @@ export class Datapath {
       ...(state === "connected" && link.path ? { path: link.path } : {}),
       ...(state === "failed" && link.failure ? { reason: link.failure } : {}),
     });
+  }
+
+  private checkRxOverload(): void {
+    const overload = this.rxWatchdog?.check(this.allLinks());
+    if (!overload) return;
+    const { link } = overload;
+    this.log.warn("link closed: node-datachannel queued more than tune.rxRssLimitMb", {
+      peer: link.peerUid,
+      relayOnly: link.relayOnly,
+      rssMb: Math.round(overload.rssBytes / 2 ** 20),
+      loopDelayMs: Math.round(overload.loopDelayMs),
+      messagesPerCheck: overload.messages,
+    });
+    link.closeForRxOverload();
   }
 
   private onIcc(link: Link, text: string): void {

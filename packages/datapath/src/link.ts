@@ -92,6 +92,12 @@ const MAX_REFLEXIVE_ADDRESSES = 8;
 
 /** Underlay headers around an RTP frame: IPv6 40 + UDP 8 + TURN channel 4 + RTP 12 + SRTP tag 16. */
 const RTP_OVERHEAD = 80;
+/**
+ * A link closed for receive overload keeps its track and channels until no message has come for
+ * this long: closing them aborts libdatachannel's queue for the event loop, and what is still in
+ * it then is never freed; taken (and dropped) by the event loop, it is.
+ */
+const RX_DRAIN_QUIET_MS = 10_000;
 
 export interface LinkHandlers {
   candidate(link: Link, candidate: string, mid: string): void;
@@ -168,6 +174,8 @@ export class Link implements FrameSink {
   peerRxWindow = false;
   /** The peer takes the fast path. */
   peerFast = false;
+  /** Messages node-datachannel handed to the event loop (frames of the track and the data channel). */
+  slowRxMessages = 0;
   /** The link's fast path (null: the datapath has none); frames go on it while it is up. */
   readonly fast: FastPath | null;
 
@@ -201,6 +209,9 @@ export class Link implements FrameSink {
   private readonly rxQueueSettings: { rxQueueMs: number; rxIntervalMs: number };
   private readonly maxBufferedBytes: number;
   private closed = false;
+  /** Closed for receive overload: messages still queued are dropped as the event loop takes them. */
+  private rxOverloaded = false;
+  private lastDrainedAt = 0;
   /** When anything (a frame, a probe or its reply) last came from the peer. */
   private heardAt = 0;
   private readonly silenceMs: number;
@@ -565,15 +576,56 @@ export class Link implements FrameSink {
     if (this.pmtuTimer) clearTimeout(this.pmtuTimer);
     if (this.fastReceiver) this.fastTransport?.detach(this.fastReceiver);
     this.iccOverRtp?.close();
+    if (!this.rxOverloaded) this.closeReceivers();
+    this.closePeerConnection();
+    this.setState("closed");
+  }
+
+  /**
+   * Closes the link because node-datachannel queued more of its messages than memory allows (see
+   * RxWatchdog): the connection stops receiving at once, and what is queued already is dropped
+   * (`rxOverload`) as the event loop takes it, before the track and channels are closed.
+   */
+  closeForRxOverload(): void {
+    if (this.closed || this.rxOverloaded) return;
+    this.rxOverloaded = true;
+    this.lastDrainedAt = Date.now();
+    this.counters.drop("rxOverload");
+    const release = (): void => {
+      if (Date.now() - this.lastDrainedAt < RX_DRAIN_QUIET_MS) {
+        setTimeout(release, RX_DRAIN_QUIET_MS).unref();
+        return;
+      }
+      this.closeReceivers();
+    };
+    setTimeout(release, RX_DRAIN_QUIET_MS).unref();
+    this.close();
+  }
+
+  /** Counts a message that came after the link was closed for receive overload; true if so. */
+  private drainedOverload(): boolean {
+    if (!this.rxOverloaded) return false;
+    this.lastDrainedAt = Date.now();
+    this.counters.drop("rxOverload");
+    return true;
+  }
+
+  private closeReceivers(): void {
     try {
       this.pkt?.close();
       this.icc?.close();
       this.track?.close();
-      this.pc.close();
     } catch {
       // Closing a half-built connection may throw inside the native binding; nothing to undo.
     }
-    this.setState("closed");
+  }
+
+  private closePeerConnection(): void {
+    try {
+      this.pc.close();
+    } catch {
+      // As above.
+    }
   }
 
   /**
@@ -607,6 +659,8 @@ export class Link implements FrameSink {
     pkt.onOpen(() => this.onTransportOpen());
     pkt.onClosed(() => this.onTransportClosed());
     pkt.onMessage((msg) => {
+      if (this.drainedOverload()) return;
+      this.slowRxMessages++;
       if (typeof msg === "string") return;
       this.heard(Date.now());
       this.deliverFrame(Buffer.isBuffer(msg) ? msg : Buffer.from(msg));
@@ -807,6 +861,8 @@ export class Link implements FrameSink {
       if (this.iccOverRtp) this.onTransportClosed();
     });
     track.onMessage((msg) => {
+      if (this.drainedOverload()) return;
+      this.slowRxMessages++;
       if (typeof msg === "string") return;
       const packet = Buffer.isBuffer(msg) ? msg : Buffer.from(msg);
       const start = rtpPayloadStart(packet);

@@ -164,6 +164,15 @@ export const DatapathTune = z.strictObject({
     .max(3_600_000)
     .default(120_000)
     .describe("fast-path keys are replaced this often (ms), and after 2^32 packets"),
+  rxRssLimitMb: z
+    .number()
+    .int()
+    .min(0)
+    .max(1 << 20)
+    .default(256)
+    .describe(
+      "resident memory (MB) above which the datapath closes the link taking the most messages from node-datachannel while its event loop is behind (libdatachannel queues received messages for the event loop without a bound); the link reports `closed` and the controller sets it up again. 0: never",
+    ),
 });
 export type DatapathTune = z.infer<typeof DatapathTune>;
 
