@@ -129,6 +129,7 @@ type NativeFastSocket = Pick<
   | "setSession"
   | "removeSession"
   | "setEndpoint"
+  | "setChannel"
   | "send"
   | "flush"
   | "sendRaw"
@@ -255,6 +256,15 @@ export class FastSocket {
   /** Where the session's frames go (until a newer authenticated datagram comes from elsewhere). */
   setEndpoint(localIndex: number, endpoint: FastEndpoint): void {
     this.#native.setEndpoint(localIndex, endpoint);
+  }
+
+  /**
+   * Sends the session's datagrams as TURN ChannelData on `channel` (0x4000..0x4FFF; 0: plainly):
+   * its endpoint is then our TURN server, bound to relay that channel to the peer. ChannelData
+   * received from any sender is unwrapped before it is checked like any datagram.
+   */
+  setChannel(localIndex: number, channel: number): void {
+    this.#native.setChannel(localIndex, channel);
   }
 
   /**
