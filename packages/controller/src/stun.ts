@@ -1,5 +1,5 @@
-// The few STUN (RFC 8489) and TURN (RFC 8656) messages `tincanctl netcheck` sends: Binding, and
-// Allocate / Refresh with long-term credentials. Parsing never throws: a malformed reply is null.
+// The STUN (RFC 8489) and TURN (RFC 8656) exchanges `tincanctl netcheck` makes over a dgram socket:
+// Binding, and Allocate / Refresh with long-term credentials (the codec is @tincan/protocol's).
 import type { Socket } from "node:dgram";
 import {
   Attr,
@@ -8,22 +8,6 @@ import {
   encodeStun,
   errorCode,
   longTermKey,
-  mappedAddress,
-  newTransactionId,
-  readAddress,
-  type StunMessage,
-  StunType,
-  withIntegrity,
-} from "@tincan/protocol";
-
-export {
-  Attr,
-  decodeStun,
-  type Endpoint,
-  encodeStun,
-  errorCode,
-  longTermKey,
-  MAGIC_COOKIE,
   mappedAddress,
   newTransactionId,
   readAddress,
