@@ -153,7 +153,9 @@ export class Datapath {
           })
         : null;
     this.rxWatchdog =
-      tune.rxRssLimitMb > 0 ? new RxWatchdog({ rssLimitBytes: tune.rxRssLimitMb << 20 }) : null;
+      tune.rxRssLimitMb > 0
+        ? new RxWatchdog({ rssLimitBytes: tune.rxRssLimitMb << 20, periodMs: KEEPALIVE_PERIOD_MS })
+        : null;
     this.timer = setInterval(() => {
       const now = Date.now();
       this.checkRxOverload();
@@ -423,7 +425,6 @@ export class Datapath {
 
   close(): void {
     clearInterval(this.timer);
-    this.rxWatchdog?.close();
     this.exit?.close();
     const vnic = this.fib.vnic;
     if (vnic && this.kernelPrefixes.size > 0)

@@ -57,4 +57,20 @@ describe("RxWatchdog", () => {
     link.slowRxMessages += 1000;
     expect(w.check([link])).toBeNull(); // first sight again
   });
+
+  it("takes a check that runs late against its period as the event loop being behind", () => {
+    const w = new RxWatchdog<{ slowRxMessages: number }>({
+      rssLimitBytes: 256 * MB,
+      periodMs: 20,
+      rss: () => 300 * MB,
+    });
+    const link = { slowRxMessages: 0 };
+    w.check([link]);
+    link.slowRxMessages += 1000;
+    expect(w.check([link])).toBeNull(); // on time
+    const until = performance.now() + 100;
+    while (performance.now() < until); // an event-loop turn of 100 ms
+    link.slowRxMessages += 1000;
+    expect(w.check([link])?.loopDelayMs).toBeGreaterThanOrEqual(50);
+  });
 });

@@ -1,5 +1,3 @@
-import { type IntervalHistogram, monitorEventLoopDelay } from "node:perf_hooks";
-
 /** What the watchdog sees of a link. */
 export interface WatchedLink {
   /** Messages node-datachannel handed to the event loop for this link so far. */
@@ -11,12 +9,17 @@ export interface RxWatchdogOptions {
   rssLimitBytes: number;
   /** Messages a link must have taken since the previous check to be blamed (default 500). */
   minMessages?: number;
-  /** Slowest event-loop turn (ms) since the previous check that counts as "behind" (default 50). */
+  /** How late a check may run (ms) before the event loop counts as behind (default 50). */
   minLoopDelayMs?: number;
   /** The process's resident memory in bytes (process.memoryUsage.rss by default). */
   rss?: () => number;
-  /** The slowest event-loop turn (ms) since the previous call (a perf_hooks histogram by default). */
+  /**
+   * How late (ms) this check runs: by default, measured against `periodMs` (the interval it is
+   * called at), which costs no timer of its own (perf_hooks' monitor would wake an idle datapath
+   * 100 times a second).
+   */
   loopDelayMs?: () => number;
+  periodMs?: number;
 }
 
 export interface RxOverload<L> {
@@ -36,26 +39,21 @@ export interface RxOverload<L> {
  */
 export class RxWatchdog<L extends WatchedLink> {
   private readonly seen = new WeakMap<L, number>();
-  private readonly histogram: IntervalHistogram | null;
   private readonly rss: () => number;
   private readonly loopDelayMs: () => number;
+  private lastCheckAt = 0;
 
   constructor(private readonly options: RxWatchdogOptions) {
     this.rss = options.rss ?? (() => process.memoryUsage.rss());
-    if (options.loopDelayMs) {
-      this.histogram = null;
-      this.loopDelayMs = options.loopDelayMs;
-    } else {
-      const h = monitorEventLoopDelay({ resolution: 10 });
-      h.enable();
-      this.histogram = h;
-      this.loopDelayMs = () => {
-        const max = h.max / 1e6;
-        h.reset();
-        return max;
-      };
-    }
+    this.loopDelayMs = options.loopDelayMs ?? this.lateness;
   }
+
+  private readonly lateness = (): number => {
+    const now = performance.now();
+    const late = this.lastCheckAt === 0 ? 0 : now - this.lastCheckAt - (this.options.periodMs ?? 1000);
+    this.lastCheckAt = now;
+    return Math.max(0, late);
+  };
 
   /** Called periodically: the link to close, or null when memory and the event loop are fine. */
   check(links: Iterable<L>): RxOverload<L> | null {
@@ -77,9 +75,5 @@ export class RxWatchdog<L extends WatchedLink> {
     if (rssBytes <= this.options.rssLimitBytes) return null;
     this.seen.delete(busiest);
     return { link: busiest, messages: most, rssBytes, loopDelayMs };
-  }
-
-  close(): void {
-    this.histogram?.disable();
   }
 }
