@@ -622,7 +622,8 @@ export class Datapath {
       peer: link.peerUid,
       relayOnly: link.relayOnly,
       rssMb: Math.round(overload.rssBytes / 2 ** 20),
-      loopDelayMs: Math.round(overload.loopDelayMs),
+      grewMb: Math.round(overload.growthBytes / 2 ** 20),
+      loopLagMs: Math.round(overload.loopLagMs),
       messagesPerCheck: overload.messages,
     });
     link.closeForRxOverload();

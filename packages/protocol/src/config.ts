@@ -171,7 +171,7 @@ export const DatapathTune = z.strictObject({
     .max(1 << 20)
     .default(256)
     .describe(
-      "resident memory (MB) above which the datapath closes the link taking the most messages from node-datachannel while its event loop is behind (libdatachannel queues received messages for the event loop without a bound); the link reports `closed` and the controller sets it up again. 0: never",
+      "resident memory (MB) above which the datapath closes the link taking the most messages from node-datachannel while memory still grows (libdatachannel queues received messages for the event loop without a bound); the link reports `closed` and the controller sets it up again. 0: never",
     ),
 });
 export type DatapathTune = z.infer<typeof DatapathTune>;
