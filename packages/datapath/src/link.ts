@@ -16,6 +16,7 @@ import { decodeFastHello } from "./fast/offer.js";
 import type { FastReceiver, FastTransport } from "./fast/transport.js";
 import { IccChannel } from "./icc-channel.js";
 import { type IceSettings, iceSocketConfig, parseCandidate, toIceServers } from "./ice.js";
+import { Liveness, type LivenessRole, RTT_PROBE_MS } from "./liveness.js";
 import { localTypeOf, pathOf } from "./pair-types.js";
 import { PathMtu } from "./path-mtu.js";
 import { PacketQueue } from "./queue.js";
@@ -75,18 +76,11 @@ export const RX_WINDOW = 4096;
 export const RX_ACK_EVERY = 32;
 /** Most `link.ping` probes one link has in flight. */
 const MAX_PINGS_IN_FLIGHT = 16;
-/** A link that sends traffic is probed this often, for its round-trip time. */
-const RTT_PROBE_MS = 5000;
 /**
- * A peer not heard from for this long is probed, once a second while it stays silent. For short
- * silence limits it is at most 60% of the limit, and leaves a whole keepAlive period (1 s) plus
- * room for the reply before it: otherwise a healthy link could reach the limit between a check
- * too early to probe and the next one.
+ * A link on the fast path this long, with a peer that keeps links on it alone, closes its
+ * PeerConnection: ICE consent checks (~46 B/s each way) are most of an idle link's cost.
  */
-const PROBE_AFTER_MS = 6000;
-/** How often the datapath calls keepAlive on each link. */
-export const KEEPALIVE_PERIOD_MS = 1000;
-const PROBE_REPLY_ROOM_MS = 500;
+export const PC_CLOSE_AFTER_MS = 20_000;
 /** Server-reflexive addresses kept per link (one per STUN/TURN server and address family is usual). */
 const MAX_REFLEXIVE_ADDRESSES = 8;
 
@@ -168,6 +162,10 @@ export class Link implements FrameSink {
   peerRxWindow = false;
   /** The peer takes the fast path. */
   peerFast = false;
+  /** The peer keeps a link on the fast path alone (its PeerConnection closed; hellos on the fast path). */
+  peerFastOnly = false;
+  /** We closed the PeerConnection: the fast path alone carries the link, and its end is the link's. */
+  pcClosed = false;
   /** The link's fast path (null: the datapath has none); frames go on it while it is up. */
   readonly fast: FastPath | null;
 
@@ -201,13 +199,9 @@ export class Link implements FrameSink {
   private readonly rxQueueSettings: { rxQueueMs: number; rxIntervalMs: number };
   private readonly maxBufferedBytes: number;
   private closed = false;
-  /** When anything (a frame, a probe or its reply) last came from the peer. */
-  private heardAt = 0;
-  private readonly silenceMs: number;
-  private readonly probeAfterMs: number;
+  private readonly liveness: Liveness;
   /** We reported `disconnected` because the peer fell silent. */
   private silenced = false;
-  private lastProbeAt = 0;
   /** Smoothed round-trip time from probes (RFC 6298's 1/8 gain). */
   private srttMs: number | null = null;
   /** Least round-trip time seen on the current path: its delay without our queues. */
@@ -227,15 +221,7 @@ export class Link implements FrameSink {
     this.pending = new PacketQueue(options.queuePackets);
     this.maxBufferedBytes = options.maxBufferedBytes;
     this.rtp = options.rtp;
-    this.silenceMs = options.silenceMs;
-    this.probeAfterMs = Math.max(
-      0,
-      Math.min(
-        PROBE_AFTER_MS,
-        options.silenceMs * 0.6,
-        options.silenceMs - KEEPALIVE_PERIOD_MS - PROBE_REPLY_ROOM_MS,
-      ),
-    );
+    this.liveness = new Liveness(options.silenceMs);
     this.maxRtpFrame = options.underlayMtu - RTP_OVERHEAD;
     this.fragmenter = new Fragmenter(RTP_HEADER, this.maxRtpFrame);
     this.control = new ControlFrames(this.maxRtpFrame);
@@ -471,18 +457,69 @@ export class Link implements FrameSink {
    */
   keepAlive(now: number): void {
     if (this.state !== "connected" && !this.silenced) return;
-    const silent = now - this.heardAt;
+    if (this.pcClosed && this.silenced) return;
+    const role = this.livenessRole;
     const busy = this.lastTxAt !== null && now - this.lastTxAt < RTT_PROBE_MS;
-    if (silent >= this.probeAfterMs || (busy && now - this.lastProbeAt >= RTT_PROBE_MS)) this.sendProbe(now);
+    if (this.liveness.probeDue(now, role, busy)) this.sendProbe(now);
     if (this.rxDataUnacked) this.sendRxAck();
     if (this.state === "connected" && this.usesRtp && this.peerPmtu) this.stepPathMtu(now, busy);
     if (this.fast) {
       this.startFast(now);
       this.fast.tick(now);
+      if (
+        this.fast.sending &&
+        this.peerFastOnly &&
+        !this.pcClosed &&
+        this.fast.upFor(now) >= PC_CLOSE_AFTER_MS
+      )
+        this.closePeerConnection("on the fast path for 20 s");
     }
-    if (silent >= this.silenceMs && !this.silenced) {
-      this.silenced = true;
-      this.setState("disconnected");
+    if (this.liveness.silent(now, role) && !this.silenced) this.goSilent();
+  }
+
+  /** Who probes an idle link: on the fast path, the side that opens it; else both. */
+  private get livenessRole(): LivenessRole {
+    if (!this.fast?.sending) return "shared";
+    return this.fast.opens ? "lead" : "follow";
+  }
+
+  private goSilent(): void {
+    this.silenced = true;
+    this.setState("disconnected");
+  }
+
+  /**
+   * Closes the PeerConnection (ICE, DTLS, the track) and keeps the link on the fast path alone:
+   * probes, icc, path MTU and rekeying all travel on it. Once the fast path fails, the link is
+   * `disconnected` for good (the controller sets it up again).
+   */
+  private closePeerConnection(why: string): void {
+    if (this.pcClosed || this.closed) return;
+    this.pcClosed = true;
+    this.handlers.log?.(this, "info", "PeerConnection closed: the link stays on the fast path alone", {
+      peer: this.peerUid,
+      why,
+    });
+    this.closeNative();
+  }
+
+  /** A PeerConnection that went away under a link on the fast path with a peer that closes its own. */
+  private peerConnectionGone(): boolean {
+    if (this.pcClosed) return true;
+    if (!this.fast?.sending || !this.peerFastOnly) return false;
+    // Not from inside the binding's own callback.
+    setImmediate(() => this.closePeerConnection("the peer closed its PeerConnection"));
+    return true;
+  }
+
+  private closeNative(): void {
+    try {
+      this.pkt?.close();
+      this.icc?.close();
+      this.track?.close();
+      this.pc.close();
+    } catch {
+      // Closing a half-built connection may throw inside the native binding; nothing to undo.
     }
   }
 
@@ -529,7 +566,7 @@ export class Link implements FrameSink {
         clearTimeout(timer);
         resolve(result(rttMs));
       });
-      this.lastProbeAt = Date.now();
+      this.liveness.probed(Date.now());
       const probe = this.control.probe(clock);
       this.sendControl(probe, probe.length);
     });
@@ -551,7 +588,9 @@ export class Link implements FrameSink {
       lastRxAt: this.lastRxAt,
       lastTxAt: this.lastTxAt,
       transport: this.fast?.sending ? "fast" : "datachannel",
-      ...(this.fast ? { fast: this.fast.info() } : {}),
+      ...(this.fast
+        ? { fast: { ...this.fast.info(), peerConnection: this.pcClosed ? "closed" : "open" } }
+        : {}),
       ...this.counters.snapshot(),
     };
   }
@@ -565,14 +604,7 @@ export class Link implements FrameSink {
     if (this.pmtuTimer) clearTimeout(this.pmtuTimer);
     if (this.fastReceiver) this.fastTransport?.detach(this.fastReceiver);
     this.iccOverRtp?.close();
-    try {
-      this.pkt?.close();
-      this.icc?.close();
-      this.track?.close();
-      this.pc.close();
-    } catch {
-      // Closing a half-built connection may throw inside the native binding; nothing to undo.
-    }
+    if (!this.pcClosed) this.closeNative();
     this.setState("closed");
   }
 
@@ -585,7 +617,7 @@ export class Link implements FrameSink {
       this.onControlFrame(frame, fastIndex);
       return;
     }
-    this.lastRxAt = this.heardAt;
+    this.lastRxAt = this.liveness.heardAt;
     try {
       this.handlers.frame(this, frame);
     } catch {
@@ -636,6 +668,7 @@ export class Link implements FrameSink {
     this.peerPmtu = caps.pmtu;
     this.peerRxWindow = caps.rxWindow;
     this.peerFast = caps.fast && this.fast !== null;
+    this.peerFastOnly = this.peerFast && caps.fastOnly;
     this.remoteFingerprint = readFingerprint(sdp);
   }
 
@@ -714,7 +747,7 @@ export class Link implements FrameSink {
 
   /** Sends the frame at buf[RTP_HEADER..end) of the link's own on node-datachannel. */
   private readonly sendSlowControl = (buf: Buffer, end: number): boolean => {
-    if (this.closed) return false;
+    if (this.closed || this.pcClosed) return false;
     try {
       if (this.usesRtp) return this.sendOverTrack(buf, end);
       const pkt = this.pkt;
@@ -771,14 +804,14 @@ export class Link implements FrameSink {
   }
 
   private sendProbe(now: number): void {
-    this.lastProbeAt = now;
+    this.liveness.probed(now);
     const probe = this.control.probe(microseconds());
     this.sendControl(probe, probe.length);
   }
 
   private heard(now: number): void {
-    this.heardAt = now;
-    if (!this.silenced) return;
+    this.liveness.heard(now);
+    if (!this.silenced || this.pcClosed) return;
     this.silenced = false;
     if (this.state === "disconnected" && this.transportOpen && this.pc.state() === "connected") {
       this.readSelectedPath();
@@ -803,6 +836,8 @@ export class Link implements FrameSink {
       this.startPathMtu();
     });
     track.onClosed(() => {
+      // On the fast path alone frames keep the track's format: it counts as open.
+      if (this.peerConnectionGone()) return;
       this.trackOpen = false;
       if (this.iccOverRtp) this.onTransportClosed();
     });
@@ -844,11 +879,12 @@ export class Link implements FrameSink {
 
   private onTransportOpen(): void {
     if (this.closed) return;
-    this.heardAt = Date.now();
+    const now = Date.now();
+    this.liveness.heard(now);
     this.readSelectedPath();
     this.setState("connected");
-    this.sendProbe(this.heardAt);
-    this.startFast(this.heardAt);
+    this.sendProbe(now);
+    this.startFast(now);
   }
 
   /** Starts the fast path once the link is connected on a direct path to a peer that takes it. */
@@ -892,10 +928,16 @@ export class Link implements FrameSink {
       get peerAddress() {
         return link.remoteAddress;
       },
-      sendHello: (buf) => this.sendSlowControl(buf, buf.length),
-      switched: () => {
+      // With a peer that keeps links on the fast path alone, hellos after the first agreement go
+      // on it: authenticated by the current session's keys (see packages/protocol/README.md).
+      sendHello: (buf) =>
+        this.fast?.sending && this.peerFastOnly
+          ? this.sendOverFast(buf, buf.length)
+          : this.sendSlowControl(buf, buf.length),
+      switched: (fast) => {
         this.baseRttMs = null;
-        this.startPathMtu();
+        if (!fast && this.pcClosed && !this.silenced) this.goSilent();
+        else this.startPathMtu();
       },
       log: (level, message, fields) =>
         this.handlers.log?.(this, level, message, { peer: this.peerUid, ...fields }),
@@ -903,11 +945,13 @@ export class Link implements FrameSink {
   }
 
   private onTransportClosed(): void {
-    if (!this.closed && this.state === "connected") this.setState("disconnected");
+    if (this.closed || this.peerConnectionGone()) return;
+    if (this.state === "connected") this.setState("disconnected");
   }
 
   private onPeerState(s: string): void {
-    if (this.closed) return;
+    if (this.closed || this.pcClosed) return;
+    if ((s === "failed" || s === "disconnected" || s === "closed") && this.peerConnectionGone()) return;
     if (s === "connecting" && this.state === "new") this.setState("connecting");
     else if (s === "failed") {
       // libdatachannel hands ICE the answer before it stores the answer's fingerprint; on a
@@ -925,6 +969,7 @@ export class Link implements FrameSink {
   }
 
   private readSelectedPath(): void {
+    if (this.pcClosed) return;
     const pair = this.pc.getSelectedCandidatePair();
     if (!pair) return;
     const remote = `${pair.remote.address}:${pair.remote.port}`;

@@ -235,6 +235,12 @@ export interface FastPathInfo {
   fallbacks: number;
   /** Key agreements completed (the first one included). */
   rekeys: number;
+  /**
+   * "closed": the link's PeerConnection (ICE, DTLS, the media track) was closed and the fast path
+   * alone carries the link (path, local and remote stay as ICE last selected them). Absent from
+   * datapaths before it.
+   */
+  peerConnection?: "open" | "closed";
 }
 
 export interface RouteInfo {
