@@ -480,6 +480,7 @@ export class Datapath {
         rxIntervalMs: this.tune.rxIntervalMs,
         fast: this.fast,
         fastRekeyMs: this.tune.fastRekeyMs,
+        fastPcCloseMs: this.tune.fastPcCloseMs,
       },
       {
         candidate: (l, candidate, mid) => {

@@ -77,8 +77,9 @@ export const RX_ACK_EVERY = 32;
 /** Most `link.ping` probes one link has in flight. */
 const MAX_PINGS_IN_FLIGHT = 16;
 /**
- * A link on the fast path this long, with a peer that keeps links on it alone, closes its
- * PeerConnection: ICE consent checks (~46 B/s each way) are most of an idle link's cost.
+ * A link on the fast path this long (tune.fastPcCloseMs' default), with a peer that keeps links on
+ * it alone, closes its PeerConnection: ICE consent checks (~46 B/s each way) are most of an idle
+ * link's cost.
  */
 export const PC_CLOSE_AFTER_MS = 20_000;
 /** Server-reflexive addresses kept per link (one per STUN/TURN server and address family is usual). */
@@ -122,6 +123,8 @@ export interface LinkOptions {
   fast?: FastTransport | null;
   /** tune.fastRekeyMs. */
   fastRekeyMs?: number;
+  /** tune.fastPcCloseMs (0: never close the PeerConnection first). */
+  fastPcCloseMs?: number;
 }
 
 /**
@@ -200,6 +203,7 @@ export class Link implements FrameSink {
   private readonly maxBufferedBytes: number;
   private closed = false;
   private readonly liveness: Liveness;
+  private readonly pcCloseAfterMs: number;
   /** We reported `disconnected` because the peer fell silent. */
   private silenced = false;
   /** Smoothed round-trip time from probes (RFC 6298's 1/8 gain). */
@@ -222,6 +226,7 @@ export class Link implements FrameSink {
     this.maxBufferedBytes = options.maxBufferedBytes;
     this.rtp = options.rtp;
     this.liveness = new Liveness(options.silenceMs);
+    this.pcCloseAfterMs = options.fastPcCloseMs ?? PC_CLOSE_AFTER_MS;
     this.maxRtpFrame = options.underlayMtu - RTP_OVERHEAD;
     this.fragmenter = new Fragmenter(RTP_HEADER, this.maxRtpFrame);
     this.control = new ControlFrames(this.maxRtpFrame);
@@ -466,13 +471,15 @@ export class Link implements FrameSink {
     if (this.fast) {
       this.startFast(now);
       this.fast.tick(now);
+      const closeAfter = this.pcCloseAfterMs;
       if (
         this.fast.sending &&
         this.peerFastOnly &&
         !this.pcClosed &&
-        this.fast.upFor(now) >= PC_CLOSE_AFTER_MS
+        closeAfter > 0 &&
+        this.fast.upFor(now) >= closeAfter
       )
-        this.closePeerConnection("on the fast path for 20 s");
+        this.closePeerConnection(`on the fast path for ${closeAfter / 1000} s`);
     }
     if (this.liveness.silent(now, role) && !this.silenced) this.goSilent();
   }

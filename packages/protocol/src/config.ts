@@ -164,6 +164,15 @@ export const DatapathTune = z.strictObject({
     .max(3_600_000)
     .default(120_000)
     .describe("fast-path keys are replaced this often (ms), and after 2^32 packets"),
+  fastPcCloseMs: z
+    .number()
+    .int()
+    .min(0)
+    .max(3_600_000)
+    .default(20_000)
+    .describe(
+      "a link on the fast path this long (ms) closes its PeerConnection and lives on the fast path alone (no ICE consent checks: an idle link then costs ~6.5 B/s each way), when the peer can; a fast path that then stops answering takes the link down (the controller sets it up again) instead of falling back; 0: never close it first (the peer still may)",
+    ),
 });
 export type DatapathTune = z.infer<typeof DatapathTune>;
 
