@@ -456,9 +456,11 @@ export class Link implements FrameSink {
   }
 
   /**
-   * Called once a second: probes a peer we have not heard from for a while, and reports the link
-   * `disconnected` when it stays silent for silenceMs (ICE consent alone notices after ~30 s).
-   * A peer heard from again makes it `connected` again.
+   * Called once a second: probes a peer we have not heard from for a while (on the fast path only
+   * the leading side does, every 10 s: liveness.ts), and reports the link `disconnected` when it
+   * stays silent for silenceMs (ICE consent alone notices after ~30 s). A peer heard from again
+   * makes it `connected` again, unless the PeerConnection is closed. Closes the PeerConnection
+   * once the fast path has carried the link for tune.fastPcCloseMs.
    */
   keepAlive(now: number): void {
     if (this.state !== "connected" && !this.silenced) return;
