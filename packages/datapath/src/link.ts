@@ -7,6 +7,7 @@ import {
   type PingResult,
   type SessionDescription,
 } from "@tincan/protocol";
+import { FAST_OVERHEAD } from "@tincan/tuntap";
 import type { DataChannel, PeerConnection, Track } from "node-datachannel";
 import ndc from "node-datachannel";
 import { Counters } from "./counters.js";
@@ -92,6 +93,8 @@ const MAX_REFLEXIVE_ADDRESSES = 8;
 
 /** Underlay headers around an RTP frame: IPv6 40 + UDP 8 + TURN channel 4 + RTP 12 + SRTP tag 16. */
 const RTP_OVERHEAD = 80;
+/** Underlay headers around a fast-path frame: IPv6 40 + UDP 8 + the sealed datagram's header and tag. */
+const FAST_PATH_OVERHEAD = 40 + 8 + FAST_OVERHEAD;
 
 export interface LinkHandlers {
   candidate(link: Link, candidate: string, mid: string): void;
@@ -160,7 +163,7 @@ export class Link implements FrameSink {
   peerOffload = false;
   /** The peer announced that it reads frames from the RTP track. */
   peerRtp = false;
-  /** Largest frame (type byte to last packet byte) one RTP packet may carry (from underlayMtu). */
+  /** Largest frame (type byte to last packet byte) one RTP packet or fast-path datagram may carry (from underlayMtu). */
   readonly maxRtpFrame: number;
   /** The peer answers path MTU probes. */
   peerPmtu = false;
@@ -236,7 +239,8 @@ export class Link implements FrameSink {
         options.silenceMs - KEEPALIVE_PERIOD_MS - PROBE_REPLY_ROOM_MS,
       ),
     );
-    this.maxRtpFrame = options.underlayMtu - RTP_OVERHEAD;
+    // One limit for both transports (the path MTU search starts again when the link switches).
+    this.maxRtpFrame = options.underlayMtu - Math.max(RTP_OVERHEAD, FAST_PATH_OVERHEAD);
     this.fragmenter = new Fragmenter(RTP_HEADER, this.maxRtpFrame);
     this.control = new ControlFrames(this.maxRtpFrame);
     this.pmtu = new PathMtu(this.maxRtpFrame, this.sendMtuProbe);
