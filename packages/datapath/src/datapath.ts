@@ -145,6 +145,7 @@ export class Datapath {
         ? new FastTransport({
             factory: options.fastSocket,
             port: tune.fastPathPort,
+            portRange: () => this.ice.portRange,
             excludeAddress: (address) => this.isOverlayAddress(address),
             warn: (message, fields) => this.log.warn(message, fields),
           })
