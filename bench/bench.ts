@@ -49,8 +49,9 @@ const HELP = `Usage: bash bench/run [flags]   (or: npx tsx bench/bench.ts [flags
   --udp-rates LIST   UDP rates in Mbit/s tried in order until loss >= 1% (default 25,50,100,200,400,800,1600)
   --nebula-routines N  nebula's routines (default 1: its docs recommend at most half the cores, and
                      both ends share this machine's)
-  --fast-path        TinCan-TS with tune.fastPath on (its own UDP socket, AEAD below node-datachannel;
-                     off by default in the product for now)
+  --no-fast-path     TinCan-TS with tune.fastPath off (links on node-datachannel's media track, as
+                     before 2026-12-07); by default it runs as shipped, fast path on
+  --fast-path        the default (kept so older command lines still run)
   --sessions         leave each process in its own scheduler autogroup (the lab's setsid) instead of
                      one CPU cgroup for the whole bench: how bench/ ran before 2026-12-07
   --out DIR          where results-<timestamp>.json goes (default bench/out)
@@ -71,6 +72,7 @@ const { values: flags } = parseArgs({
     "nebula-routines": { type: "string" },
     sessions: { type: "boolean" },
     "fast-path": { type: "boolean" },
+    "no-fast-path": { type: "boolean" },
     out: { type: "string" },
     help: { type: "boolean" },
   },
@@ -120,7 +122,7 @@ const opts = {
   only: (flags.only ?? SYSTEMS.join(",")).split(",").map((s) => s.trim()) as SystemName[],
   nebulaRoutines: posInt("nebula-routines", flags["nebula-routines"], 1),
   cpuGroup: flags.sessions !== true,
-  fastPath: flags["fast-path"] === true,
+  fastPath: flags["no-fast-path"] !== true,
   outDir: flags.out ?? join(REPO, "bench/out"),
 };
 for (const s of opts.only) {
@@ -489,7 +491,7 @@ async function setupTincan(lab: Lab, a: Host, b: Host): Promise<Tunnel> {
   const dbh = db;
   return {
     name: "tincan",
-    label: opts.fastPath ? "TinCan-TS (fast path)" : "TinCan-TS",
+    label: opts.fastPath ? "TinCan-TS (fast path)" : "TinCan-TS (media track)",
     version: pkg.version,
     addrB: "10.77.0.2",
     ifA: "tincan0",

@@ -144,9 +144,9 @@ export const DatapathTune = z.strictObject({
     ),
   fastPath: z
     .boolean()
-    .default(false)
+    .default(true)
     .describe(
-      "move a connected direct link's frames to the fast path (own UDP socket, keys agreed over the link's DTLS channel) when the peer offers it (off by default for now: the fast socket's port is outside ice.portRange unless fastPathPort names one, and it does not set DF yet, so path MTU probing overestimates); false: links stay on the media track",
+      "move a connected direct link's frames to the fast path (own UDP socket, keys agreed over the link's DTLS channel) when the peer offers it; relayed links, and links whose fast path finds no way through, stay on the media track; false: links always stay on the media track",
     ),
   fastPathPort: z
     .number()
@@ -155,7 +155,7 @@ export const DatapathTune = z.strictObject({
     .max(65_535)
     .default(0)
     .describe(
-      "UDP port of the fast path's socket (one per datapath, on :: for both families; 0: any free port; a fixed one lets firewall rules name it)",
+      "UDP port of the fast path's socket (one per datapath, on :: for both families; 0: the highest free port of ice.portRange when that is set, else any free port; a fixed one lets firewall rules name it)",
     ),
   fastRekeyMs: z
     .number()
@@ -308,12 +308,14 @@ const Ice = z
       .refine(([min, max]) => min <= max, "min must not be greater than max")
       .optional()
       .meta({
-        description: 'local UDP ports ICE binds (inclusive); what the firewall opens (see "Firewall")',
+        description:
+          'local UDP ports ICE binds (inclusive), and the fast path\'s socket unless tune.fastPathPort names one (the highest free port of the range); what the firewall opens (see "Firewall"): the range must have room for one more port than ICE uses',
         "x-type": "`[min, max]`, 1024..65535",
         "x-default": "any port",
       }),
     udpMux: z.boolean().default(false).meta({
-      description: "all links share one UDP port (one of `portRange`, picked at random by libjuice)",
+      description:
+        "all links share one UDP port (one of `portRange`, picked at random by libjuice); the fast path takes one more",
     }),
     bindAddress: IpAddress.optional().meta({
       description: "the local address ICE binds to (host candidates are gathered on it only)",
