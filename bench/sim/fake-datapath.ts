@@ -113,15 +113,17 @@ export class FakeDatapath implements Pick<DatapathApi, "call" | "on"> {
 
   /** A packet from a link: ours, or forwarded while the hop limit lasts. */
   fromLink(from: string, p: SimPacket): void {
-    // The source check of outside.ts: a member routed over its own link must come on it; one routed
-    // via a neighbour may come on any link.
+    // The source check of outside.ts: the source must be a member; a packet for us from a member
+    // routed over its own link must come on it (one routed via a neighbour may come on any link);
+    // a packet in transit may come on any link.
     const source = this.routeFor(p.src);
-    if (!source || ((source.via ?? source.peerUid) !== from && !source.via)) {
+    const forUs = p.dst === this.ipv4;
+    if (!source || (forUs && (source.via ?? source.peerUid) !== from && !source.via)) {
       this.net.dropped(p, "spoofed");
       return;
     }
     source.rxPackets++;
-    if (p.dst === this.ipv4) {
+    if (forUs) {
       this.net.delivered(p);
       return;
     }
