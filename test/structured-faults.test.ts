@@ -40,6 +40,34 @@ async function cutUnderlay(lab: Lab, a: Host[], b: Host[], cut: boolean): Promis
   }
 }
 
+/**
+ * A lab with prosody and a structured GroupVPN node per name at `<subnet>.<i+1>`; `adjust` may change
+ * a node's options before all are started.
+ */
+async function startStructuredGroup(
+  prefix: string,
+  names: string[],
+  subnet: string,
+  links: NonNullable<VpnNode["opts"]["links"]>,
+  adjust: (nodes: VpnNode[]) => void = () => {},
+): Promise<{ lab: Lab; nodes: VpnNode[] }> {
+  const lab = await Lab.create({ prefix });
+  const prosody = await lab.startProsody({ users: labUsers(names), groups: { lab: names } });
+  const nodes = await addGroupNodes(lab, prosody, names, subnet, {
+    links: { policy: "structured", idleTimeoutSec: 15, ...links },
+    logLevel: "info",
+    startTimeoutMs: 60_000, // a shared 2-core machine
+  });
+  adjust(nodes);
+  await Promise.all(nodes.map((n) => n.start()));
+  return { lab, nodes };
+}
+
+async function stopGroup(lab: Lab | undefined, nodes: VpnNode[]): Promise<void> {
+  for (const n of nodes) await n.stop().catch(() => {});
+  await lab?.destroy();
+}
+
 /** The nodes in ring order (by UID). */
 const ringOrder = (nodes: VpnNode[]) => [...nodes].sort((a, b) => uidOf(a).localeCompare(uidOf(b)));
 
@@ -52,21 +80,14 @@ describe.skipIf(!can.ok)(
     let ring: VpnNode[] = [];
 
     beforeAll(async () => {
-      lab = await Lab.create({ prefix: "sph" });
-      const prosody = await lab.startProsody({ users: labUsers(NAMES), groups: { lab: NAMES } });
-      nodes = await addGroupNodes(lab, prosody, NAMES, "10.10.8", {
-        links: { policy: "structured", successors: 1, longDistance: 0, idleTimeoutSec: 15 },
-        logLevel: "info",
-        startTimeoutMs: 60_000, // a shared 2-core machine
-      });
+      ({ lab, nodes } = await startStructuredGroup("sph", NAMES, "10.10.8", {
+        successors: 1,
+        longDistance: 0,
+      }));
       ring = ringOrder(nodes);
-      await Promise.all(nodes.map((n) => n.start()));
     });
 
-    afterAll(async () => {
-      for (const n of nodes) await n.stop().catch(() => {});
-      await lab?.destroy();
-    });
+    afterAll(() => stopGroup(lab, nodes));
 
     it("each half keeps working inside while cut; after the heal the ring merges and pings cross again", async () => {
       await waitFor(
@@ -150,24 +171,21 @@ describe.skipIf(!can.ok)(
     let target: VpnNode;
 
     beforeAll(async () => {
-      lab = await Lab.create({ prefix: "sic" });
-      const prosody = await lab.startProsody({ users: labUsers(NAMES), groups: { lab: NAMES } });
       // A ring of 6 (k = 1): each node has 3 members that are not its ring neighbours, and wants a
       // long-distance link to each of them; the target wants none, so its cap is the minimum, 2.
-      nodes = await addGroupNodes(lab, prosody, NAMES, "10.10.9", {
-        links: { policy: "structured", successors: 1, longDistance: 3, idleTimeoutSec: 15 },
-        logLevel: "info",
-        startTimeoutMs: 60_000,
-      });
-      target = nodes[0] as VpnNode;
-      target.opts.links = { ...target.opts.links, longDistance: 0 };
-      await Promise.all(nodes.map((n) => n.start()));
+      ({ lab, nodes } = await startStructuredGroup(
+        "sic",
+        NAMES,
+        "10.10.9",
+        { successors: 1, longDistance: 3 },
+        (all) => {
+          target = all[0] as VpnNode;
+          target.opts.links = { ...target.opts.links, longDistance: 0 };
+        },
+      ));
     });
 
-    afterAll(async () => {
-      for (const n of nodes) await n.stop().catch(() => {});
-      await lab?.destroy();
-    });
+    afterAll(() => stopGroup(lab, nodes));
 
     it("trims the newest with the documented reason; the refused member does not come back and still reaches it via others", async () => {
       const ring = ringOrder(nodes);

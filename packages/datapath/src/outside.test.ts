@@ -18,6 +18,19 @@ function setup(own4: string, own6: string | null, write: VnicDevice["write"]) {
   return { fib, link, outside: new Outside(fib, new FrameBuilders<Link>(DEFAULT_MAX_FRAME_BYTES)) };
 }
 
+/** A connected link to `peerUid` (no offload, data channel) whose frames go to `onFrame`. */
+function nextHopLink(peerUid: string, onFrame: (end: number, packets: number) => void): Link {
+  return {
+    peerUid,
+    isConnected: true,
+    peerOffload: false,
+    usesRtp: false,
+    maxFrame: 1320,
+    counters: new Counters(),
+    sendFrame: (_buf: Buffer, end: number, packets: number) => onFrame(end, packets),
+  } as unknown as Link;
+}
+
 /** A type-2 frame with one TCP4 super-packet from 10.10.0.2 to 10.10.0.1 and the given offload fields. */
 function superPacketFrame(csumStart: number, gsoSize: number, len = 65535): Buffer {
   const frame = Buffer.alloc(2 + 5 + len);
@@ -89,15 +102,7 @@ describe("Outside with hostile frames from a member", () => {
     const { fib, link } = setup("10.10.0.1", null, () => true);
     const NEXT = "c".repeat(32);
     const sizes: number[] = [];
-    const next = {
-      peerUid: NEXT,
-      isConnected: true,
-      peerOffload: false,
-      usesRtp: false,
-      maxFrame: 1320,
-      counters: new Counters(),
-      sendFrame: (_buf: Buffer, end: number) => sizes.push(end - 12),
-    } as unknown as Link;
+    const next = nextHopLink(NEXT, (end) => sizes.push(end - 12));
     fib.links.set(NEXT, next);
     fib.setRoute("10.20.0.0/24", NEXT, null, null);
     const outside = new Outside(fib, new FrameBuilders<Link>(2000));
@@ -150,16 +155,10 @@ describe("Outside: packets in transit", () => {
     });
     fib.ownUid = OWN;
     const sent: number[] = [];
-    const next = {
-      peerUid: D,
-      isConnected: true,
-      peerOffload: false,
-      usesRtp: false,
-      maxFrame: 1320,
-      counters: new Counters(),
-      sendFrame: (_buf: Buffer, _end: number, packets: number) => sent.push(packets),
-    } as unknown as Link;
-    fib.links.set(D, next);
+    fib.links.set(
+      D,
+      nextHopLink(D, (_end, packets) => sent.push(packets)),
+    );
     fib.setRoute("10.10.0.3/32", S, null, null);
     fib.setRoute("10.10.0.4/32", D, null, null);
     fib.setRoute("192.168.50.0/24", OWN, null, null); // a LAN behind this node (router mode)
