@@ -50,6 +50,8 @@ export class FakeDatapath implements Pick<DatapathApi, "call" | "on"> {
   readonly routes = new Map<string, CountedRoute>();
   private readonly handlers = new Map<string, Set<Handler>>();
   private readonly held = new Map<string, SimPacket[]>();
+  /** Routes that are not host routes (router mode): longest-prefix match only when there are some. */
+  private prefixRoutes = 0;
   private tokens = 0;
   alive = true;
 
@@ -93,7 +95,8 @@ export class FakeDatapath implements Pick<DatapathApi, "call" | "on"> {
   }
 
   private routeFor(address: string): CountedRoute | undefined {
-    return this.routes.get(hostPrefix(address)) ?? this.net.longestMatch(this.routes, address);
+    const host = this.routes.get(hostPrefixOf(address));
+    return host ?? (this.prefixRoutes > 0 ? this.net.longestMatch(this.routes, address) : undefined);
   }
 
   /** A packet from the vNIC: send on the next hop's link, or hold it and report it unmapped. */
@@ -205,6 +208,7 @@ export class FakeDatapath implements Pick<DatapathApi, "call" | "on"> {
       case "route.set": {
         const r = params as unknown as RouteInfo;
         const old = this.routes.get(r.prefix);
+        if (!old && !isHostPrefix(r.prefix)) this.prefixRoutes++;
         const counters =
           old?.peerUid === r.peerUid
             ? { txPackets: old.txPackets, txBytes: old.txBytes, rxPackets: old.rxPackets }
@@ -220,7 +224,8 @@ export class FakeDatapath implements Pick<DatapathApi, "call" | "on"> {
         return {};
       }
       case "route.remove":
-        this.routes.delete(params.prefix as string);
+        if (this.routes.delete(params.prefix as string) && !isHostPrefix(params.prefix as string))
+          this.prefixRoutes--;
         return {};
       case "route.query":
         return [...this.routes.values()];
@@ -246,6 +251,22 @@ export class FakeDatapath implements Pick<DatapathApi, "call" | "on"> {
     this.links.delete(link.peerUid);
     this.net.closedBy(this, link);
   }
+}
+
+const hostPrefixes = new Map<string, string>();
+
+/** hostPrefix of an address, cached (the simulator's addresses are few and looked up per packet). */
+function hostPrefixOf(address: string): string {
+  let prefix = hostPrefixes.get(address);
+  if (prefix === undefined) {
+    prefix = hostPrefix(address);
+    hostPrefixes.set(address, prefix);
+  }
+  return prefix;
+}
+
+function isHostPrefix(prefix: string): boolean {
+  return prefix.endsWith(prefix.includes(":") ? "/128" : "/32");
 }
 
 function sdpToken(description: unknown): string {
