@@ -16,7 +16,19 @@ describe.skipIf(process.getuid?.() !== 0)("pagesOnceMB (root: pagemap PFNs)", ()
       children.push(spawn(process.execPath, ["-e", "setTimeout(() => {}, 30000)"], { stdio: "ignore" }));
     }
     [p1, p2] = children.map((c) => c.pid as number) as [number, number];
-    await new Promise((r) => setTimeout(r, 1000));
+    // On a loaded machine a child may still be starting: wait until both RSS figures hold still.
+    const deadline = Date.now() + 20_000;
+    let last = [0, 0];
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 300));
+      const now = [rssMb(p1), rssMb(p2)];
+      if (
+        (now.every((mb, i) => Math.abs(mb - (last[i] as number)) < 0.1) && now[0]! > 20) ||
+        Date.now() > deadline
+      )
+        break;
+      last = now;
+    }
   });
 
   afterAll(() => {
