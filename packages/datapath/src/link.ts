@@ -109,6 +109,8 @@ export interface LinkHandlers {
 export interface LinkOptions {
   peerUid: string;
   relayOnly: boolean;
+  /** No TURN servers: a direct re-attempt of a relayed link must not take a TURN allocation. */
+  directOnly?: boolean;
   ice: IceSettings;
   /** Our own UID (the user part of derived TURN REST user names). */
   ownUid: string;
@@ -248,7 +250,11 @@ export class Link implements FrameSink {
     this.rxGate = new DelayGate(options.rxQueueMs, 5000, options.rxIntervalMs);
     this.pc = new ndc.PeerConnection(options.peerUid.slice(0, 8), {
       ...iceSocketConfig(options.ice),
-      iceServers: toIceServers(options.ice, options.relayOnly, options.ownUid),
+      iceServers: toIceServers(
+        options.directOnly ? { ...options.ice, turn: [] } : options.ice,
+        options.relayOnly,
+        options.ownUid,
+      ),
       iceTransportPolicy: options.relayOnly ? "relay" : "all",
       mtu: options.underlayMtu,
       // We say when descriptions are made: automatic negotiation raced adding the answerer's track

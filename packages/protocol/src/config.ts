@@ -353,6 +353,25 @@ export const Links = z
       .min(1)
       .default(10)
       .meta({ description: "a setup not done by then is retried with backoff", "x-type": "seconds" }),
+    retryMaxSec: z.number().min(1).max(3600).default(60).meta({
+      description:
+        "a failed setup is retried after 1 s, doubling (±10 %) up to this; a peer back online or a packet for it retries at once",
+      "x-type": "seconds, 1..3600",
+    }),
+    directRetryMaxSec: z.number().min(5).max(86_400).default(300).meta({
+      description:
+        "while a link is relayed, a direct path is tried again after 5 s, doubling up to this (each try may take a TURN allocation)",
+      "x-type": "seconds, 5..86400",
+    }),
+    signalBurst: z.number().int().min(4).max(10_000).default(24).meta({
+      description:
+        "signals (offers, answers, candidates, byes) a peer may send at once; beyond it and `signalsPerSec` they are dropped, counted and logged once per burst",
+      "x-type": "count, 4..10000",
+    }),
+    signalsPerSec: z.number().min(0.1).max(1000).default(4).meta({
+      description: "signals per second a peer may send over time (refills `signalBurst`)",
+      "x-type": "per second, 0.1..1000",
+    }),
   })
   .prefault({});
 

@@ -443,8 +443,9 @@ const scenarios = {
   // never fragmented) and counted; GSO stays on and a run of 532-byte ones goes as one message.
   "fast-gso-mtu": async () => {
     execFileSync("ip", ["link", "set", "lo", "mtu", "1000"]);
-    const a = new FastSocket({ address: "127.0.0.1" });
-    const b = new FastSocket({ address: "127.0.0.1" });
+    // 64 slots: all 50 small datagrams fit one pending batch (one GSO message).
+    const a = new FastSocket({ address: "127.0.0.1", batchSize: 64 });
+    const b = new FastSocket({ address: "127.0.0.1", batchSize: 64 });
     const k1 = Buffer.alloc(32, 1);
     const k2 = Buffer.alloc(32, 2);
     a.setSession(1, 2, k1, k2, { address: "127.0.0.1", port: b.port });
