@@ -146,6 +146,7 @@ export class Datapath {
         ? new FastTransport({
             factory: options.fastSocket,
             port: tune.fastPathPort,
+            portRange: () => this.ice.portRange,
             excludeAddress: (address) => this.isOverlayAddress(address),
             warn: (message, fields) => this.log.warn(message, fields),
           })
@@ -248,7 +249,7 @@ export class Datapath {
     },
 
     "link.create": async (p) => {
-      const link = this.newLink(p.peerUid, p.relayOnly ?? false);
+      const link = this.newLink(p.peerUid, p.relayOnly ?? false, p.directOnly ?? false);
       try {
         return { description: await link.createOffer() };
       } catch (err) {
@@ -258,7 +259,7 @@ export class Datapath {
     },
 
     "link.accept": async (p) => {
-      const link = this.newLink(p.peerUid, p.relayOnly ?? false);
+      const link = this.newLink(p.peerUid, p.relayOnly ?? false, p.directOnly ?? false);
       try {
         return { description: await link.acceptOffer(p.description) };
       } catch (err) {
@@ -452,7 +453,7 @@ export class Datapath {
     this.log.info(wanted ? "kernel route added" : "kernel route removed", { prefix, dev: vnic.name });
   }
 
-  private newLink(peerUid: string, relayOnly: boolean): Link {
+  private newLink(peerUid: string, relayOnly: boolean, directOnly = false): Link {
     if (!this.uid) throw notConfigured("call vnic.configure before creating links");
     if (peerUid === this.uid) throw invalidParams("peerUid: is our own uid");
     const transports = this.transports.get(peerUid) ?? {};
@@ -469,6 +470,7 @@ export class Datapath {
       {
         peerUid,
         relayOnly,
+        directOnly,
         ice: this.ice,
         ownUid: this.uid,
         underlayMtu: this.tune.underlayMtu,
@@ -502,7 +504,7 @@ export class Datapath {
     if (relayOnly) transports.relay = link;
     else transports.full = link;
     this.transports.set(peerUid, transports);
-    this.log.info("link created", { peer: peerUid, relayOnly });
+    this.log.info("link created", { peer: peerUid, relayOnly, ...(directOnly ? { directOnly } : {}) });
     if (!this.fib.links.has(peerUid)) {
       this.fib.links.set(peerUid, link);
       // Packets held for this peer while it had no link now wait in the link's queue.

@@ -7,6 +7,7 @@ import {
   type PingResult,
   type SessionDescription,
 } from "@tincan/protocol";
+import { FAST_OVERHEAD } from "@tincan/tuntap";
 import type { DataChannel, PeerConnection, Track } from "node-datachannel";
 import ndc from "node-datachannel";
 import { Counters } from "./counters.js";
@@ -87,6 +88,8 @@ const MAX_REFLEXIVE_ADDRESSES = 8;
 
 /** Underlay headers around an RTP frame: IPv6 40 + UDP 8 + TURN channel 4 + RTP 12 + SRTP tag 16. */
 const RTP_OVERHEAD = 80;
+/** Underlay headers around a fast-path frame: IPv6 40 + UDP 8 + the sealed datagram's header and tag. */
+const FAST_PATH_OVERHEAD = 40 + 8 + FAST_OVERHEAD;
 
 export interface LinkHandlers {
   candidate(link: Link, candidate: string, mid: string): void;
@@ -101,6 +104,8 @@ export interface LinkHandlers {
 export interface LinkOptions {
   peerUid: string;
   relayOnly: boolean;
+  /** No TURN servers: a direct re-attempt of a relayed link must not take a TURN allocation. */
+  directOnly?: boolean;
   ice: IceSettings;
   /** Our own UID (the user part of derived TURN REST user names). */
   ownUid: string;
@@ -157,7 +162,7 @@ export class Link implements FrameSink {
   peerOffload = false;
   /** The peer announced that it reads frames from the RTP track. */
   peerRtp = false;
-  /** Largest frame (type byte to last packet byte) one RTP packet may carry (from underlayMtu). */
+  /** Largest frame (type byte to last packet byte) one RTP packet or fast-path datagram may carry (from underlayMtu). */
   readonly maxRtpFrame: number;
   /** The peer answers path MTU probes. */
   peerPmtu = false;
@@ -227,7 +232,8 @@ export class Link implements FrameSink {
     this.rtp = options.rtp;
     this.liveness = new Liveness(options.silenceMs);
     this.pcCloseAfterMs = options.fastPcCloseMs ?? PC_CLOSE_AFTER_MS;
-    this.maxRtpFrame = options.underlayMtu - RTP_OVERHEAD;
+    // One limit for both transports (the path MTU search starts again when the link switches).
+    this.maxRtpFrame = options.underlayMtu - Math.max(RTP_OVERHEAD, FAST_PATH_OVERHEAD);
     this.fragmenter = new Fragmenter(RTP_HEADER, this.maxRtpFrame);
     this.control = new ControlFrames(this.maxRtpFrame);
     this.pmtu = new PathMtu(this.maxRtpFrame, this.sendMtuProbe);
@@ -235,7 +241,11 @@ export class Link implements FrameSink {
     this.rxGate = new DelayGate(options.rxQueueMs, 5000, options.rxIntervalMs);
     this.pc = new ndc.PeerConnection(options.peerUid.slice(0, 8), {
       ...iceSocketConfig(options.ice),
-      iceServers: toIceServers(options.ice, options.relayOnly, options.ownUid),
+      iceServers: toIceServers(
+        options.directOnly ? { ...options.ice, turn: [] } : options.ice,
+        options.relayOnly,
+        options.ownUid,
+      ),
       iceTransportPolicy: options.relayOnly ? "relay" : "all",
       mtu: options.underlayMtu,
       // We say when descriptions are made: automatic negotiation raced adding the answerer's track

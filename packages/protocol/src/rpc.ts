@@ -135,12 +135,17 @@ export const RpcParams = {
     udpMux: z.boolean().optional(),
     bindAddress: IpAddress.optional(),
   }),
-  "link.create": z.strictObject({ peerUid: Uid, relayOnly: z.boolean().optional() }),
-  "link.accept": z.strictObject({
-    peerUid: Uid,
-    description: SessionDescription,
-    relayOnly: z.boolean().optional(),
-  }),
+  "link.create": z
+    .strictObject({ peerUid: Uid, relayOnly: z.boolean().optional(), directOnly: z.boolean().optional() })
+    .refine((p) => !(p.relayOnly && p.directOnly), "relayOnly and directOnly exclude each other"),
+  "link.accept": z
+    .strictObject({
+      peerUid: Uid,
+      description: SessionDescription,
+      relayOnly: z.boolean().optional(),
+      directOnly: z.boolean().optional(),
+    })
+    .refine((p) => !(p.relayOnly && p.directOnly), "relayOnly and directOnly exclude each other"),
   "link.complete": z.strictObject({
     peerUid: Uid,
     description: SessionDescription,
