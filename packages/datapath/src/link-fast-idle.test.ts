@@ -49,6 +49,7 @@ function makeEnd(net: FakeFastNet, uid: string, peerUid: string, address: string
       return socket;
     },
     port: 0,
+    portRange: () => undefined,
     excludeAddress: () => false,
     warn: () => {},
   });
