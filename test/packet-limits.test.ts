@@ -135,7 +135,7 @@ describe.skipIf(!can.ok)("packet limits", () => {
       const [link] = await a.call("link.query", { peerUid: b.uid });
       const vnic = await a.call("vnic.query");
       console.log(
-        `underlay MTU ${underlay}: link pathMtu ${pathMtu}, TCP ${tcp4} B (v4) / ${tcp6} B (v6) in 2 s, ` +
+        `underlay MTU ${underlay}: link pathMtu ${pathMtu} (${link.transport}), TCP ${tcp4} B (v4) / ${tcp6} B (v6) in 2 s, ` +
           `vNIC drops ${JSON.stringify(vnic.drops)}, link drops ${JSON.stringify(link.drops)}\n` +
           `  size outcome(-M do) plain\n  ${rows.join("\n  ")}`,
       );

@@ -38,6 +38,10 @@ describe("loadConfig", () => {
       idleTimeoutSec: 300,
       relayFallbackSec: 0.3,
       setupTimeoutSec: 10,
+      retryMaxSec: 60,
+      directRetryMaxSec: 300,
+      signalBurst: 24,
+      signalsPerSec: 4,
       successors: 2,
       longDistance: "auto",
       shortcutBytesPerSec: 8192,
@@ -46,6 +50,21 @@ describe("loadConfig", () => {
     expect(c.datapath.rpc).toBe("127.0.0.1:5800");
     expect(c.xmpp.password).toBe("secret");
     expect(c.xmpp.pingIntervalSec).toBe(60);
+  });
+
+  it("takes the retry caps and signal limits from links.* and names a bad field", () => {
+    const links = { retryMaxSec: 10, directRetryMaxSec: 30, signalBurst: 8, signalsPerSec: 0.5 };
+    const ok = loadConfig(write("limits.json", { ...good, links }), GroupVpnConfig);
+    expect(ok.links).toMatchObject(links);
+    for (const [key, bad] of [
+      ["retryMaxSec", 0],
+      ["directRetryMaxSec", 4],
+      ["signalBurst", 2.5],
+      ["signalsPerSec", 0],
+    ] as const) {
+      const file = write("limits-bad.json", { ...good, links: { [key]: bad } });
+      expect(errorOf(() => loadConfig(file, GroupVpnConfig)).message).toContain(`links.${key}`);
+    }
   });
 
   it("takes xmpp.pingIntervalSec from 1 to 3600 s and names the field otherwise", () => {

@@ -31,7 +31,7 @@ import {
   presenceAddresses,
 } from "./policy.js";
 import { RouteTable } from "./route-table.js";
-import { SignalLimiter } from "./signal-limiter.js";
+import { SignalLimiter, signalLimitsFrom } from "./signal-limiter.js";
 import { MapServer } from "./web/map-server.js";
 import { buildOverlay } from "./web/overlay-model.js";
 import { type SignalEvent, sameRoutes, XmppSession } from "./xmpp.js";
@@ -138,7 +138,7 @@ export class Controller implements PolicyContext {
       refuse: (item) => policy.refuse?.(item) ?? null,
       log: logger.component("admission"),
     });
-    this.signalLimiter = new SignalLimiter(logger.component("signals"));
+    this.signalLimiter = new SignalLimiter(logger.component("signals"), signalLimitsFrom(config.links));
     this.links = new LinkManager({
       selfUid: policy.uid,
       datapath: this.datapath,
@@ -147,6 +147,8 @@ export class Controller implements PolicyContext {
       links: config.links,
       hasTurn: config.ice.turn.length > 0,
       admit: (peer) => this.admission.allows(peer.bareJid, "link"),
+      maxBackoffMs: config.links.retryMaxSec * 1000,
+      maxUpgradeBackoffMs: config.links.directRetryMaxSec * 1000,
     });
     this.policyLinks = new PolicyLinks({
       proactive: config.links.policy === "proactive",

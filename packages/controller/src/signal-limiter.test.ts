@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Log } from "./logger.js";
-import { SignalLimiter } from "./signal-limiter.js";
+import { SignalLimiter, signalLimitsFrom } from "./signal-limiter.js";
 
 function recordingLog(): Log & { warns: string[] } {
   const warns: string[] = [];
@@ -50,5 +50,21 @@ describe("SignalLimiter", () => {
       now += 1;
     }
     expect(lim.size).toBeLessThanOrEqual(10);
+  });
+
+  it("takes its burst and rate from the config's links.signalBurst and links.signalsPerSec", () => {
+    let now = 0;
+    const lim = new SignalLimiter(
+      recordingLog(),
+      signalLimitsFrom({ signalBurst: 6, signalsPerSec: 0.5 }),
+      () => now,
+    );
+    let passed = 0;
+    for (let i = 0; i < 100; i++) if (lim.take("mallory")) passed++;
+    expect(passed).toBe(6);
+    now += 4000; // 2 more tokens at 0.5/s
+    passed = 0;
+    for (let i = 0; i < 100; i++) if (lim.take("mallory")) passed++;
+    expect(passed).toBe(2);
   });
 });

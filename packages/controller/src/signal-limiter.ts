@@ -11,6 +11,11 @@ export interface SignalLimits {
 
 export const DEFAULT_SIGNAL_LIMITS: SignalLimits = { burst: 24, perSec: 4, maxPeers: 4096 };
 
+/** The limits a controller config asks for (`links.signalBurst`, `links.signalsPerSec`). */
+export function signalLimitsFrom(links: { signalBurst: number; signalsPerSec: number }): SignalLimits {
+  return { ...DEFAULT_SIGNAL_LIMITS, burst: links.signalBurst, perSec: links.signalsPerSec };
+}
+
 interface Bucket {
   tokens: number;
   at: number;

@@ -25,7 +25,8 @@ import { IccQueueFull } from "./icc-channel.js";
 import type { IceSettings } from "./ice.js";
 import { Inside } from "./inside.js";
 import type { KernelRoutes } from "./kernel-routes.js";
-import { KEEPALIVE_PERIOD_MS, Link } from "./link.js";
+import { Link } from "./link.js";
+import { KEEPALIVE_PERIOD_MS } from "./liveness.js";
 import { Outside } from "./outside.js";
 import { pageToFit } from "./query-page.js";
 import { type Resolvectl, registerLinkDns } from "./resolved.js";
@@ -148,6 +149,7 @@ export class Datapath {
         ? new FastTransport({
             factory: options.fastSocket,
             port: tune.fastPathPort,
+            portRange: () => this.ice.portRange,
             excludeAddress: (address) => this.isOverlayAddress(address),
             warn: (message, fields) => this.log.warn(message, fields),
           })
@@ -255,7 +257,7 @@ export class Datapath {
     },
 
     "link.create": async (p) => {
-      const link = this.newLink(p.peerUid, p.relayOnly ?? false);
+      const link = this.newLink(p.peerUid, p.relayOnly ?? false, p.directOnly ?? false);
       try {
         return { description: await link.createOffer() };
       } catch (err) {
@@ -265,7 +267,7 @@ export class Datapath {
     },
 
     "link.accept": async (p) => {
-      const link = this.newLink(p.peerUid, p.relayOnly ?? false);
+      const link = this.newLink(p.peerUid, p.relayOnly ?? false, p.directOnly ?? false);
       try {
         return { description: await link.acceptOffer(p.description) };
       } catch (err) {
@@ -459,7 +461,7 @@ export class Datapath {
     this.log.info(wanted ? "kernel route added" : "kernel route removed", { prefix, dev: vnic.name });
   }
 
-  private newLink(peerUid: string, relayOnly: boolean): Link {
+  private newLink(peerUid: string, relayOnly: boolean, directOnly = false): Link {
     if (!this.uid) throw notConfigured("call vnic.configure before creating links");
     if (peerUid === this.uid) throw invalidParams("peerUid: is our own uid");
     const transports = this.transports.get(peerUid) ?? {};
@@ -476,6 +478,7 @@ export class Datapath {
       {
         peerUid,
         relayOnly,
+        directOnly,
         ice: this.ice,
         ownUid: this.uid,
         underlayMtu: this.tune.underlayMtu,
@@ -487,6 +490,7 @@ export class Datapath {
         rxIntervalMs: this.tune.rxIntervalMs,
         fast: this.fast,
         fastRekeyMs: this.tune.fastRekeyMs,
+        fastPcCloseMs: this.tune.fastPcCloseMs,
       },
       {
         candidate: (l, candidate, mid) => {
@@ -508,7 +512,7 @@ export class Datapath {
     if (relayOnly) transports.relay = link;
     else transports.full = link;
     this.transports.set(peerUid, transports);
-    this.log.info("link created", { peer: peerUid, relayOnly });
+    this.log.info("link created", { peer: peerUid, relayOnly, ...(directOnly ? { directOnly } : {}) });
     if (!this.fib.links.has(peerUid)) {
       this.fib.links.set(peerUid, link);
       // Packets held for this peer while it had no link now wait in the link's queue.

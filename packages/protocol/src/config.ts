@@ -144,9 +144,9 @@ export const DatapathTune = z.strictObject({
     ),
   fastPath: z
     .boolean()
-    .default(false)
+    .default(true)
     .describe(
-      "move a connected direct link's frames to the fast path (own UDP socket, keys agreed over the link's DTLS channel) when the peer offers it (off by default for now: the fast socket's port is outside ice.portRange unless fastPathPort names one, and it does not set DF yet, so path MTU probing overestimates); false: links stay on the media track",
+      "move a connected direct link's frames to the fast path (own UDP socket, keys agreed over the link's DTLS channel) when the peer offers it; relayed links, and links whose fast path finds no way through, stay on the media track; false: links always stay on the media track",
     ),
   fastPathPort: z
     .number()
@@ -155,7 +155,7 @@ export const DatapathTune = z.strictObject({
     .max(65_535)
     .default(0)
     .describe(
-      "UDP port of the fast path's socket (one per datapath, on :: for both families; 0: any free port; a fixed one lets firewall rules name it)",
+      "UDP port of the fast path's socket (one per datapath, on :: for both families; 0: the highest free port of ice.portRange when that is set, else any free port; a fixed one lets firewall rules name it)",
     ),
   fastRekeyMs: z
     .number()
@@ -172,6 +172,15 @@ export const DatapathTune = z.strictObject({
     .default(256)
     .describe(
       "resident memory (MB) above which the datapath closes the link taking the most messages from node-datachannel while memory still grows (libdatachannel queues received messages for the event loop without a bound); the link reports `closed` and the controller sets it up again. 0: never",
+    ),
+  fastPcCloseMs: z
+    .number()
+    .int()
+    .min(0)
+    .max(3_600_000)
+    .default(20_000)
+    .describe(
+      "a link on the fast path this long (ms) closes its PeerConnection and lives on the fast path alone (no ICE consent checks: an idle link then costs ~6.5 B/s each way), when the peer can; a fast path that then stops answering takes the link down (the controller sets it up again) instead of falling back; 0: never close it first (the peer still may)",
     ),
 });
 export type DatapathTune = z.infer<typeof DatapathTune>;
@@ -317,12 +326,14 @@ const Ice = z
       .refine(([min, max]) => min <= max, "min must not be greater than max")
       .optional()
       .meta({
-        description: 'local UDP ports ICE binds (inclusive); what the firewall opens (see "Firewall")',
+        description:
+          'local UDP ports ICE binds (inclusive), and the fast path\'s socket unless tune.fastPathPort names one (the highest free port of the range); what the firewall opens (see "Firewall"): the range must have room for one more port than ICE uses',
         "x-type": "`[min, max]`, 1024..65535",
         "x-default": "any port",
       }),
     udpMux: z.boolean().default(false).meta({
-      description: "all links share one UDP port (one of `portRange`, picked at random by libjuice)",
+      description:
+        "all links share one UDP port (one of `portRange`, picked at random by libjuice); the fast path takes one more",
     }),
     bindAddress: IpAddress.optional().meta({
       description: "the local address ICE binds to (host candidates are gathered on it only)",
@@ -360,6 +371,25 @@ export const Links = z
       .min(1)
       .default(10)
       .meta({ description: "a setup not done by then is retried with backoff", "x-type": "seconds" }),
+    retryMaxSec: z.number().min(1).max(3600).default(60).meta({
+      description:
+        "a failed setup is retried after 1 s, doubling (±10 %) up to this; a peer back online or a packet for it retries at once",
+      "x-type": "seconds, 1..3600",
+    }),
+    directRetryMaxSec: z.number().min(5).max(86_400).default(300).meta({
+      description:
+        "while a link is relayed, a direct path is tried again after 5 s, doubling up to this (each try may take a TURN allocation)",
+      "x-type": "seconds, 5..86400",
+    }),
+    signalBurst: z.number().int().min(4).max(10_000).default(24).meta({
+      description:
+        "signals (offers, answers, candidates, byes) a peer may send at once; beyond it and `signalsPerSec` they are dropped, counted and logged once per burst",
+      "x-type": "count, 4..10000",
+    }),
+    signalsPerSec: z.number().min(0.1).max(1000).default(4).meta({
+      description: "signals per second a peer may send over time (refills `signalBurst`)",
+      "x-type": "per second, 0.1..1000",
+    }),
   })
   .prefault({});
 

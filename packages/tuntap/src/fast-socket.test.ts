@@ -5,7 +5,7 @@
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import { createSocket, type Socket as DgramSocket } from "node:dgram";
 import { afterEach, describe, expect, it } from "vitest";
-import { FAST_REPLAY_WINDOW, type FastCipher, FastSocket } from "./fast-socket.js";
+import { FAST_MAX_FRAME, FAST_REPLAY_WINDOW, type FastCipher, FastSocket } from "./fast-socket.js";
 
 const HOST = "127.0.0.1";
 const A_INDEX = 0x11111111;
@@ -540,6 +540,28 @@ describe("FastSocket", () => {
       expect.objectContaining({ code: "ERR_FAST_SOCKET_CLOSED" }),
     );
     a.flush();
+  });
+
+  it("sets DF: a datagram above the device MTU is refused and counted, not fragmented; the batch goes on", async () => {
+    // Over ::1 (MTU 65536) the largest frame makes a 65555-byte IPv6 packet: without DF the
+    // kernel would fragment it and B would get it.
+    const a = new FastSocket({ address: "::1" });
+    const b = new FastSocket({ address: "::1" });
+    open.push(a, b);
+    const kAB = randomBytes(32);
+    const kBA = randomBytes(32);
+    a.setSession(A_INDEX, B_INDEX, kAB, kBA, { address: "::1", port: b.port });
+    b.setSession(B_INDEX, A_INDEX, kBA, kAB, { address: "::1", port: a.port });
+    const atB = collect(b);
+    const big = randomBytes(FAST_MAX_FRAME);
+    expect(a.send(A_INDEX, Buffer.from("before"), 0, 6)).toBe(true);
+    expect(a.send(A_INDEX, big, 0, big.length)).toBe(true);
+    expect(a.send(A_INDEX, Buffer.from("after"), 0, 5)).toBe(true);
+    a.flush();
+    await until("the small frames at B", () => atB.length >= 2);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(atB.map((f) => f.data.toString())).toEqual(["before", "after"]);
+    expect(a.stats().drops.sendFailed).toBe(1);
   });
 
   it("binds IPv6 '::' and carries IPv4 endpoints (v4-mapped) too", async () => {

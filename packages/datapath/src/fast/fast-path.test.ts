@@ -39,6 +39,7 @@ function makePair(opts: { rekeyMs?: number; wrongFingerprintAtB?: boolean } = {}
         return socket;
       },
       port: 0,
+      portRange: () => undefined,
       excludeAddress: () => false,
       warn: () => {},
     });

@@ -307,6 +307,16 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
       int off = 0;
       setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
     }
+    // DF on every datagram, the kernel's path MTU cache ignored: a datagram larger than the
+    // route's device MTU is refused (EMSGSIZE, counted as sendFailed) instead of fragmented, and
+    // one larger than a router's MTU is lost, so the link's own prober (path-mtu.ts) measures
+    // the path. IP_ applies to IPv4 sent from a "::" socket too (v4-mapped).
+    int probe = IP_PMTUDISC_PROBE;
+    setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &probe, sizeof probe);
+    if (family_ == AF_INET6) {
+      int probe6 = IPV6_PMTUDISC_PROBE;
+      setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &probe6, sizeof probe6);
+    }
     if (sockBuf > 0) {
       int sz = static_cast<int>(sockBuf);
       // *FORCE (root / CAP_NET_ADMIN) goes beyond net.core.[rw]mem_max.
