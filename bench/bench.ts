@@ -20,7 +20,15 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { uidForIpv4 } from "../packages/protocol/dist/index.js";
 import { type Host, Lab, type LabProcess, waitListening } from "../test/lab/index.js";
-import { connectLink, DatapathHandle, REPO } from "../test/support/datapath-driver.js";
+import {
+  connectLink,
+  DAEMON_NODE_FLAGS,
+  DatapathHandle,
+  REPO,
+  TINCAN_BIN,
+} from "../test/support/datapath-driver.js";
+import { labUsers, VpnNode } from "../test/support/vpn-node.js";
+import { PeakSampler } from "./memory.js";
 import {
   cpuSecondsPerGB,
   type Figures,
@@ -49,8 +57,12 @@ const HELP = `Usage: bash bench/run [flags]   (or: npx tsx bench/bench.ts [flags
   --udp-rates LIST   UDP rates in Mbit/s tried in order until loss >= 1% (default 25,50,100,200,400,800,1600)
   --nebula-routines N  nebula's routines (default 1: its docs recommend at most half the cores, and
                      both ends share this machine's)
-  --fast-path        TinCan-TS with tune.fastPath on (its own UDP socket, AEAD below node-datachannel;
-                     off by default in the product for now)
+  --no-fast-path     TinCan-TS with tune.fastPath off (links on node-datachannel's media track, as
+                     before 2026-12-07); by default it runs as shipped, fast path on
+  --fast-path        the default (kept so older command lines still run)
+  --datapath-only    TinCan-TS without controllers: the driver sets the link up over RPC (as before
+                     2026-12-07); by default each side runs tincan and a GroupVPN controller
+                     (prosody on A), so peak RSS counts both, as a node runs them
   --sessions         leave each process in its own scheduler autogroup (the lab's setsid) instead of
                      one CPU cgroup for the whole bench: how bench/ ran before 2026-12-07
   --out DIR          where results-<timestamp>.json goes (default bench/out)
@@ -71,6 +83,8 @@ const { values: flags } = parseArgs({
     "nebula-routines": { type: "string" },
     sessions: { type: "boolean" },
     "fast-path": { type: "boolean" },
+    "no-fast-path": { type: "boolean" },
+    "datapath-only": { type: "boolean" },
     out: { type: "string" },
     help: { type: "boolean" },
   },
@@ -120,7 +134,8 @@ const opts = {
   only: (flags.only ?? SYSTEMS.join(",")).split(",").map((s) => s.trim()) as SystemName[],
   nebulaRoutines: posInt("nebula-routines", flags["nebula-routines"], 1),
   cpuGroup: flags.sessions !== true,
-  fastPath: flags["fast-path"] === true,
+  fastPath: flags["no-fast-path"] !== true,
+  controllers: flags["datapath-only"] !== true,
   outDir: flags.out ?? join(REPO, "bench/out"),
 };
 for (const s of opts.only) {
@@ -465,6 +480,7 @@ async function setupTincan(lab: Lab, a: Host, b: Host): Promise<Tunnel> {
   // log level info: the driver waits for the " ready " line, which is logged at info.
   const config = join(lab.dir, "tincan-bench.json");
   writeFileSync(config, JSON.stringify({ tune: { fastPath: opts.fastPath } }));
+  if (opts.controllers) return setupTincanNodes(lab, a, b, config);
   const start = { args: ["--config", config] };
   const da = await DatapathHandle.start(lab, a, start);
   let db: DatapathHandle | undefined;
@@ -489,7 +505,7 @@ async function setupTincan(lab: Lab, a: Host, b: Host): Promise<Tunnel> {
   const dbh = db;
   return {
     name: "tincan",
-    label: opts.fastPath ? "TinCan-TS (fast path)" : "TinCan-TS",
+    label: opts.fastPath ? "TinCan-TS (fast path)" : "TinCan-TS (media track)",
     version: pkg.version,
     addrB: "10.77.0.2",
     ifA: "tincan0",
@@ -517,6 +533,60 @@ async function setupTincan(lab: Lab, a: Host, b: Host): Promise<Tunnel> {
       await da.stop();
       await dbh.stop();
     },
+  };
+}
+
+/** TinCan-TS as a node runs it: tincan and a GroupVPN controller per side, prosody on A. */
+async function setupTincanNodes(lab: Lab, a: Host, b: Host, config: string): Promise<Tunnel> {
+  const users = [a.name, b.name];
+  const prosody = await lab.startProsody({ host: a, users: labUsers(users), groups: { lab: users } });
+  const nodes = ([a, b] as const).map(
+    (h, i) =>
+      new VpnNode(lab, h, {
+        user: h.name,
+        ipv4: `10.77.0.${i + 1}/24`,
+        prosody,
+        links: { policy: "proactive" },
+        logLevel: "info",
+        commands: { tincan: ["node", ...DAEMON_NODE_FLAGS, TINCAN_BIN, "--config", config] },
+      }),
+  ) as [VpnNode, VpnNode];
+  const stop = async () => {
+    for (const n of nodes) await n.stop();
+  };
+  try {
+    for (const n of nodes) await n.start();
+    await waitPing(a, "10.77.0.2", "tincan", 60_000);
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  const mtu = (await a.run(["cat", "/sys/class/net/tincan0/mtu"])).trim();
+  const [na, nb] = nodes;
+  return {
+    name: "tincan",
+    label: `TinCan-TS${opts.fastPath ? " (fast path)" : ""} + GroupVPN`,
+    version: (
+      JSON.parse(readFileSync(join(REPO, "packages/datapath/package.json"), "utf8")) as { version: string }
+    ).version,
+    addrB: "10.77.0.2",
+    ifA: "tincan0",
+    ifB: "tincan0",
+    procs: { a: [na.tincan, na.controller], b: [nb.tincan, nb.controller] },
+    notes: [`vnic MTU ${mtu}`, "peak RSS: tincan + groupvpn per side (sum of each process's VmHWM)"],
+    async links() {
+      const out: string[] = [];
+      for (const [side, n] of [
+        ["A", na],
+        ["B", nb],
+      ] as const) {
+        const [l] = await n.connectedLinks();
+        const ice = `ICE ${l?.path ?? "?"}`;
+        out.push(`${side}: ${l?.transport ? `${String(l.transport)} (${ice})` : ice}`);
+      }
+      return out.join(", ");
+    },
+    stop,
   };
 }
 
@@ -739,6 +809,8 @@ interface RoundResult {
   rttLoaded?: RttStats & { loadMbit?: number };
   /** Peak RSS (VmHWM) of the measured processes at the end of the throughput tests, MB per side. */
   peakRssMB?: { a: number; b: number };
+  /** Peak (2 s samples) of a side's processes' pages counted once (bench/memory.ts), MB per side. */
+  peakOnceMB?: { a: number; b: number };
   /** TinCan-TS: which path carried the link, read after the TCP 1-stream test. */
   links?: string;
   loadavg: number;
@@ -812,6 +884,11 @@ async function measureRound(
       }
       rr.rttIdle = await pingRtt(a, t.addrB);
       log(`${tag}: RTT idle median ${rr.rttIdle.medianMs.toFixed(3)} ms`);
+      // Nodes of two processes (tincan + controller): their pages counted once, sampled.
+      const sampler =
+        t.procs.a.length > 1
+          ? new PeakSampler({ a: t.procs.a.map((p) => p.pid), b: t.procs.b.map((p) => p.pid) })
+          : undefined;
       rr.tcp1 = await iperf(a, t, []);
       log(`${tag}: TCP x1 ${rr.tcp1.mbit.toFixed(0)} Mbit/s, ${f1(rr.tcp1.cpuSPerGB)} CPU s/GB`);
       if (t.links) rr.links = await t.links();
@@ -824,6 +901,7 @@ async function measureRound(
       log(`${tag}: RTT loaded median ${rr.rttLoaded.medianMs.toFixed(3)} ms`);
       const hwm = (ps: LabProcess[]) => ps.reduce((s, p) => s + (procStats(p.pid)?.hwmBytes ?? 0), 0) / 1e6;
       if (t.procs.a.length) rr.peakRssMB = { a: hwm(t.procs.a), b: hwm(t.procs.b) };
+      rr.peakOnceMB = sampler?.stop();
     });
   } catch (e) {
     rr.error = (e as Error).message;
@@ -864,6 +942,7 @@ interface Summary {
   cpuPct?: { a?: number; b?: number };
   cpuSPerGB?: { tcp1?: number; tcp4?: number };
   peakRssMB?: { a: number; b: number };
+  peakOnceMB?: { a: number; b: number };
   links: string[];
   roundsOk: number;
 }
@@ -877,6 +956,7 @@ function summarize(r: SystemResult): Summary {
     p99: m((x) => f(x)?.p99Ms),
   });
   const rss = ok.map((x) => x.peakRssMB).filter((x): x is { a: number; b: number } => x !== undefined);
+  const once = ok.map((x) => x.peakOnceMB).filter((x): x is { a: number; b: number } => x !== undefined);
   return {
     tcp1: m((x) => x.tcp1?.mbit),
     tcp4: m((x) => x.tcp4?.mbit),
@@ -893,6 +973,9 @@ function summarize(r: SystemResult): Summary {
     cpuSPerGB: { tcp1: m((x) => x.tcp1?.cpuSPerGB), tcp4: m((x) => x.tcp4?.cpuSPerGB) },
     peakRssMB: rss.length
       ? { a: Math.max(...rss.map((x) => x.a)), b: Math.max(...rss.map((x) => x.b)) }
+      : undefined,
+    peakOnceMB: once.length
+      ? { a: Math.max(...once.map((x) => x.a)), b: Math.max(...once.map((x) => x.b)) }
       : undefined,
     links: [...new Set(ok.flatMap((x) => (x.links ? [x.links] : [])))],
     roundsOk: ok.length,
@@ -917,7 +1000,7 @@ function udpCell(s: Summary): string {
 
 function table(results: SystemResult[]): string {
   const rows = [
-    "| system | TCP 1 stream Mbit/s (runs) | TCP 4 streams Mbit/s (runs) | UDP Mbit/s received, < 1% loss | RTT idle min / med / p99 ms | RTT under TCP load min / med / p99 ms | overhead TCP % | overhead UDP % | idle B/s A->B + B->A | peak RSS A / B MB | CPU % of a core A / B (TCP 1) | CPU s per GB TCP 1 / TCP 4 | path |",
+    "| system | TCP 1 stream Mbit/s (runs) | TCP 4 streams Mbit/s (runs) | UDP Mbit/s received, < 1% loss | RTT idle min / med / p99 ms | RTT under TCP load min / med / p99 ms | overhead TCP % | overhead UDP % | idle B/s A->B + B->A | peak RSS A / B MB (pages once) | CPU % of a core A / B (TCP 1) | CPU s per GB TCP 1 / TCP 4 | path |",
     "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
   ];
   for (const r of results) {
@@ -933,7 +1016,7 @@ function table(results: SystemResult[]): string {
       : "-";
     const path = isVeth ? "-" : r.name === "tincan" ? s.links.join("; ") || "?" : "direct UDP";
     rows.push(
-      `| ${r.label} ${r.version ? `(${r.version.replace(/^kernel /, "")})` : ""} | ${runsCell(s.tcp1, s.tcp1Runs)} | ${runsCell(s.tcp4, s.tcp4Runs)} | ${udpCell(s)} | ${rttCell(s.rttIdle)} | ${rttCell(s.rttLoaded)} | ${isVeth ? "0 (ref)" : f1(s.overheadTcp)} | ${isVeth ? "0 (ref)" : f1(s.overheadUdp)} | ${idle} | ${s.peakRssMB ? `${f0(s.peakRssMB.a)} / ${f0(s.peakRssMB.b)}` : "-"} | ${isVeth ? "-" : `${f0(s.cpuPct?.a)} / ${f0(s.cpuPct?.b)}`} | ${isVeth ? "-" : `${f1(s.cpuSPerGB?.tcp1)} / ${f1(s.cpuSPerGB?.tcp4)}`} | ${path} |`,
+      `| ${r.label} ${r.version ? `(${r.version.replace(/^kernel /, "")})` : ""} | ${runsCell(s.tcp1, s.tcp1Runs)} | ${runsCell(s.tcp4, s.tcp4Runs)} | ${udpCell(s)} | ${rttCell(s.rttIdle)} | ${rttCell(s.rttLoaded)} | ${isVeth ? "0 (ref)" : f1(s.overheadTcp)} | ${isVeth ? "0 (ref)" : f1(s.overheadUdp)} | ${idle} | ${s.peakRssMB ? `${f0(s.peakRssMB.a)} / ${f0(s.peakRssMB.b)}` : "-"}${s.peakOnceMB ? ` (${f0(s.peakOnceMB.a)} / ${f0(s.peakOnceMB.b)})` : ""} | ${isVeth ? "-" : `${f0(s.cpuPct?.a)} / ${f0(s.cpuPct?.b)}`} | ${isVeth ? "-" : `${f1(s.cpuSPerGB?.tcp1)} / ${f1(s.cpuSPerGB?.tcp4)}`} | ${path} |`,
     );
   }
   return rows.join("\n");

@@ -47,9 +47,11 @@ wrapper() { # PROG ENTRY NODE_FLAGS
     packaging/debian/wrapper.sh >"$ROOT/usr/bin/$1"
   chmod 0755 "$ROOT/usr/bin/$1"
 }
-wrapper tincan "@tincan/datapath/dist/cli.js" "--max-semi-space-size=1 "
-wrapper groupvpn "@tincan/groupvpn/dist/cli.js" "--max-semi-space-size=1 "
-wrapper socialvpn "@tincan/socialvpn/dist/cli.js" "--max-semi-space-size=1 "
+# The daemons' Node flags come from their bin files' shebang lines (README.md, "Running a node").
+node_flags() { sed -n '1s|^#!/usr/bin/env -S node *||p' "$1" | sed 's/$/ /'; }
+wrapper tincan "@tincan/datapath/dist/cli.js" "$(node_flags packages/datapath/bin/tincan.js)"
+wrapper groupvpn "@tincan/groupvpn/dist/cli.js" "$(node_flags packages/groupvpn/bin/groupvpn.js)"
+wrapper socialvpn "@tincan/socialvpn/dist/cli.js" "$(node_flags packages/socialvpn/bin/socialvpn.js)"
 wrapper tincanctl "@tincan/controller/dist/tincanctl.js" ""
 
 install -d "$ROOT/usr/lib/systemd/system" "$ROOT/etc/tincan" "$ROOT/usr/share/doc/tincan" "$ROOT/var/lib/tincan"

@@ -137,7 +137,8 @@ describe.skipIf(!can.ok)("fast path: two hosts and an attacker on one underlay",
     const ha = await lab.addHost("a");
     const hb = await lab.addHost("b");
     c = await lab.addHost("c");
-    [a, b] = await linkedPair(lab, [ha, hb], "10.79.0", { fastPathPort: FAST_PORT });
+    // The PeerConnection stays open: the fall-back test below needs node-datachannel to fall back to.
+    [a, b] = await linkedPair(lab, [ha, hb], "10.79.0", { fastPathPort: FAST_PORT, fastPcCloseMs: 0 });
   }, 60_000);
 
   afterAll(async () => {
@@ -282,8 +283,13 @@ describe.skipIf(!can.ok)("fast path: rekey under load", () => {
   beforeAll(async () => {
     const pair = await Lab.pair({ prefix: "tfr" });
     lab = pair.lab;
-    [a, b] = await linkedPair(lab, [pair.a, pair.b], "10.79.1", { fastRekeyMs: 2000 });
+    // The PeerConnections closed 1 s after the fast path is up: the rekeys' hellos go on the fast path.
+    [a, b] = await linkedPair(lab, [pair.a, pair.b], "10.79.1", { fastRekeyMs: 2000, fastPcCloseMs: 1000 });
     await waitTransport(a, b, "fast");
+    await waitFor("both PeerConnections closed", async () => {
+      const [la, lb] = [await linkOf(a, b), await linkOf(b, a)];
+      return la.fast.peerConnection === "closed" && lb.fast.peerConnection === "closed";
+    });
   }, 60_000);
 
   afterAll(async () => {

@@ -7,7 +7,7 @@ import { promisify } from "node:util";
 import { uidForIpv4 } from "@tincan/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type CoturnHandle, Lab, type ProsodyHandle, tail } from "./lab/index.js";
-import { REPO, waitFor } from "./support/datapath-driver.js";
+import { DAEMON_NODE_FLAGS, REPO, waitFor } from "./support/datapath-driver.js";
 import { addGroupNodes, fullJidOf, labUsers, sendRogueOffers, VpnNode } from "./support/vpn-node.js";
 
 const can = Lab.canRun();
@@ -298,7 +298,7 @@ describe("installed binaries", () => {
     }
     for (const name of ["tincan", "groupvpn", "socialvpn"]) {
       expect(readFileSync(join(REPO, "node_modules/.bin", name), "utf8"), name).toContain(
-        "--max-semi-space-size=1",
+        ` node  ${DAEMON_NODE_FLAGS.join(" ")} `,
       );
     }
   });

@@ -1,4 +1,4 @@
-// Real networks (#15): ICE on a fixed UDP port range (with and without UDP mux), and TURN with
+// Real networks (#15): ICE and the fast path on a fixed UDP port range (with and without UDP mux), and TURN with
 // short-lived credentials derived from a coturn `static-auth-secret` (the TURN REST scheme).
 import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -61,20 +61,31 @@ describe.skipIf(!can.ok)("real networks: ICE port range, UDP mux, TURN REST secr
     await lab?.destroy();
   });
 
-  it("links use only ports of ice.portRange; with udpMux one port carries them", async () => {
+  it("links use only ports of ice.portRange (the fast path's too); with udpMux one port carries ICE", async () => {
     const [alice, bob] = [node("alice"), node("bob")];
     await waitFor("alice pings bob", async () => (await alice.ping(bob.address, 1, 2)).code === 0, 30_000);
+    // The fast path (on by default) takes the highest free port of the range.
+    const onFast = async (n: VpnNode) => (await n.connectedLinks())[0]?.transport === "fast";
+    await waitFor(
+      "the link on the fast path",
+      async () => (await onFast(alice)) && (await onFast(bob)),
+      30_000,
+    );
     const ping = await alice.ping(bob.address, 20, 1);
     const lost = /(\d+)% packet loss/.exec(ping.stdout)?.[1];
     const [a, b] = [await icePorts(alice), await icePorts(bob)];
     console.log(`alice (udpMux) ports ${a.join(",")}; bob ports ${b.join(",")}; 20 pings, ${lost}% lost`);
     expect(ping.code).toBe(0);
-    expect(a).toHaveLength(1);
+    expect(await onFast(alice)).toBe(true);
+    // ICE's shared port and the fast path's.
+    expect(a).toHaveLength(2);
+    expect(b.length).toBeGreaterThan(1);
+    expect(Math.max(...a)).toBeGreaterThanOrEqual(41008);
+    expect(Math.max(...b)).toBeGreaterThanOrEqual(42018);
     for (const p of a) {
       expect(p).toBeGreaterThanOrEqual(41000);
       expect(p).toBeLessThanOrEqual(41009);
     }
-    expect(b.length).toBeGreaterThan(0);
     for (const p of b) {
       expect(p).toBeGreaterThanOrEqual(42000);
       expect(p).toBeLessThanOrEqual(42019);

@@ -82,6 +82,14 @@ describe.skipIf(!can.ok)("Relay as a bridge: race a relay-only transport, move t
     // Let the first direct attempt fail on the block (its setup times out after 10 s), then lift it.
     await sleep(12_000);
     expect((await flat1.connectedTo(peer))?.path).toBe("relay");
+    // The direct re-attempts during the block took no TURN allocation: both ends made them direct-only
+    // (no TURN servers), so none of them connected through the relay.
+    for (const n of [flat1, flat2]) {
+      const log = n.tincan.log();
+      const firstRetry = log.search(/link created .*"relayOnly":false,"directOnly":true/);
+      expect(firstRetry, `${n.host.name}: no direct-only re-attempt`).toBeGreaterThan(-1);
+      expect(log.slice(firstRetry)).not.toMatch(/link connected .*"relayOnly":false,"path":"relay"/);
+    }
     await blockUdp(flat1.host, flat2.host, false);
     const liftedAt = Date.now();
     const liftedSeq = Math.round((liftedAt - pingStart) / 100);

@@ -3,11 +3,13 @@ import { runScenario, SCENARIOS, type ScenarioName } from "./scenarios.js";
 import { POLICIES, type PolicyName } from "./simulation.js";
 
 const USAGE = `pnpm sim -- [--nodes 1000] [--policy ${POLICIES.join("|")}] [--scenario ${SCENARIOS.join("|")}]
-                [--seed sim] [--join-sec S] [--sample 500] [--hop-limit 8]`;
+                [--seed sim] [--join-sec S] [--sample 500] [--hop-limit 8] [--eager-routes N]`;
 
 /** `pnpm sim`: one scenario on the virtual-time simulator, printed as a Markdown table. */
 async function main(): Promise<void> {
   const { values } = parseArgs({
+    // `pnpm sim -- --nodes 10` passes the "--" on.
+    args: process.argv.slice(2).filter((a) => a !== "--"),
     options: {
       nodes: { type: "string", default: "1000" },
       policy: { type: "string", default: "proactive" },
@@ -16,6 +18,7 @@ async function main(): Promise<void> {
       "join-sec": { type: "string" },
       sample: { type: "string", default: "500" },
       "hop-limit": { type: "string" },
+      "eager-routes": { type: "string" },
       help: { type: "boolean", default: false },
     },
   });
@@ -26,6 +29,9 @@ async function main(): Promise<void> {
   const nodes = positive(values.nodes, "--nodes");
   const policy = values.policy as PolicyName;
   const scenario = values.scenario as ScenarioName;
+  const eager = values["eager-routes"];
+  if (eager !== undefined && !(Number.isInteger(Number(eager)) && Number(eager) >= 0))
+    fail("--eager-routes must be an integer >= 0");
   if (!POLICIES.includes(policy)) fail(`--policy must be one of ${POLICIES.join(", ")}`);
   if (!SCENARIOS.includes(scenario)) fail(`--scenario must be one of ${SCENARIOS.join(", ")}`);
   const started = performance.now();
@@ -37,6 +43,7 @@ async function main(): Promise<void> {
     seed: values.seed,
     sample: positive(values.sample, "--sample"),
     ...(values["join-sec"] ? { joinSec: positive(values["join-sec"], "--join-sec") } : {}),
+    ...(eager !== undefined ? { eagerRoutesUpTo: Number(eager) } : {}),
     ...(values["hop-limit"] ? { params: { hopLimit: positive(values["hop-limit"], "--hop-limit") } } : {}),
     progress: (line) => console.error(`[sim] ${line}`),
   });

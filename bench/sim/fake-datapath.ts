@@ -50,6 +50,8 @@ export class FakeDatapath implements Pick<DatapathApi, "call" | "on"> {
   readonly routes = new Map<string, CountedRoute>();
   private readonly handlers = new Map<string, Set<Handler>>();
   private readonly held = new Map<string, SimPacket[]>();
+  /** Routes that are not host routes (router mode): longest-prefix match only when there are some. */
+  private prefixRoutes = 0;
   private tokens = 0;
   alive = true;
 
@@ -93,7 +95,8 @@ export class FakeDatapath implements Pick<DatapathApi, "call" | "on"> {
   }
 
   private routeFor(address: string): CountedRoute | undefined {
-    return this.routes.get(hostPrefix(address)) ?? this.net.longestMatch(this.routes, address);
+    const host = this.routes.get(hostPrefixOf(address));
+    return host ?? (this.prefixRoutes > 0 ? this.net.longestMatch(this.routes, address) : undefined);
   }
 
   /** A packet from the vNIC: send on the next hop's link, or hold it and report it unmapped. */
@@ -113,15 +116,17 @@ export class FakeDatapath implements Pick<DatapathApi, "call" | "on"> {
 
   /** A packet from a link: ours, or forwarded while the hop limit lasts. */
   fromLink(from: string, p: SimPacket): void {
-    // The source check of outside.ts: a member routed over its own link must come on it; one routed
-    // via a neighbour may come on any link.
+    // The source check of outside.ts: the source must be a member; a packet for us from a member
+    // routed over its own link must come on it (one routed via a neighbour may come on any link);
+    // a packet in transit may come on any link.
     const source = this.routeFor(p.src);
-    if (!source || ((source.via ?? source.peerUid) !== from && !source.via)) {
+    const forUs = p.dst === this.ipv4;
+    if (!source || (forUs && (source.via ?? source.peerUid) !== from && !source.via)) {
       this.net.dropped(p, "spoofed");
       return;
     }
     source.rxPackets++;
-    if (p.dst === this.ipv4) {
+    if (forUs) {
       this.net.delivered(p);
       return;
     }
@@ -203,6 +208,7 @@ export class FakeDatapath implements Pick<DatapathApi, "call" | "on"> {
       case "route.set": {
         const r = params as unknown as RouteInfo;
         const old = this.routes.get(r.prefix);
+        if (!old && !isHostPrefix(r.prefix)) this.prefixRoutes++;
         const counters =
           old?.peerUid === r.peerUid
             ? { txPackets: old.txPackets, txBytes: old.txBytes, rxPackets: old.rxPackets }
@@ -218,7 +224,8 @@ export class FakeDatapath implements Pick<DatapathApi, "call" | "on"> {
         return {};
       }
       case "route.remove":
-        this.routes.delete(params.prefix as string);
+        if (this.routes.delete(params.prefix as string) && !isHostPrefix(params.prefix as string))
+          this.prefixRoutes--;
         return {};
       case "route.query":
         return [...this.routes.values()];
@@ -244,6 +251,22 @@ export class FakeDatapath implements Pick<DatapathApi, "call" | "on"> {
     this.links.delete(link.peerUid);
     this.net.closedBy(this, link);
   }
+}
+
+const hostPrefixes = new Map<string, string>();
+
+/** hostPrefix of an address, cached (the simulator's addresses are few and looked up per packet). */
+function hostPrefixOf(address: string): string {
+  let prefix = hostPrefixes.get(address);
+  if (prefix === undefined) {
+    prefix = hostPrefix(address);
+    hostPrefixes.set(address, prefix);
+  }
+  return prefix;
+}
+
+function isHostPrefix(prefix: string): boolean {
+  return prefix.endsWith(prefix.includes(":") ? "/128" : "/32");
 }
 
 function sdpToken(description: unknown): string {

@@ -13,6 +13,17 @@ export function linkStats(live: readonly SimNode[]): { mean: number; max: number
   return { mean: live.length ? sum / live.length : 0, max };
 }
 
+/** Routes in each live node's datapath (mean, max). */
+export function routeStats(live: readonly SimNode[]): { mean: number; max: number } {
+  let sum = 0;
+  let max = 0;
+  for (const n of live) {
+    sum += n.dp.routes.size;
+    max = Math.max(max, n.dp.routes.size);
+  }
+  return { mean: live.length ? sum / live.length : 0, max };
+}
+
 /** Live nodes in ring order (a UID's hex text sorts as its ring position). */
 export function ringOrder(live: readonly SimNode[]): SimNode[] {
   return [...live].sort((a, b) => (a.uid < b.uid ? -1 : a.uid > b.uid ? 1 : 0));
@@ -42,7 +53,8 @@ export interface TraceResult {
 
 /**
  * Where a packet from `src` to `dst` would go now, by the routes and connected links of each node on
- * the way (no side effects: nothing is held or reported, no link is asked for).
+ * the way, and where a node has no route, by the next hop its policy would map on demand (no side
+ * effects: nothing is held, reported or mapped, no link is asked for).
  */
 export function trace(net: SimNetwork, src: SimNode, dst: SimNode): TraceResult {
   let at = src;
@@ -52,7 +64,7 @@ export function trace(net: SimNetwork, src: SimNode, dst: SimNode): TraceResult 
   const path = [src.uid];
   const fail = (why: string): TraceResult => ({ ok: false, why, hops, path });
   for (;;) {
-    const next = at.dp.nextHopFor(dst.ipv4);
+    const next = at.nextHopTo(dst.ipv4, dst.uid);
     if (next === undefined) return fail("noRoute");
     if (!at.dp.isConnected(next)) return fail(from ? "noRoute" : "noLink");
     if (next === from) return fail("loop");

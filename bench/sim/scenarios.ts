@@ -1,9 +1,9 @@
-import { linkStats, mean, percentile, reachableBothWays, ringGaps, trace } from "./measure.js";
+import { linkStats, mean, percentile, reachableBothWays, ringGaps, routeStats, trace } from "./measure.js";
 import type { SimParams, Traffic } from "./network.js";
 import type { SimNode } from "./sim-node.js";
 import { type PolicyName, Simulation } from "./simulation.js";
 
-export const SCENARIOS = ["join", "leave", "crash", "partition", "traffic", "all"] as const;
+export const SCENARIOS = ["join", "leave", "crash", "partition", "traffic", "churn", "all"] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
 export interface ScenarioOptions {
@@ -16,6 +16,8 @@ export interface ScenarioOptions {
   /** Sources sampled for reachability and pairs for hop counts (default 500). */
   sample?: number;
   params?: Partial<SimParams>;
+  /** Structured: groups up to this many other members route every member (default: the policy's). */
+  eagerRoutesUpTo?: number;
   /** Progress lines (stderr in the CLI). */
   progress?: (line: string) => void;
 }
@@ -43,11 +45,14 @@ export async function runScenario(o: ScenarioOptions): Promise<Report> {
     seed: o.seed,
     expectedNodes: o.nodes + 1,
     ...(o.params ? { params: o.params } : {}),
+    ...(o.eagerRoutesUpTo !== undefined ? { eagerRoutesUpTo: o.eagerRoutesUpTo } : {}),
   });
   const rows: Row[] = [];
   const figures: Record<string, number> = {};
+  const log = o.progress ?? (() => {});
   const put = (metric: string, value: number, digits = 1, target?: string) => {
     figures[metric] = value;
+    log(`${metric}: ${Number.isFinite(value) ? value.toFixed(digits) : "never"}`);
     rows.push({
       metric,
       value: Number.isFinite(value) ? value.toFixed(digits) : "never",
@@ -55,7 +60,6 @@ export async function runScenario(o: ScenarioOptions): Promise<Report> {
     });
   };
   const note = (metric: string, value: string) => rows.push({ metric, value });
-  const log = o.progress ?? (() => {});
   const sample = o.sample ?? 500;
   const log2n = Math.log2(o.nodes);
   try {
@@ -73,6 +77,9 @@ export async function runScenario(o: ScenarioOptions): Promise<Report> {
     put("links per node, mean", links.mean, 1, o.policy === "proactive" ? "n-1 (full mesh)" : undefined);
     put("links per node, max", links.max, 0);
     put("ring gaps after join", ringGaps(sim.live()), 0, "0");
+    const routes = routeStats(sim.live());
+    put("routes per node, mean", routes.mean, 1);
+    put("routes per node, max", routes.max, 0);
     const hops = traceHops(sim, sample);
     put("overlay hops (trace), mean", hops.mean, 2, `<= log2(N) = ${log2n.toFixed(1)}`);
     put("overlay hops (trace), p99", hops.p99, 0);
@@ -83,14 +90,18 @@ export async function runScenario(o: ScenarioOptions): Promise<Report> {
     log(`settled at ${sec(sim)} s virtual`);
 
     const steps: ScenarioName[] =
-      o.scenario === "all" ? ["join", "traffic", "crash", "partition"] : [o.scenario];
+      o.scenario === "all" ? ["join", "traffic", "churn", "crash", "partition"] : [o.scenario];
     for (const step of steps) {
       if (step === "join") await newNodeReachable(sim, put, note, sample);
       if (step === "traffic") await traffic(sim, put, sample);
       if (step === "crash" || step === "leave") await churn(sim, put, step, o.nodes, sample);
       if (step === "partition") await partition(sim, put);
+      if (step === "churn") await churnWithTraffic(sim, put, o.nodes, sample);
       log(`${step} done at ${sec(sim)} s virtual`);
     }
+    const after = routeStats(sim.live());
+    put("routes per node at the end, mean", after.mean, 1);
+    put("routes per node at the end, max", after.max, 0);
     const mem = process.memoryUsage();
     put("virtual time, s", sim.now() / SEC - sim.clock.startMs / SEC, 0);
     put("timers fired", sim.clock.fired, 0);
@@ -175,6 +186,47 @@ async function churn(
   put(label, seconds(healed), 1, how === "crash" ? "<= 60" : undefined);
   const routable = await untilOr(sim, GIVE_UP_SEC, () => routablePercent(sim, pairs) >= before);
   put(`pairs routable as before (${before.toFixed(0)} %) after ${how}, s`, seconds(routable), 1);
+}
+
+const CHURN_MINUTES = 5;
+
+/**
+ * Churn: for CHURN_MINUTES, 1 % of the nodes leave and as many new ones join each minute (spread over
+ * the minute) while `sample` random pairs of nodes that stay send one packet a second: delivery and
+ * signalling per node per minute while the membership moves.
+ */
+async function churnWithTraffic(sim: Simulation, put: Put, nodes: number, sample: number): Promise<void> {
+  const perMinute = Math.max(1, Math.round(nodes / 100));
+  const leaving = new Set(sim.pick(perMinute * CHURN_MINUTES));
+  const staying = sim.live().filter((n) => !leaving.has(n));
+  const pairs = randomPairs(sim, staying, sample);
+  const queue = [...leaving];
+  const before = sim.totalTraffic();
+  sim.net.resetPackets();
+  const gapMs = (60 * SEC) / perMinute;
+  for (let i = 0; i < perMinute * CHURN_MINUTES; i++) {
+    sim.clock.at(i * gapMs, () => {
+      queue.pop()?.leave();
+      sim.join();
+    });
+  }
+  for (let s = 0; s < CHURN_MINUTES * 60; s++) {
+    for (const [a, b] of pairs) sim.net.send(a, b.ipv4);
+    await sim.run(SEC);
+  }
+  await sim.run(15 * SEC);
+  const p = sim.net.packets;
+  put("churn 1 %/min: packets delivered, %", (100 * p.delivered) / Math.max(1, p.sent), 2);
+  put("churn 1 %/min: hops per packet, mean", mean(p.hops), 2);
+  for (const [reason, n] of p.drops) put(`churn 1 %/min: dropped (${reason})`, n, 0);
+  perNodeMinute(
+    put,
+    "churn 1 %/min",
+    diff(sim.totalTraffic(), before),
+    sim.live().length,
+    CHURN_MINUTES + 0.25,
+  );
+  put("ring gaps after churn", ringGaps(sim.live()), 0);
 }
 
 function randomPairs(sim: Simulation, nodes: readonly SimNode[], count: number): Array<[SimNode, SimNode]> {

@@ -27,6 +27,11 @@ export interface SimNodeOptions {
   /** links.policy "on-demand": a packet for a member links to it (structured routes it over the ring). */
   linkMembersOnDemand: boolean;
   links: LinkTimings;
+  /**
+   * Where a packet to a member this node has no route for would go: the structured policy's greedy
+   * next hop, which an unmapped packet or a route request maps (null: none, or another policy).
+   */
+  greedyNextHop?(uid: string): string | null;
   /** Counts errors thrown by policy hooks (they are bugs: the simulator reports them). */
   onHookError(hook: string, err: Error): void;
 }
@@ -85,6 +90,11 @@ export class SimNode implements PolicyContext {
       routes: () => this.routes(),
     });
     this.wire();
+  }
+
+  /** The next hop of a packet to `dst` (address of member `uid`): its route, else the greedy choice. */
+  nextHopTo(dst: string, uid: string): string | undefined {
+    return this.dp.nextHopFor(dst) ?? this.opts.greedyNextHop?.(uid) ?? undefined;
   }
 
   get datapath(): PolicyContext["datapath"] {

@@ -6,8 +6,15 @@ import { runScenario } from "./scenarios.js";
 import type { SimNode } from "./sim-node.js";
 import { type PolicyName, Simulation } from "./simulation.js";
 
-/** The policies whose links the ring properties hold for (on-demand links only on traffic). */
-const RING_POLICIES: PolicyName[] = ["proactive", "structured"];
+/**
+ * The policies whose links the ring properties hold for (on-demand links only on traffic); structured
+ * also with routes on demand only (as in groups of more than EAGER_ROUTES_UP_TO members).
+ */
+const RING_POLICIES: Array<{ name: string; policy: PolicyName; eagerRoutesUpTo?: number }> = [
+  { name: "proactive", policy: "proactive" },
+  { name: "structured", policy: "structured" },
+  { name: "structured, routes on demand", policy: "structured", eagerRoutesUpTo: 0 },
+];
 
 type Op = { kind: "join" } | { kind: "leave" | "crash"; pick: number } | { kind: "wait"; sec: number };
 
@@ -34,8 +41,18 @@ function greedyWithoutLoops(sim: Simulation, path: string[], dst: string): boole
   return new Set(path).size === path.length;
 }
 
-async function churned(policy: PolicyName, seed: number, initial: number, ops: Op[]): Promise<Simulation> {
-  const sim = new Simulation({ policy, seed: `prop-${seed}`, expectedNodes: initial + ops.length });
+async function churned(
+  { policy, eagerRoutesUpTo }: (typeof RING_POLICIES)[number],
+  seed: number,
+  initial: number,
+  ops: Op[],
+): Promise<Simulation> {
+  const sim = new Simulation({
+    policy,
+    seed: `prop-${seed}`,
+    expectedNodes: initial + ops.length,
+    ...(eagerRoutesUpTo !== undefined ? { eagerRoutesUpTo } : {}),
+  });
   for (let i = 0; i < initial; i++) sim.join();
   await sim.run(5_000);
   for (const o of ops) {
@@ -55,7 +72,7 @@ async function churned(policy: PolicyName, seed: number, initial: number, ops: O
   return sim;
 }
 
-describe.each(RING_POLICIES)("simulated GroupVPN, %s policy", (policy) => {
+describe.each(RING_POLICIES)("simulated GroupVPN, $name policy", (policy) => {
   it("after any joins, leaves and crashes the live nodes' successor links form one ring", async () => {
     await fc.assert(
       fc.asyncProperty(

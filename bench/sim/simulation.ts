@@ -1,4 +1,4 @@
-import type { LinkTimings, Policy } from "@tincan/controller";
+import type { LinkTimings } from "@tincan/controller";
 import { GroupPolicy } from "@tincan/groupvpn";
 import { seededRandom } from "../../packages/groupvpn/src/ring.js";
 import { DEFAULT_PARAMS, SimNetwork, type SimParams, type Traffic } from "./network.js";
@@ -17,6 +17,8 @@ export interface SimulationOptions {
   /** Structured overlay keys (defaults as in the GroupVPN config schema). */
   structured?: Partial<StructuredKeys>;
   expectedNodes: number;
+  /** Structured: groups up to this many other members route every member (default: the policy's). */
+  eagerRoutesUpTo?: number;
 }
 
 const SUBNET_BITS = 16;
@@ -80,9 +82,11 @@ export class Simulation {
   /** A new node starts and logs in now. */
   join(): SimNode {
     const ipv4 = addressOf(this.nodes.length + 1);
+    const policy = this.makePolicy(ipv4);
     const node = new SimNode(this.net, {
       ipv4,
-      policy: this.makePolicy(ipv4),
+      policy,
+      greedyNextHop: (uid) => policy.structured?.nextHop(uid, this.clock.now()) ?? null,
       proactive: this.opts.policy === "proactive",
       linkMembersOnDemand: this.opts.policy === "on-demand",
       links: this.timings,
@@ -123,7 +127,7 @@ export class Simulation {
     return t;
   }
 
-  private makePolicy(ipv4: string): Policy {
+  private makePolicy(ipv4: string): GroupPolicy {
     const links = {
       policy: this.opts.policy,
       ...this.timings,
@@ -147,6 +151,7 @@ export class Simulation {
           },
         },
         random: seededRandom(`${this.opts.seed}:${ipv4}`),
+        ...(this.opts.eagerRoutesUpTo !== undefined ? { eagerRoutesUpTo: this.opts.eagerRoutesUpTo } : {}),
       },
     );
   }

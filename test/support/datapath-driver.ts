@@ -10,8 +10,15 @@ import type { Host, Lab, LabProcess } from "../lab/index.js";
 
 export const REPO = fileURLToPath(new URL("../..", import.meta.url));
 export const TINCAN_BIN = join(REPO, "packages/datapath/dist/cli.js");
-/** The V8 flags of the daemons' shebang lines (a 1 MB young generation: ~10 MB less RSS each). */
-export const DAEMON_NODE_FLAGS = ["--max-semi-space-size=1"];
+/**
+ * The daemons' Node flags, read from the shebang line of `tincan`'s bin file: the one place they are
+ * set (build-deb.sh and the Docker image take them from there too; README.md, "Running a node").
+ */
+export const DAEMON_NODE_FLAGS = readFileSync(join(REPO, "packages/datapath/bin/tincan.js"), "utf8")
+  .split("\n", 1)[0]
+  ?.replace(/^#!\/usr\/bin\/env -S node\s*/, "")
+  .split(/\s+/)
+  .filter(Boolean) as string[];
 const BRIDGE = join(REPO, "test/support/rpc-bridge.mjs");
 
 export async function waitFor<T>(

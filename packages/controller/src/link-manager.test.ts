@@ -190,6 +190,15 @@ describe("setup ids", () => {
     expect(dp.callsOf("link.addCandidate")[0]?.params.candidate).toBe("a=candidate:1");
   });
 
+  it("answers a direct-only offer (a relayed link's direct re-attempt) with a direct-only transport", async () => {
+    const direct = setup(LARGE);
+    await direct.lm.handleSignal(peer(SMALL), { ...offerFrom(SMALL, LARGE, "s1"), directOnly: true });
+    expect(direct.dp.callsOf("link.accept").map((c) => c.params.directOnly)).toEqual([true]);
+    const plain = setup(LARGE);
+    await plain.lm.handleSignal(peer(SMALL), offerFrom(SMALL, LARGE, "s1"));
+    expect(plain.dp.callsOf("link.accept").map((c) => c.params.directOnly)).toEqual([undefined]);
+  });
+
   it("refuses offers that fail admission", async () => {
     const { dp, sig, lm } = setup(LARGE, { admit: () => false });
     await lm.handleSignal(peer(SMALL), offerFrom(SMALL, LARGE, "s1"));
@@ -428,6 +437,14 @@ describe("relay as a bridge: race and upgrade", () => {
     expect(directOffers()).toBe(2);
     await vi.advanceTimersByTimeAsync(200);
     expect(directOffers()).toBe(3);
+    // The re-attempts take no TURN allocation on either side: direct-only transports, and the offer says so.
+    expect(dp.callsOf("link.create").map((c) => c.params.directOnly ?? false)).toEqual([
+      false,
+      false,
+      true,
+      true,
+    ]);
+    expect(sig.ofType("offer").map((o) => o.directOnly ?? false)).toEqual([false, false, true, true]);
     expect(sig.ofType("offer").filter((o) => o.relayOnly)).toHaveLength(1);
     expect(dp.callsOf("link.remove").some((c) => c.params.relayOnly !== false)).toBe(false);
     expect(events).toEqual(["up relay true"]);

@@ -519,8 +519,11 @@ export class LinkManager extends EventEmitter {
     await this.offerAttempt(rec, false);
   }
 
-  /** Offers one transport of the link (replacing one of the same kind); the other is left alone. */
-  private async offerAttempt(rec: Rec, relayOnly: boolean): Promise<void> {
+  /**
+   * Offers one transport of the link (replacing one of the same kind); the other is left alone.
+   * `directOnly`: no TURN candidates on either side (a direct re-attempt while a relay carries the link).
+   */
+  private async offerAttempt(rec: Rec, relayOnly: boolean, directOnly = false): Promise<void> {
     const old = this.attemptOf(rec, relayOnly);
     if (old) await this.removeAttempt(rec, old);
     const peer = rec.peer;
@@ -528,14 +531,18 @@ export class LinkManager extends EventEmitter {
     const starting = rec.phase !== "connected" && this.attempts(rec).length === 0;
     const a = this.newAttempt(relayOnly, newSetupId(), "offerer", "offering");
     this.setAttempt(rec, a);
-    this.log.debug("offering a link", { peer: peer.bareJid, setup: a.setup, relayOnly });
+    this.log.debug("offering a link", { peer: peer.bareJid, setup: a.setup, relayOnly, directOnly });
     if (starting) {
       rec.setupStartedAt = Date.now();
       this.emit("link-setup", this.event(rec, a));
     }
     if (relayOnly) this.emit("relay-attempt", this.event(rec, a));
     try {
-      const { description } = await this.opts.datapath.call("link.create", { peerUid: peer.uid, relayOnly });
+      const { description } = await this.opts.datapath.call("link.create", {
+        peerUid: peer.uid,
+        relayOnly,
+        ...(directOnly ? { directOnly } : {}),
+      });
       // The setup's time starts when the datapath has made the offer (a loaded one can take seconds).
       this.armSetupTimer(rec, a);
       if (!relayOnly) this.armRace(rec);
@@ -545,6 +552,7 @@ export class LinkManager extends EventEmitter {
         to: peer.uid,
         setup: a.setup as string,
         relayOnly,
+        ...(directOnly ? { directOnly } : {}),
         description,
       });
       this.log.debug("offer sent", { peer: peer.bareJid, setup: a.setup });
@@ -714,7 +722,7 @@ export class LinkManager extends EventEmitter {
       peer: rec.peer.bareJid,
       attempt: rec.upgrades,
     });
-    await this.offerAttempt(rec, false);
+    await this.offerAttempt(rec, false, true);
   }
 
   /** Both transports connected: remove the one not carrying traffic (it had OVERLAP_MS to drain). */
@@ -794,6 +802,7 @@ export class LinkManager extends EventEmitter {
         peerUid: peer.uid,
         description: s.description,
         relayOnly: s.relayOnly,
+        ...(s.directOnly && !s.relayOnly ? { directOnly: true } : {}),
       });
       const held = this.remoteApplied(rec, a);
       await this.opts.signals.sendSignal(peer.fullJid ?? "", {

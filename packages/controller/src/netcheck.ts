@@ -5,16 +5,15 @@ import { createSocket, type Socket } from "node:dgram";
 import { readFileSync } from "node:fs";
 import { connect as tcpConnect } from "node:net";
 import { connect as tlsConnect } from "node:tls";
-import { turnRestCredentials } from "@tincan/protocol";
 import {
   type Endpoint,
   encodeStun,
   mappedAddress,
   newTransactionId,
   StunType,
-  stunRequest,
-  turnAllocate,
-} from "./stun.js";
+  turnRestCredentials,
+} from "@tincan/protocol";
+import { stunRequest, turnAllocate } from "./stun.js";
 import { xmppClientServices } from "./xmpp-srv.js";
 
 export interface NetcheckInput {

@@ -1,7 +1,5 @@
 import { createHmac } from "node:crypto";
 import { createSocket, type Socket } from "node:dgram";
-import { afterEach, describe, expect, it } from "vitest";
-import { classifyMapping, udpServerOf } from "./netcheck.js";
 import {
   Attr,
   decodeStun,
@@ -12,10 +10,11 @@ import {
   mappedAddress,
   newTransactionId,
   StunType,
-  stunRequest,
-  turnAllocate,
   withIntegrity,
-} from "./stun.js";
+} from "@tincan/protocol";
+import { afterEach, describe, expect, it } from "vitest";
+import { classifyMapping, udpServerOf } from "./netcheck.js";
+import { stunRequest, turnAllocate } from "./stun.js";
 
 /** XOR-MAPPED-ADDRESS of an IPv4 endpoint, written the way RFC 8489 section 14.2 says. */
 function xorV4(address: string, port: number): Buffer {

@@ -1,3 +1,3 @@
-#!/usr/bin/env -S node --max-semi-space-size=1
+#!/usr/bin/env -S node --max-semi-space-size=1 --v8-pool-size=1
 // The installed `tincan` command (a file in git, so `pnpm install` links it before the build).
 import "../dist/cli.js";

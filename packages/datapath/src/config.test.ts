@@ -37,8 +37,10 @@ describe("tincan.json tune section and TINCAN_TUNE", () => {
       txQueueMs: 5,
       turnBytes: 32 << 10,
       rtp: true,
+      rxRssLimitMb: 256,
+      fastPcCloseMs: 20_000,
     });
-    expect(Object.keys(DEFAULTS)).toHaveLength(17);
+    expect(Object.keys(DEFAULTS)).toHaveLength(19);
   });
 
   it("takes the knobs of the file's tune section, the rest at their defaults", () => {

@@ -25,11 +25,13 @@ import { IccQueueFull } from "./icc-channel.js";
 import type { IceSettings } from "./ice.js";
 import { Inside } from "./inside.js";
 import type { KernelRoutes } from "./kernel-routes.js";
-import { KEEPALIVE_PERIOD_MS, Link } from "./link.js";
+import { Link } from "./link.js";
+import { KEEPALIVE_PERIOD_MS } from "./liveness.js";
 import { Outside } from "./outside.js";
 import { pageToFit } from "./query-page.js";
 import { type Resolvectl, registerLinkDns } from "./resolved.js";
 import { PrefixTable } from "./routes.js";
+import { RxWatchdog } from "./rx-watchdog.js";
 import { bestTransport, type PeerTransports, transportOf } from "./transports.js";
 import { TxQueue } from "./tx-queue.js";
 import { UnmappedPackets } from "./unmapped.js";
@@ -101,6 +103,8 @@ export class Datapath {
   /** The fast-path sockets (null: tune.fastPath off or no socket factory). */
   private readonly fast: FastTransport | null;
   private readonly timer: NodeJS.Timeout;
+  /** Closes a link whose node-datachannel receive queue outgrows tune.rxRssLimitMb (null: 0, off). */
+  private readonly rxWatchdog: RxWatchdog<Link> | null;
   private readonly log: Logger;
   private readonly tune: DatapathTune;
 
@@ -145,13 +149,19 @@ export class Datapath {
         ? new FastTransport({
             factory: options.fastSocket,
             port: tune.fastPathPort,
+            portRange: () => this.ice.portRange,
             excludeAddress: (address) => this.isOverlayAddress(address),
             warn: (message, fields) => this.log.warn(message, fields),
             afterBatch: () => this.outside.readReplies(),
           })
         : null;
+    this.rxWatchdog =
+      tune.rxRssLimitMb > 0
+        ? new RxWatchdog({ rssLimitBytes: tune.rxRssLimitMb << 20, periodMs: KEEPALIVE_PERIOD_MS })
+        : null;
     this.timer = setInterval(() => {
       const now = Date.now();
+      this.checkRxOverload();
       const expired = this.unmapped.expire(now);
       if (expired) this.fib.vnicCounters.drop("unmappedExpired", expired);
       this.fast?.countDrops(this.fib.vnicCounters);
@@ -248,7 +258,7 @@ export class Datapath {
     },
 
     "link.create": async (p) => {
-      const link = this.newLink(p.peerUid, p.relayOnly ?? false);
+      const link = this.newLink(p.peerUid, p.relayOnly ?? false, p.directOnly ?? false);
       try {
         return { description: await link.createOffer() };
       } catch (err) {
@@ -258,7 +268,7 @@ export class Datapath {
     },
 
     "link.accept": async (p) => {
-      const link = this.newLink(p.peerUid, p.relayOnly ?? false);
+      const link = this.newLink(p.peerUid, p.relayOnly ?? false, p.directOnly ?? false);
       try {
         return { description: await link.acceptOffer(p.description) };
       } catch (err) {
@@ -452,7 +462,7 @@ export class Datapath {
     this.log.info(wanted ? "kernel route added" : "kernel route removed", { prefix, dev: vnic.name });
   }
 
-  private newLink(peerUid: string, relayOnly: boolean): Link {
+  private newLink(peerUid: string, relayOnly: boolean, directOnly = false): Link {
     if (!this.uid) throw notConfigured("call vnic.configure before creating links");
     if (peerUid === this.uid) throw invalidParams("peerUid: is our own uid");
     const transports = this.transports.get(peerUid) ?? {};
@@ -469,6 +479,7 @@ export class Datapath {
       {
         peerUid,
         relayOnly,
+        directOnly,
         ice: this.ice,
         ownUid: this.uid,
         underlayMtu: this.tune.underlayMtu,
@@ -480,6 +491,7 @@ export class Datapath {
         rxIntervalMs: this.tune.rxIntervalMs,
         fast: this.fast,
         fastRekeyMs: this.tune.fastRekeyMs,
+        fastPcCloseMs: this.tune.fastPcCloseMs,
       },
       {
         candidate: (l, candidate, mid) => {
@@ -501,7 +513,7 @@ export class Datapath {
     if (relayOnly) transports.relay = link;
     else transports.full = link;
     this.transports.set(peerUid, transports);
-    this.log.info("link created", { peer: peerUid, relayOnly });
+    this.log.info("link created", { peer: peerUid, relayOnly, ...(directOnly ? { directOnly } : {}) });
     if (!this.fib.links.has(peerUid)) {
       this.fib.links.set(peerUid, link);
       // Packets held for this peer while it had no link now wait in the link's queue.
@@ -605,6 +617,21 @@ export class Datapath {
       ...(state === "connected" && link.path ? { path: link.path } : {}),
       ...(state === "failed" && link.failure ? { reason: link.failure } : {}),
     });
+  }
+
+  private checkRxOverload(): void {
+    const overload = this.rxWatchdog?.check(this.allLinks());
+    if (!overload) return;
+    const { link } = overload;
+    this.log.warn("link closed: node-datachannel queued more than tune.rxRssLimitMb", {
+      peer: link.peerUid,
+      relayOnly: link.relayOnly,
+      rssMb: Math.round(overload.rssBytes / 2 ** 20),
+      grewMb: Math.round(overload.growthBytes / 2 ** 20),
+      loopLagMs: Math.round(overload.loopLagMs),
+      messagesPerCheck: overload.messages,
+    });
+    link.closeForRxOverload();
   }
 
   private onIcc(link: Link, text: string): void {

@@ -7,6 +7,7 @@ import {
   type PingResult,
   type SessionDescription,
 } from "@tincan/protocol";
+import { FAST_OVERHEAD } from "@tincan/tuntap";
 import type { DataChannel, PeerConnection, Track } from "node-datachannel";
 import ndc from "node-datachannel";
 import { Counters } from "./counters.js";
@@ -16,6 +17,7 @@ import { decodeFastHello } from "./fast/offer.js";
 import type { FastReceiver, FastTransport } from "./fast/transport.js";
 import { IccChannel } from "./icc-channel.js";
 import { type IceSettings, iceSocketConfig, parseCandidate, toIceServers } from "./ice.js";
+import { Liveness, type LivenessRole, RTT_PROBE_MS } from "./liveness.js";
 import { localTypeOf, pathOf } from "./pair-types.js";
 import { PathMtu } from "./path-mtu.js";
 import { PacketQueue } from "./queue.js";
@@ -75,23 +77,25 @@ export const RX_WINDOW = 4096;
 export const RX_ACK_EVERY = 32;
 /** Most `link.ping` probes one link has in flight. */
 const MAX_PINGS_IN_FLIGHT = 16;
-/** A link that sends traffic is probed this often, for its round-trip time. */
-const RTT_PROBE_MS = 5000;
 /**
- * A peer not heard from for this long is probed, once a second while it stays silent. For short
- * silence limits it is at most 60% of the limit, and leaves a whole keepAlive period (1 s) plus
- * room for the reply before it: otherwise a healthy link could reach the limit between a check
- * too early to probe and the next one.
+ * A link on the fast path this long (tune.fastPcCloseMs' default), with a peer that keeps links on
+ * it alone, closes its PeerConnection: ICE consent checks (~46 B/s each way) are most of an idle
+ * link's cost.
  */
-const PROBE_AFTER_MS = 6000;
-/** How often the datapath calls keepAlive on each link. */
-export const KEEPALIVE_PERIOD_MS = 1000;
-const PROBE_REPLY_ROOM_MS = 500;
+export const PC_CLOSE_AFTER_MS = 20_000;
 /** Server-reflexive addresses kept per link (one per STUN/TURN server and address family is usual). */
 const MAX_REFLEXIVE_ADDRESSES = 8;
 
 /** Underlay headers around an RTP frame: IPv6 40 + UDP 8 + TURN channel 4 + RTP 12 + SRTP tag 16. */
 const RTP_OVERHEAD = 80;
+/**
+ * A link closed for receive overload keeps its track and channels until no message has come for
+ * this long: closing them aborts libdatachannel's queue for the event loop, and what is still in
+ * it then is never freed; taken (and dropped) by the event loop, it is.
+ */
+const RX_DRAIN_QUIET_MS = 10_000;
+/** Underlay headers around a fast-path frame: IPv6 40 + UDP 8 + the sealed datagram's header and tag. */
+const FAST_PATH_OVERHEAD = 40 + 8 + FAST_OVERHEAD;
 
 export interface LinkHandlers {
   candidate(link: Link, candidate: string, mid: string): void;
@@ -106,6 +110,8 @@ export interface LinkHandlers {
 export interface LinkOptions {
   peerUid: string;
   relayOnly: boolean;
+  /** No TURN servers: a direct re-attempt of a relayed link must not take a TURN allocation. */
+  directOnly?: boolean;
   ice: IceSettings;
   /** Our own UID (the user part of derived TURN REST user names). */
   ownUid: string;
@@ -128,6 +134,8 @@ export interface LinkOptions {
   fast?: FastTransport | null;
   /** tune.fastRekeyMs. */
   fastRekeyMs?: number;
+  /** tune.fastPcCloseMs (0: never close the PeerConnection first). */
+  fastPcCloseMs?: number;
 }
 
 /**
@@ -160,7 +168,7 @@ export class Link implements FrameSink {
   peerOffload = false;
   /** The peer announced that it reads frames from the RTP track. */
   peerRtp = false;
-  /** Largest frame (type byte to last packet byte) one RTP packet may carry (from underlayMtu). */
+  /** Largest frame (type byte to last packet byte) one RTP packet or fast-path datagram may carry (from underlayMtu). */
   readonly maxRtpFrame: number;
   /** The peer answers path MTU probes. */
   peerPmtu = false;
@@ -168,6 +176,12 @@ export class Link implements FrameSink {
   peerRxWindow = false;
   /** The peer takes the fast path. */
   peerFast = false;
+  /** Messages node-datachannel handed to the event loop (frames of the track and the data channel). */
+  slowRxMessages = 0;
+  /** The peer keeps a link on the fast path alone (its PeerConnection closed; hellos on the fast path). */
+  peerFastOnly = false;
+  /** We closed the PeerConnection: the fast path alone carries the link, and its end is the link's. */
+  pcClosed = false;
   /** The link's fast path (null: the datapath has none); frames go on it while it is up. */
   readonly fast: FastPath | null;
 
@@ -201,13 +215,13 @@ export class Link implements FrameSink {
   private readonly rxQueueSettings: { rxQueueMs: number; rxIntervalMs: number };
   private readonly maxBufferedBytes: number;
   private closed = false;
-  /** When anything (a frame, a probe or its reply) last came from the peer. */
-  private heardAt = 0;
-  private readonly silenceMs: number;
-  private readonly probeAfterMs: number;
+  /** Closed for receive overload: messages still queued are dropped as the event loop takes them. */
+  private rxOverloaded = false;
+  private lastDrainedAt = 0;
+  private readonly liveness: Liveness;
+  private readonly pcCloseAfterMs: number;
   /** We reported `disconnected` because the peer fell silent. */
   private silenced = false;
-  private lastProbeAt = 0;
   /** Smoothed round-trip time from probes (RFC 6298's 1/8 gain). */
   private srttMs: number | null = null;
   /** Least round-trip time seen on the current path: its delay without our queues. */
@@ -227,16 +241,10 @@ export class Link implements FrameSink {
     this.pending = new PacketQueue(options.queuePackets);
     this.maxBufferedBytes = options.maxBufferedBytes;
     this.rtp = options.rtp;
-    this.silenceMs = options.silenceMs;
-    this.probeAfterMs = Math.max(
-      0,
-      Math.min(
-        PROBE_AFTER_MS,
-        options.silenceMs * 0.6,
-        options.silenceMs - KEEPALIVE_PERIOD_MS - PROBE_REPLY_ROOM_MS,
-      ),
-    );
-    this.maxRtpFrame = options.underlayMtu - RTP_OVERHEAD;
+    this.liveness = new Liveness(options.silenceMs);
+    this.pcCloseAfterMs = options.fastPcCloseMs ?? PC_CLOSE_AFTER_MS;
+    // One limit for both transports (the path MTU search starts again when the link switches).
+    this.maxRtpFrame = options.underlayMtu - Math.max(RTP_OVERHEAD, FAST_PATH_OVERHEAD);
     this.fragmenter = new Fragmenter(RTP_HEADER, this.maxRtpFrame);
     this.control = new ControlFrames(this.maxRtpFrame);
     this.pmtu = new PathMtu(this.maxRtpFrame, this.sendMtuProbe);
@@ -244,7 +252,11 @@ export class Link implements FrameSink {
     this.rxGate = new DelayGate(options.rxQueueMs, 5000, options.rxIntervalMs);
     this.pc = new ndc.PeerConnection(options.peerUid.slice(0, 8), {
       ...iceSocketConfig(options.ice),
-      iceServers: toIceServers(options.ice, options.relayOnly, options.ownUid),
+      iceServers: toIceServers(
+        options.directOnly ? { ...options.ice, turn: [] } : options.ice,
+        options.relayOnly,
+        options.ownUid,
+      ),
       iceTransportPolicy: options.relayOnly ? "relay" : "all",
       mtu: options.underlayMtu,
       // We say when descriptions are made: automatic negotiation raced adding the answerer's track
@@ -465,25 +477,74 @@ export class Link implements FrameSink {
   }
 
   /**
-   * Called once a second: probes a peer we have not heard from for a while, and reports the link
-   * `disconnected` when it stays silent for silenceMs (ICE consent alone notices after ~30 s).
-   * A peer heard from again makes it `connected` again.
+   * Called once a second: probes a peer we have not heard from for a while (on the fast path only
+   * the leading side does, every 10 s: liveness.ts), and reports the link `disconnected` when it
+   * stays silent for silenceMs (ICE consent alone notices after ~30 s). A peer heard from again
+   * makes it `connected` again, unless the PeerConnection is closed. Closes the PeerConnection
+   * once the fast path has carried the link for tune.fastPcCloseMs.
    */
   keepAlive(now: number): void {
     if (this.state !== "connected" && !this.silenced) return;
-    const silent = now - this.heardAt;
+    if (this.pcClosed && this.silenced) return;
+    const role = this.livenessRole;
     const busy = this.lastTxAt !== null && now - this.lastTxAt < RTT_PROBE_MS;
-    if (silent >= this.probeAfterMs || (busy && now - this.lastProbeAt >= RTT_PROBE_MS)) this.sendProbe(now);
+    if (this.liveness.probeDue(now, role, busy)) this.sendProbe(now);
     if (this.rxDataUnacked) this.sendRxAck();
     if (this.state === "connected" && this.usesRtp && this.peerPmtu) this.stepPathMtu(now, busy);
     if (this.fast) {
       this.startFast(now);
       this.fast.tick(now);
+      const closeAfter = this.pcCloseAfterMs;
+      if (
+        this.fast.sending &&
+        this.peerFastOnly &&
+        !this.pcClosed &&
+        closeAfter > 0 &&
+        this.fast.upFor(now) >= closeAfter
+      )
+        this.closePeerConnection(`on the fast path for ${closeAfter / 1000} s`);
     }
-    if (silent >= this.silenceMs && !this.silenced) {
-      this.silenced = true;
-      this.setState("disconnected");
-    }
+    if (this.liveness.silent(now, role) && !this.silenced) this.goSilent();
+  }
+
+  /** Who probes an idle link: on the fast path, the side that opens it; else both. */
+  private get livenessRole(): LivenessRole {
+    if (!this.fast?.sending) return "shared";
+    return this.fast.opens ? "lead" : "follow";
+  }
+
+  private goSilent(): void {
+    this.silenced = true;
+    this.setState("disconnected");
+  }
+
+  /**
+   * Closes the PeerConnection (ICE, DTLS, the track) and keeps the link on the fast path alone:
+   * probes, icc, path MTU and rekeying all travel on it. Once the fast path fails, the link is
+   * `disconnected` for good (the controller sets it up again).
+   */
+  private closePeerConnection(why: string): void {
+    if (this.pcClosed || this.closed) return;
+    this.pcClosed = true;
+    this.handlers.log?.(this, "info", "PeerConnection closed: the link stays on the fast path alone", {
+      peer: this.peerUid,
+      why,
+    });
+    this.closeNative();
+  }
+
+  /** A PeerConnection that went away under a link on the fast path with a peer that closes its own. */
+  private peerConnectionGone(): boolean {
+    if (this.pcClosed) return true;
+    if (!this.fast?.sending || !this.peerFastOnly) return false;
+    // Not from inside the binding's own callback.
+    setImmediate(() => this.closePeerConnection("the peer closed its PeerConnection"));
+    return true;
+  }
+
+  private closeNative(): void {
+    this.closeReceivers();
+    this.closePcOnly();
   }
 
   /**
@@ -529,7 +590,7 @@ export class Link implements FrameSink {
         clearTimeout(timer);
         resolve(result(rttMs));
       });
-      this.lastProbeAt = Date.now();
+      this.liveness.probed(Date.now());
       const probe = this.control.probe(clock);
       this.sendControl(probe, probe.length);
     });
@@ -551,7 +612,9 @@ export class Link implements FrameSink {
       lastRxAt: this.lastRxAt,
       lastTxAt: this.lastTxAt,
       transport: this.fast?.sending ? "fast" : "datachannel",
-      ...(this.fast ? { fast: this.fast.info() } : {}),
+      ...(this.fast
+        ? { fast: { ...this.fast.info(), peerConnection: this.pcClosed ? "closed" : "open" } }
+        : {}),
       ...this.counters.snapshot(),
     };
   }
@@ -565,15 +628,58 @@ export class Link implements FrameSink {
     if (this.pmtuTimer) clearTimeout(this.pmtuTimer);
     if (this.fastReceiver) this.fastTransport?.detach(this.fastReceiver);
     this.iccOverRtp?.close();
+    if (!this.pcClosed) {
+      if (this.rxOverloaded) this.closePcOnly();
+      else this.closeNative();
+    }
+    this.setState("closed");
+  }
+
+  /**
+   * Closes the link because node-datachannel queued more of its messages than memory allows (see
+   * RxWatchdog): the connection stops receiving at once, and what is queued already is dropped
+   * (`rxOverload`) as the event loop takes it, before the track and channels are closed.
+   */
+  closeForRxOverload(): void {
+    if (this.closed || this.rxOverloaded) return;
+    this.rxOverloaded = true;
+    this.lastDrainedAt = Date.now();
+    this.counters.drop("rxOverload");
+    const release = (): void => {
+      if (Date.now() - this.lastDrainedAt < RX_DRAIN_QUIET_MS) {
+        setTimeout(release, RX_DRAIN_QUIET_MS).unref();
+        return;
+      }
+      this.closeReceivers();
+    };
+    setTimeout(release, RX_DRAIN_QUIET_MS).unref();
+    this.close();
+  }
+
+  /** Counts a message that came after the link was closed for receive overload; true if so. */
+  private drainedOverload(): boolean {
+    if (!this.rxOverloaded) return false;
+    this.lastDrainedAt = Date.now();
+    this.counters.drop("rxOverload");
+    return true;
+  }
+
+  private closeReceivers(): void {
     try {
       this.pkt?.close();
       this.icc?.close();
       this.track?.close();
-      this.pc.close();
     } catch {
       // Closing a half-built connection may throw inside the native binding; nothing to undo.
     }
-    this.setState("closed");
+  }
+
+  private closePcOnly(): void {
+    try {
+      this.pc.close();
+    } catch {
+      // As above.
+    }
   }
 
   /**
@@ -585,7 +691,7 @@ export class Link implements FrameSink {
       this.onControlFrame(frame, fastIndex);
       return;
     }
-    this.lastRxAt = this.heardAt;
+    this.lastRxAt = this.liveness.heardAt;
     try {
       this.handlers.frame(this, frame);
     } catch {
@@ -607,6 +713,8 @@ export class Link implements FrameSink {
     pkt.onOpen(() => this.onTransportOpen());
     pkt.onClosed(() => this.onTransportClosed());
     pkt.onMessage((msg) => {
+      if (this.drainedOverload()) return;
+      this.slowRxMessages++;
       if (typeof msg === "string") return;
       this.heard(Date.now());
       this.deliverFrame(Buffer.isBuffer(msg) ? msg : Buffer.from(msg));
@@ -636,6 +744,7 @@ export class Link implements FrameSink {
     this.peerPmtu = caps.pmtu;
     this.peerRxWindow = caps.rxWindow;
     this.peerFast = caps.fast && this.fast !== null;
+    this.peerFastOnly = this.peerFast && caps.fastOnly;
     this.remoteFingerprint = readFingerprint(sdp);
   }
 
@@ -714,7 +823,7 @@ export class Link implements FrameSink {
 
   /** Sends the frame at buf[RTP_HEADER..end) of the link's own on node-datachannel. */
   private readonly sendSlowControl = (buf: Buffer, end: number): boolean => {
-    if (this.closed) return false;
+    if (this.closed || this.pcClosed) return false;
     try {
       if (this.usesRtp) return this.sendOverTrack(buf, end);
       const pkt = this.pkt;
@@ -771,14 +880,14 @@ export class Link implements FrameSink {
   }
 
   private sendProbe(now: number): void {
-    this.lastProbeAt = now;
+    this.liveness.probed(now);
     const probe = this.control.probe(microseconds());
     this.sendControl(probe, probe.length);
   }
 
   private heard(now: number): void {
-    this.heardAt = now;
-    if (!this.silenced) return;
+    this.liveness.heard(now);
+    if (!this.silenced || this.pcClosed) return;
     this.silenced = false;
     if (this.state === "disconnected" && this.transportOpen && this.pc.state() === "connected") {
       this.readSelectedPath();
@@ -803,10 +912,14 @@ export class Link implements FrameSink {
       this.startPathMtu();
     });
     track.onClosed(() => {
+      // On the fast path alone frames keep the track's format: it counts as open.
+      if (this.peerConnectionGone()) return;
       this.trackOpen = false;
       if (this.iccOverRtp) this.onTransportClosed();
     });
     track.onMessage((msg) => {
+      if (this.drainedOverload()) return;
+      this.slowRxMessages++;
       if (typeof msg === "string") return;
       const packet = Buffer.isBuffer(msg) ? msg : Buffer.from(msg);
       const start = rtpPayloadStart(packet);
@@ -844,11 +957,12 @@ export class Link implements FrameSink {
 
   private onTransportOpen(): void {
     if (this.closed) return;
-    this.heardAt = Date.now();
+    const now = Date.now();
+    this.liveness.heard(now);
     this.readSelectedPath();
     this.setState("connected");
-    this.sendProbe(this.heardAt);
-    this.startFast(this.heardAt);
+    this.sendProbe(now);
+    this.startFast(now);
   }
 
   /** Starts the fast path once the link is connected on a direct path to a peer that takes it. */
@@ -892,10 +1006,16 @@ export class Link implements FrameSink {
       get peerAddress() {
         return link.remoteAddress;
       },
-      sendHello: (buf) => this.sendSlowControl(buf, buf.length),
-      switched: () => {
+      // With a peer that keeps links on the fast path alone, hellos after the first agreement go
+      // on it: authenticated by the current session's keys (see packages/protocol/README.md).
+      sendHello: (buf) =>
+        this.fast?.sending && this.peerFastOnly
+          ? this.sendOverFast(buf, buf.length)
+          : this.sendSlowControl(buf, buf.length),
+      switched: (fast) => {
         this.baseRttMs = null;
-        this.startPathMtu();
+        if (!fast && this.pcClosed && !this.silenced) this.goSilent();
+        else this.startPathMtu();
       },
       log: (level, message, fields) =>
         this.handlers.log?.(this, level, message, { peer: this.peerUid, ...fields }),
@@ -903,11 +1023,13 @@ export class Link implements FrameSink {
   }
 
   private onTransportClosed(): void {
-    if (!this.closed && this.state === "connected") this.setState("disconnected");
+    if (this.closed || this.peerConnectionGone()) return;
+    if (this.state === "connected") this.setState("disconnected");
   }
 
   private onPeerState(s: string): void {
-    if (this.closed) return;
+    if (this.closed || this.pcClosed) return;
+    if ((s === "failed" || s === "disconnected" || s === "closed") && this.peerConnectionGone()) return;
     if (s === "connecting" && this.state === "new") this.setState("connecting");
     else if (s === "failed") {
       // libdatachannel hands ICE the answer before it stores the answer's fingerprint; on a
@@ -925,6 +1047,7 @@ export class Link implements FrameSink {
   }
 
   private readSelectedPath(): void {
+    if (this.pcClosed) return;
     const pair = this.pc.getSelectedCandidatePair();
     if (!pair) return;
     const remote = `${pair.remote.address}:${pair.remote.port}`;

@@ -18,6 +18,19 @@ function setup(own4: string, own6: string | null, write: VnicDevice["write"]) {
   return { fib, link, outside: new Outside(fib, new FrameBuilders<Link>(DEFAULT_MAX_FRAME_BYTES)) };
 }
 
+/** A connected link to `peerUid` (no offload, data channel) whose frames go to `onFrame`. */
+function nextHopLink(peerUid: string, onFrame: (end: number, packets: number) => void): Link {
+  return {
+    peerUid,
+    isConnected: true,
+    peerOffload: false,
+    usesRtp: false,
+    maxFrame: 1320,
+    counters: new Counters(),
+    sendFrame: (_buf: Buffer, end: number, packets: number) => onFrame(end, packets),
+  } as unknown as Link;
+}
+
 /** A type-2 frame with one TCP4 super-packet from 10.10.0.2 to 10.10.0.1 and the given offload fields. */
 function superPacketFrame(csumStart: number, gsoSize: number, len = 65535): Buffer {
   const frame = Buffer.alloc(2 + 5 + len);
@@ -89,15 +102,7 @@ describe("Outside with hostile frames from a member", () => {
     const { fib, link } = setup("10.10.0.1", null, () => true);
     const NEXT = "c".repeat(32);
     const sizes: number[] = [];
-    const next = {
-      peerUid: NEXT,
-      isConnected: true,
-      peerOffload: false,
-      usesRtp: false,
-      maxFrame: 1320,
-      counters: new Counters(),
-      sendFrame: (_buf: Buffer, end: number) => sizes.push(end - 12),
-    } as unknown as Link;
+    const next = nextHopLink(NEXT, (end) => sizes.push(end - 12));
     fib.links.set(NEXT, next);
     fib.setRoute("10.20.0.0/24", NEXT, null, null);
     const outside = new Outside(fib, new FrameBuilders<Link>(2000));
@@ -158,5 +163,65 @@ describe("Outside reading the kernel's replies", () => {
     outside.onFrame(link, frame("10.10.0.66", "10.10.0.1"));
     outside.readReplies();
     expect(order).toEqual(["write", "write", "readNow"]);
+  });
+});
+
+describe("Outside: packets in transit", () => {
+  const S = "5".repeat(32);
+  const D = "d".repeat(32);
+  const OWN = "0".repeat(32);
+
+  /** PEER (10.10.0.2) forwards; S (10.10.0.3) is linked here too; D (10.10.0.4) is the next hop. */
+  function transitSetup() {
+    const written: number[] = [];
+    const { fib, link, outside } = setup("10.10.0.1", null, (_b, _o, n) => {
+      written.push(n);
+      return true;
+    });
+    fib.ownUid = OWN;
+    const sent: number[] = [];
+    fib.links.set(
+      D,
+      nextHopLink(D, (_end, packets) => sent.push(packets)),
+    );
+    fib.setRoute("10.10.0.3/32", S, null, null);
+    fib.setRoute("10.10.0.4/32", D, null, null);
+    fib.setRoute("192.168.50.0/24", OWN, null, null); // a LAN behind this node (router mode)
+    const frame = (src: string, dst: string) => Buffer.concat([Buffer.from([1, 4]), udp4(src, dst, "hi")]);
+    return { fib, link, outside, written, sent, frame };
+  }
+
+  it("forwards a member's packet that came over another link than the member's own", () => {
+    const { fib, link, outside, sent, frame } = transitSetup();
+    outside.onFrame(link, frame("10.10.0.3", "10.10.0.4"));
+    expect(sent).toEqual([1]);
+    expect(link.counters.snapshot().drops).toEqual({});
+    expect(fib.routeList().find((r) => r.prefix === "10.10.0.3/32")?.rxPackets).toBe(1);
+  });
+
+  it("drops a transit packet from no member, or from this node's own address or LAN", () => {
+    const { link, outside, sent, frame } = transitSetup();
+    outside.onFrame(link, frame("10.99.0.3", "10.10.0.4"));
+    outside.onFrame(link, frame("10.10.0.1", "10.10.0.4"));
+    outside.onFrame(link, frame("192.168.50.7", "10.10.0.4"));
+    expect(sent).toEqual([]);
+    expect(link.counters.snapshot().drops).toEqual({ spoofed: 3 });
+  });
+
+  it("still checks strictly what it writes to the vNIC: for us or for the LAN behind us", () => {
+    const { link, outside, written, frame } = transitSetup();
+    outside.onFrame(link, frame("10.10.0.3", "10.10.0.1"));
+    outside.onFrame(link, frame("10.10.0.3", "192.168.50.7"));
+    expect(written).toEqual([]);
+    expect(link.counters.snapshot().drops).toEqual({ spoofed: 2 });
+    outside.onFrame(link, frame("10.10.0.2", "192.168.50.7"));
+    expect(written).toHaveLength(1);
+  });
+
+  it("stops a transit packet at the hop limit", () => {
+    const { link, outside, sent } = transitSetup();
+    outside.onFrame(link, Buffer.concat([Buffer.from([1, 1]), udp4("10.10.0.3", "10.10.0.4", "hi")]));
+    expect(sent).toEqual([]);
+    expect(link.counters.snapshot().drops).toEqual({ hopLimit: 1 });
   });
 });

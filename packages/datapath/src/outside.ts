@@ -1,4 +1,4 @@
-import type { Fib } from "./fib.js";
+import type { Fib, RouteEntry } from "./fib.js";
 import type { Link } from "./link.js";
 import { META_PARTIAL, offloadMetaValid, toPlainPackets, VNET_HDR_BYTES, writeVnetHdr } from "./offload.js";
 import { dstOffset, ipVersion, srcOffset } from "./packet.js";
@@ -13,10 +13,12 @@ import {
 } from "./wire/index.js";
 
 /**
- * Link -> vNIC: each packet of a received frame is accepted only if its source is routed to
- * the link it came on (anti-spoofing, like WireGuard's allowed IPs), then written to the vNIC
- * when it is for us (translated for SocialVPN), or forwarded to the next hop while the hop
- * limit lasts (multi-hop transit). Packets of offload frames keep their offload state (TCP
+ * Link -> vNIC: each packet of a received frame needs a source routed to a member (or a prefix
+ * behind one), never to this node. A packet written to the vNIC (for us, translated for SocialVPN,
+ * or for a prefix behind us) must also come on its source's own link unless that source is routed
+ * `via` a neighbour (anti-spoofing, like WireGuard's allowed IPs); a packet in transit is
+ * forwarded from any link while the hop limit lasts, as the overlay's routes are not symmetric and
+ * the node it is for checks it. Packets of offload frames keep their offload state (TCP
  * super-packet, partial checksum) to the vNIC, or are made plain when the vNIC has no offload.
  */
 export class Outside {
@@ -83,28 +85,43 @@ export class Outside {
       return;
     }
 
-    // A source routed over its own link must come on it; one routed `via` a neighbour is a member
-    // reached over the overlay, whose packets may come on any link (routes need not be symmetric).
     const source = fib.routes.lookup(buf, off + srcOffset(version), version);
-    if (!source || (source.value.nextHop !== link.peerUid && source.value.via === null)) {
+    if (
+      !source ||
+      source.value.peerUid === fib.ownUid ||
+      fib.isOwnAddress(buf, off + srcOffset(version), version)
+    ) {
       link.counters.drop("spoofed");
       return;
     }
-    source.value.rxPackets++;
     if (fib.isOwnAddress(buf, off + dstOffset(version), version)) {
-      this.writeToVnic(p);
+      this.deliverToVnic(link, p, source.value);
       return;
     }
-    this.transit(link, p, hops, version);
+    this.transit(link, p, hops, version, source.value);
   }
 
-  private transit(from: Link, p: PacketView, hops: number, version: number): void {
+  /**
+   * A source routed over its own link must come on it; one routed `via` a neighbour is a member
+   * reached over the overlay, whose packets may come on any link (routes need not be symmetric).
+   */
+  private deliverToVnic(link: Link, p: PacketView, source: RouteEntry): void {
+    if (source.nextHop !== link.peerUid && source.via === null) {
+      link.counters.drop("spoofed");
+      return;
+    }
+    source.rxPackets++;
+    this.writeToVnic(p);
+  }
+
+  private transit(from: Link, p: PacketView, hops: number, version: number, source: RouteEntry): void {
     const route = this.fib.routes.lookup(p.buf, p.off + dstOffset(version), version);
     if (route && route.value.nextHop === this.fib.ownUid) {
       // A prefix behind this node (router mode): the kernel forwards it on.
-      this.writeToVnic(p);
+      this.deliverToVnic(from, p, source);
       return;
     }
+    source.rxPackets++;
     const next = route ? this.fib.links.get(route.value.nextHop) : undefined;
     if (!next?.isConnected) {
       from.counters.drop("noRoute");

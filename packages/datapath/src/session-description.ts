@@ -31,6 +31,11 @@ export const CAPS_RX_WINDOW = 0x08;
 
 /** Caps flag: takes the fast path (FAST_OFFER / FAST_ACCEPT on the track, fast/). */
 export const CAPS_FAST = 0x10;
+/**
+ * Caps flag: keeps a link on the fast path alone (closes its PeerConnection once the fast path is
+ * stable; takes FAST_OFFER / FAST_ACCEPT on the fast path and lets the peer's idle probing lead).
+ */
+export const CAPS_FAST_ONLY = 0x20;
 
 /** What a peer announced it takes (all false without the attribute). */
 export interface PeerCaps {
@@ -39,6 +44,7 @@ export interface PeerCaps {
   pmtu: boolean;
   rxWindow: boolean;
   fast: boolean;
+  fastOnly: boolean;
 }
 
 /**
@@ -46,7 +52,8 @@ export interface PeerCaps {
  * the fast path when we have the track and a fast-path transport.
  */
 export const ourCaps = (withTrack: boolean, fast = false): number =>
-  CAPS_OFFLOAD | (withTrack ? CAPS_RTP | CAPS_PMTU | CAPS_RX_WINDOW | (fast ? CAPS_FAST : 0) : 0);
+  CAPS_OFFLOAD |
+  (withTrack ? CAPS_RTP | CAPS_PMTU | CAPS_RX_WINDOW | (fast ? CAPS_FAST | CAPS_FAST_ONLY : 0) : 0);
 
 /** Adds our caps as a session-level attribute (after the t= line) of a description we send. */
 export function withCaps(sdp: string, caps: number): string {
@@ -64,6 +71,7 @@ export function readCaps(sdp: string, withTrack: boolean): PeerCaps {
     pmtu: rtp && (caps & CAPS_PMTU) !== 0,
     rxWindow: rtp && (caps & CAPS_RX_WINDOW) !== 0,
     fast: rtp && (caps & CAPS_FAST) !== 0,
+    fastOnly: rtp && (caps & CAPS_FAST) !== 0 && (caps & CAPS_FAST_ONLY) !== 0,
   };
 }
 

@@ -41,6 +41,8 @@ export interface GroupPolicyOptions {
   clock?: Clock;
   /** Draws of the structured overlay's long-distance targets (default: Math.random). */
   random?: () => number;
+  /** Structured overlay: groups up to this many other members route every member (EAGER_ROUTES_UP_TO). */
+  eagerRoutesUpTo?: number;
 }
 
 /**
@@ -84,6 +86,7 @@ export class GroupPolicy implements Policy {
             connected: this.connected,
             neighborLinks: () => this.neighbors.all(),
             prefixesOf,
+            ...(options.eagerRoutesUpTo !== undefined ? { eagerRoutesUpTo: options.eagerRoutesUpTo } : {}),
           })
         : null;
     this.router = new RouterRoutes(
@@ -117,7 +120,7 @@ export class GroupPolicy implements Policy {
   }
 
   async onPeerOnline(peer: Member, ctx: PolicyContext): Promise<void> {
-    if (this.structured) await this.structured.membersChanged(ctx);
+    if (this.structured) await this.structured.memberOnline(peer.tincan.uid, ctx);
     else {
       // Routes exist from the start: without a link, the datapath holds the packets and reports them
       // as unmapped, which is what sets an on-demand link up.
@@ -151,10 +154,7 @@ export class GroupPolicy implements Policy {
     this.settingUp.delete(peer.tincan.uid);
     for (const prefix of prefixesOf(peer)) await ctx.removeRoute(prefix).catch(() => {});
     await this.router.peerOffline(peer, ctx);
-    if (this.structured) {
-      this.structured.forget(peer.tincan.uid);
-      await this.structured.membersChanged(ctx);
-    }
+    await this.structured?.memberOffline(peer.tincan.uid, ctx);
   }
 
   /**
@@ -230,16 +230,20 @@ export class GroupPolicy implements Policy {
   async onPacketUnmapped(p: NotificationParamsOf<"packet.unmapped">, ctx: PolicyContext): Promise<void> {
     if (!this.structured) return;
     const dst = canonicalAddress(p.dst);
-    const member = ctx
-      .peers()
-      .find((m) =>
-        [m.tincan.ipv4, m.tincan.ipv6].some((a) => a !== undefined && canonicalAddress(a) === dst),
-      );
+    // A GroupVPN member's UID follows from its IPv4 address: no scan of every member for those.
+    const byIpv4 = dst !== null && !dst.includes(":") ? ctx.peer(uidForIpv4(dst)) : undefined;
+    const member =
+      (byIpv4?.tincan.ipv4 === dst ? byIpv4 : undefined) ??
+      ctx
+        .peers()
+        .find((m) =>
+          [m.tincan.ipv4, m.tincan.ipv6].some((a) => a !== undefined && canonicalAddress(a) === dst),
+        );
     if (member) await this.structured.packetUnmapped(member, ctx);
   }
 
   onIccMessage(p: NotificationParamsOf<"icc.message">, ctx: PolicyContext): void {
-    if (this.structured?.onIccMessage(p)) return;
+    if (this.structured?.onIccMessage(p, ctx)) return;
     if (!this.neighbors.update(p.peerUid, p.data)) {
       ctx.log.debug("ignored a malformed icc message", { peer: p.peerUid });
       return;

@@ -115,6 +115,27 @@ describe("successors and predecessors", () => {
     );
   });
 
+  it("a ring kept up to date by joins and leaves equals one built from its members", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.boolean(), fc.integer({ min: 0, max: 30 })), { maxLength: 80 }),
+        memberSet(31, 31),
+        (ops, pool) => {
+          const ring = new Ring([]);
+          const reference = new Set<string>();
+          for (const [join, i] of ops) {
+            const member = pool[i] as string;
+            expect(join ? ring.add(member) : ring.remove(member)).toBe(join !== reference.has(member));
+            if (join) reference.add(member);
+            else reference.delete(member);
+          }
+          expect(ring.members()).toEqual(new Ring(reference).members());
+          for (const member of pool) expect(ring.has(member)).toBe(reference.has(member));
+        },
+      ),
+    );
+  });
+
   it("the successor links of all members form one ring", () => {
     fc.assert(
       fc.property(memberSet(1, 80), fc.integer({ min: 1, max: 4 }), (members, k) => {

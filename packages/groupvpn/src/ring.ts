@@ -86,15 +86,18 @@ export function nextHop(self: string, destination: string, neighbours: Iterable<
   return best;
 }
 
-/** A member set in ring order; answers who follows whom. Members are deduplicated. */
+/**
+ * A member set in ring order; answers who follows whom. Members are deduplicated. Kept sorted as
+ * UID text (lowercase hex of a fixed length sorts as its number does), so joins and leaves are a
+ * binary search and one splice, and no position is stored per member.
+ */
 export class Ring {
   private readonly uids: string[];
-  private readonly positions: bigint[];
 
   constructor(members: Iterable<string>) {
-    // Lowercase hex of a fixed length sorts as its number does.
-    this.uids = [...new Set(members)].sort();
-    this.positions = this.uids.map(ringPosition);
+    const unique = [...new Set(members)];
+    for (const uid of unique) ringPosition(uid); // validates
+    this.uids = unique.sort();
   }
 
   get size(): number {
@@ -103,6 +106,27 @@ export class Ring {
 
   members(): readonly string[] {
     return this.uids;
+  }
+
+  has(uid: string): boolean {
+    return this.uids[this.indexOfText(uid)] === uid;
+  }
+
+  /** Adds a member (true) or does nothing when it is one already (false). */
+  add(uid: string): boolean {
+    ringPosition(uid);
+    const index = this.indexOfText(uid);
+    if (this.uids[index] === uid) return false;
+    this.uids.splice(index, 0, uid);
+    return true;
+  }
+
+  /** Removes a member (true), or does nothing when it is none (false). */
+  remove(uid: string): boolean {
+    const index = this.indexOfText(uid);
+    if (this.uids[index] !== uid) return false;
+    this.uids.splice(index, 1);
+    return true;
   }
 
   /** The first member at or clockwise after `point` (the owner of that point). */
@@ -121,7 +145,7 @@ export class Ring {
   /** Up to k members preceding `self` counter-clockwise, nearest first. */
   predecessors(self: string, k: number): string[] {
     const others = this.othersThan(self);
-    const start = this.indexAtOrAfter(ringPosition(self)) - 1;
+    const start = this.indexOfText(self) - 1;
     return this.walk(start, -1, Math.min(k, others), self);
   }
 
@@ -149,12 +173,7 @@ export class Ring {
   }
 
   private othersThan(self: string): number {
-    return this.uids.length - (this.contains(self) ? 1 : 0);
-  }
-
-  private contains(uid: string): boolean {
-    const index = this.indexAtOrAfter(ringPosition(uid));
-    return this.uids[index] === uid;
+    return this.uids.length - (this.has(self) ? 1 : 0);
   }
 
   private walk(start: number, step: 1 | -1, count: number, skip: string): string[] {
@@ -167,13 +186,19 @@ export class Ring {
     return found;
   }
 
-  /** Index of the first position >= point, or size when none (binary search). */
+  /** Index of the first position >= point, or size when none. */
   private indexAtOrAfter(point: bigint): number {
+    if (point >= RING_SIZE) return this.uids.length;
+    return this.indexOfText(point.toString(16).padStart(RING_BITS / 4, "0"));
+  }
+
+  /** Index of the first UID >= `text` (32 hex characters), or size when none (binary search). */
+  private indexOfText(text: string): number {
     let low = 0;
-    let high = this.positions.length;
+    let high = this.uids.length;
     while (low < high) {
       const middle = (low + high) >>> 1;
-      if ((this.positions[middle] as bigint) < point) low = middle + 1;
+      if ((this.uids[middle] as string) < text) low = middle + 1;
       else high = middle;
     }
     return low;

@@ -4,7 +4,14 @@ import { describe, expect, it } from "vitest";
 import type { Clock } from "./clock.js";
 import { GroupPolicy } from "./policy.js";
 import { ringDistance, ringPosition, seededRandom } from "./ring.js";
-import { INCOMING_FULL, MAINTAIN_EVERY_MS, PENALTY_MS, UNWANTED } from "./structured.js";
+import {
+  ACTIVE_MS,
+  COALESCE_MS,
+  INCOMING_FULL,
+  MAINTAIN_EVERY_MS,
+  PENALTY_MS,
+  UNWANTED,
+} from "./structured.js";
 
 /** Virtual time: timers fire only when the test advances the clock. */
 class ManualClock implements Clock {
@@ -23,6 +30,14 @@ class ManualClock implements Clock {
   /** Moves time on without firing timers (the tests call maintain() themselves). */
   skip(ms: number): void {
     this.time += ms;
+  }
+  /** Moves time on and fires the timers due by then. */
+  async advance(ms: number): Promise<void> {
+    this.time += ms;
+    const due = this.timers.filter((t) => t.at <= this.time);
+    this.timers = this.timers.filter((t) => t.at > this.time);
+    for (const t of due) t.fire();
+    await new Promise((resolve) => setImmediate(resolve));
   }
 }
 
@@ -44,6 +59,7 @@ function node(
   selfIpv4: string,
   members: Member[],
   links: { successors?: number; longDistance?: number | "auto"; shortcutBytesPerSec?: number } = {},
+  eagerRoutesUpTo?: number,
 ) {
   const clock = new ManualClock();
   const routes = new Map<string, RpcParamsOf<"route.set">>();
@@ -51,6 +67,8 @@ function node(
   const ensured: string[] = [];
   const removed: { uid: string; reason: string }[] = [];
   const online = [...members];
+  /** Route set and icc messages sent, in order (icc as `icc <peer> <data>`). */
+  const calls: string[] = [];
   const ctx: PolicyContext = {
     log: {
       info: () => {},
@@ -61,12 +79,16 @@ function node(
     peers: () => online,
     peer: (uid) => online.find((m) => uidOf(m) === uid),
     routes: () => [...routes.values()],
-    setRoute: async (r) => void routes.set(r.prefix, r),
+    setRoute: async (r) => {
+      calls.push(`route ${r.prefix}`);
+      routes.set(r.prefix, r);
+    },
     removeRoute: async (prefix) => void routes.delete(prefix),
     ensureLink: async (m) => void ensured.push(uidOf(m)),
     removeLink: async (uid, reason) => void removed.push({ uid, reason }),
     datapath: {
-      call: (async (method: string) => {
+      call: (async (method: string, params: { peerUid: string; data: unknown }) => {
+        if (method === "icc.send") calls.push(`icc ${params.peerUid} ${JSON.stringify(params.data)}`);
         if (method !== "route.query") return {};
         return [...routes.values()].map(
           (r): RouteInfo => ({
@@ -96,7 +118,7 @@ function node(
       },
       routes: { advertise: [], accept: false },
     } as ConstructorParameters<typeof GroupPolicy>[0],
-    { clock, random: seededRandom(selfIpv4) },
+    { clock, random: seededRandom(selfIpv4), ...(eagerRoutesUpTo !== undefined ? { eagerRoutesUpTo } : {}) },
   );
   const structured = policy.structured;
   if (!structured) throw new Error("structured policy expected");
@@ -116,6 +138,7 @@ function node(
     ensured,
     removed,
     online,
+    calls,
     up: (uid: string) => policy.onLinkUp(event(uid), ctx),
     down: (uid: string, reason?: string) => policy.onLinkDown(event(uid, reason), ctx),
     /** Counts traffic to (tx) and from (rx) a member as the datapath would. */
@@ -198,6 +221,7 @@ describe("structured GroupVPN policy: ring links", () => {
     n.online.splice(n.online.indexOf(s1), 1);
     n.ensured.length = 0;
     await n.down(uidOf(s1), "link failed");
+    n.clock.skip(COALESCE_MS); // membership changes within COALESCE_MS of the last recompute wait for its end
     await n.policy.onPeerOffline(s1, n.ctx);
     expect(n.ensured).toContain(uidOf(s2));
     expect(n.structured.roleOf(uidOf(s2))).toBe("successor");
@@ -502,5 +526,129 @@ describe("structured GroupVPN policy: the overlay of many nodes", () => {
     expect(greedyOnly.max).toBeLessThanOrEqual(8); // a path takes at most tune.hopLimit (default 8) links
     // Issue #18: about 2k + log2(N) links per node, under a quarter of the full mesh's 49.
     expect(degrees.reduce((a, b) => a + b, 0) / degrees.length).toBeLessThan(49 / 4);
+  });
+});
+
+describe("structured GroupVPN policy: routes on demand (groups above the eager size)", () => {
+  const routeRequest = (src: string, dst: string) => ({ type: "groupvpn.route", src, dst });
+  const icc = (peer: string, src: string, dst: string) =>
+    `icc ${peer} ${JSON.stringify(routeRequest(src, dst))}`;
+
+  async function ringOfTwelve() {
+    const members = Array.from({ length: 12 }, (_, i) => member(i + 1));
+    const n = node(SELF_IPV4, members, {}, 0);
+    await n.policy.onPeerOnline(members[0] as Member, n.ctx);
+    const order = ringAfterSelf(members);
+    const [successor, predecessor] = [order[0], order.at(-1)] as [Member, Member];
+    await n.up(uidOf(successor));
+    await n.up(uidOf(predecessor));
+    return { members, n, order, successor, predecessor };
+  }
+
+  it("routes only its linked members; an unmapped packet routes the destination greedily, the next hop asked first", async () => {
+    const { n, order, successor, predecessor } = await ringOfTwelve();
+    expect(new Set(n.routes.keys())).toEqual(new Set([prefixOf(successor), prefixOf(predecessor)]));
+    const far = order[4] as Member;
+    const next = greedy(far, [uidOf(successor), uidOf(predecessor)]) as string;
+    n.calls.length = 0;
+    await n.policy.onPacketUnmapped(
+      { src: SELF_IPV4, dst: far.tincan.ipv4 as string, proto: 1, length: 84 },
+      n.ctx,
+    );
+    expect(n.viaOf(far)).toBe(next);
+    // The request travels ahead of the held packets, which go when the route is set.
+    expect(n.calls).toEqual([icc(next, self, uidOf(far)), `route ${prefixOf(far)}`]);
+    expect(n.routes.size).toBe(3);
+  });
+
+  it("a route request routes both ends and goes on towards the destination; the destination asks once for the way back", async () => {
+    const { n, order, successor, predecessor } = await ringOfTwelve();
+    const [src, dst] = [order[3], order[6]] as [Member, Member];
+    const neighbours = [uidOf(successor), uidOf(predecessor)];
+    n.calls.length = 0;
+    n.policy.onIccMessage({ peerUid: uidOf(successor), data: routeRequest(uidOf(src), uidOf(dst)) }, n.ctx);
+    await n.clock.advance(0);
+    expect(n.viaOf(dst)).toBe(greedy(dst, neighbours));
+    expect(n.viaOf(src)).toBe(greedy(src, neighbours));
+    expect(n.calls).toContain(icc(greedy(dst, neighbours) as string, uidOf(src), uidOf(dst)));
+
+    // We are the destination: route the source, ask for the way back (once, not for every request).
+    n.calls.length = 0;
+    const other = order[5] as Member;
+    n.policy.onIccMessage({ peerUid: uidOf(predecessor), data: routeRequest(uidOf(other), self) }, n.ctx);
+    await n.clock.advance(0);
+    expect(n.viaOf(other)).toBe(greedy(other, neighbours));
+    expect(n.calls.filter((c) => c.includes("groupvpn.route"))).toEqual([
+      icc(greedy(other, neighbours) as string, self, uidOf(other)),
+    ]);
+    n.calls.length = 0;
+    n.clock.skip(2000);
+    n.policy.onIccMessage({ peerUid: uidOf(predecessor), data: routeRequest(uidOf(other), self) }, n.ctx);
+    await n.clock.advance(0);
+    expect(n.calls.filter((c) => c.includes("groupvpn.route"))).toEqual([]);
+  });
+
+  it("ignores route requests from members it has no link with, and for members the roster did not admit", async () => {
+    const { n, order, successor } = await ringOfTwelve();
+    const stranger = uidForIpv4("10.10.9.9");
+    n.calls.length = 0;
+    n.policy.onIccMessage(
+      {
+        peerUid: uidOf(order[5] as Member),
+        data: routeRequest(uidOf(order[3] as Member), uidOf(order[6] as Member)),
+      },
+      n.ctx,
+    );
+    n.policy.onIccMessage(
+      { peerUid: uidOf(successor), data: routeRequest(stranger, uidOf(order[6] as Member)) },
+      n.ctx,
+    );
+    n.policy.onIccMessage(
+      { peerUid: uidOf(successor), data: { type: "groupvpn.route", src: "x", dst: self } },
+      n.ctx,
+    );
+    await n.clock.advance(0);
+    expect(n.calls).toEqual([]);
+    expect(n.routes.size).toBe(2);
+  });
+
+  it("a route on demand stays while packets flow and goes ACTIVE_MS after the last one", async () => {
+    const { n, order } = await ringOfTwelve();
+    const far = order[4] as Member;
+    await n.policy.onPacketUnmapped(
+      { src: SELF_IPV4, dst: far.tincan.ipv4 as string, proto: 1, length: 84 },
+      n.ctx,
+    );
+    await n.structured.maintain(n.ctx);
+    for (let t = 0; t < 2 * ACTIVE_MS; t += MAINTAIN_EVERY_MS) {
+      n.clock.skip(MAINTAIN_EVERY_MS);
+      n.traffic(far, { packets: 1, bytes: 100 }, 1);
+      await n.structured.maintain(n.ctx);
+    }
+    expect(n.viaOf(far)).toBeDefined();
+    n.clock.skip(ACTIVE_MS);
+    await n.structured.maintain(n.ctx);
+    expect(n.routes.has(prefixOf(far))).toBe(false);
+    expect(n.routes.size).toBe(2);
+  });
+});
+
+describe("structured GroupVPN policy: membership bursts", () => {
+  it("a burst of joins costs one recompute now and one at the end of COALESCE_MS", async () => {
+    const members = Array.from({ length: 12 }, (_, i) => member(i + 1));
+    const n = node(SELF_IPV4, members.slice(0, 6));
+    await n.policy.onPeerOnline(members[0] as Member, n.ctx);
+    const before = ringAfterSelf(members.slice(0, 6))[0] as Member;
+    expect(n.structured.roleOf(uidOf(before))).toBe("successor");
+    const newSuccessor = ringAfterSelf(members)[0] as Member;
+    for (const m of members.slice(6)) {
+      n.online.push(m);
+      await n.policy.onPeerOnline(m, n.ctx);
+    }
+    // Folded into the next recompute: the targets have not moved yet.
+    expect(n.structured.roleOf(uidOf(before))).toBe("successor");
+    await n.clock.advance(COALESCE_MS);
+    expect(n.structured.roleOf(uidOf(newSuccessor))).toBe("successor");
+    expect(n.ensured).toContain(uidOf(newSuccessor));
   });
 });

@@ -1,5 +1,11 @@
 import { type Member, type PolicyContext, queryAll } from "@tincan/controller";
-import type { GroupVpnConfig, LinkRole, NotificationParamsOf, RouteInfo } from "@tincan/protocol";
+import {
+  type GroupVpnConfig,
+  type LinkRole,
+  type NotificationParamsOf,
+  type RouteInfo,
+  Uid,
+} from "@tincan/protocol";
 import { z } from "zod";
 import type { Clock } from "./clock.js";
 import { estimateRingSize, longDistanceCount, Ring, ringDistance, ringPosition } from "./ring.js";
@@ -19,6 +25,25 @@ export const UNWANTED = "link wanted by neither end";
  * target, or a busy shortcut). A link neither end wants is left to idle trimming.
  */
 export const KeepMessage = z.strictObject({ type: z.literal("groupvpn.keep"), keep: z.boolean() });
+/**
+ * Inter-controller message, sent hop by hop along the greedy path from `src` to `dst`: "packets from
+ * src to dst pass through you". Each node on the way routes both members (dst onward, src for the
+ * datapath's source check and the replies) and passes it on; `dst` routes `src` and sends its own
+ * request back. A node routes only the members it sends to or that pass through it, not all of them.
+ */
+export const RouteRequest = z.strictObject({ type: z.literal("groupvpn.route"), src: Uid, dst: Uid });
+/** Membership changes within this long after a recompute are folded into one recompute at its end. */
+export const COALESCE_MS = 1000;
+/** Groups of at most this many other members route every member (routes exist before the first packet). */
+export const EAGER_ROUTES_UP_TO = 64;
+/** A member routed on demand keeps its route this long after the last packet or request for it. */
+export const ACTIVE_MS = 90_000;
+/** A source sends its route request again this often while it sends (refreshes the path's routes). */
+export const REFRESH_MS = 30_000;
+/** The same request (src, dst) is passed on at most once in this long (held packets come in bursts). */
+const FORWARD_GAP_MS = 1000;
+/** Requests remembered as passed on at most (a bound, not a goal). */
+const MAX_FORWARDED = 4096;
 /** Ring positions cached at most (UIDs seen); the cache starts over beyond. */
 const MAX_POSITIONS = 65_536;
 
@@ -37,6 +62,8 @@ export interface StructuredOptions {
   neighborLinks(): ReadonlyMap<string, ReadonlySet<string>>;
   /** The host prefixes of a member (its routes). */
   prefixesOf(m: Member): string[];
+  /** Groups up to this many other members route all members (default EAGER_ROUTES_UP_TO). */
+  eagerRoutesUpTo?: number;
 }
 
 interface Sample {
@@ -82,11 +109,25 @@ export class StructuredLinks {
   private samples = new Map<string, Sample>();
   private sampledAt: number | null = null;
   private readonly rates = new Map<string, number>();
+  /** Members whose routes carried packets (either way) since the sample before. */
+  private readonly moved = new Set<string>();
   private readonly upAt = new Map<string, number>();
   /** What each neighbour said of the link between us (KeepMessage), and what we last said. */
   private readonly peerWants = new Map<string, boolean>();
   private readonly toldWants = new Map<string, boolean>();
   private readonly positions = new Map<string, bigint>();
+  /** The online members and us, in ring order (built from ctx.peers() once, then kept by joins and leaves). */
+  private ring: Ring | null = null;
+  private recomputedAt = Number.NEGATIVE_INFINITY;
+  private recomputeTimer: (() => void) | null = null;
+  /** Members routed on demand (sent to, or passing through us), and when last used. */
+  private readonly active = new Map<string, number>();
+  /** When we last sent a route request for a member we send to (REFRESH_MS). */
+  private readonly requestedAt = new Map<string, number>();
+  /** `${src} ${dst}` -> when that request was last passed on. */
+  private readonly forwardedAt = new Map<string, number>();
+  /** Members whose host routes this policy set (removed when no longer wanted). */
+  private readonly mapped = new Set<string>();
   private cancelTick: (() => void) | null = null;
   private routing: Promise<void> | null = null;
   private routeAgain = false;
@@ -113,6 +154,8 @@ export class StructuredLinks {
   stop(): void {
     this.cancelTick?.();
     this.cancelTick = null;
+    this.recomputeTimer?.();
+    this.recomputeTimer = null;
   }
 
   /** Why we hold (or want) a link to `uid`; null when we neither want nor hold one. */
@@ -138,12 +181,49 @@ export class StructuredLinks {
     return this.roles;
   }
 
-  /** Members came or went (joins, leaves, crashes, a healed partition): new ring targets and routes. */
+  /** A member came online (a join, a healed partition). */
+  memberOnline(uid: string, ctx: PolicyContext): Promise<void> {
+    this.ringOf(ctx).add(uid);
+    return this.membersChanged(ctx);
+  }
+
+  /** A member went away (a leave, a crash noticed): forget it and recompute. */
+  memberOffline(uid: string, ctx: PolicyContext): Promise<void> {
+    this.ringOf(ctx).remove(uid);
+    this.forget(uid);
+    return this.membersChanged(ctx);
+  }
+
+  /**
+   * Members came or went: new ring targets and routes. A burst (a node logging in to a large group gets
+   * every member's presence) costs one recompute now and at most one more per COALESCE_MS.
+   */
   async membersChanged(ctx: PolicyContext): Promise<void> {
+    if (this.recomputeTimer) return;
+    const wait = this.recomputedAt + COALESCE_MS - this.opts.clock.now();
+    if (wait > 0) {
+      this.recomputeTimer = this.opts.clock.setTimer(() => {
+        this.recomputeTimer = null;
+        this.recompute(ctx).catch((err: Error) =>
+          ctx.log.warn("structured overlay recompute failed", { error: err.message }),
+        );
+      }, wait);
+      return;
+    }
+    await this.recompute(ctx);
+  }
+
+  private async recompute(ctx: PolicyContext): Promise<void> {
+    this.recomputedAt = this.opts.clock.now();
     this.chooseTargets(ctx);
     await this.keepLinks(ctx, [...this.roles.keys()]);
     this.tellNeighbours(ctx);
     await this.updateRoutes(ctx);
+  }
+
+  private ringOf(ctx: PolicyContext): Ring {
+    this.ring ??= new Ring([...ctx.peers().map((m) => m.tincan.uid), this.opts.self]);
+    return this.ring;
   }
 
   async linkUp(uid: string, ctx: PolicyContext): Promise<void> {
@@ -153,12 +233,56 @@ export class StructuredLinks {
     await this.updateRoutes(ctx);
   }
 
-  /** A KeepMessage from a neighbour: true when it was one (handled), false for other messages. */
-  onIccMessage(p: NotificationParamsOf<"icc.message">): boolean {
-    const parsed = KeepMessage.safeParse(p.data);
-    if (!parsed.success) return false;
-    this.peerWants.set(p.peerUid, parsed.data.keep);
+  /** A KeepMessage or RouteRequest from a neighbour: true when it was one (handled), false for others. */
+  onIccMessage(p: NotificationParamsOf<"icc.message">, ctx: PolicyContext): boolean {
+    const keep = KeepMessage.safeParse(p.data);
+    if (keep.success) {
+      this.peerWants.set(p.peerUid, keep.data.keep);
+      return true;
+    }
+    const request = RouteRequest.safeParse(p.data);
+    if (!request.success) return false;
+    if (this.opts.connected.has(p.peerUid)) {
+      this.routeRequested(request.data.src, request.data.dst, ctx).catch((err: Error) =>
+        ctx.log.debug("route request not handled", { peerUid: p.peerUid, error: err.message }),
+      );
+    }
     return true;
+  }
+
+  /**
+   * Packets from `src` to `dst` will pass through us: route both (only members the roster admitted),
+   * pass the request on towards `dst`; as `dst`, route `src` and ask for the way back.
+   */
+  private async routeRequested(src: string, dst: string, ctx: PolicyContext): Promise<void> {
+    const now = this.opts.clock.now();
+    const { self } = this.opts;
+    if (src === self || !ctx.peer(src)) return;
+    const known = this.active.has(src);
+    this.active.set(src, now);
+    if (dst === self) {
+      if (!known) this.sendRequest(self, src, now, ctx);
+    } else if (ctx.peer(dst)) {
+      this.active.set(dst, now);
+      this.sendRequest(src, dst, now, ctx);
+    }
+    await this.updateRoutes(ctx);
+  }
+
+  /** Sends a route request (src, dst) to our next hop towards dst (dst itself when linked). */
+  private sendRequest(src: string, dst: string, now: number, ctx: PolicyContext): void {
+    const key = `${src} ${dst}`;
+    const last = this.forwardedAt.get(key);
+    if (last !== undefined && now - last < FORWARD_GAP_MS) return;
+    const member = ctx.peer(dst);
+    const next = this.opts.connected.has(dst) ? dst : member ? this.viaFor(member, now, ctx) : null;
+    if (next === null) return;
+    if (this.forwardedAt.size >= MAX_FORWARDED) this.forwardedAt.clear();
+    this.forwardedAt.set(key, now);
+    if (src === this.opts.self) this.requestedAt.set(dst, now);
+    ctx.datapath
+      .call("icc.send", { peerUid: next, data: { type: "groupvpn.route", src, dst } })
+      .catch((err: Error) => ctx.log.debug("route request not sent", { peerUid: next, error: err.message }));
   }
 
   /** A link is down: routes via it move to other neighbours; a long-distance target that refused us is replaced. */
@@ -190,6 +314,9 @@ export class StructuredLinks {
     this.samples.delete(uid);
     this.rates.delete(uid);
     this.upAt.delete(uid);
+    this.active.delete(uid);
+    this.requestedAt.delete(uid);
+    this.mapped.delete(uid);
   }
 
   /** The datapath lost every link: nothing is connected now. */
@@ -208,6 +335,10 @@ export class StructuredLinks {
    */
   async packetUnmapped(member: Member, ctx: PolicyContext): Promise<void> {
     const uid = member.tincan.uid;
+    const now = this.opts.clock.now();
+    this.active.set(uid, now);
+    // The request goes ahead of the held packets (sent when the route is set), on the same link.
+    if (!this.eager(ctx)) this.sendRequest(this.opts.self, uid, now, ctx);
     await this.updateRoutes(ctx);
     if (this.opts.connected.has(uid) || this.nextHop(uid, this.opts.clock.now()) !== null) return;
     ctx.log.info("no neighbour is closer to the destination; linking to it directly", {
@@ -252,6 +383,7 @@ export class StructuredLinks {
     for (const [key, until] of this.penalties) if (until <= now) this.penalties.delete(key);
     await this.sampleTraffic(ctx, now);
     this.judgeVias(ctx, now);
+    this.refreshActive(ctx, now);
     this.chooseTargets(ctx);
     const threshold = this.opts.links.shortcutBytesPerSec;
     const busy = (uid: string) => threshold > 0 && (this.rates.get(uid) ?? 0) > threshold;
@@ -290,6 +422,25 @@ export class StructuredLinks {
     await this.keepLinks(ctx, [...this.roles.keys(), ...shortcuts, ...incoming.slice(0, cap)]);
     this.tellNeighbours(ctx, busy);
     await this.updateRoutes(ctx);
+  }
+
+  /**
+   * Members routed on demand that carried packets since the last round stay routed (and their path's
+   * routes are refreshed by a new request every REFRESH_MS); the others go after ACTIVE_MS.
+   */
+  private refreshActive(ctx: PolicyContext, now: number): void {
+    for (const [key, at] of this.forwardedAt) if (now - at >= FORWARD_GAP_MS) this.forwardedAt.delete(key);
+    for (const [uid, at] of this.active) {
+      if (this.moved.has(uid)) {
+        this.active.set(uid, now);
+        const asked = this.requestedAt.get(uid);
+        if (!this.opts.connected.has(uid) && (asked === undefined || now - asked >= REFRESH_MS))
+          this.sendRequest(this.opts.self, uid, now, ctx);
+      } else if (now - at >= ACTIVE_MS) {
+        this.active.delete(uid);
+        this.requestedAt.delete(uid);
+      }
+    }
   }
 
   /** We want the link to `uid`: a ring target, or a shortcut that carries traffic above the threshold. */
@@ -333,6 +484,11 @@ export class StructuredLinks {
       next.set(r.peerUid, s);
     }
     this.rates.clear();
+    this.moved.clear();
+    for (const [uid, s] of next) {
+      const before = this.samples.get(uid) ?? NO_TRAFFIC;
+      if (s.txPackets > before.txPackets || s.rxPackets > before.rxPackets) this.moved.add(uid);
+    }
     if (this.sampledAt !== null && now > this.sampledAt) {
       const seconds = (now - this.sampledAt) / 1000;
       for (const [uid, s] of next) {
@@ -377,8 +533,7 @@ export class StructuredLinks {
     const now = this.opts.clock.now();
     for (const [uid, until] of this.refusedUntil) if (until <= now) this.refusedUntil.delete(uid);
     const { self } = this.opts;
-    const online = new Set(ctx.peers().map((m) => m.tincan.uid));
-    const ring = new Ring([...online, self]);
+    const ring = this.ringOf(ctx);
     const k = this.opts.links.successors;
     const successors = ring.successors(self, k);
     const predecessors = ring.predecessors(self, k);
@@ -387,7 +542,7 @@ export class StructuredLinks {
     const wanted = this.opts.links.longDistance;
     const count = wanted === "auto" ? (ring.size > 2 * k + 1 ? autoLongDistance(estimatedSize) : 0) : wanted;
     this.long = this.long
-      .filter((uid) => online.has(uid) && !neighbours.has(uid) && !this.refusedUntil.has(uid))
+      .filter((uid) => uid !== self && ring.has(uid) && !neighbours.has(uid) && !this.refusedUntil.has(uid))
       .slice(0, count);
     if (this.long.length < count) {
       const exclude = new Set([...neighbours, ...this.long, ...this.refusedUntil.keys()]);
@@ -432,25 +587,65 @@ export class StructuredLinks {
     return this.routing;
   }
 
-  /** Direct to a linked member; else via the greedy next hop; else direct (held and reported unmapped). */
+  /** Whether every member is routed (a small group), or only linked and active ones. */
+  private eager(ctx: PolicyContext): boolean {
+    return this.ringOf(ctx).size - 1 <= (this.opts.eagerRoutesUpTo ?? EAGER_ROUTES_UP_TO);
+  }
+
+  /** The members we route: all in a small group; else the linked ones and those routed on demand. */
+  private routedMembers(ctx: PolicyContext): Member[] {
+    if (this.eager(ctx)) return ctx.peers();
+    const out: Member[] = [];
+    for (const uid of new Set([...this.opts.connected, ...this.active.keys()])) {
+      const m = ctx.peer(uid);
+      if (m) out.push(m);
+    }
+    return out;
+  }
+
+  /** The greedy next hop to a member, or a neighbour linked to it while we link to it; null: direct. */
+  private viaFor(m: Member, now: number, ctx: PolicyContext): string | null {
+    return this.nextHop(m.tincan.uid, now) ?? this.relayWhileLinking(m, now, ctx);
+  }
+
+  /**
+   * Direct to a linked member; else via the greedy next hop; else direct (held and reported unmapped).
+   * Routes of members no longer routed (on demand: idle for ACTIVE_MS) are removed.
+   */
   private async applyRoutes(ctx: PolicyContext): Promise<void> {
     const now = this.opts.clock.now();
     const current = new Map(ctx.routes().map((r) => [r.prefix, r]));
     if (this.positions.size > MAX_POSITIONS) this.positions.clear();
-    for (const m of ctx.peers()) {
+    const eager = this.eager(ctx);
+    const routed = this.routedMembers(ctx);
+    const stale = new Set(this.mapped);
+    for (const m of routed) {
       const uid = m.tincan.uid;
-      const via = this.opts.connected.has(uid)
-        ? null
-        : (this.nextHop(uid, now) ?? this.relayWhileLinking(m, now, ctx));
+      stale.delete(uid);
+      this.mapped.add(uid);
+      const via = this.opts.connected.has(uid) ? null : this.viaFor(m, now, ctx);
+      let moved = false;
       for (const prefix of this.opts.prefixesOf(m)) {
         const r = current.get(prefix);
         if (r && r.peerUid === uid && (r.via ?? null) === via) continue;
+        moved ||= r?.peerUid === uid;
         await ctx.setRoute(via ? { prefix, peerUid: uid, via } : { prefix, peerUid: uid });
       }
+      // A route moved to another neighbour: it learns of the traffic before it comes (it may not route
+      // the member yet). A new route's request went out already (packetUnmapped, routeRequested).
+      if (moved && via !== null && !eager) this.sendRequest(this.opts.self, uid, now, ctx);
       if (via === null) this.watches.delete(uid);
       else if (this.watches.get(uid)?.via !== via) {
         const s = this.samples.get(uid) ?? NO_TRAFFIC;
         this.watches.set(uid, { via, since: now, txPackets: s.txPackets, rxPackets: s.rxPackets });
+      }
+    }
+    for (const uid of stale) {
+      this.mapped.delete(uid);
+      this.watches.delete(uid);
+      const m = ctx.peer(uid);
+      for (const prefix of m ? this.opts.prefixesOf(m) : []) {
+        if (current.get(prefix)?.peerUid === uid) await ctx.removeRoute(prefix);
       }
     }
   }

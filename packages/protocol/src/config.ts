@@ -144,9 +144,9 @@ export const DatapathTune = z.strictObject({
     ),
   fastPath: z
     .boolean()
-    .default(false)
+    .default(true)
     .describe(
-      "move a connected direct link's frames to the fast path (own UDP socket, keys agreed over the link's DTLS channel) when the peer offers it (off by default for now: the fast socket's port is outside ice.portRange unless fastPathPort names one, and it does not set DF yet, so path MTU probing overestimates); false: links stay on the media track",
+      "move a connected direct link's frames to the fast path (own UDP socket, keys agreed over the link's DTLS channel) when the peer offers it; relayed links, and links whose fast path finds no way through, stay on the media track; false: links always stay on the media track",
     ),
   fastPathPort: z
     .number()
@@ -155,7 +155,7 @@ export const DatapathTune = z.strictObject({
     .max(65_535)
     .default(0)
     .describe(
-      "UDP port of the fast path's socket (one per datapath, on :: for both families; 0: any free port; a fixed one lets firewall rules name it)",
+      "UDP port of the fast path's socket (one per datapath, on :: for both families; 0: the highest free port of ice.portRange when that is set, else any free port; a fixed one lets firewall rules name it)",
     ),
   fastRekeyMs: z
     .number()
@@ -164,6 +164,24 @@ export const DatapathTune = z.strictObject({
     .max(3_600_000)
     .default(120_000)
     .describe("fast-path keys are replaced this often (ms), and after 2^32 packets"),
+  rxRssLimitMb: z
+    .number()
+    .int()
+    .min(0)
+    .max(1 << 20)
+    .default(256)
+    .describe(
+      "resident memory (MB) above which the datapath closes the link taking the most messages from node-datachannel while memory still grows (libdatachannel queues received messages for the event loop without a bound); the link reports `closed` and the controller sets it up again. 0: never",
+    ),
+  fastPcCloseMs: z
+    .number()
+    .int()
+    .min(0)
+    .max(3_600_000)
+    .default(20_000)
+    .describe(
+      "a link on the fast path this long (ms) closes its PeerConnection and lives on the fast path alone (no ICE consent checks: an idle link then costs ~6.5 B/s each way), when the peer can; a fast path that then stops answering takes the link down (the controller sets it up again) instead of falling back; 0: never close it first (the peer still may)",
+    ),
 });
 export type DatapathTune = z.infer<typeof DatapathTune>;
 
@@ -308,12 +326,14 @@ const Ice = z
       .refine(([min, max]) => min <= max, "min must not be greater than max")
       .optional()
       .meta({
-        description: 'local UDP ports ICE binds (inclusive); what the firewall opens (see "Firewall")',
+        description:
+          'local UDP ports ICE binds (inclusive), and the fast path\'s socket unless tune.fastPathPort names one (the highest free port of the range); what the firewall opens (see "Firewall"): the range must have room for one more port than ICE uses',
         "x-type": "`[min, max]`, 1024..65535",
         "x-default": "any port",
       }),
     udpMux: z.boolean().default(false).meta({
-      description: "all links share one UDP port (one of `portRange`, picked at random by libjuice)",
+      description:
+        "all links share one UDP port (one of `portRange`, picked at random by libjuice); the fast path takes one more",
     }),
     bindAddress: IpAddress.optional().meta({
       description: "the local address ICE binds to (host candidates are gathered on it only)",

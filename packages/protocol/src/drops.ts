@@ -22,6 +22,7 @@ export const DropReason = z.enum([
   "notConnected",
   "offloadUnsupported",
   "peerBacklog",
+  "rxOverload",
   "rxQueue",
   "sendError",
   "spoofed",

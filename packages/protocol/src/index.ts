@@ -13,5 +13,6 @@ export * from "./rpc.js";
 export * from "./signal.js";
 export * from "./socialvpn-config.js";
 export * from "./status.js";
+export * from "./stun.js";
 export * from "./turn-rest.js";
 export * from "./uid.js";

@@ -25,6 +25,14 @@ describe("RPC params", () => {
     expect(r.success).toBe(false);
   });
 
+  it("link.create takes relayOnly or directOnly, not both", () => {
+    const peerUid = uidForIpv4("10.0.0.1");
+    expect(RpcParams["link.create"].safeParse({ peerUid, directOnly: true }).success).toBe(true);
+    const both = RpcParams["link.create"].safeParse({ peerUid, relayOnly: true, directOnly: true });
+    expect(both.success).toBe(false);
+    if (!both.success) expect(describeIssues(both.error)).toMatch(/exclude each other/);
+  });
+
   it("vnic.configure dns: an ip:port server and domains that cannot pass for resolvectl options", () => {
     const uid = uidForIpv4("172.31.0.1");
     const dns = (d: unknown) => RpcParams["vnic.configure"].safeParse({ uid, dns: d }).success;

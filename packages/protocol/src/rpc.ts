@@ -135,12 +135,17 @@ export const RpcParams = {
     udpMux: z.boolean().optional(),
     bindAddress: IpAddress.optional(),
   }),
-  "link.create": z.strictObject({ peerUid: Uid, relayOnly: z.boolean().optional() }),
-  "link.accept": z.strictObject({
-    peerUid: Uid,
-    description: SessionDescription,
-    relayOnly: z.boolean().optional(),
-  }),
+  "link.create": z
+    .strictObject({ peerUid: Uid, relayOnly: z.boolean().optional(), directOnly: z.boolean().optional() })
+    .refine((p) => !(p.relayOnly && p.directOnly), "relayOnly and directOnly exclude each other"),
+  "link.accept": z
+    .strictObject({
+      peerUid: Uid,
+      description: SessionDescription,
+      relayOnly: z.boolean().optional(),
+      directOnly: z.boolean().optional(),
+    })
+    .refine((p) => !(p.relayOnly && p.directOnly), "relayOnly and directOnly exclude each other"),
   "link.complete": z.strictObject({
     peerUid: Uid,
     description: SessionDescription,
@@ -235,6 +240,12 @@ export interface FastPathInfo {
   fallbacks: number;
   /** Key agreements completed (the first one included). */
   rekeys: number;
+  /**
+   * "closed": the link's PeerConnection (ICE, DTLS, the media track) was closed and the fast path
+   * alone carries the link (path, local and remote stay as ICE last selected them). Absent from
+   * datapaths before it.
+   */
+  peerConnection?: "open" | "closed";
 }
 
 export interface RouteInfo {

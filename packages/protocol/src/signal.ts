@@ -32,6 +32,8 @@ export const Signal = z.discriminatedUnion("type", [
     ...Base,
     description: SessionDescription,
     relayOnly: z.boolean(),
+    /** A direct re-attempt of a relayed link: the answer gathers no TURN candidates either. */
+    directOnly: z.boolean().optional(),
   }),
   z.strictObject({ type: z.literal("answer"), ...Base, description: SessionDescription }),
   z.strictObject({

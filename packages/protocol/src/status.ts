@@ -43,7 +43,13 @@ export const LinkInfoSchema = z.strictObject({
   lastTxAt: Time.nullable(),
   transport: LinkTransport.optional(),
   fast: z
-    .strictObject({ phase: FastPhase, endpoint: z.string().nullable(), fallbacks: Count, rekeys: Count })
+    .strictObject({
+      phase: FastPhase,
+      endpoint: z.string().nullable(),
+      fallbacks: Count,
+      rekeys: Count,
+      peerConnection: z.enum(["open", "closed"]).optional(),
+    })
     .optional(),
 }) satisfies z.ZodType<LinkInfo>;
 

@@ -5,7 +5,7 @@
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import { createSocket, type Socket as DgramSocket } from "node:dgram";
 import { afterEach, describe, expect, it } from "vitest";
-import { FAST_REPLAY_WINDOW, type FastCipher, FastSocket } from "./fast-socket.js";
+import { FAST_MAX_FRAME, FAST_REPLAY_WINDOW, type FastCipher, FastSocket } from "./fast-socket.js";
 
 const HOST = "127.0.0.1";
 const A_INDEX = 0x11111111;
@@ -542,6 +542,28 @@ describe("FastSocket", () => {
     a.flush();
   });
 
+  it("sets DF: a datagram above the device MTU is refused and counted, not fragmented; the batch goes on", async () => {
+    // Over ::1 (MTU 65536) the largest frame makes a 65555-byte IPv6 packet: without DF the
+    // kernel would fragment it and B would get it.
+    const a = new FastSocket({ address: "::1" });
+    const b = new FastSocket({ address: "::1" });
+    open.push(a, b);
+    const kAB = randomBytes(32);
+    const kBA = randomBytes(32);
+    a.setSession(A_INDEX, B_INDEX, kAB, kBA, { address: "::1", port: b.port });
+    b.setSession(B_INDEX, A_INDEX, kBA, kAB, { address: "::1", port: a.port });
+    const atB = collect(b);
+    const big = randomBytes(FAST_MAX_FRAME);
+    expect(a.send(A_INDEX, Buffer.from("before"), 0, 6)).toBe(true);
+    expect(a.send(A_INDEX, big, 0, big.length)).toBe(true);
+    expect(a.send(A_INDEX, Buffer.from("after"), 0, 5)).toBe(true);
+    a.flush();
+    await until("the small frames at B", () => atB.length >= 2);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(atB.map((f) => f.data.toString())).toEqual(["before", "after"]);
+    expect(a.stats().drops.sendFailed).toBe(1);
+  });
+
   it("binds IPv6 '::' and carries IPv4 endpoints (v4-mapped) too", async () => {
     const a = new FastSocket({ address: "::" });
     open.push(a);
@@ -555,5 +577,52 @@ describe("FastSocket", () => {
     b.send(B_INDEX, Buffer.from("reply"), 0, 5);
     await until("reply at A", () => atA.length === 1);
     expect(a.sessionStats(A_INDEX)?.endpoint).toEqual({ address: HOST, port: b.port });
+  });
+
+  it("sends and takes TURN ChannelData on a session's channel (through a relay that rewrites channels)", async () => {
+    const { a, b } = pair();
+    const atA = collect(a);
+    const atB = collect(b);
+    // A TURN server as both sides see it: A's channel 0x4001 and B's 0x4002 name each other.
+    const turn = await plain();
+    const seen: Buffer[] = [];
+    turn.on("message", (m, from) => {
+      seen.push(Buffer.from(m));
+      const out = Buffer.from(m);
+      out.writeUInt16BE(from.port === a.port ? 0x4002 : 0x4001, 0);
+      turn.send(out, from.port === a.port ? b.port : a.port, HOST);
+    });
+    const server = { address: HOST, port: turn.address().port };
+    a.setChannel(A_INDEX, 0x4001);
+    a.setEndpoint(A_INDEX, server);
+    b.setChannel(B_INDEX, 0x4002);
+    b.setEndpoint(B_INDEX, server);
+    const frames = Array.from({ length: 5 }, (_, i) => Buffer.alloc(1000, i));
+    for (const f of frames) expect(a.send(A_INDEX, f, 0, f.length)).toBe(true);
+    a.flush();
+    b.send(B_INDEX, Buffer.from("reply"), 0, 5);
+    await until("frames both ways", () => atB.length === 5 && atA.length === 1);
+    expect(atB.map((f) => f.data)).toEqual(frames);
+    expect(atA[0]?.data.toString()).toBe("reply");
+    // Each datagram (GSO or not) is one ChannelData message: [channel][length][sealed datagram].
+    expect(seen).toHaveLength(6);
+    for (const d of seen) {
+      expect(d.readUInt16BE(2)).toBe(d.length - 4);
+      expect(d[4]).toBe(0x01);
+    }
+    expect(seen.filter((d) => d.readUInt16BE(0) === 0x4001)).toHaveLength(5);
+    // Replies keep going to the server, where they came from.
+    expect(a.sessionStats(A_INDEX)?.endpoint).toEqual(server);
+    // A ChannelData header that claims more than the datagram holds is not ours (badType).
+    const x = await plain();
+    sendTo(x, b.port, Buffer.from([0x40, 0x02, 0x01, 0x00, 0x01]));
+    await until("badType drop", () => b.stats().drops.badType === 1);
+    expect(() => a.setChannel(A_INDEX, 0x3fff)).toThrow(/0x4000\.\.0x4FFF/);
+    // Channel 0: straight to the endpoint again.
+    a.setChannel(A_INDEX, 0);
+    a.setEndpoint(A_INDEX, { address: HOST, port: b.port });
+    a.send(A_INDEX, Buffer.from("direct"), 0, 6);
+    await until("direct frame", () => atB.length === 6);
+    expect(seen).toHaveLength(6);
   });
 });

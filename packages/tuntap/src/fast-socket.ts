@@ -116,7 +116,8 @@ export const FAST_MAX_SEGMENTS = 64;
 export const FAST_MAX_RAW_PER_WAKE = 4;
 /** AES-256-GCM: the faster of the two on this project's machines (AES-NI); see README.md. */
 export const DEFAULT_FAST_CIPHER: FastCipher = "aes-256-gcm";
-const DEFAULT_BATCH = 64;
+/** 16 x 64 KiB receive slots (and as many send slots): 64 measured no faster, 6 MiB more RSS. */
+const DEFAULT_BATCH = 16;
 const MAX_BATCH = 1024;
 const RX_SLOT = 65536;
 const DEFAULT_SOCKET_BUFFER = 4 * 1024 * 1024;
@@ -129,6 +130,7 @@ type NativeFastSocket = Pick<
   | "setSession"
   | "removeSession"
   | "setEndpoint"
+  | "setChannel"
   | "send"
   | "flush"
   | "sendRaw"
@@ -255,6 +257,15 @@ export class FastSocket {
   /** Where the session's frames go (until a newer authenticated datagram comes from elsewhere). */
   setEndpoint(localIndex: number, endpoint: FastEndpoint): void {
     this.#native.setEndpoint(localIndex, endpoint);
+  }
+
+  /**
+   * Sends the session's datagrams as TURN ChannelData on `channel` (0x4000..0x4FFF; 0: plainly):
+   * its endpoint is then our TURN server, bound to relay that channel to the peer. ChannelData
+   * received from any sender is unwrapped before it is checked like any datagram.
+   */
+  setChannel(localIndex: number, channel: number): void {
+    this.#native.setChannel(localIndex, channel);
   }
 
   /**

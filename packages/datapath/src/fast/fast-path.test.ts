@@ -41,6 +41,7 @@ function makePair(opts: { rekeyMs?: number; wrongFingerprintAtB?: boolean } = {}
         return socket;
       },
       port: 0,
+      portRange: () => undefined,
       excludeAddress: () => false,
       warn: () => {},
       afterBatch: () => side.batchEnds.push(side.delivered.length),

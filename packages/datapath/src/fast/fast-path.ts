@@ -108,6 +108,11 @@ export class FastPath {
     return this.link.ownUid < this.link.peerUid;
   }
 
+  /** How long frames have gone on the fast path without a fall back (0: not up). */
+  upFor(now: number): number {
+    return this.phase === "up" && this.upSince > 0 ? now - this.upSince : 0;
+  }
+
   /** The link connected on a direct path with a peer that takes the fast path. */
   start(now: number): void {
     if (this.closed || this.phase !== "off") return;

@@ -4,8 +4,8 @@ import { FRAME_FAST_ACCEPT, FRAME_FAST_OFFER, FRAME_HEADROOM } from "../wire/ind
 import { X25519_PUBLIC_BYTES } from "./keys.js";
 
 /**
- * FAST_OFFER (0x17) and FAST_ACCEPT (0x18), sent on the link's DTLS-protected transport (never on
- * the fast path itself):
+ * FAST_OFFER (0x17) and FAST_ACCEPT (0x18), sent on the link's DTLS-protected transport (rekeys on
+ * the fast path itself, sealed by the current session, when both sides keep links on it alone):
  *   [type][version 1][sender's receiver index u32][echo u32][fast port u16][X25519 public key 32]
  *   [candidate count u8] count x [family 4|6][address 4|16][port u16]
  * `echo` is 0 in an offer and the offer's receiver index in its accept. Big-endian.

@@ -3,7 +3,7 @@ import { networkInterfaces } from "node:os";
 import type { Counters } from "../counters.js";
 import type { FastHost, FastPath } from "./fast-path.js";
 import { type FastEndpoint, MAX_FAST_CANDIDATES } from "./offer.js";
-import type { FastSocketFactory, FastSocketLike } from "./socket.js";
+import type { FastBatchHandler, FastSocketFactory, FastSocketLike } from "./socket.js";
 
 /** Where a fast path's received frames go: its link (frame, and the session it came on). */
 export interface FastReceiver {
@@ -13,8 +13,10 @@ export interface FastReceiver {
 
 export interface FastTransportOptions {
   factory: FastSocketFactory;
-  /** tune.fastPathPort (0: any). */
+  /** tune.fastPathPort (0: any, or one of ice.portRange when that is set). */
   port: number;
+  /** ice.portRange as configured when the socket opens (undefined: none). */
+  portRange: () => readonly [number, number] | undefined;
   /** Addresses never announced (our overlay addresses). */
   excludeAddress: (address: string) => boolean;
   warn: (message: string, fields: Record<string, unknown>) => void;
@@ -25,7 +27,9 @@ export interface FastTransportOptions {
 /**
  * The datapath's fast-path socket (opened at first use on "::", which takes IPv4 too, so one fixed
  * port serves both families; "0.0.0.0" where IPv6 is off), and the receiver index of every session: received frames go to the link
- * whose session they name; unknown indexes are the socket's counted drops.
+ * whose session they name; unknown indexes are the socket's counted drops. With ice.portRange set
+ * (and no fastPathPort), the socket takes the highest free port of the range: firewalls that open
+ * only the range let it through, and libjuice, which takes ports from the bottom, keeps its own.
  */
 export class FastTransport implements FastHost {
   /** One socket for both families (undefined: not opened yet; null: could not be). */
@@ -51,41 +55,63 @@ export class FastTransport implements FastHost {
 
   socketFor(family: 4 | 6): FastSocketLike | null {
     if (this.socket === undefined) {
-      this.socket = this.open("::");
-      if (!this.socket) {
-        this.socket = this.open("0.0.0.0");
+      const ports = this.ports();
+      let opened = this.open("::", ports);
+      if (opened instanceof Error && !inUse(opened)) {
+        this.options.warn("fast path socket not opened on ::, trying 0.0.0.0", { error: opened.message });
+        opened = this.open("0.0.0.0", ports);
         this.ipv4Only = true;
       }
+      if (opened instanceof Error) {
+        this.options.warn("fast path socket not opened: links stay on node-datachannel", {
+          ports: ports.length === 1 ? ports[0] : `${ports.at(-1)}-${ports[0]}`,
+          error: opened.message,
+        });
+        this.socket = null;
+      } else this.socket = opened;
     }
     return family === 6 && this.ipv4Only ? null : this.socket;
   }
 
-  /** A socket on the wildcard address (on "::" it takes IPv4 too, v4-mapped), or null. */
-  private open(address: string): FastSocketLike | null {
-    try {
-      const socket = this.options.factory({ address, port: this.options.port });
-      socket.onBatch((indexes, buf, offsets, lengths, count) => {
-        for (let i = 0; i < count; i++) {
-          const index = indexes[i] as number;
-          const r = this.receivers.get(index);
-          if (!r) continue;
-          const off = offsets[i] as number;
-          r.fast.heard(index);
-          r.deliverFast(buf.subarray(off, off + (lengths[i] as number)), index);
-        }
-        this.options.afterBatch?.();
-      });
-      return socket;
-    } catch (err) {
-      this.options.warn(
-        address === "::"
-          ? "fast path socket not opened on ::, trying 0.0.0.0"
-          : "fast path socket not opened: links stay on node-datachannel",
-        { address, port: this.options.port, error: (err as Error).message },
-      );
-      return null;
-    }
+  /** The ports to try, in order: fastPathPort, else ice.portRange from the top, else any (0). */
+  private ports(): number[] {
+    const range = this.options.port === 0 ? this.options.portRange() : undefined;
+    if (!range) return [this.options.port];
+    const out: number[] = [];
+    for (let p = range[1]; p >= range[0]; p--) out.push(p);
+    return out;
   }
+
+  /**
+   * A socket on the wildcard address (on "::" it takes IPv4 too, v4-mapped) and the first of
+   * `ports` free, or why not (the last port's error).
+   */
+  private open(address: string, ports: number[]): FastSocketLike | Error {
+    let error = new Error("no port to try");
+    for (const port of ports) {
+      try {
+        const socket = this.options.factory({ address, port });
+        socket.onBatch(this.onBatch);
+        return socket;
+      } catch (err) {
+        error = err as Error;
+        if (!inUse(error)) break;
+      }
+    }
+    return error;
+  }
+
+  private readonly onBatch: FastBatchHandler = (indexes, buf, offsets, lengths, count) => {
+    for (let i = 0; i < count; i++) {
+      const index = indexes[i] as number;
+      const r = this.receivers.get(index);
+      if (!r) continue;
+      const off = offsets[i] as number;
+      r.fast.heard(index);
+      r.deliverFast(buf.subarray(off, off + (lengths[i] as number)), index);
+    }
+    this.options.afterBatch?.();
+  };
 
   newIndex(path: FastPath): number {
     const receiver = this.byPath.get(path);
@@ -163,3 +189,5 @@ export class FastTransport implements FastHost {
     this.dirty.clear();
   };
 }
+
+const inUse = (err: Error): boolean => (err as NodeJS.ErrnoException).code === "EADDRINUSE";

@@ -50,6 +50,10 @@ constexpr size_t kTag = 16;
 constexpr size_t kOverhead = kHeader + kTag;
 // Room for one received datagram (the largest UDP payload fits).
 constexpr size_t kRxSlot = 65536;
+// TURN ChannelData (RFC 8656 section 12.4): [channel u16][length u16], channels 0x4000-0x4FFF.
+constexpr size_t kChannelHeader = 4;
+constexpr uint32_t kFirstChannel = 0x4000;
+constexpr uint32_t kLastChannel = 0x4FFF;
 // Largest frame: the largest UDP payload over IPv4 (65507) less our overhead.
 constexpr size_t kMaxFrame = 65507 - kOverhead;
 constexpr uint32_t kMaxBatch = 1024;
@@ -216,6 +220,9 @@ struct Session {
   Endpoint endpoint;
   uint64_t txPackets = 0, txBytes = 0, rxPackets = 0, rxBytes = 0;
   uint64_t lastRxNs = 0;  // 0: never
+  // TURN channel (0x4000-0x4FFF) whose ChannelData header goes in front of each datagram: the
+  // endpoint is then our TURN server, which relays to the peer. 0: none, straight to the peer.
+  uint16_t channel = 0;
 };
 
 // A u32 from a JS number (session indexes).
@@ -252,6 +259,7 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
                            InstanceMethod<&NativeFastSocket::SetSession>("setSession"),
                            InstanceMethod<&NativeFastSocket::RemoveSession>("removeSession"),
                            InstanceMethod<&NativeFastSocket::SetEndpoint>("setEndpoint"),
+                           InstanceMethod<&NativeFastSocket::SetChannel>("setChannel"),
                            InstanceMethod<&NativeFastSocket::Send>("send"),
                            InstanceMethod<&NativeFastSocket::FlushJs>("flush"),
                            InstanceMethod<&NativeFastSocket::SendRaw>("sendRaw"),
@@ -298,6 +306,16 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
       // "::" takes IPv4 too (as v4-mapped addresses).
       int off = 0;
       setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+    }
+    // DF on every datagram, the kernel's path MTU cache ignored: a datagram larger than the
+    // route's device MTU is refused (EMSGSIZE, counted as sendFailed) instead of fragmented, and
+    // one larger than a router's MTU is lost, so the link's own prober (path-mtu.ts) measures
+    // the path. IP_ applies to IPv4 sent from a "::" socket too (v4-mapped).
+    int probe = IP_PMTUDISC_PROBE;
+    setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &probe, sizeof probe);
+    if (family_ == AF_INET6) {
+      int probe6 = IPV6_PMTUDISC_PROBE;
+      setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &probe6, sizeof probe6);
     }
     if (sockBuf > 0) {
       int sz = static_cast<int>(sockBuf);
@@ -557,6 +575,19 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
     return env.Undefined();
   }
 
+  // setChannel(localIndex, channel): datagrams go as TURN ChannelData on `channel` (0: plainly).
+  Napi::Value SetChannel(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CheckOpen(env);
+    uint32_t local = ToU32(env, info[0], "localIndex");
+    uint32_t channel = ToU32(env, info[1], "channel");
+    if (channel != 0 && (channel < kFirstChannel || channel > kLastChannel)) {
+      throw ArgError(env, "channel must be 0 or within 0x4000..0x4FFF", true);
+    }
+    Existing(env, local).channel = static_cast<uint16_t>(channel);
+    return env.Undefined();
+  }
+
   Napi::Value SessionStats(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     uint32_t local = ToU32(env, info[0], "localIndex");
@@ -638,8 +669,20 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
       drops_[kDropKeyExhausted]++;
       return false;
     }
+    size_t framing = s.channel != 0 ? kChannelHeader : 0;
+    if (n + framing > kMaxFrame) {
+      drops_[kDropSendFailed]++;
+      return false;
+    }
     if (pending_ == batch_) Flush();
-    uint8_t* out = txBuf_ + txOff_;
+    uint8_t* datagram = txBuf_ + txOff_;
+    uint8_t* out = datagram + framing;
+    if (framing != 0) {
+      datagram[0] = static_cast<uint8_t>(s.channel >> 8);
+      datagram[1] = static_cast<uint8_t>(s.channel);
+      datagram[2] = static_cast<uint8_t>((n + kOverhead) >> 8);
+      datagram[3] = static_cast<uint8_t>(n + kOverhead);
+    }
     out[0] = kTypeData;
     out[1] = out[2] = out[3] = 0;
     StoreU32(out + 4, s.remoteIndex);
@@ -649,9 +692,9 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
       return false;
     }
     s.sendCounter++;
-    size_t len = n + kOverhead;
+    size_t len = framing + n + kOverhead;
     uint32_t i = pending_++;
-    txIov_[i].iov_base = out;
+    txIov_[i].iov_base = datagram;
     txIov_[i].iov_len = len;
     memcpy(&txAddr_[i], &s.endpoint.addr, s.endpoint.len);
     txNameLen_[i] = s.endpoint.len;
@@ -860,6 +903,17 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
   // counted. Nothing changes before the datagram authenticated.
   void Receive(RxBatch& rx, uint8_t* d, size_t len, const sockaddr_storage& from, socklen_t fromLen) {
     rxDatagrams_++;
+    // TURN ChannelData (from our TURN server, relaying a peer): the datagram inside is checked
+    // like any other (its tag decides; the session's endpoint becomes the server).
+    if (len >= kChannelHeader && (d[0] & 0xF0) == 0x40) {
+      size_t inner = (static_cast<size_t>(d[2]) << 8) | d[3];
+      if (kChannelHeader + inner > len) {
+        drops_[kDropBadType]++;
+        return;
+      }
+      d += kChannelHeader;
+      len = inner;
+    }
     // Data: 0x01 and three zero bytes. Anything else may be STUN: a Binding Success
     // response (type 0x0101) starts with 0x01 too, but its second byte is not zero.
     bool data = len >= 4 && d[0] == kTypeData && (d[1] | d[2] | d[3]) == 0;
