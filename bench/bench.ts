@@ -150,8 +150,12 @@ const LOSS_LIMIT_PCT = 1;
 const UDP_LEN = 1200;
 /** After a teardown, before the next setup: the kernel finishes removing devices and sockets. */
 const SETTLE_MS = 2000;
-/** Before the idle window: the fresh tunnel interface's IPv6 autoconfiguration (RS, MLD) is over. */
-const IDLE_SETTLE_MS = 10_000;
+/**
+ * Before the idle window: the fresh tunnel interface's IPv6 autoconfiguration (RS, MLD) is over, and
+ * a TinCan-TS link on the fast path has closed its PeerConnection (tune.fastPcCloseMs, 20 s after the
+ * switch), so the window sees a link's steady idle cost, not its first minute's.
+ */
+const IDLE_SETTLE_MS = 30_000;
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers
