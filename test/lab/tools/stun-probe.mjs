@@ -1,16 +1,17 @@
 #!/usr/bin/env node
 // STUN Binding request (RFC 5389) to HOST:PORT; prints {"address","port"} from XOR-MAPPED-ADDRESS
 // (or MAPPED-ADDRESS). Retries every 500 ms. Exit 0 on success, 1 on timeout/bad reply.
-// The messages come from the controller's built STUN module (run `pnpm run build` first).
+// The messages come from the built STUN codec (@tincan/protocol) and the controller's exchange
+// (run `pnpm run build` first).
 // usage: node stun-probe.mjs HOST [PORT=3478] [TIMEOUT_MS=3000] [LOCAL_PORT=0]
 import dgram from "node:dgram";
+import { stunRequest } from "../../../packages/controller/dist/stun.js";
 import {
   encodeStun,
   mappedAddress,
   newTransactionId,
   StunType,
-  stunRequest,
-} from "../../../packages/controller/dist/stun.js";
+} from "../../../packages/protocol/dist/stun.js";
 
 const [host, portText, timeoutText, localPortText] = process.argv.slice(2);
 const port = Number(portText ?? 3478);
