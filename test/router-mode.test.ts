@@ -152,6 +152,11 @@ describe.skipIf(!can.ok)("GroupVPN router mode: a LAN behind a member", () => {
       60_000,
     );
     expect(await alice.host.run(["ip", "-6", "route", "show", `fd00:${lanN}::/64`])).toBe("");
-    expect((await routerStatus(alice))?.accepted).toEqual([]);
+    // The status file follows the routes (it is written after them): wait for it too.
+    await waitFor(
+      "alice's status without the LAN",
+      async () => (await routerStatus(alice))?.accepted.length === 0,
+      15_000,
+    );
   });
 });

@@ -37,7 +37,9 @@ describe.skipIf(!can.ok)("datapath memory under a UDP flood from a peer", () => 
     lab = pair.lab;
     const [ha, hb] = [pair.a, pair.b];
     const config = join(lab.dir, "tincan.json");
-    writeFileSync(config, JSON.stringify({ tune: { fastPath: true } }));
+    // No controller here to set a link up again: the PeerConnection stays open (fastPcCloseMs 0), so a
+    // fast path that the starved receiver leaves unanswered for 3 s falls back instead of ending the link.
+    writeFileSync(config, JSON.stringify({ tune: { fastPath: true, fastPcCloseMs: 0 } }));
     a = await DatapathHandle.start(lab, ha, { args: ["--config", config] });
     b = await DatapathHandle.start(lab, hb, { args: ["--config", config] });
     await a.configure(uidForIpv4("10.79.0.1"), "10.79.0.1/24");
