@@ -8,7 +8,9 @@
 // start until all pairs ping ("join"), then over `--idle` seconds of idle, then while `--churn` nodes'
 // controllers restart one after the other (each logs out and in again: presence to and from all others).
 //   node --import tsx bench/scale.ts [--nodes 20] [--timeout 180] [--log-level info]
-//     [--xmpp prosody|ejabberd|ejabberd-cluster] [--idle 0] [--churn 0]
+//     [--xmpp prosody|ejabberd|ejabberd-cluster] [--idle 0] [--churn 0] [--policy proactive|structured]
+//   (--policy structured: the ring overlay with its defaults, issue #18; links per node are then
+//   about 2k + log2(N) instead of N - 1)
 //   (--timeout: seconds to wait for all pairs; KEEP_LAB=1 keeps the lab dir with every node's logs)
 import { readFileSync } from "node:fs";
 import { loadavg } from "node:os";
@@ -25,6 +27,7 @@ const { values } = parseArgs({
     xmpp: { type: "string", default: "prosody" },
     idle: { type: "string", default: "0" },
     churn: { type: "string", default: "0" },
+    policy: { type: "string", default: "proactive" },
   },
 });
 const N = Number(values.nodes);
@@ -37,6 +40,9 @@ if (!XMPP_SERVER_KINDS.includes(XMPP))
   throw new Error(`--xmpp must be one of ${XMPP_SERVER_KINDS.join(", ")}`);
 const IDLE_SEC = Number(values.idle);
 const CHURN = Number(values.churn);
+const POLICY = values.policy;
+if (POLICY !== "proactive" && POLICY !== "structured")
+  throw new Error(`--policy must be proactive or structured, not ${POLICY}`);
 
 interface ProcStats {
   rssMb: number;
@@ -92,7 +98,7 @@ try {
   const names = Array.from({ length: N }, (_, i) => `n${i + 1}`);
   const xmpp = await startXmppUnderTest(lab, XMPP, labUsers(names));
   const nodes = await addGroupNodes(lab, xmpp.servers[0]!, names, "10.10.4", {
-    links: { policy: "proactive", maxLinks: 256 },
+    links: { policy: POLICY, maxLinks: 256 },
     logLevel: values["log-level"],
     // 2N Node processes start at once on 2 cores: logging in takes a while.
     startTimeoutMs: 180_000,
@@ -142,7 +148,17 @@ try {
   const alive = (ps: { pid: number; exited: boolean }[]) => ps.filter((p) => !p.exited).map((p) => p.pid);
   const tincan = sum(alive(nodes.map((n) => n.tincan)));
   const ctl = sum(alive(nodes.map((n) => n.controller)));
-  const links = await nodes[0]!.links();
+  const linkCounts = await Promise.all(nodes.map(async (n) => (await n.connectedLinks()).length));
+  // The controller's warning when RPCs to its datapath go unanswered (each one a run of timeouts).
+  const unresponsiveWarnings = nodes
+    .map(
+      (n) =>
+        n.controller
+          .log()
+          .split("\n")
+          .filter((l) => l.includes("datapath unresponsive")).length,
+    )
+    .reduce((a, b) => a + b, 0);
   console.log(
     JSON.stringify(
       {
@@ -152,7 +168,12 @@ try {
         allPairsPingMsAfterStart: unreached() === 0 ? allPairs - running : null,
         pairsNotReached: unreached(),
         processesExited: died.map((p) => `${p.name} ${p.exitCode}`),
-        linksOfNode1: links.filter((l) => l.state === "connected").length,
+        policy: POLICY,
+        linksPerNode: {
+          mean: Math.round((linkCounts.reduce((a, b) => a + b, 0) / N) * 10) / 10,
+          max: Math.max(...linkCounts),
+        },
+        datapathUnresponsiveWarnings: unresponsiveWarnings,
         ownMachineMbPerNode: Math.round(
           (tincan.anonMb + ctl.anonMb + Math.max(tincan.fileMb, ctl.fileMb)) / N,
         ),
