@@ -1,7 +1,8 @@
 import { createSocket } from "node:dgram";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
 import { ConfigError } from "./config.js";
 import { DatapathClient } from "./datapath-client.js";
@@ -62,5 +63,16 @@ describe("loadInProcessDatapath", () => {
     await expect(
       loadInProcessDatapath(join(dir, "missing.json"), { rpc: "127.0.0.1:5800", tokenFile }),
     ).rejects.toBeInstanceOf(ConfigError);
+  });
+});
+
+describe("the daemons' Node flags", () => {
+  it("are the same for tincan and the controllers: a one-process node runs with the datapath's", () => {
+    const packages = join(dirname(fileURLToPath(import.meta.url)), "../..");
+    const shebang = (bin: string) => readFileSync(join(packages, bin), "utf8").split("\n", 1)[0];
+    const tincan = shebang("datapath/bin/tincan.js");
+    expect(tincan).toMatch(/^#!\/usr\/bin\/env -S node --/);
+    expect(shebang("groupvpn/bin/groupvpn.js")).toBe(tincan);
+    expect(shebang("socialvpn/bin/socialvpn.js")).toBe(tincan);
   });
 });

@@ -61,29 +61,25 @@ describe("startDatapath", () => {
   });
 
   it("refuses an unsafe token directory (exit code 2) and a taken RPC port (exit code 1)", async () => {
-    const unsafe = configIn("unsafe");
+    const start = (config: ReturnType<typeof configIn>) =>
+      startDatapath(config, { log: silent, system: { vnicFactory: fakeVnicFactory() } });
+    const failure = (config: ReturnType<typeof configIn>) =>
+      start(config).then(
+        () => expect.fail("started"),
+        (e: unknown) => e as DatapathStartError,
+      );
     mkdirSync(join(dir, "unsafe"));
     chmodSync(join(dir, "unsafe"), 0o777);
-    const refused = await startDatapath(unsafe, {
-      log: silent,
-      system: { vnicFactory: fakeVnicFactory() },
-    }).catch((e: unknown) => e);
+    const refused = await failure(configIn("unsafe"));
     expect(refused).toBeInstanceOf(DatapathStartError);
-    expect((refused as DatapathStartError).exitCode).toBe(2);
+    expect(refused.exitCode).toBe(2);
 
-    const first = await startDatapath(configIn("b"), {
-      log: silent,
-      system: { vnicFactory: fakeVnicFactory() },
-    });
+    const first = await start(configIn("b"));
     try {
-      const taken = configIn("c", `127.0.0.1:${first.address.port}`);
-      const err = await startDatapath(taken, {
-        log: silent,
-        system: { vnicFactory: fakeVnicFactory() },
-      }).catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(DatapathStartError);
-      expect((err as DatapathStartError).exitCode).toBe(1);
-      expect((err as Error).message).toContain("cannot listen");
+      const taken = await failure(configIn("c", `127.0.0.1:${first.address.port}`));
+      expect(taken).toBeInstanceOf(DatapathStartError);
+      expect(taken.exitCode).toBe(1);
+      expect(taken.message).toContain("cannot listen");
     } finally {
       first.stop();
     }
