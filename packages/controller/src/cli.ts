@@ -33,7 +33,7 @@ export function parseControllerArgs(
         "  -c, --config FILE     JSON config file (see configs/ and the README)",
         "      --with-datapath TINCAN_JSON",
         "                        one-process node: run the datapath in this process, configured by",
-        "                        TINCAN_JSON (as `tincan --config`); needs root like tincan",
+        "                        TINCAN_JSON (as `tincan --config`); needs tincan's rights (CAP_NET_ADMIN)",
         "      --log-level LEVEL override log.level of the config",
       ].join("\n"),
       checkConfig: true,
