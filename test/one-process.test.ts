@@ -1,6 +1,7 @@
 // A one-process node (`groupvpn --with-datapath tincan.json`): the datapath runs inside the
 // controller's process, still driven over JSON-RPC on loopback. Two such nodes link up and ping;
-// tincanctl works against them; the log-level signals reach both parts once; SIGTERM and SIGHUP stop
+// tincanctl works against them; the log-level signals reach both parts once; a crashed node comes
+// back configured when restarted; SIGTERM and SIGHUP stop
 // both cleanly (the datapath's own shutdown runs, exit code 0, the vNIC is gone).
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Lab } from "./lab/index.js";
@@ -63,6 +64,21 @@ describe.skipIf(!can.ok)("one-process GroupVPN nodes", () => {
     const added = alice.controller.log().slice(before.length);
     expect(count(added, /\[tincan\] log level set/)).toBe(1);
     expect(count(added, /\[groupvpn\] log level set/)).toBe(1);
+  });
+
+  it("a crash ends both parts; the restarted node is configured again and reaches its peer", async () => {
+    const [alice, bob] = nodes as [VpnNode, VpnNode];
+    alice.controller.signal("SIGKILL");
+    await alice.controller.wait();
+    expect((await alice.host.exec(["ip", "link", "show", "tincan0"])).code).not.toBe(0);
+    const restarted = Date.now();
+    await alice.start();
+    await waitFor(
+      "alice to reach bob again",
+      async () => (await alice.ping(bob.address, 1, 2)).code === 0,
+      30_000,
+    );
+    console.log(`one-process: restarted node reaches its peer ${Date.now() - restarted} ms after start`);
   });
 
   for (const [i, signal] of [
