@@ -336,12 +336,28 @@ export class Datapath {
         throw invalidParams(
           "peerUid: a route to our own uid (a prefix behind this node) takes no via, mapTo or kernel",
         );
+      if (p.transit && (p.peerUid === this.uid || p.mapTo || p.kernel || prefixBytes(p.prefix).length === 0))
+        throw invalidParams(
+          "transit: a transit-only route goes to another member and takes no mapTo or kernel, and is no default route",
+        );
       if (p.kernel && prefixBytes(p.prefix).length === 0)
         throw invalidParams("kernel: a default route takes the kernel through exit.use, not the main table");
       await this.setKernelRoute(p.prefix, p.kernel === true);
-      const prefix = this.fib.setRoute(p.prefix, p.peerUid, p.via ?? null, p.mapTo ?? null);
+      const prefix = this.fib.setRoute(
+        p.prefix,
+        p.peerUid,
+        p.via ?? null,
+        p.mapTo ?? null,
+        p.transit === true,
+      );
       this.exit?.sync();
-      this.log.debug("route set", { prefix, peer: p.peerUid, via: p.via, mapTo: p.mapTo });
+      this.log.debug("route set", {
+        prefix,
+        peer: p.peerUid,
+        via: p.via,
+        mapTo: p.mapTo,
+        transit: p.transit,
+      });
       this.inside.resubmitHeld(this.unmapped.takeAll());
       // Packets waiting for the direct link to connect take the new way via another node.
       const direct = this.fib.links.get(p.peerUid);

@@ -1,5 +1,5 @@
 import { rtpClock } from "./delay-gate.js";
-import type { Fib } from "./fib.js";
+import { type Fib, ownTraffic } from "./fib.js";
 import type { Link } from "./link.js";
 import { META_GSO, readVnetHdr, toPlainPackets, VNET_HDR_BYTES } from "./offload.js";
 import {
@@ -131,7 +131,7 @@ export class Inside {
       fib.vnicCounters.drop("multicast");
       return;
     }
-    const route = fib.routes.lookup(buf, off + dstOffset(version), version);
+    const route = fib.routes.lookup(buf, off + dstOffset(version), version, ownTraffic);
     if (route && route.value.nextHop === fib.ownUid) {
       // A prefix behind this node came back from the kernel: no link carries it.
       fib.vnicCounters.drop("noRoute");

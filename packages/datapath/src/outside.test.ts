@@ -218,6 +218,20 @@ describe("Outside: packets in transit", () => {
     expect(written).toHaveLength(1);
   });
 
+  it("forwards both ways over a transit-only route (a router's LAN carried, not accepted), and takes nothing from it", () => {
+    const { fib, link, outside, written, sent, frame } = transitSetup();
+    fib.setRoute("192.168.60.0/24", D, null, null, true);
+    outside.onFrame(link, frame("10.10.0.3", "192.168.60.7")); // towards the LAN
+    outside.onFrame(link, frame("192.168.60.7", "10.10.0.3")); // and back (sent on to S: no link here)
+    expect(sent).toEqual([1]);
+    expect(link.counters.snapshot().drops).toEqual({ noRoute: 1 });
+    // For us, or for the LAN behind us, a source routed only for transit is no member.
+    outside.onFrame(link, frame("192.168.60.7", "10.10.0.1"));
+    outside.onFrame(link, frame("192.168.60.7", "192.168.50.7"));
+    expect(written).toEqual([]);
+    expect(link.counters.snapshot().drops).toEqual({ noRoute: 1, spoofed: 2 });
+  });
+
   it("stops a transit packet at the hop limit", () => {
     const { link, outside, sent } = transitSetup();
     outside.onFrame(link, Buffer.concat([Buffer.from([1, 1]), udp4("10.10.0.3", "10.10.0.4", "hi")]));

@@ -1,4 +1,4 @@
-import type { Fib, RouteEntry } from "./fib.js";
+import { type Fib, ownTraffic, type RouteEntry } from "./fib.js";
 import type { Link } from "./link.js";
 import { META_PARTIAL, offloadMetaValid, toPlainPackets, VNET_HDR_BYTES, writeVnetHdr } from "./offload.js";
 import { dstOffset, ipVersion, srcOffset } from "./packet.js";
@@ -95,7 +95,7 @@ export class Outside {
       return;
     }
     if (fib.isOwnAddress(buf, off + dstOffset(version), version)) {
-      this.deliverToVnic(link, p, source.value);
+      this.deliverToVnic(link, p, source.value, version);
       return;
     }
     this.transit(link, p, hops, version, source.value);
@@ -104,9 +104,17 @@ export class Outside {
   /**
    * A source routed over its own link must come on it; one routed `via` a neighbour is a member
    * reached over the overlay, whose packets may come on any link (routes need not be symmetric).
+   * A source routed only for transit counts by the route it has besides, if any.
    */
-  private deliverToVnic(link: Link, p: PacketView, source: RouteEntry): void {
-    if (source.nextHop !== link.peerUid && source.via === null) {
+  private deliverToVnic(link: Link, p: PacketView, route: RouteEntry, version: number): void {
+    const source = route.transit
+      ? this.fib.routes.lookup(p.buf, p.off + srcOffset(version), version, ownTraffic)?.value
+      : route;
+    if (
+      !source ||
+      source.peerUid === this.fib.ownUid ||
+      (source.nextHop !== link.peerUid && source.via === null)
+    ) {
       link.counters.drop("spoofed");
       return;
     }
@@ -118,7 +126,7 @@ export class Outside {
     const route = this.fib.routes.lookup(p.buf, p.off + dstOffset(version), version);
     if (route && route.value.nextHop === this.fib.ownUid) {
       // A prefix behind this node (router mode): the kernel forwards it on.
-      this.deliverToVnic(from, p, source);
+      this.deliverToVnic(from, p, source, version);
       return;
     }
     source.rxPackets++;
