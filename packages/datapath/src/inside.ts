@@ -180,15 +180,29 @@ export class Inside {
   };
 
   private hold(buf: Uint8Array, off: number, len: number, version: number): void {
-    const dst = addressText(buf, off + dstOffset(version), version);
     const now = Date.now();
-    if (this.unmapped.hold(dst, buf, off, len, now, this.heldSince ?? now)) {
-      this.reportUnmapped({
-        src: addressText(buf, off + srcOffset(version), version),
-        dst,
-        proto: version === 4 ? (buf[off + 9] as number) : (buf[off + 6] as number),
-        length: len,
-      });
-    }
+    holdPacket(this.unmapped, this.reportUnmapped, buf, off, len, version, now, this.heldSince ?? now);
+  }
+}
+
+/** Holds a plain packet for its destination; reports it when the controller is to be told (packet.unmapped). */
+export function holdPacket(
+  held: UnmappedPackets,
+  report: (report: UnmappedReport) => void,
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  version: number,
+  now: number,
+  since: number,
+): void {
+  const dst = addressText(buf, off + dstOffset(version), version);
+  if (held.hold(dst, buf, off, len, now, since)) {
+    report({
+      src: addressText(buf, off + srcOffset(version), version),
+      dst,
+      proto: version === 4 ? (buf[off + 9] as number) : (buf[off + 6] as number),
+      length: len,
+    });
   }
 }

@@ -229,11 +229,17 @@ export class GroupPolicy implements Policy {
     else await routeDirectWhatWentVia(e.peer.uid, ctx);
   }
 
-  /** Structured: a packet for a member (or a prefix behind it) found no usable route. */
+  /**
+   * Structured: a packet for a member (or a prefix behind it) found no usable route. One from another
+   * member was in transit here (the datapath holds it): routed as if its route request had come.
+   */
   async onPacketUnmapped(p: NotificationParamsOf<"packet.unmapped">, ctx: PolicyContext): Promise<void> {
     if (!this.structured) return;
     const member = this.memberAt(p.dst, ctx, true);
-    if (member) await this.structured.packetUnmapped(member, ctx);
+    if (!member) return;
+    const src = this.memberAt(p.src, ctx, false);
+    if (src) await this.structured.transitUnmapped(src, member, ctx);
+    else await this.structured.packetUnmapped(member, ctx);
   }
 
   /** The member with this address (or, `behind`, with a prefix holding it), not us. */

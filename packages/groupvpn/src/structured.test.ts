@@ -592,6 +592,24 @@ describe("structured GroupVPN policy: routes on demand (groups above the eager s
     expect(n.calls.filter((c) => c.includes("groupvpn.route"))).toEqual([]);
   });
 
+  it("a packet in transit held for want of a route routes both ends, as their route request would, and passes it on", async () => {
+    const { n, order, successor, predecessor } = await ringOfTwelve();
+    const [src, dst] = [order[3], order[6]] as [Member, Member];
+    const neighbours = [uidOf(successor), uidOf(predecessor)];
+    n.calls.length = 0;
+    n.ensured.length = 0;
+    await n.policy.onPacketUnmapped(
+      { src: src.tincan.ipv4 as string, dst: dst.tincan.ipv4 as string, proto: 1, length: 84 },
+      n.ctx,
+    );
+    expect(n.viaOf(dst)).toBe(greedy(dst, neighbours));
+    expect(n.viaOf(src)).toBe(greedy(src, neighbours));
+    // The request goes on with the packet's own source (the destination routes it for the replies).
+    expect(n.calls).toContain(icc(greedy(dst, neighbours) as string, uidOf(src), uidOf(dst)));
+    expect(n.calls.some((c) => c.includes(`"src":"${self}"`))).toBe(false);
+    expect(n.ensured).toEqual([]);
+  });
+
   it("ignores route requests from members it has no link with, and for members the roster did not admit", async () => {
     const { n, order, successor } = await ringOfTwelve();
     const stranger = uidForIpv4("10.10.9.9");

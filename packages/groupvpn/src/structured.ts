@@ -349,6 +349,16 @@ export class StructuredLinks {
     await this.linkUnlessRouted(member, ctx);
   }
 
+  /**
+   * A packet from `src` to `dst` in transit here found no route (the datapath holds it): as if their
+   * route request had come (it may still be on its way, or went another way before the path changed):
+   * both are routed and the request goes on; the held packets go when the routes are set.
+   */
+  async transitUnmapped(src: Member, dst: Member, ctx: PolicyContext): Promise<void> {
+    await this.routeRequested(src.tincan.uid, dst.tincan.uid, ctx);
+    await this.linkUnlessRouted(dst, ctx);
+  }
+
   /** No neighbour is closer to the member and we hold no link to it: link to it directly. */
   private async linkUnlessRouted(member: Member, ctx: PolicyContext): Promise<void> {
     const uid = member.tincan.uid;
