@@ -7,7 +7,7 @@ import { uidForIpv4 } from "@tincan/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Host, Lab } from "./lab/index.js";
 import { waitFor } from "./support/datapath-driver.js";
-import { addGroupNodes, labUsers, type VpnNode } from "./support/vpn-node.js";
+import { addGroupNodes, labUsers, ringOf, type VpnNode, waitRingLinks } from "./support/vpn-node.js";
 
 const can = Lab.canRun();
 const NAMES = ["q1", "q2", "q3", "q4", "q5"];
@@ -31,6 +31,7 @@ describe.skipIf(!can.ok)("GroupVPN router mode over a structured ring of 5 (k = 
   let nodes: VpnNode[] = [];
   /** The nodes in ring order (by UID): the router is ring[0], the member that uses its LAN ring[2]. */
   let ring: VpnNode[] = [];
+  let at: (i: number) => VpnNode;
   let lanHost: Host;
   let lan: string;
 
@@ -55,7 +56,7 @@ describe.skipIf(!can.ok)("GroupVPN router mode over a structured ring of 5 (k = 
       logLevel: "info",
       startTimeoutMs: 60_000, // a shared 2-core machine
     });
-    ring = [...nodes].sort((a, b) => uidOf(a).localeCompare(uidOf(b)));
+    ({ ring, at } = ringOf(nodes));
     const [router, , user] = ring as [VpnNode, VpnNode, VpnNode];
     [lanHost] = (await lab.addLan(router.host, ["qlan"])) as [Host];
     lan = `${lanHost.ip.split(".").slice(0, 3).join(".")}.0/24`;
@@ -70,23 +71,10 @@ describe.skipIf(!can.ok)("GroupVPN router mode over a structured ring of 5 (k = 
     await lab?.destroy();
   });
 
-  const at = (i: number) => ring[((i % ring.length) + ring.length) % ring.length] as VpnNode;
-
   it("reaches the LAN behind a router two hops away on the ring (ping, TCP), over ring links only", async () => {
     const [router, user] = [at(0), at(2)];
     const started = Date.now();
-    await waitFor(
-      "only the ring links left",
-      async () => {
-        for (const [i, n] of ring.entries()) {
-          const connected = new Set((await n.connectedLinks()).map((l) => l.peerUid));
-          if (connected.size !== 2 || !connected.has(uidOf(at(i + 1))) || !connected.has(uidOf(at(i - 1))))
-            return false;
-        }
-        return true;
-      },
-      90_000,
-    );
+    await waitRingLinks(ring, 90_000, { only: true });
     console.log(
       `ring-route: ring of ${ring.length} with 2 links per node ${Date.now() - started} ms after start`,
     );
