@@ -6,43 +6,12 @@
 
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { uidForIpv4 } from "@tincan/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Host, Lab } from "./lab/index.js";
-import { connectLink, DatapathHandle, waitFor } from "./support/datapath-driver.js";
+import { type DatapathHandle, linkedPair, waitFor } from "./support/datapath-driver.js";
 
 const can = Lab.canRun();
 const FAST_PORT = 51900;
-
-/** Starts tincan on `host` with these tune keys (a config file: the driver passes no environment). */
-async function startWithTune(lab: Lab, host: Host, tune: Record<string, unknown>): Promise<DatapathHandle> {
-  const file = join(lab.dir, `${host.name}-tincan.json`);
-  // The fast path is off by default: these tests turn it on.
-  writeFileSync(file, JSON.stringify({ tune: { fastPath: true, ...tune } }));
-  return DatapathHandle.start(lab, host, { args: ["--config", file] });
-}
-
-/**
- * Datapaths on two hosts with overlay addresses `${net}.1` and `${net}.2`, routed to each other, and
- * their link set up (after `beforeLink`, e.g. a firewall rule).
- */
-async function linkedPair(
-  lab: Lab,
-  [ha, hb]: [Host, Host],
-  net: string,
-  tune: Record<string, unknown>,
-  beforeLink: (b: DatapathHandle) => Promise<unknown> = async () => {},
-): Promise<[DatapathHandle, DatapathHandle]> {
-  const a = await startWithTune(lab, ha, tune);
-  const b = await startWithTune(lab, hb, tune);
-  await a.configure(uidForIpv4(`${net}.1`), `${net}.1/24`);
-  await b.configure(uidForIpv4(`${net}.2`), `${net}.2/24`);
-  await a.call("route.set", { prefix: `${net}.2/32`, peerUid: b.uid });
-  await b.call("route.set", { prefix: `${net}.1/32`, peerUid: a.uid });
-  await beforeLink(b);
-  await connectLink(a, b);
-  return [a, b];
-}
 
 async function linkOf(from: DatapathHandle, to: DatapathHandle): Promise<any> {
   return (await from.call("link.query", { peerUid: to.uid }))[0];
@@ -138,7 +107,11 @@ describe.skipIf(!can.ok)("fast path: two hosts and an attacker on one underlay",
     const hb = await lab.addHost("b");
     c = await lab.addHost("c");
     // The PeerConnection stays open: the fall-back test below needs node-datachannel to fall back to.
-    [a, b] = await linkedPair(lab, [ha, hb], "10.79.0", { fastPathPort: FAST_PORT, fastPcCloseMs: 0 });
+    [a, b] = await linkedPair(lab, [ha, hb], "10.79.0", {
+      fastPath: true,
+      fastPathPort: FAST_PORT,
+      fastPcCloseMs: 0,
+    });
   }, 60_000);
 
   afterAll(async () => {
@@ -284,7 +257,11 @@ describe.skipIf(!can.ok)("fast path: rekey under load", () => {
     const pair = await Lab.pair({ prefix: "tfr" });
     lab = pair.lab;
     // The PeerConnections closed 1 s after the fast path is up: the rekeys' hellos go on the fast path.
-    [a, b] = await linkedPair(lab, [pair.a, pair.b], "10.79.1", { fastRekeyMs: 2000, fastPcCloseMs: 1000 });
+    [a, b] = await linkedPair(lab, [pair.a, pair.b], "10.79.1", {
+      fastPath: true,
+      fastRekeyMs: 2000,
+      fastPcCloseMs: 1000,
+    });
     await waitTransport(a, b, "fast");
     await waitFor("both PeerConnections closed", async () => {
       const [la, lb] = [await linkOf(a, b), await linkOf(b, a)];
@@ -326,8 +303,12 @@ describe.skipIf(!can.ok)("fast path: port blocked from the start", () => {
   beforeAll(async () => {
     const pair = await Lab.pair({ prefix: "tfb" });
     lab = pair.lab;
-    [a, b] = await linkedPair(lab, [pair.a, pair.b], "10.79.2", { fastPathPort: FAST_PORT }, (b) =>
-      b.host.run(["iptables", "-I", "INPUT", "-p", "udp", "--dport", String(FAST_PORT), "-j", "DROP"]),
+    [a, b] = await linkedPair(
+      lab,
+      [pair.a, pair.b],
+      "10.79.2",
+      { fastPath: true, fastPathPort: FAST_PORT },
+      (b) => b.host.run(["iptables", "-I", "INPUT", "-p", "udp", "--dport", String(FAST_PORT), "-j", "DROP"]),
     );
   }, 60_000);
 

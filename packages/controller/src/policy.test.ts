@@ -21,6 +21,8 @@ function links(proactive: boolean, peers: Member[] = [bob, carol], linkMembersOn
     ensureLink: async (ref, o) => void ensured.push({ ref, pinned: o.pinned }),
     peers: () => peers,
     addressesOf: (m) => presenceAddresses(m.tincan),
+    // A LAN behind bob (router mode).
+    routes: () => [{ prefix: "192.168.50.0/24", peerUid: bob.tincan.uid, kernel: true }],
   });
   return { l, ensured };
 }
@@ -36,9 +38,16 @@ describe("PolicyLinks (links.policy in the core)", () => {
     ]);
   });
 
-  it("a policy that routes members itself (structured): no link on a packet to a member's address", async () => {
+  it("on-demand: a packet to a prefix behind a member (router mode) links to that member", async () => {
+    const { l, ensured } = links(false);
+    await l.packetUnmapped("192.168.50.7");
+    expect(ensured.map((e) => e.ref.uid)).toEqual([bob.tincan.uid]);
+  });
+
+  it("a policy that routes members itself (structured): no link on a packet to a member's address or LAN", async () => {
     const { l, ensured } = links(false, [bob, carol], false);
     await l.packetUnmapped("10.10.0.3");
+    await l.packetUnmapped("192.168.50.7");
     await l.peerOnline(bob);
     expect(ensured).toEqual([]);
   });

@@ -120,9 +120,9 @@ export interface PolicyLinksOptions {
   /** `links.policy`: "proactive" links every member at once and pins its link (no idle trimming). */
   proactive: boolean;
   /**
-   * On demand, a packet for a member's own address links to it (default). Off for a policy that
-   * routes members over other links itself (GroupVPN `structured`); prefixes behind a member
-   * (router mode) still link on demand.
+   * On demand, a packet for a member's address, or for a prefix behind it (router mode), links to it
+   * (default). Off for a policy that routes members and their prefixes over other links itself
+   * (GroupVPN `structured`).
    */
   linkMembersOnDemand?: boolean;
   ensureLink(peer: PeerRef, opts: { pinned: boolean }): Promise<void>;
@@ -148,9 +148,8 @@ export class PolicyLinks {
   }
 
   async packetUnmapped(dst: string): Promise<void> {
-    const own = this.memberAt(dst);
-    if (own && this.opts.linkMembersOnDemand === false && !this.opts.proactive) return;
-    const member = own ?? this.memberRoutedTo(dst);
+    if (this.opts.linkMembersOnDemand === false && !this.opts.proactive) return;
+    const member = this.memberAt(dst) ?? this.memberRoutedTo(dst);
     if (member) await this.opts.ensureLink(peerRefOf(member), { pinned: this.opts.proactive });
   }
 

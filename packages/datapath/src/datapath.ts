@@ -86,6 +86,8 @@ export class Datapath {
   readonly inside: Inside;
   readonly outside: Outside;
   private readonly unmapped: UnmappedPackets;
+  /** Packets in transit waiting for a route or a link (see Outside.park); held and expired like ours. */
+  private readonly transitHeld: UnmappedPackets;
   /** Each link's frame being built, for packets from the vNIC and in transit alike. */
   private readonly frames: FrameBuilders<Link>;
   /** The send queue between the vNIC and the links (null: tune.txQueueMs 0). */
@@ -118,6 +120,12 @@ export class Datapath {
       maxDestinations: 256,
       packetsPerDestination: 16,
     });
+    this.transitHeld = new UnmappedPackets({
+      notifyIntervalMs: 1000,
+      holdMs: 10_000,
+      maxDestinations: 256,
+      packetsPerDestination: 16,
+    });
     this.fib.hopLimit = tune.hopLimit;
     this.frames = new FrameBuilders(tune.maxFrameBytes);
     const { turnBytes, txQueueMs } = tune;
@@ -142,7 +150,10 @@ export class Datapath {
       (report) => options.notify("packet.unmapped", report),
       this.txQueue,
     );
-    this.outside = new Outside(this.fib, this.frames);
+    this.outside = new Outside(this.fib, this.frames, {
+      held: this.transitHeld,
+      report: (report) => options.notify("packet.unmapped", report),
+    });
     this.exit = options.exitKernel ? new ExitNode(options.exitKernel, this.exitView(), this.log) : null;
     this.fast =
       tune.fastPath && options.fastSocket
@@ -162,7 +173,7 @@ export class Datapath {
     this.timer = setInterval(() => {
       const now = Date.now();
       this.checkRxOverload();
-      const expired = this.unmapped.expire(now);
+      const expired = this.unmapped.expire(now) + this.transitHeld.expire(now);
       if (expired) this.fib.vnicCounters.drop("unmappedExpired", expired);
       this.fast?.countDrops(this.fib.vnicCounters);
       for (const link of this.allLinks()) {
@@ -235,7 +246,7 @@ export class Datapath {
         ipv6: this.vnicSettings?.ipv6 ?? null,
         mtu: this.vnicSettings?.mtu ?? null,
         translate: this.fib.translate,
-        queued: this.unmapped.heldPackets,
+        queued: this.unmapped.heldPackets + this.transitHeld.heldPackets,
         txQueue: this.txQueue && {
           packets: this.txQueue.queuedPackets,
           bytes: this.txQueue.queuedBytes,
@@ -336,13 +347,29 @@ export class Datapath {
         throw invalidParams(
           "peerUid: a route to our own uid (a prefix behind this node) takes no via, mapTo or kernel",
         );
+      if (p.transit && (p.peerUid === this.uid || p.mapTo || p.kernel || prefixBytes(p.prefix).length === 0))
+        throw invalidParams(
+          "transit: a transit-only route goes to another member and takes no mapTo or kernel, and is no default route",
+        );
       if (p.kernel && prefixBytes(p.prefix).length === 0)
         throw invalidParams("kernel: a default route takes the kernel through exit.use, not the main table");
       await this.setKernelRoute(p.prefix, p.kernel === true);
-      const prefix = this.fib.setRoute(p.prefix, p.peerUid, p.via ?? null, p.mapTo ?? null);
+      const prefix = this.fib.setRoute(
+        p.prefix,
+        p.peerUid,
+        p.via ?? null,
+        p.mapTo ?? null,
+        p.transit === true,
+      );
       this.exit?.sync();
-      this.log.debug("route set", { prefix, peer: p.peerUid, via: p.via, mapTo: p.mapTo });
-      this.inside.resubmitHeld(this.unmapped.takeAll());
+      this.log.debug("route set", {
+        prefix,
+        peer: p.peerUid,
+        via: p.via,
+        mapTo: p.mapTo,
+        transit: p.transit,
+      });
+      this.resubmitHeld();
       // Packets waiting for the direct link to connect take the new way via another node.
       const direct = this.fib.links.get(p.peerUid);
       if (p.via && direct && !direct.isConnected && direct.pending.length > 0)
@@ -462,6 +489,12 @@ export class Datapath {
     this.log.info(wanted ? "kernel route added" : "kernel route removed", { prefix, dev: vnic.name });
   }
 
+  /** Held packets (ours, and those in transit) are routed again after a route or link change. */
+  private resubmitHeld(): void {
+    this.inside.resubmitHeld(this.unmapped.takeAll());
+    this.outside.resubmitHeld(this.transitHeld.takeAll());
+  }
+
   private newLink(peerUid: string, relayOnly: boolean, directOnly = false): Link {
     if (!this.uid) throw notConfigured("call vnic.configure before creating links");
     if (peerUid === this.uid) throw invalidParams("peerUid: is our own uid");
@@ -517,7 +550,7 @@ export class Datapath {
     if (!this.fib.links.has(peerUid)) {
       this.fib.links.set(peerUid, link);
       // Packets held for this peer while it had no link now wait in the link's queue.
-      this.inside.resubmitHeld(this.unmapped.takeAll());
+      this.resubmitHeld();
     }
     return link;
   }
@@ -599,7 +632,10 @@ export class Datapath {
         remote: link.remote,
       });
       this.selectTransport(link.peerUid);
-      if (this.fib.links.get(link.peerUid) === link) this.inside.resubmit(link.pending.drain());
+      if (this.fib.links.get(link.peerUid) === link) {
+        this.inside.resubmit(link.pending.drain());
+        this.outside.resubmitHeld(this.transitHeld.takeAll());
+      }
     } else if (state === "failed") {
       const why =
         link.failure === "handshake" ? "DTLS handshake failed after ICE connected" : "ICE found no path";

@@ -1,5 +1,5 @@
 import { rtpClock } from "./delay-gate.js";
-import type { Fib } from "./fib.js";
+import { type Fib, ownTraffic } from "./fib.js";
 import type { Link } from "./link.js";
 import { META_GSO, readVnetHdr, toPlainPackets, VNET_HDR_BYTES } from "./offload.js";
 import {
@@ -131,7 +131,7 @@ export class Inside {
       fib.vnicCounters.drop("multicast");
       return;
     }
-    const route = fib.routes.lookup(buf, off + dstOffset(version), version);
+    const route = fib.routes.lookup(buf, off + dstOffset(version), version, ownTraffic);
     if (route && route.value.nextHop === fib.ownUid) {
       // A prefix behind this node came back from the kernel: no link carries it.
       fib.vnicCounters.drop("noRoute");
@@ -180,15 +180,29 @@ export class Inside {
   };
 
   private hold(buf: Uint8Array, off: number, len: number, version: number): void {
-    const dst = addressText(buf, off + dstOffset(version), version);
     const now = Date.now();
-    if (this.unmapped.hold(dst, buf, off, len, now, this.heldSince ?? now)) {
-      this.reportUnmapped({
-        src: addressText(buf, off + srcOffset(version), version),
-        dst,
-        proto: version === 4 ? (buf[off + 9] as number) : (buf[off + 6] as number),
-        length: len,
-      });
-    }
+    holdPacket(this.unmapped, this.reportUnmapped, buf, off, len, version, now, this.heldSince ?? now);
+  }
+}
+
+/** Holds a plain packet for its destination; reports it when the controller is to be told (packet.unmapped). */
+export function holdPacket(
+  held: UnmappedPackets,
+  report: (report: UnmappedReport) => void,
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  version: number,
+  now: number,
+  since: number,
+): void {
+  const dst = addressText(buf, off + dstOffset(version), version);
+  if (held.hold(dst, buf, off, len, now, since)) {
+    report({
+      src: addressText(buf, off + srcOffset(version), version),
+      dst,
+      proto: version === 4 ? (buf[off + 9] as number) : (buf[off + 6] as number),
+      length: len,
+    });
   }
 }

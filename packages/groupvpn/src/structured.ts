@@ -4,6 +4,7 @@ import {
   type LinkRole,
   type NotificationParamsOf,
   type RouteInfo,
+  type RpcParamsOf,
   Uid,
 } from "@tincan/protocol";
 import { z } from "zod";
@@ -62,6 +63,11 @@ export interface StructuredOptions {
   neighborLinks(): ReadonlyMap<string, ReadonlySet<string>>;
   /** The host prefixes of a member (its routes). */
   prefixesOf(m: Member): string[];
+  /**
+   * Prefixes behind a member (router mode) whose routes another part sets (kernel or transit-only):
+   * they follow the member's next hop here, and go back to direct when it is no longer routed.
+   */
+  prefixesBehind?(uid: string): string[];
   /** Groups up to this many other members route all members (default EAGER_ROUTES_UP_TO). */
   eagerRoutesUpTo?: number;
 }
@@ -340,6 +346,22 @@ export class StructuredLinks {
     // The request goes ahead of the held packets (sent when the route is set), on the same link.
     if (!this.eager(ctx)) this.sendRequest(this.opts.self, uid, now, ctx);
     await this.updateRoutes(ctx);
+    await this.linkUnlessRouted(member, ctx);
+  }
+
+  /**
+   * A packet from `src` to `dst` in transit here found no route (the datapath holds it): as if their
+   * route request had come (it may still be on its way, or went another way before the path changed):
+   * both are routed and the request goes on; the held packets go when the routes are set.
+   */
+  async transitUnmapped(src: Member, dst: Member, ctx: PolicyContext): Promise<void> {
+    await this.routeRequested(src.tincan.uid, dst.tincan.uid, ctx);
+    await this.linkUnlessRouted(dst, ctx);
+  }
+
+  /** No neighbour is closer to the member and we hold no link to it: link to it directly. */
+  private async linkUnlessRouted(member: Member, ctx: PolicyContext): Promise<void> {
+    const uid = member.tincan.uid;
     if (this.opts.connected.has(uid) || this.nextHop(uid, this.opts.clock.now()) !== null) return;
     ctx.log.info("no neighbour is closer to the destination; linking to it directly", {
       peer: member.bareJid,
@@ -631,6 +653,8 @@ export class StructuredLinks {
         moved ||= r?.peerUid === uid;
         await ctx.setRoute(via ? { prefix, peerUid: uid, via } : { prefix, peerUid: uid });
       }
+      for (const prefix of this.opts.prefixesBehind?.(uid) ?? [])
+        await this.pointBehind(current.get(prefix), uid, via, ctx);
       // A route moved to another neighbour: it learns of the traffic before it comes (it may not route
       // the member yet). A new route's request went out already (packetUnmapped, routeRequested).
       if (moved && via !== null && !eager) this.sendRequest(this.opts.self, uid, now, ctx);
@@ -647,7 +671,21 @@ export class StructuredLinks {
       for (const prefix of m ? this.opts.prefixesOf(m) : []) {
         if (current.get(prefix)?.peerUid === uid) await ctx.removeRoute(prefix);
       }
+      for (const prefix of this.opts.prefixesBehind?.(uid) ?? [])
+        await this.pointBehind(current.get(prefix), uid, null, ctx);
     }
+  }
+
+  /** Moves the route of a prefix behind `uid` to `via` (null: direct), keeping what it is (kernel, transit). */
+  private async pointBehind(
+    r: RpcParamsOf<"route.set"> | undefined,
+    uid: string,
+    via: string | null,
+    ctx: PolicyContext,
+  ): Promise<void> {
+    if (!r || r.peerUid !== uid || (r.via ?? null) === via) return;
+    const { via: _old, ...rest } = r;
+    await ctx.setRoute(via ? { ...rest, via } : rest);
   }
 
   /**

@@ -60,6 +60,8 @@ export const RouteInfoSchema = z.strictObject({
   mapTo: z.string().nullable(),
   /** Absent from datapaths before router mode. */
   kernel: z.boolean().optional(),
+  /** Only for packets in transit (structured overlay, router mode); absent when false. */
+  transit: z.boolean().optional(),
   /** Absent from datapaths before the structured overlay. */
   txPackets: Count.optional(),
   txBytes: Count.optional(),
