@@ -28,7 +28,7 @@ import {
   TINCAN_BIN,
 } from "../test/support/datapath-driver.js";
 import { labUsers, VpnNode } from "../test/support/vpn-node.js";
-import { PeakSampler } from "./memory.js";
+import { PeakSampler, pagesOnceMB } from "./memory.js";
 import {
   cpuSecondsPerGB,
   type Figures,
@@ -59,6 +59,8 @@ const HELP = `Usage: bash bench/run [flags]   (or: npx tsx bench/bench.ts [flags
                      both ends share this machine's)
   --no-fast-path     TinCan-TS with tune.fastPath off (links on node-datachannel's media track, as
                      before 2026-12-07); by default it runs as shipped, fast path on
+  --one-process      also run TinCan-TS as one-process nodes (system "tincan1p": groupvpn
+                     --with-datapath, one Node process per side), interleaved with the others
   --datapath-only    TinCan-TS without controllers: the driver sets the link up over RPC (as before
                      2026-12-07); by default each side runs tincan and a GroupVPN controller
                      (prosody on A), so peak RSS counts both, as a node runs them
@@ -83,6 +85,7 @@ const { values: flags } = parseArgs({
     sessions: { type: "boolean" },
     "no-fast-path": { type: "boolean" },
     "datapath-only": { type: "boolean" },
+    "one-process": { type: "boolean" },
     out: { type: "string" },
     help: { type: "boolean" },
   },
@@ -93,7 +96,7 @@ if (flags.help) {
   process.exit(0);
 }
 
-const SYSTEMS = ["veth", "wireguard", "nebula", "tincan"] as const;
+const SYSTEMS = ["veth", "wireguard", "nebula", "tincan", "tincan1p"] as const;
 type SystemName = (typeof SYSTEMS)[number];
 /** The systems TinCan-TS is compared with. */
 const REFERENCES: readonly SystemName[] = ["wireguard", "nebula"];
@@ -129,13 +132,16 @@ const opts = {
   udpRates: (flags["udp-rates"] ?? "25,50,100,200,400,800,1600")
     .split(",")
     .map((r) => posInt("udp-rates", r, 0)),
-  only: (flags.only ?? SYSTEMS.join(",")).split(",").map((s) => s.trim()) as SystemName[],
+  only: (flags.only ?? SYSTEMS.filter((s) => s !== "tincan1p").join(","))
+    .split(",")
+    .map((s) => s.trim()) as SystemName[],
   nebulaRoutines: posInt("nebula-routines", flags["nebula-routines"], 1),
   cpuGroup: flags.sessions !== true,
   fastPath: flags["no-fast-path"] !== true,
   controllers: flags["datapath-only"] !== true,
   outDir: flags.out ?? join(REPO, "bench/out"),
 };
+if (flags["one-process"] && !opts.only.includes("tincan1p")) opts.only.push("tincan1p");
 for (const s of opts.only) {
   if (!SYSTEMS.includes(s)) {
     console.error(`--only: unknown system ${JSON.stringify(s)} (one of ${SYSTEMS.join(", ")})`);
@@ -482,7 +488,7 @@ async function setupTincan(lab: Lab, a: Host, b: Host): Promise<Tunnel> {
   // log level info: the driver waits for the " ready " line, which is logged at info.
   const config = join(lab.dir, "tincan-bench.json");
   writeFileSync(config, JSON.stringify({ tune: { fastPath: opts.fastPath } }));
-  if (opts.controllers) return setupTincanNodes(lab, a, b, config);
+  if (opts.controllers) return setupTincanNodes(lab, a, b, config, false);
   const start = { args: ["--config", config] };
   const da = await DatapathHandle.start(lab, a, start);
   let db: DatapathHandle | undefined;
@@ -538,8 +544,17 @@ async function setupTincan(lab: Lab, a: Host, b: Host): Promise<Tunnel> {
   };
 }
 
-/** TinCan-TS as a node runs it: tincan and a GroupVPN controller per side, prosody on A. */
-async function setupTincanNodes(lab: Lab, a: Host, b: Host, config: string): Promise<Tunnel> {
+/**
+ * TinCan-TS as a node runs it: tincan and a GroupVPN controller per side, prosody on A; or, with
+ * `oneProcess`, one process per side (`groupvpn --with-datapath`).
+ */
+async function setupTincanNodes(
+  lab: Lab,
+  a: Host,
+  b: Host,
+  config: string,
+  oneProcess: boolean,
+): Promise<Tunnel> {
   const users = [a.name, b.name];
   const prosody = await lab.startProsody({ host: a, users: labUsers(users), groups: { lab: users } });
   const nodes = ([a, b] as const).map(
@@ -550,7 +565,9 @@ async function setupTincanNodes(lab: Lab, a: Host, b: Host, config: string): Pro
         prosody,
         links: { policy: "proactive" },
         logLevel: "info",
-        commands: { tincan: ["node", ...DAEMON_NODE_FLAGS, TINCAN_BIN, "--config", config] },
+        ...(oneProcess
+          ? { oneProcess: { tincan: { tune: { fastPath: opts.fastPath }, log: { level: "info" } } } }
+          : { commands: { tincan: ["node", ...DAEMON_NODE_FLAGS, TINCAN_BIN, "--config", config] } }),
       }),
   ) as [VpnNode, VpnNode];
   const stop = async () => {
@@ -566,16 +583,23 @@ async function setupTincanNodes(lab: Lab, a: Host, b: Host, config: string): Pro
   const mtu = (await a.run(["cat", "/sys/class/net/tincan0/mtu"])).trim();
   const [na, nb] = nodes;
   return {
-    name: "tincan",
-    label: `TinCan-TS${opts.fastPath ? " (fast path)" : ""} + GroupVPN`,
+    name: oneProcess ? "tincan1p" : "tincan",
+    label: `TinCan-TS${opts.fastPath ? " (fast path)" : ""} + GroupVPN${oneProcess ? ", one process" : ""}`,
     version: (
       JSON.parse(readFileSync(join(REPO, "packages/datapath/package.json"), "utf8")) as { version: string }
     ).version,
     addrB: "10.77.0.2",
     ifA: "tincan0",
     ifB: "tincan0",
-    procs: { a: [na.tincan, na.controller], b: [nb.tincan, nb.controller] },
-    notes: [`vnic MTU ${mtu}`, "peak RSS: tincan + groupvpn per side (sum of each process's VmHWM)"],
+    procs: oneProcess
+      ? { a: [na.controller], b: [nb.controller] }
+      : { a: [na.tincan, na.controller], b: [nb.tincan, nb.controller] },
+    notes: [
+      `vnic MTU ${mtu}`,
+      oneProcess
+        ? "peak RSS: the one process per side (groupvpn --with-datapath)"
+        : "peak RSS: tincan + groupvpn per side (sum of each process's VmHWM)",
+    ],
     async links() {
       const out: string[] = [];
       for (const [side, n] of [
@@ -605,6 +629,11 @@ const SETUP: Record<SystemName, (lab: Lab, a: Host, b: Host) => Promise<Tunnel>>
   wireguard: setupWireguard,
   nebula: setupNebula,
   tincan: setupTincan,
+  tincan1p: async (lab, a, b) => {
+    const config = join(lab.dir, "tincan-bench.json");
+    writeFileSync(config, JSON.stringify({ tune: { fastPath: opts.fastPath } }));
+    return setupTincanNodes(lab, a, b, config, true);
+  },
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -813,6 +842,13 @@ interface RoundResult {
   peakRssMB?: { a: number; b: number };
   /** Peak (2 s samples) of a side's processes' pages counted once (bench/memory.ts), MB per side. */
   peakOnceMB?: { a: number; b: number };
+  /** A side's processes' pages counted once right after the TCP 1-stream test, MB. */
+  onceAfterTcp1MB?: { a?: number | undefined; b?: number | undefined };
+  /**
+   * VmHWM (peak RSS) of each measured process (in `processes` order) after each phase, MB: the
+   * phase in which a process's value grows made its peak.
+   */
+  hwmByPhaseMB?: { after: string; a: number[]; b: number[] }[];
   /** TinCan-TS: which path carried the link, read after the TCP 1-stream test. */
   links?: string;
   loadavg: number;
@@ -828,6 +864,8 @@ interface SystemResult {
   /** Rounds that failed and were run again. */
   failedRounds: RoundResult[];
   idle?: IdleResult;
+  /** TinCan-TS: a side's processes' pages counted once at the end of the idle window, MB. */
+  idleOnceMB?: { a?: number | undefined; b?: number | undefined };
   idleError?: string;
 }
 
@@ -884,23 +922,32 @@ async function measureRound(
         rr.warmupMbit = (await iperf(a, t, [], opts.warmupSeconds)).mbit;
         log(`${tag}: warm-up ${rr.warmupMbit.toFixed(0)} Mbit/s (discarded)`);
       }
+      const hwmOf = (ps: LabProcess[]) =>
+        ps.map((p) => Number(((procStats(p.pid)?.hwmBytes ?? 0) / 1e6).toFixed(1)));
+      const phases: { after: string; a: number[]; b: number[] }[] = [];
+      const phase = (after: string) => phases.push({ after, a: hwmOf(t.procs.a), b: hwmOf(t.procs.b) });
+      phase("setup and warm-up");
       rr.rttIdle = await pingRtt(a, t.addrB);
       log(`${tag}: RTT idle median ${rr.rttIdle.medianMs.toFixed(3)} ms`);
-      // Nodes of two processes (tincan + controller): their pages counted once, sampled.
-      const sampler =
-        t.procs.a.length > 1
-          ? new PeakSampler({ a: t.procs.a.map((p) => p.pid), b: t.procs.b.map((p) => p.pid) })
-          : undefined;
+      // TinCan-TS nodes: their processes' pages counted once, sampled.
+      const pids = { a: t.procs.a.map((p) => p.pid), b: t.procs.b.map((p) => p.pid) };
+      const sampler = t.name.startsWith("tincan") ? new PeakSampler(pids) : undefined;
       rr.tcp1 = await iperf(a, t, []);
       log(`${tag}: TCP x1 ${rr.tcp1.mbit.toFixed(0)} Mbit/s, ${f1(rr.tcp1.cpuSPerGB)} CPU s/GB`);
+      phase("TCP x1");
+      if (sampler) rr.onceAfterTcp1MB = { a: pagesOnceMB(pids.a), b: pagesOnceMB(pids.b) };
       if (t.links) rr.links = await t.links();
       rr.tcp4 = await iperf(a, t, ["-P", "4"]);
       log(`${tag}: TCP x4 ${rr.tcp4.mbit.toFixed(0)} Mbit/s`);
+      phase("TCP x4");
       rr.udp = await udpSearch(a, t);
       // an overloaded step can leave the server's control connection hanging
       if (rr.udp.aborted) await restartServer();
+      phase("UDP steps");
       rr.rttLoaded = await pingLoaded(a, t);
       log(`${tag}: RTT loaded median ${rr.rttLoaded.medianMs.toFixed(3)} ms`);
+      phase("RTT under load");
+      if (t.procs.a.length) rr.hwmByPhaseMB = phases;
       const hwm = (ps: LabProcess[]) => ps.reduce((s, p) => s + (procStats(p.pid)?.hwmBytes ?? 0), 0) / 1e6;
       if (t.procs.a.length) rr.peakRssMB = { a: hwm(t.procs.a), b: hwm(t.procs.b) };
       rr.peakOnceMB = sampler?.stop();
@@ -915,9 +962,14 @@ async function measureRound(
 async function measureIdle(lab: Lab, a: Host, b: Host, res: SystemResult): Promise<void> {
   log(`${res.name}: idle cost over ${opts.idleSeconds} s`);
   try {
-    await withTunnel(lab, a, b, res, async () => {
+    await withTunnel(lab, a, b, res, async (t) => {
       await sleep(IDLE_SETTLE_MS);
       res.idle = await idleCost(a);
+      if (t.name.startsWith("tincan"))
+        res.idleOnceMB = {
+          a: pagesOnceMB(t.procs.a.map((p) => p.pid)),
+          b: pagesOnceMB(t.procs.b.map((p) => p.pid)),
+        };
     });
     log(`${res.label}: idle ${f1(res.idle?.bytesPerSec)} B/s`);
   } catch (e) {
@@ -1016,12 +1068,25 @@ function table(results: SystemResult[]): string {
     const idle = r.idle
       ? `${f1(r.idle.bytesPerSec)} = ${f1(r.idle.aToBBytesPerSec)} + ${f1(r.idle.bToABytesPerSec)}`
       : "-";
-    const path = isVeth ? "-" : r.name === "tincan" ? s.links.join("; ") || "?" : "direct UDP";
+    const path = isVeth ? "-" : r.name.startsWith("tincan") ? s.links.join("; ") || "?" : "direct UDP";
     rows.push(
       `| ${r.label} ${r.version ? `(${r.version.replace(/^kernel /, "")})` : ""} | ${runsCell(s.tcp1, s.tcp1Runs)} | ${runsCell(s.tcp4, s.tcp4Runs)} | ${udpCell(s)} | ${rttCell(s.rttIdle)} | ${rttCell(s.rttLoaded)} | ${isVeth ? "0 (ref)" : f1(s.overheadTcp)} | ${isVeth ? "0 (ref)" : f1(s.overheadUdp)} | ${idle} | ${s.peakRssMB ? `${f0(s.peakRssMB.a)} / ${f0(s.peakRssMB.b)}` : "-"}${s.peakOnceMB ? ` (${f0(s.peakOnceMB.a)} / ${f0(s.peakOnceMB.b)})` : ""} | ${isVeth ? "-" : `${f0(s.cpuPct?.a)} / ${f0(s.cpuPct?.b)}`} | ${isVeth ? "-" : `${f1(s.cpuSPerGB?.tcp1)} / ${f1(s.cpuSPerGB?.tcp4)}`} | ${path} |`,
     );
   }
   return rows.join("\n");
+}
+
+/** TinCan-TS: memory counted once (idle, after TCP x1) and which phase raised each process's peak. */
+function memoryLines(r: SystemResult): string[] {
+  const ab = (x?: { a?: number | undefined; b?: number | undefined }) => `${f0(x?.a)} / ${f0(x?.b)}`;
+  const ok = r.rounds.filter((x) => !x.error);
+  return [
+    `- ${r.label}, MB counted once (A / B): idle ${ab(r.idleOnceMB)}; after TCP x1 ${ok.map((x) => ab(x.onceAfterTcp1MB)).join(", ")}; peak ${ok.map((x) => ab(x.peakOnceMB)).join(", ")}`,
+    ...ok.map(
+      (x) =>
+        `- ${r.label} round ${x.round + 1}, VmHWM per process after each phase (A; B): ${(x.hwmByPhaseMB ?? []).map((p) => `${p.after} ${p.a.map(f0).join("+")}; ${p.b.map(f0).join("+")}`).join(" | ")}`,
+    ),
+  ];
 }
 
 function figures(r: SystemResult): Figures {
@@ -1156,6 +1221,7 @@ async function main(): Promise<void> {
     ...failed,
     ...retried,
     ...results.filter((r) => r.notes.length).map((r) => `- ${r.label}: ${r.notes.join("; ")}`),
+    ...results.filter((r) => r.name.startsWith("tincan")).flatMap(memoryLines),
     `- load average (1 min) at each setup: ${results.map((r) => `${r.label} ${r.rounds.map((x) => x.loadavg.toFixed(1)).join(", ")}`).join("; ")}`,
     `- total time ${((Date.now() - t0) / 1000).toFixed(0)} s`,
   ].join("\n");

@@ -58,6 +58,11 @@ export interface NodeOptions {
    * argv prefixes that the usual flags are appended to.
    */
   commands?: { tincan?: string[]; controller?: string[]; tincanctl?: string[] };
+  /**
+   * A one-process node: the controller runs the datapath in its own process (`--with-datapath`, with
+   * a tincan.json of these keys over rpc, tokenFile and the log level); `tincan` is then that process.
+   */
+  oneProcess?: { tincan?: Record<string, unknown> };
   /** How long the controller may take to log in and run (default 30 s; many nodes start slower), and the datapath (at least 15 s). */
   startTimeoutMs?: number;
 }
@@ -133,6 +138,14 @@ export class VpnNode {
 
   async start(): Promise<void> {
     this.writeConfig();
+    if (this.opts.oneProcess) {
+      const tincanJson = join(dirname(this.configFile), "tincan.json");
+      const tincan = { rpc: "127.0.0.1:5800", tokenFile: this.tokenFile, log: { level: "debug" } };
+      writeFileSync(tincanJson, JSON.stringify({ ...tincan, ...this.opts.oneProcess.tincan }));
+      await this.startController(["--with-datapath", tincanJson]);
+      this.tincan = this.controller;
+      return;
+    }
     await this.startDatapath();
     await this.startController();
   }
@@ -154,12 +167,12 @@ export class VpnNode {
     );
   }
 
-  async startController(): Promise<void> {
+  async startController(extraArgs: string[] = []): Promise<void> {
     const kind = this.opts.kind ?? "groupvpn";
     const [file, args] = splitCommand(
       this.opts.commands?.controller ?? ["node", ...DAEMON_NODE_FLAGS, CONTROLLER_BIN[kind]],
     );
-    this.controller = this.host.spawn(file, [...args, "--config", this.configFile], {
+    this.controller = this.host.spawn(file, [...args, "--config", this.configFile, ...extraArgs], {
       name: kind,
     });
     await waitFor(

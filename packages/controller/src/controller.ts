@@ -1,6 +1,7 @@
 import { unlink } from "node:fs/promises";
 import type { Server } from "node:http";
 import { dirname, join } from "node:path";
+import type { RunningDatapath } from "@tincan/datapath";
 import {
   type ControllerConfig,
   type ControllerStatus,
@@ -17,6 +18,7 @@ import {
 import { Admission, type RosterItem } from "./admission.js";
 import type { Loaded } from "./config.js";
 import { DatapathClient, queryAll } from "./datapath-client.js";
+import type { InProcessDatapath } from "./in-process-datapath.js";
 import { type LinkEvent, LinkManager, type PeerRef } from "./link-manager.js";
 import type { Log, RootLogger } from "./logger.js";
 import { ControllerMetrics, serveMetrics } from "./metrics.js";
@@ -659,9 +661,12 @@ export class Controller implements PolicyContext {
 
 /**
  * Runs a controller in the foreground: start, then stop cleanly on SIGINT/SIGTERM (a second signal
- * exits at once). Exits 1 when start fails.
+ * exits at once). Exits 1 when start fails. With `datapath` (a one-process node) the datapath starts
+ * first in this process and stops after the controller; SIGHUP stops both too, the log-level
+ * signals set both, and a datapath that fails ends the process (its supervisor restarts the node).
  */
-export async function runController(ctl: Controller, log: Log): Promise<void> {
+export async function runController(ctl: Controller, log: Log, datapath?: InProcessDatapath): Promise<void> {
+  let running: RunningDatapath | undefined;
   let stopping = false;
   const onSignal = (sig: NodeJS.Signals) => {
     if (stopping) process.exit(1);
@@ -669,21 +674,38 @@ export async function runController(ctl: Controller, log: Log): Promise<void> {
     log.info(`got ${sig}; shutting down`);
     const force = setTimeout(() => process.exit(1), 5000);
     force.unref();
-    void ctl.stop().finally(() => process.exit(0));
+    void ctl.stop().finally(() => {
+      if (!running) process.exit(0);
+      running.log.info("shutting down", { signal: sig });
+      running.stop();
+      // As `tincan` does: the links' close messages get out before the process ends.
+      setTimeout(() => process.exit(0), 100).unref();
+    });
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  if (datapath) process.on("SIGHUP", onSignal);
   const configured = ctl.logger.level;
   handleLogLevelSignals((level) => {
     ctl.logger.setLevel(level);
     log.warn("log level set", { level, by: "signal" });
   }, configured);
+  if (datapath) {
+    try {
+      running = await datapath.start();
+      running.followLogLevelSignals();
+    } catch (err) {
+      log.error("datapath failed to start", { error: (err as Error).message });
+      process.exit((err as { exitCode?: number }).exitCode ?? 1);
+    }
+  }
   try {
     await ctl.start();
     log.info("controller running");
   } catch (err) {
     log.error("controller failed to start", { error: (err as Error).message });
     await ctl.stop().catch(() => {});
+    running?.stop();
     process.exit(1);
   }
 }

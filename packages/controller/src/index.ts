@@ -3,6 +3,7 @@ export * from "./cli.js";
 export * from "./config.js";
 export * from "./controller.js";
 export * from "./datapath-client.js";
+export * from "./in-process-datapath.js";
 export * from "./link-manager.js";
 export * from "./logger.js";
 export * from "./neighbor-links.js";

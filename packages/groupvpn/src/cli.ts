@@ -3,7 +3,9 @@ import {
   Controller,
   createLogger,
   exitOnConfigError,
+  type InProcessDatapath,
   loadConfig,
+  loadInProcessDatapath,
   parseControllerArgs,
   runController,
 } from "@tincan/controller";
@@ -13,11 +15,13 @@ import { GroupPolicy } from "./policy.js";
 const args = parseControllerArgs(
   "groupvpn",
   "GroupVPN controller: all members of an XMPP roster group share one virtual subnet.\n" +
-    "Needs a running datapath (tincan) and the XMPP server named in the config.",
+    "Needs a running datapath (tincan, or --with-datapath) and the XMPP server named in the config.",
 );
 let config: ReturnType<typeof loadConfig<typeof GroupVpnConfig>>;
+let inProcess: InProcessDatapath | undefined;
 try {
   config = loadConfig(args.config, GroupVpnConfig);
+  if (args.withDatapath) inProcess = await loadInProcessDatapath(args.withDatapath, config.datapath);
 } catch (err) {
   exitOnConfigError(err, "groupvpn");
 }
@@ -33,4 +37,4 @@ logger.component("groupvpn").info("starting", {
   uid: policy.uid,
   policy: config.links.policy,
 });
-void runController(ctl, logger.component("groupvpn"));
+void runController(ctl, logger.component("groupvpn"), inProcess);

@@ -6,7 +6,9 @@ import {
   Controller,
   createLogger,
   exitOnConfigError,
+  type InProcessDatapath,
   loadConfig,
+  loadInProcessDatapath,
   parseControllerArgs,
   queryAll,
   runController,
@@ -23,14 +25,16 @@ const args = parseControllerArgs(
   PROG,
   "SocialVPN controller: your XMPP buddies (mutual subscription) appear at addresses of your own\n" +
     "private range, and by name (<buddy>.svpn, <device>.<buddy>.svpn) through a small DNS responder.\n" +
-    "Needs a running datapath (tincan) and the XMPP server named in the config.",
+    "Needs a running datapath (tincan, or --with-datapath) and the XMPP server named in the config.",
 );
 let config: ReturnType<typeof loadConfig<typeof SocialVpnConfig>>;
 let stateFile: string;
 let book: AddressBook;
 let profile: SocialProfile;
+let inProcess: InProcessDatapath | undefined;
 try {
   config = loadConfig(args.config, SocialVpnConfig);
+  if (args.withDatapath) inProcess = await loadInProcessDatapath(args.withDatapath, config.datapath);
   stateFile = config.stateFile ?? defaultStateFile(args.config);
   const saved = readStateFile(stateFile);
   book = new AddressBook(config.vnic.ipv4, saved.devices);
@@ -162,4 +166,4 @@ function startResponder(responder: DnsResponder, listen: string): Promise<unknow
   );
 }
 startResponder(dns, config.dns.listen).catch(() => {});
-void runController(ctl, log);
+void runController(ctl, log, inProcess);
