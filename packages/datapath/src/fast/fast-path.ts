@@ -48,6 +48,8 @@ export interface FastLinkView {
   sendHello(buf: Buffer): boolean;
   /** Frames now go on the fast path (true) or back on node-datachannel (false). */
   switched(fast: boolean): void;
+  /** The session frames go on changed (up, rekeyed, fallen back, closed). */
+  sendingChanged?(): void;
   log(level: "info" | "debug" | "warn", message: string, fields?: Record<string, unknown>): void;
 }
 
@@ -133,6 +135,11 @@ export class FastPath {
     return true;
   }
 
+  /** Frames went on the fast path without `send` (forwarded natively): a reply is due as for any. */
+  noteSent(now: number): void {
+    if (this.phase === "up" && this.unansweredSince === 0) this.unansweredSince = now;
+  }
+
   /** Sends on the session that received `localIndex` (a probe's reply goes back the way it came). */
   sendOn(localIndex: number, buf: Uint8Array, start: number, end: number): boolean {
     const socket = this.socket;
@@ -211,6 +218,7 @@ export class FastPath {
     for (const s of [...this.sessions]) this.drop(s);
     this.sending = null;
     this.phase = "off";
+    this.link.sendingChanged?.();
   }
 
   private socketForPeer(): FastSocketLike | null {
@@ -355,6 +363,7 @@ export class FastPath {
       this.link.log("info", "fast path up", { endpoint: this.info().endpoint });
       this.link.switched(true);
     }
+    this.link.sendingChanged?.();
     // Let the peer hear from the new session at once (it switches when it does).
     this.probe(s);
   }
@@ -365,6 +374,7 @@ export class FastPath {
     this.sending = null;
     if (s) this.retire(s, now);
     this.link.switched(false);
+    this.link.sendingChanged?.();
     this.fail(now, "fast path silent", !this.loggedFallback);
     this.loggedFallback = true;
   }
