@@ -782,11 +782,7 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
     auto it = sessions_.find(local);
     if (it == sessions_.end() || !it->second->forward) return env.Null();
     const Session& s = *it->second;
-    Napi::Object o = Napi::Object::New(env);
-    SetCount(o, "txPackets", s.fwdTxPackets);
-    SetCount(o, "txBytes", s.fwdTxBytes);
-    SetCount(o, "rxPackets", s.fwdRxPackets);
-    SetCount(o, "rxBytes", s.fwdRxBytes);
+    Napi::Object o = TrafficObject(env, s.fwdTxPackets, s.fwdTxBytes, s.fwdRxPackets, s.fwdRxBytes);
     SetCount(o, "vnicFull", s.fwdVnicFull);
     Napi::Array list = Napi::Array::New(env, s.addresses.size());
     for (size_t i = 0; i < s.addresses.size(); i++) {
@@ -915,17 +911,23 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
     return env.Undefined();
   }
 
+  static Napi::Object TrafficObject(Napi::Env env, uint64_t txPackets, uint64_t txBytes, uint64_t rxPackets,
+                                    uint64_t rxBytes) {
+    Napi::Object o = Napi::Object::New(env);
+    SetCount(o, "txPackets", txPackets);
+    SetCount(o, "txBytes", txBytes);
+    SetCount(o, "rxPackets", rxPackets);
+    SetCount(o, "rxBytes", rxBytes);
+    return o;
+  }
+
   Napi::Value SessionStats(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     uint32_t local = ToU32(env, info[0], "localIndex");
     auto it = sessions_.find(local);
     if (it == sessions_.end()) return env.Null();
     const Session& s = *it->second;
-    Napi::Object o = Napi::Object::New(env);
-    SetCount(o, "txPackets", s.txPackets);
-    SetCount(o, "txBytes", s.txBytes);
-    SetCount(o, "rxPackets", s.rxPackets);
-    SetCount(o, "rxBytes", s.rxBytes);
+    Napi::Object o = TrafficObject(env, s.txPackets, s.txBytes, s.rxPackets, s.rxBytes);
     o.Set("endpoint", s.endpoint.len == 0 ? env.Null() : static_cast<Napi::Value>(EndpointObject(env, s.endpoint.addr)));
     o.Set("lastRxMs", Napi::Number::New(env, s.lastRxNs == 0 ? -1.0
                                                               : static_cast<double>((NowNs() - s.lastRxNs) / 1000000)));
