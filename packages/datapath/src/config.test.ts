@@ -39,7 +39,7 @@ describe("tincan.json tune section and TINCAN_TUNE", () => {
       rtp: true,
       rxRssLimitMb: 256,
       fastPcCloseMs: 20_000,
-      nativeForward: false,
+      nativeForward: true,
     });
     expect(Object.keys(DEFAULTS)).toHaveLength(20);
   });
