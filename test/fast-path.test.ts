@@ -334,3 +334,77 @@ describe.skipIf(!can.ok)("fast path: port blocked from the start", () => {
     expect(lost).toBe(0);
   }, 30_000);
 });
+
+describe.skipIf(!can.ok)("fast path: native forwarding", () => {
+  let lab: Lab;
+  let a: DatapathHandle;
+  let b: DatapathHandle;
+
+  beforeAll(async () => {
+    const pair = await Lab.pair({ prefix: "tfn" });
+    lab = pair.lab;
+    [a, b] = await linkedPair(lab, [pair.a, pair.b], "10.79.3", { nativeForward: true });
+    await waitTransport(a, b, "fast");
+    await waitFor(
+      "both links in the native forwarding table",
+      async () => (await linkOf(a, b)).fast.nativeForward && (await linkOf(b, a)).fast.nativeForward,
+    );
+  }, 60_000);
+
+  afterAll(async () => {
+    await a?.stop();
+    await b?.stop();
+    await lab?.destroy();
+  });
+
+  it("carries ping and TCP natively, and the link, vNIC and route counters still count them", async () => {
+    const [la0, lb0] = [await linkOf(a, b), await linkOf(b, a)];
+    const route0 = (await a.call("route.query", {})).find((r: any) => r.prefix === "10.79.3.2/32");
+    const vnic0 = await a.call("vnic.query");
+    const rtt = await a.host.exec(["ping", "-n", "-q", "-c", "200", "-i", "0.01", "10.79.3.2"], {
+      timeoutMs: 60_000,
+    });
+    const m = /(\d+) packets transmitted, (\d+) received/.exec(rtt.stdout);
+    expect(Number(m?.[1]) - Number(m?.[2])).toBe(0);
+    const bps = await iperfTcp(a.host, b.host, "10.79.3.2", 3);
+    const [la, lb] = [await linkOf(a, b), await linkOf(b, a)];
+    const route = (await a.call("route.query", {})).find((r: any) => r.prefix === "10.79.3.2/32");
+    const vnic = await a.call("vnic.query");
+    console.log(
+      `native forwarding: ping ${/rtt [^\n]*/.exec(rtt.stdout)?.[0]}; TCP ${(bps / 1e6).toFixed(0)} Mbit/s; ` +
+        `A tx +${la.txPackets - la0.txPackets} rx +${la.rxPackets - la0.rxPackets} packets, ` +
+        `B rx +${lb.rxPackets - lb0.rxPackets}, route tx +${route.txPackets - route0.txPackets}`,
+    );
+    expect(bps).toBeGreaterThan(10e6);
+    // The 200 echo requests (forwarded natively: nothing else would count them) and the replies.
+    expect(la.txPackets - la0.txPackets).toBeGreaterThanOrEqual(200);
+    expect(la.rxPackets - la0.rxPackets).toBeGreaterThanOrEqual(200);
+    expect(lb.rxPackets - lb0.rxPackets).toBeGreaterThanOrEqual(200);
+    expect(lb.txBytes - lb0.txBytes).toBeGreaterThan(200 * 84);
+    expect(route.txPackets - route0.txPackets).toBeGreaterThanOrEqual(200);
+    expect(route.rxPackets - route0.rxPackets).toBeGreaterThanOrEqual(200);
+    expect(vnic.rxPackets - vnic0.rxPackets).toBeGreaterThanOrEqual(200);
+    expect(vnic.txPackets - vnic0.txPackets).toBeGreaterThanOrEqual(200);
+    expect(la.lastRxAt).toBeGreaterThan(Date.now() - 10_000);
+    expect([la.transport, la.fast.nativeForward]).toEqual(["fast", true]);
+  }, 60_000);
+
+  it("drops a packet from the peer with a source the peer does not own, counted (spoofed)", async () => {
+    // B sends from an address of its own that no route gives it: B's table forwards it natively
+    // (the destination is A's), A's refuses it as a source of the link and JS drops it.
+    await b.host.run(["ip", "addr", "add", "10.79.3.77/32", "dev", "lo"]);
+    const before = (await linkOf(a, b)).drops.spoofed ?? 0;
+    const r = await b.host.exec(
+      ["ping", "-n", "-q", "-c", "5", "-i", "0.05", "-W", "1", "-I", "10.79.3.77", "10.79.3.1"],
+      {
+        timeoutMs: 30_000,
+      },
+    );
+    const m = /(\d+) packets transmitted, (\d+) received/.exec(r.stdout);
+    const spoofed = ((await linkOf(a, b)).drops.spoofed ?? 0) - before;
+    console.log(`spoofed source: ${m?.[2]}/${m?.[1]} answered, ${spoofed} counted as spoofed at A`);
+    expect(Number(m?.[2])).toBe(0);
+    expect(spoofed).toBe(5);
+    expect(await pingLoss(b.host, "10.79.3.1", 10, 0.05)).toBe(0);
+  }, 60_000);
+});

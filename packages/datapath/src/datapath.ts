@@ -18,6 +18,7 @@ import type { Logger } from "winston";
 import { conflict, invalidParams, notConfigured, notFound, rpcError, tooManyLinks } from "./errors.js";
 import type { ExitKernel, Family } from "./exit-kernel.js";
 import { ExitNode } from "./exit-node.js";
+import { NativeForward } from "./fast/native-forward.js";
 import type { FastSocketFactory } from "./fast/socket.js";
 import { FastTransport } from "./fast/transport.js";
 import { Fib, type VnicDevice } from "./fib.js";
@@ -104,6 +105,8 @@ export class Datapath {
   private readonly exit: ExitNode | null;
   /** The fast-path sockets (null: tune.fastPath off or no socket factory). */
   private readonly fast: FastTransport | null;
+  /** The native forwarding table's JS half (null: tune.nativeForward off or no fast path). */
+  private readonly nativeForward: NativeForward | null;
   private readonly timer: NodeJS.Timeout;
   /** Closes a link whose node-datachannel receive queue outgrows tune.rxRssLimitMb (null: 0, off). */
   private readonly rxWatchdog: RxWatchdog<Link> | null;
@@ -166,6 +169,13 @@ export class Datapath {
             afterBatch: () => this.outside.readReplies(),
           })
         : null;
+    const fast = this.fast;
+    this.nativeForward =
+      fast && tune.nativeForward ? new NativeForward(this.fib, () => fast.openSocket) : null;
+    if (this.nativeForward) {
+      const table = this.nativeForward;
+      this.inside.onQueueBusy = (busy) => table.hold(busy);
+    }
     this.rxWatchdog =
       tune.rxRssLimitMb > 0
         ? new RxWatchdog({ rssLimitBytes: tune.rxRssLimitMb << 20, periodMs: KEEPALIVE_PERIOD_MS })
@@ -176,6 +186,8 @@ export class Datapath {
       const expired = this.unmapped.expire(now) + this.transitHeld.expire(now);
       if (expired) this.fib.vnicCounters.drop("unmappedExpired", expired);
       this.fast?.countDrops(this.fib.vnicCounters);
+      this.nativeForward?.sync(now);
+      this.nativeForward?.refresh(now);
       for (const link of this.allLinks()) {
         if (link.isConnected) link.fitRxQueue();
         // A path that changed after connecting (e.g. found to be relayed) is announced like a new
@@ -214,6 +226,7 @@ export class Datapath {
       this.vnicSettings = { ...settings, name: this.fib.vnic.name };
       this.fib.translate = p.translate ?? this.fib.translate;
       this.fib.setOwnAddresses(stripLength(settings.ipv4), stripLength(settings.ipv6));
+      this.nativeForward?.setLocalAddresses(stripLength(settings.ipv4), stripLength(settings.ipv6));
       this.refreshOverlay();
       this.log.info("vnic configured", {
         ...this.vnicSettings,
@@ -239,6 +252,7 @@ export class Datapath {
 
     "vnic.query": () => {
       this.fast?.countDrops(this.fib.vnicCounters);
+      this.nativeForward?.sync();
       return {
         name: this.vnicSettings?.name ?? null,
         uid: this.uid,
@@ -331,6 +345,7 @@ export class Datapath {
     },
 
     "link.query": (p) => {
+      this.nativeForward?.sync();
       const peers = p.peerUid ? [p.peerUid] : [...this.transports.keys()];
       return pageToFit(
         peers.flatMap((uid) => this.linksOf(uid)).map((l) => l.info()),
@@ -361,6 +376,7 @@ export class Datapath {
         p.mapTo ?? null,
         p.transit === true,
       );
+      this.nativeForward?.schedule();
       this.exit?.sync();
       this.log.debug("route set", {
         prefix,
@@ -380,7 +396,9 @@ export class Datapath {
     "route.remove": async (p) => {
       if (!this.fib.routes.get(p.prefix)) throw notFound(`prefix: no route for ${p.prefix}`);
       await this.setKernelRoute(p.prefix, false);
+      this.nativeForward?.sync();
       this.fib.removeRoute(p.prefix);
+      this.nativeForward?.schedule();
       this.exit?.sync();
       return {};
     },
@@ -407,12 +425,14 @@ export class Datapath {
       return {};
     },
 
-    "route.query": (p) =>
-      pageToFit(
+    "route.query": (p) => {
+      this.nativeForward?.sync();
+      return pageToFit(
         this.fib.routeList().map((r) => ({ ...r, kernel: this.kernelPrefixes.has(r.prefix) })),
         p,
         "routes",
-      ),
+      );
+    },
 
     "icc.send": (p) => {
       const link = this.fib.links.get(p.peerUid);
@@ -540,6 +560,7 @@ export class Datapath {
         frame: (l, frame) => this.outside.onFrame(l, frame),
         icc: (l, text) => this.onIcc(l, text),
         excludeAddress: (address) => this.isOverlayAddress(address),
+        fastChanged: () => this.nativeForward?.schedule(),
         log: (_l, level, message, fields) => this.log.log(level, message, fields),
       },
     );
@@ -566,6 +587,7 @@ export class Datapath {
     }
     this.frames.forget(link);
     link.close();
+    this.nativeForward?.schedule();
   }
 
   /**
@@ -644,6 +666,7 @@ export class Datapath {
       this.log.info(`link ${state}`, { peer: link.peerUid, relayOnly: link.relayOnly });
     }
     if (state !== "connected") this.selectTransport(link.peerUid);
+    this.nativeForward?.schedule();
     this.exit?.sync();
     if (state === "new") return;
     this.options.notify("link.state", {

@@ -1,5 +1,6 @@
 import { addressBytes, type RouteInfo } from "@tincan/protocol";
 import { Counters } from "./counters.js";
+import type { FastSocketLike } from "./fast/socket.js";
 import type { Link } from "./link.js";
 import { PrefixTable } from "./routes.js";
 
@@ -32,6 +33,8 @@ export interface VnicDevice {
   write(buf: Uint8Array, off: number, len: number, vnetHdr?: Uint8Array): boolean;
   /** Reads what the device holds now and hands it to the reader before returning (see Outside.readReplies). */
   readNow?(): number;
+  /** Lets the fast-path socket's native forwarding table take packets first (fast/native-forward.ts). */
+  forwardTo?(socket: FastSocketLike): void;
   close(): void;
 }
 

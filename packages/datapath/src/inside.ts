@@ -38,6 +38,9 @@ export class Inside {
   private readonly view = new PacketView();
   private drainScheduled = false;
   private readonly tooBig = new TooBig();
+  /** Told when the send queue starts and stops holding packets (native forwarding waits behind it). */
+  onQueueBusy: ((busy: boolean) => void) | null = null;
+  private queueBusy = false;
 
   constructor(
     private readonly fib: Fib,
@@ -81,7 +84,14 @@ export class Inside {
     if (!queue.isEmpty) this.scheduleDrain();
   }
 
+  private setQueueBusy(busy: boolean): void {
+    if (busy === this.queueBusy) return;
+    this.queueBusy = busy;
+    this.onQueueBusy?.(busy);
+  }
+
   private scheduleDrain(): void {
+    this.setQueueBusy(true);
     if (this.drainScheduled) return;
     this.drainScheduled = true;
     setImmediate(this.drain);
@@ -94,6 +104,7 @@ export class Inside {
     queue.dequeue(this.options.turnBytes, rtpClock(), this.routeQueued);
     this.frames.flush();
     if (!queue.isEmpty) this.scheduleDrain();
+    else this.setQueueBusy(false);
   };
 
   private readonly routeQueued = (p: PacketView): void => this.route(p);
@@ -117,6 +128,7 @@ export class Inside {
   /** Drops what waits in the send queue. */
   close(): void {
     this.txQueue?.clear();
+    this.setQueueBusy(false);
   }
 
   private route(p: PacketView): void {

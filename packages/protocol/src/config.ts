@@ -182,6 +182,10 @@ export const DatapathTune = z.strictObject({
     .describe(
       "a link on the fast path this long (ms) closes its PeerConnection and lives on the fast path alone (no ICE consent checks: an idle link then costs ~6.5 B/s each way), when the peer can; a fast path that then stops answering takes the link down (the controller sets it up again) instead of falling back; 0: never close it first (the peer still may)",
     ),
+  nativeForward: z.boolean().default(true).meta({
+    description:
+      "with the fast path up, packets between our own address and a peer's direct host route (/32, /128) go between the TUN and the fast-path socket in native code without entering JavaScript (lower idle RTT); anything else (transit, translation, too big, control frames, a busy send queue) still goes through JavaScript; the link, vNIC and route counters include them",
+  }),
 });
 export type DatapathTune = z.infer<typeof DatapathTune>;
 

@@ -251,6 +251,12 @@ export interface FastPathInfo {
    * datapaths before it.
    */
   peerConnection?: "open" | "closed";
+  /**
+   * true: the native forwarding table moves this link's packets between the vNIC and the fast path
+   * without JavaScript (tune.nativeForward; counted in the link's counters all the same). Absent
+   * from datapaths before it.
+   */
+  nativeForward?: boolean;
 }
 
 export interface RouteInfo {

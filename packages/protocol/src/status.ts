@@ -49,6 +49,7 @@ export const LinkInfoSchema = z.strictObject({
       fallbacks: Count,
       rekeys: Count,
       peerConnection: z.enum(["open", "closed"]).optional(),
+      nativeForward: z.boolean().optional(),
     })
     .optional(),
 }) satisfies z.ZodType<LinkInfo>;

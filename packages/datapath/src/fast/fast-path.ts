@@ -53,6 +53,8 @@ export interface FastLinkView {
   sendHello(buf: Buffer): boolean;
   /** Frames now go on the fast path (true) or back on node-datachannel (false). */
   switched(fast: boolean): void;
+  /** The session frames go on changed (up, rekeyed, fallen back, closed). */
+  sendingChanged?(): void;
   log(level: "info" | "debug" | "warn", message: string, fields?: Record<string, unknown>): void;
 }
 
@@ -140,6 +142,11 @@ export class FastPath {
     return true;
   }
 
+  /** Frames went on the fast path without `send` (forwarded natively): a reply is due as for any. */
+  noteSent(now: number): void {
+    if (this.phase === "up" && this.unansweredSince === 0) this.unansweredSince = now;
+  }
+
   /** Sends on the session that received `localIndex` (a probe's reply goes back the way it came). */
   sendOn(localIndex: number, buf: Uint8Array, start: number, end: number): boolean {
     const socket = this.socket;
@@ -218,6 +225,7 @@ export class FastPath {
     for (const s of [...this.sessions]) this.drop(s);
     this.sending = null;
     this.phase = "off";
+    this.link.sendingChanged?.();
   }
 
   private socketForPeer(): FastSocketLike | null {
@@ -362,6 +370,7 @@ export class FastPath {
       this.link.log("info", "fast path up", { endpoint: this.info().endpoint });
       this.link.switched(true);
     }
+    this.link.sendingChanged?.();
     // Let the peer hear from the new session at once (it switches when it does).
     this.probe(s);
   }
@@ -372,6 +381,7 @@ export class FastPath {
     this.sending = null;
     if (s) this.retire(s, now);
     this.link.switched(false);
+    this.link.sendingChanged?.();
     this.fail(now, "fast path silent", !this.loggedFallback);
     this.loggedFallback = true;
   }

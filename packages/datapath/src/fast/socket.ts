@@ -1,6 +1,6 @@
 import type { FastSocket } from "@tincan/tuntap";
 
-export type { FastBatchHandler, FastSessionStats, FastSocketStats } from "@tincan/tuntap";
+export type { FastBatchHandler, FastForwardStats, FastSessionStats, FastSocketStats } from "@tincan/tuntap";
 
 /**
  * What the datapath uses of @tincan/tuntap's FastSocket (the native UDP + AEAD engine; wire format
@@ -18,6 +18,11 @@ export type FastSocketLike = Pick<
   | "onBatch"
   | "onRaw"
   | "sessionStats"
+  | "setForward"
+  | "clearForward"
+  | "setLocalAddresses"
+  | "holdForward"
+  | "forwardStats"
   | "stats"
   | "close"
 >;

@@ -43,6 +43,11 @@ export class FastTransport implements FastHost {
 
   constructor(private readonly options: FastTransportOptions) {}
 
+  /** The socket when it is open (null: not yet, or it could not be). */
+  get openSocket(): FastSocketLike | null {
+    return this.socket ?? null;
+  }
+
   /** A link takes part: its fast path's indexes deliver to it. */
   attach(receiver: FastReceiver): void {
     this.byPath.set(receiver.fast, receiver);
