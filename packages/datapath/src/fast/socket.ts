@@ -1,6 +1,6 @@
 import type { FastSocket } from "@tincan/tuntap";
 
-export type { FastBatchHandler, FastSessionStats, FastSocketStats } from "@tincan/tuntap";
+export type { FastBatchHandler, FastRawHandler, FastSessionStats, FastSocketStats } from "@tincan/tuntap";
 
 /**
  * What the datapath uses of @tincan/tuntap's FastSocket (the native UDP + AEAD engine; wire format
@@ -12,6 +12,7 @@ export type FastSocketLike = Pick<
   | "setSession"
   | "removeSession"
   | "setEndpoint"
+  | "setChannel"
   | "send"
   | "flush"
   | "sendRaw"
