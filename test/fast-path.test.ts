@@ -4,11 +4,10 @@
 // host on the underlay are dropped and counted, that rekeying loses nothing, and that a blocked fast
 // port keeps (or puts) the link on node-datachannel instead of black-holing it.
 
-import { writeFileSync } from "node:fs";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Host, Lab } from "./lab/index.js";
 import { type DatapathHandle, linkedPair, waitFor } from "./support/datapath-driver.js";
+import { iperfTcp, pingLoss, sendUdp } from "./support/traffic.js";
 
 const can = Lab.canRun();
 const FAST_PORT = 51900;
@@ -24,47 +23,6 @@ async function waitTransport(a: DatapathHandle, b: DatapathHandle, transport: st
       (await linkOf(a, b))?.transport === transport && (await linkOf(b, a))?.transport === transport,
     ms,
   );
-}
-
-/** `count` pings at `intervalSec`; returns how many were lost. */
-async function pingLoss(from: Host, to: string, count: number, intervalSec = 0.05): Promise<number> {
-  const r = await from.exec(
-    ["ping", "-n", "-q", "-c", String(count), "-i", String(intervalSec), "-W", "2", to],
-    {
-      timeoutMs: 120_000,
-    },
-  );
-  const m = /(\d+) packets transmitted, (\d+) received/.exec(r.stdout);
-  if (!m) throw new Error(`ping output: ${r.stdout}${r.stderr}`);
-  return Number(m[1]) - Number(m[2]);
-}
-
-async function iperfTcp(client: Host, server: Host, dst: string, seconds: number): Promise<number> {
-  const srv = server.spawn("iperf3", ["-s", "-1", "-B", dst], { name: "iperf3-s" });
-  try {
-    await waitFor("iperf3 server", async () =>
-      (await server.exec(["ss", "-ltn"])).stdout.includes(`${dst}:5201`),
-    );
-    const run = await client.exec(["iperf3", "-c", dst, "-t", String(seconds), "-J"], { timeoutMs: 60_000 });
-    expect(run.code, run.stderr).toBe(0);
-    return JSON.parse(run.stdout).end.sum_received.bits_per_second as number;
-  } finally {
-    await srv.stop(2000);
-  }
-}
-
-/** Sends UDP datagrams (hex payloads) from `from` to addr:port. */
-async function sendUdp(from: Host, addr: string, port: number, payloadsHex: string[]): Promise<void> {
-  const file = join(from.lab.dir, `${from.name}-datagrams.json`);
-  writeFileSync(file, JSON.stringify(payloadsHex));
-  const script = `
-const s = require("node:dgram").createSocket("udp4");
-const list = JSON.parse(require("node:fs").readFileSync(process.argv[1], "utf8"));
-let i = 0;
-const next = () => { if (i >= list.length) return s.close(); s.send(Buffer.from(list[i++], "hex"), ${port}, "${addr}", next); };
-next();`;
-  const r = await from.exec(["node", "-e", script, file], { timeoutMs: 60_000 });
-  expect(r.code, r.stderr).toBe(0);
 }
 
 /** The next `count` UDP payloads to `port` seen on `host`'s interfaces (an AF_PACKET socket). */

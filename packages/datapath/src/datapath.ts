@@ -23,7 +23,7 @@ import type { FastSocketFactory } from "./fast/socket.js";
 import { FastTransport } from "./fast/transport.js";
 import { Fib, type VnicDevice } from "./fib.js";
 import { IccQueueFull } from "./icc-channel.js";
-import type { IceSettings } from "./ice.js";
+import { type FastServers, type IceSettings, resolveFastServers, turnCredentials } from "./ice.js";
 import { Inside } from "./inside.js";
 import type { KernelRoutes } from "./kernel-routes.js";
 import { Link } from "./link.js";
@@ -96,6 +96,8 @@ export class Datapath {
   private uid: string | null = null;
   private vnicSettings: VnicSettings | null = null;
   private ice: IceSettings = { stun: [], turn: [] };
+  /** ICE's servers resolved for the fast path's own STUN queries and TURN allocation. */
+  private fastServers: FastServers = { stun: [], turn: null };
   /** Overlay prefixes of our own vNIC: ICE must never run a link through the overlay itself. */
   private readonly overlay = new PrefixTable<true>();
   /** Each peer's transports; fib.links holds the one carrying its traffic (see bestTransport). */
@@ -167,6 +169,12 @@ export class Datapath {
             excludeAddress: (address) => this.isOverlayAddress(address),
             warn: (message, fields) => this.log.warn(message, fields),
             afterBatch: () => this.outside.readReplies(),
+            stunServers: () => this.fastServers.stun,
+            turn: () => {
+              const t = this.fastServers.turn;
+              return t ? { server: t.server, credentials: turnCredentials(t.config, this.uid ?? "") } : null;
+            },
+            info: (message, fields) => this.log.info(message, fields),
           })
         : null;
     const fast = this.fast;
@@ -188,6 +196,7 @@ export class Datapath {
       this.fast?.countDrops(this.fib.vnicCounters);
       this.nativeForward?.sync(now);
       this.nativeForward?.refresh(now);
+      this.fast?.tick(now);
       for (const link of this.allLinks()) {
         if (link.isConnected) link.fitRxQueue();
         // A path that changed after connecting (e.g. found to be relayed) is announced like a new
@@ -272,6 +281,9 @@ export class Datapath {
 
     "ice.configure": (p) => {
       this.ice = p;
+      void resolveFastServers(p).then((servers) => {
+        if (this.ice === p) this.fastServers = servers;
+      });
       this.log.info("ice configured", {
         stun: p.stun,
         turn: p.turn.map((t) => t.urls),

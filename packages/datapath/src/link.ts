@@ -992,11 +992,20 @@ export class Link implements FrameSink {
     this.startFast(now);
   }
 
-  /** Starts the fast path once the link is connected on a direct path to a peer that takes it. */
+  /**
+   * Starts the fast path once the link is connected to a peer that takes it: on a direct path, or
+   * through a relay when the datapath has a TURN server for its own allocation.
+   */
   private startFast(now: number): void {
-    if (this.fast?.phase !== "off" || !this.peerFast || !this.usesRtp || this.relayOnly) return;
-    if (this.state !== "connected" || this.path === null || this.path === "relay") return;
+    if (this.fast?.phase !== "off" || !this.peerFast || !this.usesRtp) return;
+    if (this.state !== "connected" || this.path === null) return;
+    if (this.fastRelayed && !this.fastTransport?.canRelay(this.remoteAddress?.includes(":") ? 6 : 4)) return;
     this.fast.start(now);
+  }
+
+  /** ICE relays the link: its fast path goes through TURN too. */
+  private get fastRelayed(): boolean {
+    return this.relayOnly || this.path === "relay";
   }
 
   /** A frame received on the fast path (session `localIndex`); the buffer is reused after this. */
@@ -1032,6 +1041,9 @@ export class Link implements FrameSink {
       },
       get peerAddress() {
         return link.remoteAddress;
+      },
+      get relayed() {
+        return link.fastRelayed;
       },
       // With a peer that keeps links on the fast path alone, hellos after the first agreement go
       // on it: authenticated by the current session's keys (see packages/protocol/README.md).

@@ -146,7 +146,7 @@ export const DatapathTune = z.strictObject({
     .boolean()
     .default(true)
     .describe(
-      "move a connected direct link's frames to the fast path (own UDP socket, keys agreed over the link's DTLS channel) when the peer offers it; relayed links, and links whose fast path finds no way through, stay on the media track; false: links always stay on the media track",
+      "move a connected link's frames to the fast path (own UDP socket, keys agreed over the link's DTLS channel) when the peer offers it: directly (host and STUN-mapped addresses), or for a relayed link through the datapath's own allocation on ice.turn's UDP server; links whose fast path finds no way through (and relayed ones without a TURN server) stay on the media track; false: links always stay on the media track",
     ),
   fastPathPort: z
     .number()

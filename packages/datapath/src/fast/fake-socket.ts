@@ -161,6 +161,13 @@ export class FakeFastSocket implements FastSocketLike {
     if (s) s.endpoint = endpoint;
   }
 
+  /** TURN channels set per session (the fake relays nothing: tests check what was set). */
+  readonly channels = new Map<number, number>();
+
+  setChannel(localIndex: number, channel: number): void {
+    this.channels.set(localIndex, channel);
+  }
+
   send(localIndex: number, buf: Uint8Array, start: number, end: number): boolean {
     const s = this.sessions.get(localIndex);
     if (!s) return false;

@@ -59,6 +59,7 @@ function makePair(opts: { rekeyMs?: number; wrongFingerprintAtB?: boolean } = {}
       localFingerprint: `sha-256 ${uid.slice(0, 2)}`,
       remoteFingerprint: peerFp,
       peerAddress,
+      relayed: false,
       sendHello: (buf) => {
         const hello = decodeFastHello(buf.subarray(FRAME_HEADROOM)) as FastHello;
         if (hello.type === "offer") side.offers.push(Date.now());
