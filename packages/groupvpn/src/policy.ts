@@ -298,6 +298,14 @@ export class GroupPolicy implements Policy {
   }
 }
 
+/** Host prefixes of each member's presence, parsed once (the overlay asks for them on every route pass). */
+const hostPrefixes = new WeakMap<PresenceTincan, string[]>();
+
 function prefixesOf(m: Member): string[] {
-  return [m.tincan.ipv4, m.tincan.ipv6].filter((a) => a !== undefined).map(hostPrefix);
+  let prefixes = hostPrefixes.get(m.tincan);
+  if (prefixes === undefined) {
+    prefixes = [m.tincan.ipv4, m.tincan.ipv6].filter((a) => a !== undefined).map(hostPrefix);
+    hostPrefixes.set(m.tincan, prefixes);
+  }
+  return prefixes;
 }

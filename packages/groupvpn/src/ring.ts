@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { Uid } from "@tincan/protocol";
+import { UID_PATTERN } from "@tincan/protocol";
 
 /**
  * The structured overlay's ring (issue #18): a UID (32 hex chars) is a position on a ring of 2^128.
@@ -12,9 +12,14 @@ const RING_MASK = RING_SIZE - 1n;
 
 /** The ring position of a UID; throws on anything that is not a UID. */
 export function ringPosition(uid: string): bigint {
-  if (!Uid.safeParse(uid).success)
-    throw new Error(`not a UID (32 lowercase hex characters): ${JSON.stringify(uid)}`);
+  checkUid(uid);
   return BigInt(`0x${uid}`);
+}
+
+/** Throws on anything that is not a UID (a member joins every node's ring: no zod or BigInt per join). */
+function checkUid(uid: string): void {
+  if (typeof uid !== "string" || !UID_PATTERN.test(uid))
+    throw new Error(`not a UID (32 lowercase hex characters): ${JSON.stringify(uid)}`);
 }
 
 /** How far `to` is from `from` going clockwise (towards larger positions, wrapping at 2^128). */
@@ -96,7 +101,7 @@ export class Ring {
 
   constructor(members: Iterable<string>) {
     const unique = [...new Set(members)];
-    for (const uid of unique) ringPosition(uid); // validates
+    for (const uid of unique) checkUid(uid);
     this.uids = unique.sort();
   }
 
@@ -114,7 +119,7 @@ export class Ring {
 
   /** Adds a member (true) or does nothing when it is one already (false). */
   add(uid: string): boolean {
-    ringPosition(uid);
+    checkUid(uid);
     const index = this.indexOfText(uid);
     if (this.uids[index] === uid) return false;
     this.uids.splice(index, 0, uid);

@@ -32,6 +32,8 @@ export const KeepMessage = z.strictObject({ type: z.literal("groupvpn.keep"), ke
  * request back. A node routes only the members it sends to or that pass through it, not all of them.
  */
 export const RouteRequest = z.strictObject({ type: z.literal("groupvpn.route"), src: Uid, dst: Uid });
+const KEEP_TYPE = KeepMessage.shape.type.value;
+const ROUTE_TYPE = RouteRequest.shape.type.value;
 /** Membership changes within this long after a recompute are folded into one recompute at its end. */
 export const COALESCE_MS = 1000;
 /** Groups of at most this many other members route every member (routes exist before the first packet). */
@@ -235,6 +237,8 @@ export class StructuredLinks {
 
   /** A KeepMessage or RouteRequest from a neighbour: true when it was one (handled), false for others. */
   onIccMessage(p: NotificationParamsOf<"icc.message">, ctx: PolicyContext): boolean {
+    const type = (p.data as { type?: unknown } | null)?.type;
+    if (type !== KEEP_TYPE && type !== ROUTE_TYPE) return false;
     const keep = KeepMessage.safeParse(p.data);
     if (keep.success) {
       this.peerWants.set(p.peerUid, keep.data.keep);
@@ -524,6 +528,7 @@ export class StructuredLinks {
   }
 
   private penalised(destination: string, via: string, now: number): boolean {
+    if (this.penalties.size === 0) return false;
     const until = this.penalties.get(`${destination} ${via}`);
     return until !== undefined && until > now;
   }
