@@ -140,18 +140,19 @@ export class Ring {
     return this.uids[this.indexAtOrAfter(point) % this.uids.length];
   }
 
-  /** Up to k members following `self` clockwise, nearest first (`self` need not be a member). */
-  successors(self: string, k: number): string[] {
-    const others = this.othersThan(self);
+  /**
+   * Up to k members following `self` clockwise, nearest first (`self` need not be a member); members
+   * in `skip` are passed over.
+   */
+  successors(self: string, k: number, skip?: ReadonlySet<string>): string[] {
     const start = this.indexAtOrAfter(ringPosition(self) + 1n);
-    return this.walk(start, 1, Math.min(k, others), self);
+    return this.walk(start, 1, k, self, skip);
   }
 
-  /** Up to k members preceding `self` counter-clockwise, nearest first. */
-  predecessors(self: string, k: number): string[] {
-    const others = this.othersThan(self);
+  /** Up to k members preceding `self` counter-clockwise, nearest first; members in `skip` passed over. */
+  predecessors(self: string, k: number, skip?: ReadonlySet<string>): string[] {
     const start = this.indexOfText(self) - 1;
-    return this.walk(start, -1, Math.min(k, others), self);
+    return this.walk(start, -1, k, self, skip);
   }
 
   /**
@@ -177,16 +178,19 @@ export class Ring {
     return [...targets];
   }
 
-  private othersThan(self: string): number {
-    return this.uids.length - (this.has(self) ? 1 : 0);
-  }
-
-  private walk(start: number, step: 1 | -1, count: number, skip: string): string[] {
+  /** Up to `count` members from index `start` on in direction `step`, once round the ring at most. */
+  private walk(
+    start: number,
+    step: 1 | -1,
+    count: number,
+    self: string,
+    skip: ReadonlySet<string> | undefined,
+  ): string[] {
     const size = this.uids.length;
     const found: string[] = [];
-    for (let i = start; found.length < count; i += step) {
+    for (let i = start, seen = 0; found.length < count && seen < size; i += step, seen++) {
       const uid = this.uids[((i % size) + size) % size] as string;
-      if (uid !== skip) found.push(uid);
+      if (uid !== self && !skip?.has(uid)) found.push(uid);
     }
     return found;
   }
