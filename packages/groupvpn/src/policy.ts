@@ -129,6 +129,19 @@ export class GroupPolicy implements Policy {
     await this.router.peerOnline(peer, ctx);
   }
 
+  /** A presence burst: the ring takes every member at once (one recompute). */
+  async onPeersOnline(peers: Member[], ctx: PolicyContext): Promise<void> {
+    if (!this.structured) {
+      for (const peer of peers) await this.onPeerOnline(peer, ctx);
+      return;
+    }
+    await this.structured.membersOnline(
+      peers.map((p) => p.tincan.uid),
+      ctx,
+    );
+    for (const peer of peers) await this.router.peerOnline(peer, ctx);
+  }
+
   async onStart(ctx: PolicyContext): Promise<void> {
     this.structured?.start(ctx);
     await this.router.start(ctx);

@@ -97,7 +97,7 @@ export function nextHop(self: string, destination: string, neighbours: Iterable<
  * binary search and one splice, and no position is stored per member.
  */
 export class Ring {
-  private readonly uids: string[];
+  private uids: string[];
 
   constructor(members: Iterable<string>) {
     const unique = [...new Set(members)];
@@ -124,6 +124,34 @@ export class Ring {
     if (this.uids[index] === uid) return false;
     this.uids.splice(index, 0, uid);
     return true;
+  }
+
+  /**
+   * Adds members (those that are none yet): one by one when they are few, else merged in one pass
+   * (a login's presence burst brings the whole group).
+   */
+  addAll(uids: readonly string[]): void {
+    for (const uid of uids) checkUid(uid);
+    if (uids.length * 64 <= this.uids.length) {
+      for (const uid of uids) this.add(uid);
+      return;
+    }
+    const incoming = [...new Set(uids)].filter((uid) => !this.has(uid)).sort();
+    const merged: string[] = [];
+    let i = 0;
+    let j = 0;
+    while (i < this.uids.length || j < incoming.length) {
+      const a = this.uids[i];
+      const b = incoming[j];
+      if (b === undefined || (a !== undefined && a < b)) {
+        merged.push(a as string);
+        i++;
+      } else {
+        merged.push(b);
+        j++;
+      }
+    }
+    this.uids = merged;
   }
 
   /** Removes a member (true), or does nothing when it is none (false). */

@@ -194,7 +194,12 @@ export class StructuredLinks {
 
   /** A member came online (a join, a healed partition). */
   memberOnline(uid: string, ctx: PolicyContext): Promise<void> {
-    this.ringOf(ctx).add(uid);
+    return this.membersOnline([uid], ctx);
+  }
+
+  /** Members came online together (a presence burst). */
+  membersOnline(uids: readonly string[], ctx: PolicyContext): Promise<void> {
+    this.ringOf(ctx).addAll(uids);
     return this.membersChanged(ctx);
   }
 
