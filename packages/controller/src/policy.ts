@@ -78,6 +78,11 @@ export interface Policy {
   /** A member came online, or announced other addresses: set its routes (the core links after). */
   onPeerOnline?(peer: Member, ctx: PolicyContext): void | Promise<void>;
   /**
+   * Members that came online together (a presence burst, coalesced by the core: PRESENCE_BATCH_MS).
+   * When defined, the core calls it instead of onPeerOnline for each of them.
+   */
+  onPeersOnline?(peers: Member[], ctx: PolicyContext): void | Promise<void>;
+  /**
    * The peer is gone: it left the roster/group, or it is offline and has no working link (a peer that
    * goes offline while its link is connected keeps link and routes until the datapath says the link is
    * dead). Remove its routes here.
@@ -99,6 +104,44 @@ export interface Policy {
   linkRoles?(): ReadonlyMap<string, LinkRole>;
   /** Which members each direct neighbour announced it links to, by neighbour UID (the overlay map). */
   neighborLinks?(): ReadonlyMap<string, ReadonlySet<string>>;
+}
+
+/**
+ * Presence changes within this long after the members were recomputed are folded into one recompute
+ * at its end (a login to a group of thousands brings thousands of presences back to back, and joins
+ * to such a group come tens a second); a change after a quiet spell is taken in the next turn.
+ */
+export const PRESENCE_BATCH_MS = 200;
+
+/** Runs `run` once for a burst of pokes: in the next turn, or PRESENCE_BATCH_MS after the last run. */
+export class PresenceBatch {
+  private lastRunAt = Number.NEGATIVE_INFINITY;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+
+  constructor(private readonly run: () => void) {}
+
+  get pending(): boolean {
+    return this.timer !== null;
+  }
+
+  poke(): void {
+    if (this.timer) return;
+    const wait = Math.max(0, this.lastRunAt + PRESENCE_BATCH_MS - Date.now());
+    this.timer = setTimeout(() => this.now(), wait);
+  }
+
+  /** Runs now what is pending (e.g. a signal came from a member whose presence waits in the batch). */
+  now(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.lastRunAt = Date.now();
+    this.run();
+  }
+
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
 }
 
 /** Routes that went via a neighbour whose link is gone fall back to direct (held, reported as unmapped). */

@@ -132,6 +132,19 @@ export class GroupPolicy implements Policy {
     }
   }
 
+  /** A presence burst: the ring takes every member at once (one recompute). */
+  async onPeersOnline(peers: Member[], ctx: PolicyContext): Promise<void> {
+    if (!this.structured) {
+      for (const peer of peers) await this.onPeerOnline(peer, ctx);
+      return;
+    }
+    await this.structured.membersOnline(
+      peers.map((p) => p.tincan.uid),
+      ctx,
+    );
+    for (const peer of peers) await this.router.peerOnline(peer, ctx);
+  }
+
   async onStart(ctx: PolicyContext): Promise<void> {
     this.structured?.start(ctx);
     await this.router.start(ctx);
@@ -313,6 +326,14 @@ export class GroupPolicy implements Policy {
   }
 }
 
+/** Host prefixes of each member's presence, parsed once (the overlay asks for them on every route pass). */
+const hostPrefixes = new WeakMap<PresenceTincan, string[]>();
+
 function prefixesOf(m: Member): string[] {
-  return [m.tincan.ipv4, m.tincan.ipv6].filter((a) => a !== undefined).map(hostPrefix);
+  let prefixes = hostPrefixes.get(m.tincan);
+  if (prefixes === undefined) {
+    prefixes = [m.tincan.ipv4, m.tincan.ipv6].filter((a) => a !== undefined).map(hostPrefix);
+    hostPrefixes.set(m.tincan, prefixes);
+  }
+  return prefixes;
 }

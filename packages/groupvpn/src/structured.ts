@@ -17,6 +17,13 @@ export const MAINTAIN_EVERY_MS = 5000;
 export const PENALTY_MS = 60_000;
 /** A long-distance target that refused our link (its incoming links were full) is not asked again this long. */
 export const REFUSED_MS = 300_000;
+/**
+ * A ring neighbour whose link went down is passed over for this long (or until a link to it is up
+ * again): its crash is seen by the link first, and its presence goes only after the XMPP server's
+ * timeout, so the next member along links now instead of then (with routes on demand no packet
+ * would make it link before).
+ */
+export const SUSPECT_MS = 60_000;
 /** The bye reason of a link trimmed because our incoming long-distance links are full (Symphony's cap). */
 export const INCOMING_FULL = "incoming long-distance links full";
 /** The bye reason of a link neither end wants any more (trimmed at once, not after the idle timeout). */
@@ -33,6 +40,8 @@ export const KeepMessage = z.strictObject({ type: z.literal("groupvpn.keep"), ke
  * request back. A node routes only the members it sends to or that pass through it, not all of them.
  */
 export const RouteRequest = z.strictObject({ type: z.literal("groupvpn.route"), src: Uid, dst: Uid });
+const KEEP_TYPE = KeepMessage.shape.type.value;
+const ROUTE_TYPE = RouteRequest.shape.type.value;
 /** Membership changes within this long after a recompute are folded into one recompute at its end. */
 export const COALESCE_MS = 1000;
 /** Groups of at most this many other members route every member (routes exist before the first packet). */
@@ -106,6 +115,8 @@ export class StructuredLinks {
   private readonly roles = new Map<string, LinkRole>();
   private long: string[] = [];
   private readonly refusedUntil = new Map<string, number>();
+  /** Ring neighbours whose link went down, until when they are passed over (SUSPECT_MS). */
+  private readonly suspectUntil = new Map<string, number>();
   /** Members we set a shortcut link up to (traffic above the threshold). */
   private readonly shortcuts = new Set<string>();
   /** `${destination} ${via}` -> until when that neighbour is not used for that destination. */
@@ -189,7 +200,12 @@ export class StructuredLinks {
 
   /** A member came online (a join, a healed partition). */
   memberOnline(uid: string, ctx: PolicyContext): Promise<void> {
-    this.ringOf(ctx).add(uid);
+    return this.membersOnline([uid], ctx);
+  }
+
+  /** Members came online together (a presence burst). */
+  membersOnline(uids: readonly string[], ctx: PolicyContext): Promise<void> {
+    this.ringOf(ctx).addAll(uids);
     return this.membersChanged(ctx);
   }
 
@@ -234,6 +250,7 @@ export class StructuredLinks {
 
   async linkUp(uid: string, ctx: PolicyContext): Promise<void> {
     this.upAt.set(uid, this.opts.clock.now());
+    if (this.suspectUntil.delete(uid)) await this.keepRingLinks(ctx);
     this.toldWants.delete(uid);
     this.tellNeighbours(ctx);
     await this.updateRoutes(ctx);
@@ -241,6 +258,8 @@ export class StructuredLinks {
 
   /** A KeepMessage or RouteRequest from a neighbour: true when it was one (handled), false for others. */
   onIccMessage(p: NotificationParamsOf<"icc.message">, ctx: PolicyContext): boolean {
+    const type = (p.data as { type?: unknown } | null)?.type;
+    if (type !== KEEP_TYPE && type !== ROUTE_TYPE) return false;
     const keep = KeepMessage.safeParse(p.data);
     if (keep.success) {
       this.peerWants.set(p.peerUid, keep.data.keep);
@@ -299,22 +318,32 @@ export class StructuredLinks {
     this.toldWants.delete(uid);
     // Any close of a long-distance link counts as a refusal: the bye saying INCOMING_FULL comes over
     // XMPP and often after the link's own close, and re-picking the same target would only churn.
-    if (this.roles.get(uid) === "long") {
+    const role = this.roles.get(uid);
+    if (role === "long") {
       ctx.log.info("a long-distance link went down (refused, or lost); drawing another target", {
         peerUid: uid,
         reason,
       });
       this.refusedUntil.set(uid, this.opts.clock.now() + REFUSED_MS);
-      this.chooseTargets(ctx);
-      await this.keepLinks(ctx, [...this.roles.keys()]);
+      await this.keepRingLinks(ctx);
+    } else if (role === "successor" || role === "predecessor") {
+      this.suspectUntil.set(uid, this.opts.clock.now() + SUSPECT_MS);
+      await this.keepRingLinks(ctx);
     }
     // The link manager sets a link it was once asked for up again after a close: not one we no longer want.
     if (!this.roles.has(uid) && !this.shortcuts.has(uid)) await ctx.removeLink?.(uid, UNWANTED);
     await this.updateRoutes(ctx);
   }
 
+  /** Ring targets chosen again, and their links set up. */
+  private async keepRingLinks(ctx: PolicyContext): Promise<void> {
+    this.chooseTargets(ctx);
+    await this.keepLinks(ctx, [...this.roles.keys()]);
+  }
+
   /** A member went away for good: forget what we measured of it. */
   forget(uid: string): void {
+    this.suspectUntil.delete(uid);
     this.shortcuts.delete(uid);
     this.watches.delete(uid);
     this.samples.delete(uid);
@@ -546,6 +575,7 @@ export class StructuredLinks {
   }
 
   private penalised(destination: string, via: string, now: number): boolean {
+    if (this.penalties.size === 0) return false;
     const until = this.penalties.get(`${destination} ${via}`);
     return until !== undefined && until > now;
   }
@@ -554,11 +584,13 @@ export class StructuredLinks {
   private chooseTargets(ctx: PolicyContext): void {
     const now = this.opts.clock.now();
     for (const [uid, until] of this.refusedUntil) if (until <= now) this.refusedUntil.delete(uid);
+    for (const [uid, until] of this.suspectUntil) if (until <= now) this.suspectUntil.delete(uid);
     const { self } = this.opts;
     const ring = this.ringOf(ctx);
     const k = this.opts.links.successors;
-    const successors = ring.successors(self, k);
-    const predecessors = ring.predecessors(self, k);
+    const suspects = this.suspectUntil.size > 0 ? new Set(this.suspectUntil.keys()) : undefined;
+    const successors = ring.successors(self, k, suspects);
+    const predecessors = ring.predecessors(self, k, suspects);
     const neighbours = new Set([...successors, ...predecessors]);
     const estimatedSize = estimateRingSize(self, successors, predecessors);
     const wanted = this.opts.links.longDistance;
