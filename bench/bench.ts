@@ -59,7 +59,6 @@ const HELP = `Usage: bash bench/run [flags]   (or: npx tsx bench/bench.ts [flags
                      both ends share this machine's)
   --no-fast-path     TinCan-TS with tune.fastPath off (links on node-datachannel's media track, as
                      before 2026-12-07); by default it runs as shipped, fast path on
-  --fast-path        the default (kept so older command lines still run)
   --one-process      also run TinCan-TS as one-process nodes (system "tincan1p": groupvpn
                      --with-datapath, one Node process per side), interleaved with the others
   --datapath-only    TinCan-TS without controllers: the driver sets the link up over RPC (as before
@@ -84,7 +83,6 @@ const { values: flags } = parseArgs({
     "udp-rates": { type: "string" },
     "nebula-routines": { type: "string" },
     sessions: { type: "boolean" },
-    "fast-path": { type: "boolean" },
     "no-fast-path": { type: "boolean" },
     "datapath-only": { type: "boolean" },
     "one-process": { type: "boolean" },

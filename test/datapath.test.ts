@@ -1,12 +1,10 @@
 // System test of the datapath alone: real tincan processes in network namespaces, links set up
 // by a test driver over the RPC API (no XMPP), real ping / iperf3 / forged packets across them.
 
-import { writeFileSync } from "node:fs";
-import { join } from "node:path";
 import { uidForIpv4 } from "@tincan/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Lab } from "./lab/index.js";
-import { connectLink, DatapathHandle, waitFor } from "./support/datapath-driver.js";
+import { connectLink, DatapathHandle, linkedPair, waitFor } from "./support/datapath-driver.js";
 
 const can = Lab.canRun();
 
@@ -20,15 +18,7 @@ describe.skipIf(!can.ok)("datapath between two namespaces over veth", () => {
     lab = pair.lab;
     // No controller here to set a link up again: keep the PeerConnection open on the fast path, so a
     // link whose fast path fell silent falls back and recovers by itself (test/fast-idle covers closing it).
-    const config = join(lab.dir, "tincan.json");
-    writeFileSync(config, JSON.stringify({ tune: { fastPcCloseMs: 0 } }));
-    a = await DatapathHandle.start(lab, pair.a, { args: ["--config", config] });
-    b = await DatapathHandle.start(lab, pair.b, { args: ["--config", config] });
-    await a.configure(uidForIpv4("10.77.0.1"), "10.77.0.1/24");
-    await b.configure(uidForIpv4("10.77.0.2"), "10.77.0.2/24");
-    await a.call("route.set", { prefix: "10.77.0.2/32", peerUid: b.uid });
-    await b.call("route.set", { prefix: "10.77.0.1/32", peerUid: a.uid });
-    await connectLink(a, b);
+    [a, b] = await linkedPair(lab, [pair.a, pair.b], "10.77.0", { fastPcCloseMs: 0 });
   });
 
   afterAll(async () => {

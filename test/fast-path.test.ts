@@ -4,45 +4,13 @@
 // host on the underlay are dropped and counted, that rekeying loses nothing, and that a blocked fast
 // port keeps (or puts) the link on node-datachannel instead of black-holing it.
 
-import { writeFileSync } from "node:fs";
-import { join } from "node:path";
-import { uidForIpv4 } from "@tincan/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Host, Lab } from "./lab/index.js";
-import { connectLink, DatapathHandle, waitFor } from "./support/datapath-driver.js";
+import { type DatapathHandle, linkedPair, waitFor } from "./support/datapath-driver.js";
+import { iperfTcp, pingLoss, sendUdp } from "./support/traffic.js";
 
 const can = Lab.canRun();
 const FAST_PORT = 51900;
-
-/** Starts tincan on `host` with these tune keys (a config file: the driver passes no environment). */
-async function startWithTune(lab: Lab, host: Host, tune: Record<string, unknown>): Promise<DatapathHandle> {
-  const file = join(lab.dir, `${host.name}-tincan.json`);
-  // The fast path is off by default: these tests turn it on.
-  writeFileSync(file, JSON.stringify({ tune: { fastPath: true, ...tune } }));
-  return DatapathHandle.start(lab, host, { args: ["--config", file] });
-}
-
-/**
- * Datapaths on two hosts with overlay addresses `${net}.1` and `${net}.2`, routed to each other, and
- * their link set up (after `beforeLink`, e.g. a firewall rule).
- */
-async function linkedPair(
-  lab: Lab,
-  [ha, hb]: [Host, Host],
-  net: string,
-  tune: Record<string, unknown>,
-  beforeLink: (b: DatapathHandle) => Promise<unknown> = async () => {},
-): Promise<[DatapathHandle, DatapathHandle]> {
-  const a = await startWithTune(lab, ha, tune);
-  const b = await startWithTune(lab, hb, tune);
-  await a.configure(uidForIpv4(`${net}.1`), `${net}.1/24`);
-  await b.configure(uidForIpv4(`${net}.2`), `${net}.2/24`);
-  await a.call("route.set", { prefix: `${net}.2/32`, peerUid: b.uid });
-  await b.call("route.set", { prefix: `${net}.1/32`, peerUid: a.uid });
-  await beforeLink(b);
-  await connectLink(a, b);
-  return [a, b];
-}
 
 async function linkOf(from: DatapathHandle, to: DatapathHandle): Promise<any> {
   return (await from.call("link.query", { peerUid: to.uid }))[0];
@@ -55,47 +23,6 @@ async function waitTransport(a: DatapathHandle, b: DatapathHandle, transport: st
       (await linkOf(a, b))?.transport === transport && (await linkOf(b, a))?.transport === transport,
     ms,
   );
-}
-
-/** `count` pings at `intervalSec`; returns how many were lost. */
-async function pingLoss(from: Host, to: string, count: number, intervalSec = 0.05): Promise<number> {
-  const r = await from.exec(
-    ["ping", "-n", "-q", "-c", String(count), "-i", String(intervalSec), "-W", "2", to],
-    {
-      timeoutMs: 120_000,
-    },
-  );
-  const m = /(\d+) packets transmitted, (\d+) received/.exec(r.stdout);
-  if (!m) throw new Error(`ping output: ${r.stdout}${r.stderr}`);
-  return Number(m[1]) - Number(m[2]);
-}
-
-async function iperfTcp(client: Host, server: Host, dst: string, seconds: number): Promise<number> {
-  const srv = server.spawn("iperf3", ["-s", "-1", "-B", dst], { name: "iperf3-s" });
-  try {
-    await waitFor("iperf3 server", async () =>
-      (await server.exec(["ss", "-ltn"])).stdout.includes(`${dst}:5201`),
-    );
-    const run = await client.exec(["iperf3", "-c", dst, "-t", String(seconds), "-J"], { timeoutMs: 60_000 });
-    expect(run.code, run.stderr).toBe(0);
-    return JSON.parse(run.stdout).end.sum_received.bits_per_second as number;
-  } finally {
-    await srv.stop(2000);
-  }
-}
-
-/** Sends UDP datagrams (hex payloads) from `from` to addr:port. */
-async function sendUdp(from: Host, addr: string, port: number, payloadsHex: string[]): Promise<void> {
-  const file = join(from.lab.dir, `${from.name}-datagrams.json`);
-  writeFileSync(file, JSON.stringify(payloadsHex));
-  const script = `
-const s = require("node:dgram").createSocket("udp4");
-const list = JSON.parse(require("node:fs").readFileSync(process.argv[1], "utf8"));
-let i = 0;
-const next = () => { if (i >= list.length) return s.close(); s.send(Buffer.from(list[i++], "hex"), ${port}, "${addr}", next); };
-next();`;
-  const r = await from.exec(["node", "-e", script, file], { timeoutMs: 60_000 });
-  expect(r.code, r.stderr).toBe(0);
 }
 
 /** The next `count` UDP payloads to `port` seen on `host`'s interfaces (an AF_PACKET socket). */
@@ -138,7 +65,11 @@ describe.skipIf(!can.ok)("fast path: two hosts and an attacker on one underlay",
     const hb = await lab.addHost("b");
     c = await lab.addHost("c");
     // The PeerConnection stays open: the fall-back test below needs node-datachannel to fall back to.
-    [a, b] = await linkedPair(lab, [ha, hb], "10.79.0", { fastPathPort: FAST_PORT, fastPcCloseMs: 0 });
+    [a, b] = await linkedPair(lab, [ha, hb], "10.79.0", {
+      fastPath: true,
+      fastPathPort: FAST_PORT,
+      fastPcCloseMs: 0,
+    });
   }, 60_000);
 
   afterAll(async () => {
@@ -284,7 +215,11 @@ describe.skipIf(!can.ok)("fast path: rekey under load", () => {
     const pair = await Lab.pair({ prefix: "tfr" });
     lab = pair.lab;
     // The PeerConnections closed 1 s after the fast path is up: the rekeys' hellos go on the fast path.
-    [a, b] = await linkedPair(lab, [pair.a, pair.b], "10.79.1", { fastRekeyMs: 2000, fastPcCloseMs: 1000 });
+    [a, b] = await linkedPair(lab, [pair.a, pair.b], "10.79.1", {
+      fastPath: true,
+      fastRekeyMs: 2000,
+      fastPcCloseMs: 1000,
+    });
     await waitTransport(a, b, "fast");
     await waitFor("both PeerConnections closed", async () => {
       const [la, lb] = [await linkOf(a, b), await linkOf(b, a)];
@@ -326,8 +261,12 @@ describe.skipIf(!can.ok)("fast path: port blocked from the start", () => {
   beforeAll(async () => {
     const pair = await Lab.pair({ prefix: "tfb" });
     lab = pair.lab;
-    [a, b] = await linkedPair(lab, [pair.a, pair.b], "10.79.2", { fastPathPort: FAST_PORT }, (b) =>
-      b.host.run(["iptables", "-I", "INPUT", "-p", "udp", "--dport", String(FAST_PORT), "-j", "DROP"]),
+    [a, b] = await linkedPair(
+      lab,
+      [pair.a, pair.b],
+      "10.79.2",
+      { fastPath: true, fastPathPort: FAST_PORT },
+      (b) => b.host.run(["iptables", "-I", "INPUT", "-p", "udp", "--dport", String(FAST_PORT), "-j", "DROP"]),
     );
   }, 60_000);
 
@@ -352,4 +291,78 @@ describe.skipIf(!can.ok)("fast path: port blocked from the start", () => {
     );
     expect(lost).toBe(0);
   }, 30_000);
+});
+
+describe.skipIf(!can.ok)("fast path: native forwarding", () => {
+  let lab: Lab;
+  let a: DatapathHandle;
+  let b: DatapathHandle;
+
+  beforeAll(async () => {
+    const pair = await Lab.pair({ prefix: "tfn" });
+    lab = pair.lab;
+    [a, b] = await linkedPair(lab, [pair.a, pair.b], "10.79.3", { nativeForward: true });
+    await waitTransport(a, b, "fast");
+    await waitFor(
+      "both links in the native forwarding table",
+      async () => (await linkOf(a, b)).fast.nativeForward && (await linkOf(b, a)).fast.nativeForward,
+    );
+  }, 60_000);
+
+  afterAll(async () => {
+    await a?.stop();
+    await b?.stop();
+    await lab?.destroy();
+  });
+
+  it("carries ping and TCP natively, and the link, vNIC and route counters still count them", async () => {
+    const [la0, lb0] = [await linkOf(a, b), await linkOf(b, a)];
+    const route0 = (await a.call("route.query", {})).find((r: any) => r.prefix === "10.79.3.2/32");
+    const vnic0 = await a.call("vnic.query");
+    const rtt = await a.host.exec(["ping", "-n", "-q", "-c", "200", "-i", "0.01", "10.79.3.2"], {
+      timeoutMs: 60_000,
+    });
+    const m = /(\d+) packets transmitted, (\d+) received/.exec(rtt.stdout);
+    expect(Number(m?.[1]) - Number(m?.[2])).toBe(0);
+    const bps = await iperfTcp(a.host, b.host, "10.79.3.2", 3);
+    const [la, lb] = [await linkOf(a, b), await linkOf(b, a)];
+    const route = (await a.call("route.query", {})).find((r: any) => r.prefix === "10.79.3.2/32");
+    const vnic = await a.call("vnic.query");
+    console.log(
+      `native forwarding: ping ${/rtt [^\n]*/.exec(rtt.stdout)?.[0]}; TCP ${(bps / 1e6).toFixed(0)} Mbit/s; ` +
+        `A tx +${la.txPackets - la0.txPackets} rx +${la.rxPackets - la0.rxPackets} packets, ` +
+        `B rx +${lb.rxPackets - lb0.rxPackets}, route tx +${route.txPackets - route0.txPackets}`,
+    );
+    expect(bps).toBeGreaterThan(10e6);
+    // The 200 echo requests (forwarded natively: nothing else would count them) and the replies.
+    expect(la.txPackets - la0.txPackets).toBeGreaterThanOrEqual(200);
+    expect(la.rxPackets - la0.rxPackets).toBeGreaterThanOrEqual(200);
+    expect(lb.rxPackets - lb0.rxPackets).toBeGreaterThanOrEqual(200);
+    expect(lb.txBytes - lb0.txBytes).toBeGreaterThan(200 * 84);
+    expect(route.txPackets - route0.txPackets).toBeGreaterThanOrEqual(200);
+    expect(route.rxPackets - route0.rxPackets).toBeGreaterThanOrEqual(200);
+    expect(vnic.rxPackets - vnic0.rxPackets).toBeGreaterThanOrEqual(200);
+    expect(vnic.txPackets - vnic0.txPackets).toBeGreaterThanOrEqual(200);
+    expect(la.lastRxAt).toBeGreaterThan(Date.now() - 10_000);
+    expect([la.transport, la.fast.nativeForward]).toEqual(["fast", true]);
+  }, 60_000);
+
+  it("drops a packet from the peer with a source the peer does not own, counted (spoofed)", async () => {
+    // B sends from an address of its own that no route gives it: B's table forwards it natively
+    // (the destination is A's), A's refuses it as a source of the link and JS drops it.
+    await b.host.run(["ip", "addr", "add", "10.79.3.77/32", "dev", "lo"]);
+    const before = (await linkOf(a, b)).drops.spoofed ?? 0;
+    const r = await b.host.exec(
+      ["ping", "-n", "-q", "-c", "5", "-i", "0.05", "-W", "1", "-I", "10.79.3.77", "10.79.3.1"],
+      {
+        timeoutMs: 30_000,
+      },
+    );
+    const m = /(\d+) packets transmitted, (\d+) received/.exec(r.stdout);
+    const spoofed = ((await linkOf(a, b)).drops.spoofed ?? 0) - before;
+    console.log(`spoofed source: ${m?.[2]}/${m?.[1]} answered, ${spoofed} counted as spoofed at A`);
+    expect(Number(m?.[2])).toBe(0);
+    expect(spoofed).toBe(5);
+    expect(await pingLoss(b.host, "10.79.3.1", 10, 0.05)).toBe(0);
+  }, 60_000);
 });

@@ -1,8 +1,6 @@
 // System test of the packet path's limits: no packet size silently lost over small underlay MTUs
 // (path MTU probing, ICMP "fragmentation needed" / "packet too big", link-layer fragments), and
 // the receive memory of a CPU-starved datapath bounded under a UDP flood (the receive window).
-import { writeFileSync } from "node:fs";
-import { join } from "node:path";
 import { uidForIpv4 } from "@tincan/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Lab } from "./lab/index.js";
@@ -26,10 +24,8 @@ async function linkedPair(
   tune: Record<string, unknown> = {},
 ): Promise<[DatapathHandle, DatapathHandle]> {
   const [ha, hb] = await lab.addPair(`a${name}`, `b${name}`, { mtu });
-  const config = join(lab.dir, `tincan-${name}.json`);
-  writeFileSync(config, JSON.stringify({ tune }));
-  const a = await DatapathHandle.start(lab, ha, { args: ["--config", config] });
-  const b = await DatapathHandle.start(lab, hb, { args: ["--config", config] });
+  const a = await DatapathHandle.start(lab, ha, { tune });
+  const b = await DatapathHandle.start(lab, hb, { tune });
   await a.configure(uidForIpv4(A4), `${A4}/24`, { ipv6: `${A6}/64`, mtu: VNIC_MTU });
   await b.configure(uidForIpv4(B4), `${B4}/24`, { ipv6: `${B6}/64`, mtu: VNIC_MTU });
   for (const [x, y, p4, p6] of [

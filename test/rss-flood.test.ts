@@ -5,12 +5,10 @@
 // socket buffer, recvmmsg into one preallocated batch, TUN writes that drop on EAGAIN), so its RSS
 // must level off instead of growing with the backlog.
 
-import { readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
-import { uidForIpv4 } from "@tincan/protocol";
+import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Lab } from "./lab/index.js";
-import { connectLink, DatapathHandle, waitFor } from "./support/datapath-driver.js";
+import { type DatapathHandle, linkedPair, waitFor } from "./support/datapath-driver.js";
 
 const can = Lab.canRun();
 const FLOOD_SECONDS = 20;
@@ -36,17 +34,9 @@ describe.skipIf(!can.ok)("datapath memory under a UDP flood from a peer", () => 
     const pair = await Lab.pair({ prefix: "rssf" });
     lab = pair.lab;
     const [ha, hb] = [pair.a, pair.b];
-    const config = join(lab.dir, "tincan.json");
     // No controller here to set a link up again: the PeerConnection stays open (fastPcCloseMs 0), so a
     // fast path that the starved receiver leaves unanswered for 3 s falls back instead of ending the link.
-    writeFileSync(config, JSON.stringify({ tune: { fastPath: true, fastPcCloseMs: 0 } }));
-    a = await DatapathHandle.start(lab, ha, { args: ["--config", config] });
-    b = await DatapathHandle.start(lab, hb, { args: ["--config", config] });
-    await a.configure(uidForIpv4("10.79.0.1"), "10.79.0.1/24");
-    await b.configure(uidForIpv4("10.79.0.2"), "10.79.0.2/24");
-    await a.call("route.set", { prefix: "10.79.0.2/32", peerUid: b.uid });
-    await b.call("route.set", { prefix: "10.79.0.1/32", peerUid: a.uid });
-    await connectLink(a, b);
+    [a, b] = await linkedPair(lab, [ha, hb], "10.79.0", { fastPath: true, fastPcCloseMs: 0 });
     await waitFor("both link ends on the fast path", async () => {
       const [la] = await a.call("link.query", { peerUid: b.uid });
       const [lb] = await b.call("link.query", { peerUid: a.uid });

@@ -3,11 +3,9 @@
 // none) floods a CPU-starved datapath. libdatachannel queues every message for the event loop
 // without a bound; the watchdog closes the link once the datapath's RSS passes tune.rxRssLimitMb,
 // counts `rxOverload`, and the link can be set up again.
-import { writeFileSync } from "node:fs";
-import { join } from "node:path";
 import { uidForIpv4 } from "@tincan/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Host, Lab } from "./lab/index.js";
+import { Lab } from "./lab/index.js";
 import { connectLink, DatapathHandle, waitFor } from "./support/datapath-driver.js";
 import { floodStarvedReceiver } from "./support/flood.js";
 
@@ -22,12 +20,6 @@ const RSS_LIMIT_MB = 120;
  * this flood (258 MB 3 s after it), and nothing was closed.
  */
 const OVERSHOOT_MB = 100;
-
-async function startWithTune(lab: Lab, host: Host, tune: Record<string, unknown>): Promise<DatapathHandle> {
-  const file = join(lab.dir, `${host.name}-tincan.json`);
-  writeFileSync(file, JSON.stringify({ tune }));
-  return DatapathHandle.start(lab, host, { args: ["--config", file] });
-}
 
 describe.skipIf(!can.ok)("receive watchdog", () => {
   let lab: Lab;
@@ -46,9 +38,9 @@ describe.skipIf(!can.ok)("receive watchdog", () => {
     const [ha, hb] = await lab.addPair("fa", "fb", { mtu: 1500 });
     // A offers data channels: SCTP acknowledges whatever reaches libdatachannel, so nothing keeps
     // A within what B's event loop drains (a peer that ignores the RTP receive window does the same).
-    const a = await startWithTune(lab, ha, { rtp: false });
+    const a = await DatapathHandle.start(lab, ha, { tune: { rtp: false } });
     started.push(a);
-    const b = await startWithTune(lab, hb, { rxRssLimitMb: RSS_LIMIT_MB });
+    const b = await DatapathHandle.start(lab, hb, { tune: { rxRssLimitMb: RSS_LIMIT_MB } });
     started.push(b);
     await a.configure(uidForIpv4(A4), `${A4}/24`);
     await b.configure(uidForIpv4(B4), `${B4}/24`);

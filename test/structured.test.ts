@@ -7,7 +7,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Lab, sleep } from "./lab/index.js";
 import { waitFor } from "./support/datapath-driver.js";
 import { PingRecorder } from "./support/ping-recorder.js";
-import { addGroupNodes, labUsers, type VpnNode, waitAllPairsPing } from "./support/vpn-node.js";
+import {
+  addGroupNodes,
+  labUsers,
+  ringOf,
+  type VpnNode,
+  waitAllPairsPing,
+  waitRingLinks,
+} from "./support/vpn-node.js";
 
 const can = Lab.canRun();
 const NAMES = ["s1", "s2", "s3", "s4", "s5", "s6", "s7"];
@@ -43,6 +50,7 @@ describe.skipIf(!can.ok)(
     let nodes: VpnNode[] = [];
     /** The nodes in ring order (by UID). */
     let ring: VpnNode[] = [];
+    let at: (i: number) => VpnNode;
 
     beforeAll(async () => {
       lab = await Lab.create({ prefix: "str" });
@@ -59,7 +67,7 @@ describe.skipIf(!can.ok)(
         logLevel: "info",
         startTimeoutMs: 60_000, // a shared 2-core machine
       });
-      ring = [...nodes].sort((a, b) => uidOf(a).localeCompare(uidOf(b)));
+      ({ ring, at } = ringOf(nodes));
       await Promise.all(nodes.map((n) => n.start()));
     });
 
@@ -68,21 +76,9 @@ describe.skipIf(!can.ok)(
       await lab?.destroy();
     });
 
-    const at = (i: number) => ring[((i % ring.length) + ring.length) % ring.length] as VpnNode;
-
     it("links each node to its ring successor and predecessor only", async () => {
       const started = Date.now();
-      await waitFor(
-        "every node linked to its two ring neighbours",
-        async () => {
-          for (const [i, n] of ring.entries()) {
-            const connected = new Set((await n.connectedLinks()).map((l) => l.peerUid));
-            if (!connected.has(uidOf(at(i + 1))) || !connected.has(uidOf(at(i - 1)))) return false;
-          }
-          return true;
-        },
-        60_000,
-      );
+      await waitRingLinks(ring, 60_000);
       console.log(
         `structured ring of ${ring.length}: all ring links up ${Date.now() - started} ms after start`,
       );
@@ -94,14 +90,7 @@ describe.skipIf(!can.ok)(
       }
       // Links to members that were ring neighbours only while others were still coming online are
       // trimmed once idle (links.idleTimeoutSec); the ring's own stay.
-      await waitFor(
-        "only the ring links left",
-        async () => {
-          for (const n of ring) if ((await n.connectedLinks()).length !== 2) return false;
-          return true;
-        },
-        60_000,
-      );
+      await waitRingLinks(ring, 60_000, { only: true });
       console.log(
         `structured ring of ${ring.length}: 2 links per node ${Date.now() - started} ms after start`,
       );

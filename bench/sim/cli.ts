@@ -3,7 +3,7 @@ import { runScenario, SCENARIOS, type ScenarioName } from "./scenarios.js";
 import { POLICIES, type PolicyName } from "./simulation.js";
 
 const USAGE = `pnpm sim -- [--nodes 1000] [--policy ${POLICIES.join("|")}] [--scenario ${SCENARIOS.join("|")}]
-                [--seed sim] [--join-sec S] [--sample 500] [--hop-limit 8] [--eager-routes N]`;
+                [--seed sim] [--join-sec S] [--sample 500] [--hop-limit 32] [--eager-routes N]`;
 
 /** `pnpm sim`: one scenario on the virtual-time simulator, printed as a Markdown table. */
 async function main(): Promise<void> {

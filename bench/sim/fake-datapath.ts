@@ -99,8 +99,12 @@ export class FakeDatapath implements Pick<DatapathApi, "call" | "on"> {
     return host ?? (this.prefixRoutes > 0 ? this.net.longestMatch(this.routes, address) : undefined);
   }
 
-  /** A packet from the vNIC: send on the next hop's link, or hold it and report it unmapped. */
+  /** A packet from the vNIC (or held in transit): send on the next hop's link, or hold it and report it unmapped. */
   fromVnic(p: SimPacket): void {
+    if (p.hops > 0 && this.routeFor(p.src) === undefined) {
+      this.hold(p); // in transit, its source still not routed here
+      return;
+    }
     const route = this.routeFor(p.dst);
     if (route && p.hops === 0) {
       route.txPackets++;
@@ -121,6 +125,12 @@ export class FakeDatapath implements Pick<DatapathApi, "call" | "on"> {
     // a packet in transit may come on any link.
     const source = this.routeFor(p.src);
     const forUs = p.dst === this.ipv4;
+    if (!source && !forUs) {
+      // outside.ts parks a packet in transit from a source not routed here yet, as one with no route.
+      if (p.hopLimit <= 1) this.net.dropped(p, "hopLimit");
+      else this.hold({ ...p, hopLimit: p.hopLimit - 1 });
+      return;
+    }
     if (!source || (forUs && (source.via ?? source.peerUid) !== from && !source.via)) {
       this.net.dropped(p, "spoofed");
       return;
@@ -131,16 +141,17 @@ export class FakeDatapath implements Pick<DatapathApi, "call" | "on"> {
       return;
     }
     const next = this.nextHopFor(p.dst);
-    const drop =
-      next === undefined || !this.isConnected(next)
-        ? "noRoute"
-        : next === from
-          ? "loop"
-          : p.hopLimit <= 1
-            ? "hopLimit"
-            : null;
-    if (drop !== null || next === undefined) {
-      this.net.dropped(p, drop ?? "noRoute");
+    if (p.hopLimit <= 1) {
+      this.net.dropped(p, "hopLimit");
+      return;
+    }
+    if (next === undefined || !this.isConnected(next)) {
+      // outside.ts parks it: held and reported as unmapped, sent on by the next route or link change.
+      this.hold({ ...p, hopLimit: p.hopLimit - 1 });
+      return;
+    }
+    if (next === from) {
+      this.net.dropped(p, "loop");
       return;
     }
     this.net.carry(this, next, { ...p, hopLimit: p.hopLimit - 1 });

@@ -1,4 +1,4 @@
-import { parsePrefix, prefixContains, type RouteInfo, type Signal } from "@tincan/protocol";
+import { DatapathTune, parsePrefix, prefixContains, type RouteInfo, type Signal } from "@tincan/protocol";
 import type { FakeDatapath, FakeLink, SimPacket } from "./fake-datapath.js";
 import type { SimNode } from "./sim-node.js";
 import type { VirtualClock } from "./virtual-clock.js";
@@ -19,7 +19,7 @@ export interface SimParams {
   /** SDP size in offers and answers; candidates per side and setup. */
   descriptionBytes: number;
   candidates: number;
-  /** The datapath's hop limit (datapath.hopLimit). */
+  /** The datapath's hop limit (`tune.hopLimit`; default: the datapath's). */
   hopLimit: number;
 }
 
@@ -32,7 +32,7 @@ export const DEFAULT_PARAMS: SimParams = {
   xmppDeadAfterMs: 30_000,
   descriptionBytes: 600,
   candidates: 2,
-  hopLimit: 8,
+  hopLimit: DatapathTune.parse({}).hopLimit,
 };
 
 /** Message and byte counters of one node (XMPP: stanzas through the server; icc: over links). */

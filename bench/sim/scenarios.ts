@@ -3,7 +3,21 @@ import type { SimParams, Traffic } from "./network.js";
 import type { SimNode } from "./sim-node.js";
 import { type PolicyName, Simulation } from "./simulation.js";
 
-export const SCENARIOS = ["join", "leave", "crash", "partition", "traffic", "churn", "all"] as const;
+export const SCENARIOS = [
+  "join",
+  "leave",
+  "crash",
+  "partition",
+  "traffic",
+  "churn",
+  "targets",
+  "all",
+] as const;
+/** The steps after the join phase of each composite scenario (`targets`: what issue #18's targets need). */
+const STEPS: Partial<Record<ScenarioName, ScenarioName[]>> = {
+  all: ["join", "traffic", "churn", "crash", "partition"],
+  targets: ["join", "traffic", "crash"],
+};
 export type ScenarioName = (typeof SCENARIOS)[number];
 
 export interface ScenarioOptions {
@@ -89,8 +103,7 @@ export async function runScenario(o: ScenarioOptions): Promise<Report> {
     perNodeMinute(put, "idle minute", diff(sim.totalTraffic(), idleStart), sim.live().length, 1);
     log(`settled at ${sec(sim)} s virtual`);
 
-    const steps: ScenarioName[] =
-      o.scenario === "all" ? ["join", "traffic", "churn", "crash", "partition"] : [o.scenario];
+    const steps = STEPS[o.scenario] ?? [o.scenario];
     for (const step of steps) {
       if (step === "join") await newNodeReachable(sim, put, note, sample);
       if (step === "traffic") await traffic(sim, put, sample);

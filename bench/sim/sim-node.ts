@@ -8,6 +8,7 @@ import {
   type Policy,
   type PolicyContext,
   PolicyLinks,
+  PresenceBatch,
   peerRefOf,
   presenceAddresses,
 } from "@tincan/controller";
@@ -58,6 +59,9 @@ export class SimNode implements PolicyContext {
   private readonly policyLinks: PolicyLinks;
   /** Members that went offline while their link stays connected (see memberOffline). */
   private readonly lingering = new Map<string, Member>();
+  /** Members whose presence came and waits for the batch (the controller's PresenceBatch). */
+  private readonly cameOnline = new Map<string, SimNode>();
+  private readonly presenceBatch = new PresenceBatch(() => this.membersCame());
 
   constructor(
     private readonly net: SimNetwork,
@@ -159,15 +163,32 @@ export class SimNode implements PolicyContext {
     if (!this.up) return;
     this.lingering.delete(n.uid);
     void this.links.updatePeer(peerRefOf(n.member));
-    this.hook("onPeerOnline", async () => {
-      await this.policy.onPeerOnline?.(n.member, this);
-      await this.policyLinks.peerOnline(n.member);
+    this.cameOnline.set(n.uid, n);
+    this.presenceBatch.poke();
+  }
+
+  /** The batch of members that came online, as Controller.refreshMembers hands it to the policy. */
+  private membersCame(): void {
+    const came: Member[] = [];
+    for (const n of this.cameOnline.values()) if (this.net.online.get(n.uid) === n) came.push(n.member);
+    this.cameOnline.clear();
+    if (came.length === 0) return;
+    const p = this.policy;
+    this.hook("onPeersOnline", async () => {
+      if (p.onPeersOnline) await p.onPeersOnline(came, this);
+      else for (const m of came) await p.onPeerOnline?.(m, this);
+      for (const m of came) await this.policyLinks.peerOnline(m);
     });
   }
 
   /** Still a member (in the roster), offline: a connected link keeps it until the datapath drops it. */
   memberOffline(n: SimNode): void {
     if (!this.up) return;
+    // Came and went within one batch: the controller never saw it.
+    if (this.cameOnline.get(n.uid) === n) {
+      this.cameOnline.delete(n.uid);
+      return;
+    }
     this.lingering.set(n.uid, n.member);
     void this.links.peerOffline(n.uid).then((kept) => {
       if (kept || this.lingering.get(n.uid) !== n.member) return;
@@ -183,6 +204,7 @@ export class SimNode implements PolicyContext {
 
   private halt(): void {
     this.up = false;
+    this.presenceBatch.stop();
     this.links.stop();
     this.routeTable.stop();
     this.dp.alive = false;

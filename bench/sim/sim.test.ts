@@ -164,6 +164,36 @@ describe("simulator scenarios (deterministic)", () => {
     expect(routableAgain?.[1]).toBeLessThanOrEqual(60);
   }, 60_000);
 
+  it("structured, routes on demand: two ring neighbours crash; the ring heals before their presence goes", async () => {
+    const sim = new Simulation({
+      policy: "structured",
+      seed: "adjacent",
+      expectedNodes: 24,
+      eagerRoutesUpTo: 0,
+    });
+    try {
+      for (let i = 0; i < 24; i++) sim.join();
+      await sim.run(60_000);
+      expect(ringGaps(sim.live())).toBe(0);
+      // Two neighbours: the members on either side of them hold no link to each other (k = 2).
+      const [a, b] = ringOrder(sim.live()).slice(5, 7) as [SimNode, SimNode];
+      const start = sim.now();
+      a.crash();
+      b.crash();
+      let healedAt: number | null = null;
+      for (let s = 0; s < 60 && healedAt === null; s++) {
+        await sim.run(1000);
+        if (ringGaps(sim.live()) === 0) healedAt = sim.now();
+      }
+      expect(sim.hookErrors).toEqual(new Map());
+      // The links die after deadAfterMs (10 s); the XMPP server drops the presence after 30 s.
+      const seconds = healedAt === null ? Number.POSITIVE_INFINITY : (healedAt - start) / 1000;
+      expect(seconds).toBeLessThan(sim.net.params.xmppDeadAfterMs / 1000);
+    } finally {
+      sim.close();
+    }
+  });
+
   it("on demand: the first packet to a member sets its link up, later ones take 1 hop", async () => {
     const report = await runScenario({
       nodes: 20,

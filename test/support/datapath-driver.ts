@@ -2,10 +2,11 @@
 // without XMPP: descriptions and candidates are handed from one datapath to the other directly.
 import { type ChildProcess, spawn } from "node:child_process";
 import { EventEmitter } from "node:events";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import readline from "node:readline";
 import { fileURLToPath } from "node:url";
+import { uidForIpv4 } from "@tincan/protocol";
 import type { Host, Lab, LabProcess } from "../lab/index.js";
 
 export const REPO = fileURLToPath(new URL("../..", import.meta.url));
@@ -54,13 +55,22 @@ export class DatapathHandle extends EventEmitter {
     super();
   }
 
-  /** Starts tincan in the host's namespace and a bridge to its RPC port; registers as its controller. */
+  /**
+   * Starts tincan in the host's namespace and a bridge to its RPC port; registers as its controller.
+   * `tune`: these tune keys, in a config file of the host's (the driver passes no environment).
+   */
   static async start(
     lab: Lab,
     host: Host,
-    opts: { logLevel?: string; tokenFile?: string; args?: string[] } = {},
+    opts: { logLevel?: string; tokenFile?: string; args?: string[]; tune?: Record<string, unknown> } = {},
   ): Promise<DatapathHandle> {
     const tokenFile = opts.tokenFile ?? join(lab.dir, `${host.name}.token`);
+    const configArgs: string[] = [];
+    if (opts.tune) {
+      const file = join(lab.dir, `${host.name}-tincan.json`);
+      writeFileSync(file, JSON.stringify({ tune: opts.tune }));
+      configArgs.push("--config", file);
+    }
     const proc = host.spawn(
       "node",
       [
@@ -70,6 +80,7 @@ export class DatapathHandle extends EventEmitter {
         tokenFile,
         "--log-level",
         opts.logLevel ?? "info",
+        ...configArgs,
         ...(opts.args ?? []),
       ],
       {
@@ -165,6 +176,28 @@ export class DatapathHandle extends EventEmitter {
       await exited;
     }
   }
+}
+
+/**
+ * Datapaths on two hosts with overlay addresses `${net}.1` and `${net}.2` (and these tune keys),
+ * routed to each other, and their link set up (after `beforeLink`, e.g. a firewall rule).
+ */
+export async function linkedPair(
+  lab: Lab,
+  [ha, hb]: [Host, Host],
+  net: string,
+  tune: Record<string, unknown>,
+  beforeLink: (b: DatapathHandle) => Promise<unknown> = async () => {},
+): Promise<[DatapathHandle, DatapathHandle]> {
+  const a = await DatapathHandle.start(lab, ha, { tune });
+  const b = await DatapathHandle.start(lab, hb, { tune });
+  await a.configure(uidForIpv4(`${net}.1`), `${net}.1/24`);
+  await b.configure(uidForIpv4(`${net}.2`), `${net}.2/24`);
+  await a.call("route.set", { prefix: `${net}.2/32`, peerUid: b.uid });
+  await b.call("route.set", { prefix: `${net}.1/32`, peerUid: a.uid });
+  await beforeLink(b);
+  await connectLink(a, b);
+  return [a, b];
 }
 
 /**

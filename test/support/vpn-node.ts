@@ -2,6 +2,7 @@
 // written into the lab dir, and reads their status with `tincanctl status --json`.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
+import { uidForIpv4 } from "@tincan/protocol";
 import {
   type CoturnHandle,
   type Host,
@@ -329,4 +330,34 @@ export async function blockUdp(a: Host, b: Host, block: boolean): Promise<void> 
   ] as const) {
     await from.run(["iptables", block ? "-A" : "-D", "OUTPUT", "-p", "udp", "-d", to.ip, "-j", "DROP"]);
   }
+}
+
+/** GroupVPN nodes in ring order (by UID: the structured overlay's ring), and the node `i` places on. */
+export function ringOf(nodes: VpnNode[]): { ring: VpnNode[]; at: (i: number) => VpnNode } {
+  const ring = [...nodes].sort((a, b) => uidForIpv4(a.address).localeCompare(uidForIpv4(b.address)));
+  return { ring, at: (i) => ring[((i % ring.length) + ring.length) % ring.length] as VpnNode };
+}
+
+/**
+ * Waits until every node of `ring` (in ring order) has connected links to its ring successor and
+ * predecessor; with `only`, to them and no other member.
+ */
+export async function waitRingLinks(
+  ring: VpnNode[],
+  ms: number,
+  opts: { only?: boolean } = {},
+): Promise<void> {
+  const uidAt = (i: number) => uidForIpv4((ring[(i + ring.length) % ring.length] as VpnNode).address);
+  await waitFor(
+    opts.only ? "only the ring links left" : "every node linked to its two ring neighbours",
+    async () => {
+      for (const [i, n] of ring.entries()) {
+        const connected = new Set((await n.connectedLinks()).map((l) => l.peerUid));
+        if (!connected.has(uidAt(i + 1)) || !connected.has(uidAt(i - 1))) return false;
+        if (opts.only && connected.size !== 2) return false;
+      }
+      return true;
+    },
+    ms,
+  );
 }

@@ -29,6 +29,7 @@ import {
   type Policy,
   type PolicyContext,
   PolicyLinks,
+  PresenceBatch,
   peerRefOf,
   presenceAddresses,
 } from "./policy.js";
@@ -99,6 +100,8 @@ export class Controller implements PolicyContext {
   private readonly signalLimiter: SignalLimiter;
   private readonly routeTable: RouteTable;
   private readonly policyLinks: PolicyLinks;
+  /** Presence changes, coalesced into one members refresh (PRESENCE_BATCH_MS). */
+  private readonly presenceBatch = new PresenceBatch(() => this.refreshMembers());
   private readonly statusFile: string | null;
   private statusTimer: NodeJS.Timeout | null = null;
   private statusRefresh: NodeJS.Timeout | null = null;
@@ -264,6 +267,7 @@ export class Controller implements PolicyContext {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    this.presenceBatch.stop();
     this.log.info("stopping: links and routes stay in the datapath");
     this.links.stop();
     this.network.stop();
@@ -305,11 +309,11 @@ export class Controller implements PolicyContext {
         setTimeout(() => void this.dropAdoptedNonMembers(), ADOPTED_CHECK_MS).unref();
       }
       this.admission.setRoster(items);
-      this.refreshMembers();
+      this.presenceBatch.now();
       this.hook("onRosterChanged", () => p.onRosterChanged?.(items, this));
     });
-    this.xmpp.on("peer-online", () => this.refreshMembers());
-    this.xmpp.on("peer-offline", () => this.refreshMembers());
+    this.xmpp.on("peer-online", () => this.presenceBatch.poke());
+    this.xmpp.on("peer-offline", () => this.presenceBatch.poke());
     this.xmpp.on("online", () => {
       this.scheduleStatus();
       if (this.relinkOnLogin) {
@@ -391,6 +395,7 @@ export class Controller implements PolicyContext {
       void this.links.peerGone(uid, "peer left the roster");
       this.peerOffline(old);
     }
+    const came: Member[] = [];
     for (const [uid, m] of next) {
       const old = this.members.get(uid);
       this.members.set(uid, m);
@@ -399,7 +404,7 @@ export class Controller implements PolicyContext {
         // learns where the peer is now.
         this.lingering.delete(uid);
         void this.links.updatePeer(peerRefOf(m));
-        this.peerOnline(m);
+        came.push(m);
       } else if (old.fullJid !== m.fullJid) void this.links.updatePeer(peerRefOf(m));
       else if (
         old.tincan.ipv4 !== m.tincan.ipv4 ||
@@ -408,7 +413,22 @@ export class Controller implements PolicyContext {
       )
         this.peerOnline(m);
     }
+    this.peersOnline(came);
     this.scheduleStatus();
+  }
+
+  /** New members: one onPeersOnline for all when the policy takes them so, else onPeerOnline each. */
+  private peersOnline(came: Member[]): void {
+    const { policy } = this.opts;
+    if (came.length === 0) return;
+    if (!policy.onPeersOnline) {
+      for (const m of came) this.peerOnline(m);
+      return;
+    }
+    this.hook("onPeersOnline", async () => {
+      await policy.onPeersOnline?.(came, this);
+      for (const m of came) await this.policyLinks.peerOnline(m);
+    });
   }
 
   /** The policy sets the member's routes, then (proactive) the core links to it. */
@@ -447,6 +467,9 @@ export class Controller implements PolicyContext {
   private onSignal(e: SignalEvent): void {
     if (!this.admission.allows(e.fromBareJid, "signal")) return;
     const pres = this.xmpp.peer(e.fromFullJid);
+    // Its presence may wait in the batch: members are refreshed first.
+    if (pres && this.presenceBatch.pending && this.members.get(pres.tincan.uid)?.fullJid !== e.fromFullJid)
+      this.presenceBatch.now();
     const member = pres && this.members.get(pres.tincan.uid);
     if (!pres || !member || member.fullJid !== e.fromFullJid) {
       if (!this.unknownSenderLogged.has(e.fromFullJid)) {

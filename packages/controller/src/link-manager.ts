@@ -340,6 +340,8 @@ export class LinkManager extends EventEmitter {
 
   /** The peer's full JID changed (new presence): use it for signals. */
   updatePeer(peer: PeerRef): Promise<void> {
+    // Most members in a large group have no link: no work queued for them (a presence burst at login).
+    if (!this.recs.has(peer.uid) && !this.chains.has(peer.uid)) return Promise.resolve();
     return this.run(peer.uid, async () => {
       const rec = this.recs.get(peer.uid);
       if (rec) this.updatePeerOf(rec, peer);

@@ -21,6 +21,8 @@ function links(proactive: boolean, peers: Member[] = [bob, carol], linkMembersOn
     ensureLink: async (ref, o) => void ensured.push({ ref, pinned: o.pinned }),
     peers: () => peers,
     addressesOf: (m) => presenceAddresses(m.tincan),
+    // A LAN behind bob (router mode).
+    routes: () => [{ prefix: "192.168.50.0/24", peerUid: bob.tincan.uid, kernel: true }],
   });
   return { l, ensured };
 }
@@ -36,9 +38,16 @@ describe("PolicyLinks (links.policy in the core)", () => {
     ]);
   });
 
-  it("a policy that routes members itself (structured): no link on a packet to a member's address", async () => {
+  it("on-demand: a packet to a prefix behind a member (router mode) links to that member", async () => {
+    const { l, ensured } = links(false);
+    await l.packetUnmapped("192.168.50.7");
+    expect(ensured.map((e) => e.ref.uid)).toEqual([bob.tincan.uid]);
+  });
+
+  it("a policy that routes members itself (structured): no link on a packet to a member's address or LAN", async () => {
     const { l, ensured } = links(false, [bob, carol], false);
     await l.packetUnmapped("10.10.0.3");
+    await l.packetUnmapped("192.168.50.7");
     await l.peerOnline(bob);
     expect(ensured).toEqual([]);
   });
@@ -117,6 +126,45 @@ describe("Controller and its policy", () => {
       { uid: bob.tincan.uid, bareJid: bob.bareJid, fullJid: bob.fullJid },
       { pinned: false },
     );
+  });
+
+  it("a presence burst reaches the policy as one onPeersOnline; a later presence as another", async () => {
+    const onPeersOnline = vi.fn();
+    const onPeerOnline = vi.fn();
+    const ctl = controller({ ...base, onPeersOnline, onPeerOnline });
+    const peers = ["10.10.0.2", "10.10.0.3", "10.10.0.4", "10.10.0.5"].map((a) => member(a));
+    ctl.admission.setRoster(
+      peers.map((m) => ({ jid: m.bareJid, subscription: "both" as const, groups: [] })),
+    );
+    const online = vi.spyOn(ctl.xmpp, "peers").mockReturnValue([]);
+    // A login: the server's presence stanzas come back to back.
+    for (let i = 0; i < 3; i++) {
+      online.mockReturnValue(peers.slice(0, i + 1));
+      ctl.xmpp.emit("peer-online", peers[i]);
+    }
+    await vi.waitFor(() => expect(onPeersOnline).toHaveBeenCalledTimes(1));
+    expect(onPeersOnline.mock.calls[0]?.[0].map((m: Member) => m.bareJid)).toEqual(
+      peers.slice(0, 3).map((m) => m.bareJid),
+    );
+    online.mockReturnValue(peers);
+    ctl.xmpp.emit("peer-online", peers[3]);
+    await vi.waitFor(() => expect(onPeersOnline).toHaveBeenCalledTimes(2));
+    expect(onPeersOnline.mock.calls[1]?.[0].map((m: Member) => m.bareJid)).toEqual([peers[3]?.bareJid]);
+    expect(onPeerOnline).not.toHaveBeenCalled();
+    await ctl.stop();
+  });
+
+  it("without onPeersOnline, each member of a burst gets its onPeerOnline", async () => {
+    const onPeerOnline = vi.fn();
+    const ctl = controller({ ...base, onPeerOnline });
+    const peers = ["10.10.0.2", "10.10.0.3"].map((a) => member(a));
+    ctl.admission.setRoster(
+      peers.map((m) => ({ jid: m.bareJid, subscription: "both" as const, groups: [] })),
+    );
+    vi.spyOn(ctl.xmpp, "peers").mockReturnValue(peers);
+    for (const m of peers) ctl.xmpp.emit("peer-online", m);
+    await vi.waitFor(() => expect(onPeerOnline).toHaveBeenCalledTimes(2));
+    await ctl.stop();
   });
 
   it("a hook that throws is logged, not thrown past the controller", async () => {

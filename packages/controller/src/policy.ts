@@ -78,6 +78,11 @@ export interface Policy {
   /** A member came online, or announced other addresses: set its routes (the core links after). */
   onPeerOnline?(peer: Member, ctx: PolicyContext): void | Promise<void>;
   /**
+   * Members that came online together (a presence burst, coalesced by the core: PRESENCE_BATCH_MS).
+   * When defined, the core calls it instead of onPeerOnline for each of them.
+   */
+  onPeersOnline?(peers: Member[], ctx: PolicyContext): void | Promise<void>;
+  /**
    * The peer is gone: it left the roster/group, or it is offline and has no working link (a peer that
    * goes offline while its link is connected keeps link and routes until the datapath says the link is
    * dead). Remove its routes here.
@@ -101,6 +106,44 @@ export interface Policy {
   neighborLinks?(): ReadonlyMap<string, ReadonlySet<string>>;
 }
 
+/**
+ * Presence changes within this long after the members were recomputed are folded into one recompute
+ * at its end (a login to a group of thousands brings thousands of presences back to back, and joins
+ * to such a group come tens a second); a change after a quiet spell is taken in the next turn.
+ */
+export const PRESENCE_BATCH_MS = 200;
+
+/** Runs `run` once for a burst of pokes: in the next turn, or PRESENCE_BATCH_MS after the last run. */
+export class PresenceBatch {
+  private lastRunAt = Number.NEGATIVE_INFINITY;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+
+  constructor(private readonly run: () => void) {}
+
+  get pending(): boolean {
+    return this.timer !== null;
+  }
+
+  poke(): void {
+    if (this.timer) return;
+    const wait = Math.max(0, this.lastRunAt + PRESENCE_BATCH_MS - Date.now());
+    this.timer = setTimeout(() => this.now(), wait);
+  }
+
+  /** Runs now what is pending (e.g. a signal came from a member whose presence waits in the batch). */
+  now(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.lastRunAt = Date.now();
+    this.run();
+  }
+
+  stop(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+}
+
 /** Routes that went via a neighbour whose link is gone fall back to direct (held, reported as unmapped). */
 export async function routeDirectWhatWentVia(neighbourUid: string, ctx: PolicyContext): Promise<void> {
   for (const r of ctx.routes()) {
@@ -120,9 +163,9 @@ export interface PolicyLinksOptions {
   /** `links.policy`: "proactive" links every member at once and pins its link (no idle trimming). */
   proactive: boolean;
   /**
-   * On demand, a packet for a member's own address links to it (default). Off for a policy that
-   * routes members over other links itself (GroupVPN `structured`); prefixes behind a member
-   * (router mode) still link on demand.
+   * On demand, a packet for a member's address, or for a prefix behind it (router mode), links to it
+   * (default). Off for a policy that routes members and their prefixes over other links itself
+   * (GroupVPN `structured`).
    */
   linkMembersOnDemand?: boolean;
   ensureLink(peer: PeerRef, opts: { pinned: boolean }): Promise<void>;
@@ -148,9 +191,8 @@ export class PolicyLinks {
   }
 
   async packetUnmapped(dst: string): Promise<void> {
-    const own = this.memberAt(dst);
-    if (own && this.opts.linkMembersOnDemand === false && !this.opts.proactive) return;
-    const member = own ?? this.memberRoutedTo(dst);
+    if (this.opts.linkMembersOnDemand === false && !this.opts.proactive) return;
+    const member = this.memberAt(dst) ?? this.memberRoutedTo(dst);
     if (member) await this.opts.ensureLink(peerRefOf(member), { pinned: this.opts.proactive });
   }
 

@@ -65,6 +65,7 @@ export class RouteTable {
     if (r.via) params.via = r.via;
     if (r.mapTo) params.mapTo = r.mapTo;
     if (r.kernel) params.kernel = true;
+    if (r.transit) params.transit = true;
     this.wanted.set(r.prefix, params);
   }
 
@@ -130,7 +131,8 @@ export class RouteTable {
           want.peerUid !== r.peerUid ||
           (want.via ?? null) !== r.via ||
           (want.mapTo ?? null) !== r.mapTo ||
-          (r.kernel !== undefined && (want.kernel ?? false) !== r.kernel)
+          (r.kernel !== undefined && (want.kernel ?? false) !== r.kernel) ||
+          (want.transit ?? false) !== (r.transit ?? false)
         ) {
           if (unchanged(want) && (await this.fix("route.set", want))) fixed++;
         }

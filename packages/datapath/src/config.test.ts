@@ -39,8 +39,9 @@ describe("tincan.json tune section and TINCAN_TUNE", () => {
       rtp: true,
       rxRssLimitMb: 256,
       fastPcCloseMs: 20_000,
+      nativeForward: true,
     });
-    expect(Object.keys(DEFAULTS)).toHaveLength(19);
+    expect(Object.keys(DEFAULTS)).toHaveLength(20);
   });
 
   it("takes the knobs of the file's tune section, the rest at their defaults", () => {

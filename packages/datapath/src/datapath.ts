@@ -18,11 +18,12 @@ import type { Logger } from "winston";
 import { conflict, invalidParams, notConfigured, notFound, rpcError, tooManyLinks } from "./errors.js";
 import type { ExitKernel, Family } from "./exit-kernel.js";
 import { ExitNode } from "./exit-node.js";
+import { NativeForward } from "./fast/native-forward.js";
 import type { FastSocketFactory } from "./fast/socket.js";
 import { FastTransport } from "./fast/transport.js";
 import { Fib, type VnicDevice } from "./fib.js";
 import { IccQueueFull } from "./icc-channel.js";
-import type { IceSettings } from "./ice.js";
+import { type FastServers, type IceSettings, resolveFastServers, turnCredentials } from "./ice.js";
 import { Inside } from "./inside.js";
 import type { KernelRoutes } from "./kernel-routes.js";
 import { Link } from "./link.js";
@@ -86,6 +87,8 @@ export class Datapath {
   readonly inside: Inside;
   readonly outside: Outside;
   private readonly unmapped: UnmappedPackets;
+  /** Packets in transit waiting for a route or a link (see Outside.park); held and expired like ours. */
+  private readonly transitHeld: UnmappedPackets;
   /** Each link's frame being built, for packets from the vNIC and in transit alike. */
   private readonly frames: FrameBuilders<Link>;
   /** The send queue between the vNIC and the links (null: tune.txQueueMs 0). */
@@ -93,6 +96,8 @@ export class Datapath {
   private uid: string | null = null;
   private vnicSettings: VnicSettings | null = null;
   private ice: IceSettings = { stun: [], turn: [] };
+  /** ICE's servers resolved for the fast path's own STUN queries and TURN allocation. */
+  private fastServers: FastServers = { stun: [], turn: null };
   /** Overlay prefixes of our own vNIC: ICE must never run a link through the overlay itself. */
   private readonly overlay = new PrefixTable<true>();
   /** Each peer's transports; fib.links holds the one carrying its traffic (see bestTransport). */
@@ -102,6 +107,8 @@ export class Datapath {
   private readonly exit: ExitNode | null;
   /** The fast-path sockets (null: tune.fastPath off or no socket factory). */
   private readonly fast: FastTransport | null;
+  /** The native forwarding table's JS half (null: tune.nativeForward off or no fast path). */
+  private readonly nativeForward: NativeForward | null;
   private readonly timer: NodeJS.Timeout;
   /** Closes a link whose node-datachannel receive queue outgrows tune.rxRssLimitMb (null: 0, off). */
   private readonly rxWatchdog: RxWatchdog<Link> | null;
@@ -113,6 +120,12 @@ export class Datapath {
     const tune = DatapathTune.parse(tuneOf(options));
     this.tune = tune;
     this.unmapped = new UnmappedPackets({
+      notifyIntervalMs: 1000,
+      holdMs: 10_000,
+      maxDestinations: 256,
+      packetsPerDestination: 16,
+    });
+    this.transitHeld = new UnmappedPackets({
       notifyIntervalMs: 1000,
       holdMs: 10_000,
       maxDestinations: 256,
@@ -142,7 +155,10 @@ export class Datapath {
       (report) => options.notify("packet.unmapped", report),
       this.txQueue,
     );
-    this.outside = new Outside(this.fib, this.frames);
+    this.outside = new Outside(this.fib, this.frames, {
+      held: this.transitHeld,
+      report: (report) => options.notify("packet.unmapped", report),
+    });
     this.exit = options.exitKernel ? new ExitNode(options.exitKernel, this.exitView(), this.log) : null;
     this.fast =
       tune.fastPath && options.fastSocket
@@ -153,8 +169,21 @@ export class Datapath {
             excludeAddress: (address) => this.isOverlayAddress(address),
             warn: (message, fields) => this.log.warn(message, fields),
             afterBatch: () => this.outside.readReplies(),
+            stunServers: () => this.fastServers.stun,
+            turn: () => {
+              const t = this.fastServers.turn;
+              return t ? { server: t.server, credentials: turnCredentials(t.config, this.uid ?? "") } : null;
+            },
+            info: (message, fields) => this.log.info(message, fields),
           })
         : null;
+    const fast = this.fast;
+    this.nativeForward =
+      fast && tune.nativeForward ? new NativeForward(this.fib, () => fast.openSocket) : null;
+    if (this.nativeForward) {
+      const table = this.nativeForward;
+      this.inside.onQueueBusy = (busy) => table.hold(busy);
+    }
     this.rxWatchdog =
       tune.rxRssLimitMb > 0
         ? new RxWatchdog({ rssLimitBytes: tune.rxRssLimitMb << 20, periodMs: KEEPALIVE_PERIOD_MS })
@@ -162,9 +191,12 @@ export class Datapath {
     this.timer = setInterval(() => {
       const now = Date.now();
       this.checkRxOverload();
-      const expired = this.unmapped.expire(now);
+      const expired = this.unmapped.expire(now) + this.transitHeld.expire(now);
       if (expired) this.fib.vnicCounters.drop("unmappedExpired", expired);
       this.fast?.countDrops(this.fib.vnicCounters);
+      this.nativeForward?.sync(now);
+      this.nativeForward?.refresh(now);
+      this.fast?.tick(now);
       for (const link of this.allLinks()) {
         if (link.isConnected) link.fitRxQueue();
         // A path that changed after connecting (e.g. found to be relayed) is announced like a new
@@ -203,6 +235,7 @@ export class Datapath {
       this.vnicSettings = { ...settings, name: this.fib.vnic.name };
       this.fib.translate = p.translate ?? this.fib.translate;
       this.fib.setOwnAddresses(stripLength(settings.ipv4), stripLength(settings.ipv6));
+      this.nativeForward?.setLocalAddresses(stripLength(settings.ipv4), stripLength(settings.ipv6));
       this.refreshOverlay();
       this.log.info("vnic configured", {
         ...this.vnicSettings,
@@ -228,6 +261,7 @@ export class Datapath {
 
     "vnic.query": () => {
       this.fast?.countDrops(this.fib.vnicCounters);
+      this.nativeForward?.sync();
       return {
         name: this.vnicSettings?.name ?? null,
         uid: this.uid,
@@ -235,7 +269,7 @@ export class Datapath {
         ipv6: this.vnicSettings?.ipv6 ?? null,
         mtu: this.vnicSettings?.mtu ?? null,
         translate: this.fib.translate,
-        queued: this.unmapped.heldPackets,
+        queued: this.unmapped.heldPackets + this.transitHeld.heldPackets,
         txQueue: this.txQueue && {
           packets: this.txQueue.queuedPackets,
           bytes: this.txQueue.queuedBytes,
@@ -247,6 +281,9 @@ export class Datapath {
 
     "ice.configure": (p) => {
       this.ice = p;
+      void resolveFastServers(p).then((servers) => {
+        if (this.ice === p) this.fastServers = servers;
+      });
       this.log.info("ice configured", {
         stun: p.stun,
         turn: p.turn.map((t) => t.urls),
@@ -320,6 +357,7 @@ export class Datapath {
     },
 
     "link.query": (p) => {
+      this.nativeForward?.sync();
       const peers = p.peerUid ? [p.peerUid] : [...this.transports.keys()];
       return pageToFit(
         peers.flatMap((uid) => this.linksOf(uid)).map((l) => l.info()),
@@ -336,13 +374,30 @@ export class Datapath {
         throw invalidParams(
           "peerUid: a route to our own uid (a prefix behind this node) takes no via, mapTo or kernel",
         );
+      if (p.transit && (p.peerUid === this.uid || p.mapTo || p.kernel || prefixBytes(p.prefix).length === 0))
+        throw invalidParams(
+          "transit: a transit-only route goes to another member and takes no mapTo or kernel, and is no default route",
+        );
       if (p.kernel && prefixBytes(p.prefix).length === 0)
         throw invalidParams("kernel: a default route takes the kernel through exit.use, not the main table");
       await this.setKernelRoute(p.prefix, p.kernel === true);
-      const prefix = this.fib.setRoute(p.prefix, p.peerUid, p.via ?? null, p.mapTo ?? null);
+      const prefix = this.fib.setRoute(
+        p.prefix,
+        p.peerUid,
+        p.via ?? null,
+        p.mapTo ?? null,
+        p.transit === true,
+      );
+      this.nativeForward?.schedule();
       this.exit?.sync();
-      this.log.debug("route set", { prefix, peer: p.peerUid, via: p.via, mapTo: p.mapTo });
-      this.inside.resubmitHeld(this.unmapped.takeAll());
+      this.log.debug("route set", {
+        prefix,
+        peer: p.peerUid,
+        via: p.via,
+        mapTo: p.mapTo,
+        transit: p.transit,
+      });
+      this.resubmitHeld();
       // Packets waiting for the direct link to connect take the new way via another node.
       const direct = this.fib.links.get(p.peerUid);
       if (p.via && direct && !direct.isConnected && direct.pending.length > 0)
@@ -353,7 +408,9 @@ export class Datapath {
     "route.remove": async (p) => {
       if (!this.fib.routes.get(p.prefix)) throw notFound(`prefix: no route for ${p.prefix}`);
       await this.setKernelRoute(p.prefix, false);
+      this.nativeForward?.sync();
       this.fib.removeRoute(p.prefix);
+      this.nativeForward?.schedule();
       this.exit?.sync();
       return {};
     },
@@ -380,12 +437,14 @@ export class Datapath {
       return {};
     },
 
-    "route.query": (p) =>
-      pageToFit(
+    "route.query": (p) => {
+      this.nativeForward?.sync();
+      return pageToFit(
         this.fib.routeList().map((r) => ({ ...r, kernel: this.kernelPrefixes.has(r.prefix) })),
         p,
         "routes",
-      ),
+      );
+    },
 
     "icc.send": (p) => {
       const link = this.fib.links.get(p.peerUid);
@@ -462,6 +521,12 @@ export class Datapath {
     this.log.info(wanted ? "kernel route added" : "kernel route removed", { prefix, dev: vnic.name });
   }
 
+  /** Held packets (ours, and those in transit) are routed again after a route or link change. */
+  private resubmitHeld(): void {
+    this.inside.resubmitHeld(this.unmapped.takeAll());
+    this.outside.resubmitHeld(this.transitHeld.takeAll());
+  }
+
   private newLink(peerUid: string, relayOnly: boolean, directOnly = false): Link {
     if (!this.uid) throw notConfigured("call vnic.configure before creating links");
     if (peerUid === this.uid) throw invalidParams("peerUid: is our own uid");
@@ -507,6 +572,7 @@ export class Datapath {
         frame: (l, frame) => this.outside.onFrame(l, frame),
         icc: (l, text) => this.onIcc(l, text),
         excludeAddress: (address) => this.isOverlayAddress(address),
+        fastChanged: () => this.nativeForward?.schedule(),
         log: (_l, level, message, fields) => this.log.log(level, message, fields),
       },
     );
@@ -517,7 +583,7 @@ export class Datapath {
     if (!this.fib.links.has(peerUid)) {
       this.fib.links.set(peerUid, link);
       // Packets held for this peer while it had no link now wait in the link's queue.
-      this.inside.resubmitHeld(this.unmapped.takeAll());
+      this.resubmitHeld();
     }
     return link;
   }
@@ -533,6 +599,7 @@ export class Datapath {
     }
     this.frames.forget(link);
     link.close();
+    this.nativeForward?.schedule();
   }
 
   /**
@@ -599,7 +666,10 @@ export class Datapath {
         remote: link.remote,
       });
       this.selectTransport(link.peerUid);
-      if (this.fib.links.get(link.peerUid) === link) this.inside.resubmit(link.pending.drain());
+      if (this.fib.links.get(link.peerUid) === link) {
+        this.inside.resubmit(link.pending.drain());
+        this.outside.resubmitHeld(this.transitHeld.takeAll());
+      }
     } else if (state === "failed") {
       const why =
         link.failure === "handshake" ? "DTLS handshake failed after ICE connected" : "ICE found no path";
@@ -608,6 +678,7 @@ export class Datapath {
       this.log.info(`link ${state}`, { peer: link.peerUid, relayOnly: link.relayOnly });
     }
     if (state !== "connected") this.selectTransport(link.peerUid);
+    this.nativeForward?.schedule();
     this.exit?.sync();
     if (state === "new") return;
     this.options.notify("link.state", {

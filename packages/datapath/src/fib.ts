@@ -1,5 +1,6 @@
 import { addressBytes, type RouteInfo } from "@tincan/protocol";
 import { Counters } from "./counters.js";
+import type { FastSocketLike } from "./fast/socket.js";
 import type { Link } from "./link.js";
 import { PrefixTable } from "./routes.js";
 
@@ -9,12 +10,17 @@ export interface RouteEntry {
   /** UID of the link packets for this prefix leave on (via, or the peer itself). */
   nextHop: string;
   mapTo: string | null;
+  /** Only for packets in transit: packets from or to our vNIC do not take it (see ownTraffic). */
+  transit: boolean;
   /** Packets from the vNIC routed by this prefix (sent, queued or held), and their bytes. */
   txPackets: number;
   txBytes: number;
   /** Packets received from a link whose source this prefix routes (accepted, for us or in transit). */
   rxPackets: number;
 }
+
+/** The routes packets from or to our own vNIC may take (all but transit-only ones), for PrefixTable.lookup. */
+export const ownTraffic = (r: RouteEntry): boolean => !r.transit;
 
 /** A device that moves IP packets in and out of the kernel (the TUN, or a fake in tests). */
 export interface VnicDevice {
@@ -27,6 +33,8 @@ export interface VnicDevice {
   write(buf: Uint8Array, off: number, len: number, vnetHdr?: Uint8Array): boolean;
   /** Reads what the device holds now and hands it to the reader before returning (see Outside.readReplies). */
   readNow?(): number;
+  /** Lets the fast-path socket's native forwarding table take packets first (fast/native-forward.ts). */
+  forwardTo?(socket: FastSocketLike): void;
   close(): void;
 }
 
@@ -66,13 +74,26 @@ export class Fib {
   }
 
   /** Sets a route; its counters carry on when only its next hop changes (the same prefix and peer). */
-  setRoute(prefix: string, peerUid: string, via: string | null, mapTo: string | null): string {
+  setRoute(
+    prefix: string,
+    peerUid: string,
+    via: string | null,
+    mapTo: string | null,
+    transit = false,
+  ): string {
     const old = this.routes.get(prefix);
     const counters =
       old?.peerUid === peerUid
         ? { txPackets: old.txPackets, txBytes: old.txBytes, rxPackets: old.rxPackets }
         : { txPackets: 0, txBytes: 0, rxPackets: 0 };
-    const canonical = this.routes.set(prefix, { peerUid, via, nextHop: via ?? peerUid, mapTo, ...counters });
+    const canonical = this.routes.set(prefix, {
+      peerUid,
+      via,
+      nextHop: via ?? peerUid,
+      mapTo,
+      transit,
+      ...counters,
+    });
     this.refreshPeerLocal(peerUid);
     return canonical;
   }
@@ -94,6 +115,7 @@ export class Fib {
       peerUid: r.value.peerUid,
       via: r.value.via,
       mapTo: r.value.mapTo,
+      ...(r.value.transit ? { transit: true } : {}),
       txPackets: r.value.txPackets,
       txBytes: r.value.txBytes,
       rxPackets: r.value.rxPackets,

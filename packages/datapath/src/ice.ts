@@ -1,4 +1,6 @@
-import { turnRestCredentials } from "@tincan/protocol";
+import { lookup } from "node:dns/promises";
+import { isIP } from "node:net";
+import { type Endpoint, turnRestCredentials } from "@tincan/protocol";
 import type { IceServer, RtcConfig } from "node-datachannel";
 import ndc from "node-datachannel";
 
@@ -34,10 +36,7 @@ export function toIceServers(settings: IceSettings, relayOnly: boolean, ownUid =
     const [address = "", query = ""] = t.urls.replace(/^turns?:/, "").split("?");
     const { host, port } = hostAndPort(address, tls ? 5349 : 3478);
     const tcp = /transport=tcp/i.test(query);
-    const auth =
-      "secret" in t
-        ? turnRestCredentials(t.secret, t.username ?? ownUid, t.ttlSec)
-        : { username: t.username, password: t.credential };
+    const auth = turnCredentials(t, ownUid);
     servers.push({
       hostname: host,
       port,
@@ -47,6 +46,40 @@ export function toIceServers(settings: IceSettings, relayOnly: boolean, ownUid =
     });
   }
   return servers;
+}
+
+/** A TURN server's credentials now (derived ones from a REST secret are valid for its ttlSec). */
+export function turnCredentials(t: TurnServer, ownUid: string): { username: string; password: string } {
+  return "secret" in t
+    ? turnRestCredentials(t.secret, t.username ?? ownUid, t.ttlSec)
+    : { username: t.username, password: t.credential };
+}
+
+/** ICE's servers as the fast path's socket uses them: STUN servers, and the first TURN server over UDP. */
+export interface FastServers {
+  stun: Endpoint[];
+  turn: { server: Endpoint; config: TurnServer } | null;
+}
+
+/** Resolves ICE's STUN and UDP TURN servers' names (a name that does not resolve is left out). */
+export async function resolveFastServers(settings: IceSettings): Promise<FastServers> {
+  const resolve = async (url: string, defaultPort: number): Promise<Endpoint | null> => {
+    try {
+      const { host, port } = hostAndPort(url, defaultPort);
+      return { address: isIP(host) ? host : (await lookup(host)).address, port };
+    } catch {
+      return null;
+    }
+  };
+  const stun = await Promise.all(settings.stun.map((url) => resolve(url.replace(/^stun:/, ""), 3478)));
+  const udpTurn = settings.turn.find((t) => /^turn:/.test(t.urls) && !/transport=tcp/i.test(t.urls));
+  const turnServer = udpTurn
+    ? await resolve(udpTurn.urls.replace(/^turn:/, "").split("?")[0] ?? "", 3478)
+    : null;
+  return {
+    stun: stun.filter((e): e is Endpoint => e !== null),
+    turn: udpTurn && turnServer ? { server: turnServer, config: udpTurn } : null,
+  };
 }
 
 /** The socket settings of ICE: port range, UDP mux, bind address (unset keys: libjuice's defaults). */

@@ -136,6 +136,20 @@ describe("Inside with a link whose path MTU is known", () => {
 });
 
 describe("Inside route counters", () => {
+  it("does not send our own packets by a transit-only route: the route it shadows takes them, else they are held", () => {
+    const { fib, link, read } = setup(1 << 20, false);
+    fib.links.set("other", { ...fakeLink(), peerUid: "other" } as Link);
+    fib.setRoute("10.0.0.0/25", "other", null, null, true);
+    fib.setRoute("10.9.0.0/24", "other", null, null, true);
+    read(udp4("10.1.0.1", "10.0.0.2", "a"), udp4("10.1.0.1", "10.9.0.2", "b"));
+    expect(link.sentTo).toEqual(["10.0.0.2"]);
+    expect((fib.links.get("other") as Link & { sentTo: string[] }).sentTo).toEqual([]);
+    expect(fib.routeList().find((r) => r.prefix === "10.0.0.0/25")).toMatchObject({
+      transit: true,
+      txPackets: 0,
+    });
+  });
+
   it("counts the packets and bytes each route took (route.query), for the structured overlay's shortcuts", () => {
     const { fib, read } = setup(1 << 20, false);
     read(...Array.from({ length: 3 }, bulk));

@@ -1,5 +1,5 @@
 import { rtpClock } from "./delay-gate.js";
-import type { Fib } from "./fib.js";
+import { type Fib, ownTraffic } from "./fib.js";
 import type { Link } from "./link.js";
 import { META_GSO, readVnetHdr, toPlainPackets, VNET_HDR_BYTES } from "./offload.js";
 import {
@@ -38,6 +38,9 @@ export class Inside {
   private readonly view = new PacketView();
   private drainScheduled = false;
   private readonly tooBig = new TooBig();
+  /** Told when the send queue starts and stops holding packets (native forwarding waits behind it). */
+  onQueueBusy: ((busy: boolean) => void) | null = null;
+  private queueBusy = false;
 
   constructor(
     private readonly fib: Fib,
@@ -81,7 +84,14 @@ export class Inside {
     if (!queue.isEmpty) this.scheduleDrain();
   }
 
+  private setQueueBusy(busy: boolean): void {
+    if (busy === this.queueBusy) return;
+    this.queueBusy = busy;
+    this.onQueueBusy?.(busy);
+  }
+
   private scheduleDrain(): void {
+    this.setQueueBusy(true);
     if (this.drainScheduled) return;
     this.drainScheduled = true;
     setImmediate(this.drain);
@@ -94,6 +104,7 @@ export class Inside {
     queue.dequeue(this.options.turnBytes, rtpClock(), this.routeQueued);
     this.frames.flush();
     if (!queue.isEmpty) this.scheduleDrain();
+    else this.setQueueBusy(false);
   };
 
   private readonly routeQueued = (p: PacketView): void => this.route(p);
@@ -117,6 +128,7 @@ export class Inside {
   /** Drops what waits in the send queue. */
   close(): void {
     this.txQueue?.clear();
+    this.setQueueBusy(false);
   }
 
   private route(p: PacketView): void {
@@ -131,7 +143,7 @@ export class Inside {
       fib.vnicCounters.drop("multicast");
       return;
     }
-    const route = fib.routes.lookup(buf, off + dstOffset(version), version);
+    const route = fib.routes.lookup(buf, off + dstOffset(version), version, ownTraffic);
     if (route && route.value.nextHop === fib.ownUid) {
       // A prefix behind this node came back from the kernel: no link carries it.
       fib.vnicCounters.drop("noRoute");
@@ -180,15 +192,29 @@ export class Inside {
   };
 
   private hold(buf: Uint8Array, off: number, len: number, version: number): void {
-    const dst = addressText(buf, off + dstOffset(version), version);
     const now = Date.now();
-    if (this.unmapped.hold(dst, buf, off, len, now, this.heldSince ?? now)) {
-      this.reportUnmapped({
-        src: addressText(buf, off + srcOffset(version), version),
-        dst,
-        proto: version === 4 ? (buf[off + 9] as number) : (buf[off + 6] as number),
-        length: len,
-      });
-    }
+    holdPacket(this.unmapped, this.reportUnmapped, buf, off, len, version, now, this.heldSince ?? now);
+  }
+}
+
+/** Holds a plain packet for its destination; reports it when the controller is to be told (packet.unmapped). */
+export function holdPacket(
+  held: UnmappedPackets,
+  report: (report: UnmappedReport) => void,
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  version: number,
+  now: number,
+  since: number,
+): void {
+  const dst = addressText(buf, off + dstOffset(version), version);
+  if (held.hold(dst, buf, off, len, now, since)) {
+    report({
+      src: addressText(buf, off + srcOffset(version), version),
+      dst,
+      proto: version === 4 ? (buf[off + 9] as number) : (buf[off + 6] as number),
+      length: len,
+    });
   }
 }

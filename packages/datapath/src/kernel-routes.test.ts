@@ -65,4 +65,29 @@ describe("route.set with kernel, and routes to our own UID", () => {
     expect(dp.methods["route.query"]({}).map((r) => r.prefix)).toEqual(["192.168.7.0/24"]);
     dp.close();
   });
+
+  it("a transit-only route goes to another member and takes no mapTo or kernel; route.query shows it", async () => {
+    const { dp } = datapath();
+    for (const bad of [
+      { prefix: "192.168.8.0/24", peerUid: OWN, transit: true },
+      { prefix: "192.168.8.0/24", peerUid: PEER, transit: true, kernel: true },
+      { prefix: "192.168.8.9/32", peerUid: PEER, transit: true, mapTo: "172.31.0.9" },
+      { prefix: "0.0.0.0/0", peerUid: PEER, transit: true },
+    ])
+      await expect(dp.methods["route.set"](bad)).rejects.toThrow(/transit/);
+    await dp.methods["route.set"]({
+      prefix: "192.168.8.0/24",
+      peerUid: PEER,
+      via: "2".repeat(32),
+      transit: true,
+    });
+    await dp.methods["route.set"]({ prefix: "192.168.9.0/24", peerUid: PEER });
+    expect(dp.methods["route.query"]({}).map((r) => [r.prefix, r.transit])).toEqual(
+      expect.arrayContaining([
+        ["192.168.8.0/24", true],
+        ["192.168.9.0/24", undefined],
+      ]),
+    );
+    dp.close();
+  });
 });

@@ -104,6 +104,8 @@ export interface LinkHandlers {
   icc(link: Link, text: string): void;
   /** Whether a candidate address must never carry the link (e.g. inside the overlay itself). */
   excludeAddress(address: string): boolean;
+  /** The fast path's sending session changed (fast/native-forward.ts follows it). */
+  fastChanged?(link: Link): void;
   log?(link: Link, level: "info" | "debug" | "warn", message: string, fields?: Record<string, unknown>): void;
 }
 
@@ -164,6 +166,8 @@ export class Link implements FrameSink {
   remoteType: CandidateType | null = null;
   lastRxAt: number | null = null;
   lastTxAt: number | null = null;
+  /** The native forwarding table holds an entry for this link (fast/native-forward.ts). */
+  nativeForwarding = false;
   /** The peer announced that it takes offload frames (type 2). */
   peerOffload = false;
   /** The peer announced that it reads frames from the RTP track. */
@@ -415,6 +419,23 @@ export class Link implements FrameSink {
     this.lastTxAt = Date.now();
   }
 
+  /**
+   * Packets the native forwarding table moved on the link's fast path (fast/native-forward.ts):
+   * counted as if sent and received here, and heard from the peer like any frame.
+   */
+  nativeForwarded(txPackets: number, txBytes: number, rxPackets: number, rxBytes: number, now: number): void {
+    if (txPackets > 0) {
+      this.counters.tx(txPackets, txBytes);
+      this.lastTxAt = now;
+      this.fast?.noteSent(now);
+    }
+    if (rxPackets > 0) {
+      this.counters.rx(rxPackets, rxBytes);
+      this.heard(now);
+      this.lastRxAt = now;
+    }
+  }
+
   /** Sends the frame at buf[RTP_HEADER..end) on the track: one RTP packet, or fragments if larger. */
   private sendOverTrack(buf: Buffer, end: number): boolean {
     this.rtpTime = rtpClock();
@@ -613,7 +634,13 @@ export class Link implements FrameSink {
       lastTxAt: this.lastTxAt,
       transport: this.fast?.sending ? "fast" : "datachannel",
       ...(this.fast
-        ? { fast: { ...this.fast.info(), peerConnection: this.pcClosed ? "closed" : "open" } }
+        ? {
+            fast: {
+              ...this.fast.info(),
+              peerConnection: this.pcClosed ? "closed" : "open",
+              nativeForward: this.nativeForwarding,
+            },
+          }
         : {}),
       ...this.counters.snapshot(),
     };
@@ -965,11 +992,20 @@ export class Link implements FrameSink {
     this.startFast(now);
   }
 
-  /** Starts the fast path once the link is connected on a direct path to a peer that takes it. */
+  /**
+   * Starts the fast path once the link is connected to a peer that takes it: on a direct path, or
+   * through a relay when the datapath has a TURN server for its own allocation.
+   */
   private startFast(now: number): void {
-    if (this.fast?.phase !== "off" || !this.peerFast || !this.usesRtp || this.relayOnly) return;
-    if (this.state !== "connected" || this.path === null || this.path === "relay") return;
+    if (this.fast?.phase !== "off" || !this.peerFast || !this.usesRtp) return;
+    if (this.state !== "connected" || this.path === null) return;
+    if (this.fastRelayed && !this.fastTransport?.canRelay(this.remoteAddress?.includes(":") ? 6 : 4)) return;
     this.fast.start(now);
+  }
+
+  /** ICE relays the link: its fast path goes through TURN too. */
+  private get fastRelayed(): boolean {
+    return this.relayOnly || this.path === "relay";
   }
 
   /** A frame received on the fast path (session `localIndex`); the buffer is reused after this. */
@@ -1006,12 +1042,16 @@ export class Link implements FrameSink {
       get peerAddress() {
         return link.remoteAddress;
       },
+      get relayed() {
+        return link.fastRelayed;
+      },
       // With a peer that keeps links on the fast path alone, hellos after the first agreement go
       // on it: authenticated by the current session's keys (see packages/protocol/README.md).
       sendHello: (buf) =>
         this.fast?.sending && this.peerFastOnly
           ? this.sendOverFast(buf, buf.length)
           : this.sendSlowControl(buf, buf.length),
+      sendingChanged: () => this.handlers.fastChanged?.(this),
       switched: (fast) => {
         this.baseRttMs = null;
         if (!fast && this.pcClosed && !this.silenced) this.goSilent();

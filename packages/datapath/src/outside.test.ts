@@ -4,6 +4,7 @@ import { Fib, type VnicDevice } from "./fib.js";
 import type { Link } from "./link.js";
 import { Outside } from "./outside.js";
 import { udp4 } from "./testing.js";
+import { UnmappedPackets } from "./unmapped.js";
 import { DEFAULT_MAX_FRAME_BYTES, FrameBuilders } from "./wire/index.js";
 
 const PEER = "a".repeat(32);
@@ -216,6 +217,56 @@ describe("Outside: packets in transit", () => {
     expect(link.counters.snapshot().drops).toEqual({ spoofed: 2 });
     outside.onFrame(link, frame("10.10.0.2", "192.168.50.7"));
     expect(written).toHaveLength(1);
+  });
+
+  it("forwards both ways over a transit-only route (a router's LAN carried, not accepted), and takes nothing from it", () => {
+    const { fib, link, outside, written, sent, frame } = transitSetup();
+    fib.setRoute("192.168.60.0/24", D, null, null, true);
+    outside.onFrame(link, frame("10.10.0.3", "192.168.60.7")); // towards the LAN
+    outside.onFrame(link, frame("192.168.60.7", "10.10.0.3")); // and back (sent on to S: no link here)
+    expect(sent).toEqual([1]);
+    expect(link.counters.snapshot().drops).toEqual({ noRoute: 1 });
+    // For us, or for the LAN behind us, a source routed only for transit is no member.
+    outside.onFrame(link, frame("192.168.60.7", "10.10.0.1"));
+    outside.onFrame(link, frame("192.168.60.7", "192.168.50.7"));
+    expect(written).toEqual([]);
+    expect(link.counters.snapshot().drops).toEqual({ noRoute: 1, spoofed: 2 });
+  });
+
+  it("holds a transit packet whose destination or source has no route yet, reports it, and sends it on once routed", () => {
+    const { fib, link, sent, frame } = transitSetup();
+    const held = new UnmappedPackets({
+      notifyIntervalMs: 1000,
+      holdMs: 10_000,
+      maxDestinations: 8,
+      packetsPerDestination: 4,
+    });
+    const reports: { src: string; dst: string }[] = [];
+    const outside = new Outside(fib, new FrameBuilders<Link>(DEFAULT_MAX_FRAME_BYTES), {
+      held,
+      report: ({ src, dst }) => void reports.push({ src, dst }),
+    });
+    outside.onFrame(link, frame("10.10.0.3", "10.10.0.9")); // no route to the destination yet
+    outside.onFrame(link, frame("10.10.0.3", "10.10.0.9"));
+    outside.onFrame(link, frame("10.10.0.8", "10.10.0.4")); // the source not routed here yet
+    outside.onFrame(link, frame("10.10.0.8", "10.10.0.1")); // but for us: checked strictly
+    expect(sent).toEqual([]);
+    expect(held.heldPackets).toBe(3);
+    expect(reports).toEqual([
+      { src: "10.10.0.3", dst: "10.10.0.9" },
+      { src: "10.10.0.8", dst: "10.10.0.4" },
+    ]);
+    expect(link.counters.snapshot().drops).toEqual({ spoofed: 1 });
+
+    // The controller routes both (greedily, via D): the held packets go on, none is left.
+    fib.setRoute("10.10.0.9/32", "9".repeat(32), D, null);
+    outside.resubmitHeld(held.takeAll());
+    expect(sent).toEqual([2]); // one frame of the two packets to 10.10.0.9; the other still waits for its source
+    expect(held.heldPackets).toBe(1);
+    fib.setRoute("10.10.0.8/32", "8".repeat(32), D, null);
+    outside.resubmitHeld(held.takeAll());
+    expect(sent).toEqual([2, 1]);
+    expect(held.heldPackets).toBe(0);
   });
 
   it("stops a transit packet at the hop limit", () => {

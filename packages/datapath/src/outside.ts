@@ -1,9 +1,12 @@
-import type { Fib, RouteEntry } from "./fib.js";
+import type { Counters } from "./counters.js";
+import { type Fib, ownTraffic, type RouteEntry } from "./fib.js";
+import { holdPacket, type UnmappedReport } from "./inside.js";
 import type { Link } from "./link.js";
 import { META_PARTIAL, offloadMetaValid, toPlainPackets, VNET_HDR_BYTES, writeVnetHdr } from "./offload.js";
 import { dstOffset, ipVersion, srcOffset } from "./packet.js";
 import { PacketView } from "./packet-view.js";
 import { translateIpv4 } from "./translate.js";
+import type { HeldPackets, UnmappedPackets } from "./unmapped.js";
 import {
   FRAME_HEADER,
   type FrameBuilders,
@@ -28,10 +31,17 @@ export class Outside {
   /** The packet of the received frame being delivered. */
   private readonly view = new PacketView();
 
-  /** @param frames the links' frame builders (tune.maxFrameBytes), for packets in transit; shared with Inside */
+  /** While held transit packets go on: when they were first held. */
+  private heldSince: number | undefined;
+
+  /**
+   * @param frames the links' frame builders (tune.maxFrameBytes), for packets in transit; shared with Inside
+   * @param parked packets in transit with no way on yet (see park); without it they are dropped `noRoute`
+   */
   constructor(
     private readonly fib: Fib,
     private readonly frames: FrameBuilders<Link>,
+    private readonly parked?: { held: UnmappedPackets; report: (report: UnmappedReport) => void },
   ) {}
 
   onFrame(link: Link, frame: Buffer): void {
@@ -86,6 +96,13 @@ export class Outside {
     }
 
     const source = fib.routes.lookup(buf, off + srcOffset(version), version);
+    const forUs = fib.isOwnAddress(buf, off + dstOffset(version), version);
+    if (!source && !forUs && this.parked && !fib.isOwnAddress(buf, off + srcOffset(version), version)) {
+      // In transit from a source not routed here yet: its route request may still be on its way.
+      if (hops <= 1) link.counters.drop("hopLimit");
+      else this.park(link.counters, p, version);
+      return;
+    }
     if (
       !source ||
       source.value.peerUid === fib.ownUid ||
@@ -94,8 +111,8 @@ export class Outside {
       link.counters.drop("spoofed");
       return;
     }
-    if (fib.isOwnAddress(buf, off + dstOffset(version), version)) {
-      this.deliverToVnic(link, p, source.value);
+    if (forUs) {
+      this.deliverToVnic(link, p, source.value, version);
       return;
     }
     this.transit(link, p, hops, version, source.value);
@@ -104,9 +121,17 @@ export class Outside {
   /**
    * A source routed over its own link must come on it; one routed `via` a neighbour is a member
    * reached over the overlay, whose packets may come on any link (routes need not be symmetric).
+   * A source routed only for transit counts by the route it has besides, if any.
    */
-  private deliverToVnic(link: Link, p: PacketView, source: RouteEntry): void {
-    if (source.nextHop !== link.peerUid && source.via === null) {
+  private deliverToVnic(link: Link, p: PacketView, route: RouteEntry, version: number): void {
+    const source = route.transit
+      ? this.fib.routes.lookup(p.buf, p.off + srcOffset(version), version, ownTraffic)?.value
+      : route;
+    if (
+      !source ||
+      source.peerUid === this.fib.ownUid ||
+      (source.nextHop !== link.peerUid && source.via === null)
+    ) {
       link.counters.drop("spoofed");
       return;
     }
@@ -118,24 +143,69 @@ export class Outside {
     const route = this.fib.routes.lookup(p.buf, p.off + dstOffset(version), version);
     if (route && route.value.nextHop === this.fib.ownUid) {
       // A prefix behind this node (router mode): the kernel forwards it on.
-      this.deliverToVnic(from, p, source);
+      this.deliverToVnic(from, p, source, version);
       return;
     }
     source.rxPackets++;
     const next = route ? this.fib.links.get(route.value.nextHop) : undefined;
+    if (hops <= 1) {
+      from.counters.drop("hopLimit");
+      return;
+    }
     if (!next?.isConnected) {
-      from.counters.drop("noRoute");
+      this.park(from.counters, p, version);
       return;
     }
     if (next === from) {
       from.counters.drop("loop");
       return;
     }
-    if (hops <= 1) {
-      from.counters.drop("hopLimit");
+    this.frames.append(next, hops - 1, p);
+  }
+
+  /**
+   * A packet in transit with no way on yet: its destination's or its source's route is on demand and
+   * not set yet (a route request still on its way to our controller, or one that went another way
+   * before the path changed, or a route just trimmed), or its link is being set up. The
+   * datapath does not know the ring, so it cannot choose a next hop itself: the packet is held like
+   * our own packets (bounded, counted `unmappedExpired` when it waited too long) and reported as
+   * packet.unmapped, and goes on when a route is set (the controller's greedy next hop) or a link
+   * comes up (resubmitHeld; with our hop limit again, so a packet is held at most once per change).
+   */
+  private park(counters: Counters, p: PacketView, version: number): void {
+    const parked = this.parked;
+    if (!parked) {
+      counters.drop("noRoute");
       return;
     }
-    this.frames.append(next, hops - 1, p);
+    const now = Date.now();
+    const since = this.heldSince ?? now;
+    const keep = (buf: Uint8Array, off: number, len: number) =>
+      holdPacket(parked.held, parked.report, buf, off, len, version, now, since);
+    if (p.meta === 0) keep(p.buf, p.off, p.len);
+    else if (!toPlainPackets(p, keep)) counters.drop("malformed");
+  }
+
+  /** Held transit packets go on by the routes as they are now (after a route or link change). */
+  resubmitHeld(groups: HeldPackets[]): void {
+    const fib = this.fib;
+    const p = this.view;
+    for (const { since, packets } of groups) {
+      this.heldSince = since;
+      for (const packet of packets) {
+        p.plain(packet, 0, packet.length);
+        const version = ipVersion(packet, 0);
+        const source = fib.routes.lookup(packet, srcOffset(version), version);
+        const route = fib.routes.lookup(packet, dstOffset(version), version);
+        const next = route ? fib.links.get(route.value.nextHop) : undefined;
+        if (source?.value.peerUid === fib.ownUid || route?.value.nextHop === fib.ownUid)
+          fib.vnicCounters.drop("spoofed");
+        else if (source && next?.isConnected) this.frames.append(next, fib.hopLimit, p);
+        else this.park(fib.vnicCounters, p, version);
+      }
+    }
+    this.heldSince = undefined;
+    this.frames.flush();
   }
 
   private writeToVnic(p: PacketView): void {

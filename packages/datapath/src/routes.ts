@@ -79,13 +79,16 @@ export class PrefixTable<T> {
     return node?.route?.value;
   }
 
-  /** Longest-prefix match of the address stored at buf[off..] (4 or 16 bytes per `version`). */
-  lookup(buf: Uint8Array, off: number, version: number): Route<T> | null {
+  /**
+   * Longest-prefix match of the address stored at buf[off..] (4 or 16 bytes per `version`); with
+   * `usable`, among the routes it accepts (pass a function made once: the packet path allocates nothing).
+   */
+  lookup(buf: Uint8Array, off: number, version: number, usable?: (value: T) => boolean): Route<T> | null {
     let node: TrieNode<T> | null = version === 4 ? this.roots[4] : version === 6 ? this.roots[6] : null;
     let best: Route<T> | null = null;
     const bits = version === 4 ? 32 : 128;
     for (let bit = 0; node; bit++) {
-      if (node.route) best = node.route;
+      if (node.route && (usable === undefined || usable(node.route.value))) best = node.route;
       if (bit === bits) break;
       node = ((buf[off + (bit >> 3)] as number) & (0x80 >> (bit & 7))) !== 0 ? node.one : node.zero;
     }

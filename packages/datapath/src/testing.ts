@@ -17,6 +17,13 @@ export class FakeVnic implements VnicDevice {
     return true;
   }
 
+  /** The socket native forwarding was attached to (a fake's table is played by tests). */
+  forwardingTo: unknown = null;
+
+  forwardTo(socket: unknown): void {
+    this.forwardingTo = socket;
+  }
+
   /** Delivers packets as if read from the kernel in one batch. */
   inject(...packets: Buffer[]): void {
     const buf = Buffer.concat(packets);

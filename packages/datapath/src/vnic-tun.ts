@@ -1,5 +1,6 @@
-import { Tun } from "@tincan/tuntap";
+import { FastSocket, Tun } from "@tincan/tuntap";
 import type { VnicFactory, VnicSettings } from "./datapath.js";
+import type { FastSocketLike } from "./fast/socket.js";
 import type { VnicDevice } from "./fib.js";
 
 class TunDevice implements VnicDevice {
@@ -23,6 +24,10 @@ class TunDevice implements VnicDevice {
 
   readNow(): number {
     return this.tun.readNow();
+  }
+
+  forwardTo(socket: FastSocketLike): void {
+    if (socket instanceof FastSocket) this.tun.forwardTo(socket);
   }
 
   close(): void {

@@ -86,6 +86,7 @@ export class GroupPolicy implements Policy {
             connected: this.connected,
             neighborLinks: () => this.neighbors.all(),
             prefixesOf,
+            prefixesBehind: (uid) => this.router.prefixesBehind(uid),
             ...(options.eagerRoutesUpTo !== undefined ? { eagerRoutesUpTo: options.eagerRoutesUpTo } : {}),
           })
         : null;
@@ -93,6 +94,7 @@ export class GroupPolicy implements Policy {
       config,
       this.uid,
       config.xmpp && config.ice ? bypassHosts({ xmpp: config.xmpp, ice: config.ice }) : [],
+      this.structured !== null,
     );
   }
 
@@ -120,13 +122,27 @@ export class GroupPolicy implements Policy {
   }
 
   async onPeerOnline(peer: Member, ctx: PolicyContext): Promise<void> {
+    // The prefixes behind a router first: the structured overlay routes them like its addresses.
+    await this.router.peerOnline(peer, ctx);
     if (this.structured) await this.structured.memberOnline(peer.tincan.uid, ctx);
     else {
       // Routes exist from the start: without a link, the datapath holds the packets and reports them
       // as unmapped, which is what sets an on-demand link up.
       for (const prefix of prefixesOf(peer)) await ctx.setRoute({ prefix, peerUid: peer.tincan.uid });
     }
-    await this.router.peerOnline(peer, ctx);
+  }
+
+  /** A presence burst: the ring takes every member at once (one recompute). */
+  async onPeersOnline(peers: Member[], ctx: PolicyContext): Promise<void> {
+    if (!this.structured) {
+      for (const peer of peers) await this.onPeerOnline(peer, ctx);
+      return;
+    }
+    await this.structured.membersOnline(
+      peers.map((p) => p.tincan.uid),
+      ctx,
+    );
+    for (const peer of peers) await this.router.peerOnline(peer, ctx);
   }
 
   async onStart(ctx: PolicyContext): Promise<void> {
@@ -226,20 +242,32 @@ export class GroupPolicy implements Policy {
     else await routeDirectWhatWentVia(e.peer.uid, ctx);
   }
 
-  /** Structured: a member's packet found no usable route (on-demand links are set up by the core). */
+  /**
+   * Structured: a packet for a member (or a prefix behind it) found no usable route. One from another
+   * member was in transit here (the datapath holds it): routed as if its route request had come.
+   */
   async onPacketUnmapped(p: NotificationParamsOf<"packet.unmapped">, ctx: PolicyContext): Promise<void> {
     if (!this.structured) return;
-    const dst = canonicalAddress(p.dst);
+    const member = this.memberAt(p.dst, ctx, true);
+    if (!member) return;
+    const src = this.memberAt(p.src, ctx, false);
+    if (src) await this.structured.transitUnmapped(src, member, ctx);
+    else await this.structured.packetUnmapped(member, ctx);
+  }
+
+  /** The member with this address (or, `behind`, with a prefix holding it), not us. */
+  private memberAt(address: string, ctx: PolicyContext, behind: boolean): Member | undefined {
+    const a = canonicalAddress(address);
+    if (a === null) return undefined;
     // A GroupVPN member's UID follows from its IPv4 address: no scan of every member for those.
-    const byIpv4 = dst !== null && !dst.includes(":") ? ctx.peer(uidForIpv4(dst)) : undefined;
-    const member =
-      (byIpv4?.tincan.ipv4 === dst ? byIpv4 : undefined) ??
-      ctx
-        .peers()
-        .find((m) =>
-          [m.tincan.ipv4, m.tincan.ipv6].some((a) => a !== undefined && canonicalAddress(a) === dst),
-        );
-    if (member) await this.structured.packetUnmapped(member, ctx);
+    const byIpv4 = !a.includes(":") ? ctx.peer(uidForIpv4(a)) : undefined;
+    if (byIpv4?.tincan.ipv4 === a) return byIpv4;
+    const own = ctx
+      .peers()
+      .find((m) => [m.tincan.ipv4, m.tincan.ipv6].some((x) => x !== undefined && canonicalAddress(x) === a));
+    if (own || !behind) return own;
+    const router = this.router.routerOf(a);
+    return router === undefined ? undefined : ctx.peer(router);
   }
 
   onIccMessage(p: NotificationParamsOf<"icc.message">, ctx: PolicyContext): void {
@@ -298,6 +326,14 @@ export class GroupPolicy implements Policy {
   }
 }
 
+/** Host prefixes of each member's presence, parsed once (the overlay asks for them on every route pass). */
+const hostPrefixes = new WeakMap<PresenceTincan, string[]>();
+
 function prefixesOf(m: Member): string[] {
-  return [m.tincan.ipv4, m.tincan.ipv6].filter((a) => a !== undefined).map(hostPrefix);
+  let prefixes = hostPrefixes.get(m.tincan);
+  if (prefixes === undefined) {
+    prefixes = [m.tincan.ipv4, m.tincan.ipv6].filter((a) => a !== undefined).map(hostPrefix);
+    hostPrefixes.set(m.tincan, prefixes);
+  }
+  return prefixes;
 }

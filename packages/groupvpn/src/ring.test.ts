@@ -115,6 +115,19 @@ describe("successors and predecessors", () => {
     );
   });
 
+  it("pass over the members to skip (suspected of a crash) as if they were gone", () => {
+    fc.assert(
+      fc.property(memberSet(1, 40), fc.integer({ min: 0, max: 6 }), fc.nat(), (members, k, seed) => {
+        const self = members[0] as string;
+        const skip = new Set(members.filter((_, i) => (i * 7 + seed) % 3 === 0));
+        const ring = new Ring(members);
+        const order = clockwiseOrder(self, members).filter((m) => !skip.has(m));
+        expect(ring.successors(self, k, skip)).toEqual(order.slice(0, k));
+        expect(ring.predecessors(self, k, skip)).toEqual(order.reverse().slice(0, k));
+      }),
+    );
+  });
+
   it("a ring kept up to date by joins and leaves equals one built from its members", () => {
     fc.assert(
       fc.property(

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { Uid } from "@tincan/protocol";
+import { UID_PATTERN } from "@tincan/protocol";
 
 /**
  * The structured overlay's ring (issue #18): a UID (32 hex chars) is a position on a ring of 2^128.
@@ -12,9 +12,14 @@ const RING_MASK = RING_SIZE - 1n;
 
 /** The ring position of a UID; throws on anything that is not a UID. */
 export function ringPosition(uid: string): bigint {
-  if (!Uid.safeParse(uid).success)
-    throw new Error(`not a UID (32 lowercase hex characters): ${JSON.stringify(uid)}`);
+  checkUid(uid);
   return BigInt(`0x${uid}`);
+}
+
+/** Throws on anything that is not a UID (a member joins every node's ring: no zod or BigInt per join). */
+function checkUid(uid: string): void {
+  if (typeof uid !== "string" || !UID_PATTERN.test(uid))
+    throw new Error(`not a UID (32 lowercase hex characters): ${JSON.stringify(uid)}`);
 }
 
 /** How far `to` is from `from` going clockwise (towards larger positions, wrapping at 2^128). */
@@ -92,11 +97,11 @@ export function nextHop(self: string, destination: string, neighbours: Iterable<
  * binary search and one splice, and no position is stored per member.
  */
 export class Ring {
-  private readonly uids: string[];
+  private uids: string[];
 
   constructor(members: Iterable<string>) {
     const unique = [...new Set(members)];
-    for (const uid of unique) ringPosition(uid); // validates
+    for (const uid of unique) checkUid(uid);
     this.uids = unique.sort();
   }
 
@@ -114,11 +119,39 @@ export class Ring {
 
   /** Adds a member (true) or does nothing when it is one already (false). */
   add(uid: string): boolean {
-    ringPosition(uid);
+    checkUid(uid);
     const index = this.indexOfText(uid);
     if (this.uids[index] === uid) return false;
     this.uids.splice(index, 0, uid);
     return true;
+  }
+
+  /**
+   * Adds members (those that are none yet): one by one when they are few, else merged in one pass
+   * (a login's presence burst brings the whole group).
+   */
+  addAll(uids: readonly string[]): void {
+    for (const uid of uids) checkUid(uid);
+    if (uids.length * 64 <= this.uids.length) {
+      for (const uid of uids) this.add(uid);
+      return;
+    }
+    const incoming = [...new Set(uids)].filter((uid) => !this.has(uid)).sort();
+    const merged: string[] = [];
+    let i = 0;
+    let j = 0;
+    while (i < this.uids.length || j < incoming.length) {
+      const a = this.uids[i];
+      const b = incoming[j];
+      if (b === undefined || (a !== undefined && a < b)) {
+        merged.push(a as string);
+        i++;
+      } else {
+        merged.push(b);
+        j++;
+      }
+    }
+    this.uids = merged;
   }
 
   /** Removes a member (true), or does nothing when it is none (false). */
@@ -135,18 +168,19 @@ export class Ring {
     return this.uids[this.indexAtOrAfter(point) % this.uids.length];
   }
 
-  /** Up to k members following `self` clockwise, nearest first (`self` need not be a member). */
-  successors(self: string, k: number): string[] {
-    const others = this.othersThan(self);
+  /**
+   * Up to k members following `self` clockwise, nearest first (`self` need not be a member); members
+   * in `skip` are passed over.
+   */
+  successors(self: string, k: number, skip?: ReadonlySet<string>): string[] {
     const start = this.indexAtOrAfter(ringPosition(self) + 1n);
-    return this.walk(start, 1, Math.min(k, others), self);
+    return this.walk(start, 1, k, self, skip);
   }
 
-  /** Up to k members preceding `self` counter-clockwise, nearest first. */
-  predecessors(self: string, k: number): string[] {
-    const others = this.othersThan(self);
+  /** Up to k members preceding `self` counter-clockwise, nearest first; members in `skip` passed over. */
+  predecessors(self: string, k: number, skip?: ReadonlySet<string>): string[] {
     const start = this.indexOfText(self) - 1;
-    return this.walk(start, -1, Math.min(k, others), self);
+    return this.walk(start, -1, k, self, skip);
   }
 
   /**
@@ -172,16 +206,19 @@ export class Ring {
     return [...targets];
   }
 
-  private othersThan(self: string): number {
-    return this.uids.length - (this.has(self) ? 1 : 0);
-  }
-
-  private walk(start: number, step: 1 | -1, count: number, skip: string): string[] {
+  /** Up to `count` members from index `start` on in direction `step`, once round the ring at most. */
+  private walk(
+    start: number,
+    step: 1 | -1,
+    count: number,
+    self: string,
+    skip: ReadonlySet<string> | undefined,
+  ): string[] {
     const size = this.uids.length;
     const found: string[] = [];
-    for (let i = start; found.length < count; i += step) {
+    for (let i = start, seen = 0; found.length < count && seen < size; i += step, seen++) {
       const uid = this.uids[((i % size) + size) % size] as string;
-      if (uid !== skip) found.push(uid);
+      if (uid !== self && !skip?.has(uid)) found.push(uid);
     }
     return found;
   }

@@ -34,7 +34,7 @@ function context(members: Member[]) {
   return { ctx, routes, warnings, calls, links };
 }
 
-function router(accept = true, exitNode?: string) {
+function router(accept = true, exitNode?: string, carry = false) {
   return new RouterRoutes(
     {
       vnic: { name: "tincan0", ipv4: "10.10.0.1/16", mtu: 1280 },
@@ -47,6 +47,7 @@ function router(accept = true, exitNode?: string) {
     },
     uidForIpv4("10.10.0.1"),
     ["127.0.0.1"],
+    carry,
   );
 }
 
@@ -198,5 +199,24 @@ describe("RouterRoutes", () => {
     ]);
     expect([...routes.values()]).toEqual([{ prefix: "192.168.7.0/24", peerUid: uidForIpv4("10.10.0.1") }]);
     expect(r.advertised()).toEqual(["192.168.7.0/24"]);
+  });
+
+  it("structured (carry): a router's prefixes it does not accept get transit-only routes, withdrawn alike", async () => {
+    const r = router(false, undefined, true);
+    const { ctx, routes } = context([gw, eve]);
+    r.noteRosterItem(item("gw", ["lab", "routers"]));
+    r.noteRosterItem(item("eve", ["lab"]));
+    await r.peerOnline(gw, ctx);
+    await r.peerOnline(eve, ctx);
+    expect([...routes.values()]).toEqual([
+      { prefix: "192.168.50.0/24", peerUid: gw.tincan.uid, transit: true },
+      { prefix: "fd00:50::/64", peerUid: gw.tincan.uid, transit: true },
+    ]);
+    expect(r.status().accepted).toEqual([]);
+    expect(r.prefixesBehind(gw.tincan.uid)).toEqual(["192.168.50.0/24", "fd00:50::/64"]);
+    expect(r.routerOf("192.168.50.9")).toBe(gw.tincan.uid);
+    expect(r.routerOf("192.168.60.9")).toBeUndefined(); // eve is no router
+    await r.peerOffline(gw, ctx);
+    expect(routes.size).toBe(0);
   });
 });

@@ -3,6 +3,7 @@ import {
   type GroupVpnConfig,
   type IpPrefix,
   parsePrefix,
+  prefixContains,
   prefixesOverlap,
   type RouterStatus,
 } from "@tincan/protocol";
@@ -21,6 +22,8 @@ interface Accepted {
   prefix: string;
   peerUid: string;
   jid: string;
+  /** Carried for others only (a transit-only route): refused for ourselves as routes.accept is off. */
+  transit: boolean;
 }
 
 type ExitStatus = NonNullable<RouterStatus["exitNode"]>;
@@ -36,6 +39,8 @@ interface Ignored {
  * the datapath hands their packets to the kernel), and the prefixes other members advertise in
  * presence, routed to them with a kernel route on the vNIC when `routes.accept` is on and the
  * advertiser is in `routes.routerGroup`. Each refusal is logged once per member and prefix.
+ * Over a structured overlay (`carry`), a router's prefixes we do not accept (routes.accept off) still
+ * get a transit-only route: other members' packets to and from them pass greedily through us.
  */
 export class RouterRoutes {
   private readonly own: IpPrefix[];
@@ -55,6 +60,7 @@ export class RouterRoutes {
     private readonly config: Config,
     private readonly uid: string,
     private readonly bypassHosts: readonly string[] = [],
+    private readonly carry = false,
   ) {
     const { ipv4, ipv6 } = config.vnic;
     // Our own default route (exit node) overlaps everything: not a reason to refuse others' prefixes.
@@ -110,16 +116,23 @@ export class RouterRoutes {
       const p = parsePrefix(text);
       const prefix = `${p.network}/${p.length}`;
       const reason = this.refusal(peer, p);
-      if (reason) {
-        this.ignore(peer.bareJid, prefix, reason, ctx);
-        continue;
-      }
+      const transit = reason === ACCEPT_OFF && this.carry && p.length > 0 && this.conflict(peer, p) === null;
+      if (reason) this.ignore(peer.bareJid, prefix, reason, ctx);
+      if (reason && !transit) continue;
       keep.add(prefix);
-      if (this.accepted.get(prefix)?.peerUid === uid) continue;
+      const known = this.accepted.get(prefix);
+      if (known?.peerUid === uid && known.transit === transit) continue;
       // The exit's default route is the datapath's alone: the kernel gets it by exit.use.
-      await ctx.setRoute({ prefix, peerUid: uid, ...(p.length > 0 ? { kernel: true } : {}) });
-      this.accepted.set(prefix, { prefix, peerUid: uid, jid: peer.bareJid });
-      ctx.log.info("routing a prefix to the router that advertises it", { prefix, router: peer.bareJid });
+      const kind = transit ? { transit: true } : p.length > 0 ? { kernel: true } : {};
+      await ctx.setRoute({ prefix, peerUid: uid, ...kind });
+      this.accepted.set(prefix, { prefix, peerUid: uid, jid: peer.bareJid, transit });
+      if (transit)
+        ctx.log.info("carrying a router's prefix for others (transit only)", {
+          prefix,
+          router: peer.bareJid,
+        });
+      else
+        ctx.log.info("routing a prefix to the router that advertises it", { prefix, router: peer.bareJid });
     }
     await this.withdraw(uid, keep, ctx);
     await this.updateExit(ctx);
@@ -131,10 +144,31 @@ export class RouterRoutes {
     await this.updateExit(ctx);
   }
 
+  /** The prefixes routed (or carried) to a member, but a default route (its exit uses its own link). */
+  prefixesBehind(uid: string): string[] {
+    const out: string[] = [];
+    for (const a of this.accepted.values())
+      if (a.peerUid === uid && !a.prefix.endsWith("/0")) out.push(a.prefix);
+    return out;
+  }
+
+  /** The member whose prefix (not a default route) holds `address` (longest match), if any. */
+  routerOf(address: string): string | undefined {
+    let best: { length: number; uid: string } | undefined;
+    for (const a of this.accepted.values()) {
+      const p = parsePrefix(a.prefix);
+      if (p.length > 0 && (!best || p.length > best.length) && prefixContains(p, address))
+        best = { length: p.length, uid: a.peerUid };
+    }
+    return best?.uid;
+  }
+
   status(): RouterStatus {
     return {
       advertised: [...this.config.routes.advertise],
-      accepted: [...this.accepted.values()].map(({ prefix, jid }) => ({ prefix, jid })),
+      accepted: [...this.accepted.values()]
+        .filter((a) => !a.transit)
+        .map(({ prefix, jid }) => ({ prefix, jid })),
       ignored: [...this.ignored.values()],
       ...(this.exit ? { exitNode: { ...this.exit } } : {}),
     };
@@ -201,6 +235,11 @@ export class RouterRoutes {
     if (!accept) return ACCEPT_OFF;
     // The default route overlaps everything (longest-prefix match keeps the rest apart).
     if (p.length === 0) return this.config.routes.exitNode === peer.bareJid ? null : NOT_OUR_EXIT;
+    return this.conflict(peer, p);
+  }
+
+  /** A prefix of ours, or of another router, that `p` overlaps (as a reason), or null. */
+  private conflict(peer: Member, p: IpPrefix): string | null {
     const mine = this.own.find((o) => prefixesOverlap(o, p));
     if (mine) return `overlaps our own ${mine.network}/${mine.length}`;
     const other = [...this.accepted.values()].find(

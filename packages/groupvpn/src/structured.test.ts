@@ -60,6 +60,10 @@ function node(
   members: Member[],
   links: { successors?: number; longDistance?: number | "auto"; shortcutBytesPerSec?: number } = {},
   eagerRoutesUpTo?: number,
+  routerConfig: { advertise: string[]; accept: boolean; routerGroup?: string } = {
+    advertise: [],
+    accept: false,
+  },
 ) {
   const clock = new ManualClock();
   const routes = new Map<string, RpcParamsOf<"route.set">>();
@@ -116,7 +120,7 @@ function node(
         longDistance: links.longDistance ?? 0,
         shortcutBytesPerSec: links.shortcutBytesPerSec ?? 1000,
       },
-      routes: { advertise: [], accept: false },
+      routes: routerConfig,
     } as ConstructorParameters<typeof GroupPolicy>[0],
     { clock, random: seededRandom(selfIpv4), ...(eagerRoutesUpTo !== undefined ? { eagerRoutesUpTo } : {}) },
   );
@@ -588,6 +592,24 @@ describe("structured GroupVPN policy: routes on demand (groups above the eager s
     expect(n.calls.filter((c) => c.includes("groupvpn.route"))).toEqual([]);
   });
 
+  it("a packet in transit held for want of a route routes both ends, as their route request would, and passes it on", async () => {
+    const { n, order, successor, predecessor } = await ringOfTwelve();
+    const [src, dst] = [order[3], order[6]] as [Member, Member];
+    const neighbours = [uidOf(successor), uidOf(predecessor)];
+    n.calls.length = 0;
+    n.ensured.length = 0;
+    await n.policy.onPacketUnmapped(
+      { src: src.tincan.ipv4 as string, dst: dst.tincan.ipv4 as string, proto: 1, length: 84 },
+      n.ctx,
+    );
+    expect(n.viaOf(dst)).toBe(greedy(dst, neighbours));
+    expect(n.viaOf(src)).toBe(greedy(src, neighbours));
+    // The request goes on with the packet's own source (the destination routes it for the replies).
+    expect(n.calls).toContain(icc(greedy(dst, neighbours) as string, uidOf(src), uidOf(dst)));
+    expect(n.calls.some((c) => c.includes(`"src":"${self}"`))).toBe(false);
+    expect(n.ensured).toEqual([]);
+  });
+
   it("ignores route requests from members it has no link with, and for members the roster did not admit", async () => {
     const { n, order, successor } = await ringOfTwelve();
     const stranger = uidForIpv4("10.10.9.9");
@@ -650,5 +672,60 @@ describe("structured GroupVPN policy: membership bursts", () => {
     await n.clock.advance(COALESCE_MS);
     expect(n.structured.roleOf(uidOf(newSuccessor))).toBe("successor");
     expect(n.ensured).toContain(uidOf(newSuccessor));
+  });
+});
+
+describe("structured GroupVPN policy: prefixes behind a router (router mode)", () => {
+  const LAN = "192.168.50.0/24";
+
+  /** A ring of 6 others; the one two hops on is a router with a LAN, in the router group. */
+  async function ringWithRouter(accept: boolean, eagerRoutesUpTo?: number) {
+    const members = Array.from({ length: 6 }, (_, i) => member(i + 1));
+    const order = ringAfterSelf(members);
+    const [successor, predecessor] = [order[0], order.at(-1)] as [Member, Member];
+    const gw = order[2] as Member;
+    gw.tincan.routes = [LAN];
+    const n = node(SELF_IPV4, members, {}, eagerRoutesUpTo, {
+      advertise: [],
+      accept,
+      routerGroup: "routers",
+    });
+    n.policy.refuse({ jid: gw.bareJid, subscription: "both", groups: ["lab", "routers"] });
+    for (const m of members) await n.policy.onPeerOnline(m, n.ctx);
+    await n.clock.advance(COALESCE_MS);
+    await n.up(uidOf(successor));
+    await n.up(uidOf(predecessor));
+    return { n, gw, next: greedy(gw, [uidOf(successor), uidOf(predecessor)]) as string };
+  }
+
+  it("routes an accepted LAN greedily like the router's address, kernel route kept, direct once linked", async () => {
+    const { n, gw, next } = await ringWithRouter(true);
+    expect(n.viaOf(gw)).toBe(next);
+    expect(n.routes.get(LAN)).toEqual({ prefix: LAN, peerUid: uidOf(gw), via: next, kernel: true });
+    await n.up(uidOf(gw)); // a shortcut
+    expect(n.routes.get(LAN)).toEqual({ prefix: LAN, peerUid: uidOf(gw), kernel: true });
+    await n.down(uidOf(gw));
+    expect(n.routes.get(LAN)).toEqual({ prefix: LAN, peerUid: uidOf(gw), via: next, kernel: true });
+    await n.policy.onPeerOffline(gw, n.ctx);
+    expect(n.routes.has(LAN)).toBe(false);
+  });
+
+  it("routes.accept off: carries the LAN for others (transit-only, no kernel route) the same way", async () => {
+    const { n, gw, next } = await ringWithRouter(false);
+    expect(n.routes.get(LAN)).toEqual({ prefix: LAN, peerUid: uidOf(gw), via: next, transit: true });
+    expect(n.policy.routerStatus().accepted).toEqual([]);
+  });
+
+  it("on demand: a held packet for the LAN routes the router greedily (a route request, no direct link)", async () => {
+    const { n, gw, next } = await ringWithRouter(true, 0);
+    expect(n.routes.get(LAN)?.via).toBeUndefined(); // not routed yet: direct, held
+    n.calls.length = 0;
+    n.ensured.length = 0;
+    await n.policy.onPacketUnmapped({ src: SELF_IPV4, dst: "192.168.50.7", proto: 1, length: 84 }, n.ctx);
+    expect(n.routes.get(LAN)).toEqual({ prefix: LAN, peerUid: uidOf(gw), via: next, kernel: true });
+    expect(n.calls).toContain(
+      `icc ${next} ${JSON.stringify({ type: "groupvpn.route", src: self, dst: uidOf(gw) })}`,
+    );
+    expect(n.ensured).not.toContain(uidOf(gw));
   });
 });

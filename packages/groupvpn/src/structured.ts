@@ -4,6 +4,7 @@ import {
   type LinkRole,
   type NotificationParamsOf,
   type RouteInfo,
+  type RpcParamsOf,
   Uid,
 } from "@tincan/protocol";
 import { z } from "zod";
@@ -16,6 +17,13 @@ export const MAINTAIN_EVERY_MS = 5000;
 export const PENALTY_MS = 60_000;
 /** A long-distance target that refused our link (its incoming links were full) is not asked again this long. */
 export const REFUSED_MS = 300_000;
+/**
+ * A ring neighbour whose link went down is passed over for this long (or until a link to it is up
+ * again): its crash is seen by the link first, and its presence goes only after the XMPP server's
+ * timeout, so the next member along links now instead of then (with routes on demand no packet
+ * would make it link before).
+ */
+export const SUSPECT_MS = 60_000;
 /** The bye reason of a link trimmed because our incoming long-distance links are full (Symphony's cap). */
 export const INCOMING_FULL = "incoming long-distance links full";
 /** The bye reason of a link neither end wants any more (trimmed at once, not after the idle timeout). */
@@ -32,6 +40,8 @@ export const KeepMessage = z.strictObject({ type: z.literal("groupvpn.keep"), ke
  * request back. A node routes only the members it sends to or that pass through it, not all of them.
  */
 export const RouteRequest = z.strictObject({ type: z.literal("groupvpn.route"), src: Uid, dst: Uid });
+const KEEP_TYPE = KeepMessage.shape.type.value;
+const ROUTE_TYPE = RouteRequest.shape.type.value;
 /** Membership changes within this long after a recompute are folded into one recompute at its end. */
 export const COALESCE_MS = 1000;
 /** Groups of at most this many other members route every member (routes exist before the first packet). */
@@ -62,6 +72,11 @@ export interface StructuredOptions {
   neighborLinks(): ReadonlyMap<string, ReadonlySet<string>>;
   /** The host prefixes of a member (its routes). */
   prefixesOf(m: Member): string[];
+  /**
+   * Prefixes behind a member (router mode) whose routes another part sets (kernel or transit-only):
+   * they follow the member's next hop here, and go back to direct when it is no longer routed.
+   */
+  prefixesBehind?(uid: string): string[];
   /** Groups up to this many other members route all members (default EAGER_ROUTES_UP_TO). */
   eagerRoutesUpTo?: number;
 }
@@ -100,6 +115,8 @@ export class StructuredLinks {
   private readonly roles = new Map<string, LinkRole>();
   private long: string[] = [];
   private readonly refusedUntil = new Map<string, number>();
+  /** Ring neighbours whose link went down, until when they are passed over (SUSPECT_MS). */
+  private readonly suspectUntil = new Map<string, number>();
   /** Members we set a shortcut link up to (traffic above the threshold). */
   private readonly shortcuts = new Set<string>();
   /** `${destination} ${via}` -> until when that neighbour is not used for that destination. */
@@ -183,7 +200,12 @@ export class StructuredLinks {
 
   /** A member came online (a join, a healed partition). */
   memberOnline(uid: string, ctx: PolicyContext): Promise<void> {
-    this.ringOf(ctx).add(uid);
+    return this.membersOnline([uid], ctx);
+  }
+
+  /** Members came online together (a presence burst). */
+  membersOnline(uids: readonly string[], ctx: PolicyContext): Promise<void> {
+    this.ringOf(ctx).addAll(uids);
     return this.membersChanged(ctx);
   }
 
@@ -228,6 +250,7 @@ export class StructuredLinks {
 
   async linkUp(uid: string, ctx: PolicyContext): Promise<void> {
     this.upAt.set(uid, this.opts.clock.now());
+    if (this.suspectUntil.delete(uid)) await this.keepRingLinks(ctx);
     this.toldWants.delete(uid);
     this.tellNeighbours(ctx);
     await this.updateRoutes(ctx);
@@ -235,6 +258,8 @@ export class StructuredLinks {
 
   /** A KeepMessage or RouteRequest from a neighbour: true when it was one (handled), false for others. */
   onIccMessage(p: NotificationParamsOf<"icc.message">, ctx: PolicyContext): boolean {
+    const type = (p.data as { type?: unknown } | null)?.type;
+    if (type !== KEEP_TYPE && type !== ROUTE_TYPE) return false;
     const keep = KeepMessage.safeParse(p.data);
     if (keep.success) {
       this.peerWants.set(p.peerUid, keep.data.keep);
@@ -293,22 +318,32 @@ export class StructuredLinks {
     this.toldWants.delete(uid);
     // Any close of a long-distance link counts as a refusal: the bye saying INCOMING_FULL comes over
     // XMPP and often after the link's own close, and re-picking the same target would only churn.
-    if (this.roles.get(uid) === "long") {
+    const role = this.roles.get(uid);
+    if (role === "long") {
       ctx.log.info("a long-distance link went down (refused, or lost); drawing another target", {
         peerUid: uid,
         reason,
       });
       this.refusedUntil.set(uid, this.opts.clock.now() + REFUSED_MS);
-      this.chooseTargets(ctx);
-      await this.keepLinks(ctx, [...this.roles.keys()]);
+      await this.keepRingLinks(ctx);
+    } else if (role === "successor" || role === "predecessor") {
+      this.suspectUntil.set(uid, this.opts.clock.now() + SUSPECT_MS);
+      await this.keepRingLinks(ctx);
     }
     // The link manager sets a link it was once asked for up again after a close: not one we no longer want.
     if (!this.roles.has(uid) && !this.shortcuts.has(uid)) await ctx.removeLink?.(uid, UNWANTED);
     await this.updateRoutes(ctx);
   }
 
+  /** Ring targets chosen again, and their links set up. */
+  private async keepRingLinks(ctx: PolicyContext): Promise<void> {
+    this.chooseTargets(ctx);
+    await this.keepLinks(ctx, [...this.roles.keys()]);
+  }
+
   /** A member went away for good: forget what we measured of it. */
   forget(uid: string): void {
+    this.suspectUntil.delete(uid);
     this.shortcuts.delete(uid);
     this.watches.delete(uid);
     this.samples.delete(uid);
@@ -340,6 +375,22 @@ export class StructuredLinks {
     // The request goes ahead of the held packets (sent when the route is set), on the same link.
     if (!this.eager(ctx)) this.sendRequest(this.opts.self, uid, now, ctx);
     await this.updateRoutes(ctx);
+    await this.linkUnlessRouted(member, ctx);
+  }
+
+  /**
+   * A packet from `src` to `dst` in transit here found no route (the datapath holds it): as if their
+   * route request had come (it may still be on its way, or went another way before the path changed):
+   * both are routed and the request goes on; the held packets go when the routes are set.
+   */
+  async transitUnmapped(src: Member, dst: Member, ctx: PolicyContext): Promise<void> {
+    await this.routeRequested(src.tincan.uid, dst.tincan.uid, ctx);
+    await this.linkUnlessRouted(dst, ctx);
+  }
+
+  /** No neighbour is closer to the member and we hold no link to it: link to it directly. */
+  private async linkUnlessRouted(member: Member, ctx: PolicyContext): Promise<void> {
+    const uid = member.tincan.uid;
     if (this.opts.connected.has(uid) || this.nextHop(uid, this.opts.clock.now()) !== null) return;
     ctx.log.info("no neighbour is closer to the destination; linking to it directly", {
       peer: member.bareJid,
@@ -524,6 +575,7 @@ export class StructuredLinks {
   }
 
   private penalised(destination: string, via: string, now: number): boolean {
+    if (this.penalties.size === 0) return false;
     const until = this.penalties.get(`${destination} ${via}`);
     return until !== undefined && until > now;
   }
@@ -532,11 +584,13 @@ export class StructuredLinks {
   private chooseTargets(ctx: PolicyContext): void {
     const now = this.opts.clock.now();
     for (const [uid, until] of this.refusedUntil) if (until <= now) this.refusedUntil.delete(uid);
+    for (const [uid, until] of this.suspectUntil) if (until <= now) this.suspectUntil.delete(uid);
     const { self } = this.opts;
     const ring = this.ringOf(ctx);
     const k = this.opts.links.successors;
-    const successors = ring.successors(self, k);
-    const predecessors = ring.predecessors(self, k);
+    const suspects = this.suspectUntil.size > 0 ? new Set(this.suspectUntil.keys()) : undefined;
+    const successors = ring.successors(self, k, suspects);
+    const predecessors = ring.predecessors(self, k, suspects);
     const neighbours = new Set([...successors, ...predecessors]);
     const estimatedSize = estimateRingSize(self, successors, predecessors);
     const wanted = this.opts.links.longDistance;
@@ -631,6 +685,8 @@ export class StructuredLinks {
         moved ||= r?.peerUid === uid;
         await ctx.setRoute(via ? { prefix, peerUid: uid, via } : { prefix, peerUid: uid });
       }
+      for (const prefix of this.opts.prefixesBehind?.(uid) ?? [])
+        await this.pointBehind(current.get(prefix), uid, via, ctx);
       // A route moved to another neighbour: it learns of the traffic before it comes (it may not route
       // the member yet). A new route's request went out already (packetUnmapped, routeRequested).
       if (moved && via !== null && !eager) this.sendRequest(this.opts.self, uid, now, ctx);
@@ -647,7 +703,21 @@ export class StructuredLinks {
       for (const prefix of m ? this.opts.prefixesOf(m) : []) {
         if (current.get(prefix)?.peerUid === uid) await ctx.removeRoute(prefix);
       }
+      for (const prefix of this.opts.prefixesBehind?.(uid) ?? [])
+        await this.pointBehind(current.get(prefix), uid, null, ctx);
     }
+  }
+
+  /** Moves the route of a prefix behind `uid` to `via` (null: direct), keeping what it is (kernel, transit). */
+  private async pointBehind(
+    r: RpcParamsOf<"route.set"> | undefined,
+    uid: string,
+    via: string | null,
+    ctx: PolicyContext,
+  ): Promise<void> {
+    if (!r || r.peerUid !== uid || (r.via ?? null) === via) return;
+    const { via: _old, ...rest } = r;
+    await ctx.setRoute(via ? { ...rest, via } : rest);
   }
 
   /**

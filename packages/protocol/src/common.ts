@@ -1,7 +1,9 @@
 import { z } from "zod";
 
+/** The text of a node UID (the Uid schema's pattern; for hot paths that test many UIDs without zod's cost). */
+export const UID_PATTERN = /^[0-9a-f]{32}$/;
 /** Node UID: 128 bits as 32 lowercase hex chars (see README.md "Identities and admission"). */
-export const Uid = z.string().regex(/^[0-9a-f]{32}$/, "must be 32 lowercase hex characters");
+export const Uid = z.string().regex(UID_PATTERN, "must be 32 lowercase hex characters");
 export type Uid = z.infer<typeof Uid>;
 
 export const Ipv4 = z.ipv4();

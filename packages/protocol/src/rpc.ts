@@ -166,6 +166,11 @@ export const RpcParams = {
     mapTo: Ipv4.optional(),
     /** Also route the prefix to the vNIC in the kernel (removed with the route and on exit). */
     kernel: z.boolean().optional(),
+    /**
+     * Only for packets in transit (from one link to another): packets from or to our own vNIC do not
+     * take it (structured GroupVPN: a router's prefix this node carries for others but does not accept).
+     */
+    transit: z.boolean().optional(),
   }),
   "route.remove": z.strictObject({ prefix: Prefix }),
   /** Exit side: masquerade the overlay out of the uplinks (iptables), or stop (`on: false`). */
@@ -246,6 +251,12 @@ export interface FastPathInfo {
    * datapaths before it.
    */
   peerConnection?: "open" | "closed";
+  /**
+   * true: the native forwarding table moves this link's packets between the vNIC and the fast path
+   * without JavaScript (tune.nativeForward; counted in the link's counters all the same). Absent
+   * from datapaths before it.
+   */
+  nativeForward?: boolean;
 }
 
 export interface RouteInfo {
@@ -255,6 +266,8 @@ export interface RouteInfo {
   mapTo: string | null;
   /** A kernel route sends the prefix to the vNIC (`route.set` with `kernel`; absent from older datapaths). */
   kernel?: boolean;
+  /** Only for packets in transit (`route.set` with `transit`; absent when false and from older datapaths). */
+  transit?: boolean;
   /**
    * Packets from the vNIC this route took and their bytes, and packets received whose source it
    * routes; kept while `route.set` changes only the next hop (absent from older datapaths).

@@ -49,6 +49,7 @@ export const LinkInfoSchema = z.strictObject({
       fallbacks: Count,
       rekeys: Count,
       peerConnection: z.enum(["open", "closed"]).optional(),
+      nativeForward: z.boolean().optional(),
     })
     .optional(),
 }) satisfies z.ZodType<LinkInfo>;
@@ -60,6 +61,8 @@ export const RouteInfoSchema = z.strictObject({
   mapTo: z.string().nullable(),
   /** Absent from datapaths before router mode. */
   kernel: z.boolean().optional(),
+  /** Only for packets in transit (structured overlay, router mode); absent when false. */
+  transit: z.boolean().optional(),
   /** Absent from datapaths before the structured overlay. */
   txPackets: Count.optional(),
   txBytes: Count.optional(),

@@ -5,7 +5,7 @@
 // ("Fast path"); API: this package's README.md.
 
 import { isIP } from "node:net";
-import { codedError, invalid, loadNative, outOfRange } from "./native.js";
+import { codedError, invalid, loadNative, nativeObjects, outOfRange } from "./native.js";
 
 export type FastCipher = "aes-256-gcm" | "chacha20-poly1305";
 
@@ -43,6 +43,20 @@ export interface FastSessionStats {
   lastRxMs: number;
   /** Counter of the next frame sent (= frames sealed so far). */
   sendCounter: number;
+}
+
+/** What a session forwarded natively since its {@link FastSocket.setForward} (see there). */
+export interface FastForwardStats {
+  /** Packets read from the TUN and sent on the session, and their IP bytes. */
+  txPackets: number;
+  txBytes: number;
+  /** Packets received on the session and written to the TUN, and their IP bytes. */
+  rxPackets: number;
+  rxBytes: number;
+  /** Received packets not written because the TUN said EAGAIN (dropped). */
+  vnicFull: number;
+  /** The same per address of the entry (rxPackets: packets from it). */
+  addresses: { address: string; txPackets: number; txBytes: number; rxPackets: number }[];
 }
 
 /** Why datagrams were dropped (counts since the socket was made). */
@@ -135,6 +149,11 @@ type NativeFastSocket = Pick<
   | "flush"
   | "sendRaw"
   | "sessionStats"
+  | "setForward"
+  | "clearForward"
+  | "setLocalAddresses"
+  | "holdForward"
+  | "forwardStats"
   | "stats"
   | "close"
 > & {
@@ -214,6 +233,7 @@ export class FastSocket {
     if (typeof udpOffload !== "boolean") throw invalid("udpOffload must be a boolean");
     const mod = loadNative<NativeModule>();
     this.#native = new mod.NativeFastSocket(address, port, batchSize, cipher, sockBuf, udpOffload);
+    nativeObjects.set(this, this.#native);
     this.port = this.#native.port;
     this.address = this.#native.address;
     this.batchSize = batchSize;
@@ -314,6 +334,40 @@ export class FastSocket {
 
   stats(): FastSocketStats {
     return this.#native.stats();
+  }
+
+  /**
+   * Native forwarding (with a Tun attached by {@link Tun.forwardTo}): packets the TUN hands us
+   * for one of `addresses` leave on session `localIndex` as one-packet frames
+   * `[1][hopLimit][IP packet]` without entering JS (up to `maxPacket` bytes; larger ones, and
+   * while held, go to the Tun's reader as before); one-packet frames received on the session
+   * from one of `addresses` to one of our {@link setLocalAddresses} are written to the TUN.
+   * Everything else reaches the handlers as before. Replaces the session's entry and starts its
+   * {@link forwardStats} at zero; an address another session had moves here. The entry goes with
+   * the session (removeSession, setSession of its index). Throws for an unknown session.
+   */
+  setForward(localIndex: number, hopLimit: number, maxPacket: number, addresses: readonly string[]): void {
+    this.#native.setForward(localIndex, hopLimit, maxPacket, addresses);
+  }
+
+  /** Takes the session out of the forwarding table (no-op without an entry). */
+  clearForward(localIndex: number): void {
+    this.#native.clearForward(localIndex);
+  }
+
+  /** Our own addresses: the destinations received packets are written to the TUN for natively. */
+  setLocalAddresses(ipv4: string | null, ipv6: string | null): void {
+    this.#native.setLocalAddresses(ipv4, ipv6);
+  }
+
+  /** While held, nothing read from the TUN is forwarded natively (e.g. JS's send queue is not empty). */
+  holdForward(hold: boolean): void {
+    this.#native.holdForward(hold);
+  }
+
+  /** Counts of the session's forwarding entry since its setForward; null without one. */
+  forwardStats(localIndex: number): FastForwardStats | null {
+    return this.#native.forwardStats(localIndex);
   }
 
   /** Sends what is pending, wipes all keys, closes the socket. Idempotent. */

@@ -6,7 +6,8 @@
 
 import { EventEmitter } from "node:events";
 import { isIPv4, isIPv6 } from "node:net";
-import { codedError, invalid, loadNative, outOfRange } from "./native.js";
+import type { FastSocket } from "./fast-socket.js";
+import { codedError, invalid, loadNative, nativeObjects, outOfRange } from "./native.js";
 
 export * from "./fast-socket.js";
 
@@ -87,6 +88,7 @@ interface NativeTun {
   ): number;
   readNow(): number;
   stats(): TunStats;
+  setForwarder(socket: object | null): void;
   close(): void;
 }
 
@@ -345,6 +347,19 @@ export class Tun extends EventEmitter<TunEvents> {
   ): number {
     const n = this.#open();
     return n.writeBatch(buf, offsets, lengths, count ?? Math.min(offsets?.length ?? 0, lengths?.length ?? 0));
+  }
+
+  /**
+   * Native forwarding through `socket` (null: none): packets read go to its forwarding table
+   * first (see {@link FastSocket.setForward}); those it takes never reach the reader. The socket
+   * writes the packets its table accepts to this device. One socket at a time; closing either
+   * side ends it.
+   */
+  forwardTo(socket: FastSocket | null): void {
+    const n = this.#open();
+    const target = socket === null ? null : nativeObjects.get(socket);
+    if (target === undefined) throw invalid("socket must be a FastSocket or null");
+    n.setForwarder(target);
   }
 
   /**

@@ -5,6 +5,9 @@ import { createRequire } from "node:module";
 
 let native: unknown;
 
+/** The addon object behind each FastSocket, for Tun.forwardTo (private to this package). */
+export const nativeObjects = new WeakMap<object, object>();
+
 export function codedError<E extends Error>(err: E, code: string, extra?: Record<string, unknown>): E {
   return Object.assign(err, { code }, extra);
 }

@@ -256,6 +256,29 @@ describe.skipIf(!canRun)("Tun in a network namespace", () => {
     expect(r.released).toBe(0);
   });
 
+  for (const offload of [false, true]) {
+    it(`native forwarding (offload ${offload}): sealed out and written in without JS; the rest, spoofed sources included, still reach JS`, async () => {
+      const r = await scenario(offload ? "native-forward-vnet" : "native-forward");
+      expect(r.offload).toBe(offload);
+      // To the peer: a one-packet frame [1][hop limit 4][IP packet] on session 1's remote index
+      // 2, counters 0 and 1 (the echo reply the kernel made for the request written natively).
+      expect(r.atPeer).toEqual([
+        { index: 2, counter: 0, type: 1, hops: 4, dst: "10.99.0.2", what: "native-out", checksumOk: true },
+        { index: 2, counter: 1, type: 1, hops: 4, dst: "10.99.0.2", what: "icmp 0", checksumOk: true },
+      ]);
+      // The packet not in the table, the one above maxPacket, and those while held or cleared.
+      expect(r.tunToJs).toEqual(["js-out", "x".repeat(200), "held", "cleared"]);
+      // The spoofed source and the control frame reached JS (which drops and counts the spoofed one).
+      expect(r.framesToJs).toEqual(["0104", "1200"]);
+      expect(r.kernelGot).toEqual(["native-in"]);
+      expect(r.stats).toMatchObject({ txPackets: 2, rxPackets: 2, vnicFull: 0 });
+      expect(r.stats.addresses).toEqual([
+        { address: "10.99.0.2", txPackets: 2, txBytes: r.stats.txBytes, rxPackets: 2 },
+      ]);
+      expect(r.afterClear).toBeNull();
+    });
+  }
+
   it("FastSocket: datagrams larger than the route MTU are refused (DF) and counted, also in a GSO run; smaller ones go", async () => {
     const r = await scenario("fast-gso-mtu");
     expect(r).toEqual({ big: 0, small: 50, bigMessages: 0, smallMessages: 1, udpGso: true, sendFailed: 50 });

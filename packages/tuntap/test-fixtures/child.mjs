@@ -4,6 +4,7 @@
 // and closing sockets, never with process.exit: a leaked handle shows up as a timeout.
 
 import { execFileSync } from "node:child_process";
+import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import dgram from "node:dgram";
 import { existsSync } from "node:fs";
 import { FastSocket, Tun } from "../dist/index.js";
@@ -87,7 +88,137 @@ function up4(opts = {}) {
   return tun;
 }
 
+/** A fast-path datagram (AES-256-GCM) sealed by the documented format, independently of the addon. */
+function fastSeal(key, index, counter, frame) {
+  const h = Buffer.alloc(16);
+  h[0] = 1;
+  h.writeUInt32LE(index, 4);
+  h.writeBigUInt64LE(counter, 8);
+  const iv = Buffer.alloc(12);
+  iv.writeBigUInt64LE(counter, 4);
+  const c = createCipheriv("aes-256-gcm", key, iv);
+  c.setAAD(h);
+  return Buffer.concat([h, c.update(frame), c.final(), c.getAuthTag()]);
+}
+
+/** Opens a fast-path datagram: { index, counter, frame }; throws when it does not authenticate. */
+function fastOpen(key, d) {
+  const h = d.subarray(0, 16);
+  const counter = h.readBigUInt64LE(8);
+  const iv = Buffer.alloc(12);
+  iv.writeBigUInt64LE(counter, 4);
+  const c = createDecipheriv("aes-256-gcm", key, iv);
+  c.setAAD(h);
+  c.setAuthTag(d.subarray(d.length - 16));
+  const frame = Buffer.concat([c.update(d.subarray(16, d.length - 16)), c.final()]);
+  return { index: h.readUInt32LE(4), counter: Number(counter), frame };
+}
+
+/**
+ * Native forwarding between a TUN and a FastSocket whose session 1 leads to a "peer" (a plain
+ * UDP socket that seals and opens datagrams with node:crypto). The table holds 10.99.0.2; we are
+ * 10.99.0.1. Reports what the peer got, what the kernel got, and what still reached JS.
+ */
+async function nativeForward(offload) {
+  const tun = up4({ offload });
+  const a = new FastSocket({ address: "127.0.0.1" });
+  const peer = dgram.createSocket("udp4");
+  const atPeer = [];
+  peer.on("message", (m) => atPeer.push(m));
+  await new Promise((r) => peer.bind(0, "127.0.0.1", r));
+  const kOut = randomBytes(32);
+  const kIn = randomBytes(32);
+  a.setSession(1, 2, kOut, kIn, { address: "127.0.0.1", port: peer.address().port });
+  a.setForward(1, 4, 1400, ["10.99.0.2"]);
+  a.setLocalAddresses("10.99.0.1", null);
+  tun.forwardTo(a);
+  const tunToJs = [];
+  tun.onPackets((batch, offsets, lengths, count) => {
+    for (let i = 0; i < count; i++) {
+      const p = parsePacket(batch.subarray(offsets[i], offsets[i] + lengths[i]));
+      if (p.version !== 4) continue; // the kernel's own IPv6 chatter (router solicitations)
+      tunToJs.push(p.udp ? p.udp.data.toString() : `${p.dst} proto ${p.protocol}`);
+    }
+  });
+  const framesToJs = [];
+  a.onBatch((_indexes, buf, offsets, lengths, count) => {
+    for (let i = 0; i < count; i++)
+      framesToJs.push(hex(buf.subarray(offsets[i], offsets[i] + Math.min(lengths[i], 2))));
+  });
+  const opened = () =>
+    atPeer.map((d) => {
+      const o = fastOpen(kOut, d);
+      const p = parsePacket(o.frame.subarray(2));
+      return {
+        index: o.index,
+        counter: o.counter,
+        type: o.frame[0],
+        hops: o.frame[1],
+        dst: p.dst,
+        what: p.udp ? p.udp.data.toString() : `icmp ${p.icmp?.type}`,
+        checksumOk: p.udp ? p.udp.checksumOk : p.icmp?.checksumOk,
+      };
+    });
+  const frame = (ip) => Buffer.concat([Buffer.from([1, 4]), ip]);
+  const toPeer = (counter, f) => send(peer, fastSeal(kIn, 1, BigInt(counter), f), a.port, "127.0.0.1");
+
+  // Out: one destination in the table, one not.
+  const out = dgram.createSocket("udp4");
+  await new Promise((r) => out.bind(0, r));
+  await send(out, "native-out", 9999, "10.99.0.2");
+  await send(out, "js-out", 9999, "10.99.0.3");
+  await waitFor(() => atPeer.length >= 1 && tunToJs.includes("js-out"));
+
+  // In: from the table's address to ours (written natively), spoofed (to JS), a control frame.
+  const { s: rx, messages } = await bindUdp("udp4", "10.99.0.1", 7777);
+  const udpIn = (src, data) =>
+    udp4Packet({ src, dst: "10.99.0.1", sport: 5555, dport: 7777, data: Buffer.from(data) });
+  await toPeer(0, frame(udpIn("10.99.0.2", "native-in")));
+  await toPeer(1, frame(udpIn("10.99.0.5", "spoofed")));
+  await toPeer(2, Buffer.from([0x12, 0, 0, 0, 1]));
+  await waitFor(() => messages.length >= 1 && framesToJs.length >= 2);
+
+  // An echo request written natively: the kernel's reply leaves natively in the same wake-up.
+  await toPeer(
+    3,
+    frame(icmp4Echo({ src: "10.99.0.2", dst: "10.99.0.1", id: 7, seq: 1, data: Buffer.from("ping") })),
+  );
+  await waitFor(() => atPeer.length >= 2);
+  const stats = a.forwardStats(1);
+
+  // Larger than the entry's maxPacket, held, cleared: all to JS.
+  a.setForward(1, 4, 100, ["10.99.0.2"]);
+  await send(out, "x".repeat(200), 9999, "10.99.0.2");
+  a.setForward(1, 4, 1400, ["10.99.0.2"]);
+  a.holdForward(true);
+  await send(out, "held", 9999, "10.99.0.2");
+  await waitFor(() => tunToJs.includes("held"));
+  a.holdForward(false);
+  a.clearForward(1);
+  await send(out, "cleared", 9999, "10.99.0.2");
+  await waitFor(() => tunToJs.includes("cleared"));
+  await sleep(50);
+  const result = {
+    offload: tun.offload,
+    atPeer: opened(),
+    tunToJs,
+    framesToJs,
+    kernelGot: messages.map((m) => m.data),
+    stats,
+    afterClear: a.forwardStats(1),
+  };
+  out.close();
+  rx.close();
+  peer.close();
+  a.close();
+  tun.release();
+  return result;
+}
+
 const scenarios = {
+  "native-forward": () => nativeForward(false),
+  "native-forward-vnet": () => nativeForward(true),
+
   async "read-udp4"() {
     const tun = up4();
     const info = { name: tun.name, ipv4: tun.ipv4, mtu: tun.mtu, isUp: tun.isUp, ipv6: tun.ipv6 };

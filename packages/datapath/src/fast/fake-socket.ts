@@ -1,5 +1,11 @@
 import type { FastEndpoint } from "./offer.js";
-import type { FastBatchHandler, FastSessionStats, FastSocketLike, FastSocketStats } from "./socket.js";
+import type {
+  FastBatchHandler,
+  FastForwardStats,
+  FastSessionStats,
+  FastSocketLike,
+  FastSocketStats,
+} from "./socket.js";
 
 /**
  * An in-memory stand-in for FastSocket (tests): sockets on one FakeFastNet exchange datagrams that
@@ -34,8 +40,17 @@ export interface FakeDatagram {
   payload: Buffer;
 }
 
+/** A forwarding entry as the fake keeps it (tests set its counts to play the native side). */
+export interface FakeForward {
+  hopLimit: number;
+  maxPacket: number;
+  addresses: string[];
+  stats: FastForwardStats;
+}
+
 interface FakeSession {
   remoteIndex: number;
+  forward?: FakeForward;
   sendKey: string;
   recvKey: string;
   endpoint: FastEndpoint | null;
@@ -64,6 +79,8 @@ export class FakeFastSocket implements FastSocketLike {
     keyExhausted: 0,
   };
   closed = false;
+  localAddresses: [string | null, string | null] = [null, null];
+  held = false;
 
   constructor(
     private readonly net: FakeFastNet,
@@ -93,9 +110,62 @@ export class FakeFastSocket implements FastSocketLike {
     this.sessions.delete(localIndex);
   }
 
+  setForward(localIndex: number, hopLimit: number, maxPacket: number, addresses: readonly string[]): void {
+    const s = this.sessions.get(localIndex);
+    if (!s) throw new RangeError(`no fast-path session with local index ${localIndex}`);
+    for (const other of this.sessions.values()) {
+      if (other.forward)
+        other.forward.addresses = other.forward.addresses.filter((a) => !addresses.includes(a));
+    }
+    const perAddress = addresses.map((address) => ({ address, txPackets: 0, txBytes: 0, rxPackets: 0 }));
+    s.forward = {
+      hopLimit,
+      maxPacket,
+      addresses: [...addresses],
+      stats: { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, vnicFull: 0, addresses: perAddress },
+    };
+  }
+
+  clearForward(localIndex: number): void {
+    const s = this.sessions.get(localIndex);
+    if (s) s.forward = undefined;
+  }
+
+  setLocalAddresses(ipv4: string | null, ipv6: string | null): void {
+    this.localAddresses = [ipv4, ipv6];
+  }
+
+  holdForward(hold: boolean): void {
+    this.held = hold;
+  }
+
+  forwardStats(localIndex: number): FastForwardStats | null {
+    const f = this.sessions.get(localIndex)?.forward;
+    return f ? structuredClone(f.stats) : null;
+  }
+
+  /** The forwarding entry of a session (tests). */
+  forwardOf(localIndex: number): FakeForward | undefined {
+    return this.sessions.get(localIndex)?.forward;
+  }
+
+  /** Every session's forwarding entry, by local index (tests). */
+  forwards(): Map<number, FakeForward> {
+    const out = new Map<number, FakeForward>();
+    for (const [i, s] of this.sessions) if (s.forward) out.set(i, s.forward);
+    return out;
+  }
+
   setEndpoint(localIndex: number, endpoint: FastEndpoint): void {
     const s = this.sessions.get(localIndex);
     if (s) s.endpoint = endpoint;
+  }
+
+  /** TURN channels set per session (the fake relays nothing: tests check what was set). */
+  readonly channels = new Map<number, number>();
+
+  setChannel(localIndex: number, channel: number): void {
+    this.channels.set(localIndex, channel);
   }
 
   send(localIndex: number, buf: Uint8Array, start: number, end: number): boolean {

@@ -32,6 +32,19 @@ describe("FAST_OFFER / FAST_ACCEPT codec", () => {
     expect(decodeFastHello(frameOf(accept))).toEqual(accept);
   });
 
+  it("a relayed candidate has kind 0x14 / 0x16 and reads back as relayed", () => {
+    const relayed: FastHello = {
+      ...hello,
+      candidates: [{ address: "100.64.0.1", port: 50000, relayed: true }],
+    };
+    const frame = frameOf(relayed);
+    expect(frame.subarray(45).toString("hex")).toBe("1464400001c350");
+    expect(decodeFastHello(frame)).toEqual(relayed);
+    expect(
+      decodeFastHello(frameOf({ ...relayed, candidates: [{ address: "fd00::1", port: 1, relayed: true }] })),
+    ).toMatchObject({ candidates: [{ address: "fd00::1", port: 1, relayed: true }] });
+  });
+
   it.each([
     ["too short", (b: Buffer) => b.subarray(0, 20), /at least/],
     ["another type", (b: Buffer) => Buffer.concat([Buffer.of(0x12), b.subarray(1)]), /type 0x12/],

@@ -7,16 +7,26 @@ import { X25519_PUBLIC_BYTES } from "./keys.js";
  * FAST_OFFER (0x17) and FAST_ACCEPT (0x18), sent on the link's DTLS-protected transport (rekeys on
  * the fast path itself, sealed by the current session, when both sides keep links on it alone):
  *   [type][version 1][sender's receiver index u32][echo u32][fast port u16][X25519 public key 32]
- *   [candidate count u8] count x [family 4|6][address 4|16][port u16]
- * `echo` is 0 in an offer and the offer's receiver index in its accept. Big-endian.
+ *   [candidate count u8] count x [kind][address 4|16][port u16]
+ * `kind` 4|6: an address of the sender (host or STUN-mapped), 0x14|0x16: the sender's relayed address
+ * on its TURN server (the peer reaches it through its own allocation). `echo` is 0 in an offer and the
+ * offer's receiver index in its accept. Big-endian.
  */
 
 export const FAST_VERSION = 1;
-/** Candidates a side announces at most (host addresses and a STUN-mapped one). */
+/** Candidates a side announces at most (host addresses, STUN-mapped ones, a relayed one). */
 export const MAX_FAST_CANDIDATES = 8;
 const FIXED_BYTES = 1 + 1 + 4 + 4 + 2 + X25519_PUBLIC_BYTES + 1;
 
+/** Kind bit of a candidate that is the sender's TURN-relayed address. */
+const RELAYED_KIND = 0x10;
+
 export type { FastEndpoint };
+
+/** An endpoint the peer may probe; `relayed`: the sender's relayed address on its TURN server. */
+export interface FastCandidate extends FastEndpoint {
+  relayed?: boolean;
+}
 
 export interface FastHello {
   type: "offer" | "accept";
@@ -27,7 +37,7 @@ export interface FastHello {
   /** The sender's fast-path port (the peer also tries it at the address ICE found). */
   port: number;
   publicKey: Buffer;
-  candidates: FastEndpoint[];
+  candidates: FastCandidate[];
 }
 
 /** The frame at [FRAME_HEADROOM..length) of the returned buffer (headroom for the transport). */
@@ -48,7 +58,7 @@ export function encodeFastHello(h: FastHello): Buffer {
   at += X25519_PUBLIC_BYTES;
   b[at++] = candidates.length;
   for (const c of candidates) {
-    b[at++] = c.bytes.length === 4 ? 4 : 6;
+    b[at++] = (c.bytes.length === 4 ? 4 : 6) | (c.relayed ? RELAYED_KIND : 0);
     b.set(c.bytes, at);
     at += c.bytes.length;
     b.writeUInt16BE(c.port, at);
@@ -74,16 +84,21 @@ export function decodeFastHello(frame: Uint8Array): FastHello | string {
   let at = 12 + X25519_PUBLIC_BYTES;
   const count = b[at++] as number;
   if (count > MAX_FAST_CANDIDATES) return `fast hello: ${count} candidates, at most ${MAX_FAST_CANDIDATES}`;
-  const candidates: FastEndpoint[] = [];
+  const candidates: FastCandidate[] = [];
   for (let i = 0; i < count; i++) {
-    const family = b[at];
+    const kind = b[at] as number;
+    const family = kind & ~RELAYED_KIND;
     const len = family === 4 ? 4 : family === 6 ? 16 : 0;
-    if (len === 0) return `fast hello: candidate ${i} family ${family}`;
+    if (len === 0) return `fast hello: candidate ${i} family ${kind}`;
     if (at + 1 + len + 2 > b.length) return `fast hello: candidate ${i} cut short`;
     const address = addressFromBytes(b.subarray(at + 1, at + 1 + len));
     const candidatePort = b.readUInt16BE(at + 1 + len);
     if (candidatePort === 0) return `fast hello: candidate ${i} port 0`;
-    candidates.push({ address, port: candidatePort });
+    candidates.push(
+      kind & RELAYED_KIND
+        ? { address, port: candidatePort, relayed: true }
+        : { address, port: candidatePort },
+    );
     at += 1 + len + 2;
   }
   if (at !== b.length) return `fast hello: ${b.length - at} bytes after the candidates`;

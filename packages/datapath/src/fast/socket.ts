@@ -1,6 +1,12 @@
 import type { FastSocket } from "@tincan/tuntap";
 
-export type { FastBatchHandler, FastSessionStats, FastSocketStats } from "@tincan/tuntap";
+export type {
+  FastBatchHandler,
+  FastForwardStats,
+  FastRawHandler,
+  FastSessionStats,
+  FastSocketStats,
+} from "@tincan/tuntap";
 
 /**
  * What the datapath uses of @tincan/tuntap's FastSocket (the native UDP + AEAD engine; wire format
@@ -12,12 +18,18 @@ export type FastSocketLike = Pick<
   | "setSession"
   | "removeSession"
   | "setEndpoint"
+  | "setChannel"
   | "send"
   | "flush"
   | "sendRaw"
   | "onBatch"
   | "onRaw"
   | "sessionStats"
+  | "setForward"
+  | "clearForward"
+  | "setLocalAddresses"
+  | "holdForward"
+  | "forwardStats"
   | "stats"
   | "close"
 >;

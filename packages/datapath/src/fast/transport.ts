@@ -1,9 +1,13 @@
 import { randomBytes } from "node:crypto";
 import { networkInterfaces } from "node:os";
+import type { Endpoint } from "@tincan/protocol";
 import type { Counters } from "../counters.js";
 import type { FastHost, FastPath } from "./fast-path.js";
-import { type FastEndpoint, MAX_FAST_CANDIDATES } from "./offer.js";
-import type { FastBatchHandler, FastSocketFactory, FastSocketLike } from "./socket.js";
+import { MappedAddresses } from "./mapped.js";
+import { type FastCandidate, type FastEndpoint, MAX_FAST_CANDIDATES } from "./offer.js";
+import { FastRelay, type RelayBinding, type TurnTarget } from "./relay.js";
+import type { FastBatchHandler, FastRawHandler, FastSocketFactory, FastSocketLike } from "./socket.js";
+import { TurnClient } from "./turn-client.js";
 
 /** Where a fast path's received frames go: its link (frame, and the session it came on). */
 export interface FastReceiver {
@@ -22,6 +26,11 @@ export interface FastTransportOptions {
   warn: (message: string, fields: Record<string, unknown>) => void;
   /** Called after each received batch was delivered (the datapath reads the vNIC's replies). */
   afterBatch?: () => void;
+  /** The STUN servers that tell the socket its mapped address (ICE's; none: no mapped candidate). */
+  stunServers?: () => readonly Endpoint[];
+  /** The TURN server relayed fast paths allocate on (ICE's; null: relayed links stay on node-datachannel). */
+  turn?: () => TurnTarget | null;
+  info?: (message: string, fields: Record<string, unknown>) => void;
 }
 
 /**
@@ -40,8 +49,23 @@ export class FastTransport implements FastHost {
   private readonly dirty = new Set<FastSocketLike>();
   private flushQueued = false;
   private dropsSeen = { short: 0, unknownIndex: 0, badTag: 0, replay: 0 };
+  private readonly sendRaw = (to: Endpoint, datagram: Buffer): boolean =>
+    this.socket?.sendRaw(to, datagram) ?? false;
+  private readonly mapped = new MappedAddresses(this.sendRaw);
+  private readonly relay: FastRelay;
 
-  constructor(private readonly options: FastTransportOptions) {}
+  constructor(private readonly options: FastTransportOptions) {
+    this.relay = new FastRelay(
+      () => options.turn?.() ?? null,
+      (t) => new TurnClient(t.server, t.credentials, this.sendRaw),
+      (message, fields) => (options.info ?? options.warn)(message, fields),
+    );
+  }
+
+  /** The socket when it is open (null: not yet, or it could not be). */
+  get openSocket(): FastSocketLike | null {
+    return this.socket ?? null;
+  }
 
   /** A link takes part: its fast path's indexes deliver to it. */
   attach(receiver: FastReceiver): void {
@@ -92,6 +116,7 @@ export class FastTransport implements FastHost {
       try {
         const socket = this.options.factory({ address, port });
         socket.onBatch(this.onBatch);
+        socket.onRaw(this.onRaw);
         return socket;
       } catch (err) {
         error = err as Error;
@@ -113,6 +138,11 @@ export class FastTransport implements FastHost {
     this.options.afterBatch?.();
   };
 
+  /** STUN answers (mapped address) and TURN responses on the socket; anything else is ignored. */
+  private readonly onRaw: FastRawHandler = (datagram, from) => {
+    if (!this.mapped.onMessage(datagram, from)) this.relay.onMessage(datagram, from);
+  };
+
   newIndex(path: FastPath): number {
     const receiver = this.byPath.get(path);
     if (!receiver) throw new Error("fast path of a link that is not attached");
@@ -128,10 +158,14 @@ export class FastTransport implements FastHost {
     this.receivers.delete(index);
   }
 
-  localCandidates(family: 4 | 6): FastEndpoint[] {
+  localCandidates(family: 4 | 6, relayed = false): FastCandidate[] {
     const port = this.socket?.port;
     if (!port) return [];
-    const out: FastEndpoint[] = [];
+    if (relayed) {
+      const r = this.relay.relayed;
+      return r && r.address.includes(":") === (family === 6) ? [{ ...r, relayed: true }] : [];
+    }
+    const out: FastCandidate[] = [];
     for (const list of Object.values(networkInterfaces())) {
       for (const a of list ?? []) {
         if (a.internal || a.family !== (family === 4 ? "IPv4" : "IPv6")) continue;
@@ -141,7 +175,49 @@ export class FastTransport implements FastHost {
         if (out.length < MAX_FAST_CANDIDATES) out.push({ address: a.address, port });
       }
     }
+    // STUN-mapped last: behind an endpoint-independent NAT the peer reaches us there.
+    for (const m of this.mapped.of(family))
+      if (out.length < MAX_FAST_CANDIDATES && !out.some((e) => e.address === m.address && e.port === m.port))
+        out.push(m);
     return out;
+  }
+
+  prepare(path: FastPath, family: 4 | 6, relayed: boolean): Promise<boolean> | null {
+    if (relayed) return this.relay.allocate(path).then((r) => r !== null);
+    return this.mapped.refresh(this.stunServers(), family, Date.now())?.then(() => true) ?? null;
+  }
+
+  /** ICE's STUN servers, else its TURN server (which answers Binding requests too). */
+  private stunServers(): readonly Endpoint[] {
+    const stun = this.options.stunServers?.() ?? [];
+    const turn = this.options.turn?.();
+    return stun.length > 0 || !turn ? stun : [turn.server];
+  }
+
+  canRelay(family: 4 | 6): boolean {
+    const turn = this.options.turn?.();
+    return turn !== null && turn !== undefined && turn.server.address.includes(":") === (family === 6);
+  }
+
+  bindRelay(peer: FastEndpoint): Promise<RelayBinding | null> {
+    return this.relay.bind(peer);
+  }
+
+  unbindRelay(peer: FastEndpoint): void {
+    this.relay.unbind(peer);
+  }
+
+  relayFailed(): void {
+    this.relay.failed();
+  }
+
+  releaseRelay(path: FastPath): void {
+    this.relay.release(path);
+  }
+
+  /** Once a second: TURN permissions and channel bindings due are renewed. */
+  tick(now: number): void {
+    this.relay.tick(now);
   }
 
   scheduleFlush(socket: FastSocketLike): void {
@@ -178,6 +254,7 @@ export class FastTransport implements FastHost {
 
   close(): void {
     for (const r of [...this.byPath.values()]) this.detach(r);
+    this.relay.close();
     this.socket?.close();
     this.socket = null;
     this.receivers.clear();

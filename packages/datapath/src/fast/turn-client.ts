@@ -199,20 +199,23 @@ export class TurnClient {
     return null;
   }
 
+  /** Refreshes the allocation now; false (state `failed`) when the server no longer has it. */
+  async refresh(): Promise<boolean> {
+    if (this.state !== "ready") return false;
+    if (this.refreshTimer) clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
+    const reply = await this.signedRequest(StunType.RefreshRequest, [[Attr.Lifetime, u32(LIFETIME_SEC)]]);
+    if (this.state !== "ready") return false;
+    if (reply?.type !== StunType.RefreshSuccess) {
+      this.fail(reply, "Refresh");
+      return false;
+    }
+    if (!this.refreshTimer) this.scheduleRefresh(grantedSec(reply));
+    return true;
+  }
+
   private scheduleRefresh(lifetimeSec: number): void {
-    this.refreshTimer = setTimeout(
-      async () => {
-        this.refreshTimer = null;
-        const reply = await this.signedRequest(StunType.RefreshRequest, [[Attr.Lifetime, u32(LIFETIME_SEC)]]);
-        if (this.state !== "ready") return;
-        if (reply?.type !== StunType.RefreshSuccess) {
-          this.fail(reply, "Refresh");
-          return;
-        }
-        this.scheduleRefresh(grantedSec(reply));
-      },
-      Math.max(30, lifetimeSec / 2) * 1000,
-    );
+    this.refreshTimer = setTimeout(() => void this.refresh(), Math.max(30, lifetimeSec / 2) * 1000);
     this.refreshTimer.unref();
   }
 

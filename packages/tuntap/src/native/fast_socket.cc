@@ -16,6 +16,13 @@
 // authenticated. Sending seals each frame into a native scratch area and queues it; the queue
 // goes out with one sendmmsg(2) when full, on flush(), or before the event loop next blocks
 // (uv_prepare / uv_check hooks), so a frame never waits for the next event.
+//
+// Native forwarding (optional; JS installs it per session with setForward and attaches a TUN
+// with NativeTun.setForwarder): a packet read from the TUN whose destination is in the table
+// leaves as a one-packet frame [1][hop limit][IP packet] on that session, sealed and batched
+// like any other; an authenticated one-packet frame from an address of the session to one of
+// our addresses is written to the TUN in the same wake-up. Anything else goes to JS as before,
+// so JS keeps every decision the table cannot make (control frames, transit, too big, spoofed).
 
 #include "fast_socket.h"
 
@@ -30,6 +37,7 @@
 #include <netinet/udp.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -45,6 +53,12 @@ namespace tuntap {
 namespace {
 
 constexpr uint8_t kTypeData = 0x01;
+// Link frame types carrying IP packets (packages/datapath/src/wire/types.ts): [1][hop limit][IP
+// packet]..., and [2][hop limit] then per packet [meta][...][IP packet] (meta 0: a plain packet).
+constexpr uint8_t kFramePackets = 0x01;
+constexpr uint8_t kFrameOffload = 0x02;
+// NativeFastSocket objects carry this tag, so that a NativeTun can tell one from anything else.
+constexpr napi_type_tag kFastSocketTag = {0x7a1c3e5f0b2d4c61ull, 0x9e8f7a6b5c4d3e2full};
 constexpr size_t kHeader = 16;
 constexpr size_t kTag = 16;
 constexpr size_t kOverhead = kHeader + kTag;
@@ -174,20 +188,25 @@ class CipherCtx {
     return EVP_CipherInit_ex(ctx_, c, nullptr, key, iv, encrypt ? 1 : 0) == 1;
   }
 
-  // header (16 bytes, the AAD) is at out; seals pt[0, n) to out + 16 and appends the tag.
-  bool Seal(uint64_t counter, const uint8_t* pt, size_t n, uint8_t* out) {
+  // header (16 bytes, the AAD) is at out; seals prefix[0, pn) || pt[0, n) to out + 16 and
+  // appends the tag (the prefix: a frame header put in front of a packet without copying it).
+  bool Seal(uint64_t counter, const uint8_t* prefix, size_t pn, const uint8_t* pt, size_t n, uint8_t* out) {
     uint8_t iv[12];
     Nonce(iv, counter);
     int l = 0;
     if (EVP_EncryptInit_ex(ctx_, nullptr, nullptr, nullptr, iv) != 1) return false;
     if (EVP_EncryptUpdate(ctx_, nullptr, &l, out, kHeader) != 1) return false;
-    int done = 0;
+    size_t done = 0;
+    if (pn > 0) {
+      if (EVP_EncryptUpdate(ctx_, out + kHeader, &l, prefix, static_cast<int>(pn)) != 1) return false;
+      done += static_cast<size_t>(l);
+    }
     if (n > 0) {
-      if (EVP_EncryptUpdate(ctx_, out + kHeader, &l, pt, static_cast<int>(n)) != 1) return false;
-      done = l;
+      if (EVP_EncryptUpdate(ctx_, out + kHeader + done, &l, pt, static_cast<int>(n)) != 1) return false;
+      done += static_cast<size_t>(l);
     }
     if (EVP_EncryptFinal_ex(ctx_, out + kHeader + done, &l) != 1) return false;
-    return EVP_CIPHER_CTX_ctrl(ctx_, EVP_CTRL_AEAD_GET_TAG, kTag, out + kHeader + n) == 1;
+    return EVP_CIPHER_CTX_ctrl(ctx_, EVP_CTRL_AEAD_GET_TAG, kTag, out + kHeader + pn + n) == 1;
   }
 
   // Opens the datagram d[0, len) in place (plaintext at d + 16, len - 32 bytes).
@@ -211,6 +230,66 @@ class CipherCtx {
   EVP_CIPHER_CTX* ctx_ = nullptr;
 };
 
+// An IPv4 (v4-mapped) or IPv6 address: the key of the native forwarding table.
+struct AddrKey {
+  uint64_t hi = 0, lo = 0;
+  bool operator==(const AddrKey& o) const { return hi == o.hi && lo == o.lo; }
+};
+struct AddrKeyHash {
+  size_t operator()(const AddrKey& k) const {
+    return static_cast<size_t>((k.hi * 0x9E3779B97F4A7C15ull) ^ k.lo ^ (k.lo >> 29));
+  }
+};
+
+AddrKey KeyOf(const uint8_t* a, bool v4) {
+  uint8_t b[16] = {};
+  if (v4) {
+    b[10] = b[11] = 0xff;
+    memcpy(b + 12, a, 4);
+  } else {
+    memcpy(b, a, 16);
+  }
+  AddrKey k;
+  memcpy(&k.hi, b, 8);
+  memcpy(&k.lo, b + 8, 8);
+  return k;
+}
+
+std::string KeyText(const AddrKey& k) {
+  uint8_t b[16];
+  memcpy(b, &k.hi, 8);
+  memcpy(b + 8, &k.lo, 8);
+  char buf[INET6_ADDRSTRLEN] = "";
+  in6_addr a;
+  memcpy(&a, b, 16);
+  if (IN6_IS_ADDR_V4MAPPED(&a)) {
+    inet_ntop(AF_INET, b + 12, buf, sizeof buf);
+  } else {
+    inet_ntop(AF_INET6, b, buf, sizeof buf);
+  }
+  return buf;
+}
+
+// Source and destination of the IP packet p[0, len) when it is exactly one well-formed IPv4 or
+// IPv6 packet (its header's length is len); false for anything else (JS decides about it).
+bool PacketAddresses(const uint8_t* p, size_t len, AddrKey* src, AddrKey* dst) {
+  if (len < 20) return false;
+  uint8_t version = p[0] >> 4;
+  if (version == 4) {
+    if ((p[0] & 0x0f) < 5 || ((static_cast<size_t>(p[2]) << 8) | p[3]) != len) return false;
+    *src = KeyOf(p + 12, true);
+    *dst = KeyOf(p + 16, true);
+    return true;
+  }
+  if (version == 6) {
+    if (len < 40 || 40 + ((static_cast<size_t>(p[4]) << 8) | p[5]) != len) return false;
+    *src = KeyOf(p + 8, false);
+    *dst = KeyOf(p + 24, false);
+    return true;
+  }
+  return false;
+}
+
 struct Session {
   uint32_t remoteIndex = 0;
   CipherCtx enc;
@@ -223,6 +302,20 @@ struct Session {
   // TURN channel (0x4000-0x4FFF) whose ChannelData header goes in front of each datagram: the
   // endpoint is then our TURN server, which relays to the peer. 0: none, straight to the peer.
   uint16_t channel = 0;
+  // Native forwarding (setForward): one-packet frames to the addresses that name this session in
+  // the table, and from them to our own address, go between the TUN and the socket without JS.
+  bool forward = false;
+  uint8_t hopLimit = 0;
+  uint32_t maxPacket = 0;  // larger packets go to JS (too-big handling, fragments)
+  std::vector<AddrKey> addresses;
+  uint64_t fwdTxPackets = 0, fwdTxBytes = 0, fwdRxPackets = 0, fwdRxBytes = 0, fwdVnicFull = 0;
+};
+
+// A destination of the forwarding table: the session that carries it, and per-address counts
+// (the datapath's route counters).
+struct Dest {
+  Session* session = nullptr;
+  uint64_t txPackets = 0, txBytes = 0, rxPackets = 0;
 };
 
 // A u32 from a JS number (session indexes).
@@ -264,6 +357,11 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
                            InstanceMethod<&NativeFastSocket::FlushJs>("flush"),
                            InstanceMethod<&NativeFastSocket::SendRaw>("sendRaw"),
                            InstanceMethod<&NativeFastSocket::SessionStats>("sessionStats"),
+                           InstanceMethod<&NativeFastSocket::SetForward>("setForward"),
+                           InstanceMethod<&NativeFastSocket::ClearForward>("clearForward"),
+                           InstanceMethod<&NativeFastSocket::SetLocalAddresses>("setLocalAddresses"),
+                           InstanceMethod<&NativeFastSocket::HoldForward>("holdForward"),
+                           InstanceMethod<&NativeFastSocket::ForwardStats>("forwardStats"),
                            InstanceMethod<&NativeFastSocket::Stats>("stats"),
                            InstanceMethod<&NativeFastSocket::Close>("close"),
                        });
@@ -275,6 +373,7 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
   explicit NativeFastSocket(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeFastSocket>(info) {
     Napi::Env env = info.Env();
     env_ = env;
+    napi_type_tag_object(env, info.This(), &kFastSocketTag);
     if (!info[0].IsString()) throw ArgError(env, "address must be an IP address string", false);
     std::string address = info[0].As<Napi::String>().Utf8Value();
     size_t port = ToIndex(env, info[1], "port");
@@ -390,6 +489,20 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
 
   ~NativeFastSocket() override { Shutdown(); }
 
+  // The bridge a NativeTun forwards through (made at first use).
+  std::shared_ptr<ForwardBridge> Bridge(Napi::Env env) {
+    CheckOpen(env);
+    if (!bridge_) {
+      bridge_ = std::make_shared<ForwardBridge>();
+      bridge_->socket = this;
+      bridge_->forward = [](void* self, uint8_t* pkt, size_t len, uint32_t csumStart, uint32_t csumOffset) {
+        return static_cast<NativeFastSocket*>(self)->ForwardFromTun(pkt, len, csumStart, csumOffset);
+      };
+      bridge_->flush = [](void* self) { static_cast<NativeFastSocket*>(self)->Flush(); };
+    }
+    return bridge_;
+  }
+
  private:
   // ---- addresses --------------------------------------------------------------------------
 
@@ -494,6 +607,12 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
     poll_.Close();
     CloseHandle(prepare_);
     CloseHandle(check_);
+    if (bridge_) {
+      bridge_->socket = nullptr;
+      bridge_->forward = nullptr;
+      bridge_->flush = nullptr;
+    }
+    dests_.clear();
     sessions_.clear();  // ~CipherCtx wipes the key schedules
     pending_ = 0;
     txOff_ = 0;
@@ -544,6 +663,8 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
     if (!s->enc.Init(cipher_, sendKey, true) || !s->dec.Init(cipher_, recvKey, false)) {
       throw Napi::Error::New(env, "tuntap: OpenSSL could not set up the session's cipher");
     }
+    auto old = sessions_.find(local);
+    if (old != sessions_.end()) UnlinkForward(*old->second);
     sessions_[local] = std::move(s);  // a replaced session's keys are wiped here
     return env.Undefined();
   }
@@ -551,8 +672,210 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
   Napi::Value RemoveSession(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     uint32_t local = ToU32(env, info[0], "localIndex");
-    sessions_.erase(local);
+    auto it = sessions_.find(local);
+    if (it != sessions_.end()) {
+      UnlinkForward(*it->second);
+      sessions_.erase(it);
+    }
     return env.Undefined();
+  }
+
+  // ---- native forwarding --------------------------------------------------------------------
+
+  // Takes the session out of the table and resets its forwarding counts.
+  void UnlinkForward(Session& s) {
+    for (const AddrKey& k : s.addresses) {
+      auto it = dests_.find(k);
+      if (it != dests_.end() && it->second.session == &s) dests_.erase(it);
+    }
+    s.addresses.clear();
+    s.forward = false;
+    s.fwdTxPackets = s.fwdTxBytes = s.fwdRxPackets = s.fwdRxBytes = s.fwdVnicFull = 0;
+  }
+
+  AddrKey ToKey(Napi::Env env, const Napi::Value& v, const char* what) {
+    if (!v.IsString()) throw ArgError(env, std::string(what) + " must be an IP address string", false);
+    std::string text = v.As<Napi::String>().Utf8Value();
+    uint8_t b[16];
+    if (inet_pton(AF_INET, text.c_str(), b) == 1) return KeyOf(b, true);
+    if (inet_pton(AF_INET6, text.c_str(), b) == 1) return KeyOf(b, false);
+    throw ArgError(env, std::string(what) + " \"" + text + "\" is not an IP address", false);
+  }
+
+  // setForward(localIndex, hopLimit, maxPacket, addresses: string[]): packets to these addresses
+  // go on this session natively, and packets from them on it are written to the TUN (when for
+  // one of our addresses). Replaces the session's entry; its counts start at zero. An address
+  // another session had moves to this one.
+  Napi::Value SetForward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CheckOpen(env);
+    uint32_t local = ToU32(env, info[0], "localIndex");
+    size_t hops = ToIndex(env, info[1], "hopLimit");
+    if (hops < 1 || hops > 255) throw ArgError(env, "hopLimit must be within 1..255", true);
+    size_t maxPacket = ToIndex(env, info[2], "maxPacket");
+    if (maxPacket < 20 || maxPacket > 65535) throw ArgError(env, "maxPacket must be within 20..65535", true);
+    if (!info[3].IsArray()) throw ArgError(env, "addresses must be an array of IP address strings", false);
+    Napi::Array list = info[3].As<Napi::Array>();
+    if (list.Length() > 65536) throw ArgError(env, "at most 65536 addresses per session", true);
+    std::vector<AddrKey> keys;
+    keys.reserve(list.Length());
+    for (uint32_t i = 0; i < list.Length(); i++) keys.push_back(ToKey(env, list.Get(i), "address"));
+    Session& s = Existing(env, local);
+    UnlinkForward(s);
+    s.forward = true;
+    s.hopLimit = static_cast<uint8_t>(hops);
+    s.maxPacket = static_cast<uint32_t>(maxPacket);
+    for (const AddrKey& k : keys) {
+      Dest& d = dests_[k];
+      if (d.session == &s) continue;  // listed twice
+      if (d.session != nullptr) {
+        auto& other = d.session->addresses;
+        for (size_t j = 0; j < other.size(); j++) {
+          if (other[j] == k) {
+            other.erase(other.begin() + static_cast<std::ptrdiff_t>(j));
+            break;
+          }
+        }
+      }
+      d = Dest{};
+      d.session = &s;
+      s.addresses.push_back(k);
+    }
+    return env.Undefined();
+  }
+
+  // clearForward(localIndex): the session's packets go through JS again (no-op when none).
+  Napi::Value ClearForward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint32_t local = ToU32(env, info[0], "localIndex");
+    auto it = sessions_.find(local);
+    if (it != sessions_.end()) UnlinkForward(*it->second);
+    return env.Undefined();
+  }
+
+  // setLocalAddresses(ipv4 | null, ipv6 | null): our own addresses, the only destinations a
+  // received packet is written to the TUN for natively (and sources it may never have).
+  Napi::Value SetLocalAddresses(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    bool v4 = !info[0].IsNull() && !info[0].IsUndefined();
+    bool v6 = !info[1].IsNull() && !info[1].IsUndefined();
+    AddrKey k4 = v4 ? ToKey(env, info[0], "ipv4") : AddrKey{};
+    AddrKey k6 = v6 ? ToKey(env, info[1], "ipv6") : AddrKey{};
+    ownV4_ = k4;
+    ownV6_ = k6;
+    haveOwnV4_ = v4;
+    haveOwnV6_ = v6;
+    return env.Undefined();
+  }
+
+  // holdForward(hold): while held, every packet read from the TUN goes to JS (its send queue
+  // holds packets already: later ones must not overtake them).
+  Napi::Value HoldForward(const Napi::CallbackInfo& info) {
+    fwdHold_ = info[0].ToBoolean().Value();
+    return info.Env().Undefined();
+  }
+
+  // forwardStats(localIndex): what was forwarded natively since setForward, or null.
+  Napi::Value ForwardStats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint32_t local = ToU32(env, info[0], "localIndex");
+    auto it = sessions_.find(local);
+    if (it == sessions_.end() || !it->second->forward) return env.Null();
+    const Session& s = *it->second;
+    Napi::Object o = TrafficObject(env, s.fwdTxPackets, s.fwdTxBytes, s.fwdRxPackets, s.fwdRxBytes);
+    SetCount(o, "vnicFull", s.fwdVnicFull);
+    Napi::Array list = Napi::Array::New(env, s.addresses.size());
+    for (size_t i = 0; i < s.addresses.size(); i++) {
+      auto d = dests_.find(s.addresses[i]);
+      Napi::Object a = Napi::Object::New(env);
+      a.Set("address", Napi::String::New(env, KeyText(s.addresses[i])));
+      SetCount(a, "txPackets", d == dests_.end() ? 0 : d->second.txPackets);
+      SetCount(a, "txBytes", d == dests_.end() ? 0 : d->second.txBytes);
+      SetCount(a, "rxPackets", d == dests_.end() ? 0 : d->second.rxPackets);
+      list.Set(static_cast<uint32_t>(i), a);
+    }
+    o.Set("addresses", list);
+    return o;
+  }
+
+  bool IsOwn(const AddrKey& k) const { return (haveOwnV4_ && k == ownV4_) || (haveOwnV6_ && k == ownV6_); }
+
+  // A packet read from the TUN: sealed in a one-packet frame and queued when its destination is
+  // in the table and nothing stands in the way; false hands it to JS.
+  bool ForwardFromTun(uint8_t* pkt, size_t len, uint32_t csumStart, uint32_t csumOffset) {
+    if (fwdHold_ || fd_ < 0 || dests_.empty()) return false;
+    AddrKey src, dst;
+    if (!PacketAddresses(pkt, len, &src, &dst)) return false;
+    auto it = dests_.find(dst);
+    if (it == dests_.end()) return false;
+    Dest& d = it->second;
+    Session& s = *d.session;
+    if (!s.forward || len > s.maxPacket || s.endpoint.len == 0 || s.sendCounter >= kCounterLimit) return false;
+    if (csumStart != kNoCsum) {
+      if (csumStart < 20 || csumStart >= len || csumOffset > len - csumStart - 2) return false;
+      // The field holds the pseudo-header sum; the sum over the rest finishes it (RFC 1071).
+      uint64_t sum = 0;
+      const uint8_t* p = pkt + csumStart;
+      size_t n = len - csumStart;
+      for (; n >= 2; p += 2, n -= 2) sum += (static_cast<uint32_t>(p[0]) << 8) | p[1];
+      if (n == 1) sum += static_cast<uint32_t>(p[0]) << 8;
+      while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+      uint16_t c = static_cast<uint16_t>(~sum);
+      bool udp = (pkt[0] >> 4) == 4 ? pkt[9] == 17 : pkt[6] == 17;
+      if (c == 0 && udp) c = 0xffff;  // a UDP checksum of 0 means "none"
+      pkt[csumStart + csumOffset] = static_cast<uint8_t>(c >> 8);
+      pkt[csumStart + csumOffset + 1] = static_cast<uint8_t>(c);
+    }
+    const uint8_t header[2] = {kFramePackets, s.hopLimit};
+    // Not handed back once changed: a failed seal is dropped and counted (sendFailed).
+    if (!SealAndQueue(s, header, sizeof header, pkt, len)) return csumStart != kNoCsum;
+    s.fwdTxPackets++;
+    s.fwdTxBytes += len;
+    d.txPackets++;
+    d.txBytes += len;
+    return true;
+  }
+
+  // An authenticated frame of session s: written to the TUN when it holds one packet from an
+  // address of the session to one of ours (the datapath's source check). False hands it to JS
+  // (control frames, transit, several packets, anything else).
+  bool DeliverToTun(Session& s, const uint8_t* frame, size_t n) {
+    const ForwardBridge* b = bridge_.get();
+    if (b == nullptr || b->tunFd < 0 || n < 3) return false;
+    size_t at;
+    if (frame[0] == kFramePackets) {
+      at = 2;
+    } else if (frame[0] == kFrameOffload && frame[2] == 0) {
+      at = 3;
+    } else {
+      return false;
+    }
+    const uint8_t* pkt = frame + at;
+    size_t len = n - at;
+    AddrKey src, dst;
+    if (!PacketAddresses(pkt, len, &src, &dst) || !IsOwn(dst) || IsOwn(src)) return false;
+    auto it = dests_.find(src);
+    if (it == dests_.end() || it->second.session != &s) return false;
+    static const uint8_t kZeroVnet[10] = {};
+    ssize_t w;
+    do {
+      if (b->tunVnet) {
+        iovec iov[2] = {{const_cast<uint8_t*>(kZeroVnet), sizeof kZeroVnet}, {const_cast<uint8_t*>(pkt), len}};
+        w = writev(b->tunFd, iov, 2);
+      } else {
+        w = write(b->tunFd, pkt, len);
+      }
+    } while (w < 0 && errno == EINTR);
+    if (w < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK) return false;  // JS writes it again and counts why
+      s.fwdVnicFull++;
+      return true;
+    }
+    s.fwdRxPackets++;
+    s.fwdRxBytes += len;
+    it->second.rxPackets++;
+    wroteTun_ = true;
+    return true;
   }
 
   Session& Existing(Napi::Env env, uint32_t local) {
@@ -588,17 +911,23 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
     return env.Undefined();
   }
 
+  static Napi::Object TrafficObject(Napi::Env env, uint64_t txPackets, uint64_t txBytes, uint64_t rxPackets,
+                                    uint64_t rxBytes) {
+    Napi::Object o = Napi::Object::New(env);
+    SetCount(o, "txPackets", txPackets);
+    SetCount(o, "txBytes", txBytes);
+    SetCount(o, "rxPackets", rxPackets);
+    SetCount(o, "rxBytes", rxBytes);
+    return o;
+  }
+
   Napi::Value SessionStats(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     uint32_t local = ToU32(env, info[0], "localIndex");
     auto it = sessions_.find(local);
     if (it == sessions_.end()) return env.Null();
     const Session& s = *it->second;
-    Napi::Object o = Napi::Object::New(env);
-    SetCount(o, "txPackets", s.txPackets);
-    SetCount(o, "txBytes", s.txBytes);
-    SetCount(o, "rxPackets", s.rxPackets);
-    SetCount(o, "rxBytes", s.rxBytes);
+    Napi::Object o = TrafficObject(env, s.txPackets, s.txBytes, s.rxPackets, s.rxBytes);
     o.Set("endpoint", s.endpoint.len == 0 ? env.Null() : static_cast<Napi::Value>(EndpointObject(env, s.endpoint.addr)));
     o.Set("lastRxMs", Napi::Number::New(env, s.lastRxNs == 0 ? -1.0
                                                               : static_cast<double>((NowNs() - s.lastRxNs) / 1000000)));
@@ -651,16 +980,17 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
                      true);
     }
     if (data == nullptr && elems > 0) throw ArgError(env, "buf is detached", false);
-    return Napi::Boolean::New(env, SealAndQueue(local, static_cast<const uint8_t*>(data) + start, n));
-  }
-
-  bool SealAndQueue(uint32_t local, const uint8_t* frame, size_t n) {
     auto it = sessions_.find(local);
     if (it == sessions_.end()) {
       drops_[kDropNoSession]++;
-      return false;
+      return Napi::Boolean::New(env, false);
     }
-    Session& s = *it->second;
+    return Napi::Boolean::New(env, SealAndQueue(*it->second, nullptr, 0, static_cast<const uint8_t*>(data) + start, n));
+  }
+
+  // Seals prefix[0, pn) || frame[0, n) for session s into the pending batch.
+  bool SealAndQueue(Session& s, const uint8_t* prefix, size_t pn, const uint8_t* frame, size_t n) {
+    n += pn;
     if (s.endpoint.len == 0) {
       drops_[kDropNoEndpoint]++;
       return false;
@@ -687,7 +1017,7 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
     out[1] = out[2] = out[3] = 0;
     StoreU32(out + 4, s.remoteIndex);
     StoreU64(out + 8, s.sendCounter);
-    if (!s.enc.Seal(s.sendCounter, frame, n, out)) {
+    if (!s.enc.Seal(s.sendCounter, prefix, pn, frame, n - pn, out)) {
       drops_[kDropSendFailed]++;
       return false;
     }
@@ -981,6 +1311,7 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
     s.rxPackets++;
     s.rxBytes += n;
     s.lastRxNs = rx.now;
+    if (s.forward && DeliverToTun(s, d + kHeader, n)) return;
     rx.idxp[rx.count] = index;
     rx.offp[rx.count] = static_cast<uint32_t>(d - rx.base + kHeader);
     rx.lenp[rx.count] = static_cast<uint32_t>(n);
@@ -1063,8 +1394,15 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
     uint32_t count = rx.count;
     int raws = rx.raws;
     napi_value rawArr = rx.rawArr;
+    // Packets written to the TUN natively: the kernel's answers (an echo reply, TCP ACKs) are
+    // read and sent before this wake-up ends, as Outside.readReplies() does for JS's writes.
+    std::shared_ptr<ForwardBridge> replies = wroteTun_ ? bridge_ : nullptr;
+    wroteTun_ = false;
 
-    if (count == 0 && raws == 0 && err == 0) return;
+    if (count == 0 && raws == 0 && err == 0) {
+      if (replies) DrainTun(*replies);
+      return;
+    }
     napi_value args[3];
     args[0] = Napi::Number::New(env, count);
     args[1] = rawArr != nullptr ? rawArr : env.Undefined();
@@ -1077,6 +1415,11 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
     }
     CallReader(env, reader_, Value(), argc, args, *asyncCtx_);
     // Do not touch `this` here: the callback may have closed the socket.
+    if (replies) DrainTun(*replies);
+  }
+
+  static void DrainTun(const ForwardBridge& b) {
+    if (b.tun != nullptr && b.tunDrain != nullptr) b.tunDrain(b.tun);
   }
 
   napi_env env_ = nullptr;
@@ -1093,6 +1436,13 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
   bool refed_ = false;
 
   std::unordered_map<uint32_t, std::unique_ptr<Session>> sessions_;
+  // Native forwarding: destination (and allowed source) address -> session; our own addresses.
+  std::unordered_map<AddrKey, Dest, AddrKeyHash> dests_;
+  AddrKey ownV4_, ownV6_;
+  bool haveOwnV4_ = false, haveOwnV6_ = false;
+  bool fwdHold_ = false;
+  bool wroteTun_ = false;
+  std::shared_ptr<ForwardBridge> bridge_;
 
   // Pending sealed datagrams: packed 16-byte aligned in txBuf_ (batch_ * 64 KiB, only the
   // touched pages are backed), one mmsghdr each.
@@ -1125,6 +1475,13 @@ class NativeFastSocket : public Napi::ObjectWrap<NativeFastSocket> {
 };
 
 }  // namespace
+
+std::shared_ptr<ForwardBridge> FastSocketBridge(Napi::Env env, const Napi::Value& v) {
+  bool tagged = false;
+  if (v.IsObject()) napi_check_object_type_tag(env, v, &kFastSocketTag, &tagged);
+  if (!tagged) throw ArgError(env, "forwarder must be a FastSocket's native object or null", false);
+  return NativeFastSocket::Unwrap(v.As<Napi::Object>())->Bridge(env);
+}
 
 void InitFastSocket(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeFastSocket", NativeFastSocket::Init(env));

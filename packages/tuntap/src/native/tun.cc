@@ -95,6 +95,7 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
                            InstanceMethod<&NativeTun::Write>("write"),
                            InstanceMethod<&NativeTun::WriteBatch>("writeBatch"),
                            InstanceMethod<&NativeTun::Stats>("stats"),
+                           InstanceMethod<&NativeTun::SetForwarder>("setForwarder"),
                            InstanceMethod<&NativeTun::Close>("close"),
                        });
   }
@@ -155,6 +156,7 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
 
   // Stop polling, close the poll handle and the fd. Never calls into JS.
   void Shutdown() {
+    DetachForwarder();
     poll_.Close();
     if (fd_ >= 0) {
       close(fd_);
@@ -178,6 +180,51 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
     rxLengths_.Reset();
     // asyncCtx_ lives until the destructor: Close() may run inside a callback that uses it.
     return info.Env().Undefined();
+  }
+
+  // ---- native forwarding ------------------------------------------------------------------
+
+  // setForwarder(fastSocket | null): packets read go to the fast socket's forwarding table first
+  // (those it takes never reach JS), and it writes the packets it received for us to this device.
+  Napi::Value SetForwarder(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    CheckOpen(env);
+    std::shared_ptr<tuntap::ForwardBridge> bridge;
+    if (!info[0].IsNull() && !info[0].IsUndefined()) bridge = tuntap::FastSocketBridge(env, info[0]);
+    DetachForwarder();
+    if (bridge) {
+      bridge->tunFd = fd_;
+      bridge->tunVnet = vnet_;
+      bridge->tun = this;
+      bridge->tunDrain = [](void* self) { static_cast<NativeTun*>(self)->Drain(0); };
+      bridge_ = bridge;
+    }
+    return env.Undefined();
+  }
+
+  void DetachForwarder() {
+    if (!bridge_) return;
+    bridge_->tunFd = -1;
+    bridge_->tun = nullptr;
+    bridge_->tunDrain = nullptr;
+    bridge_.reset();
+  }
+
+  // The packet at p[0, n) (after its vnet header, if any) was taken by the forwarding table.
+  bool Forwarded(uint8_t* p, size_t n) {
+    const tuntap::ForwardBridge* b = bridge_.get();
+    if (b == nullptr || b->forward == nullptr || b->socket == nullptr) return false;
+    uint32_t csumStart = tuntap::kNoCsum, csumOffset = 0;
+    if (vnet_) {
+      // virtio_net_hdr: flags u8, gso_type u8, hdr_len, gso_size, csum_start, csum_offset (u16 LE).
+      const uint8_t* h = p - kVnetHdr;
+      if (h[1] != 0) return false;  // a GSO super-packet: JS cuts it into frames
+      if ((h[0] & 1) != 0) {
+        csumStart = static_cast<uint32_t>(h[6] | (h[7] << 8));
+        csumOffset = static_cast<uint32_t>(h[8] | (h[9] << 8));
+      }
+    }
+    return b->forward(b->socket, p, n, csumStart, csumOffset);
   }
 
   // ---- properties -----------------------------------------------------------------------
@@ -456,11 +503,12 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
 
     int err = 0;
     if (cap < kReadSlot || max == 0 || offp == nullptr || lenp == nullptr) err = EFAULT;
-    size_t count = 0, off = 0;
+    size_t count = 0, off = 0, reads = 0, forwarded = 0;
     // With a vnet header, it is read into the 10 bytes before the packet: offsets[i] still
     // points at the IP header and the virtio_net_hdr is at offsets[i] - 10.
     const size_t hdr = vnet_ ? kVnetHdr : 0;
-    while (err == 0 && count < max && cap - off >= kReadSlot + hdr) {
+    // Packets the forwarding table takes count against the batch too: one wake-up stays bounded.
+    while (err == 0 && count < max && reads < max && cap - off >= kReadSlot + hdr) {
       ssize_t n = read(fd_, data + off, kReadSlot + hdr);
       if (n < 0) {
         if (errno == EINTR) continue;
@@ -471,14 +519,22 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
       // The kernel returns a packet's full length even when it truncated it to our slot (e.g. a
       // device with gso_max_size above 64 KiB): never account for bytes we do not have.
       if (static_cast<size_t>(n) > kReadSlot + hdr) continue;
+      reads++;
+      rxPackets_++;
+      rxBytes_ += static_cast<uint64_t>(n) - hdr;
+      if (Forwarded(data + off + hdr, static_cast<size_t>(n) - hdr)) {
+        forwarded++;
+        continue;
+      }
       off += hdr;
       n -= static_cast<ssize_t>(hdr);
       offp[count] = static_cast<uint32_t>(off);
       lenp[count] = static_cast<uint32_t>(n);
       count++;
-      rxPackets_++;
-      rxBytes_ += static_cast<uint64_t>(n);
       off += (static_cast<size_t>(n) + kAlign - 1) & ~(kAlign - 1);
+    }
+    if (forwarded > 0 && bridge_ && bridge_->flush != nullptr && bridge_->socket != nullptr) {
+      bridge_->flush(bridge_->socket);
     }
     *countOut = count;
     return err;
@@ -614,6 +670,7 @@ class NativeTun : public Napi::ObjectWrap<NativeTun> {
   struct in6_addr v6_ {};
   uint32_t v6Prefix_ = 0;
   uint64_t rxPackets_ = 0, rxBytes_ = 0, txPackets_ = 0, txBytes_ = 0, txDropsEagain_ = 0;
+  std::shared_ptr<tuntap::ForwardBridge> bridge_;
 };
 
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
