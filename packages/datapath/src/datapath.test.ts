@@ -97,6 +97,27 @@ async function connect(a: Node, b: Node): Promise<void> {
   throw new Error(`no link between ${a.uid} and ${b.uid} after 3 setups`);
 }
 
+describe("Datapath: packets held for on-demand links", () => {
+  it("reports a held destination again as soon as a route to it is set", async () => {
+    const a = makeNode("10.10.0.1");
+    nodes.push(a);
+    const b = uidForIpv4("10.10.0.2");
+    const reports = () => a.notes.filter((n) => n.method === "packet.unmapped").length;
+    // Sent before the member's presence came: no route, and the controller cannot place it.
+    a.vnic.devices[0]!.inject(udp4("10.10.0.1", "10.10.0.2", "first"));
+    expect(reports()).toBe(1);
+    // Its presence comes within the second: the controller must hear of the packet again to link.
+    await a.dp.methods["route.set"]({ prefix: "10.10.0.2/32", peerUid: b });
+    expect(reports()).toBe(2);
+    expect(a.notes.at(-1)?.params).toMatchObject({ dst: "10.10.0.2" });
+    // Unrelated route changes do not repeat it within the interval.
+    await a.dp.methods["route.set"]({ prefix: "10.10.0.3/32", peerUid: uidForIpv4("10.10.0.3") });
+    a.vnic.devices[0]!.inject(udp4("10.10.0.1", "10.10.0.2", "second"));
+    expect(reports()).toBe(2);
+    expect(a.dp.methods["vnic.query"]({}).queued).toBe(2);
+  });
+});
+
 describe("Datapath over real node-datachannel links (fake vNICs)", () => {
   it("forwards packets, refuses spoofed sources, reports unmapped destinations once", async () => {
     const a = makeNode("10.10.0.1");

@@ -34,6 +34,8 @@ export interface UnmappedReport {
 export class Inside {
   /** While held packets are routed again: when they were first held. */
   private heldSince: number | undefined;
+  /** The packet being held has a route (only its link is missing). */
+  private holdRouted = true;
   /** The packet being routed (from a batch, or resubmitted). */
   private readonly view = new PacketView();
   private drainScheduled = false;
@@ -155,6 +157,7 @@ export class Inside {
     }
     const link = route ? fib.links.get(route.value.nextHop) : undefined;
     if (!link || link.state === "closed" || link.state === "failed") {
+      this.holdRouted = route !== null;
       // Queues copy packets without their offload state: hold them as plain packets.
       if (meta === 0) this.hold(buf, off, len, version);
       else if (!toPlainPackets(p, this.holdPlain)) fib.vnicCounters.drop("malformed");
@@ -193,7 +196,8 @@ export class Inside {
 
   private hold(buf: Uint8Array, off: number, len: number, version: number): void {
     const now = Date.now();
-    holdPacket(this.unmapped, this.reportUnmapped, buf, off, len, version, now, this.heldSince ?? now);
+    const since = this.heldSince ?? now;
+    holdPacket(this.unmapped, this.reportUnmapped, buf, off, len, version, now, since, this.holdRouted);
   }
 }
 
@@ -207,9 +211,10 @@ export function holdPacket(
   version: number,
   now: number,
   since: number,
+  routed = true,
 ): void {
   const dst = addressText(buf, off + dstOffset(version), version);
-  if (held.hold(dst, buf, off, len, now, since)) {
+  if (held.hold(dst, buf, off, len, now, since, routed)) {
     report({
       src: addressText(buf, off + srcOffset(version), version),
       dst,

@@ -13,6 +13,16 @@ describe("UnmappedPackets", () => {
     expect(u.heldPackets).toBe(2);
   });
 
+  it("reports at once when a destination held without a route is held again with one", () => {
+    const u = new UnmappedPackets(options);
+    expect(u.hold("10.0.0.2", packet(1), 0, 1, 0, 0, false)).toBe(true);
+    // The controller could not place it; its member's route came 200 ms later.
+    expect(u.hold("10.0.0.2", packet(1), 0, 1, 200, 0, true)).toBe(true);
+    expect(u.hold("10.0.0.2", packet(2), 0, 1, 300, 300, true)).toBe(false);
+    expect(u.hold("10.0.0.3", packet(3), 0, 1, 0, 0, true)).toBe(true);
+    expect(u.hold("10.0.0.3", packet(3), 0, 1, 200, 0, true)).toBe(false);
+  });
+
   it("packets held again after a route change keep their first hold time", () => {
     const u = new UnmappedPackets(options);
     u.hold("10.0.0.2", packet(1), 0, 1, 0);

@@ -13,7 +13,8 @@ export interface HeldPackets {
  */
 export class UnmappedPackets {
   private readonly held = new Map<string, { queue: PacketQueue; since: number }>();
-  private readonly lastNotified = new Map<string, number>();
+  /** When each destination was last reported, and whether it had a route then. */
+  private readonly lastNotified = new Map<string, { at: number; routed: boolean }>();
 
   constructor(
     private readonly options: {
@@ -27,9 +28,20 @@ export class UnmappedPackets {
   /**
    * Holds a copy of the packet; returns true when the controller should be told now.
    * `since`: when the packet was first held (packets held again after a route change keep
-   * their first time, so none is held longer than holdMs in all).
+   * their first time, so none is held longer than holdMs in all). `routed`: a route leads to the
+   * destination (its link is missing). A destination reported without a route is reported again
+   * at once when it has one: a controller that could not place it before (its member's presence
+   * had not come) can set its link up now, not after the packet expired.
    */
-  hold(dst: string, buf: Uint8Array, off: number, len: number, now: number, since = now): boolean {
+  hold(
+    dst: string,
+    buf: Uint8Array,
+    off: number,
+    len: number,
+    now: number,
+    since = now,
+    routed = true,
+  ): boolean {
     let entry = this.held.get(dst);
     if (!entry) {
       if (this.held.size >= this.options.maxDestinations) this.evictOldest();
@@ -40,9 +52,9 @@ export class UnmappedPackets {
     }
     entry.queue.push(buf, off, len);
     const last = this.lastNotified.get(dst);
-    if (last !== undefined && now - last < this.options.notifyIntervalMs) return false;
+    if (last && now - last.at < this.options.notifyIntervalMs && (last.routed || !routed)) return false;
     if (this.lastNotified.size >= this.options.maxDestinations * 4) this.lastNotified.clear();
-    this.lastNotified.set(dst, now);
+    this.lastNotified.set(dst, { at: now, routed });
     return true;
   }
 
