@@ -6,6 +6,7 @@
 // is dropped and counted; a restarted coturn (every allocation gone) takes the link off the fast
 // path, and it recovers.
 import { readFileSync } from "node:fs";
+import type { PeerRow } from "@tincan/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type CoturnHandle, type Host, Lab, type NatKind, type Router, sleep } from "./lab/index.js";
 import { DAEMON_NODE_FLAGS, TINCAN_BIN, waitFor } from "./support/datapath-driver.js";
@@ -39,7 +40,7 @@ async function endpointIndependentNat(host: Host): Promise<void> {
   await router.run("iptables -A INPUT -i wan0 -m conntrack --ctstate NEW -j DROP".split(" "));
 }
 
-type FastInfo = { phase: string; endpoint: string | null; fallbacks: number };
+type FastInfo = { phase: string; endpoint: string | null; fallbacks: number; relayed?: boolean };
 const fastOf = (l: LinkStatus | undefined): FastInfo | undefined => l?.fast as FastInfo | undefined;
 
 describe.skipIf(!can.ok)("fast path through NATs: STUN-mapped and TURN-relayed", () => {
@@ -119,6 +120,7 @@ describe.skipIf(!can.ok)("fast path through NATs: STUN-mapped and TURN-relayed",
     // Straight to bob's NAT, neither through coturn nor to a private address.
     expect(fastOf(link)?.endpoint).toMatch(new RegExp(`^${bob.host.publicIp.replace(/\./g, "\\.")}:\\d+$`));
     expect(link?.path).not.toBe("relay");
+    expect(fastOf(link)?.relayed).toBe(false);
     // Each side's hello carried its mapped address (the NAT's WAN address and a port of its range), as
     // STUN told its fast socket; the endpoint is such a mapped port.
     expect(Number(fastOf(link)?.endpoint?.split(":")[1])).toBeGreaterThanOrEqual(20000);
@@ -150,6 +152,10 @@ describe.skipIf(!can.ok)("fast path through NATs: STUN-mapped and TURN-relayed",
     );
     const fastAfterMs = Date.now() - t0;
     expect((await carol.connectedLinks())[0]?.path).toBe("relay");
+    // Shown as relayed: link.query's fast.relayed, and tincanctl's row (PATH "relay+fast(turn...)").
+    expect(fastOf((await carol.connectedLinks())[0])?.relayed).toBe(true);
+    const rows = (await carol.status()).peers as PeerRow[];
+    expect(rows.find((r) => r.transport === "fast")?.fast?.relayed).toBe(true);
     const lost = await pingLoss(carol.host, dave.address, 20);
     const fastBps = await iperfTcp(carol.host, dave.host, dave.address, 3);
 

@@ -139,6 +139,41 @@ describe("tincanctl status rows", () => {
   });
 });
 
+describe("tincanctl status: the fast path", () => {
+  const fastLink = (fast: LinkInfo["fast"], transport: LinkInfo["transport"] = "fast"): LinkInfo => ({
+    ...link,
+    transport,
+    ...(fast ? { fast } : {}),
+  });
+  const pathOf = (l: LinkInfo): string => {
+    const text = formatTable(vnic, buildRows([l], routes.slice(0, 1), null, 100_000));
+    return text.match(/connected\s+(\S+)/)?.[1] ?? "";
+  };
+  const up = { phase: "up", endpoint: "100.64.0.1:3478", fallbacks: 0, rekeys: 1 } as const;
+
+  it("shows in PATH whether native code forwards the link's packets and whether they go through TURN", () => {
+    expect(pathOf(fastLink({ ...up, nativeForward: false, relayed: false }))).toBe("relay+fast");
+    expect(pathOf(fastLink({ ...up, nativeForward: true, relayed: false }))).toBe("relay+fast(native)");
+    expect(pathOf(fastLink({ ...up, nativeForward: false, relayed: true }))).toBe("relay+fast(turn)");
+    expect(pathOf(fastLink({ ...up, nativeForward: true, relayed: true }))).toBe("relay+fast(turn,native)");
+    // An older datapath without the fields, and a link the fast path does not carry.
+    expect(pathOf(fastLink(up))).toBe("relay+fast");
+    expect(pathOf(fastLink({ ...up, phase: "down", relayed: true }, "datachannel"))).toBe("relay");
+  });
+
+  it("puts both in --json's rows while the fast path carries the link, and nothing otherwise", () => {
+    const [fast] = buildRows([fastLink({ ...up, nativeForward: true, relayed: true })], [], null);
+    expect(fast?.fast).toEqual({ nativeForward: true, relayed: true });
+    expect(StatusReport.shape.peers.element.safeParse(fast).error).toBeUndefined();
+    const [old] = buildRows([fastLink(up)], [], null);
+    expect(old?.fast).toEqual({ nativeForward: false, relayed: false });
+    const [slow] = buildRows([fastLink({ ...up, phase: "probing" }, "datachannel")], [], null);
+    expect(slow).not.toHaveProperty("fast");
+    const bad = { ...fast, fast: { nativeForward: "yes", relayed: true } };
+    expect(StatusReport.shape.peers.element.safeParse(bad).success).toBe(false);
+  });
+});
+
 describe("tincanctl status: the controller's watchdog", () => {
   const status = (datapath?: ControllerStatus["datapath"]): ControllerStatus => ({
     controller: "groupvpn",

@@ -142,6 +142,9 @@ export function buildRows(
       state: link?.state ?? "no link",
       path: link?.path ?? null,
       ...(link?.transport ? { transport: link.transport } : {}),
+      ...(link?.transport === "fast" && link.fast
+        ? { fast: { nativeForward: link.fast.nativeForward ?? false, relayed: link.fast.relayed ?? false } }
+        : {}),
       rttMs: link?.rttMs ?? null,
       pathMtu: link?.pathMtu ?? null,
       rxBytes: link?.rxBytes ?? 0,
@@ -181,6 +184,13 @@ function bytes(n: number): string {
   return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i]}`;
 }
 
+/** PATH's suffix: "+fast", with "(turn)" through our TURN server and "native" when native code forwards it. */
+function fastLabel(r: PeerRow): string {
+  if (r.transport !== "fast") return "";
+  const how = [r.fast?.relayed ? "turn" : "", r.fast?.nativeForward ? "native" : ""].filter(Boolean);
+  return how.length > 0 ? `+fast(${how.join(",")})` : "+fast";
+}
+
 export function formatTable(vnic: VnicInfo, rows: PeerRow[]): string {
   const head = `vnic ${vnic.name ?? "-"}  ${[vnic.ipv4, vnic.ipv6].filter(Boolean).join(" ") || "-"}  mtu ${vnic.mtu ?? "-"}  uid ${vnic.uid?.slice(0, 8) ?? "-"}  rx ${bytes(vnic.rxBytes)}  tx ${bytes(vnic.txBytes)}`;
   // Peers of one account are its devices: a DEVICE column when the controller named any.
@@ -205,9 +215,7 @@ export function formatTable(vnic: VnicInfo, rows: PeerRow[]): string {
       r.uid.slice(0, 8),
       r.virtualIp.join(",") || "-",
       r.state,
-      r.path
-        ? `${r.path}${r.relayOnly && r.path !== "relay" ? "*" : ""}${r.transport === "fast" ? "+fast" : ""}`
-        : "-",
+      r.path ? `${r.path}${r.relayOnly && r.path !== "relay" ? "*" : ""}${fastLabel(r)}` : "-",
       r.rttMs === null ? "-" : `${r.rttMs.toFixed(1)} ms`,
       r.pathMtu === null ? "-" : String(r.pathMtu),
       bytes(r.rxBytes),

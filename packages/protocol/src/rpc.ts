@@ -257,6 +257,11 @@ export interface FastPathInfo {
    * from datapaths before it.
    */
   nativeForward?: boolean;
+  /**
+   * true: the fast path's session (the one sending, else the newest) goes through our TURN server
+   * (`endpoint` is then that server). Absent from datapaths before it.
+   */
+  relayed?: boolean;
 }
 
 export interface RouteInfo {

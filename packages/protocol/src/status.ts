@@ -50,6 +50,7 @@ export const LinkInfoSchema = z.strictObject({
       rekeys: Count,
       peerConnection: z.enum(["open", "closed"]).optional(),
       nativeForward: z.boolean().optional(),
+      relayed: z.boolean().optional(),
     })
     .optional(),
 }) satisfies z.ZodType<LinkInfo>;
@@ -210,6 +211,11 @@ export const PeerRow = z.strictObject({
   path: LinkPath.nullable(),
   /** What carries the link's frames (absent: an older datapath). */
   transport: LinkTransport.optional(),
+  /**
+   * While the fast path carries the link: whether the native forwarding table moves its packets
+   * and whether it goes through TURN (absent: not on the fast path, or an older datapath).
+   */
+  fast: z.strictObject({ nativeForward: z.boolean(), relayed: z.boolean() }).optional(),
   rttMs: z.number().nullable(),
   pathMtu: z.number().int().nullable(),
   rxBytes: Count,

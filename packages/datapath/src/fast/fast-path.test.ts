@@ -139,7 +139,7 @@ describe("fast path state machine", () => {
     await vi.advanceTimersByTimeAsync(500);
     expect([a.fast.phase, b.fast.phase]).toEqual(["up", "up"]);
     expect(a.switches).toEqual([true]);
-    expect(a.fast.info().endpoint).toBe("198.18.1.2:5000");
+    expect(a.fast.info()).toMatchObject({ endpoint: "198.18.1.2:5000", relayed: false });
     // Only the lower UID offered.
     expect([a.offers.length, b.offers.length]).toEqual([1, 0]);
     expect(a.sendData("to b")).toBe(true);

@@ -251,6 +251,7 @@ export class FastPath {
       endpoint: ep ? endpointText(ep) : null,
       fallbacks: this.fallbacks,
       rekeys: this.rekeys,
+      relayed: s !== undefined && s.relayPeer !== null,
     };
   }
 
