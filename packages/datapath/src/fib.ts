@@ -44,6 +44,8 @@ export interface VnicDevice {
  */
 export class Fib {
   readonly routes = new PrefixTable<RouteEntry>();
+  /** Goes up with every route set or removed: readers cache what they derive from the table by it. */
+  routesVersion = 0;
   readonly links = new Map<string, Link>();
   readonly vnicCounters = new Counters();
   vnic: VnicDevice | null = null;
@@ -86,6 +88,7 @@ export class Fib {
       old?.peerUid === peerUid
         ? { txPackets: old.txPackets, txBytes: old.txBytes, rxPackets: old.rxPackets }
         : { txPackets: 0, txBytes: 0, rxPackets: 0 };
+    this.routesVersion++;
     const canonical = this.routes.set(prefix, {
       peerUid,
       via,
@@ -101,6 +104,7 @@ export class Fib {
   removeRoute(prefix: string): boolean {
     const existing = this.routes.get(prefix);
     const removed = this.routes.delete(prefix);
+    if (removed) this.routesVersion++;
     if (existing) this.refreshPeerLocal(existing.peerUid);
     return removed;
   }

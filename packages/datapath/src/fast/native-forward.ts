@@ -56,6 +56,8 @@ export class NativeForward {
   private localSent = "";
   private held = false;
   private scheduled = false;
+  /** directAddresses() for a routes version and our UID: the table is walked again only when they change. */
+  private direct: { version: number; ownUid: string | null; addresses: Map<string, string[]> } | null = null;
 
   constructor(
     private readonly fib: Fib,
@@ -183,6 +185,8 @@ export class NativeForward {
 
   /** Each peer's direct host-route addresses (the packets whose way and source check are exact). */
   private directAddresses(): Map<string, string[]> {
+    const { routesVersion: version, ownUid } = this.fib;
+    if (this.direct?.version === version && this.direct.ownUid === ownUid) return this.direct.addresses;
     const out = new Map<string, string[]>();
     for (const { prefix, value } of this.fib.routes.entries()) {
       if (value.via !== null || value.mapTo !== null || value.peerUid === this.fib.ownUid) continue;
@@ -193,6 +197,7 @@ export class NativeForward {
       if (list) list.push(prefix.slice(0, slash));
       else out.set(value.peerUid, [prefix.slice(0, slash)]);
     }
+    this.direct = { version, ownUid, addresses: out };
     return out;
   }
 
