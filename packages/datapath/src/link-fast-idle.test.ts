@@ -21,6 +21,8 @@ interface End {
   states: LinkState[];
   frames: string[];
   icc: string[];
+  /** Calls of the fastChanged handler (what the native forwarding table follows). */
+  fastChanges: number;
 }
 
 const ends: End[] = [];
@@ -58,7 +60,7 @@ function makeEnd(net: FakeFastNet, uid: string, peerUid: string, address: string
     { address, port: 5000 },
     { address: address6, port: 5000 },
   ];
-  const end = { address, states: [], frames: [], icc: [] } as unknown as End;
+  const end = { address, states: [], frames: [], icc: [], fastChanges: 0 } as unknown as End;
   let peer: End | undefined;
   const pendingCandidates: [string, string][] = [];
   end.link = new Link(
@@ -89,6 +91,7 @@ function makeEnd(net: FakeFastNet, uid: string, peerUid: string, address: string
       state: (_l, s) => end.states.push(s),
       frame: (_l, frame) => end.frames.push(frame.subarray(1).toString()),
       icc: (_l, text) => end.icc.push(text),
+      fastChanged: () => end.fastChanges++,
       excludeAddress: () => false,
       log: process.env.DEBUG_LINK
         ? (_l, level, message, fields) => console.log(uid.slice(0, 2), level, message, fields)
@@ -211,5 +214,37 @@ describe("Link on the fast path alone (PeerConnection closed)", () => {
     await tick([a, b], cut + 21_000, cut + 30_000);
     expect([a.link.state, b.link.state]).toEqual(["disconnected", "disconnected"]);
     expect(a.states.filter((s) => s === "disconnected")).toHaveLength(1);
+  }, 30_000);
+});
+
+describe("Link: path MTU changes and native forwarding", () => {
+  it("tells the native table in the same step when the path MTU changes, not a second later", async () => {
+    const { net, a, b, t0 } = await fastPair();
+    await until("A's path MTU measured", () => a.link.pathMtu !== null);
+    const measured = a.link.pathMtu as number;
+    a.link.nativeForwarding = true; // as NativeForward marks a link with an entry
+    a.fastChanges = 0;
+    net.maxPayload = 1000; // the path shrank
+    // A busy link confirms its path MTU every 30 s: the confirmation is lost and the search starts
+    // over from the base, then finds the smaller size.
+    const steps: string[] = [];
+    let last = a.link.pathMtu;
+    for (let t = t0 + 1000; t <= t0 + 60_000; t += 1000) {
+      sendText(a, "busy");
+      const changes = a.fastChanges;
+      await tick([a, b], t, t);
+      await realSleep(50); // probes and their acknowledgements cross
+      if (a.link.pathMtu !== last) {
+        steps.push(`${last}->${a.link.pathMtu}`);
+        // Told with the change itself: the table's size never lags behind the link's.
+        expect(a.fastChanges, `told of ${last} -> ${a.link.pathMtu}`).toBeGreaterThan(changes);
+        last = a.link.pathMtu;
+      }
+      if (last !== null && last < measured) break;
+    }
+    console.log(`path MTU ${steps.join(", ")}; fastChanged ${a.fastChanges} times`);
+    expect(last).not.toBeNull();
+    expect(last).toBeLessThan(measured);
+    expect(a.link.info().transport).toBe("fast");
   }, 30_000);
 });

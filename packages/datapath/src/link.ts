@@ -104,7 +104,10 @@ export interface LinkHandlers {
   icc(link: Link, text: string): void;
   /** Whether a candidate address must never carry the link (e.g. inside the overlay itself). */
   excludeAddress(address: string): boolean;
-  /** The fast path's sending session changed (fast/native-forward.ts follows it). */
+  /**
+   * The fast path's sending session, or the largest packet the link takes (path MTU), changed
+   * (fast/native-forward.ts follows both).
+   */
   fastChanged?(link: Link): void;
   log?(link: Link, level: "info" | "debug" | "warn", message: string, fields?: Record<string, unknown>): void;
 }
@@ -811,7 +814,7 @@ export class Link implements FrameSink {
       case FRAME_MTU_ACK: {
         if (!isMtuAck(frame) || !this.peerPmtu) break;
         const now = Date.now();
-        if (this.pmtu.onAck(mtuAckRound(frame), mtuAckSize(frame), now, this.rttMs))
+        if (this.pathMtuStep(() => this.pmtu.onAck(mtuAckRound(frame), mtuAckSize(frame), now, this.rttMs)))
           this.armPathMtuTimer(now);
         return;
       }
@@ -874,8 +877,24 @@ export class Link implements FrameSink {
   };
 
   private stepPathMtu(now: number, busy = true): void {
-    this.pmtu.tick(now, this.rttMs, busy);
+    this.pathMtuStep(() => this.pmtu.tick(now, this.rttMs, busy));
     this.armPathMtuTimer(now);
+  }
+
+  /**
+   * Runs a step of the path MTU search; when it changes the largest packet the link takes while
+   * native code forwards it, the native table hears at once (not at its next 1-s refresh).
+   */
+  private pathMtuStep<T>(step: () => T): T {
+    const before = this.nativeForwarding ? this.largestPacket : 0;
+    const result = step();
+    if (this.nativeForwarding && this.largestPacket !== before) this.handlers.fastChanged?.(this);
+    return result;
+  }
+
+  /** What bounds the native forwarding table's packets for this link (see NativeForward.wanted). */
+  private get largestPacket(): number {
+    return Math.min(this.tooBigAbove, this.maxFrame);
   }
 
   /** A timer for the end of the probe round in flight (rounds are shorter than keepAlive's period). */
@@ -895,7 +914,7 @@ export class Link implements FrameSink {
   private startPathMtu(): void {
     if (this.closed || !this.usesRtp || !this.peerPmtu) return;
     const now = Date.now();
-    this.pmtu.restart(now, this.rttMs);
+    this.pathMtuStep(() => this.pmtu.restart(now, this.rttMs));
     this.armPathMtuTimer(now);
   }
 

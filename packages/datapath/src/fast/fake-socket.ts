@@ -18,6 +18,8 @@ export class FakeFastNet {
   readonly blocked = new Set<string>();
   /** Every datagram sent, for replay tests. */
   readonly sent: FakeDatagram[] = [];
+  /** Datagrams whose payload (the sealed frame) is larger are lost, as on a path with a smaller MTU. */
+  maxPayload = Number.POSITIVE_INFINITY;
 
   socket(address: string, port: number): FakeFastSocket {
     const s = new FakeFastSocket(this, address, port);
@@ -27,6 +29,7 @@ export class FakeFastNet {
 
   deliver(d: FakeDatagram): void {
     if (this.blocked.has(key(d.to)) || this.blocked.has(key(d.from))) return;
+    if (d.payload.length > this.maxPayload) return;
     setImmediate(() => this.sockets.get(key(d.to))?.receive(d));
   }
 }
