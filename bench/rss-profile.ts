@@ -104,6 +104,14 @@ interface Sample {
   spaces: Record<string, { size: number; used: number; phys: number }>;
 }
 
+function readOr(file: string): string {
+  try {
+    return readFileSync(file, "utf8");
+  } catch {
+    return "";
+  }
+}
+
 function readSamples(file: string): Sample[] {
   try {
     return readFileSync(file, "utf8")
@@ -134,6 +142,8 @@ interface SideResult {
   tcp: { smaps: Smaps; pagesOnce: number; inside: Record<string, number>; hwm: number };
   cpuS: number;
   threads: string;
+  /** Top Buffer allocations by caller (TINCAN_MEM_TRACE=1 in a variant's environment). */
+  allocs: string;
 }
 
 function hwmMB(pid: number): number {
@@ -180,6 +190,11 @@ async function runOnce(
     while ((await na.ping(nb.address, 1, 1)).code !== 0) {
       if (Date.now() - t0 > 60_000) throw new Error("no ping through the VPN");
     }
+    // The fast path takes over a few seconds after the link connects; measure it, not the RTP path.
+    while (!(await na.connectedLinks()).some((l) => String(l.transport ?? "").startsWith("fast"))) {
+      if (Date.now() - t0 > 90_000) throw new Error("the link never moved to the fast path");
+      await sleep(500);
+    }
     const pids = { a: na.controller.pid, b: nb.controller.pid };
     await sleep(Number(flags.idle) * 1000);
     const idleEnd = Date.now();
@@ -219,6 +234,7 @@ async function runOnce(
         tcp: { ...best[s], inside: peaks(samples, tcpStart, tcpEnd), hwm: hwmMB(pids[s]) },
         cpuS: cpuSeconds(pids[s]) - cpu0[s],
         threads: threads(pids[s]),
+        allocs: readOr(`${sampleFile}.${pids[s]}.alloc`),
       };
     };
     return { a: side("a", idleA), b: side("b", idleB), mbps };
@@ -254,6 +270,7 @@ async function main(): Promise<void> {
     for (const s of ["a", "b"] as const) {
       const x = r[s];
       console.log(`side ${s.toUpperCase()} threads: ${x.threads}`);
+      if (x.allocs) console.log(`Buffers of 2 KiB and more made from JS, by caller:\n${x.allocs}`);
       const kinds = [...new Set([...Object.keys(x.idle.smaps), ...Object.keys(x.tcp.smaps)])];
       console.log("| smaps Rss MB | idle | peak under TCP |\n|---|---:|---:|");
       for (const k of kinds)
