@@ -35,6 +35,9 @@ if (out && process.argv.some((a) => a.includes(match))) {
   };
   setInterval(sample, Number(process.env.TINCAN_MEM_EVERY_MS ?? 250)).unref();
   if (process.env.TINCAN_MEM_TRACE === "1") traceBuffers(`${file}.alloc`);
+  // TINCAN_MEM_SNAPSHOT=S: a V8 heap snapshot S seconds after start, to <file>.<pid>.heapsnapshot.
+  const snapAfter = Number(process.env.TINCAN_MEM_SNAPSHOT ?? 0);
+  if (snapAfter > 0) setTimeout(() => v8.writeHeapSnapshot(`${file}.heapsnapshot`), snapAfter * 1000).unref();
 }
 
 function traceBuffers(file) {
