@@ -4,7 +4,7 @@
 // spaces (sampled inside the node by bench/mem-sampler.mjs), idle and under TCP, with the TCP rate
 // and CPU. Variants (node flags, environment) are interleaved round by round.
 //
-//   node --import tsx bench/rss-profile.ts [--rounds 2] [--idle 15] [--seconds 10] [--lab rssp]
+//   node --import tsx bench/rss-profile.ts [--rounds 2] [--idle 15] [--seconds 10] [--streams 1] [--lab rssp]
 //     [--variant 'name=FLAGS[;ENV=VALUE...]' ...]
 //   e.g. --variant 'semi1=--max-semi-space-size=1 --v8-pool-size=1' --variant 'semi4=--max-semi-space-size=4 --v8-pool-size=1'
 //
@@ -22,6 +22,7 @@ const { values: flags } = parseArgs({
     rounds: { type: "string", default: "2" },
     idle: { type: "string", default: "15" },
     seconds: { type: "string", default: "10" },
+    streams: { type: "string", default: "1" },
     lab: { type: "string", default: "rssp" },
     variant: { type: "string", multiple: true },
   },
@@ -216,9 +217,12 @@ async function runOnce(
       }
     })();
     const tcpStart = Date.now();
-    const r = await na.host.exec(["iperf3", "-c", nb.address, "-t", flags.seconds as string, "-J"], {
-      timeoutMs: Number(flags.seconds) * 1000 + 30_000,
-    });
+    const r = await na.host.exec(
+      ["iperf3", "-c", nb.address, "-t", flags.seconds as string, "-P", flags.streams as string, "-J"],
+      {
+        timeoutMs: Number(flags.seconds) * 1000 + 30_000,
+      },
+    );
     await sleep(1000);
     done = true;
     await watcher;

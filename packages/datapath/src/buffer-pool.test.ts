@@ -26,6 +26,19 @@ describe("BufferPool (the send queue's super-packet copies)", () => {
     expect(pool.idleBytes).toBe(0);
   });
 
+  it("lends a larger idle buffer when the packet's own class has none", () => {
+    const pool = new BufferPool(1 << 20);
+    const big = pool.take(65_000);
+    pool.give(big);
+    expect(pool.take(5000)).toBe(big);
+    pool.give(big);
+    expect(pool.idleBytes).toBe(65536);
+    const small = pool.take(5000);
+    pool.give(small);
+    expect(pool.take(6000)).toBe(small); // its own class first
+    expect(pool.take(70_000).length).toBe(70_000); // above every class: not pooled
+  });
+
   it("keeps at most maxFreeBytes idle and ignores buffers it did not make", () => {
     const pool = new BufferPool(3 * 65536);
     const bufs = Array.from({ length: 5 }, () => pool.take(65_000));

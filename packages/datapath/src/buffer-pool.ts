@@ -4,8 +4,9 @@
  * super-packet is a malloc'd 64 KiB backing store freed only when V8 collects its Buffer object:
  * under a TCP upload the dead copies piled up to ~13 MB of ArrayBuffers and grew the malloc heap
  * by ~16 MB (bench/RESULTS.md, session 13). Buffers come in power-of-two classes from 8 KiB to
- * 64 KiB (so a buffer is at most twice its packet); given-back buffers wait in per-class free
- * lists holding at most `maxFreeBytes` in all, beyond which they are left to the GC.
+ * 64 KiB (a fresh buffer is at most twice its packet); given-back buffers wait in per-class free
+ * lists holding at most `maxFreeBytes` in all, beyond which they are left to the GC. A packet
+ * takes an idle buffer of its class or, when there is none, of a larger class.
  */
 
 /** Below this, Buffer.allocUnsafe slices Node's shared 8 KiB pool (poolSize >>> 1): not pooled here. */
@@ -30,10 +31,15 @@ export class BufferPool {
   take(len: number): Buffer {
     const c = classOf(len);
     if (c < 0) return Buffer.allocUnsafe(len);
-    const buf = (this.free[c] as Buffer[]).pop();
-    if (buf === undefined) return Buffer.allocUnsafeSlow(1 << (c + MIN_CLASS_SHIFT));
-    this.freeBytes -= buf.length;
-    return buf;
+    // Its own class first, else a larger idle buffer: the sizes of super-packets vary (with several
+    // TCP streams, most of them), and a miss is a fresh buffer for the GC to collect later.
+    for (let k = c; k < this.free.length; k++) {
+      const buf = (this.free[k] as Buffer[]).pop();
+      if (buf === undefined) continue;
+      this.freeBytes -= buf.length;
+      return buf;
+    }
+    return Buffer.allocUnsafeSlow(1 << (c + MIN_CLASS_SHIFT));
   }
 
   /** Hands back a buffer from take() that nothing refers to any more. */

@@ -151,7 +151,10 @@ export class TxQueue {
     this.mask = options.flows - 1;
     this.seed = options.seed ?? (Math.random() * 2 ** 32) | 0;
     this.flows = Array.from({ length: options.flows }, () => new Flow(options.target, options.interval));
-    this.pool = new BufferPool(options.maxBytes);
+    // Room for every buffer a full queue holds (a fresh one is at most twice its packet): a buffer
+    // the pool lets go lives on until V8's next full GC (queued copies outlive the young
+    // generation), and under 4 TCP streams those piled up to 16 MB (bench/RESULTS.md, session 13).
+    this.pool = new BufferPool(2 * options.maxBytes + 65_536);
   }
 
   get isEmpty(): boolean {
