@@ -12,9 +12,9 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { type Host, Lab, sleep, type XmppServerHandle } from "../test/lab/index.js";
+import { Lab, sleep } from "../test/lab/index.js";
 import { DAEMON_NODE_FLAGS, REPO } from "../test/support/datapath-driver.js";
-import { labUsers, VpnNode } from "../test/support/vpn-node.js";
+import { addGroupNodes, labUsers, VpnNode } from "../test/support/vpn-node.js";
 import { pagesOnceMB } from "./memory.js";
 
 const { values: flags } = parseArgs({
@@ -154,8 +154,8 @@ function hwmMB(pid: number): number {
 
 interface Bed {
   lab: Lab;
-  prosody: XmppServerHandle;
-  hosts: Host[];
+  /** The two nodes as first made: each run starts fresh ones of the same options on their hosts. */
+  nodes: VpnNode[];
 }
 
 async function runOnce(
@@ -163,28 +163,16 @@ async function runOnce(
   v: Variant,
   round: number,
 ): Promise<{ a: SideResult; b: SideResult; mbps: number }> {
-  const { lab, prosody } = bed;
+  const { lab } = bed;
   const sampleFile = join(lab.dir, `mem-${v.name}-${round}`);
   const savedEnv = { ...process.env };
   Object.assign(process.env, v.env, {
     NODE_OPTIONS: `--import ${SAMPLER}`,
     TINCAN_MEM_SAMPLES: sampleFile,
   });
-  const nodes: VpnNode[] = [];
+  const commands = { controller: ["node", ...v.nodeFlags, CONTROLLER] };
+  const nodes = bed.nodes.map((n) => new VpnNode(lab, n.host, { ...n.opts, commands }));
   try {
-    for (const [i, host] of bed.hosts.entries()) {
-      nodes.push(
-        new VpnNode(lab, host, {
-          user: host.name,
-          ipv4: `10.78.0.${i + 1}/24`,
-          prosody,
-          links: { policy: "proactive" },
-          logLevel: "info",
-          oneProcess: { tincan: { log: { level: "info" } } },
-          commands: { controller: ["node", ...v.nodeFlags, CONTROLLER] },
-        }),
-      );
-    }
     for (const n of nodes) await n.start();
     const [na, nb] = nodes as [VpnNode, VpnNode];
     const t0 = Date.now();
@@ -252,11 +240,15 @@ const f1 = (x: number | undefined) => (x === undefined ? "-" : x.toFixed(1));
 
 async function main(): Promise<void> {
   const lab = await Lab.create({ prefix: flags.lab as string });
-  const bed: Bed = { lab, prosody: undefined as unknown as XmppServerHandle, hosts: [] };
+  const bed: Bed = { lab, nodes: [] };
   const results: { v: string; round: number; r: Awaited<ReturnType<typeof runOnce>> }[] = [];
   try {
-    bed.hosts = [await lab.addHost("a"), await lab.addHost("b")];
-    bed.prosody = await lab.startProsody({ users: labUsers(["a", "b"]), groups: { lab: ["a", "b"] } });
+    const prosody = await lab.startProsody({ users: labUsers(["a", "b"]), groups: { lab: ["a", "b"] } });
+    bed.nodes = await addGroupNodes(lab, prosody, ["a", "b"], "10.78.0", {
+      links: { policy: "proactive" },
+      logLevel: "info",
+      oneProcess: { tincan: { log: { level: "info" } } },
+    });
     for (let round = 1; round <= Number(flags.rounds); round++) {
       for (const v of variants) {
         const r = await runOnce(bed, v, round);
