@@ -185,6 +185,30 @@ describe("frames between two datapaths", () => {
 });
 
 describe("RTP fragments", () => {
+  it("with reuse, hands each frame as a view of one buffer (valid until the next push), intact", () => {
+    const frag = new Fragmenter(12, 1320);
+    const reasm = new Reassembler(true);
+    const got: { frame: Buffer; copy: Buffer }[] = [];
+    const frames = [64_000, 2000, 60_000, 30_000].map((size, k) => {
+      const buf = Buffer.alloc(12 + size);
+      for (let i = 12; i < buf.length; i++) buf[i] = (i * 13 + k) & 0xff;
+      return buf;
+    });
+    for (const buf of frames) {
+      frag.send(buf, 12, buf.length, (b, s, e) => {
+        const f = reasm.push(Buffer.from(b.subarray(s, e)), 12);
+        if (f) got.push({ frame: f, copy: Buffer.from(f) });
+        return true;
+      });
+    }
+    expect(got).toHaveLength(frames.length);
+    expect(got.map((g, k) => g.copy.equals(frames[k]?.subarray(12) as Buffer))).toEqual(
+      frames.map(() => true),
+    );
+    // No buffer per frame: the frames share the reassembly buffer (sized by the first, largest).
+    expect(new Set(got.map((g) => g.frame.buffer)).size).toBe(1);
+  });
+
   it("reassemble to the frame; a lost fragment loses only its frame", () => {
     fc.assert(
       fc.property(

@@ -212,8 +212,9 @@ export class Link implements FrameSink {
   private rxSeq = 0;
   private rxUnacked = 0;
   private rxDataUnacked = false;
-  private readonly reassembler = new Reassembler();
-  private readonly fastReassembler = new Reassembler();
+  // Frames are handed on (copied where kept) before the next fragment arrives: no copy per frame.
+  private readonly reassembler = new Reassembler(true);
+  private readonly fastReassembler = new Reassembler(true);
   private readonly fastTransport: FastTransport | null;
   private readonly fastReceiver: FastReceiver | null = null;
   private localFingerprint: string | null = null;

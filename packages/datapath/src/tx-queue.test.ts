@@ -125,6 +125,27 @@ describe("TxQueue (FQ-CoDel between the vNIC and the links)", () => {
     expect(drops.txQueueFull).toBeLessThanOrEqual(64);
   });
 
+  it("reuses the copy of a super-packet once handed on, and hands each packet on intact", () => {
+    const { q } = queue({ target: 0, quantum: 1 << 16 });
+    const big = (i: number) => udp4("10.0.0.1", "10.0.0.2", `big${i}`.padEnd(30_000 + i * 1000, String(i)));
+    const seen: { buf: Uint8Array; text: string }[] = [];
+    const takeOne = () =>
+      q.dequeue(1, 0, (p) => {
+        seen.push({ buf: p.buf, text: Buffer.from(p.buf.subarray(p.off, p.off + p.len)).toString("latin1") });
+      });
+    put(q, big(0), 0);
+    put(q, big(1), 0);
+    expect(q.queuedBytes).toBe(big(0).length + big(1).length); // the packets' bytes, not the buffers'
+    takeOne();
+    put(q, big(2), 0); // into the buffer big(0) was copied to
+    takeOne();
+    takeOne();
+    expect(seen.map((s) => s.text)).toEqual([0, 1, 2].map((i) => big(i).toString("latin1")));
+    expect(seen[2]?.buf).toBe(seen[0]?.buf);
+    expect(seen[1]?.buf).not.toBe(seen[0]?.buf);
+    expect(q.isEmpty).toBe(true);
+  });
+
   it("frees everything on clear(), counted as drops", () => {
     const { q, drops } = queue();
     for (let i = 0; i < 10; i++) put(q, bulk(i), 0);

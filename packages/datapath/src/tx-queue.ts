@@ -13,8 +13,10 @@
  * - each flow's queue runs CoDel on the time its packets waited, so a bulk TCP flow inside sees
  *   drops once its packets queue longer than the target, and backs off;
  * - a byte limit bounds memory: when full, the flow with the most bytes queued loses packets.
- * Packets are copied in; order within a flow is kept.
+ * Packets are copied in (super-packets into reused buffers, see buffer-pool.ts); order within a
+ * flow is kept.
  */
+import { BufferPool } from "./buffer-pool.js";
 import { CoDel } from "./codel.js";
 import { DelayHistogram } from "./delay-histogram.js";
 import { IPPROTO_TCP, IPPROTO_UDP } from "./packet.js";
@@ -34,11 +36,16 @@ export interface TxQueueOptions {
   seed?: number;
 }
 
-/** Receives a dequeued packet (plain, or a super-packet with its offload state); the view is reused. */
+/**
+ * Receives a dequeued packet (plain, or a super-packet with its offload state); the view is reused,
+ * and so are its bytes once deliver returns: copy what you keep.
+ */
 export type TxDeliver = (p: PacketView) => void;
 
 interface Entry {
+  /** The copy: buf[0..len) (a pooled buffer may be longer). */
   buf: Buffer;
+  len: number;
   meta: number;
   csumStart: number;
   gsoSize: number;
@@ -107,12 +114,12 @@ class Flow {
 
   push(e: Entry): void {
     this.packets.push(e);
-    this.bytes += e.buf.length;
+    this.bytes += e.len;
   }
 
   shift(): Entry {
     const e = this.packets.shift();
-    this.bytes -= e.buf.length;
+    this.bytes -= e.len;
     return e;
   }
 }
@@ -127,6 +134,7 @@ export class TxQueue {
   /** Shows each dequeued packet to `deliver`. */
   private readonly view = new PacketView();
   private readonly newFlows = new Fifo<Flow>();
+  private readonly pool: BufferPool;
   private readonly oldFlows = new Fifo<Flow>();
   private readonly seed: number;
   private readonly mask: number;
@@ -143,6 +151,10 @@ export class TxQueue {
     this.mask = options.flows - 1;
     this.seed = options.seed ?? (Math.random() * 2 ** 32) | 0;
     this.flows = Array.from({ length: options.flows }, () => new Flow(options.target, options.interval));
+    // Room for every buffer a full queue holds (a fresh one is at most twice its packet): a buffer
+    // the pool lets go lives on until V8's next full GC (queued copies outlive the young
+    // generation), and under 4 TCP streams those piled up to 16 MB (bench/RESULTS.md, session 13).
+    this.pool = new BufferPool(2 * options.maxBytes + 65_536);
   }
 
   get isEmpty(): boolean {
@@ -166,9 +178,9 @@ export class TxQueue {
     }
     while (this.bytes + len > this.options.maxBytes) this.dropFromFattest();
     const flow = this.flows[flowHash(p.buf, p.off, len, this.seed) & this.mask] as Flow;
-    const copy = Buffer.allocUnsafe(len);
+    const copy = this.pool.take(len);
     copy.set(p.buf.subarray(p.off, p.off + len));
-    flow.push({ buf: copy, meta: p.meta, csumStart: p.csumStart, gsoSize: p.gsoSize, at: now });
+    flow.push({ buf: copy, len, meta: p.meta, csumStart: p.csumStart, gsoSize: p.gsoSize, at: now });
     this.bytes += len;
     this.packets++;
     if (flow.list === IDLE) {
@@ -209,13 +221,15 @@ export class TxQueue {
         }
         continue;
       }
-      flow.deficit -= e.buf.length;
-      budget -= e.buf.length;
-      const p = this.view.plain(e.buf, 0, e.buf.length);
+      flow.deficit -= e.len;
+      budget -= e.len;
+      const p = this.view.plain(e.buf, 0, e.len);
       p.meta = e.meta;
       p.csumStart = e.csumStart;
       p.gsoSize = e.gsoSize;
       deliver(p);
+      // deliver copied the packet (into a frame, or a queue of its own): the buffer is free again.
+      this.pool.give(e.buf);
     }
   }
 
@@ -226,6 +240,7 @@ export class TxQueue {
     for (let i = 0; i < this.flows.length; i++) this.flows[i] = new Flow(target, interval);
     this.newFlows.clear();
     this.oldFlows.clear();
+    this.pool.drain();
     this.bytes = 0;
     this.packets = 0;
   }
@@ -234,7 +249,7 @@ export class TxQueue {
   private next(flow: Flow, now: number): Entry | undefined {
     while (!flow.isEmpty) {
       const e = flow.shift();
-      this.bytes -= e.buf.length;
+      this.bytes -= e.len;
       this.packets--;
       const waited = (now - e.at) | 0;
       const sojourn = flow.bytes < MIN_BACKLOG ? 0 : waited;
@@ -242,6 +257,7 @@ export class TxQueue {
         this.delay.record(waited);
         return e;
       }
+      this.pool.give(e.buf);
       this.onDrop("txQueue", 1);
     }
     return undefined;
@@ -258,8 +274,9 @@ export class TxQueue {
     let dropped = 0;
     do {
       const e = fattest.shift();
-      this.bytes -= e.buf.length;
+      this.bytes -= e.len;
       this.packets--;
+      this.pool.give(e.buf);
       dropped++;
     } while (fattest.bytes > keep && dropped < MAX_DROP_BATCH && !fattest.isEmpty);
     this.onDrop("txQueueFull", dropped);

@@ -87,8 +87,16 @@ export class Reassembler {
   private buf = Buffer.alloc(0);
 
   /**
+   * @param reuse return each frame as a view of the reassembly buffer, valid until the next push
+   *   (for receivers that consume or copy a frame before they take the next, as links do with
+   *   every frame; a fresh 64 KiB buffer per TCP super-packet cost the receiver 4-5 MB of dead
+   *   ArrayBuffers under TCP, bench/RESULTS.md, session 13)
+   */
+  constructor(private readonly reuse = false) {}
+
+  /**
    * Takes the fragment at packet[start..) and returns the frame when it is complete (a fresh
-   * buffer), else null.
+   * buffer, or with `reuse` a view valid until the next push), else null.
    */
   push(packet: Buffer, start: number): Buffer | null {
     const data = start + FRAGMENT_HEADER;
@@ -130,6 +138,7 @@ export class Reassembler {
     this.expect = index + 1;
     if (this.expect < count) return null;
     this.expect = 0;
-    return Buffer.from(this.buf.subarray(0, this.used));
+    const frame = this.buf.subarray(0, this.used);
+    return this.reuse ? frame : Buffer.from(frame);
   }
 }
