@@ -76,4 +76,6 @@ function fail(message: string): never {
   process.exit(2);
 }
 
+// Ctrl-C or kill -INT ends the run through process.exit, which still writes a --cpu-prof profile.
+process.on("SIGINT", () => process.exit(130));
 await main();

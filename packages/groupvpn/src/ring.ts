@@ -91,6 +91,9 @@ export function nextHop(self: string, destination: string, neighbours: Iterable<
   return best;
 }
 
+/** Members added one by one (a splice each) at most; more are merged in one pass (see Ring.addAll). */
+const SPLICES_PER_ADD = 16;
+
 /**
  * A member set in ring order; answers who follows whom. Members are deduplicated. Kept sorted as
  * UID text (lowercase hex of a fixed length sorts as its number does), so joins and leaves are a
@@ -128,11 +131,12 @@ export class Ring {
 
   /**
    * Adds members (those that are none yet): one by one when they are few, else merged in one pass
-   * (a login's presence burst brings the whole group).
+   * (a login's presence burst brings the whole group). A splice moves half the ring in native code,
+   * a merge pass copies all of it in script, ~25 times slower per member: up to SPLICES_PER_ADD one by one.
    */
   addAll(uids: readonly string[]): void {
     for (const uid of uids) checkUid(uid);
-    if (uids.length * 64 <= this.uids.length) {
+    if (uids.length <= SPLICES_PER_ADD) {
       for (const uid of uids) this.add(uid);
       return;
     }
