@@ -132,7 +132,14 @@ export class FakeDatapath implements Pick<DatapathApi, "call" | "on"> {
       return;
     }
     if (!source || (forUs && (source.via ?? source.peerUid) !== from && !source.via)) {
-      this.net.dropped(p, "spoofed");
+      this.net.dropped(
+        p,
+        !source
+          ? "spoofed:noSourceRoute"
+          : this.isConnected(source.peerUid)
+            ? "spoofed:otherLinkUp"
+            : "spoofed:directRouteNoLink",
+      );
       return;
     }
     source.rxPackets++;
