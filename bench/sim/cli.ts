@@ -3,7 +3,8 @@ import { runScenario, SCENARIOS, type ScenarioName } from "./scenarios.js";
 import { POLICIES, type PolicyName } from "./simulation.js";
 
 const USAGE = `pnpm sim -- [--nodes 1000] [--policy ${POLICIES.join("|")}] [--scenario ${SCENARIOS.join("|")}]
-                [--seed sim] [--join-sec S] [--sample 500] [--hop-limit 32] [--eager-routes N]`;
+                [--seed sim] [--join-sec S] [--sample 500] [--hop-limit 32] [--eager-routes N]
+                [--progress-sec 30]`;
 
 /** `pnpm sim`: one scenario on the virtual-time simulator, printed as a Markdown table. */
 async function main(): Promise<void> {
@@ -19,6 +20,7 @@ async function main(): Promise<void> {
       sample: { type: "string", default: "500" },
       "hop-limit": { type: "string" },
       "eager-routes": { type: "string" },
+      "progress-sec": { type: "string", default: "30" },
       help: { type: "boolean", default: false },
     },
   });
@@ -30,8 +32,6 @@ async function main(): Promise<void> {
   const policy = values.policy as PolicyName;
   const scenario = values.scenario as ScenarioName;
   const eager = values["eager-routes"];
-  if (eager !== undefined && !(Number.isInteger(Number(eager)) && Number(eager) >= 0))
-    fail("--eager-routes must be an integer >= 0");
   if (!POLICIES.includes(policy)) fail(`--policy must be one of ${POLICIES.join(", ")}`);
   if (!SCENARIOS.includes(scenario)) fail(`--scenario must be one of ${SCENARIOS.join(", ")}`);
   const started = performance.now();
@@ -43,9 +43,10 @@ async function main(): Promise<void> {
     seed: values.seed,
     sample: positive(values.sample, "--sample"),
     ...(values["join-sec"] ? { joinSec: positive(values["join-sec"], "--join-sec") } : {}),
-    ...(eager !== undefined ? { eagerRoutesUpTo: Number(eager) } : {}),
+    ...(eager !== undefined ? { eagerRoutesUpTo: nonNegative(eager, "--eager-routes") } : {}),
     ...(values["hop-limit"] ? { params: { hopLimit: positive(values["hop-limit"], "--hop-limit") } } : {}),
     progress: (line) => console.error(`[sim] ${line}`),
+    progressEverySec: nonNegative(values["progress-sec"], "--progress-sec"),
   });
   const used = process.cpuUsage(cpu);
   console.log(`\n${nodes} nodes, policy ${policy}, scenario ${scenario}, seed ${values.seed}\n`);
@@ -56,6 +57,12 @@ async function main(): Promise<void> {
   console.log(`| CPU time, s | ${((used.user + used.system) / 1e6).toFixed(1)} | |`);
   for (const [hook, n] of report.hookErrors) console.log(`\npolicy hook errors: ${n} x ${hook}`);
   if (report.hookErrors.size > 0) process.exitCode = 1;
+}
+
+function nonNegative(text: string | undefined, flag: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 0) fail(`${flag} must be an integer >= 0`);
+  return n;
 }
 
 function positive(text: string | undefined, flag: string): number {
@@ -69,4 +76,6 @@ function fail(message: string): never {
   process.exit(2);
 }
 
+// Ctrl-C or kill -INT ends the run through process.exit, which still writes a --cpu-prof profile.
+process.on("SIGINT", () => process.exit(130));
 await main();

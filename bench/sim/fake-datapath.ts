@@ -19,6 +19,8 @@ export interface FakeLink {
   state: "new" | "connecting" | "connected" | "disconnected" | "failed";
   /** Offerer side: the ICE check is scheduled. */
   checking: boolean;
+  /** Virtual time it connected (both sides at once). */
+  connectedAt?: number;
 }
 
 /** A packet on its way: where it goes, how many links it crossed, what hop limit it has left. */
@@ -37,6 +39,8 @@ type Handler = (params: unknown) => void;
 type CountedRoute = RouteInfo & { txPackets: number; txBytes: number; rxPackets: number };
 
 const MAX_HELD_PER_DESTINATION = 16;
+/** A spoofed drop on a link this young is told apart: packets sent over the ring before it came up. */
+const JUST_CONNECTED_MS = 1000;
 /** Held packets older than this are dropped when the held queue is looked at (the datapath's hold time). */
 export const HOLD_MS = 10_000;
 
@@ -132,7 +136,16 @@ export class FakeDatapath implements Pick<DatapathApi, "call" | "on"> {
       return;
     }
     if (!source || (forUs && (source.via ?? source.peerUid) !== from && !source.via)) {
-      this.net.dropped(p, "spoofed");
+      this.net.dropped(
+        p,
+        !source
+          ? "spoofed:noSourceRoute"
+          : this.isConnected(source.peerUid)
+            ? Date.now() - (this.links.get(source.peerUid)?.connectedAt ?? 0) < JUST_CONNECTED_MS
+              ? "spoofed:otherLinkUp(<1s)"
+              : "spoofed:otherLinkUp"
+            : "spoofed:directRouteNoLink",
+      );
       return;
     }
     source.rxPackets++;

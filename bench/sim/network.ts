@@ -163,6 +163,7 @@ export class SimNetwork {
         theirs.remote === link.local;
       if (ok && theirs && peer) {
         link.state = theirs.state = "connected";
+        link.connectedAt = theirs.connectedAt = this.clock.now();
         dp.emit("link.state", { peerUid: peer.uid, state: "connected", path: "host" });
         peer.dp.emit("link.state", { peerUid: dp.uid, state: "connected", path: "host" });
         dp.resubmitHeld();

@@ -34,6 +34,8 @@ export interface ScenarioOptions {
   eagerRoutesUpTo?: number;
   /** Progress lines (stderr in the CLI). */
   progress?: (line: string) => void;
+  /** A line of where the run is (virtual time, nodes, timers, RSS, CPU) every this many wall seconds (0: none). */
+  progressEverySec?: number;
 }
 
 export interface Row {
@@ -76,6 +78,7 @@ export async function runScenario(o: ScenarioOptions): Promise<Report> {
   const note = (metric: string, value: string) => rows.push({ metric, value });
   const sample = o.sample ?? 500;
   const log2n = Math.log2(o.nodes);
+  const stopWatch = o.progressEverySec ? watch(sim, log, o.progressEverySec) : () => {};
   try {
     // Everyone joins, then the overlay settles.
     const joinSec = o.joinSec ?? Math.max(30, Math.round(o.nodes / 50));
@@ -122,8 +125,29 @@ export async function runScenario(o: ScenarioOptions): Promise<Report> {
     put("heap used, MB", mem.heapUsed / 2 ** 20, 0);
     return { rows, figures, hookErrors: sim.hookErrors };
   } finally {
+    stopWatch();
     sim.close();
   }
+}
+
+/** Logs every `everySec` wall seconds where the run is (a 10,000-node join phase takes many minutes). */
+function watch(sim: Simulation, log: (line: string) => void, everySec: number): () => void {
+  const cpu0 = process.cpuUsage();
+  let firedBefore = sim.clock.fired;
+  return sim.clock.everyWallMs(everySec * SEC, () => {
+    const cpu = process.cpuUsage(cpu0);
+    const fired = sim.clock.fired;
+    log(
+      [
+        `at ${sec(sim)} s virtual`,
+        `${sim.live().length} up of ${sim.nodes.length} joined`,
+        `timers ${fired} fired (+${fired - firedBefore}), ${sim.clock.pending} queued`,
+        `RSS ${Math.round(process.memoryUsage.rss() / 2 ** 20)} MB`,
+        `CPU ${((cpu.user + cpu.system) / 1e6).toFixed(0)} s`,
+      ].join(", "),
+    );
+    firedBefore = fired;
+  });
 }
 
 type Put = (metric: string, value: number, digits?: number, target?: string) => void;

@@ -113,6 +113,21 @@ export class VirtualClock {
     return this.nowMs;
   }
 
+  /** Timers waiting (cancelled ones included until they come out). */
+  get pending(): number {
+    return this.heap.size;
+  }
+
+  /**
+   * Calls `fn` every `ms` of real (wall) time while the simulation runs, on the real timers (progress
+   * lines of a long run); returns a stop function.
+   */
+  everyWallMs(ms: number, fn: () => void): () => void {
+    const handle = real.setInterval(fn, ms);
+    handle.unref();
+    return () => real.clearInterval(handle);
+  }
+
   /** Schedules `fn` at now + `ms` (the simulator's own events use this too). */
   at(ms: number, fn: () => void): TimerHandle {
     return this.add(fn, ms, null);

@@ -149,6 +149,36 @@ describe("successors and predecessors", () => {
     );
   });
 
+  it("batches of joins (spliced one by one when few, merged when many) give the ring of all members", () => {
+    fc.assert(
+      fc.property(
+        memberSet(0, 200),
+        // One batch above Ring's splice limit (128, merged), then small ones (spliced).
+        fc.integer({ min: 129, max: 200 }),
+        fc.array(fc.integer({ min: 0, max: 40 }), { maxLength: 3 }),
+        memberSet(330, 330),
+        (start, big, small, pool) => {
+          const ring = new Ring(start);
+          const reference = new Set(start);
+          let from = 0;
+          for (const size of [big, ...small]) {
+            // A batch may repeat members, and hold members the ring has already.
+            const batch = [
+              ...pool.slice(from, from + size),
+              ...start.slice(0, 2),
+              ...pool.slice(from, from + 1),
+            ];
+            from += size;
+            ring.addAll(batch);
+            for (const member of batch) reference.add(member);
+          }
+          expect(ring.members()).toEqual([...reference].sort());
+        },
+      ),
+      { numRuns: 30 },
+    );
+  });
+
   it("the successor links of all members form one ring", () => {
     fc.assert(
       fc.property(memberSet(1, 80), fc.integer({ min: 1, max: 4 }), (members, k) => {

@@ -91,6 +91,9 @@ export function nextHop(self: string, destination: string, neighbours: Iterable<
   return best;
 }
 
+/** Members added one by one (a splice each) at most; more are merged in one pass (see Ring.addAll). */
+const SPLICES_PER_ADD = 128;
+
 /**
  * A member set in ring order; answers who follows whom. Members are deduplicated. Kept sorted as
  * UID text (lowercase hex of a fixed length sorts as its number does), so joins and leaves are a
@@ -127,12 +130,14 @@ export class Ring {
   }
 
   /**
-   * Adds members (those that are none yet): one by one when they are few, else merged in one pass
-   * (a login's presence burst brings the whole group).
+   * Adds members (those that are none yet): one by one when they are up to SPLICES_PER_ADD, else merged
+   * in one pass (a login's presence burst brings the whole group). A splice moves half the ring natively
+   * (~0.3 ns a member), a merge pass steps through all of it in script (~18 ns a member): at 10,000
+   * members 40 splices take 57 us, a merge 180 us (a large group's node takes joins in batches of tens).
    */
   addAll(uids: readonly string[]): void {
     for (const uid of uids) checkUid(uid);
-    if (uids.length * 64 <= this.uids.length) {
+    if (uids.length <= SPLICES_PER_ADD) {
       for (const uid of uids) this.add(uid);
       return;
     }

@@ -205,7 +205,9 @@ export class StructuredLinks {
 
   /** Members came online together (a presence burst). */
   membersOnline(uids: readonly string[], ctx: PolicyContext): Promise<void> {
-    this.ringOf(ctx).addAll(uids);
+    // The first burst builds the ring from the members (they include the burst) and the burst at once.
+    if (this.ring) this.ring.addAll(uids);
+    else this.ringOf(ctx, uids);
     return this.membersChanged(ctx);
   }
 
@@ -243,8 +245,8 @@ export class StructuredLinks {
     await this.updateRoutes(ctx);
   }
 
-  private ringOf(ctx: PolicyContext): Ring {
-    this.ring ??= new Ring([...ctx.peers().map((m) => m.tincan.uid), this.opts.self]);
+  private ringOf(ctx: PolicyContext, also: readonly string[] = []): Ring {
+    this.ring ??= new Ring([...ctx.peers().map((m) => m.tincan.uid), this.opts.self, ...also]);
     return this.ring;
   }
 
