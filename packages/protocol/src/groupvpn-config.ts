@@ -51,7 +51,7 @@ const GroupLinks = Links.unwrap()
       .default("auto")
       .meta({
         description:
-          "`structured`: long-distance links (Symphony: harmonic over the ring); `auto` = round(log2(N)) with N estimated from the ring neighbours",
+          "`structured`: long-distance links (Symphony: harmonic over the ring); `auto` = floor(log2(N) / 2) of its own (at least 1), N estimated from the ring neighbours; about as many come in from others, so a node holds about log2(N) in all",
         "x-type": "`auto` or 0..32",
       }),
     shortcutBytesPerSec: z.number().int().min(0).default(8192).meta({
