@@ -9,6 +9,7 @@ import {
   type RpcResults,
 } from "@tincan/protocol";
 import { linkInfo } from "../../packages/controller/src/testing.js";
+import { DIRECT_LINK_GRACE_MS } from "../../packages/datapath/src/outside.js";
 import type { SimNetwork } from "./network.js";
 
 /** One side of a link in a fake datapath: its own setup token and, once known, the peer's. */
@@ -39,8 +40,12 @@ type Handler = (params: unknown) => void;
 type CountedRoute = RouteInfo & { txPackets: number; txBytes: number; rxPackets: number };
 
 const MAX_HELD_PER_DESTINATION = 16;
-/** A spoofed drop on a link this young is told apart: packets sent over the ring before it came up. */
-const JUST_CONNECTED_MS = 1000;
+/**
+ * A spoofed drop on a link this young is told apart: packets sent over the ring before it came up that
+ * arrived just after the datapath's grace for a new direct link.
+ */
+const JUST_CONNECTED_MS = DIRECT_LINK_GRACE_MS + 1000;
+const JUST_CONNECTED = `spoofed:otherLinkUp(<${JUST_CONNECTED_MS / 1000}s)`;
 /** Held packets older than this are dropped when the held queue is looked at (the datapath's hold time). */
 export const HOLD_MS = 10_000;
 
@@ -125,7 +130,8 @@ export class FakeDatapath implements Pick<DatapathApi, "call" | "on"> {
   /** A packet from a link: ours, or forwarded while the hop limit lasts. */
   fromLink(from: string, p: SimPacket): void {
     // The source check of outside.ts: the source must be a member; a packet for us from a member
-    // routed over its own link must come on it (one routed via a neighbour may come on any link);
+    // routed over its own link must come on it (one routed via a neighbour may come on any link, and
+    // so may one whose own link is being set up or connected less than DIRECT_LINK_GRACE_MS ago);
     // a packet in transit may come on any link.
     const source = this.routeFor(p.src);
     const forUs = p.dst === this.ipv4;
@@ -135,14 +141,20 @@ export class FakeDatapath implements Pick<DatapathApi, "call" | "on"> {
       else this.hold({ ...p, hopLimit: p.hopLimit - 1 });
       return;
     }
-    if (!source || (forUs && (source.via ?? source.peerUid) !== from && !source.via)) {
+    if (
+      !source ||
+      (forUs &&
+        (source.via ?? source.peerUid) !== from &&
+        !source.via &&
+        !this.directLinkYoung(source.peerUid))
+    ) {
       this.net.dropped(
         p,
         !source
           ? "spoofed:noSourceRoute"
           : this.isConnected(source.peerUid)
             ? Date.now() - (this.links.get(source.peerUid)?.connectedAt ?? 0) < JUST_CONNECTED_MS
-              ? "spoofed:otherLinkUp(<1s)"
+              ? JUST_CONNECTED
               : "spoofed:otherLinkUp"
             : "spoofed:directRouteNoLink",
       );
@@ -168,6 +180,14 @@ export class FakeDatapath implements Pick<DatapathApi, "call" | "on"> {
       return;
     }
     this.net.carry(this, next, { ...p, hopLimit: p.hopLimit - 1 });
+  }
+
+  /** outside.ts's grace: the member's own link is being set up, or connected less than DIRECT_LINK_GRACE_MS ago. */
+  private directLinkYoung(peerUid: string): boolean {
+    const own = this.links.get(peerUid);
+    if (!own) return false;
+    if (own.connectedAt === undefined) return own.state === "new" || own.state === "connecting";
+    return Date.now() - own.connectedAt < DIRECT_LINK_GRACE_MS;
   }
 
   /** Routes held packets again (a link connected or a route changed). */

@@ -354,6 +354,8 @@ describe("Datapath over real node-datachannel links (fake vNICs)", () => {
     await until(() => linkTo(a, b)?.state === "connected", 10_000);
     // Only what follows counts (a retried first setup or a late probe reply add states of their own).
     const base = statesAtA().length;
+    const firstConnectedAt = a.dp.fib.links.get(b.uid)?.connectedAt ?? null;
+    expect(firstConnectedAt).toBeTypeOf("number");
     // B stops answering probes (and sends nothing else): ICE consent alone would take ~30 s, so a
     // bound of 20 s, however loaded the machine, still tells silence detection from consent.
     const linkAtB = b.dp.fib.links.get(a.uid) as unknown as { sendControl: unknown };
@@ -365,6 +367,8 @@ describe("Datapath over real node-datachannel links (fake vNICs)", () => {
     linkAtB.sendControl = answer;
     await until(() => statesAtA().at(-1) === "connected", 20_000);
     expect(statesAtA().slice(base)).toEqual(["disconnected", "connected"]);
+    // Connected again: the source check's grace (outside.ts) counts from now.
+    expect(a.dp.fib.links.get(b.uid)?.connectedAt).toBeGreaterThan(firstConnectedAt ?? Infinity);
   }, 90_000);
 
   it("link.ping answers with the probe's round trip and the selected candidate pair, or null when unanswered", async () => {

@@ -169,6 +169,8 @@ export class Link implements FrameSink {
   remoteType: CandidateType | null = null;
   lastRxAt: number | null = null;
   lastTxAt: number | null = null;
+  /** When the link last became `connected` (performance.now(), monotonic); null: never yet. */
+  connectedAt: number | null = null;
   /** The native forwarding table holds an entry for this link (fast/native-forward.ts). */
   nativeForwarding = false;
   /** The peer announced that it takes offload frames (type 2). */
@@ -1135,6 +1137,7 @@ export class Link implements FrameSink {
   private setState(state: LinkState): void {
     if (this.state === state) return;
     this.state = state;
+    if (state === "connected") this.connectedAt = performance.now();
     this.handlers.state(this, state);
   }
 }

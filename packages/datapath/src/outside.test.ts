@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { Counters } from "./counters.js";
 import { Fib, type VnicDevice } from "./fib.js";
 import type { Link } from "./link.js";
-import { Outside } from "./outside.js";
+import { DIRECT_LINK_GRACE_MS, Outside } from "./outside.js";
 import { udp4 } from "./testing.js";
 import { UnmappedPackets } from "./unmapped.js";
 import { DEFAULT_MAX_FRAME_BYTES, FrameBuilders } from "./wire/index.js";
@@ -139,6 +139,77 @@ describe("Outside: sources of members reached over the overlay", () => {
     expect(fib.routeList().find((r) => r.prefix === "10.10.0.9/32")?.rxPackets).toBe(1);
     fib.setRoute("10.10.0.9/32", OTHER, null, null);
     expect(fib.routeList().find((r) => r.prefix === "10.10.0.9/32")?.rxPackets).toBe(0);
+  });
+});
+
+describe("Outside: a direct link replacing an overlay path (make-before-break)", () => {
+  const S = "5".repeat(32);
+  const OWN = "0".repeat(32);
+
+  /** S (10.10.0.3) is routed over its own link in `state`, connected `connectedAgoMs` ago (null: never). */
+  function graceSetup(state: Link["state"] | null, connectedAgoMs: number | null) {
+    const written: number[] = [];
+    const { fib, link, outside } = setup("10.10.0.1", null, (_b, _o, n) => {
+      written.push(n);
+      return true;
+    });
+    fib.ownUid = OWN;
+    fib.setRoute("10.10.0.3/32", S, null, null);
+    const own = {
+      peerUid: S,
+      state,
+      connectedAt: connectedAgoMs === null ? null : performance.now() - connectedAgoMs,
+      counters: new Counters(),
+    } as unknown as Link;
+    if (state !== null) fib.links.set(S, own);
+    const fromS = (src = "10.10.0.3") => Buffer.concat([Buffer.from([1, 4]), udp4(src, "10.10.0.1", "hi")]);
+    return { fib, link, own, outside, written, fromS };
+  }
+
+  it("takes S's packets over a neighbour's link while S's own link is being set up", () => {
+    for (const state of ["new", "connecting"] as const) {
+      const { fib, link, outside, written, fromS } = graceSetup(state, null);
+      outside.onFrame(link, fromS());
+      expect(written).toHaveLength(1);
+      expect(link.counters.snapshot().drops).toEqual({});
+      expect(fib.routeList().find((r) => r.prefix === "10.10.0.3/32")?.rxPackets).toBe(1);
+    }
+  });
+
+  it("takes them for DIRECT_LINK_GRACE_MS after S's link connected, then only on S's own link", () => {
+    const young = graceSetup("connected", DIRECT_LINK_GRACE_MS - 1500);
+    young.outside.onFrame(young.link, young.fromS());
+    expect(young.written).toHaveLength(1);
+    expect(young.link.counters.snapshot().drops).toEqual({});
+
+    const old = graceSetup("connected", DIRECT_LINK_GRACE_MS + 500);
+    old.outside.onFrame(old.link, old.fromS());
+    expect(old.written).toEqual([]);
+    expect(old.link.counters.snapshot().drops).toEqual({ spoofed: 1 });
+    old.outside.onFrame(old.own, old.fromS());
+    expect(old.written).toHaveLength(1);
+  });
+
+  it("keeps the strict rule when S's link failed, is down since long, or S has none", () => {
+    for (const [state, ago] of [
+      ["failed", null],
+      ["disconnected", DIRECT_LINK_GRACE_MS + 500],
+      [null, null],
+    ] as const) {
+      const { link, outside, written, fromS } = graceSetup(state, ago);
+      outside.onFrame(link, fromS());
+      expect(written).toEqual([]);
+      expect(link.counters.snapshot().drops).toEqual({ spoofed: 1 });
+    }
+  });
+
+  it("still drops a source that is not routed, or is our own address, while S's link is young", () => {
+    const { fib, link, outside, written, fromS } = graceSetup("connected", 0);
+    fib.setRoute("10.10.0.1/32", OWN, null, null);
+    outside.onFrame(link, fromS("10.10.0.66"));
+    outside.onFrame(link, fromS("10.10.0.1"));
+    expect(written).toEqual([]);
+    expect(link.counters.snapshot().drops).toEqual({ spoofed: 2 });
   });
 });
 

@@ -16,10 +16,19 @@ import {
 } from "./wire/index.js";
 
 /**
+ * A member routed over its own link may still send over the overlay (via neighbours) while that link
+ * is being set up and for this long after it connected: packets it sent before the link came up
+ * arrive after our route moved to the link, and must not be lost when a direct link replaces an
+ * overlay path. Until then its packets could only come over the overlay, as a `via` route's do.
+ */
+export const DIRECT_LINK_GRACE_MS = 2000;
+
+/**
  * Link -> vNIC: each packet of a received frame needs a source routed to a member (or a prefix
  * behind one), never to this node. A packet written to the vNIC (for us, translated for SocialVPN,
  * or for a prefix behind us) must also come on its source's own link unless that source is routed
- * `via` a neighbour (anti-spoofing, like WireGuard's allowed IPs); a packet in transit is
+ * `via` a neighbour or its own link is being set up or connected less than DIRECT_LINK_GRACE_MS ago
+ * (anti-spoofing, like WireGuard's allowed IPs); a packet in transit is
  * forwarded from any link while the hop limit lasts, as the overlay's routes are not symmetric and
  * the node it is for checks it. Packets of offload frames keep their offload state (TCP
  * super-packet, partial checksum) to the vNIC, or are made plain when the vNIC has no offload.
@@ -121,6 +130,7 @@ export class Outside {
   /**
    * A source routed over its own link must come on it; one routed `via` a neighbour is a member
    * reached over the overlay, whose packets may come on any link (routes need not be symmetric).
+   * So may a directly routed source's packets while its link is young (see DIRECT_LINK_GRACE_MS).
    * A source routed only for transit counts by the route it has besides, if any.
    */
   private deliverToVnic(link: Link, p: PacketView, route: RouteEntry, version: number): void {
@@ -130,13 +140,24 @@ export class Outside {
     if (
       !source ||
       source.peerUid === this.fib.ownUid ||
-      (source.nextHop !== link.peerUid && source.via === null)
+      (source.nextHop !== link.peerUid && source.via === null && !this.directLinkYoung(source.nextHop))
     ) {
       link.counters.drop("spoofed");
       return;
     }
     source.rxPackets++;
     this.writeToVnic(p);
+  }
+
+  /**
+   * The member's own link is being set up (never connected yet), or connected less than
+   * DIRECT_LINK_GRACE_MS ago. With no link, or one that failed or has been up longer, the strict rule holds.
+   */
+  private directLinkYoung(peerUid: string): boolean {
+    const own = this.fib.links.get(peerUid);
+    if (!own) return false;
+    if (own.connectedAt === null) return own.state === "new" || own.state === "connecting";
+    return performance.now() - own.connectedAt < DIRECT_LINK_GRACE_MS;
   }
 
   private transit(from: Link, p: PacketView, hops: number, version: number, source: RouteEntry): void {
