@@ -84,8 +84,9 @@ function makeEnd(net: FakeFastNet, uid: string, peerUid: string, address: string
         peer = peer ?? ends.find((e) => e !== end);
         if (!peer) pendingCandidates.push([candidate, mid]);
         else {
-          for (const [c, m] of pendingCandidates.splice(0)) peer.link.addCandidate(c, m);
-          peer.link.addCandidate(candidate, mid);
+          const to = peer.link;
+          for (const [c, m] of pendingCandidates.splice(0)) addCandidateSoon(to, c, m);
+          addCandidateSoon(to, candidate, mid);
         }
       },
       state: (_l, s) => end.states.push(s),
@@ -100,6 +101,19 @@ function makeEnd(net: FakeFastNet, uid: string, peerUid: string, address: string
   );
   ends.push(end);
   return end;
+}
+
+/**
+ * Hands a candidate to the peer's link, again 50 ms later while its remote description is not set
+ * yet ("Got a remote candidate without ICE transport"). This runs inside node-datachannel's
+ * candidate callback, where an uncaught exception ends the process.
+ */
+function addCandidateSoon(to: Link, candidate: string, mid: string, tries = 20): void {
+  try {
+    to.addCandidate(candidate, mid);
+  } catch {
+    if (tries > 0) setTimeout(() => addCandidateSoon(to, candidate, mid, tries - 1), 50).unref();
+  }
 }
 
 function sendText(end: End, text: string): void {
