@@ -13,6 +13,7 @@ import ndc from "node-datachannel";
 import { Counters } from "./counters.js";
 import { DelayGate, rtpClock } from "./delay-gate.js";
 import { type FastLinkView, FastPath } from "./fast/fast-path.js";
+import { largestNativePacket } from "./fast/native-forward.js";
 import { decodeFastHello } from "./fast/offer.js";
 import type { FastReceiver, FastTransport } from "./fast/transport.js";
 import { IccChannel } from "./icc-channel.js";
@@ -889,15 +890,10 @@ export class Link implements FrameSink {
    * native code forwards it, the native table hears at once (not at its next 1-s refresh).
    */
   private pathMtuStep<T>(step: () => T): T {
-    const before = this.nativeForwarding ? this.largestPacket : 0;
+    const before = this.nativeForwarding ? largestNativePacket(this) : 0;
     const result = step();
-    if (this.nativeForwarding && this.largestPacket !== before) this.handlers.fastChanged?.(this);
+    if (this.nativeForwarding && largestNativePacket(this) !== before) this.handlers.fastChanged?.(this);
     return result;
-  }
-
-  /** What bounds the native forwarding table's packets for this link (see NativeForward.wanted). */
-  private get largestPacket(): number {
-    return Math.min(this.tooBigAbove, this.maxFrame);
   }
 
   /** A timer for the end of the probe round in flight (rounds are shorter than keepAlive's period). */

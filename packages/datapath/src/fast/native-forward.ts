@@ -25,6 +25,14 @@ interface Entry {
 const LARGEST_IP_PACKET = 65_535;
 const SMALLEST_IP_PACKET = 20;
 
+/**
+ * Largest packet the native table may send over a link: one frame, within the path MTU (the link
+ * tells the table at once when a path MTU step changes it).
+ */
+export function largestNativePacket(link: Pick<Link, "tooBigAbove" | "maxFrame">): number {
+  return Math.min(link.tooBigAbove, link.maxFrame - FRAME_HEADER, LARGEST_IP_PACKET);
+}
+
 const noCounts = (): FastForwardStats => ({
   txPackets: 0,
   txBytes: 0,
@@ -170,7 +178,7 @@ export class NativeForward {
     if (!fast || !session || fast.phase !== "up" || link.state !== "connected") return null;
     const list = addresses.get(link.peerUid);
     if (!list) return null;
-    const maxPacket = Math.min(link.tooBigAbove, link.maxFrame - FRAME_HEADER, LARGEST_IP_PACKET);
+    const maxPacket = largestNativePacket(link);
     if (maxPacket < SMALLEST_IP_PACKET) return null;
     const { localIndex } = session;
     const hopLimit = this.fib.hopLimit;
