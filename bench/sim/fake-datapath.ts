@@ -9,7 +9,7 @@ import {
   type RpcResults,
 } from "@tincan/protocol";
 import { linkInfo } from "../../packages/controller/src/testing.js";
-import { DIRECT_LINK_GRACE_MS } from "../../packages/datapath/src/outside.js";
+import { DIRECT_LINK_GRACE_MS, inDirectLinkGrace } from "../../packages/datapath/src/outside.js";
 import type { SimNetwork } from "./network.js";
 
 /** One side of a link in a fake datapath: its own setup token and, once known, the peer's. */
@@ -182,12 +182,10 @@ export class FakeDatapath implements Pick<DatapathApi, "call" | "on"> {
     this.net.carry(this, next, { ...p, hopLimit: p.hopLimit - 1 });
   }
 
-  /** outside.ts's grace: the member's own link is being set up, or connected less than DIRECT_LINK_GRACE_MS ago. */
+  /** outside.ts's grace for a new direct link, on virtual time. */
   private directLinkYoung(peerUid: string): boolean {
     const own = this.links.get(peerUid);
-    if (!own) return false;
-    if (own.connectedAt === undefined) return own.state === "new" || own.state === "connecting";
-    return Date.now() - own.connectedAt < DIRECT_LINK_GRACE_MS;
+    return own !== undefined && inDirectLinkGrace(own.state, own.connectedAt ?? null, Date.now());
   }
 
   /** Routes held packets again (a link connected or a route changed). */

@@ -1,3 +1,4 @@
+import type { LinkState } from "@tincan/protocol";
 import type { Counters } from "./counters.js";
 import { type Fib, ownTraffic, type RouteEntry } from "./fib.js";
 import { holdPacket, type UnmappedReport } from "./inside.js";
@@ -22,6 +23,16 @@ import {
  * overlay path. Until then its packets could only come over the overlay, as a `via` route's do.
  */
 export const DIRECT_LINK_GRACE_MS = 2000;
+
+/**
+ * A member's own link is being set up (never connected yet), or connected less than
+ * DIRECT_LINK_GRACE_MS before `now` (the clock `connectedAt` was read on). With no link, or one that
+ * failed or has been up longer, the strict rule holds.
+ */
+export function inDirectLinkGrace(state: LinkState, connectedAt: number | null, now: number): boolean {
+  if (connectedAt === null) return state === "new" || state === "connecting";
+  return now - connectedAt < DIRECT_LINK_GRACE_MS;
+}
 
 /**
  * Link -> vNIC: each packet of a received frame needs a source routed to a member (or a prefix
@@ -149,15 +160,9 @@ export class Outside {
     this.writeToVnic(p);
   }
 
-  /**
-   * The member's own link is being set up (never connected yet), or connected less than
-   * DIRECT_LINK_GRACE_MS ago. With no link, or one that failed or has been up longer, the strict rule holds.
-   */
   private directLinkYoung(peerUid: string): boolean {
     const own = this.fib.links.get(peerUid);
-    if (!own) return false;
-    if (own.connectedAt === null) return own.state === "new" || own.state === "connecting";
-    return performance.now() - own.connectedAt < DIRECT_LINK_GRACE_MS;
+    return own !== undefined && inDirectLinkGrace(own.state, own.connectedAt, performance.now());
   }
 
   private transit(from: Link, p: PacketView, hops: number, version: number, source: RouteEntry): void {
