@@ -28,7 +28,7 @@ import {
   TINCAN_BIN,
 } from "../test/support/datapath-driver.js";
 import { labUsers, VpnNode } from "../test/support/vpn-node.js";
-import { PeakSampler, pagesOnceMB } from "./memory.js";
+import { PeakSampler, pagesOnceMB, procStats } from "./memory.js";
 import {
   cpuSecondsPerGB,
   type Figures,
@@ -182,21 +182,6 @@ async function readCounters(h: Host, ifs: string[]): Promise<Record<string, { tx
   });
   return out;
 }
-
-/** utime+stime in seconds (all threads) and VmHWM/VmRSS in bytes, read from the shared /proc. */
-function procStats(pid: number): { cpuS: number; hwmBytes: number; rssBytes: number } | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    const ticks = Number(f[11]) + Number(f[12]); // fields 14 and 15 of stat(5)
-    const status = readFileSync(`/proc/${pid}/status`, "utf8");
-    const kb = (k: string) => Number(status.match(new RegExp(`^${k}:\\s+(\\d+) kB`, "m"))?.[1] ?? 0) * 1024;
-    return { cpuS: ticks / CLK_TCK, hwmBytes: kb("VmHWM"), rssBytes: kb("VmRSS") };
-  } catch {
-    return undefined;
-  }
-}
-const CLK_TCK = 100; // sysconf(_SC_CLK_TCK) on Linux/x86-64 and arm64
 
 function readOr(file: string, fallback = ""): string {
   try {

@@ -69,3 +69,18 @@ export class PeakSampler {
     return this.peak.a > 0 ? { ...this.peak } : undefined;
   }
 }
+
+/** utime+stime in seconds (all threads) and VmHWM/VmRSS in bytes, read from the shared /proc. */
+export function procStats(pid: number): { cpuS: number; hwmBytes: number; rssBytes: number } | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const ticks = Number(f[11]) + Number(f[12]); // fields 14 and 15 of stat(5)
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    const kb = (k: string) => Number(status.match(new RegExp(`^${k}:\\s+(\\d+) kB`, "m"))?.[1] ?? 0) * 1024;
+    return { cpuS: ticks / CLK_TCK, hwmBytes: kb("VmHWM"), rssBytes: kb("VmRSS") };
+  } catch {
+    return undefined;
+  }
+}
+const CLK_TCK = 100; // sysconf(_SC_CLK_TCK) on Linux/x86-64 and arm64

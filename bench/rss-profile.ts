@@ -15,7 +15,7 @@ import { parseArgs } from "node:util";
 import { Lab, sleep } from "../test/lab/index.js";
 import { DAEMON_NODE_FLAGS, REPO } from "../test/support/datapath-driver.js";
 import { addGroupNodes, labUsers, VpnNode } from "../test/support/vpn-node.js";
-import { pagesOnceMB } from "./memory.js";
+import { pagesOnceMB, procStats } from "./memory.js";
 
 const { values: flags } = parseArgs({
   options: {
@@ -76,12 +76,6 @@ function smapsByKind(pid: number): Smaps {
   }
   out.total = Object.values(out).reduce((a, b) => a + b, 0);
   return out;
-}
-
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(f[11]) + Number(f[12])) / 100;
 }
 
 function threads(pid: number): string {
@@ -147,10 +141,7 @@ interface SideResult {
   allocs: string;
 }
 
-function hwmMB(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  return Number(status.match(/^VmHWM:\s+(\d+) kB/m)?.[1] ?? 0) / MB;
-}
+const cpuSecondsOf = (pid: number): number => procStats(pid)?.cpuS ?? 0;
 
 interface Bed {
   lab: Lab;
@@ -190,7 +181,7 @@ async function runOnce(
     const idle = (pid: number) => ({ smaps: smapsByKind(pid), pagesOnce: pagesOnceMB([pid]) ?? 0 });
     const idleA = idle(pids.a);
     const idleB = idle(pids.b);
-    const cpu0 = { a: cpuSeconds(pids.a), b: cpuSeconds(pids.b) };
+    const cpu0 = { a: cpuSecondsOf(pids.a), b: cpuSecondsOf(pids.b) };
     const server = nb.host.spawn("iperf3", ["-s", "-1"], { name: "iperf3" });
     await sleep(500);
     const best = { a: { smaps: {} as Smaps, pagesOnce: 0 }, b: { smaps: {} as Smaps, pagesOnce: 0 } };
@@ -223,8 +214,12 @@ async function runOnce(
       const samples = readSamples(`${sampleFile}.${pids[s]}`);
       return {
         idle: { ...idleS, inside: peaks(samples, idleEnd - 5000, idleEnd) },
-        tcp: { ...best[s], inside: peaks(samples, tcpStart, tcpEnd), hwm: hwmMB(pids[s]) },
-        cpuS: cpuSeconds(pids[s]) - cpu0[s],
+        tcp: {
+          ...best[s],
+          inside: peaks(samples, tcpStart, tcpEnd),
+          hwm: (procStats(pids[s])?.hwmBytes ?? 0) / 2 ** 20,
+        },
+        cpuS: cpuSecondsOf(pids[s]) - cpu0[s],
         threads: threads(pids[s]),
         allocs: readOr(`${sampleFile}.${pids[s]}.alloc`),
       };
