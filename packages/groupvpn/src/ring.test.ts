@@ -128,19 +128,31 @@ describe("successors and predecessors", () => {
     );
   });
 
-  it("a ring kept up to date by joins and leaves equals one built from its members", () => {
+  it("a ring kept up to date by joins, leaves and reads in between equals one built from its members", () => {
     fc.assert(
       fc.property(
-        fc.array(fc.tuple(fc.boolean(), fc.integer({ min: 0, max: 30 })), { maxLength: 80 }),
+        fc.array(fc.tuple(fc.constantFrom("join", "leave", "read"), fc.integer({ min: 0, max: 30 })), {
+          maxLength: 120,
+        }),
         memberSet(31, 31),
         (ops, pool) => {
           const ring = new Ring([]);
           const reference = new Set<string>();
-          for (const [join, i] of ops) {
+          for (const [op, i] of ops) {
             const member = pool[i] as string;
+            if (op === "read") {
+              // A read applies what is pending (spliced when few, merged when many).
+              const built = new Ring(reference);
+              expect(ring.successors(member, 3)).toEqual(built.successors(member, 3));
+              expect(ring.predecessors(member, 3)).toEqual(built.predecessors(member, 3));
+              expect(ring.size).toBe(reference.size);
+              continue;
+            }
+            const join = op === "join";
             expect(join ? ring.add(member) : ring.remove(member)).toBe(join !== reference.has(member));
             if (join) reference.add(member);
             else reference.delete(member);
+            expect(ring.size).toBe(reference.size);
           }
           expect(ring.members()).toEqual(new Ring(reference).members());
           for (const member of pool) expect(ring.has(member)).toBe(reference.has(member));
@@ -149,33 +161,38 @@ describe("successors and predecessors", () => {
     );
   });
 
-  it("batches of joins (spliced one by one when few, merged when many) give the ring of all members", () => {
+  it("batches of joins and leaves, read between batches, give the ring of the members left", () => {
     fc.assert(
       fc.property(
         memberSet(0, 200),
-        // One batch above Ring's splice limit (128, merged), then small ones (spliced).
-        fc.integer({ min: 129, max: 200 }),
-        fc.array(fc.integer({ min: 0, max: 40 }), { maxLength: 3 }),
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 60 }), fc.integer({ min: 0, max: 30 })), {
+          minLength: 1,
+          maxLength: 5,
+        }),
         memberSet(330, 330),
-        (start, big, small, pool) => {
+        (start, batches, pool) => {
           const ring = new Ring(start);
           const reference = new Set(start);
           let from = 0;
-          for (const size of [big, ...small]) {
+          for (const [joins, leaves] of batches) {
             // A batch may repeat members, and hold members the ring has already.
             const batch = [
-              ...pool.slice(from, from + size),
+              ...pool.slice(from, from + joins),
               ...start.slice(0, 2),
               ...pool.slice(from, from + 1),
             ];
-            from += size;
+            from += joins;
             ring.addAll(batch);
             for (const member of batch) reference.add(member);
+            for (const member of [...reference].slice(0, leaves)) {
+              expect(ring.remove(member)).toBe(true);
+              reference.delete(member);
+            }
+            expect(ring.members()).toEqual([...reference].sort());
           }
-          expect(ring.members()).toEqual([...reference].sort());
         },
       ),
-      { numRuns: 30 },
+      { numRuns: 50 },
     );
   });
 

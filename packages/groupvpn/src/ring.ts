@@ -91,16 +91,23 @@ export function nextHop(self: string, destination: string, neighbours: Iterable<
   return best;
 }
 
-/** Members added one by one (a splice each) at most; more are merged in one pass (see Ring.addAll). */
-const SPLICES_PER_ADD = 128;
+/** Pending changes applied one by one (a splice each) at most; more are merged in one pass. */
+const SPLICES_PER_MERGE = 16;
 
 /**
  * A member set in ring order; answers who follows whom. Members are deduplicated. Kept sorted as
- * UID text (lowercase hex of a fixed length sorts as its number does), so joins and leaves are a
- * binary search and one splice, and no position is stored per member.
+ * UID text (lowercase hex of a fixed length sorts as its number does), so no position is stored per
+ * member. Joins and leaves are taken lazily: they wait in two sets and are merged into the sorted
+ * array when the order is next read. A node in a large group gets hundreds of presences between two
+ * reads (the policy reads once per recompute or maintenance round), and one merge pass costs about
+ * what two splices into a 10,000-member array do (V8 moves a pointer array element by element).
  */
 export class Ring {
   private uids: string[];
+  /** Members not yet in `uids`. */
+  private readonly joining = new Set<string>();
+  /** Members still in `uids` that are gone. */
+  private readonly leaving = new Set<string>();
 
   constructor(members: Iterable<string>) {
     const unique = [...new Set(members)];
@@ -109,66 +116,44 @@ export class Ring {
   }
 
   get size(): number {
-    return this.uids.length;
+    return this.uids.length + this.joining.size - this.leaving.size;
   }
 
   members(): readonly string[] {
+    this.settle();
     return this.uids;
   }
 
   has(uid: string): boolean {
-    return this.uids[this.indexOfText(uid)] === uid;
+    if (this.joining.has(uid)) return true;
+    return !this.leaving.has(uid) && this.sortedHas(uid);
   }
 
   /** Adds a member (true) or does nothing when it is one already (false). */
   add(uid: string): boolean {
     checkUid(uid);
-    const index = this.indexOfText(uid);
-    if (this.uids[index] === uid) return false;
-    this.uids.splice(index, 0, uid);
+    if (this.joining.has(uid)) return false;
+    if (this.sortedHas(uid)) return this.leaving.delete(uid);
+    this.joining.add(uid);
     return true;
   }
 
-  /**
-   * Adds members (those that are none yet): one by one when they are up to SPLICES_PER_ADD, else merged
-   * in one pass (a login's presence burst brings the whole group). A splice moves half the ring natively
-   * (~0.3 ns a member), a merge pass steps through all of it in script (~18 ns a member): at 10,000
-   * members 40 splices take 57 us, a merge 180 us (a large group's node takes joins in batches of tens).
-   */
+  /** Adds members (those that are none yet). */
   addAll(uids: readonly string[]): void {
-    for (const uid of uids) checkUid(uid);
-    if (uids.length <= SPLICES_PER_ADD) {
-      for (const uid of uids) this.add(uid);
-      return;
-    }
-    const incoming = [...new Set(uids)].filter((uid) => !this.has(uid)).sort();
-    const merged: string[] = [];
-    let i = 0;
-    let j = 0;
-    while (i < this.uids.length || j < incoming.length) {
-      const a = this.uids[i];
-      const b = incoming[j];
-      if (b === undefined || (a !== undefined && a < b)) {
-        merged.push(a as string);
-        i++;
-      } else {
-        merged.push(b);
-        j++;
-      }
-    }
-    this.uids = merged;
+    for (const uid of uids) this.add(uid);
   }
 
   /** Removes a member (true), or does nothing when it is none (false). */
   remove(uid: string): boolean {
-    const index = this.indexOfText(uid);
-    if (this.uids[index] !== uid) return false;
-    this.uids.splice(index, 1);
+    if (this.joining.delete(uid)) return true;
+    if (this.leaving.has(uid) || !this.sortedHas(uid)) return false;
+    this.leaving.add(uid);
     return true;
   }
 
   /** The first member at or clockwise after `point` (the owner of that point). */
   owner(point: bigint): string | undefined {
+    this.settle();
     if (this.uids.length === 0) return undefined;
     return this.uids[this.indexAtOrAfter(point) % this.uids.length];
   }
@@ -178,12 +163,14 @@ export class Ring {
    * in `skip` are passed over.
    */
   successors(self: string, k: number, skip?: ReadonlySet<string>): string[] {
+    this.settle();
     const start = this.indexAtOrAfter(ringPosition(self) + 1n);
     return this.walk(start, 1, k, self, skip);
   }
 
   /** Up to k members preceding `self` counter-clockwise, nearest first; members in `skip` passed over. */
   predecessors(self: string, k: number, skip?: ReadonlySet<string>): string[] {
+    this.settle();
     const start = this.indexOfText(self) - 1;
     return this.walk(start, -1, k, self, skip);
   }
@@ -209,6 +196,45 @@ export class Ring {
       targets.add(target);
     }
     return [...targets];
+  }
+
+  /** Applies the pending joins and leaves to the sorted array. */
+  private settle(): void {
+    const pending = this.joining.size + this.leaving.size;
+    if (pending === 0) return;
+    if (pending <= SPLICES_PER_MERGE) {
+      for (const uid of this.leaving) this.uids.splice(this.indexOfText(uid), 1);
+      for (const uid of this.joining) this.uids.splice(this.indexOfText(uid), 0, uid);
+    } else {
+      this.uids = this.merged();
+    }
+    this.joining.clear();
+    this.leaving.clear();
+  }
+
+  /** The sorted array with the leaving members left out and the joining ones merged in, in one pass. */
+  private merged(): string[] {
+    const incoming = [...this.joining].sort();
+    const leaving = this.leaving.size > 0 ? this.leaving : null;
+    const out: string[] = [];
+    let i = 0;
+    let j = 0;
+    while (i < this.uids.length || j < incoming.length) {
+      const a = this.uids[i];
+      const b = incoming[j];
+      if (b === undefined || (a !== undefined && a < b)) {
+        if (!leaving?.has(a as string)) out.push(a as string);
+        i++;
+      } else {
+        out.push(b);
+        j++;
+      }
+    }
+    return out;
+  }
+
+  private sortedHas(uid: string): boolean {
+    return this.uids[this.indexOfText(uid)] === uid;
   }
 
   /** Up to `count` members from index `start` on in direction `step`, once round the ring at most. */
