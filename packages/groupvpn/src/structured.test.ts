@@ -1,9 +1,9 @@
 import type { LinkEvent, Member, PolicyContext } from "@tincan/controller";
 import { hostPrefix, type RouteInfo, type RpcParamsOf, uidForIpv4 } from "@tincan/protocol";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import type { Clock } from "./clock.js";
 import { GroupPolicy } from "./policy.js";
-import { ringDistance, ringPosition, seededRandom } from "./ring.js";
+import { clockwiseDistance, ringDistance, ringPosition, seededRandom } from "./ring.js";
 import {
   ACTIVE_MS,
   COALESCE_MS,
@@ -672,6 +672,66 @@ describe("structured GroupVPN policy: membership bursts", () => {
     await n.clock.advance(COALESCE_MS);
     expect(n.structured.roleOf(uidOf(newSuccessor))).toBe("successor");
     expect(n.ensured).toContain(uidOf(newSuccessor));
+  });
+});
+
+describe("structured GroupVPN policy: joins and leaves far from us", () => {
+  /** 20 members online; of 200 more, the first that would join between our ring neighbours and one that would not. */
+  async function largeGroup(eagerRoutesUpTo?: number) {
+    const pool = Array.from({ length: 220 }, (_, i) => member(i + 1));
+    const start = pool.slice(0, 20);
+    const n = node(SELF_IPV4, start, {}, eagerRoutesUpTo);
+    await n.policy.onPeerOnline(start[0] as Member, n.ctx);
+    const order = ringAfterSelf(start);
+    const [successor, predecessor] = [order[0], order.at(-1)] as [Member, Member];
+    const from = ringPosition(uidOf(predecessor));
+    const arc = clockwiseDistance(from, ringPosition(uidOf(successor)));
+    const inArc = (m: Member) => clockwiseDistance(from, ringPosition(uidOf(m))) < arc;
+    const near = pool.slice(20).find(inArc) as Member;
+    const far = pool.slice(20).filter((m) => !inArc(m));
+    expect(near).toBeDefined();
+    const recompute = vi.spyOn(n.structured as unknown as { recompute: () => Promise<void> }, "recompute");
+    n.clock.skip(COALESCE_MS);
+    recompute.mockClear();
+    return { n, start, successor, predecessor, near, far, recompute };
+  }
+
+  it("routes on demand: a join or leave outside our neighbours' arc costs no recompute, one inside does", async () => {
+    const { n, start, successor, near, far, recompute } = await largeGroup(0);
+    for (const m of far.slice(0, 50)) {
+      n.online.push(m);
+      await n.policy.onPeerOnline(m, n.ctx);
+    }
+    await n.clock.advance(COALESCE_MS);
+    expect(recompute).not.toHaveBeenCalled();
+    // A far member that leaves (no route to it, no link) changes nothing either.
+    const gone = start.find((m) => m !== successor && !n.structured.roleOf(uidOf(m))) as Member;
+    n.online.splice(n.online.indexOf(gone), 1);
+    await n.policy.onPeerOffline(gone, n.ctx);
+    expect(recompute).not.toHaveBeenCalled();
+    // The ring took the far joins all the same: the near member becomes a neighbour.
+    n.online.push(near);
+    await n.policy.onPeerOnline(near, n.ctx);
+    await n.clock.advance(COALESCE_MS);
+    expect(recompute).toHaveBeenCalledTimes(1);
+    expect(n.structured.roleOf(uidOf(near))).toMatch(/successor|predecessor/);
+    // Our successor leaving is a change of ours.
+    recompute.mockClear();
+    n.clock.skip(COALESCE_MS);
+    const current = [...n.structured.linkRoles()].find(([, role]) => role === "successor")?.[0] as string;
+    const leaving = n.online.find((m) => uidOf(m) === current) as Member;
+    n.online.splice(n.online.indexOf(leaving), 1);
+    await n.policy.onPeerOffline(leaving, n.ctx);
+    expect(recompute).toHaveBeenCalledTimes(1);
+  });
+
+  it("a small group routes every member: a far join is routed at once", async () => {
+    const { n, far, recompute } = await largeGroup();
+    const m = far[0] as Member;
+    n.online.push(m);
+    await n.policy.onPeerOnline(m, n.ctx);
+    expect(recompute).toHaveBeenCalledTimes(1);
+    expect(n.routes.get(prefixOf(m))?.peerUid).toBe(uidOf(m));
   });
 });
 

@@ -135,6 +135,12 @@ export class StructuredLinks {
   private readonly positions = new Map<string, bigint>();
   /** The online members and us, in ring order (built from ctx.peers() once, then kept by joins and leaves). */
   private ring: Ring | null = null;
+  /**
+   * The open arc of the ring from our furthest predecessor clockwise to our furthest successor (UIDs),
+   * as of the last choice of targets; null when the ring is too small to have one. A member joining
+   * or leaving outside it changes none of our ring neighbours.
+   */
+  private neighbourArc: { from: string; to: string } | null = null;
   private recomputedAt = Number.NEGATIVE_INFINITY;
   private recomputeTimer: (() => void) | null = null;
   /** Members routed on demand (sent to, or passing through us), and when last used. */
@@ -208,14 +214,31 @@ export class StructuredLinks {
     // The first burst builds the ring from the members (they include the burst) and the burst at once.
     if (this.ring) this.ring.addAll(uids);
     else this.ringOf(ctx, uids);
+    // In a large group most joins are far from us: nothing of ours changes (long-distance links stay,
+    // routes are made on demand), and the ring takes the join lazily.
+    if (!this.eager(ctx) && !uids.some((uid) => this.nearUs(uid))) return Promise.resolve();
     return this.membersChanged(ctx);
   }
 
-  /** A member went away (a leave, a crash noticed): forget it and recompute. */
+  /** A member went away (a leave, a crash noticed): forget it and recompute if it concerned us. */
   memberOffline(uid: string, ctx: PolicyContext): Promise<void> {
     this.ringOf(ctx).remove(uid);
+    const concerned =
+      this.eager(ctx) ||
+      this.nearUs(uid) ||
+      this.roles.has(uid) ||
+      this.mapped.has(uid) ||
+      this.active.has(uid) ||
+      this.shortcuts.has(uid);
     this.forget(uid);
-    return this.membersChanged(ctx);
+    return concerned ? this.membersChanged(ctx) : Promise.resolve();
+  }
+
+  /** Whether a member lies within our ring neighbours' arc (or there is none yet). */
+  private nearUs(uid: string): boolean {
+    const arc = this.neighbourArc;
+    if (!arc) return true;
+    return arc.from < arc.to ? uid > arc.from && uid < arc.to : uid > arc.from || uid < arc.to;
   }
 
   /**
@@ -594,6 +617,12 @@ export class StructuredLinks {
     const successors = ring.successors(self, k, suspects);
     const predecessors = ring.predecessors(self, k, suspects);
     const neighbours = new Set([...successors, ...predecessors]);
+    const from = predecessors.at(-1);
+    const to = successors.at(-1);
+    this.neighbourArc =
+      ring.size > 2 * k + 1 && successors.length === k && predecessors.length === k && from && to
+        ? { from, to }
+        : null;
     const estimatedSize = estimateRingSize(self, successors, predecessors);
     const wanted = this.opts.links.longDistance;
     const count = wanted === "auto" ? (ring.size > 2 * k + 1 ? autoLongDistance(estimatedSize) : 0) : wanted;
