@@ -73,7 +73,18 @@ describe.skipIf(!can.ok)("Relay as a bridge: race a relay-only transport, move t
     const [, , flat1, flat2] = nodes as [VpnNode, VpnNode, VpnNode, VpnNode];
     const peer = uidForIpv4(flat2.address);
     // UDP between the two hosts is dropped: only the relay connects.
-    await waitFor("a first reply", async () => (await flat1.ping(flat2.address, 1, 1)).code === 0, 20_000);
+    await waitFor(
+      "a first reply",
+      async () => (await flat1.ping(flat2.address, 1, 1)).code === 0,
+      30_000,
+    ).catch((err: Error) => {
+      // What each side did instead (a CI run timed out here once).
+      const logs = [flat1, flat2].map(
+        (n) =>
+          `--- ${n.address} controller\n${tail(n.controller.log(), 40)}\n--- ${n.address} tincan\n${tail(n.tincan.log(), 40)}`,
+      );
+      throw new Error(`${err.message}\n${logs.join("\n")}`);
+    });
     const relayed = await waitFor("connected", () => flat1.connectedTo(peer));
     expect(relayed.path).toBe("relay");
 
