@@ -87,6 +87,8 @@ export class GroupPolicy implements Policy {
             neighborLinks: () => this.neighbors.all(),
             prefixesOf,
             prefixesBehind: (uid) => this.router.prefixesBehind(uid),
+            pinnedLink: (uid) => this.router.exitInUse() === uid,
+            servesExit: () => this.router.servesExit(),
             ...(options.eagerRoutesUpTo !== undefined ? { eagerRoutesUpTo: options.eagerRoutesUpTo } : {}),
           })
         : null;

@@ -74,11 +74,21 @@ export class RouterRoutes {
     return this.config.routes.advertise.length > 0 ? [...this.config.routes.advertise] : undefined;
   }
 
+  /** The exit node in use (its UID), or null. */
+  exitInUse(): string | null {
+    return this.exitUid;
+  }
+
+  /** We advertise a default route: members may send all their traffic through us. */
+  servesExit(): boolean {
+    return this.config.routes.advertise.some((p) => parsePrefix(p).length === 0);
+  }
+
   /** Packets from links to our advertised prefixes go to the kernel (which forwards them on). */
   async start(ctx: PolicyContext): Promise<void> {
     for (const prefix of this.config.routes.advertise) await ctx.setRoute({ prefix, peerUid: this.uid });
     // Also when off: a datapath that outlived a controller with another config stops serving.
-    const serve = this.config.routes.advertise.some((p) => parsePrefix(p).length === 0);
+    const serve = this.servesExit();
     await ctx.datapath.call("exit.serve", { on: serve }).catch((err: Error) => {
       if (serve) ctx.log.error("cannot serve as an exit node (masquerade)", { error: err.message });
     });

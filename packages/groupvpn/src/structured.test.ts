@@ -60,7 +60,7 @@ function node(
   members: Member[],
   links: { successors?: number; longDistance?: number | "auto"; shortcutBytesPerSec?: number } = {},
   eagerRoutesUpTo?: number,
-  routerConfig: { advertise: string[]; accept: boolean; routerGroup?: string } = {
+  routerConfig: { advertise: string[]; accept: boolean; routerGroup?: string; exitNode?: string } = {
     advertise: [],
     accept: false,
   },
@@ -69,6 +69,8 @@ function node(
   const routes = new Map<string, RpcParamsOf<"route.set">>();
   const counters = new Map<string, { txPackets: number; txBytes: number; rxPackets: number }>();
   const ensured: string[] = [];
+  /** Whether each link was last asked for pinned (never idle-trimmed). */
+  const pinned = new Map<string, boolean>();
   const removed: { uid: string; reason: string }[] = [];
   const online = [...members];
   /** Route set and icc messages sent, in order (icc as `icc <peer> <data>`). */
@@ -88,7 +90,10 @@ function node(
       routes.set(r.prefix, r);
     },
     removeRoute: async (prefix) => void routes.delete(prefix),
-    ensureLink: async (m) => void ensured.push(uidOf(m)),
+    ensureLink: async (m, o) => {
+      ensured.push(uidOf(m));
+      pinned.set(uidOf(m), o.pinned);
+    },
     removeLink: async (uid, reason) => void removed.push({ uid, reason }),
     datapath: {
       call: (async (method: string, params: { peerUid: string; data: unknown }) => {
@@ -140,6 +145,7 @@ function node(
     routes,
     counters,
     ensured,
+    pinned,
     removed,
     online,
     calls,
@@ -675,6 +681,62 @@ describe("structured GroupVPN policy: membership bursts", () => {
   });
 });
 
+describe("structured GroupVPN policy: an exit node (routes.exitNode)", () => {
+  it("keeps the exit's link pinned and wanted, whether or not it is a ring target, and never trims it", async () => {
+    const members = Array.from({ length: 40 }, (_, i) => member(i + 1));
+    const order = ringAfterSelf(members);
+    // Once far from us on the ring, once our successor (the ring keeps that link too).
+    for (const exit of [order[10], order[0]] as Member[]) {
+      exit.tincan.routes = ["0.0.0.0/0"];
+      const n = node(SELF_IPV4, members, { successors: 1, longDistance: 1 }, undefined, {
+        advertise: [],
+        accept: true,
+        routerGroup: "routers",
+        exitNode: exit.bareJid,
+      });
+      n.policy.refuse({ jid: exit.bareJid, subscription: "both", groups: ["lab", "routers"] });
+      for (const m of members) await n.policy.onPeerOnline(m, n.ctx);
+      await n.clock.advance(COALESCE_MS);
+      expect(n.pinned.get(uidOf(exit))).toBe(true);
+      n.calls.length = 0;
+      await n.up(uidOf(exit));
+      // The exit does not want the link for its own ring, and nothing went to the exit a while.
+      n.policy.onIccMessage({ peerUid: uidOf(exit), data: { type: "groupvpn.keep", keep: false } }, n.ctx);
+      for (let round = 0; round < 3; round++) {
+        n.clock.skip(MAINTAIN_EVERY_MS);
+        await n.structured.maintain(n.ctx);
+      }
+      expect(n.removed).toEqual([]);
+      expect(n.pinned.get(uidOf(exit))).toBe(true);
+      // We tell the exit we want the link (so it does not trim it either).
+      expect(n.calls.filter((c) => c.startsWith(`icc ${uidOf(exit)}`) && c.includes('"keep":false'))).toEqual(
+        [],
+      );
+      exit.tincan.routes = undefined;
+    }
+  });
+  it("an exit node takes every incoming link its users keep (no incoming cap)", async () => {
+    const members = Array.from({ length: 40 }, (_, i) => member(i + 1));
+    const n = node(SELF_IPV4, members, { successors: 2, longDistance: 1 }, undefined, {
+      advertise: ["0.0.0.0/0"],
+      accept: true,
+    });
+    await n.policy.onPeerOnline(members[0] as Member, n.ctx);
+    const wanted = new Set(n.structured.targets().keys());
+    for (const uid of wanted) await n.up(uid);
+    const users = members.filter((m) => !wanted.has(uidOf(m))).slice(0, 6);
+    for (const m of users) {
+      n.clock.skip(1);
+      await n.up(uidOf(m));
+      n.policy.onIccMessage({ peerUid: uidOf(m), data: { type: "groupvpn.keep", keep: true } }, n.ctx);
+    }
+    n.ensured.length = 0;
+    await n.structured.maintain(n.ctx);
+    expect(n.removed).toEqual([]); // a ring node without the exit role would keep 2 and trim 4
+    expect(n.ensured).toEqual(expect.arrayContaining(users.map(uidOf)));
+  });
+});
+
 describe("structured GroupVPN policy: joins and leaves far from us", () => {
   /** 20 members online; of 200 more, the first that would join between our ring neighbours and one that would not. */
   async function largeGroup(eagerRoutesUpTo?: number) {
@@ -735,9 +797,10 @@ describe("structured GroupVPN policy: joins and leaves far from us", () => {
   });
 });
 
-describe("structured GroupVPN policy: prefixes behind a router (router mode)", () => {
-  const LAN = "192.168.50.0/24";
-
+describe.each([
+  { LAN: "192.168.50.0/24", host: "192.168.50.7" },
+  { LAN: "fd00:50::/64", host: "fd00:50::7" },
+])("structured GroupVPN policy: prefixes behind a router (router mode), $LAN", ({ LAN, host }) => {
   /** A ring of 6 others; the one two hops on is a router with a LAN, in the router group. */
   async function ringWithRouter(accept: boolean, eagerRoutesUpTo?: number) {
     const members = Array.from({ length: 6 }, (_, i) => member(i + 1));
@@ -781,7 +844,7 @@ describe("structured GroupVPN policy: prefixes behind a router (router mode)", (
     expect(n.routes.get(LAN)?.via).toBeUndefined(); // not routed yet: direct, held
     n.calls.length = 0;
     n.ensured.length = 0;
-    await n.policy.onPacketUnmapped({ src: SELF_IPV4, dst: "192.168.50.7", proto: 1, length: 84 }, n.ctx);
+    await n.policy.onPacketUnmapped({ src: SELF_IPV4, dst: host, proto: 1, length: 84 }, n.ctx);
     expect(n.routes.get(LAN)).toEqual({ prefix: LAN, peerUid: uidOf(gw), via: next, kernel: true });
     expect(n.calls).toContain(
       `icc ${next} ${JSON.stringify({ type: "groupvpn.route", src: self, dst: uidOf(gw) })}`,

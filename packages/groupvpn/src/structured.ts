@@ -77,6 +77,13 @@ export interface StructuredOptions {
    * they follow the member's next hop here, and go back to direct when it is no longer routed.
    */
   prefixesBehind?(uid: string): string[];
+  /**
+   * A member whose link another part of the policy holds pinned (the exit node in use): always
+   * wanted, never trimmed, and set up pinned here too.
+   */
+  pinnedLink?(uid: string): boolean;
+  /** We are an exit node: members that use us keep a link to us, which the incoming cap must not trim. */
+  servesExit?(): boolean;
   /** Groups up to this many other members route all members (default EAGER_ROUTES_UP_TO). */
   eagerRoutesUpTo?: number;
 }
@@ -421,7 +428,7 @@ export class StructuredLinks {
       peer: member.bareJid,
     });
     this.shortcuts.add(uid);
-    await ctx.ensureLink?.(member, { pinned: false });
+    await ctx.ensureLink?.(member, { pinned: this.pinned(uid) });
   }
 
   /**
@@ -521,7 +528,11 @@ export class StructuredLinks {
 
   /** We want the link to `uid`: a ring target, or a shortcut that carries traffic above the threshold. */
   private wants(uid: string, busy: (uid: string) => boolean): boolean {
-    return this.roles.has(uid) || (this.shortcuts.has(uid) && busy(uid));
+    return this.roles.has(uid) || (this.shortcuts.has(uid) && busy(uid)) || this.pinned(uid);
+  }
+
+  private pinned(uid: string): boolean {
+    return this.opts.pinnedLink?.(uid) ?? false;
   }
 
   /** Tells each linked neighbour whether we want the link, when that changed (KeepMessage). */
@@ -540,6 +551,7 @@ export class StructuredLinks {
   }
 
   private incomingCap(): number {
+    if (this.opts.servesExit?.()) return Number.POSITIVE_INFINITY;
     return Math.max(2, 2 * this.long.length);
   }
 
@@ -650,7 +662,7 @@ export class StructuredLinks {
     await Promise.all(
       [...new Set(uids)].map((uid) => {
         const m = ctx.peer(uid);
-        return m ? ctx.ensureLink?.(m, { pinned: false }) : undefined;
+        return m ? ctx.ensureLink?.(m, { pinned: this.pinned(uid) }) : undefined;
       }),
     );
   }
@@ -764,7 +776,7 @@ export class StructuredLinks {
       if (neighbour === uid || !linked.has(uid) || !this.opts.connected.has(neighbour)) continue;
       if (this.penalised(uid, neighbour, now)) continue;
       this.shortcuts.add(uid);
-      ctx.ensureLink?.(m, { pinned: false })?.catch((err: Error) =>
+      ctx.ensureLink?.(m, { pinned: this.pinned(uid) })?.catch((err: Error) =>
         ctx.log.debug("link to a member routed via a relay not set up", {
           peerUid: uid,
           error: err.message,
