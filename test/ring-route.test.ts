@@ -2,10 +2,11 @@
 // long-distance links, no shortcuts), a LAN of one host behind one member (the router), and a member
 // two hops from it on the ring that accepts the LAN. The others do not accept it (routes.accept off):
 // they carry it for others only (transit-only routes). Ping and TCP reach the LAN greedily over the
-// ring, with no direct link to the router, and the LAN host reaches the member back.
+// ring, with no direct link to the router, and the LAN host reaches the member back. Then the router
+// serves as an exit node for a member it is no ring neighbour of: that link stays up while idle.
 import { uidForIpv4 } from "@tincan/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Host, Lab } from "./lab/index.js";
+import { type Host, Lab, sleep } from "./lab/index.js";
 import { waitFor } from "./support/datapath-driver.js";
 import { addGroupNodes, labUsers, ringOf, type VpnNode, waitRingLinks } from "./support/vpn-node.js";
 
@@ -124,5 +125,42 @@ describe.skipIf(!can.ok)("GroupVPN router mode over a structured ring of 5 (k = 
     expect(r.stdout).toMatch(/5 received/);
     console.log(`ring-route: LAN ${lanHost.ip} -> ${user.opts.user} ${user.address}: 5/5 pings`);
     expect(await user.connectedTo(uidOf(at(0)))).toBeUndefined();
+  });
+
+  it("a member whose exit node is the router keeps that link while idle, though no ring link of either wants it", async () => {
+    const [router, member] = [at(0), at(3)];
+    const jid = `${router.opts.user}@${router.opts.prosody.domain}`;
+    router.opts.extra = { routes: { routerGroup: "routers", advertise: [lan, "0.0.0.0/0"] } };
+    member.opts.extra = { routes: { routerGroup: "routers", accept: true, exitNode: jid } };
+    for (const n of [router, member]) {
+      n.writeConfig();
+      await n.controller.stop(5000);
+      await n.startController();
+    }
+    const exitState = async () =>
+      ((await member.status()).controller as { routes?: { exitNode?: { state: string } } } | null)?.routes
+        ?.exitNode?.state;
+    const link = await waitFor(
+      "the exit in use over a direct link",
+      async () => ((await exitState()) === "in use" ? member.connectedTo(uidOf(router)) : undefined),
+      60_000,
+    );
+    // Idle for longer than links.idleTimeoutSec (15 s) and several maintenance rounds (5 s): neither
+    // end's ring wants the link (k = 1: the member's neighbours are at(2) and at(4)).
+    await sleep(25_000);
+    const after = await member.connectedTo(uidOf(router));
+    expect(
+      after?.createdAt,
+      member.controller
+        .log()
+        .split("\n")
+        .filter((l) => l.includes("trim"))
+        .join("\n"),
+    ).toBe(link.createdAt);
+    expect(await exitState()).toBe("in use");
+    expect(await member.host.run(["ip", "rule"])).toMatch("21572");
+    const ping = await member.ping(lanHost.ip, 3, 2);
+    expect(ping.code, ping.stdout).toBe(0);
+    console.log(`ring-route: exit link ${member.opts.user} -> ${router.opts.user} still up after 25 s idle`);
   });
 });
