@@ -223,26 +223,26 @@ export class StructuredLinks {
     else this.ringOf(ctx, uids);
     // In a large group most joins are far from us: nothing of ours changes (long-distance links stay,
     // routes are made on demand), and the ring takes the join lazily.
-    if (!this.eager(ctx) && !uids.some((uid) => this.nearUs(uid))) return Promise.resolve();
+    if (!this.eager(ctx) && !uids.some((uid) => this.concerns(uid))) return Promise.resolve();
     return this.membersChanged(ctx);
   }
 
   /** A member went away (a leave, a crash noticed): forget it and recompute if it concerned us. */
   memberOffline(uid: string, ctx: PolicyContext): Promise<void> {
     this.ringOf(ctx).remove(uid);
-    const concerned =
-      this.eager(ctx) ||
-      this.nearUs(uid) ||
-      this.roles.has(uid) ||
-      this.mapped.has(uid) ||
-      this.active.has(uid) ||
-      this.shortcuts.has(uid);
+    const concerned = this.eager(ctx) || this.concerns(uid);
     this.forget(uid);
     return concerned ? this.membersChanged(ctx) : Promise.resolve();
   }
 
-  /** Whether a member lies within our ring neighbours' arc (or there is none yet). */
-  private nearUs(uid: string): boolean {
+  /**
+   * Whether a member's coming or going changes what we hold: it lies within our ring neighbours' arc
+   * (or there is none yet), or is a target, routed here, or a shortcut (a presence that changes the
+   * prefixes behind it moves their routes).
+   */
+  private concerns(uid: string): boolean {
+    if (this.roles.has(uid) || this.mapped.has(uid) || this.active.has(uid) || this.shortcuts.has(uid))
+      return true;
     const arc = this.neighbourArc;
     if (!arc) return true;
     return arc.from < arc.to ? uid > arc.from && uid < arc.to : uid > arc.from || uid < arc.to;
