@@ -739,10 +739,13 @@ describe("structured GroupVPN policy: an exit node (routes.exitNode)", () => {
 
 describe("structured GroupVPN policy: joins and leaves far from us", () => {
   /** 20 members online; of 200 more, the first that would join between our ring neighbours and one that would not. */
-  async function largeGroup(eagerRoutesUpTo?: number) {
+  async function largeGroup(
+    eagerRoutesUpTo?: number,
+    routerConfig?: { advertise: string[]; accept: boolean; routerGroup?: string },
+  ) {
     const pool = Array.from({ length: 220 }, (_, i) => member(i + 1));
     const start = pool.slice(0, 20);
-    const n = node(SELF_IPV4, start, {}, eagerRoutesUpTo);
+    const n = node(SELF_IPV4, start, {}, eagerRoutesUpTo, routerConfig);
     await n.policy.onPeerOnline(start[0] as Member, n.ctx);
     const order = ringAfterSelf(start);
     const [successor, predecessor] = [order[0], order.at(-1)] as [Member, Member];
@@ -785,6 +788,32 @@ describe("structured GroupVPN policy: joins and leaves far from us", () => {
     n.online.splice(n.online.indexOf(leaving), 1);
     await n.policy.onPeerOffline(leaving, n.ctx);
     expect(recompute).toHaveBeenCalledTimes(1);
+  });
+
+  it("a far member we route that starts advertising a LAN: the LAN follows its route at once", async () => {
+    const LAN = "192.168.60.0/24";
+    const { n, start, successor, predecessor, recompute } = await largeGroup(0, {
+      advertise: [],
+      accept: true,
+      routerGroup: "routers",
+    });
+    await n.up(uidOf(successor));
+    await n.up(uidOf(predecessor));
+    const far = start.find((m) => !n.structured.roleOf(uidOf(m))) as Member;
+    await n.policy.onPacketUnmapped(
+      { src: SELF_IPV4, dst: far.tincan.ipv4 as string, proto: 1, length: 84 },
+      n.ctx,
+    );
+    const via = n.viaOf(far);
+    expect(via).toBeDefined();
+    n.clock.skip(COALESCE_MS);
+    recompute.mockClear();
+    n.policy.refuse({ jid: far.bareJid, subscription: "both", groups: ["lab", "routers"] });
+    far.tincan.routes = [LAN];
+    await n.policy.onPeerOnline(far, n.ctx); // the core's call for a presence whose routes changed
+    expect(recompute).toHaveBeenCalledTimes(1);
+    expect(n.routes.get(LAN)).toEqual({ prefix: LAN, peerUid: uidOf(far), via, kernel: true });
+    far.tincan.routes = undefined;
   });
 
   it("a small group routes every member: a far join is routed at once", async () => {
