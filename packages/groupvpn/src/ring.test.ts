@@ -4,13 +4,17 @@ import { describe, expect, it } from "vitest";
 import {
   clockwiseDistance,
   estimateRingSize,
-  longDistanceCount,
   nextHop,
   RING_SIZE,
   Ring,
   ringPosition,
   seededRandom,
 } from "./ring.js";
+
+/** The model's long-distance count: log2(N) links of a node's own, rounded (at least 1). */
+function longDistanceCount(estimatedSize: number): number {
+  return Math.max(1, Math.round(Math.log2(Math.max(2, estimatedSize))));
+}
 
 const uid = fc.stringMatching(/^[0-9a-f]{32}$/);
 const memberSet = (min: number, max: number) => fc.uniqueArray(uid, { minLength: min, maxLength: max });

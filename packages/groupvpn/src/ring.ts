@@ -33,11 +33,6 @@ export function ringDistance(a: bigint, b: bigint): bigint {
   return clockwise * 2n <= RING_SIZE ? clockwise : RING_SIZE - clockwise;
 }
 
-/** About log2(N) long-distance links for a ring of about `estimatedSize` nodes (at least 1). */
-export function longDistanceCount(estimatedSize: number): number {
-  return Math.max(1, Math.round(Math.log2(Math.max(2, estimatedSize))));
-}
-
 /**
  * Ring size seen from one node: its successors and predecessors cover an arc of the ring cut into
  * that many segments, so N ~ segments * 2^128 / arc (Symphony's estimate; noisy with few neighbours,
