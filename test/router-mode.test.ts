@@ -146,12 +146,14 @@ describe.skipIf(!can.ok)("GroupVPN router mode: a LAN behind a member", () => {
   it("the router leaving takes its routes from the accepting member (kernel routes too)", async () => {
     const lanN = lan[0]!.ip.split(".")[2];
     await rt.stop();
+    // The controller withdraws the prefixes one after the other: wait for both kernel routes.
     await waitFor(
       "alice removes the LAN routes",
-      async () => (await alice.host.run(["ip", "route", "show", `192.168.${lanN}.0/24`])) === "",
+      async () =>
+        (await alice.host.run(["ip", "route", "show", `192.168.${lanN}.0/24`])) === "" &&
+        (await alice.host.run(["ip", "-6", "route", "show", `fd00:${lanN}::/64`])) === "",
       60_000,
     );
-    expect(await alice.host.run(["ip", "-6", "route", "show", `fd00:${lanN}::/64`])).toBe("");
     // The status file follows the routes (it is written after them): wait for it too.
     await waitFor(
       "alice's status without the LAN",
