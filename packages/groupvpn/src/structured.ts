@@ -629,15 +629,17 @@ export class StructuredLinks {
     const successors = ring.successors(self, k, suspects);
     const predecessors = ring.predecessors(self, k, suspects);
     const neighbours = new Set([...successors, ...predecessors]);
+    // Room for more than our k successors and k predecessors: an arc outside which members are far.
+    const beyondNeighbours = ring.size > 2 * k + 1;
     const from = predecessors.at(-1);
     const to = successors.at(-1);
     this.neighbourArc =
-      ring.size > 2 * k + 1 && successors.length === k && predecessors.length === k && from && to
+      beyondNeighbours && successors.length === k && predecessors.length === k && from && to
         ? { from, to }
         : null;
     const estimatedSize = estimateRingSize(self, successors, predecessors);
     const wanted = this.opts.links.longDistance;
-    const count = wanted === "auto" ? (ring.size > 2 * k + 1 ? autoLongDistance(estimatedSize) : 0) : wanted;
+    const count = wanted === "auto" ? (beyondNeighbours ? autoLongDistance(estimatedSize) : 0) : wanted;
     this.long = this.long
       .filter((uid) => uid !== self && ring.has(uid) && !neighbours.has(uid) && !this.refusedUntil.has(uid))
       .slice(0, count);
