@@ -151,6 +151,14 @@ function node(
     calls,
     up: (uid: string) => policy.onLinkUp(event(uid), ctx),
     down: (uid: string, reason?: string) => policy.onLinkDown(event(uid, reason), ctx),
+    /** Links the members set up to us and want (their KeepMessage), each a millisecond after the last. */
+    async incoming(from: Member[]) {
+      for (const m of from) {
+        clock.skip(1);
+        await policy.onLinkUp(event(uidOf(m)), ctx);
+        policy.onIccMessage({ peerUid: uidOf(m), data: { type: "groupvpn.keep", keep: true } }, ctx);
+      }
+    },
     /** Counts traffic to (tx) and from (rx) a member as the datapath would. */
     traffic(m: Member, tx: { packets: number; bytes: number }, rxPackets = 0) {
       const c = counters.get(prefixOf(m)) ?? { txPackets: 0, txBytes: 0, rxPackets: 0 };
@@ -438,11 +446,7 @@ describe("structured GroupVPN policy: long-distance links", () => {
     expect(wanted.size).toBe(5); // 2 + 2 + 1
     for (const uid of wanted) await n.up(uid);
     const strangers = members.filter((m) => !wanted.has(uidOf(m))).slice(0, 5);
-    for (const m of strangers) {
-      n.clock.skip(1);
-      await n.up(uidOf(m));
-      n.policy.onIccMessage({ peerUid: uidOf(m), data: { type: "groupvpn.keep", keep: true } }, n.ctx);
-    }
+    await n.incoming(strangers);
     // One more link that neither end wants (left from an earlier ring): not kept, not counted.
     const leftover = members.find((m) => !wanted.has(uidOf(m)) && !strangers.includes(m)) as Member;
     await n.up(uidOf(leftover));
@@ -715,6 +719,7 @@ describe("structured GroupVPN policy: an exit node (routes.exitNode)", () => {
       exit.tincan.routes = undefined;
     }
   });
+
   it("an exit node takes every incoming link its users keep (no incoming cap)", async () => {
     const members = Array.from({ length: 40 }, (_, i) => member(i + 1));
     const n = node(SELF_IPV4, members, { successors: 2, longDistance: 1 }, undefined, {
@@ -725,11 +730,7 @@ describe("structured GroupVPN policy: an exit node (routes.exitNode)", () => {
     const wanted = new Set(n.structured.targets().keys());
     for (const uid of wanted) await n.up(uid);
     const users = members.filter((m) => !wanted.has(uidOf(m))).slice(0, 6);
-    for (const m of users) {
-      n.clock.skip(1);
-      await n.up(uidOf(m));
-      n.policy.onIccMessage({ peerUid: uidOf(m), data: { type: "groupvpn.keep", keep: true } }, n.ctx);
-    }
+    await n.incoming(users);
     n.ensured.length = 0;
     await n.structured.maintain(n.ctx);
     expect(n.removed).toEqual([]); // a ring node without the exit role would keep 2 and trim 4
