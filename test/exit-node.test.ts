@@ -5,10 +5,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Host, Lab } from "./lab/index.js";
 import { REPO, waitFor } from "./support/datapath-driver.js";
-import { labUsers, VpnNode } from "./support/vpn-node.js";
+import { EXIT_TABLE, labUsers, VpnNode } from "./support/vpn-node.js";
 
 const can = Lab.canRun();
-const EXIT_TABLE = "21572";
 
 interface ExitStatus {
   jid: string;

@@ -27,8 +27,8 @@ function vmKb(pid: number, key: "VmRSS" | "VmHWM"): number {
 
 /**
  * Bytes sent and the receiver's loss from `iperf3 -u -J`. Without the end summary (a CI run once got
- * none: the results exchange over the starved link failed) the bytes come from the per-second reports
- * and the loss is unknown.
+ * none, most likely because the results exchange over the starved link did not complete) the bytes
+ * come from the per-second reports and the loss is unknown.
  */
 function floodSummary(stdout: string): { bytes: number; lost_percent: number | null } {
   const out = JSON.parse(stdout) as {

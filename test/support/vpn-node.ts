@@ -20,6 +20,8 @@ const CONTROLLER_BIN = {
 };
 
 export const PASSWORD = "lab-password-1";
+/** The routing table a member's datapath sends everything to while it uses an exit node (README, "Exit node"). */
+export const EXIT_TABLE = "21572";
 
 export interface NodeOptions {
   kind?: "groupvpn" | "socialvpn";
